@@ -1,0 +1,68 @@
+//! Which traffic class a packet belongs to, and whether it is a probe.
+
+use crate::maps::{
+    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP, CLASS_XMAS, Config,
+};
+use crate::parse::Transport;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+/// The six classic flags; ECE and CWR (ECN) are ignored for classification.
+const TCP_CLASSIC: u8 = 0x3f;
+
+/// The `CLASS_*` index of a TCP packet with these flags.
+#[inline(always)]
+pub fn tcp_class(flags: u8) -> usize {
+    match flags & TCP_CLASSIC {
+        f if f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN => CLASS_SYN,
+        0 => CLASS_NULL,
+        TCP_FIN => CLASS_FIN,
+        f if f == TCP_FIN | TCP_PSH | TCP_URG => CLASS_XMAS,
+        TCP_ACK => CLASS_ACK,
+        _ => CLASS_OTHER_TCP,
+    }
+}
+
+/// The `CLASS_*` index of a transport header.
+#[inline(always)]
+pub fn class_of(t: &Transport) -> usize {
+    match t {
+        Transport::Tcp { flags, .. } => tcp_class(*flags),
+        Transport::Udp { .. } => CLASS_UDP,
+    }
+}
+
+/// Whether `port` is in the host's ephemeral range, where replies to the
+/// host's own outbound connections arrive.
+#[inline(always)]
+pub fn is_ephemeral(port: u16, cfg: &Config) -> bool {
+    port >= cfg.ephemeral_lo && port <= cfg.ephemeral_hi
+}
+
+/// Whether a packet counts toward a source's fan-out: it asks about a port
+/// rather than answers something the host sent.
+///
+/// - TCP without ACK or RST (SYN, FIN, NULL, Xmas, ...) opens or probes a
+///   connection; no reply looks like that, so every port counts.
+/// - RST is an answer (or a scanner tearing down a half-open probe).
+/// - TCP with ACK and UDP are probes only when aimed at a non-ephemeral
+///   port: on ephemeral ports they are replies to the host's own clients.
+#[inline(always)]
+pub fn is_probe(t: &Transport, cfg: &Config) -> bool {
+    match *t {
+        Transport::Tcp { flags, dport, .. } => {
+            if flags & TCP_RST != 0 {
+                false
+            } else if flags & TCP_ACK == 0 {
+                true
+            } else {
+                !is_ephemeral(dport, cfg)
+            }
+        }
+        Transport::Udp { dport, .. } => !is_ephemeral(dport, cfg),
+    }
+}

@@ -1,0 +1,12 @@
+//! The scanner daemon: load -> poll -> detect -> report.
+//!
+//! The binary (`scanner`) is a thin CLI over these modules; the integration
+//! tests use [`load`] directly to run the XDP program with BPF_PROG_TEST_RUN.
+
+pub mod cli;
+pub mod daemon;
+pub mod detect;
+pub mod iface;
+pub mod load;
+pub mod poll;
+pub mod report;

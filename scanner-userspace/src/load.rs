@@ -1,0 +1,259 @@
+//! Load the embedded XDP object, configure it, and attach it to interfaces.
+
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapError},
+    programs::{ProgramError, Xdp, xdp::XdpMode},
+};
+use scanner_common::{CONFIG_MAP, Config, COUNTERS_MAP, PORTS_MAP, SOURCES_MAP};
+use thiserror::Error;
+
+use crate::cli::XdpModeArg;
+
+/// The XDP object, built by build.rs (aya-build) for the BPF target.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanner"));
+
+/// Name of the `#[xdp]` function in scanner-ebpf.
+pub const PROGRAM: &str = "scanner";
+
+const PERMISSION_HINT: &str =
+    "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (e.g. with AmbientCapabilities)";
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("permission denied while {during}: {PERMISSION_HINT}")]
+    Permission { during: &'static str },
+    #[error(
+        "the kernel verifier rejected the XDP program ({io_error}); last lines of the verifier log:\n{tail}"
+    )]
+    Verifier { io_error: io::Error, tail: String },
+    #[error("this kernel cannot load the XDP program ({during}): {source}")]
+    Kernel {
+        during: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("map {0} is missing from the embedded XDP object (stale build?)")]
+    MissingMap(&'static str),
+    #[error("cannot attach XDP to {iface} in {mode} mode: {detail}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        detail: String,
+    },
+}
+
+/// The mode an interface ended up attached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+impl AttachedMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        }
+    }
+}
+
+/// Loads the object into the kernel and writes `config` into its CONFIG map.
+/// Nothing is attached yet.
+pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
+    raise_memlock_limit();
+    let mut ebpf = EbpfLoader::new()
+        .load(OBJECT)
+        .map_err(|e| classify(e, "creating the BPF maps"))?;
+    for name in [SOURCES_MAP, PORTS_MAP, COUNTERS_MAP, CONFIG_MAP] {
+        if ebpf.map(name).is_none() {
+            return Err(LoadError::MissingMap(name));
+        }
+    }
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(LoadError::MissingMap(PROGRAM))?
+        .try_into()
+        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+    program.load().map_err(|e| match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } if !is_permission(&io_error) => LoadError::Verifier {
+            io_error,
+            tail: tail(&verifier_log.to_string(), 20),
+        },
+        other => classify(other, "loading the XDP program"),
+    })?;
+    write_config(&mut ebpf, config)?;
+    Ok(ebpf)
+}
+
+/// Writes `config` into the CONFIG map (also used to change it while running).
+pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
+    let map = ebpf
+        .map_mut(CONFIG_MAP)
+        .ok_or(LoadError::MissingMap(CONFIG_MAP))?;
+    let mut array: Array<_, Config> =
+        Array::try_from(map).map_err(|e| classify(e, "opening the CONFIG map"))?;
+    array
+        .set(0, config, 0)
+        .map_err(|e: MapError| classify(e, "writing the CONFIG map"))
+}
+
+/// Attaches the loaded program to `iface`. `auto` tries native XDP first and
+/// falls back to generic (skb) XDP, saying so.
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<AttachedMode, LoadError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(LoadError::MissingMap(PROGRAM))?
+        .try_into()
+        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+    let attach_error = |mode: AttachedMode, e: ProgramError| {
+        if chain_has_permission_error(&e) {
+            return LoadError::Permission {
+                during: "attaching XDP",
+            };
+        }
+        LoadError::Attach {
+            iface: iface.to_owned(),
+            mode: mode.as_str(),
+            detail: error_chain(&e),
+        }
+    };
+    match mode {
+        XdpModeArg::Native => program
+            .attach(iface, XdpMode::Driver)
+            .map(|_| AttachedMode::Native)
+            .map_err(|e| attach_error(AttachedMode::Native, e)),
+        XdpModeArg::Skb => program
+            .attach(iface, XdpMode::Skb)
+            .map(|_| AttachedMode::Skb)
+            .map_err(|e| attach_error(AttachedMode::Skb, e)),
+        XdpModeArg::Auto => match program.attach(iface, XdpMode::Driver) {
+            Ok(_) => Ok(AttachedMode::Native),
+            Err(e) if chain_has_permission_error(&e) => Err(attach_error(AttachedMode::Native, e)),
+            Err(native) => {
+                tracing::warn!(
+                    iface,
+                    "native XDP unavailable ({}); falling back to skb (generic) mode",
+                    error_chain(&native)
+                );
+                program
+                    .attach(iface, XdpMode::Skb)
+                    .map(|_| AttachedMode::Skb)
+                    .map_err(|e| attach_error(AttachedMode::Skb, e))
+            }
+        },
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so large
+/// maps load there too. Harmless where memory cgroups account it instead.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+fn classify<E>(e: E, during: &'static str) -> LoadError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if chain_has_permission_error(&e) {
+        LoadError::Permission { during }
+    } else {
+        LoadError::Kernel {
+            during,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Missing capabilities give EPERM. (EACCES is the verifier's "rejected".)
+fn is_permission(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether any error in the chain is EPERM/EACCES.
+fn chain_has_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && is_permission(io)
+        {
+            return true;
+        }
+        if let Some(EbpfError::MapError(MapError::CreateError { io_error, .. })) =
+            err.downcast_ref::<EbpfError>()
+            && is_permission(io_error)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// "outer: inner: innermost", for log lines.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// The last `n` non-empty lines of `log`.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\n\nc\nd\n", 2), "c\nd");
+        assert_eq!(tail("only", 5), "only");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn permission_errors_are_found_in_the_chain() {
+        let e = io::Error::from_raw_os_error(libc::EPERM);
+        assert!(chain_has_permission_error(&e));
+        let e = io::Error::from_raw_os_error(libc::EINVAL);
+        assert!(!chain_has_permission_error(&e));
+        assert!(matches!(
+            classify(io::Error::from_raw_os_error(libc::EPERM), "x"),
+            LoadError::Permission { during: "x" }
+        ));
+        assert!(!chain_has_permission_error(&io::Error::from_raw_os_error(
+            libc::EACCES
+        )));
+    }
+
+    #[test]
+    fn the_embedded_object_is_an_elf_file() {
+        assert_eq!(&OBJECT[..4], b"\x7fELF");
+    }
+}
