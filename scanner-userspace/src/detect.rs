@@ -107,10 +107,10 @@ impl Detector {
         let mut out = Vec::new();
         let mut present = std::collections::HashSet::with_capacity(self.scans.len());
         for (source, stats) in sources {
+            self.observe(now_ns, *source, stats, &mut out);
             if self.scans.contains_key(source) {
                 present.insert(*source);
             }
-            self.observe(now_ns, *source, stats, &mut out);
         }
         // Evicted sources: their last figures are all there is.
         self.scans.retain(|source, scan| {

@@ -1,0 +1,217 @@
+//! The `scanner` daemon running inside a namespace, its output as a stream.
+
+use std::{
+    io::{BufRead as _, BufReader, Read},
+    path::PathBuf,
+    process::{Child, ExitStatus, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+
+use crate::netns::Netns;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A running `scanner run`. Killed (SIGKILL) on drop if still running.
+pub struct Daemon {
+    child: Child,
+    lines: Receiver<(Stream, String)>,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    echo: bool,
+}
+
+/// The scanner binary: `$SCANNER_BIN`, else the workspace's debug build.
+pub fn scanner_binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("SCANNER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/scanner"),
+    };
+    if !path.exists() {
+        bail!(
+            "scanner binary not found at {} (build it with `cargo build -p scanner-userspace`, or run `cargo xtask test`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn forward(stream: Stream, reader: impl Read, tx: Sender<(Stream, String)>) {
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else { break };
+        if tx.send((stream, line)).is_err() {
+            break;
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts `scanner <args>` inside `ns`.
+    pub fn start(ns: &Netns, args: &[&str]) -> anyhow::Result<Self> {
+        let bin = scanner_binary()?;
+        let bin = bin.to_str().context("scanner path is not UTF-8")?;
+        // `ip netns exec` execs the program: the child's pid is the daemon's.
+        let mut child = ns
+            .command(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the scanner daemon")?;
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().context("daemon stdout")?;
+        let err = child.stderr.take().context("daemon stderr")?;
+        let tx2 = tx.clone();
+        std::thread::spawn(move || forward(Stream::Stdout, out, tx));
+        std::thread::spawn(move || forward(Stream::Stderr, err, tx2));
+        Ok(Self {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            echo: false,
+        })
+    }
+
+    /// Print every line as it arrives (the demo shows the daemon live).
+    pub fn echo(mut self, on: bool) -> Self {
+        self.echo = on;
+        self
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every stdout line so far.
+    pub fn stdout(&self) -> &[String] {
+        &self.stdout
+    }
+
+    /// Every stdout line so far that parses as JSON.
+    pub fn events(&self) -> Vec<Value> {
+        self.stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn record(&mut self, stream: Stream, line: String) {
+        if self.echo {
+            match stream {
+                Stream::Stdout => println!("[scanner] {line}"),
+                Stream::Stderr => println!("[scanner log] {line}"),
+            }
+        }
+        match stream {
+            Stream::Stdout => self.stdout.push(line),
+            Stream::Stderr => self.stderr.push(line),
+        }
+    }
+
+    /// The daemon's recent log lines, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let from = self.stderr.len().saturating_sub(30);
+        self.stderr[from..].join("\n")
+    }
+
+    /// Waits for a stdout line matching `pred`; earlier lines are kept.
+    pub fn wait_for_line(
+        &mut self,
+        mut pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        if let Some(line) = self.stdout.iter().find(|l| pred(l)) {
+            return Ok(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((stream, line)) => {
+                    let hit = stream == Stream::Stdout && pred(&line);
+                    self.record(stream, line.clone());
+                    if hit {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "no matching daemon output within {timeout:?}; stdout so far:\n{}\nlog:\n{}",
+                        self.stdout.join("\n"),
+                        self.log_tail()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    bail!(
+                        "daemon exited ({status:?}) before the expected output; stdout:\n{}\nlog:\n{}",
+                        self.stdout.join("\n"),
+                        self.log_tail()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for a JSON event matching `pred`.
+    pub fn wait_for_event(
+        &mut self,
+        mut pred: impl FnMut(&Value) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let line = self.wait_for_line(
+            |l| serde_json::from_str::<Value>(l).is_ok_and(|v| pred(&v)),
+            timeout,
+        )?;
+        serde_json::from_str(&line).map_err(|e| anyhow!("{e}: {line}"))
+    }
+
+    /// Waits until the program is attached to `iface`.
+    pub fn wait_attached(&mut self, iface: &str) -> anyhow::Result<Value> {
+        self.wait_for_event(
+            |e| e["event"] == "attached" && e["iface"] == iface,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// SIGTERM, then reads the output to its end and reaps the daemon.
+    /// Returns its exit status; every line stays available.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((stream, line)) => self.record(stream, line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    bail!(
+                        "daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                        self.log_tail()
+                    );
+                }
+            }
+        }
+        self.child.wait().context("reaping the daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
