@@ -179,7 +179,8 @@ mod pod {
 
 // Layouts are shared with the kernel byte for byte: no implicit padding.
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 16);
-const _: () = assert!(core::mem::size_of::<SourceStats>() == 32 + 4 * CLASS_COUNT + 12 + 2 * SAMPLE_PORTS);
+const _: () =
+    assert!(core::mem::size_of::<SourceStats>() == 32 + 4 * CLASS_COUNT + 12 + 2 * SAMPLE_PORTS);
 const _: () = assert!(core::mem::size_of::<SourceStats>() % 8 == 0);
 const _: () = assert!(core::mem::size_of::<PortKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortSeen>() == 16);

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 
 use scanner_common::{
-    CLASS_ACK, CLASS_COUNT, CLASS_FIN, CLASS_NULL, CLASS_SYN, CLASS_UDP,
-    CLASS_XMAS, SourceKey, SourceStats,
+    CLASS_ACK, CLASS_COUNT, CLASS_FIN, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, SourceKey,
+    SourceStats,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +69,15 @@ pub fn kind_of(classes: &[u32; CLASS_COUNT]) -> ScanKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finding {
     /// The source just crossed the rule.
-    Detected { source: SourceKey, stats: SourceStats },
+    Detected {
+        source: SourceKey,
+        stats: SourceStats,
+    },
     /// A detected scan is over; `stats` are its final figures.
-    Ended { source: SourceKey, stats: SourceStats },
+    Ended {
+        source: SourceKey,
+        stats: SourceStats,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,7 +245,10 @@ mod tests {
         let f = d.poll(13 * S, &[(src(1), stats(0, 1000, 3 * S))]);
         assert!(matches!(f[..], [Finding::Ended { stats, .. }] if stats.distinct_ports == 1000));
         // And never again for the same window.
-        assert!(d.poll(30 * S, &[(src(1), stats(0, 1000, 3 * S))]).is_empty());
+        assert!(
+            d.poll(30 * S, &[(src(1), stats(0, 1000, 3 * S))])
+                .is_empty()
+        );
         assert_eq!(d.active(), 0);
     }
 

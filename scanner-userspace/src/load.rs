@@ -7,7 +7,7 @@ use aya::{
     maps::{Array, MapError},
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
-use scanner_common::{CONFIG_MAP, Config, COUNTERS_MAP, PORTS_MAP, SOURCES_MAP};
+use scanner_common::{CONFIG_MAP, COUNTERS_MAP, Config, PORTS_MAP, SOURCES_MAP};
 use thiserror::Error;
 
 use crate::cli::XdpModeArg;

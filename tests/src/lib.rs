@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod packets;
 pub mod privilege;
 pub mod traffic;
 

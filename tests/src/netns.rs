@@ -157,7 +157,12 @@ impl Lab {
             server.name(),
         ])?;
         for (ns, ifname, v4, v6) in [
-            (&attacker, Self::ATTACKER_IF, Self::ATTACKER_V4, Self::ATTACKER_V6),
+            (
+                &attacker,
+                Self::ATTACKER_IF,
+                Self::ATTACKER_V4,
+                Self::ATTACKER_V6,
+            ),
             (&server, Self::SERVER_IF, Self::SERVER_V4, Self::SERVER_V6),
         ] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])?;

@@ -20,6 +20,8 @@ pub fn require_root(test: &str) -> bool {
         // SAFETY: as above.
         unsafe { libc::geteuid() }
     );
-    eprintln!("SKIPPED {test}: needs root for network namespaces and XDP (run `sudo cargo xtask test`)");
+    eprintln!(
+        "SKIPPED {test}: needs root for network namespaces and XDP (run `sudo cargo xtask test`)"
+    );
     false
 }

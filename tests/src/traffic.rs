@@ -55,7 +55,9 @@ pub fn serve_http(listener: &TcpListener, connections: usize) -> anyhow::Result<
 /// response. Must run inside the client's namespace (see `Netns::enter`).
 pub fn http_get(from: SocketAddr, to: SocketAddr) -> anyhow::Result<String> {
     let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
-    socket.bind(&from.into()).with_context(|| format!("binding {from}"))?;
+    socket
+        .bind(&from.into())
+        .with_context(|| format!("binding {from}"))?;
     socket
         .connect_timeout(&to.into(), Duration::from_secs(10))
         .with_context(|| format!("connecting to {to}"))?;

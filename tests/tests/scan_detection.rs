@@ -49,16 +49,23 @@ fn syn_scan_is_reported(source: &str, target: &str, extra: &[&str]) -> anyhow::R
         EVENT_TIMEOUT,
     )?;
     let ports = ended["ports"].as_u64().unwrap_or(0);
-    assert!((990..=1010).contains(&ports), "ports within 1% of 1000: {ended}");
+    assert!(
+        (990..=1010).contains(&ports),
+        "ports within 1% of 1000: {ended}"
+    );
     assert!(ended["probes"].as_u64() >= Some(ports), "{ended}");
     assert_eq!(ended["kind"], "syn", "{ended}");
     let top = ended["top_ports"].as_array().cloned().unwrap_or_default();
     assert!(!top.is_empty() && top.len() <= 10, "{ended}");
     assert!(
-        top.iter().all(|p| p.as_u64().is_some_and(|p| (1..=1000).contains(&p))),
+        top.iter()
+            .all(|p| p.as_u64().is_some_and(|p| (1..=1000).contains(&p))),
         "{ended}"
     );
-    assert!(ended["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{ended}");
+    assert!(
+        ended["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{ended}"
+    );
 
     let status = daemon.stop()?;
     assert!(status.success(), "SIGTERM must exit 0, got {status}");

@@ -1,0 +1,340 @@
+//! Hand-built frames, and a table of parser cases checked twice: against the
+//! parser on the host and against the XDP program in the kernel
+//! (BPF_PROG_TEST_RUN), so both agree on every case.
+
+use scanner_common::{
+    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, IPPROTO_TCP, IPPROTO_UDP,
+    SourceKey,
+};
+
+pub const SYN: u8 = 0x02;
+pub const FIN: u8 = 0x01;
+pub const ACK: u8 = 0x10;
+pub const XMAS: u8 = 0x29;
+
+const SERVER_V4: [u8; 4] = [198, 18, 0, 2];
+const SERVER_V6: [u8; 16] = v6(2);
+
+/// 2001:db8::N
+pub const fn v6(n: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0x20;
+    a[1] = 0x01;
+    a[2] = 0x0d;
+    a[3] = 0xb8;
+    a[15] = n;
+    a
+}
+
+/// 198.18.0.N
+pub const fn v4(n: u8) -> [u8; 4] {
+    [198, 18, 0, n]
+}
+
+/// Ethernet header with optional VLAN tags (each a TPID), then `payload`.
+pub fn eth(ethertype: u16, tags: &[u16], payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    for (i, tpid) in tags.iter().enumerate() {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // VLAN id
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// IPv4 header of `ihl` 32-bit words (options zero-filled), then `payload`.
+pub fn ipv4(src: [u8; 4], proto: u8, ihl: u8, fragment: u16, payload: &[u8]) -> Vec<u8> {
+    let len = usize::from(ihl.max(5)) * 4;
+    let mut h = vec![0u8; len];
+    h[0] = 0x40 | (ihl & 0x0f);
+    h[2..4].copy_from_slice(&((len + payload.len()) as u16).to_be_bytes());
+    h[6..8].copy_from_slice(&fragment.to_be_bytes());
+    h[8] = 64;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&SERVER_V4);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// IPv6 header, then extension headers `ext` (already chained), then `payload`.
+pub fn ipv6(src: [u8; 16], next: u8, ext: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&((ext.len() + payload.len()) as u16).to_be_bytes());
+    h[6] = next;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src);
+    h[24..40].copy_from_slice(&SERVER_V6);
+    h.extend_from_slice(ext);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A TCP header of `words` 32-bit words.
+pub fn tcp(dport: u16, flags: u8, words: u8) -> Vec<u8> {
+    let mut h = vec![0u8; usize::from(words.max(5)) * 4];
+    h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[12] = words << 4;
+    h[13] = flags;
+    h[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    h
+}
+
+pub fn udp(dport: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 8];
+    h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..6].copy_from_slice(&8u16.to_be_bytes());
+    h
+}
+
+pub fn ipv4_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
+    eth(
+        0x0800,
+        &[],
+        &ipv4(v4(src), IPPROTO_TCP, 5, 0, &tcp(dport, flags, 5)),
+    )
+}
+
+pub fn ipv6_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
+    eth(
+        0x86dd,
+        &[],
+        &ipv6(v6(src), IPPROTO_TCP, &[], &tcp(dport, flags, 5)),
+    )
+}
+
+/// What the parser (and the XDP program's map updates) must make of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Tracked under `source` with `CLASS_*` `class`; `probe`: counts toward fan-out.
+    Tracked {
+        source: SourceKey,
+        class: usize,
+        proto: u8,
+        dport: u16,
+        probe: bool,
+    },
+    NotIp,
+    Untracked,
+    ParseFailure,
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub frame: Vec<u8>,
+    pub expect: Expect,
+}
+
+fn tracked4(src: u8, class: usize, proto: u8, dport: u16, probe: bool) -> Expect {
+    Expect::Tracked {
+        source: SourceKey::from_v4(v4(src)),
+        class,
+        proto,
+        dport,
+        probe,
+    }
+}
+
+fn tracked6(src: u8, class: usize, dport: u16) -> Expect {
+    Expect::Tracked {
+        source: SourceKey::from_v6(v6(src)),
+        class,
+        proto: IPPROTO_TCP,
+        dport,
+        probe: true,
+    }
+}
+
+/// One source address per case, so map effects can be told apart.
+pub fn cases() -> Vec<Case> {
+    let hop_by_hop = [IPPROTO_TCP, 0, 0, 0, 0, 0, 0, 0]; // next=TCP, 8 bytes
+    let first_fragment_v6 = [IPPROTO_TCP, 0, 0x00, 0x01, 0, 0, 0, 1]; // offset 0, M=1
+    let later_fragment_v6 = [IPPROTO_TCP, 0, 0x00, 0xb8, 0, 0, 0, 1]; // offset 23
+    // Seven hop-by-hop headers: more than the parser skips.
+    let long_chain: Vec<u8> = (0..7).flat_map(|_| [0u8, 0, 0, 0, 0, 0, 0, 0]).collect();
+    let mut truncated_tcp = ipv4_tcp(13, 80, SYN);
+    truncated_tcp.truncate(14 + 20 + 10);
+    let mut truncated_ipv6 = ipv6_tcp(14, 80, SYN);
+    truncated_ipv6.truncate(14 + 30);
+    vec![
+        Case {
+            name: "ipv4 tcp syn",
+            frame: ipv4_tcp(1, 22, SYN),
+            expect: tracked4(1, CLASS_SYN, IPPROTO_TCP, 22, true),
+        },
+        Case {
+            name: "ipv4 with options (ihl 15) and tcp fin",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(2), IPPROTO_TCP, 15, 0, &tcp(80, FIN, 5)),
+            ),
+            expect: tracked4(2, CLASS_FIN, IPPROTO_TCP, 80, true),
+        },
+        Case {
+            name: "ipv4 udp",
+            frame: eth(0x0800, &[], &ipv4(v4(3), IPPROTO_UDP, 5, 0, &udp(53))),
+            expect: tracked4(3, CLASS_UDP, IPPROTO_UDP, 53, true),
+        },
+        Case {
+            name: "802.1Q vlan, tcp null",
+            frame: eth(
+                0x0800,
+                &[0x8100],
+                &ipv4(v4(4), IPPROTO_TCP, 5, 0, &tcp(23, 0, 5)),
+            ),
+            expect: tracked4(4, CLASS_NULL, IPPROTO_TCP, 23, true),
+        },
+        Case {
+            name: "802.1ad + 802.1Q (QinQ), tcp xmas",
+            frame: eth(
+                0x0800,
+                &[0x88a8, 0x8100],
+                &ipv4(v4(5), IPPROTO_TCP, 5, 0, &tcp(25, XMAS, 5)),
+            ),
+            expect: tracked4(5, CLASS_XMAS, IPPROTO_TCP, 25, true),
+        },
+        Case {
+            name: "ipv4 first fragment (MF, offset 0)",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(6), IPPROTO_TCP, 5, 0x2000, &tcp(1433, SYN, 5)),
+            ),
+            expect: tracked4(6, CLASS_SYN, IPPROTO_TCP, 1433, true),
+        },
+        Case {
+            name: "ipv4 non-first fragment",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(7), IPPROTO_TCP, 5, 0x0010, &tcp(21, SYN, 5)),
+            ),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "ack to an ephemeral port (a reply)",
+            frame: ipv4_tcp(8, 40001, ACK),
+            expect: tracked4(8, CLASS_ACK, IPPROTO_TCP, 40001, false),
+        },
+        Case {
+            name: "ack to a service port (ack scan probe)",
+            frame: ipv4_tcp(9, 80, ACK),
+            expect: tracked4(9, CLASS_ACK, IPPROTO_TCP, 80, true),
+        },
+        Case {
+            name: "ipv6 tcp syn",
+            frame: ipv6_tcp(1, 443, SYN),
+            expect: tracked6(1, CLASS_SYN, 443),
+        },
+        Case {
+            name: "ipv6 hop-by-hop then tcp syn",
+            frame: eth(0x86dd, &[], &ipv6(v6(2), 0, &hop_by_hop, &tcp(22, SYN, 5))),
+            expect: tracked6(2, CLASS_SYN, 22),
+        },
+        Case {
+            name: "ipv6 first fragment then tcp syn",
+            frame: eth(
+                0x86dd,
+                &[],
+                &ipv6(v6(3), 44, &first_fragment_v6, &tcp(80, SYN, 5)),
+            ),
+            expect: tracked6(3, CLASS_SYN, 80),
+        },
+        Case {
+            name: "ipv6 non-first fragment",
+            frame: eth(
+                0x86dd,
+                &[],
+                &ipv6(v6(4), 44, &later_fragment_v6, &tcp(80, SYN, 5)),
+            ),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "ipv6 extension chain longer than the bound",
+            frame: eth(0x86dd, &[], &ipv6(v6(5), 0, &long_chain, &tcp(80, SYN, 5))),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "icmp",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(10), 1, 5, 0, &[8, 0, 0, 0, 0, 0, 0, 0]),
+            ),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "arp",
+            frame: eth(0x0806, &[], &[0u8; 28]),
+            expect: Expect::NotIp,
+        },
+        Case {
+            name: "ipv4 ihl below 5",
+            frame: eth(0x0800, &[], &{
+                let mut h = ipv4(v4(11), IPPROTO_TCP, 5, 0, &tcp(80, SYN, 5));
+                h[0] = 0x44;
+                h
+            }),
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "ipv4 ihl past the end of the frame",
+            frame: eth(0x0800, &[], &{
+                let mut h = ipv4(v4(12), IPPROTO_TCP, 5, 0, &[]);
+                h[0] = 0x4f;
+                h
+            }),
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "tcp header cut short",
+            frame: truncated_tcp,
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "ipv6 header cut short",
+            frame: truncated_ipv6,
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "tcp data offset below 5",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(15), IPPROTO_TCP, 5, 0, &{
+                    let mut t = tcp(80, SYN, 5);
+                    t[12] = 4 << 4;
+                    t
+                }),
+            ),
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "tcp data offset past the end",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(16), IPPROTO_TCP, 5, 0, &{
+                    let mut t = tcp(80, SYN, 5);
+                    t[12] = 15 << 4;
+                    t
+                }),
+            ),
+            expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "wrong ip version",
+            frame: eth(0x0800, &[], &{
+                let mut h = ipv4(v4(17), IPPROTO_TCP, 5, 0, &tcp(80, SYN, 5));
+                h[0] = 0x65;
+                h
+            }),
+            expect: Expect::ParseFailure,
+        },
+    ]
+}

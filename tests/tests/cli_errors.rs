@@ -1,0 +1,77 @@
+//! Operator mistakes get clear errors and a non-zero exit, before anything
+//! is loaded or attached.
+
+use std::process::Command;
+
+use scanner_tests::{daemon::scanner_binary, netns::Netns, require_root};
+
+fn scanner(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(scanner_binary()?).args(args).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn unknown_interface_is_named_with_the_ones_that_exist() -> anyhow::Result<()> {
+    let (ok, err) = scanner(&["run", "--iface", "no-such-if0"])?;
+    assert!(!ok);
+    assert!(err.contains("unknown interface \"no-such-if0\""), "{err}");
+    assert!(err.contains("lo"), "lists the interfaces that exist: {err}");
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_are_refused_with_help() -> anyhow::Result<()> {
+    for args in [
+        &["run"][..],
+        &["run", "-i", "lo", "--poll-interval", "0s"],
+        &["run", "-i", "lo", "--poll-interval", "soon"],
+        &["run", "-i", "lo", "--xdp-mode", "turbo"],
+        &["run", "-i", "lo", "--events", "xml"],
+        &["frobnicate"],
+    ] {
+        let (ok, err) = scanner(args)?;
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+    }
+    let out = Command::new(scanner_binary()?)
+        .args(["run", "--help"])
+        .output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && help.contains("--xdp-mode"),
+        "{help}"
+    );
+    Ok(())
+}
+
+#[test]
+fn without_privileges_the_error_says_which_capabilities() -> anyhow::Result<()> {
+    if !require_root("without_privileges_the_error_says_which_capabilities") {
+        return Ok(());
+    }
+    // Drop to nobody with no capabilities, inside a namespace of our own.
+    let ns = Netns::new("unpriv")?;
+    let bin = scanner_binary()?;
+    let out = ns
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(bin)
+        .args(["run", "--iface", "lo"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    Ok(())
+}

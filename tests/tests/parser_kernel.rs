@@ -1,0 +1,141 @@
+//! The XDP program in the kernel, driven with BPF_PROG_TEST_RUN: every parser
+//! case passes and leaves exactly the expected map updates.
+
+use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
+use scanner_common::{CLASS_SYN, Config, IPPROTO_TCP, SourceKey};
+use scanner_tests::{
+    packets::{ACK, Expect, SYN, cases, ipv4_tcp, v4},
+    require_root,
+};
+use scanner_userspace::{load, poll::Maps};
+
+const XDP_PASS: u32 = 2;
+
+fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
+    let program: &Xdp = ebpf
+        .program(load::PROGRAM)
+        .ok_or_else(|| anyhow::anyhow!("no program"))?
+        .try_into()?;
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    };
+    Ok(program.test_run(opts)?.return_value)
+}
+
+#[test]
+fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
+    if !require_root("every_case_passes_with_the_expected_map_updates") {
+        return Ok(());
+    }
+    let mut ebpf = load::load(&Config::default())?;
+    let cases = cases();
+    for case in &cases {
+        assert_eq!(run(&ebpf, &case.frame)?, XDP_PASS, "{}", case.name);
+    }
+    let maps = Maps::take(&mut ebpf)?;
+    let mut expected_sources = Vec::new();
+    for case in &cases {
+        let Expect::Tracked {
+            source,
+            class,
+            proto,
+            dport,
+            probe,
+        } = case.expect
+        else {
+            continue;
+        };
+        expected_sources.push(source);
+        let s = maps
+            .source(&source)
+            .ok_or_else(|| anyhow::anyhow!("{}: source not tracked", case.name))?;
+        let mut classes = [0u32; scanner_common::CLASS_COUNT];
+        classes[class] = 1;
+        assert_eq!(s.classes, classes, "{}", case.name);
+        assert_eq!(s.probes, u32::from(probe), "{}", case.name);
+        assert_eq!(s.distinct_ports, u32::from(probe), "{}", case.name);
+        assert!(s.first_seen_ns > 0 && s.last_seen_ns >= s.first_seen_ns);
+        let pair = maps.port(source, proto, dport);
+        if probe {
+            assert_eq!(s.sample_ports[0], dport, "{}", case.name);
+            assert_eq!(pair.map(|p| p.probes), Some(1), "{}", case.name);
+        } else {
+            assert_eq!(pair, None, "{}: a reply is not a probe", case.name);
+        }
+    }
+    // Nothing else was tracked: untracked and malformed frames leave no trace.
+    let mut tracked: Vec<SourceKey> = maps.sources().into_iter().map(|(k, _)| k).collect();
+    tracked.sort();
+    expected_sources.sort();
+    assert_eq!(tracked, expected_sources);
+
+    let c = maps.counters()?;
+    let n = cases.len() as u64;
+    let failures = cases
+        .iter()
+        .filter(|c| c.expect == Expect::ParseFailure)
+        .count() as u64;
+    assert_eq!((c.seen, c.passed, c.dropped), (n, n, 0));
+    assert_eq!(c.parse_failures, failures);
+    Ok(())
+}
+
+#[test]
+fn fan_out_counts_each_port_once_per_window() -> anyhow::Result<()> {
+    if !require_root("fan_out_counts_each_port_once_per_window") {
+        return Ok(());
+    }
+    let mut ebpf = load::load(&Config::default())?;
+    for frame in [
+        ipv4_tcp(1, 22, SYN),
+        ipv4_tcp(1, 22, SYN),
+        ipv4_tcp(1, 80, SYN),
+        ipv4_tcp(1, 80, ACK), // the handshake's ACK: same port, no new fan-out
+        ipv4_tcp(1, 443, SYN),
+    ] {
+        assert_eq!(run(&ebpf, &frame)?, XDP_PASS);
+    }
+    let maps = Maps::take(&mut ebpf)?;
+    let source = SourceKey::from_v4(v4(1));
+    let s = maps
+        .source(&source)
+        .ok_or_else(|| anyhow::anyhow!("not tracked"))?;
+    assert_eq!(s.distinct_ports, 3);
+    assert_eq!(s.probes, 5);
+    assert_eq!(s.classes[CLASS_SYN], 4);
+    assert_eq!(&s.sample_ports[..3], &[22, 80, 443]);
+    assert_eq!(
+        maps.port(source, IPPROTO_TCP, 22).map(|p| p.probes),
+        Some(2)
+    );
+    assert_eq!(
+        maps.port(source, IPPROTO_TCP, 80).map(|p| p.probes),
+        Some(2)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_new_window_starts_the_count_again() -> anyhow::Result<()> {
+    if !require_root("a_new_window_starts_the_count_again") {
+        return Ok(());
+    }
+    // A 1 ns window: every probe opens a new one.
+    let config = Config {
+        window_ns: 1,
+        ..Config::default()
+    };
+    let mut ebpf = load::load(&config)?;
+    for port in [22, 80, 443, 22] {
+        assert_eq!(run(&ebpf, &ipv4_tcp(1, port, SYN))?, XDP_PASS);
+    }
+    let maps = Maps::take(&mut ebpf)?;
+    let s = maps
+        .source(&SourceKey::from_v4(v4(1)))
+        .ok_or_else(|| anyhow::anyhow!("not tracked"))?;
+    assert_eq!((s.distinct_ports, s.probes), (1, 1));
+    assert_eq!(s.sample_ports[0], 22);
+    assert!(s.window_start_ns > s.first_seen_ns);
+    Ok(())
+}
