@@ -181,7 +181,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 16);
 const _: () =
     assert!(core::mem::size_of::<SourceStats>() == 32 + 4 * CLASS_COUNT + 12 + 2 * SAMPLE_PORTS);
-const _: () = assert!(core::mem::size_of::<SourceStats>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<SourceStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<PortKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortSeen>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);

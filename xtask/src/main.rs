@@ -1,1 +1,83 @@
-fn main() {}
+//! `cargo xtask`: set up the machine, build, run, test, and show the demo.
+
+mod demo;
+mod setup;
+mod shell;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Developer and operator tasks for scanner.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the build and tests need (Debian/Ubuntu, as root):
+    /// packages, nightly rust-src, bpf-linker. Fast when all is present.
+    Setup,
+    /// Build the scanner binary (with its embedded XDP program).
+    Build {
+        /// Optimised build in target/release.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the daemon: cargo xtask run -- run --iface eth0
+    Run {
+        /// Arguments for `scanner`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up if needed, then run every unit and integration test
+    /// (integration tests need root; extra arguments go to `cargo test`).
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Two namespaces, the detector on one, a real nmap scan from the other:
+    /// watch the scan get detected.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::setup(),
+        Task::Build { release } => shell::build_scanner(release).map(drop),
+        Task::Run { args } => run(&args),
+        Task::Test { args } => test(&args),
+        Task::Demo => demo::demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let bin = shell::build_scanner(false)?;
+    let err = std::process::Command::new(&bin).args(args).exec();
+    Err(anyhow::Error::from(err).context(format!("executing {}", bin.display())))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::setup()?;
+    let bin = shell::build_scanner(false)?;
+    if !scanner_tests::privilege::is_root() {
+        eprintln!(
+            "xtask: not root: the integration tests that need network namespaces and XDP will be skipped"
+        );
+    }
+    let mut cmd = shell::cargo();
+    cmd.arg("test").args(args).env("SCANNER_BIN", &bin);
+    shell::test_status(&mut cmd)
+}

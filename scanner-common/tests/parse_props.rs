@@ -1,0 +1,127 @@
+//! Property tests of the shared parser: arbitrary bytes never panic, and a
+//! frame's classification depends only on the bytes the parser was allowed
+//! to read.
+
+use proptest::prelude::*;
+use scanner_common::{
+    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_XMAS, Config, ParseError,
+    Parsed, Transport, is_probe, parse, tcp_class,
+};
+
+/// An Ethernet + IPv4 + TCP frame with the given fields.
+fn frame(ihl: u8, proto: u8, doff: u8, dport: u16, flags: u8, extra: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ihl_len = usize::from(ihl.max(5)) * 4;
+    let mut ip = vec![0u8; ihl_len];
+    ip[0] = 0x40 | (ihl & 0x0f);
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&[198, 18, 0, 1]);
+    f.extend_from_slice(&ip);
+    let mut tcp = vec![0u8; 20];
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+    tcp[12] = doff << 4;
+    tcp[13] = flags;
+    f.extend_from_slice(&tcp);
+    f.extend_from_slice(extra);
+    f
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = parse(&bytes[..]);
+    }
+
+    #[test]
+    fn ip_frames_with_random_headers_never_panic(
+        ethertype in prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x8100), Just(0x88a8)],
+        rest in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(&rest);
+        let _ = parse(&f[..]);
+    }
+
+    #[test]
+    fn well_formed_tcp_reads_its_fields(
+        ihl in 5u8..=15, doff in 5u8..=15, dport: u16, flags: u8,
+    ) {
+        let options = vec![0u8; usize::from(doff - 5) * 4];
+        let f = frame(ihl, 6, doff, dport, flags, &options);
+        match parse(&f[..]) {
+            Ok(Parsed::Transport(h)) => {
+                prop_assert_eq!(h.source.as_v4(), Some([198, 18, 0, 1]));
+                let Transport::Tcp { dport: d, flags: g, .. } = h.transport else {
+                    return Err(TestCaseError::fail("not tcp"));
+                };
+                prop_assert_eq!((d, g), (dport, flags));
+            }
+            other => return Err(TestCaseError::fail(format!("{other:?}"))),
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_frame_is_truncated_or_valid(
+        ihl in 5u8..=15, doff in 5u8..=15, cut in 0usize..120,
+    ) {
+        let options = vec![0u8; usize::from(doff - 5) * 4];
+        let f = frame(ihl, 6, doff, 80, 0x02, &options);
+        let cut = cut.min(f.len());
+        let result = parse(&f[..cut]);
+        if cut == f.len() {
+            prop_assert!(matches!(result, Ok(Parsed::Transport(_))));
+        } else {
+            prop_assert_eq!(result, Err(ParseError::Truncated));
+        }
+    }
+}
+
+#[test]
+fn tcp_flags_map_to_classes() {
+    assert_eq!(tcp_class(0x02), CLASS_SYN);
+    assert_eq!(tcp_class(0x02 | 0x40 | 0x80), CLASS_SYN); // ECN-setup SYN
+    assert_eq!(tcp_class(0x01), CLASS_FIN);
+    assert_eq!(tcp_class(0x00), CLASS_NULL);
+    assert_eq!(tcp_class(0x29), CLASS_XMAS);
+    assert_eq!(tcp_class(0x10), CLASS_ACK);
+    assert_eq!(tcp_class(0x11), CLASS_OTHER_TCP); // FIN|ACK (Maimon, or a close)
+    assert_eq!(tcp_class(0x12), CLASS_OTHER_TCP); // SYN|ACK
+    assert_eq!(tcp_class(0x04), CLASS_OTHER_TCP); // RST
+}
+
+#[test]
+fn probes_are_told_from_replies() {
+    let cfg = Config::default();
+    let tcp = |dport, flags| Transport::Tcp {
+        sport: 1234,
+        dport,
+        flags,
+    };
+    assert!(is_probe(&tcp(22, 0x02), &cfg));
+    assert!(is_probe(&tcp(40000, 0x02), &cfg), "a SYN is never a reply");
+    assert!(is_probe(&tcp(80, 0x00), &cfg));
+    assert!(!is_probe(&tcp(80, 0x04), &cfg), "RST answers");
+    assert!(is_probe(&tcp(80, 0x10), &cfg), "ACK to a service port");
+    assert!(
+        !is_probe(&tcp(40000, 0x10), &cfg),
+        "ACK to an ephemeral port"
+    );
+    assert!(is_probe(
+        &Transport::Udp {
+            sport: 1,
+            dport: 53
+        },
+        &cfg
+    ));
+    assert!(!is_probe(
+        &Transport::Udp {
+            sport: 53,
+            dport: 50000
+        },
+        &cfg
+    ));
+}

@@ -1,0 +1,134 @@
+//! `cargo xtask setup`: everything the build and the tests need, installed
+//! idempotently. Each check is quick, so every other task can run it first.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+use crate::shell::status;
+
+/// Debian packages: LLVM 22 for bpf-linker, the scan tools the tests run,
+/// iproute2 for namespaces, bpftool to inspect the program, setpriv
+/// (util-linux) for the unprivileged-user test.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "nmap",
+    "hping3",
+    "masscan",
+    "iproute2",
+    "bpftool",
+    "curl",
+    "util-linux",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup() -> anyhow::Result<()> {
+    install_packages()?;
+    install_rust_src()?;
+    install_bpf_linker()?;
+    Ok(())
+}
+
+fn missing_packages() -> anyhow::Result<Vec<&'static str>> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Status}\n"])
+        .args(PACKAGES)
+        .output()
+        .context("running dpkg-query (is this Debian or Ubuntu?)")?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    Ok(PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !listing
+                .lines()
+                .any(|l| l.split_once(' ') == Some((p, "installed")))
+        })
+        .collect())
+}
+
+fn install_packages() -> anyhow::Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !scanner_tests::privilege::is_root() {
+        bail!(
+            "missing packages {}; run `cargo xtask setup` as root to install them",
+            missing.join(" ")
+        );
+    }
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    status(Command::new("apt-get").arg("update").arg("-q"))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn install_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("running rustup")?;
+    let listing = String::from_utf8_lossy(&installed.stdout);
+    if installed.status.success() && listing.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    if installed.status.success() {
+        println!("setup: adding rust-src to the nightly toolchain (the BPF target builds core)");
+        status(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+    } else {
+        println!("setup: installing the nightly toolchain with rust-src");
+        status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+    }
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let version = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(out) = &version
+        && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    let prefix = Command::new("llvm-config-22")
+        .arg("--prefix")
+        .output()
+        .context("running llvm-config-22 (package llvm-22-dev)")?;
+    let prefix = String::from_utf8_lossy(&prefix.stdout).trim().to_owned();
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 at {prefix} (a few minutes, once)"
+    );
+    status(
+        Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", prefix),
+    )
+}
