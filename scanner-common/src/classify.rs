@@ -1,7 +1,8 @@
 //! Which traffic class a packet belongs to, and whether it is a probe.
 
 use crate::maps::{
-    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP, CLASS_XMAS, Config,
+    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP,
+    CLASS_XMAS, Config,
 };
 use crate::parse::Transport;
 
@@ -23,16 +24,37 @@ pub fn tcp_class(flags: u8) -> usize {
         TCP_FIN => CLASS_FIN,
         f if f == TCP_FIN | TCP_PSH | TCP_URG => CLASS_XMAS,
         TCP_ACK => CLASS_ACK,
+        f if f == TCP_FIN | TCP_ACK => CLASS_MAIMON,
         _ => CLASS_OTHER_TCP,
     }
+}
+
+/// FIN without ACK, NULL and Xmas: no real TCP stack sends these, so one
+/// aimed at a closed port is strong evidence of a scan on its own.
+#[inline(always)]
+pub fn is_stealth(class: usize) -> bool {
+    class == CLASS_FIN || class == CLASS_NULL || class == CLASS_XMAS
+}
+
+/// Raw-packet scanners (nmap -sS, masscan, hping3) send bare SYNs with at
+/// most an MSS option (20-24 byte headers); operating systems' connect()
+/// adds window scaling, SACK and timestamps (32-44 bytes). This tells a
+/// connect() scan from a SYN scan.
+pub const STACK_SYN_MIN_HEADER: u8 = 28;
+
+/// Whether this TCP packet is a SYN from an operating system's stack.
+#[inline(always)]
+pub fn is_stack_syn(t: &Transport) -> bool {
+    t.is_tcp() && tcp_class(t.flags) == CLASS_SYN && t.header_len >= STACK_SYN_MIN_HEADER
 }
 
 /// The `CLASS_*` index of a transport header.
 #[inline(always)]
 pub fn class_of(t: &Transport) -> usize {
-    match t {
-        Transport::Tcp { flags, .. } => tcp_class(*flags),
-        Transport::Udp { .. } => CLASS_UDP,
+    if t.is_tcp() {
+        tcp_class(t.flags)
+    } else {
+        CLASS_UDP
     }
 }
 
@@ -53,16 +75,13 @@ pub fn is_ephemeral(port: u16, cfg: &Config) -> bool {
 ///   port: on ephemeral ports they are replies to the host's own clients.
 #[inline(always)]
 pub fn is_probe(t: &Transport, cfg: &Config) -> bool {
-    match *t {
-        Transport::Tcp { flags, dport, .. } => {
-            if flags & TCP_RST != 0 {
-                false
-            } else if flags & TCP_ACK == 0 {
-                true
-            } else {
-                !is_ephemeral(dport, cfg)
-            }
-        }
-        Transport::Udp { dport, .. } => !is_ephemeral(dport, cfg),
+    if !t.is_tcp() {
+        !is_ephemeral(t.dport, cfg)
+    } else if t.flags & TCP_RST != 0 {
+        false
+    } else if t.flags & TCP_ACK == 0 {
+        true
+    } else {
+        !is_ephemeral(t.dport, cfg)
     }
 }

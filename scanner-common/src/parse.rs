@@ -38,11 +38,45 @@ impl Frame for [u8] {
     }
 }
 
-/// The transport header fields the tracker needs.
+/// The transport header fields the tracker needs. A plain struct, every
+/// field always set: an enum whose variants leave bytes undefined lets the
+/// compiler copy uninitialised registers, which the verifier rejects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+pub struct Transport {
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// TCP flags; 0 for UDP.
+    pub flags: u8,
+    /// TCP header length in bytes (data offset × 4); 0 for UDP.
+    pub header_len: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Transport {
+    pub const fn tcp(sport: u16, dport: u16, flags: u8, header_len: u8) -> Self {
+        Self {
+            proto: IPPROTO_TCP,
+            flags,
+            header_len,
+            sport,
+            dport,
+        }
+    }
+
+    pub const fn udp(sport: u16, dport: u16) -> Self {
+        Self {
+            proto: IPPROTO_UDP,
+            flags: 0,
+            header_len: 0,
+            sport,
+            dport,
+        }
+    }
+
+    pub const fn is_tcp(&self) -> bool {
+        self.proto == IPPROTO_TCP
+    }
 }
 
 /// A parsed TCP or UDP packet.
@@ -184,18 +218,11 @@ fn parse_transport<F: Frame + ?Sized>(
                 return Err(ParseError::Malformed);
             }
             read::<1, F>(f, off + data_offset - 1)?;
-            Transport::Tcp {
-                sport: be16(&tcp, 0),
-                dport: be16(&tcp, 2),
-                flags: tcp[13],
-            }
+            Transport::tcp(be16(&tcp, 0), be16(&tcp, 2), tcp[13], data_offset as u8)
         }
         IPPROTO_UDP => {
             let udp = read::<8, F>(f, off)?;
-            Transport::Udp {
-                sport: be16(&udp, 0),
-                dport: be16(&udp, 2),
-            }
+            Transport::udp(be16(&udp, 0), be16(&udp, 2))
         }
         // ICMP, ESP, an extension header past our bound, ...
         _ => return Ok(Parsed::Untracked),

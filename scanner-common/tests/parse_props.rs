@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scanner_common::{
-    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_XMAS, Config, ParseError,
-    Parsed, Transport, is_probe, parse, tcp_class,
+    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_XMAS, Config,
+    ParseError, Parsed, Transport, is_probe, is_stack_syn, is_stealth, parse, tcp_class,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -55,10 +55,10 @@ proptest! {
         match parse(&f[..]) {
             Ok(Parsed::Transport(h)) => {
                 prop_assert_eq!(h.source.as_v4(), Some([198, 18, 0, 1]));
-                let Transport::Tcp { dport: d, flags: g, .. } = h.transport else {
-                    return Err(TestCaseError::fail("not tcp"));
-                };
-                prop_assert_eq!((d, g), (dport, flags));
+                let t = h.transport;
+                prop_assert!(t.is_tcp());
+                prop_assert_eq!((t.dport, t.flags), (dport, flags));
+                prop_assert_eq!(usize::from(t.header_len), usize::from(doff) * 4);
             }
             other => return Err(TestCaseError::fail(format!("{other:?}"))),
         }
@@ -88,7 +88,7 @@ fn tcp_flags_map_to_classes() {
     assert_eq!(tcp_class(0x00), CLASS_NULL);
     assert_eq!(tcp_class(0x29), CLASS_XMAS);
     assert_eq!(tcp_class(0x10), CLASS_ACK);
-    assert_eq!(tcp_class(0x11), CLASS_OTHER_TCP); // FIN|ACK (Maimon, or a close)
+    assert_eq!(tcp_class(0x11), CLASS_MAIMON); // FIN|ACK (Maimon, or a close)
     assert_eq!(tcp_class(0x12), CLASS_OTHER_TCP); // SYN|ACK
     assert_eq!(tcp_class(0x04), CLASS_OTHER_TCP); // RST
 }
@@ -96,11 +96,7 @@ fn tcp_flags_map_to_classes() {
 #[test]
 fn probes_are_told_from_replies() {
     let cfg = Config::default();
-    let tcp = |dport, flags| Transport::Tcp {
-        sport: 1234,
-        dport,
-        flags,
-    };
+    let tcp = |dport, flags| Transport::tcp(1234, dport, flags, 20);
     assert!(is_probe(&tcp(22, 0x02), &cfg));
     assert!(is_probe(&tcp(40000, 0x02), &cfg), "a SYN is never a reply");
     assert!(is_probe(&tcp(80, 0x00), &cfg));
@@ -110,18 +106,18 @@ fn probes_are_told_from_replies() {
         !is_probe(&tcp(40000, 0x10), &cfg),
         "ACK to an ephemeral port"
     );
-    assert!(is_probe(
-        &Transport::Udp {
-            sport: 1,
-            dport: 53
-        },
-        &cfg
-    ));
-    assert!(!is_probe(
-        &Transport::Udp {
-            sport: 53,
-            dport: 50000
-        },
-        &cfg
-    ));
+    assert!(is_probe(&Transport::udp(1, 53), &cfg));
+    assert!(!is_probe(&Transport::udp(53, 50000), &cfg));
+}
+
+#[test]
+fn stealth_and_stack_syns_are_recognised() {
+    assert!(is_stealth(CLASS_FIN) && is_stealth(CLASS_NULL) && is_stealth(CLASS_XMAS));
+    assert!(!is_stealth(CLASS_SYN) && !is_stealth(CLASS_MAIMON) && !is_stealth(CLASS_ACK));
+    let syn = |header_len| Transport::tcp(1, 80, 0x02, header_len);
+    assert!(!is_stack_syn(&syn(24)), "nmap -sS: MSS only");
+    assert!(!is_stack_syn(&syn(20)), "masscan, hping3: no options");
+    assert!(is_stack_syn(&syn(40)), "Linux connect()");
+    assert!(is_stack_syn(&syn(32)), "Windows connect()");
+    assert!(!is_stack_syn(&Transport::udp(1, 2)));
 }

@@ -3,31 +3,49 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use scanner_common::{
-    COUNTER_COUNT, Config, PORTS_CAPACITY, PortKey, PortSeen, SOURCES_CAPACITY, SourceKey,
-    SourceStats,
+    COUNTER_COUNT, Config, EVENTS_BYTES, PORT_BITS_WORDS, PORTS_CAPACITY, PREFIXES_CAPACITY,
+    PortKey, PortSeen, SOURCES_CAPACITY, SourceKey, SourceStats,
 };
 
 #[map]
 pub static SOURCES: LruHashMap<SourceKey, SourceStats> =
     LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
 
-/// The fan-out structure. One LRU entry per (source, protocol, port): a
-/// successful no-overwrite insert is the first probe of that port, so the
-/// source's distinct counter is exact and costs one hash operation per probe,
+/// Sources aggregated by prefix, to see scans spread over many addresses.
+#[map]
+pub static PREFIXES: LruHashMap<SourceKey, SourceStats> =
+    LruHashMap::with_max_entries(PREFIXES_CAPACITY, 0);
+
+/// The fan-out structure. One LRU entry per (scope, address, protocol,
+/// port): a successful no-overwrite insert is the first probe of that port,
+/// so distinct counters are exact and cost one hash operation per probe,
 /// whatever the number of ports. A per-source 65,536-bit bitmap would also be
 /// exact and O(1), but costs 8 KiB for every source, including the millions
 /// that send one packet; here memory follows the pairs actually seen. Stale
-/// pairs from an earlier window are recognised by their window stamp, so
-/// nothing needs clearing when a window restarts, and LRU eviction only drops
-/// the pairs nobody has touched for longest.
+/// pairs from an earlier window or life are recognised by their stamps, so
+/// nothing needs clearing, and LRU eviction drops the pairs nobody has
+/// touched for longest.
 #[map]
 pub static PORTS: LruHashMap<PortKey, PortSeen> = LruHashMap::with_max_entries(PORTS_CAPACITY, 0);
+
+/// Open and ignored ports, kept current by the daemon.
+#[map]
+pub static PORT_BITS: Array<u64> = Array::with_max_entries(PORT_BITS_WORDS, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Decisions, for the daemon to report within milliseconds.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// An all-zero value (never written) that new entries are copied from by
+/// the map-update helper.
+#[map]
+pub static BLANK: Array<SourceStats> = Array::with_max_entries(1, 0);

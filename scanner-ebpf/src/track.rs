@@ -1,134 +1,303 @@
-//! Per-source accounting: traffic classes, probes, and the distinct-port fan-out.
+//! Per-source and per-prefix accounting, and the decision.
+//!
+//! Each probe's first arrival at a (source, port) pair is one trial of a
+//! sequential hypothesis test (Threshold Random Walk, Jung et al., IEEE S&P
+//! 2004): an open port is evidence of a benign client, a closed one of a
+//! scanner. Integer log-likelihood steps come from the daemon (CONFIG). The
+//! distinct-port fan-out within a window is a second signal. Crossing either
+//! threshold decides the entry once and tells the daemon through EVENTS.
 //!
 //! Counters a source's packets can bump from several CPUs at once (RSS spreads
-//! one source's flows over queues) use atomic adds; timestamps and window
-//! resets are plain stores, where the last writer winning is harmless.
+//! one source's flows over queues) use atomic adds; timestamps and resets are
+//! plain stores, where the last writer winning is harmless.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::bpf_ktime_get_ns,
+    maps::LruHashMap,
+    programs::XdpContext,
+};
 use scanner_common::{
-    CLASS_COUNT, Config, DEFAULT_WINDOW_NS, Headers, IPPROTO_TCP, IPPROTO_UDP, PortKey, PortSeen,
-    SAMPLE_PORTS, SourceKey, SourceStats, Transport, class_of, is_probe,
+    BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
+    COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers, PortKey,
+    PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW, SAMPLE_OPEN_PORTS, SAMPLE_PORTS,
+    SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of, is_probe, is_stack_syn,
+    is_stealth, port_bit,
 };
 
-use crate::maps::{CONFIG, PORTS, SOURCES};
+use crate::{
+    counters,
+    maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORTS, PREFIXES, SOURCES},
+};
 
 /// Adds without fetching: the BPF target has atomic add, not fetch-add.
 #[inline(always)]
-unsafe fn add(dst: *mut u32, v: u32) {
+unsafe fn add<T: Copy>(dst: *mut T, v: T) {
     // SAFETY: dst points into a map value that lives while the program runs.
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(dst, v) };
+    unsafe { atomic_xadd::<T, T, { AtomicOrdering::Relaxed }>(dst, v) };
+}
+
+/// What one packet contributes, worked out once for the source and its prefix.
+struct Packet {
+    now: u64,
+    ifindex: u32,
+    class: usize,
+    probe: bool,
+    open: bool,
+    stealth: bool,
+    stack_syn: bool,
+    port: u16,
+    proto: u8,
+}
+
+/// The daemon's settings, read in place (the BPF stack is only 512 bytes).
+#[inline(always)]
+fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
 }
 
 #[inline(always)]
-fn config() -> Config {
-    match CONFIG.get(0) {
-        Some(c) => *c,
-        None => Config::default(),
-    }
+fn port_flag(region: u32, port: u16) -> bool {
+    let (index, mask) = port_bit(region, port);
+    PORT_BITS.get(index).is_some_and(|w| *w & mask != 0)
 }
 
 #[inline(always)]
 pub fn track(ctx: &XdpContext, h: &Headers) {
-    let cfg = config();
-    // SAFETY: a helper call with no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(s) = source_entry(&h.source, now, ifindex) else {
+    let Some(cfg) = config() else {
         return;
     };
+    let t = &h.transport;
+    let (open_bits, ignored_bits) = if t.is_tcp() {
+        (BITS_TCP_OPEN, BITS_TCP_IGNORED)
+    } else {
+        (BITS_UDP_OPEN, BITS_UDP_IGNORED)
+    };
+    let (port, proto) = (t.dport, t.proto);
+    let class = class_of(&h.transport);
+    let probe = is_probe(&h.transport, cfg) && !port_flag(ignored_bits, port);
+    let pkt = Packet {
+        // SAFETY: a helper call with no arguments.
+        now: unsafe { bpf_ktime_get_ns() },
+        ifindex: ctx.ingress_ifindex() as u32,
+        class,
+        probe,
+        open: probe && port_flag(open_bits, port),
+        stealth: is_stealth(class),
+        stack_syn: is_stack_syn(&h.transport),
+        port,
+        proto,
+    };
+    let Some(s) = entry(&SOURCES, &h.source, cfg, &pkt) else {
+        return;
+    };
+    // SAFETY: s points at this source's value in SOURCES, valid until we return.
+    let was_decided = unsafe { (*s).decided_ns != 0 };
+    // SAFETY: as above.
+    unsafe { account(s, &h.source, SCOPE_SOURCE, &pkt, cfg) };
+    // A decided source is reported on its own; only the undecided feed their
+    // prefix, so one loud scanner cannot make its neighbours look distributed.
+    if !pkt.probe || was_decided {
+        return;
+    }
+    let prefix = h.source.prefix(cfg.prefix_v4, cfg.prefix_v6);
+    let Some(p) = entry(&PREFIXES, &prefix, cfg, &pkt) else {
+        return;
+    };
+    // SAFETY: s and p point at live map values.
+    unsafe {
+        if (*s).in_prefix == 0 {
+            (*s).in_prefix = 1;
+            add(&raw mut (*p).sources, 1);
+        }
+        account(p, &prefix, SCOPE_PREFIX, &pkt, cfg);
+    }
+}
+
+/// The entry for `key`, created on its first packet and started afresh
+/// when it has been idle longer than the idle timeout.
+#[inline(always)]
+fn entry(
+    map: &LruHashMap<SourceKey, SourceStats>,
+    key: &SourceKey,
+    cfg: &Config,
+    pkt: &Packet,
+) -> Option<*mut SourceStats> {
+    let idle_ns = if cfg.idle_ns == 0 {
+        DEFAULT_IDLE_NS
+    } else {
+        cfg.idle_ns
+    };
+    if let Some(s) = map.get_ptr_mut(key) {
+        // SAFETY: a live map value.
+        if pkt.now.wrapping_sub(unsafe { (*s).last_seen_ns }) <= idle_ns {
+            return Some(s);
+        }
+    }
+    // New, or idle too long: start from the all-zero value. The helper copies
+    // it, so no 160-byte value is built on the 512-byte stack and no memset
+    // loop reaches the verifier. BPF_ANY replaces an idle entry.
+    let blank = BLANK.get_ptr(0)?;
+    // SAFETY: BLANK's slot is never written, so it is all zeros.
+    let _ = map.insert(key, unsafe { &*blank }, BPF_ANY as u64);
+    let s = map.get_ptr_mut(key)?;
+    // SAFETY: a live map value.
+    unsafe {
+        (*s).first_seen_ns = pkt.now;
+        (*s).last_seen_ns = pkt.now;
+        (*s).window_start_ns = pkt.now;
+        (*s).ifindex = pkt.ifindex;
+    }
+    Some(s)
+}
+
+/// Counts the packet into `s` and decides if a threshold is crossed.
+#[inline(always)]
+unsafe fn account(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, cfg: &Config) {
     let window_ns = if cfg.window_ns == 0 {
         DEFAULT_WINDOW_NS
     } else {
         cfg.window_ns
     };
-    let class = class_of(&h.transport);
-    let probe = is_probe(&h.transport, &cfg);
-    // SAFETY: s points at this source's value in SOURCES, valid until we return.
+    // SAFETY: the caller holds a live map value.
     unsafe {
-        if now.wrapping_sub((*s).window_start_ns) > window_ns {
-            restart_window(s, now);
+        if pkt.now.wrapping_sub((*s).window_start_ns) > window_ns {
+            (*s).window_start_ns = pkt.now;
+            (*s).window_ports = 0;
         }
-        (*s).last_seen_ns = now;
-        (*s).ifindex = ifindex;
-        if class < CLASS_COUNT {
-            add(&raw mut (*s).classes[class], 1);
+        (*s).last_seen_ns = pkt.now;
+        (*s).ifindex = pkt.ifindex;
+        if pkt.class < CLASS_COUNT {
+            add(&raw mut (*s).classes[pkt.class], 1);
         }
-        if probe {
-            (*s).last_probe_ns = now;
-            add(&raw mut (*s).probes, 1);
-            count_port(s, &h.source, &h.transport);
+        if pkt.stack_syn {
+            add(&raw mut (*s).stack_syns, 1);
+        }
+        if !pkt.probe {
+            return;
+        }
+        (*s).last_probe_ns = pkt.now;
+        add(&raw mut (*s).probes, 1);
+        let (first_in_life, first_in_window) = mark_port(s, key, scope, pkt);
+        if first_in_window {
+            add(&raw mut (*s).window_ports, 1);
+        }
+        if first_in_life {
+            trial(s, pkt, cfg);
+        }
+        if (*s).decided_ns == 0 {
+            decide(s, key, scope, pkt, cfg);
         }
     }
 }
 
-/// The source's stats, created on its first packet.
+/// One TRW trial: the first probe of a port in this life.
 #[inline(always)]
-fn source_entry(key: &SourceKey, now: u64, ifindex: u32) -> Option<*mut SourceStats> {
-    if let Some(s) = SOURCES.get_ptr_mut(key) {
-        return Some(s);
-    }
-    // Another CPU may insert first; either way the lookup below finds it.
-    let _ = SOURCES.insert(key, SourceStats::new(now, ifindex), BPF_NOEXIST as u64);
-    SOURCES.get_ptr_mut(key)
-}
-
-#[inline(always)]
-unsafe fn restart_window(s: *mut SourceStats, now: u64) {
-    // SAFETY: the caller holds a valid value pointer.
+unsafe fn trial(s: *mut SourceStats, pkt: &Packet, cfg: &Config) {
+    // SAFETY: the caller holds a live map value.
     unsafe {
-        (*s).window_start_ns = now;
-        (*s).classes = [0; CLASS_COUNT];
-        (*s).probes = 0;
-        (*s).distinct_ports = 0;
+        let n = (*s).ports as usize;
+        add(&raw mut (*s).ports, 1);
+        if n < SAMPLE_PORTS {
+            (*s).sample_ports[n] = pkt.port;
+        }
+        let step = if pkt.open {
+            let o = (*s).open_ports as usize;
+            add(&raw mut (*s).open_ports, 1);
+            if o < SAMPLE_OPEN_PORTS {
+                (*s).open_sample[o] = pkt.port;
+            }
+            cfg.step_open
+        } else if pkt.stealth {
+            cfg.step_stealth
+        } else {
+            cfg.step_closed
+        };
+        add(&raw mut (*s).score, step);
+        if (*s).score < cfg.lower {
+            (*s).score = cfg.lower;
+        }
     }
 }
 
-/// Counts the destination port toward the fan-out if the window has not seen it.
 #[inline(always)]
-unsafe fn count_port(s: *mut SourceStats, source: &SourceKey, t: &Transport) {
-    let (port, proto) = match *t {
-        Transport::Tcp { dport, .. } => (dport, IPPROTO_TCP),
-        Transport::Udp { dport, .. } => (dport, IPPROTO_UDP),
+unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, cfg: &Config) {
+    // SAFETY: the caller holds a live map value.
+    unsafe {
+        // No thresholds configured (upper <= 0): never decide.
+        if cfg.upper <= 0 {
+            return;
+        }
+        if scope == SCOPE_PREFIX && (*s).sources < u32::from(cfg.min_sources) {
+            return;
+        }
+        let reason = if (*s).score >= cfg.upper {
+            REASON_TRW
+        } else if (*s).window_ports >= cfg.fanout_ports {
+            REASON_FANOUT
+        } else {
+            REASON_NONE
+        };
+        if reason == REASON_NONE {
+            return;
+        }
+        (*s).decided_ns = pkt.now;
+        (*s).reason = reason;
+        (*s).decided_ports = (*s).ports;
+        let decision = Decision {
+            key: *key,
+            ts_ns: pkt.now,
+            reason,
+            ports: (*s).ports,
+            scope,
+            _pad: [0; 7],
+        };
+        if EVENTS.output::<Decision>(&decision, 0).is_err() {
+            counters::bump(COUNTER_EVENTS_DROPPED);
+        }
+    }
+}
+
+/// Marks the (scope, address, protocol, port) pair as probed; returns whether
+/// it is new to the owner's life and to its current window.
+#[inline(always)]
+unsafe fn mark_port(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet) -> (bool, bool) {
+    let pair = PortKey {
+        source: *key,
+        port: pkt.port,
+        proto: pkt.proto,
+        scope,
     };
-    let key = PortKey {
-        source: *source,
-        port,
-        proto,
-        _pad: 0,
-    };
-    // SAFETY: the caller holds a valid value pointer.
-    let window = unsafe { (*s).window_start_ns };
-    let first = match PORTS.get_ptr_mut(&key) {
+    // SAFETY: the caller holds a live map value.
+    let (life, window) = unsafe { ((*s).first_seen_ns, (*s).window_start_ns) };
+    match PORTS.get_ptr_mut(&pair) {
         // SAFETY: p points at the pair's value in PORTS.
         Some(p) => unsafe {
-            if (*p).window_start_ns == window {
-                add(&raw mut (*p).probes, 1);
-                false
-            } else {
+            if (*p).life_ns != life {
+                (*p).life_ns = life;
                 (*p).window_start_ns = window;
                 (*p).probes = 1;
-                true
+                (true, true)
+            } else if (*p).window_start_ns != window {
+                (*p).window_start_ns = window;
+                add(&raw mut (*p).probes, 1);
+                (false, true)
+            } else {
+                add(&raw mut (*p).probes, 1);
+                (false, false)
             }
         },
         None => {
             let seen = PortSeen {
+                life_ns: life,
                 window_start_ns: window,
                 probes: 1,
                 _pad: 0,
             };
-            PORTS.insert(&key, &seen, BPF_NOEXIST as u64).is_ok()
-        }
-    };
-    if first {
-        // SAFETY: as above.
-        unsafe {
-            let n = (*s).distinct_ports as usize;
-            add(&raw mut (*s).distinct_ports, 1);
-            if n < SAMPLE_PORTS {
-                (*s).sample_ports[n] = port;
-            }
+            let new = PORTS.insert(&pair, &seen, BPF_NOEXIST as u64).is_ok();
+            (new, new)
         }
     }
 }

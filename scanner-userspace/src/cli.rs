@@ -1,6 +1,6 @@
 //! Command-line interface. Doc comments here are the `--help` text.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -18,6 +18,19 @@ pub enum Command {
     /// Load the XDP program, attach it to interfaces, and report scans until
     /// SIGINT or SIGTERM (which detach it cleanly).
     Run(RunArgs),
+    /// Show or check the configuration file.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigArgs {
+    /// Print a commented configuration file with every default.
+    #[arg(long)]
+    pub print_default: bool,
+    /// Check a configuration file and print the settings it gives.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,28 +44,32 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
 
-    /// How often the maps are read, e.g. 1s, 250ms.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub poll_interval: Duration,
+    /// Configuration file (TOML; `scanner config --print-default` shows
+    /// every key). Default: /etc/scanner/scanner.toml if it exists.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Event format on stdout: human text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = EventFormat::Text)]
     pub events: EventFormat,
 
-    /// A source is a scanner once it probes this many distinct ports within
-    /// one window.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub min_ports: u32,
+    /// How often the maps are read, e.g. 1s, 250ms [config: report.poll_interval].
+    #[arg(long, value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
 
-    /// Fan-out window: distinct ports are counted from a source's first probe
-    /// for this long, then counting starts again.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub window: Duration,
+    /// Distinct ports within one window that decide on their own
+    /// [config: detection.fanout_ports].
+    #[arg(long, alias = "min-ports", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fanout_ports: Option<u32>,
 
-    /// A detected scan is reported as ended, with its totals, once its source
-    /// has sent no probe for this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub quiet_after: Duration,
+    /// Fan-out window [config: detection.fanout_window].
+    #[arg(long, alias = "window", value_parser = parse_duration)]
+    pub fanout_window: Option<Duration>,
+
+    /// Report a detected scan as ended after this much quiet
+    /// [config: report.quiet_after].
+    #[arg(long, value_parser = parse_duration)]
+    pub quiet_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,12 +118,24 @@ mod tests {
         };
         assert_eq!(args.ifaces, ["eth0", "eth1"]);
         assert_eq!(args.xdp_mode, XdpModeArg::Auto);
-        assert_eq!(args.min_ports, 20);
-        assert_eq!(args.window, Duration::from_secs(60));
+        assert_eq!(args.fanout_ports, None, "unset: the config file decides");
+        let cli = Cli::try_parse_from(["scanner", "run", "-i", "lo", "--min-ports", "7"]);
+        assert!(matches!(cli, Ok(Cli { command: Command::Run(a) }) if a.fanout_ports == Some(7)));
     }
 
     #[test]
-    fn min_ports_must_be_positive() {
-        assert!(Cli::try_parse_from(["scanner", "run", "-i", "lo", "--min-ports", "0"]).is_err());
+    fn fanout_ports_must_be_positive() {
+        assert!(
+            Cli::try_parse_from(["scanner", "run", "-i", "lo", "--fanout-ports", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn config_needs_exactly_one_action() {
+        assert!(Cli::try_parse_from(["scanner", "config"]).is_err());
+        assert!(Cli::try_parse_from(["scanner", "config", "--print-default"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["scanner", "config", "--print-default", "--check", "f"]).is_err()
+        );
     }
 }

@@ -1,108 +1,153 @@
-//! `scanner run`: load, attach, then poll -> detect -> report until a signal.
+//! `scanner run`: load, attach, then poll -> detect -> report until a signal;
+//! and `scanner config`.
 
 use std::{collections::HashMap, time::SystemTime};
 
 use anyhow::Context as _;
-use scanner_common::{Config, SourceKey, SourceStats};
+use aya::maps::{Array, RingBuf};
+use scanner_common::{EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, SCOPE_PREFIX, SourceStats};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::RunArgs,
-    detect::{Detector, Finding, Rule, kind_of},
+    cli::{ConfigArgs, RunArgs},
+    config::{DEFAULT_FILE, FileConfig},
+    decisions::Decisions,
+    detect::{Detector, EntryId, Finding, kind_of},
     iface, load,
-    poll::{Maps, monotonic_ns},
+    poll::{Maps, monotonic_ns, take_map},
+    ports::{self, PortBits},
     report::{Event, InterfaceEvent, Reporter, ScanEvent, ip_of, timestamp},
+    settings::{Settings, ephemeral_range},
 };
 
 /// How many ports an event lists in `top_ports`.
 const TOP_PORTS: usize = 10;
 
+/// `scanner config`.
+pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
+    if args.print_default {
+        print!("{DEFAULT_FILE}");
+        return Ok(());
+    }
+    if let Some(path) = &args.check {
+        let config = FileConfig::load(Some(path))?;
+        let steps = config.probabilities().steps()?;
+        println!("{}: ok", path.display());
+        println!("{config:#?}");
+        println!(
+            "TRW steps (1/1024 nat): open {} closed {} stealth {}; decide at {} (floor {}); {} closed ports decide",
+            steps.open,
+            steps.closed,
+            steps.stealth,
+            steps.upper,
+            steps.lower,
+            steps.closed_probes_to_decide()
+        );
+    }
+    Ok(())
+}
+
+/// Everything the loop needs to turn findings into events.
+struct Output {
+    reporter: Reporter<std::io::Stdout>,
+    names: HashMap<u32, String>,
+    prefixes: (u8, u8),
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args);
     // Resolve every interface before touching the kernel: a typo attaches nothing.
     let mut names = HashMap::new();
     for name in &args.ifaces {
         names.insert(iface::index_of(name)?, name.clone());
     }
-    let config = kernel_config(&args)?;
+    let config = settings.kernel(ephemeral_range()?)?;
     let mut ebpf = load::load(&config)?;
-    let mut reporter = Reporter::new(args.events, std::io::stdout());
+    let maps = Maps::take(&mut ebpf).context("opening the maps")?;
+    let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
+    let ignored = settings.file.detection.ignore_ports.clone();
+    // Know the open ports before the first packet is judged.
+    refresh_open_ports(&mut port_bits, &ignored)?;
+    let mut decisions = Decisions::new(take_map::<RingBuf<_>>(&mut ebpf, EVENTS_MAP)?)
+        .context("watching the EVENTS ring buffer")?;
+
+    let mut out = Output {
+        reporter: Reporter::new(args.events, std::io::stdout()),
+        names,
+        prefixes: settings.prefix_lengths(),
+    };
     let mut attached = Vec::new();
     for name in &args.ifaces {
         let mode = load::attach(&mut ebpf, name, args.xdp_mode)?;
         tracing::info!(iface = %name, mode = mode.as_str(), "XDP program attached");
         attached.push((name.clone(), mode));
-        emit_interface(&mut reporter, "attached", name, mode.as_str())?;
+        emit_interface(&mut out.reporter, "attached", name, mode.as_str())?;
     }
-    let maps = Maps::take(&mut ebpf).context("opening the maps")?;
-    let mut detector = Detector::new(Rule {
-        min_ports: args.min_ports,
-        quiet_ns: u64::try_from(args.quiet_after.as_nanos()).unwrap_or(u64::MAX),
-    });
+    let mut detector = Detector::new(settings.quiet_ns());
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(args.poll_interval);
+    let mut tick = tokio::time::interval(settings.poll_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(settings.file.report.open_ports_refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let findings = detector.poll(monotonic_ns(), &maps.sources());
-                report_findings(&mut reporter, &maps, &names, &findings)?;
+            batch = decisions.next_batch() => {
+                for d in batch.context("reading the EVENTS ring buffer")? {
+                    let id = EntryId { scope: d.scope, key: d.key };
+                    if let Some(stats) = maps.entry(id) {
+                        let findings = detector.observe(monotonic_ns(), id, &stats);
+                        report(&mut out, &maps, &findings)?;
+                    }
+                }
             }
+            _ = tick.tick() => {
+                let findings = detector.poll(monotonic_ns(), &maps.entries());
+                report(&mut out, &maps, &findings)?;
+            }
+            _ = refresh.tick() => refresh_open_ports(&mut port_bits, &ignored)?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
 
     // Nothing lost on the way out: a final poll, then close every open scan.
-    let mut findings = detector.poll(monotonic_ns(), &maps.sources());
+    let mut findings = detector.poll(monotonic_ns(), &maps.entries());
     findings.extend(detector.finish());
-    report_findings(&mut reporter, &maps, &names, &findings)?;
+    report(&mut out, &maps, &findings)?;
     if let Ok(c) = maps.counters() {
         tracing::info!(
             seen = c.seen,
             passed = c.passed,
             dropped = c.dropped,
             parse_failures = c.parse_failures,
+            events_dropped = c.events_dropped,
             "packet counters"
         );
     }
     // Dropping the object detaches every link and unloads the program.
-    drop(maps);
     drop(ebpf);
     for (name, mode) in &attached {
-        emit_interface(&mut reporter, "detached", name, mode.as_str())?;
+        emit_interface(&mut out.reporter, "detached", name, mode.as_str())?;
     }
     tracing::info!("detached, exiting");
     Ok(())
 }
 
-/// The kernel-side settings: window length and this host's ephemeral ports.
-fn kernel_config(args: &RunArgs) -> anyhow::Result<Config> {
-    let (ephemeral_lo, ephemeral_hi) = ephemeral_range()?;
-    Ok(Config {
-        window_ns: u64::try_from(args.window.as_nanos()).unwrap_or(u64::MAX),
-        ephemeral_lo,
-        ephemeral_hi,
-        _pad: 0,
-    })
-}
-
-const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
-
-/// The host's ephemeral port range (it applies to IPv6 too).
-fn ephemeral_range() -> anyhow::Result<(u16, u16)> {
-    let text = std::fs::read_to_string(LOCAL_PORT_RANGE)
-        .with_context(|| format!("reading {LOCAL_PORT_RANGE}"))?;
-    parse_port_range(&text).with_context(|| format!("parsing {LOCAL_PORT_RANGE}: {text:?}"))
-}
-
-fn parse_port_range(text: &str) -> Option<(u16, u16)> {
-    let mut it = text.split_whitespace().map(str::parse::<u16>);
-    match (it.next(), it.next(), it.next()) {
-        (Some(Ok(lo)), Some(Ok(hi)), None) if lo <= hi => Some((lo, hi)),
-        _ => None,
+fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {
+    let listeners = ports::listeners();
+    let changed = bits
+        .update(&ports::bitmap(&listeners, ignored))
+        .context("writing the PORT_BITS map")?;
+    if changed > 0 {
+        let open: Vec<String> = ports::open_ports(&listeners)
+            .into_iter()
+            .map(|(proto, port)| format!("{}/{port}", if proto == 6 { "tcp" } else { "udp" }))
+            .collect();
+        tracing::debug!(open = %open.join(" "), "open ports updated");
     }
+    Ok(())
 }
 
 fn emit_interface(
@@ -121,22 +166,17 @@ fn emit_interface(
         .context("writing an event to stdout")
 }
 
-fn report_findings(
-    reporter: &mut Reporter<std::io::Stdout>,
-    maps: &Maps,
-    names: &HashMap<u32, String>,
-    findings: &[Finding],
-) -> anyhow::Result<()> {
+fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
     for finding in findings {
-        let (event, source, stats) = match finding {
-            Finding::Detected { source, stats } => ("scan_detected", source, stats),
-            Finding::Ended { source, stats } => ("scan_ended", source, stats),
+        let (event, id, stats) = match finding {
+            Finding::Detected { id, stats } => ("scan_detected", id, stats),
+            Finding::Ended { id, stats } => ("scan_ended", id, stats),
         };
-        let e = scan_event(event, source, stats, maps, names);
+        let e = scan_event(out, event, *id, stats, maps);
         if event == "scan_detected" {
             tracing::warn!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
-        reporter
+        out.reporter
             .emit(&Event::Scan(e))
             .context("writing an event to stdout")?;
     }
@@ -144,37 +184,51 @@ fn report_findings(
 }
 
 fn scan_event(
+    out: &Output,
     event: &'static str,
-    source: &SourceKey,
+    id: EntryId,
     stats: &SourceStats,
     maps: &Maps,
-    names: &HashMap<u32, String>,
 ) -> ScanEvent {
+    let prefix = id.scope == SCOPE_PREFIX;
+    let source = if prefix {
+        let ip = ip_of(&id.key);
+        let len = if ip.is_ipv4() {
+            out.prefixes.0
+        } else {
+            out.prefixes.1
+        };
+        format!("{ip}/{len}")
+    } else {
+        ip_of(&id.key).to_string()
+    };
+    let open = (stats.open_ports as usize).min(stats.open_sample.len());
+    let mut open_ports = stats.open_sample[..open].to_vec();
+    open_ports.sort_unstable();
+    let latency_us =
+        (event == "scan_detected").then(|| monotonic_ns().saturating_sub(stats.decided_ns) / 1000);
     ScanEvent {
         ts: timestamp(SystemTime::now()),
         event,
-        source: ip_of(source).to_string(),
-        kind: kind_of(&stats.classes).as_str(),
-        ports: stats.distinct_ports,
+        source,
+        kind: kind_of(id.scope, stats).as_str(),
+        ports: stats.ports,
         probes: stats.probes,
-        top_ports: maps.top_ports(*source, stats, TOP_PORTS),
-        iface: names
+        top_ports: maps.top_ports(id, stats, TOP_PORTS),
+        iface: out
+            .names
             .get(&stats.ifindex)
             .cloned()
             .unwrap_or_else(|| format!("if{}", stats.ifindex)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_ranges_parse() {
-        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
-        assert_eq!(parse_port_range("1024 1024"), Some((1024, 1024)));
-        assert_eq!(parse_port_range("60999 32768"), None);
-        assert_eq!(parse_port_range("32768"), None);
-        assert_eq!(parse_port_range("a b"), None);
+        open_ports,
+        open_hits: stats.open_ports,
+        reason: if stats.reason == REASON_FANOUT {
+            "fanout"
+        } else {
+            "trw"
+        },
+        decided_after: stats.decided_ports,
+        sources: if prefix { stats.sources } else { 1 },
+        latency_us,
     }
 }

@@ -1,88 +1,98 @@
-//! Which sources are scanning. Pure logic over map snapshots: no I/O, no
-//! clock, so it is unit-tested without root.
+//! Which entries are scanning, and when their scans end. Pure logic over map
+//! snapshots: no I/O, no clock, so it is unit-tested without root.
 //!
-//! The initial rule: a source that probes at least `min_ports` distinct ports
-//! within one fan-out window (the kernel restarts windows) is a scanner. A
-//! detected scan is reported once when it crosses the rule, and once more,
-//! with its totals, when its source has been quiet for `quiet_ns`, starts a
-//! new window, or is evicted from the map.
+//! The kernel decides (Threshold Random Walk or fan-out) and stamps
+//! `decided_ns`; a ring buffer record announces it at once, and every poll
+//! sees it too, so a decision is never missed. This module reports each
+//! decision once, then reports the scan as ended, with its totals, when its
+//! source has been quiet for `quiet_ns`, is evicted, starts a new life, or
+//! the daemon stops. A scan that resumes after ending is reported again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use scanner_common::{
-    CLASS_ACK, CLASS_COUNT, CLASS_FIN, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, SourceKey,
-    SourceStats,
+    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, SCOPE_PREFIX,
+    SourceKey, SourceStats,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rule {
-    /// Distinct ports within a window that make a source a scanner.
-    pub min_ports: u32,
-    /// Quiet time after which a detected scan is reported as ended.
-    pub quiet_ns: u64,
+/// A tracked entry: a source address, or a prefix of sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId {
+    /// `SCOPE_SOURCE` or `SCOPE_PREFIX`.
+    pub scope: u8,
+    pub key: SourceKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanKind {
     Syn,
+    Connect,
     Fin,
     Null,
     Xmas,
+    Maimon,
     Ack,
     Udp,
     Mixed,
+    Distributed,
 }
 
 impl ScanKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Syn => "syn",
+            Self::Connect => "connect",
             Self::Fin => "fin",
             Self::Null => "null",
             Self::Xmas => "xmas",
+            Self::Maimon => "maimon",
             Self::Ack => "ack",
             Self::Udp => "udp",
             Self::Mixed => "mixed",
+            Self::Distributed => "distributed",
         }
     }
 }
 
-/// The kind of scan: the class that makes up at least two thirds of the
-/// window's packets, or `Mixed`.
-pub fn kind_of(classes: &[u32; CLASS_COUNT]) -> ScanKind {
-    let total: u64 = classes.iter().map(|&c| u64::from(c)).sum();
+/// The kind of scan: `Distributed` for a prefix; otherwise the class of at
+/// least two thirds of the packets (SYNs split into raw-packet `Syn` and
+/// operating-system `Connect`), else `Mixed`.
+pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
+    if scope == SCOPE_PREFIX {
+        return ScanKind::Distributed;
+    }
+    let total: u64 = s.classes.iter().map(|&c| u64::from(c)).sum();
     let named = [
         (CLASS_SYN, ScanKind::Syn),
         (CLASS_FIN, ScanKind::Fin),
         (CLASS_NULL, ScanKind::Null),
         (CLASS_XMAS, ScanKind::Xmas),
+        (CLASS_MAIMON, ScanKind::Maimon),
         (CLASS_ACK, ScanKind::Ack),
         (CLASS_UDP, ScanKind::Udp),
     ];
-    named
+    let dominant = named
         .into_iter()
-        .find(|&(class, _)| total > 0 && u64::from(classes[class]) * 3 >= total * 2)
-        .map_or(ScanKind::Mixed, |(_, kind)| kind)
+        .find(|&(class, _)| total > 0 && u64::from(s.classes[class]) * 3 >= total * 2)
+        .map_or(ScanKind::Mixed, |(_, kind)| kind);
+    if dominant == ScanKind::Syn && u64::from(s.stack_syns) * 2 > u64::from(s.classes[CLASS_SYN]) {
+        return ScanKind::Connect;
+    }
+    dominant
 }
 
-/// Something to report about a source.
+/// Something to report about an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finding {
-    /// The source just crossed the rule.
-    Detected {
-        source: SourceKey,
-        stats: SourceStats,
-    },
+    /// The kernel decided this entry is scanning (or it resumed after ending).
+    Detected { id: EntryId, stats: SourceStats },
     /// A detected scan is over; `stats` are its final figures.
-    Ended {
-        source: SourceKey,
-        stats: SourceStats,
-    },
+    Ended { id: EntryId, stats: SourceStats },
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Scan {
-    window_start_ns: u64,
+    decided_ns: u64,
     last: SourceStats,
     ended: bool,
 }
@@ -90,42 +100,51 @@ struct Scan {
 /// Remembers detected scans between polls, so each is reported once.
 #[derive(Debug)]
 pub struct Detector {
-    rule: Rule,
-    scans: HashMap<SourceKey, Scan>,
+    quiet_ns: u64,
+    scans: HashMap<EntryId, Scan>,
 }
 
 impl Detector {
-    pub fn new(rule: Rule) -> Self {
+    pub fn new(quiet_ns: u64) -> Self {
         Self {
-            rule,
+            quiet_ns,
             scans: HashMap::new(),
         }
     }
 
-    /// Number of scans currently remembered (detected and not yet forgotten).
+    pub fn set_quiet_ns(&mut self, quiet_ns: u64) {
+        self.quiet_ns = quiet_ns;
+    }
+
+    /// Scans detected and not yet ended.
     pub fn active(&self) -> usize {
         self.scans.values().filter(|s| !s.ended).count()
     }
 
-    /// Takes one snapshot of the sources map (all of it: sources missing from
-    /// it were evicted) at monotonic time `now_ns`.
-    pub fn poll(&mut self, now_ns: u64, sources: &[(SourceKey, SourceStats)]) -> Vec<Finding> {
+    /// One entry, as read after a ring buffer decision.
+    pub fn observe(&mut self, now_ns: u64, id: EntryId, stats: &SourceStats) -> Vec<Finding> {
         let mut out = Vec::new();
-        let mut present = std::collections::HashSet::with_capacity(self.scans.len());
-        for (source, stats) in sources {
-            self.observe(now_ns, *source, stats, &mut out);
-            if self.scans.contains_key(source) {
-                present.insert(*source);
+        self.observe_into(now_ns, id, stats, &mut out);
+        out
+    }
+
+    /// A whole snapshot of the maps: entries missing from it were evicted.
+    pub fn poll(&mut self, now_ns: u64, entries: &[(EntryId, SourceStats)]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut present = HashSet::with_capacity(self.scans.len());
+        for (id, stats) in entries {
+            self.observe_into(now_ns, *id, stats, &mut out);
+            if self.scans.contains_key(id) {
+                present.insert(*id);
             }
         }
-        // Evicted sources: their last figures are all there is.
-        self.scans.retain(|source, scan| {
-            if present.contains(source) {
+        self.scans.retain(|id, scan| {
+            if present.contains(id) {
                 return true;
             }
             if !scan.ended {
                 out.push(Finding::Ended {
-                    source: *source,
+                    id: *id,
                     stats: scan.last,
                 });
             }
@@ -136,90 +155,85 @@ impl Detector {
 
     /// Ends every scan still running (the daemon is stopping).
     pub fn finish(&mut self) -> Vec<Finding> {
-        let mut out: Vec<Finding> = self
+        let mut out: Vec<(EntryId, SourceStats)> = self
             .scans
             .drain()
             .filter(|(_, scan)| !scan.ended)
-            .map(|(source, scan)| Finding::Ended {
-                source,
-                stats: scan.last,
-            })
+            .map(|(id, scan)| (id, scan.last))
             .collect();
-        out.sort_by_key(|f| match f {
-            Finding::Detected { source, .. } | Finding::Ended { source, .. } => *source,
-        });
-        out
+        out.sort_by_key(|(id, _)| *id);
+        out.into_iter()
+            .map(|(id, stats)| Finding::Ended { id, stats })
+            .collect()
     }
 
-    fn observe(
+    fn observe_into(
         &mut self,
         now_ns: u64,
-        source: SourceKey,
+        id: EntryId,
         stats: &SourceStats,
         out: &mut Vec<Finding>,
     ) {
-        if let Some(scan) = self.scans.get(&source)
-            && scan.window_start_ns != stats.window_start_ns
+        if let Some(scan) = self.scans.get(&id)
+            && scan.decided_ns != stats.decided_ns
         {
-            // A new window: the previous scan is over.
+            // A new life (idle timeout) or another decision: the old scan is over.
             if !scan.ended {
                 out.push(Finding::Ended {
-                    source,
+                    id,
                     stats: scan.last,
                 });
             }
-            self.scans.remove(&source);
+            self.scans.remove(&id);
         }
-        let scan = match self.scans.get_mut(&source) {
+        if stats.decided_ns == 0 {
+            return;
+        }
+        let scan = match self.scans.get_mut(&id) {
             Some(scan) => {
+                if scan.ended && stats.last_probe_ns > scan.last.last_probe_ns {
+                    scan.ended = false;
+                    out.push(Finding::Detected { id, stats: *stats });
+                }
                 scan.last = *stats;
                 scan
             }
-            None if stats.distinct_ports >= self.rule.min_ports => {
-                out.push(Finding::Detected {
-                    source,
-                    stats: *stats,
-                });
-                self.scans.entry(source).or_insert(Scan {
-                    window_start_ns: stats.window_start_ns,
+            None => {
+                out.push(Finding::Detected { id, stats: *stats });
+                self.scans.entry(id).or_insert(Scan {
+                    decided_ns: stats.decided_ns,
                     last: *stats,
                     ended: false,
                 })
             }
-            None => return,
         };
-        if !scan.ended && now_ns.saturating_sub(stats.last_probe_ns) >= self.rule.quiet_ns {
+        if !scan.ended && now_ns.saturating_sub(stats.last_probe_ns) >= self.quiet_ns {
             scan.ended = true;
-            out.push(Finding::Ended {
-                source,
-                stats: *stats,
-            });
+            out.push(Finding::Ended { id, stats: *stats });
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use scanner_common::CLASS_OTHER_TCP;
+    use scanner_common::{CLASS_OTHER_TCP, SCOPE_SOURCE};
 
     use super::*;
 
     const S: u64 = 1_000_000_000;
 
-    fn rule() -> Rule {
-        Rule {
-            min_ports: 20,
-            quiet_ns: 10 * S,
+    fn id(last: u8) -> EntryId {
+        EntryId {
+            scope: SCOPE_SOURCE,
+            key: SourceKey::from_v4([198, 18, 0, last]),
         }
     }
 
-    fn src(last: u8) -> SourceKey {
-        SourceKey::from_v4([198, 18, 0, last])
-    }
-
-    fn stats(window: u64, ports: u32, last_probe: u64) -> SourceStats {
-        let mut s = SourceStats::new(window, 1);
-        s.distinct_ports = ports;
+    /// A source decided at `decided` (0: undecided) that probed `ports` ports.
+    fn stats(decided: u64, ports: u32, last_probe: u64) -> SourceStats {
+        let mut s = SourceStats::new(1, 1);
+        s.decided_ns = decided;
+        s.ports = ports;
         s.probes = ports;
         s.classes[CLASS_SYN] = ports;
         s.last_probe_ns = last_probe;
@@ -227,35 +241,40 @@ mod tests {
     }
 
     #[test]
-    fn below_the_rule_nothing_is_reported() {
-        let mut d = Detector::new(rule());
-        assert!(d.poll(S, &[(src(1), stats(0, 19, S))]).is_empty());
+    fn undecided_entries_are_not_reported() {
+        let mut d = Detector::new(10 * S);
+        assert!(d.poll(S, &[(id(1), stats(0, 3, S))]).is_empty());
         assert_eq!(d.active(), 0);
     }
 
     #[test]
-    fn a_scan_is_detected_once_then_ends_when_quiet() {
-        let mut d = Detector::new(rule());
-        let f = d.poll(S, &[(src(1), stats(0, 20, S))]);
-        assert!(matches!(f[..], [Finding::Detected { stats, .. }] if stats.distinct_ports == 20));
-        // Still growing: no second detection.
-        assert!(d.poll(2 * S, &[(src(1), stats(0, 500, 2 * S))]).is_empty());
+    fn a_decision_is_reported_once_then_ends_when_quiet() {
+        let mut d = Detector::new(10 * S);
+        let f = d.observe(S, id(1), &stats(S, 4, S));
+        assert!(matches!(f[..], [Finding::Detected { stats, .. }] if stats.ports == 4));
+        // The poll that follows sees the same decision: nothing new.
+        assert!(d.poll(2 * S, &[(id(1), stats(S, 500, 2 * S))]).is_empty());
         assert_eq!(d.active(), 1);
-        // Quiet long enough: ended, with the final figures.
-        let f = d.poll(13 * S, &[(src(1), stats(0, 1000, 3 * S))]);
-        assert!(matches!(f[..], [Finding::Ended { stats, .. }] if stats.distinct_ports == 1000));
-        // And never again for the same window.
-        assert!(
-            d.poll(30 * S, &[(src(1), stats(0, 1000, 3 * S))])
-                .is_empty()
-        );
+        let f = d.poll(13 * S, &[(id(1), stats(S, 1000, 3 * S))]);
+        assert!(matches!(f[..], [Finding::Ended { stats, .. }] if stats.ports == 1000));
+        assert!(d.poll(30 * S, &[(id(1), stats(S, 1000, 3 * S))]).is_empty());
         assert_eq!(d.active(), 0);
+    }
+
+    #[test]
+    fn a_poll_catches_a_decision_the_ring_buffer_lost() {
+        let mut d = Detector::new(10 * S);
+        let f = d.poll(
+            2 * S,
+            &[(id(1), stats(S, 40, 2 * S)), (id(2), stats(0, 2, S))],
+        );
+        assert!(matches!(f[..], [Finding::Detected { id: i, .. }] if i == id(1)));
     }
 
     #[test]
     fn a_fast_scan_can_start_and_end_in_one_poll() {
-        let mut d = Detector::new(rule());
-        let f = d.poll(20 * S, &[(src(1), stats(0, 1000, 5 * S))]);
+        let mut d = Detector::new(10 * S);
+        let f = d.poll(20 * S, &[(id(1), stats(S, 1000, 5 * S))]);
         assert!(matches!(
             f[..],
             [Finding::Detected { .. }, Finding::Ended { .. }]
@@ -263,60 +282,75 @@ mod tests {
     }
 
     #[test]
-    fn a_new_window_ends_the_old_scan_and_can_detect_again() {
-        let mut d = Detector::new(rule());
-        d.poll(S, &[(src(1), stats(0, 30, S))]);
-        let f = d.poll(61 * S, &[(src(1), stats(61 * S, 25, 61 * S))]);
-        assert!(matches!(
-            f[..],
-            [Finding::Ended { stats: a, .. }, Finding::Detected { stats: b, .. }]
-                if a.distinct_ports == 30 && b.distinct_ports == 25
-        ));
+    fn a_resumed_scan_is_reported_again() {
+        let mut d = Detector::new(10 * S);
+        d.poll(20 * S, &[(id(1), stats(S, 10, 5 * S))]);
+        let f = d.poll(40 * S, &[(id(1), stats(S, 12, 39 * S))]);
+        assert!(matches!(f[..], [Finding::Detected { stats, .. }] if stats.ports == 12));
     }
 
     #[test]
-    fn an_evicted_scan_ends_with_its_last_figures() {
-        let mut d = Detector::new(rule());
-        d.poll(S, &[(src(1), stats(0, 40, S)), (src(2), stats(0, 3, S))]);
-        let f = d.poll(2 * S, &[(src(2), stats(0, 3, S))]);
-        assert!(matches!(
-            f[..],
-            [Finding::Ended { source, stats }] if source == src(1) && stats.distinct_ports == 40
-        ));
+    fn a_new_life_ends_the_old_scan() {
+        let mut d = Detector::new(100 * S);
+        d.poll(S, &[(id(1), stats(S, 30, S))]);
+        let f = d.poll(5000 * S, &[(id(1), stats(0, 1, 5000 * S))]);
+        assert!(matches!(f[..], [Finding::Ended { stats, .. }] if stats.ports == 30));
         assert_eq!(d.active(), 0);
     }
 
     #[test]
-    fn finish_ends_running_scans() {
-        let mut d = Detector::new(rule());
-        d.poll(S, &[(src(2), stats(0, 40, S)), (src(1), stats(0, 50, S))]);
+    fn an_evicted_scan_ends_with_its_last_figures() {
+        let mut d = Detector::new(10 * S);
+        d.poll(S, &[(id(1), stats(S, 40, S)), (id(2), stats(0, 3, S))]);
+        let f = d.poll(2 * S, &[(id(2), stats(0, 3, S))]);
+        assert!(matches!(
+            f[..],
+            [Finding::Ended { id: i, stats }] if i == id(1) && stats.ports == 40
+        ));
+    }
+
+    #[test]
+    fn finish_ends_running_scans_in_order() {
+        let mut d = Detector::new(10 * S);
+        d.poll(S, &[(id(2), stats(S, 40, S)), (id(1), stats(S, 50, S))]);
         let f = d.finish();
         assert_eq!(f.len(), 2);
-        assert!(matches!(f[0], Finding::Ended { source, .. } if source == src(1)));
+        assert!(matches!(f[0], Finding::Ended { id: i, .. } if i == id(1)));
         assert!(d.finish().is_empty());
     }
 
     #[test]
     fn kinds_follow_the_dominant_class() {
-        let mut c = [0u32; CLASS_COUNT];
-        assert_eq!(kind_of(&c), ScanKind::Mixed);
-        c[CLASS_SYN] = 1000;
-        c[CLASS_OTHER_TCP] = 20; // RSTs to the open ports of a SYN scan
-        assert_eq!(kind_of(&c), ScanKind::Syn);
-        let mut c = [0u32; CLASS_COUNT];
-        c[CLASS_UDP] = 10;
-        assert_eq!(kind_of(&c), ScanKind::Udp);
-        c[CLASS_FIN] = 10;
-        assert_eq!(kind_of(&c), ScanKind::Mixed);
+        let with = |class: usize, n: u32| {
+            let mut s = SourceStats::default();
+            s.classes[class] = n;
+            s
+        };
+        assert_eq!(
+            kind_of(SCOPE_SOURCE, &SourceStats::default()),
+            ScanKind::Mixed
+        );
+        let mut syn = with(CLASS_SYN, 1000);
+        syn.classes[CLASS_OTHER_TCP] = 20; // RSTs to a SYN scan's open ports
+        assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Syn);
+        syn.stack_syns = 1000;
+        assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Connect);
+        let mut mixed = with(CLASS_UDP, 10);
+        mixed.classes[CLASS_FIN] = 10;
+        assert_eq!(kind_of(SCOPE_SOURCE, &mixed), ScanKind::Mixed);
         for (class, kind) in [
             (CLASS_FIN, ScanKind::Fin),
             (CLASS_NULL, ScanKind::Null),
             (CLASS_XMAS, ScanKind::Xmas),
+            (CLASS_MAIMON, ScanKind::Maimon),
             (CLASS_ACK, ScanKind::Ack),
+            (CLASS_UDP, ScanKind::Udp),
         ] {
-            let mut c = [0u32; CLASS_COUNT];
-            c[class] = 7;
-            assert_eq!(kind_of(&c), kind);
+            assert_eq!(kind_of(SCOPE_SOURCE, &with(class, 7)), kind);
         }
+        assert_eq!(
+            kind_of(SCOPE_PREFIX, &with(CLASS_SYN, 7)),
+            ScanKind::Distributed
+        );
     }
 }

@@ -4,9 +4,14 @@
 //! tests use [`load`] directly to run the XDP program with BPF_PROG_TEST_RUN.
 
 pub mod cli;
+pub mod config;
 pub mod daemon;
+pub mod decisions;
 pub mod detect;
 pub mod iface;
 pub mod load;
 pub mod poll;
+pub mod ports;
 pub mod report;
+pub mod settings;
+pub mod trw;

@@ -7,7 +7,10 @@ use aya::{
     maps::{Array, MapError},
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
-use scanner_common::{CONFIG_MAP, COUNTERS_MAP, Config, PORTS_MAP, SOURCES_MAP};
+use scanner_common::{
+    CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP,
+    SOURCES_MAP,
+};
 use thiserror::Error;
 
 use crate::cli::XdpModeArg;
@@ -68,7 +71,15 @@ pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .load(OBJECT)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
-    for name in [SOURCES_MAP, PORTS_MAP, COUNTERS_MAP, CONFIG_MAP] {
+    for name in [
+        SOURCES_MAP,
+        PREFIXES_MAP,
+        PORTS_MAP,
+        PORT_BITS_MAP,
+        COUNTERS_MAP,
+        CONFIG_MAP,
+        EVENTS_MAP,
+    ] {
         if ebpf.map(name).is_none() {
             return Err(LoadError::MissingMap(name));
         }

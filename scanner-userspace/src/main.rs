@@ -3,6 +3,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use clap::Parser as _;
 use scanner_userspace::{
     cli::{Cli, Command},
+    config::ConfigError,
     daemon,
 };
 use tracing_subscriber::EnvFilter;
@@ -25,12 +26,18 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(daemon::run(args))),
+        Command::Config(args) => daemon::config_command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("scanner: error: {err:#}");
-            ExitCode::FAILURE
+            // Bad configuration is a usage error, like bad arguments.
+            if err.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

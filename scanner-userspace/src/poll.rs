@@ -1,15 +1,17 @@
-//! Reading the kernel's maps: sources, fan-out pairs and counters.
+//! Reading the kernel's maps: sources, prefixes, fan-out pairs and counters.
 
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 use scanner_common::{
-    COUNTER_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_MAP,
-    IPPROTO_TCP, IPPROTO_UDP, PORTS_MAP, PortKey, PortSeen, SAMPLE_PORTS, SOURCES_MAP, SourceKey,
-    SourceStats,
+    COUNTER_DROPPED, COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN,
+    COUNTERS_MAP, IPPROTO_TCP, IPPROTO_UDP, PORTS_MAP, PREFIXES_MAP, PortKey, PortSeen,
+    SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SOURCES_MAP, SourceKey, SourceStats,
 };
 use thiserror::Error;
+
+use crate::detect::EntryId;
 
 #[derive(Debug, Error)]
 pub enum PollError {
@@ -23,8 +25,17 @@ pub enum PollError {
     },
 }
 
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> PollError {
+pub fn map_err(name: &'static str) -> impl FnOnce(MapError) -> PollError {
     move |source| PollError::Map { name, source }
+}
+
+/// Takes map `name` out of the loaded object, as type `M`.
+pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, PollError>
+where
+    M: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(PollError::MissingMap(name))?;
+    M::try_from(map).map_err(map_err(name))
 }
 
 /// Global counters, summed over CPUs.
@@ -34,32 +45,58 @@ pub struct Counters {
     pub passed: u64,
     pub dropped: u64,
     pub parse_failures: u64,
+    pub events_dropped: u64,
 }
 
 /// The maps the daemon reads, taken out of the loaded object.
 pub struct Maps {
     sources: HashMap<MapData, SourceKey, SourceStats>,
+    prefixes: HashMap<MapData, SourceKey, SourceStats>,
     ports: HashMap<MapData, PortKey, PortSeen>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, PollError> {
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(PollError::MissingMap(name));
         // aya has no LruHashMap type in userspace: LRU maps read as HashMap.
-        let sources = HashMap::try_from(take(SOURCES_MAP)?).map_err(map_err(SOURCES_MAP))?;
-        let ports = HashMap::try_from(take(PORTS_MAP)?).map_err(map_err(PORTS_MAP))?;
-        let counters = PerCpuArray::try_from(take(COUNTERS_MAP)?).map_err(map_err(COUNTERS_MAP))?;
         Ok(Self {
-            sources,
-            ports,
-            counters,
+            sources: take_map(ebpf, SOURCES_MAP)?,
+            prefixes: take_map(ebpf, PREFIXES_MAP)?,
+            ports: take_map(ebpf, PORTS_MAP)?,
+            counters: take_map(ebpf, COUNTERS_MAP)?,
         })
     }
 
-    /// Every tracked source. Entries the kernel evicts while we iterate are skipped.
+    fn table(&self, scope: u8) -> &HashMap<MapData, SourceKey, SourceStats> {
+        if scope == SCOPE_PREFIX {
+            &self.prefixes
+        } else {
+            &self.sources
+        }
+    }
+
+    /// Every tracked source and prefix. Entries the kernel evicts while we
+    /// iterate are skipped.
+    pub fn entries(&self) -> Vec<(EntryId, SourceStats)> {
+        [SCOPE_SOURCE, SCOPE_PREFIX]
+            .into_iter()
+            .flat_map(|scope| {
+                self.table(scope)
+                    .iter()
+                    .filter_map(Result::ok)
+                    .map(move |(key, stats)| (EntryId { scope, key }, stats))
+            })
+            .collect()
+    }
+
+    /// Every tracked source.
     pub fn sources(&self) -> Vec<(SourceKey, SourceStats)> {
         self.sources.iter().filter_map(Result::ok).collect()
+    }
+
+    /// One entry's stats, if tracked.
+    pub fn entry(&self, id: EntryId) -> Option<SourceStats> {
+        self.table(id.scope).get(&id.key, 0).ok()
     }
 
     /// One source's stats, if tracked.
@@ -67,15 +104,27 @@ impl Maps {
         self.sources.get(key, 0).ok()
     }
 
-    /// One (source, protocol, port) pair, if remembered.
-    pub fn port(&self, source: SourceKey, proto: u8, port: u16) -> Option<PortSeen> {
+    /// One (entry, protocol, port) pair, if remembered.
+    pub fn pair(&self, id: EntryId, proto: u8, port: u16) -> Option<PortSeen> {
         let key = PortKey {
-            source,
+            source: id.key,
             port,
             proto,
-            _pad: 0,
+            scope: id.scope,
         };
         self.ports.get(&key, 0).ok()
+    }
+
+    /// One (source, protocol, port) pair, if remembered.
+    pub fn port(&self, source: SourceKey, proto: u8, port: u16) -> Option<PortSeen> {
+        self.pair(
+            EntryId {
+                scope: SCOPE_SOURCE,
+                key: source,
+            },
+            proto,
+            port,
+        )
     }
 
     pub fn counters(&self) -> Result<Counters, PollError> {
@@ -91,19 +140,20 @@ impl Maps {
             passed: sum(COUNTER_PASSED)?,
             dropped: sum(COUNTER_DROPPED)?,
             parse_failures: sum(COUNTER_PARSE_FAILURES)?,
+            events_dropped: sum(COUNTER_EVENTS_DROPPED)?,
         })
     }
 
-    /// Up to `n` of the source's sampled ports, most probed first.
-    pub fn top_ports(&self, source: SourceKey, stats: &SourceStats, n: usize) -> Vec<u16> {
-        let sampled = (stats.distinct_ports as usize).min(SAMPLE_PORTS);
+    /// Up to `n` of the entry's sampled ports, most probed first.
+    pub fn top_ports(&self, id: EntryId, stats: &SourceStats, n: usize) -> Vec<u16> {
+        let sampled = (stats.ports as usize).min(SAMPLE_PORTS);
         let counted: Vec<(u16, u32)> = stats.sample_ports[..sampled]
             .iter()
             .map(|&port| {
                 let probes = [IPPROTO_TCP, IPPROTO_UDP]
                     .into_iter()
-                    .filter_map(|proto| self.port(source, proto, port))
-                    .filter(|seen| seen.window_start_ns == stats.window_start_ns)
+                    .filter_map(|proto| self.pair(id, proto, port))
+                    .filter(|seen| seen.life_ns == stats.first_seen_ns)
                     .map(|seen| seen.probes)
                     .sum();
                 (port, probes)

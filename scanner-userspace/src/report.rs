@@ -24,6 +24,19 @@ pub struct ScanEvent {
     pub probes: u32,
     pub top_ports: Vec<u16>,
     pub iface: String,
+    /// Probed ports that are open on this host (a sample of up to four).
+    pub open_ports: Vec<u16>,
+    /// How many distinct probed ports were open.
+    pub open_hits: u32,
+    /// Why the kernel decided: `trw` (sequential test) or `fanout`.
+    pub reason: &'static str,
+    /// Distinct ports probed when the decision was made.
+    pub decided_after: u32,
+    /// Sources involved: 1, or the scanning sources of a distributed scan.
+    pub sources: u32,
+    /// `scan_detected`: microseconds from the deciding probe to this event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
 }
 
 /// The program attached to (`attached`) or detached from (`detached`) an interface.
@@ -87,15 +100,28 @@ fn text(event: &Event) -> String {
                 "scan_ended" => "scan ended   ",
                 other => other,
             };
-            let top: Vec<String> = e.top_ports.iter().map(u16::to_string).collect();
+            let list = |ports: &[u16]| {
+                let v: Vec<String> = ports.iter().map(u16::to_string).collect();
+                if v.is_empty() {
+                    "-".to_owned()
+                } else {
+                    v.join(",")
+                }
+            };
+            let sources = if e.sources > 1 {
+                format!(" sources={}", e.sources)
+            } else {
+                String::new()
+            };
             format!(
-                "{} {what} {} kind={} ports={} probes={} top_ports={} iface={}",
+                "{} {what} {} kind={} ports={} probes={} top_ports={} open={}{sources} iface={}",
                 e.ts,
                 e.source,
                 e.kind,
                 e.ports,
                 e.probes,
-                top.join(","),
+                list(&e.top_ports),
+                list(&e.open_ports),
                 e.iface
             )
         }
@@ -119,6 +145,12 @@ mod tests {
             probes: 1000,
             top_ports: vec![22, 80],
             iface: "eth1".into(),
+            open_ports: vec![22],
+            open_hits: 1,
+            reason: "trw",
+            decided_after: 4,
+            sources: 1,
+            latency_us: Some(850),
         })
     }
 
@@ -137,6 +169,12 @@ mod tests {
         assert_eq!(v["probes"], 1000);
         assert_eq!(v["top_ports"], serde_json::json!([22, 80]));
         assert_eq!(v["iface"], "eth1");
+        assert_eq!(v["open_ports"], serde_json::json!([22]));
+        assert_eq!(v["open_hits"], 1);
+        assert_eq!(v["reason"], "trw");
+        assert_eq!(v["decided_after"], 4);
+        assert_eq!(v["sources"], 1);
+        assert_eq!(v["latency_us"], 850);
     }
 
     #[test]
@@ -146,7 +184,7 @@ mod tests {
         let line = String::from_utf8(r.out).unwrap_or_default();
         assert_eq!(
             line,
-            "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn ports=1000 probes=1000 top_ports=22,80 iface=eth1\n"
+            "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The shared parser on the host, over the same cases the kernel test runs.
 
-use scanner_common::{Config, Parsed, Transport, class_of, is_probe, parse};
+use scanner_common::{Config, Parsed, class_of, is_probe, parse};
 use scanner_tests::packets::{Expect, cases};
 
 #[test]
@@ -20,11 +20,8 @@ fn every_case_parses_as_expected_on_the_host() {
             ) => {
                 assert_eq!(h.source, source, "{}", case.name);
                 assert_eq!(class_of(&h.transport), class, "{}", case.name);
-                let (p, d) = match h.transport {
-                    Transport::Tcp { dport, .. } => (6, dport),
-                    Transport::Udp { dport, .. } => (17, dport),
-                };
-                assert_eq!((p, d), (proto, dport), "{}", case.name);
+                let t = h.transport;
+                assert_eq!((t.proto, t.dport), (proto, dport), "{}", case.name);
                 assert_eq!(
                     is_probe(&h.transport, &Config::default()),
                     probe,

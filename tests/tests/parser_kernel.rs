@@ -54,7 +54,9 @@ fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
         classes[class] = 1;
         assert_eq!(s.classes, classes, "{}", case.name);
         assert_eq!(s.probes, u32::from(probe), "{}", case.name);
-        assert_eq!(s.distinct_ports, u32::from(probe), "{}", case.name);
+        assert_eq!(s.ports, u32::from(probe), "{}", case.name);
+        assert_eq!(s.window_ports, u32::from(probe), "{}", case.name);
+        assert_eq!(s.decided_ns, 0, "{}: one probe decides nothing", case.name);
         assert!(s.first_seen_ns > 0 && s.last_seen_ns >= s.first_seen_ns);
         let pair = maps.port(source, proto, dport);
         if probe {
@@ -101,7 +103,7 @@ fn fan_out_counts_each_port_once_per_window() -> anyhow::Result<()> {
     let s = maps
         .source(&source)
         .ok_or_else(|| anyhow::anyhow!("not tracked"))?;
-    assert_eq!(s.distinct_ports, 3);
+    assert_eq!((s.ports, s.window_ports), (3, 3));
     assert_eq!(s.probes, 5);
     assert_eq!(s.classes[CLASS_SYN], 4);
     assert_eq!(&s.sample_ports[..3], &[22, 80, 443]);
@@ -134,8 +136,9 @@ fn a_new_window_starts_the_count_again() -> anyhow::Result<()> {
     let s = maps
         .source(&SourceKey::from_v4(v4(1)))
         .ok_or_else(|| anyhow::anyhow!("not tracked"))?;
-    assert_eq!((s.distinct_ports, s.probes), (1, 1));
-    assert_eq!(s.sample_ports[0], 22);
+    // The window holds one port; the life still counts three distinct ones.
+    assert_eq!((s.window_ports, s.ports, s.probes), (1, 3, 4));
+    assert_eq!(&s.sample_ports[..3], &[22, 80, 443]);
     assert!(s.window_start_ns > s.first_seen_ns);
     Ok(())
 }

@@ -1,0 +1,69 @@
+//! The kernel's decisions, read from the EVENTS ring buffer as they happen.
+
+use std::io;
+
+use aya::maps::{MapData, RingBuf};
+use scanner_common::Decision;
+use tokio::io::{Interest, unix::AsyncFd};
+
+pub struct Decisions {
+    ring: AsyncFd<RingBuf<MapData>>,
+}
+
+impl Decisions {
+    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+        // SAFETY: the RingBuf owns its map fd, which stays open and the same
+        // for as long as the AsyncFd owns the RingBuf.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Self { ring })
+    }
+
+    /// Waits until the kernel has written, then returns every record there.
+    pub async fn next_batch(&mut self) -> io::Result<Vec<Decision>> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            if let Some(d) = decode(&item) {
+                out.push(d);
+            }
+        }
+        guard.clear_ready();
+        Ok(out)
+    }
+}
+
+/// A record as the kernel wrote it; a short one (never expected) is skipped.
+pub fn decode(bytes: &[u8]) -> Option<Decision> {
+    if bytes.len() < size_of::<Decision>() {
+        return None;
+    }
+    // SAFETY: length checked; Decision is plain data valid for any bytes.
+    Some(unsafe { bytes.as_ptr().cast::<Decision>().read_unaligned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use scanner_common::{REASON_TRW, SourceKey};
+
+    use super::*;
+
+    #[test]
+    fn records_decode_and_short_ones_are_skipped() {
+        let d = Decision {
+            key: SourceKey::from_v4([198, 18, 0, 1]),
+            ts_ns: 42,
+            reason: REASON_TRW,
+            ports: 4,
+            scope: 0,
+            _pad: [0; 7],
+        };
+        // SAFETY: viewing a plain-data struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const d).cast::<u8>(), size_of::<Decision>())
+        };
+        assert_eq!(decode(bytes), Some(d));
+        assert_eq!(decode(&bytes[..10]), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Effective settings: the configuration file, overridden by command-line
+//! flags, and what the kernel gets of them.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use scanner_common::Config;
+
+use crate::{cli::RunArgs, config::FileConfig};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub file: FileConfig,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Settings {
+    /// The file's settings with the flags given on the command line on top.
+    pub fn new(mut file: FileConfig, args: &RunArgs) -> Self {
+        if let Some(d) = args.poll_interval {
+            file.report.poll_interval = d;
+        }
+        if let Some(d) = args.quiet_after {
+            file.report.quiet_after = d;
+        }
+        if let Some(n) = args.fanout_ports {
+            file.detection.fanout_ports = n;
+        }
+        if let Some(d) = args.fanout_window {
+            file.detection.fanout_window = d;
+        }
+        Self { file }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.file.report.poll_interval
+    }
+
+    pub fn quiet_ns(&self) -> u64 {
+        nanos(self.file.report.quiet_after)
+    }
+
+    pub fn prefix_lengths(&self) -> (u8, u8) {
+        let a = &self.file.aggregation;
+        (a.ipv4_prefix, a.ipv6_prefix)
+    }
+
+    /// The CONFIG map value for a host with this ephemeral port range.
+    pub fn kernel(&self, ephemeral: (u16, u16)) -> anyhow::Result<Config> {
+        let steps = self
+            .file
+            .probabilities()
+            .steps()
+            .context("detection probabilities")?;
+        let d = &self.file.detection;
+        let a = &self.file.aggregation;
+        Ok(Config {
+            window_ns: nanos(d.fanout_window),
+            idle_ns: nanos(d.idle_timeout),
+            ephemeral_lo: ephemeral.0,
+            ephemeral_hi: ephemeral.1,
+            prefix_v4: a.ipv4_prefix,
+            prefix_v6: a.ipv6_prefix,
+            min_sources: a.min_sources,
+            step_open: steps.open,
+            step_closed: steps.closed,
+            step_stealth: steps.stealth,
+            upper: steps.upper,
+            lower: steps.lower,
+            fanout_ports: d.fanout_ports,
+        })
+    }
+}
+
+const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The host's ephemeral port range (it applies to IPv6 too).
+pub fn ephemeral_range() -> anyhow::Result<(u16, u16)> {
+    let text = std::fs::read_to_string(LOCAL_PORT_RANGE)
+        .with_context(|| format!("reading {LOCAL_PORT_RANGE}"))?;
+    parse_port_range(&text).with_context(|| format!("parsing {LOCAL_PORT_RANGE}: {text:?}"))
+}
+
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    match (it.next(), it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi)), None) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["scanner", "run", "-i", "lo"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Run(a),
+            }) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_give_the_kernel_defaults() {
+        let s = Settings::new(FileConfig::default(), &args(&[]));
+        assert_eq!(s.kernel((32768, 60999)).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let s = Settings::new(
+            FileConfig::default(),
+            &args(&["--fanout-ports", "50", "--quiet-after", "3s"]),
+        );
+        assert_eq!(s.file.detection.fanout_ports, 50);
+        assert_eq!(s.quiet_ns(), 3_000_000_000);
+        let k = s.kernel((1024, 2048)).unwrap();
+        assert_eq!(
+            (k.fanout_ports, k.ephemeral_lo, k.ephemeral_hi),
+            (50, 1024, 2048)
+        );
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 1024"), Some((1024, 1024)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("32768"), None);
+        assert_eq!(parse_port_range("a b"), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! The kernel's decisions, driven with BPF_PROG_TEST_RUN: the Threshold
+//! Random Walk over open and closed ports, stealth probes, the fan-out rule,
+//! prefixes, idle timeout, and the ring buffer record of each decision.
+
+use aya::{
+    Ebpf, TestRun as _, TestRunOptions,
+    maps::{Array, MapData, RingBuf},
+    programs::Xdp,
+};
+use scanner_common::{
+    BITS_TCP_OPEN, Config, Decision, EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, REASON_TRW,
+    SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, port_bit,
+};
+use scanner_tests::{
+    packets::{SYN, XMAS, ipv4_tcp, v4},
+    require_root,
+};
+use scanner_userspace::{
+    decisions::decode,
+    detect::EntryId,
+    load,
+    poll::{Maps, take_map},
+};
+
+struct Kernel {
+    ebpf: Ebpf,
+    maps: Maps,
+    events: RingBuf<MapData>,
+    bits: Array<MapData, u64>,
+}
+
+impl Kernel {
+    fn new(config: &Config) -> anyhow::Result<Self> {
+        let mut ebpf = load::load(config)?;
+        let maps = Maps::take(&mut ebpf)?;
+        let events = take_map(&mut ebpf, EVENTS_MAP)?;
+        let bits = take_map(&mut ebpf, PORT_BITS_MAP)?;
+        Ok(Self {
+            ebpf,
+            maps,
+            events,
+            bits,
+        })
+    }
+
+    fn open_tcp(&mut self, ports: &[u16]) -> anyhow::Result<()> {
+        for &port in ports {
+            let (i, mask) = port_bit(BITS_TCP_OPEN, port);
+            let word = self.bits.get(&i, 0)?;
+            self.bits.set(i, word | mask, 0)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
+        let program: &Xdp = self
+            .ebpf
+            .program(load::PROGRAM)
+            .ok_or_else(|| anyhow::anyhow!("no program"))?
+            .try_into()?;
+        let r = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })?;
+        assert_eq!(r.return_value, 2, "XDP_PASS");
+        Ok(())
+    }
+
+    fn syns(&self, src: u8, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
+        ports
+            .into_iter()
+            .try_for_each(|p| self.send(&ipv4_tcp(src, p, SYN)))
+    }
+
+    fn decisions(&mut self) -> Vec<Decision> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            out.extend(decode(&item));
+        }
+        out
+    }
+}
+
+fn source(n: u8) -> EntryId {
+    EntryId {
+        scope: SCOPE_SOURCE,
+        key: SourceKey::from_v4(v4(n)),
+    }
+}
+
+macro_rules! root_only {
+    ($name:literal) => {
+        if !require_root($name) {
+            return Ok(());
+        }
+    };
+}
+
+#[test]
+fn four_closed_ports_decide_by_trw_and_emit_one_record() -> anyhow::Result<()> {
+    root_only!("four_closed_ports_decide_by_trw_and_emit_one_record");
+    let mut k = Kernel::new(&Config::default())?;
+    k.syns(1, [21, 22, 23])?;
+    let s = k
+        .maps
+        .entry(source(1))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(s.decided_ns, 0, "three closed ports are not enough");
+    assert!(k.decisions().is_empty());
+    k.syns(1, [25, 80, 110])?;
+    let s = k
+        .maps
+        .entry(source(1))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(s.decided_ns > 0);
+    assert_eq!((s.reason, s.decided_ports), (REASON_TRW, 4));
+    assert!(s.decided_ports <= 6, "decided within 6 probes");
+    let d = k.decisions();
+    assert_eq!(d.len(), 1, "one record per decision: {d:?}");
+    assert_eq!((d[0].key, d[0].scope), (source(1).key, SCOPE_SOURCE));
+    assert_eq!(
+        (d[0].reason, d[0].ports, d[0].ts_ns),
+        (REASON_TRW, 4, s.decided_ns)
+    );
+    Ok(())
+}
+
+#[test]
+fn clients_of_open_ports_are_never_decided() -> anyhow::Result<()> {
+    root_only!("clients_of_open_ports_are_never_decided");
+    let mut k = Kernel::new(&Config::default())?;
+    k.open_tcp(&[22, 80, 443])?;
+    // Many connections to open services, and two mistakes.
+    for _ in 0..50 {
+        k.syns(2, [22, 80, 443])?;
+    }
+    k.syns(2, [8080, 8443])?;
+    let s = k
+        .maps
+        .entry(source(2))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(s.decided_ns, 0);
+    assert_eq!((s.ports, s.open_ports), (5, 3));
+    assert_eq!(&s.open_sample[..3], &[22, 80, 443]);
+    assert!(s.score < 0, "open ports are benign evidence: {}", s.score);
+    assert!(k.decisions().is_empty());
+    Ok(())
+}
+
+#[test]
+fn the_score_floor_limits_banked_credit() -> anyhow::Result<()> {
+    root_only!("the_score_floor_limits_banked_credit");
+    // Fan-out off: this is about the walk alone.
+    let config = Config {
+        fanout_ports: u32::MAX,
+        ..Config::default()
+    };
+    let mut k = Kernel::new(&config)?;
+    let ports: Vec<u16> = (1000..1100).collect();
+    k.open_tcp(&ports)?;
+    k.syns(3, ports)?;
+    let s = k
+        .maps
+        .entry(source(3))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(s.score, Config::default().lower);
+    // ... so a switch to scanning closed ports is still caught within 7 probes.
+    k.syns(3, 1..=7)?;
+    let s = k
+        .maps
+        .entry(source(3))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(s.decided_ns > 0 && s.reason == REASON_TRW);
+    Ok(())
+}
+
+#[test]
+fn two_stealth_probes_decide_on_their_own() -> anyhow::Result<()> {
+    root_only!("two_stealth_probes_decide_on_their_own");
+    let mut k = Kernel::new(&Config::default())?;
+    k.send(&ipv4_tcp(4, 21, XMAS))?;
+    assert_eq!(k.maps.entry(source(4)).map(|s| s.decided_ns), Some(0));
+    k.send(&ipv4_tcp(4, 23, XMAS))?;
+    let s = k
+        .maps
+        .entry(source(4))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(s.decided_ns > 0);
+    assert_eq!(s.decided_ports, 2);
+    assert_eq!(k.decisions().len(), 1);
+    Ok(())
+}
+
+#[test]
+fn fan_out_decides_when_every_port_is_open() -> anyhow::Result<()> {
+    root_only!("fan_out_decides_when_every_port_is_open");
+    let config = Config {
+        fanout_ports: 20,
+        ..Config::default()
+    };
+    let mut k = Kernel::new(&config)?;
+    let ports: Vec<u16> = (2000..2100).collect();
+    k.open_tcp(&ports)?;
+    k.syns(5, ports[..19].iter().copied())?;
+    assert_eq!(k.maps.entry(source(5)).map(|s| s.decided_ns), Some(0));
+    k.syns(5, [ports[19]])?;
+    let s = k
+        .maps
+        .entry(source(5))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(
+        (s.reason, s.window_ports, s.decided_ports),
+        (REASON_FANOUT, 20, 20)
+    );
+    assert_eq!(k.decisions()[0].reason, REASON_FANOUT);
+    Ok(())
+}
+
+#[test]
+fn a_scan_spread_over_a_prefix_decides_the_prefix() -> anyhow::Result<()> {
+    root_only!("a_scan_spread_over_a_prefix_decides_the_prefix");
+    let mut k = Kernel::new(&Config::default())?;
+    // Ten sources of 198.18.0.0/24, two closed ports each.
+    for n in 10..20u8 {
+        k.syns(n, [u16::from(n) * 2, u16::from(n) * 2 + 1])?;
+    }
+    for n in 10..20u8 {
+        let s = k
+            .maps
+            .entry(source(n))
+            .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+        assert_eq!(s.decided_ns, 0, "no single source is a scanner");
+    }
+    let prefix = EntryId {
+        scope: SCOPE_PREFIX,
+        key: SourceKey::from_v4([198, 18, 0, 0]),
+    };
+    let p = k
+        .maps
+        .entry(prefix)
+        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    assert!(p.decided_ns > 0);
+    assert_eq!((p.sources, p.ports), (10, 20));
+    assert!(p.sources >= u32::from(Config::default().min_sources));
+    let d = k.decisions();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].scope, d[0].key), (SCOPE_PREFIX, prefix.key));
+    Ok(())
+}
+
+#[test]
+fn one_loud_scanner_does_not_make_its_prefix_distributed() -> anyhow::Result<()> {
+    root_only!("one_loud_scanner_does_not_make_its_prefix_distributed");
+    let mut k = Kernel::new(&Config::default())?;
+    k.open_tcp(&[80])?;
+    k.syns(30, 1..=1000)?;
+    // Neighbours that behave.
+    k.syns(31, [80])?;
+    k.syns(32, [80])?;
+    let d = k.decisions();
+    assert_eq!(d.len(), 1, "only the scanner itself: {d:?}");
+    assert_eq!(d[0].scope, SCOPE_SOURCE);
+    Ok(())
+}
+
+#[test]
+fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
+    root_only!("an_idle_source_starts_a_new_life");
+    let config = Config {
+        idle_ns: 1,
+        ..Config::default()
+    };
+    let k = Kernel::new(&config)?;
+    k.syns(6, [1, 2, 3, 4, 5, 6])?;
+    let s = k
+        .maps
+        .entry(source(6))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    // Every probe came after an "idle" gap: each one starts afresh.
+    assert_eq!((s.ports, s.probes, s.decided_ns), (1, 1, 0));
+    assert_eq!(s.sample_ports[0], 6);
+    Ok(())
+}
