@@ -62,6 +62,12 @@ pub const REASON_TRW: u32 = 1;
 /// Distinct ports within one window reached the fan-out threshold.
 pub const REASON_FANOUT: u32 = 2;
 
+/// Trials (first probes of a port) each source may contribute to its
+/// prefix. A distributed scan is many sources with a few probes each; capping
+/// the contribution keeps one loud scanner, already reported on its own, from
+/// making its neighbours' prefix look like one.
+pub const PREFIX_TRIALS_PER_SOURCE: u32 = 2;
+
 /// [`PortKey::scope`] and [`Decision::scope`]: a single source or a prefix.
 pub const SCOPE_SOURCE: u8 = 0;
 pub const SCOPE_PREFIX: u8 = 1;
@@ -204,8 +210,9 @@ pub struct SourceStats {
     pub decided_ports: u32,
     /// Prefix entries: distinct sources that sent probes counted here.
     pub sources: u32,
-    /// Source entries: 1 once this source has been counted in its prefix.
-    pub in_prefix: u32,
+    /// Source entries: trials this source has contributed to its prefix
+    /// (at most [`PREFIX_TRIALS_PER_SOURCE`]).
+    pub prefix_trials: u32,
     /// Interface index the latest packet arrived on.
     pub ifindex: u32,
     pub _pad: u32,
@@ -233,7 +240,7 @@ impl SourceStats {
             reason: REASON_NONE,
             decided_ports: 0,
             sources: 0,
-            in_prefix: 0,
+            prefix_trials: 0,
             ifindex,
             _pad: 0,
             sample_ports: [0; SAMPLE_PORTS],

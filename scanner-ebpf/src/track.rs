@@ -21,10 +21,10 @@ use aya_ebpf::{
 };
 use scanner_common::{
     BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
-    COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers, PortKey,
-    PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW, SAMPLE_OPEN_PORTS, SAMPLE_PORTS,
-    SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of, is_probe, is_stack_syn,
-    is_stealth, port_bit,
+    COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
+    PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
+    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
+    is_probe, is_stack_syn, is_stealth, port_bit,
 };
 
 use crate::{
@@ -94,12 +94,15 @@ pub fn track(ctx: &XdpContext, h: &Headers) {
         return;
     };
     // SAFETY: s points at this source's value in SOURCES, valid until we return.
-    let was_decided = unsafe { (*s).decided_ns != 0 };
+    let (was_decided, trial) = unsafe {
+        let was_decided = (*s).decided_ns != 0;
+        (was_decided, account(s, &h.source, SCOPE_SOURCE, &pkt, cfg))
+    };
+    // Each undecided source feeds its prefix its first few trials only: a
+    // decided source is reported on its own, and one loud scanner must not
+    // make its neighbours look like a distributed scan.
     // SAFETY: as above.
-    unsafe { account(s, &h.source, SCOPE_SOURCE, &pkt, cfg) };
-    // A decided source is reported on its own; only the undecided feed their
-    // prefix, so one loud scanner cannot make its neighbours look distributed.
-    if !pkt.probe || was_decided {
+    if !trial || was_decided || unsafe { (*s).prefix_trials } >= PREFIX_TRIALS_PER_SOURCE {
         return;
     }
     let prefix = h.source.prefix(cfg.prefix_v4, cfg.prefix_v6);
@@ -108,10 +111,10 @@ pub fn track(ctx: &XdpContext, h: &Headers) {
     };
     // SAFETY: s and p point at live map values.
     unsafe {
-        if (*s).in_prefix == 0 {
-            (*s).in_prefix = 1;
+        if (*s).prefix_trials == 0 {
             add(&raw mut (*p).sources, 1);
         }
+        add(&raw mut (*s).prefix_trials, 1);
         account(p, &prefix, SCOPE_PREFIX, &pkt, cfg);
     }
 }
@@ -154,8 +157,15 @@ fn entry(
 }
 
 /// Counts the packet into `s` and decides if a threshold is crossed.
+/// Returns whether it was a trial: the first probe of its port in this life.
 #[inline(always)]
-unsafe fn account(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, cfg: &Config) {
+unsafe fn account(
+    s: *mut SourceStats,
+    key: &SourceKey,
+    scope: u8,
+    pkt: &Packet,
+    cfg: &Config,
+) -> bool {
     let window_ns = if cfg.window_ns == 0 {
         DEFAULT_WINDOW_NS
     } else {
@@ -176,7 +186,7 @@ unsafe fn account(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet,
             add(&raw mut (*s).stack_syns, 1);
         }
         if !pkt.probe {
-            return;
+            return false;
         }
         (*s).last_probe_ns = pkt.now;
         add(&raw mut (*s).probes, 1);
@@ -190,6 +200,7 @@ unsafe fn account(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet,
         if (*s).decided_ns == 0 {
             decide(s, key, scope, pkt, cfg);
         }
+        first_in_life
     }
 }
 

@@ -11,8 +11,8 @@
 use std::collections::{HashMap, HashSet};
 
 use scanner_common::{
-    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, SCOPE_PREFIX,
-    SourceKey, SourceStats,
+    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP,
+    CLASS_XMAS, SCOPE_PREFIX, SourceKey, SourceStats,
 };
 
 /// A tracked entry: a source address, or a prefix of sources.
@@ -56,12 +56,20 @@ impl ScanKind {
 
 /// The kind of scan: `Distributed` for a prefix; otherwise the class of at
 /// least two thirds of the packets (SYNs split into raw-packet `Syn` and
-/// operating-system `Connect`), else `Mixed`.
+/// operating-system `Connect`), else `Mixed`. "Other" TCP packets (RSTs,
+/// SYN-ACKs, data) answer rather than probe, and do not count: scanners
+/// reset the half-open connections they leave.
 pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
     if scope == SCOPE_PREFIX {
         return ScanKind::Distributed;
     }
-    let total: u64 = s.classes.iter().map(|&c| u64::from(c)).sum();
+    let total: u64 = s
+        .classes
+        .iter()
+        .enumerate()
+        .filter(|&(class, _)| class != CLASS_OTHER_TCP)
+        .map(|(_, &c)| u64::from(c))
+        .sum();
     let named = [
         (CLASS_SYN, ScanKind::Syn),
         (CLASS_FIN, ScanKind::Fin),
@@ -216,7 +224,7 @@ impl Detector {
 
 #[cfg(test)]
 mod tests {
-    use scanner_common::{CLASS_OTHER_TCP, SCOPE_SOURCE};
+    use scanner_common::SCOPE_SOURCE;
 
     use super::*;
 
@@ -331,7 +339,7 @@ mod tests {
             ScanKind::Mixed
         );
         let mut syn = with(CLASS_SYN, 1000);
-        syn.classes[CLASS_OTHER_TCP] = 20; // RSTs to a SYN scan's open ports
+        syn.classes[CLASS_OTHER_TCP] = 900; // RSTs (masscan resets a lot)
         assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Syn);
         syn.stack_syns = 1000;
         assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Connect);

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod scenario;
 pub mod traffic;
 
 pub use daemon::Daemon;

@@ -71,3 +71,63 @@ pub fn http_get(from: SocketAddr, to: SocketAddr) -> anyhow::Result<String> {
     }
     Ok(response)
 }
+
+/// Runs `program args` inside `ns` under `timeout`; exit codes in `ok` count
+/// as success (124: stopped by the timeout, for tools that never exit).
+pub fn tool(
+    ns: &Netns,
+    secs: u32,
+    program: &str,
+    args: &[&str],
+    ok: &[i32],
+) -> anyhow::Result<Output> {
+    let out = ns
+        .command("timeout")
+        .arg(secs.to_string())
+        .arg(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    match out.status.code() {
+        Some(c) if c == 0 || ok.contains(&c) => Ok(out),
+        _ => bail!(
+            "{program} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// masscan from the attacker to the server's `ports` (e.g. "1-1000"). It
+/// needs the server's MAC as its "router", and never exits by itself.
+pub fn masscan(lab: &crate::Lab, ports: &str) -> anyhow::Result<Output> {
+    let link = lab
+        .server
+        .ip(&["-j", "link", "show", crate::Lab::SERVER_IF])?;
+    let json: serde_json::Value = serde_json::from_slice(&link.stdout)?;
+    let mac = json[0]["address"]
+        .as_str()
+        .context("no MAC address for the server's veth")?
+        .to_owned();
+    tool(
+        &lab.attacker,
+        30,
+        "masscan",
+        &[
+            crate::Lab::SERVER_V4,
+            "-p",
+            ports,
+            "--rate",
+            "2000",
+            "--router-mac",
+            &mac,
+            "-e",
+            crate::Lab::ATTACKER_IF,
+            "--adapter-ip",
+            crate::Lab::ATTACKER_V4,
+            "--wait",
+            "1",
+        ],
+        &[124],
+    )
+}

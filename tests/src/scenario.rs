@@ -1,0 +1,94 @@
+//! One detection scenario: a lab, services listening on the server, and the
+//! daemon watching the server's interface with JSON events.
+
+use std::{
+    net::{SocketAddr, TcpListener, UdpSocket},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{Daemon, Lab, traffic};
+
+/// How long a scan may take to be detected (slow scans send one probe every
+/// 15 s, and detection needs four).
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(150);
+
+pub struct Scenario {
+    pub daemon: Daemon,
+    pub lab: Lab,
+    _tcp: Vec<TcpListener>,
+    _udp: Vec<UdpSocket>,
+}
+
+impl Scenario {
+    /// A lab whose server listens on `tcp` and `udp` ports (IPv4 and IPv6),
+    /// with the daemon attached; `extra` are more `scanner run` arguments.
+    pub fn start(tcp: &[u16], udp: &[u16], extra: &[&str]) -> anyhow::Result<Self> {
+        let lab = Lab::new()?;
+        let mut tcp_listeners = Vec::new();
+        let mut udp_sockets = Vec::new();
+        for &port in tcp {
+            // [::] listens on IPv4 and IPv6 alike.
+            tcp_listeners.push(traffic::listen(
+                &lab.server,
+                SocketAddr::from(([0u16; 8], port)),
+            )?);
+        }
+        for &port in udp {
+            let addr = SocketAddr::from(([0u16; 8], port));
+            udp_sockets.push(
+                lab.server
+                    .enter(|| UdpSocket::bind(addr))?
+                    .with_context(|| format!("binding udp {addr}"))?,
+            );
+        }
+        let mut args = vec![
+            "run",
+            "--iface",
+            Lab::SERVER_IF,
+            "--events",
+            "json",
+            "--poll-interval",
+            "200ms",
+            "--quiet-after",
+            "2s",
+        ];
+        args.extend_from_slice(extra);
+        let mut daemon = Daemon::start(&lab.server, &args)?;
+        daemon.wait_attached(Lab::SERVER_IF)?;
+        Ok(Self {
+            daemon,
+            lab,
+            _tcp: tcp_listeners,
+            _udp: udp_sockets,
+        })
+    }
+
+    /// Waits for the `event` about `source`.
+    pub fn wait(&mut self, event: &str, source: &str) -> anyhow::Result<Value> {
+        self.daemon.wait_for_event(
+            |e| e["event"] == event && e["source"] == source,
+            DETECT_TIMEOUT,
+        )
+    }
+
+    /// Stops the daemon (SIGTERM), checks it exits 0, returns every event.
+    pub fn stop(&mut self) -> anyhow::Result<Vec<Value>> {
+        let status: ExitStatus = self.daemon.stop()?;
+        if !status.success() {
+            bail!(
+                "daemon exited with {status}; log:\n{}",
+                self.daemon.log_tail()
+            );
+        }
+        Ok(self.daemon.events())
+    }
+}
+
+/// Events about `source`.
+pub fn about<'a>(events: &'a [Value], source: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["source"] == source).collect()
+}
