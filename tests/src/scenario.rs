@@ -19,7 +19,8 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_secs(150);
 pub struct Scenario {
     pub daemon: Daemon,
     pub lab: Lab,
-    _tcp: Vec<TcpListener>,
+    tcp: Vec<TcpListener>,
+    /// Kept open for the scenario's life: bound UDP ports are open ports.
     _udp: Vec<UdpSocket>,
 }
 
@@ -62,9 +63,17 @@ impl Scenario {
         Ok(Self {
             daemon,
             lab,
-            _tcp: tcp_listeners,
+            tcp: tcp_listeners,
             _udp: udp_sockets,
         })
+    }
+
+    /// The server's listener on TCP `port` (one of those `start` was given).
+    pub fn listener(&self, port: u16) -> anyhow::Result<&TcpListener> {
+        self.tcp
+            .iter()
+            .find(|l| l.local_addr().is_ok_and(|a| a.port() == port))
+            .with_context(|| format!("no listener on {port}"))
     }
 
     /// Waits for the `event` about `source`.

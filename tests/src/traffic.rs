@@ -32,23 +32,49 @@ pub fn listen(ns: &Netns, addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listening on {addr}"))
 }
 
-/// Answers `connections` HTTP/1.0 requests, one per connection, then returns.
+/// Answers `connections` HTTP/1.0 requests, one per connection, each on its
+/// own thread (so concurrent clients are served concurrently), then returns.
 pub fn serve_http(listener: &TcpListener, connections: usize) -> anyhow::Result<()> {
-    for _ in 0..connections {
-        let (mut conn, _) = listener.accept().context("accepting")?;
-        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut request = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = conn.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            request.extend_from_slice(&buf[..n]);
+    std::thread::scope(|s| {
+        let mut handlers = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let (conn, _) = listener.accept().context("accepting")?;
+            handlers.push(s.spawn(move || answer(conn)));
         }
-        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
+        handlers
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("handler panicked"))?)
+    })
+}
+
+fn answer(mut conn: TcpStream) -> anyhow::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
     }
+    conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")?;
     Ok(())
+}
+
+/// A TCP connection from `from` to `to`, closed at once: a health check, or
+/// (to a closed port) a refused connection. Returns whether it connected.
+/// Must run inside the client's namespace.
+pub fn tcp_check(from: SocketAddr, to: SocketAddr) -> anyhow::Result<bool> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+    socket
+        .bind(&from.into())
+        .with_context(|| format!("binding {from}"))?;
+    match socket.connect_timeout(&to.into(), Duration::from_secs(10)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("connecting to {to}"))),
+    }
 }
 
 /// One HTTP/1.0 GET from `from` to `to`, with a fresh connection; returns the

@@ -79,5 +79,10 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     let mut cmd = shell::cargo();
     cmd.arg("test").args(args).env("SCANNER_BIN", &bin);
+    // Integration tests mostly wait on the network and on slow scans; run
+    // more of them at once than there are cores.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        cmd.env("RUST_TEST_THREADS", "16");
+    }
     shell::test_status(&mut cmd)
 }
