@@ -113,8 +113,13 @@ fn text(event: &Event) -> String {
             } else {
                 String::new()
             };
+            let decided = if e.event == "scan_detected" {
+                format!(" decided_after={}", e.decided_after)
+            } else {
+                String::new()
+            };
             format!(
-                "{} {what} {} kind={} ports={} probes={} top_ports={} open={}{sources} iface={}",
+                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}",
                 e.ts,
                 e.source,
                 e.kind,
@@ -184,7 +189,7 @@ mod tests {
         let line = String::from_utf8(r.out).unwrap_or_default();
         assert_eq!(
             line,
-            "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
+            "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn decided_after=4 ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
         );
     }
 

@@ -63,11 +63,22 @@ fn run_demo() -> anyhow::Result<()> {
 
     let target = Lab::SERVER_V4;
     println!("\n== Attacker: nmap -n -Pn -sS -p1-1000 {target}\n");
-    let out = traffic::nmap(&lab.attacker, &["-sS", "-p1-1000", target])?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        println!("[nmap] {line}");
-    }
-    println!("\n== Waiting for the detector's report\n");
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let scan = s.spawn(|| traffic::nmap(&lab.attacker, &["-sS", "-p1-1000", target]));
+        // The detection shows up while nmap is still at work.
+        daemon.wait_for_line(
+            |l| l.contains("SCAN DETECTED") && l.contains(Lab::ATTACKER_V4),
+            Duration::from_secs(60),
+        )?;
+        let out = scan
+            .join()
+            .map_err(|_| anyhow::anyhow!("nmap thread panicked"))??;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("[nmap] {line}");
+        }
+        Ok(())
+    })?;
+    println!("\n== Waiting for the scan's totals (reported after 3 s of quiet)\n");
     let ended = daemon.wait_for_line(
         |l| l.contains("scan ended") && l.contains(Lab::ATTACKER_V4),
         Duration::from_secs(60),
