@@ -17,6 +17,9 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CONFIG_MAP: &str = "CONFIG";
 /// Ring buffer of [`Decision`]s: the kernel tells the daemon at once.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// Allow and block rules by address or CIDR prefix: an LPM trie keyed by
+/// [`SourceKey`] with [`PolicyEntry`] values, looked up once per packet.
+pub const POLICY_MAP: &str = "POLICY";
 
 /// Default number of tracked sources (LRU: the least recently seen is evicted).
 pub const SOURCES_CAPACITY: u32 = 1 << 20;
@@ -29,6 +32,11 @@ pub const PORTS_CAPACITY: u32 = 1 << 20;
 pub const PREFIXES_CAPACITY: u32 = 1 << 18;
 /// Ring buffer size: 256 KiB holds thousands of decisions between reads.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Default cap on blocked entries (the daemon sizes POLICY as this plus
+/// [`ALLOW_CAPACITY`]); when full, new blocks fail loudly, nothing is evicted.
+pub const BLOCK_CAPACITY: u32 = 65_536;
+/// Allowlist entries POLICY always has room for.
+pub const ALLOW_CAPACITY: u32 = 4_096;
 
 pub const COUNTER_SEEN: u32 = 0;
 pub const COUNTER_PASSED: u32 = 1;
@@ -36,7 +44,18 @@ pub const COUNTER_DROPPED: u32 = 2;
 pub const COUNTER_PARSE_FAILURES: u32 = 3;
 /// Decisions the ring buffer had no room for (the daemon's poll still sees them).
 pub const COUNTER_EVENTS_DROPPED: u32 = 4;
-pub const COUNTER_COUNT: u32 = 5;
+/// Blocks the kernel could not add because POLICY was full (the block cap).
+pub const COUNTER_BLOCKS_REFUSED: u32 = 5;
+/// Packets from allowlisted sources (passed, never counted).
+pub const COUNTER_ALLOWED: u32 = 6;
+pub const COUNTER_COUNT: u32 = 7;
+
+/// [`PolicyEntry::action`].
+pub const ACTION_ALLOW: u32 = 1;
+pub const ACTION_BLOCK: u32 = 2;
+/// [`PolicyEntry::reason`] of a block.
+pub const BLOCK_REASON_SCAN: u32 = 1;
+pub const BLOCK_REASON_MANUAL: u32 = 2;
 
 /// Traffic classes counted per source (indexes into [`SourceStats::classes`]).
 pub const CLASS_SYN: usize = 0;
@@ -306,6 +325,11 @@ pub struct Config {
     pub lower: i32,
     /// Decide "scanner" at this many distinct ports within one window.
     pub fanout_ports: u32,
+    /// Block a source in the kernel the moment it is decided (1) or not (0).
+    pub block_on_decide: u32,
+    pub _pad: u32,
+    /// How long such a block lasts; 0 means until removed.
+    pub block_ttl_ns: u64,
 }
 
 impl Default for Config {
@@ -326,8 +350,40 @@ impl Default for Config {
             upper: 4705,
             lower: -4705,
             fanout_ports: 20,
+            block_on_decide: 0,
+            _pad: 0,
+            block_ttl_ns: 3_600_000_000_000,
         }
     }
+}
+
+/// A POLICY rule. The key's prefix length gives its scope: /128 for one
+/// address (IPv4 as /128 of the IPv4-mapped form), shorter for a CIDR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// `ACTION_ALLOW` or `ACTION_BLOCK`.
+    pub action: u32,
+    /// `BLOCK_REASON_*` for blocks.
+    pub reason: u32,
+    /// CLOCK_MONOTONIC time the rule was made.
+    pub created_ns: u64,
+    /// CLOCK_MONOTONIC time a block stops applying; 0 means never.
+    pub expires_ns: u64,
+}
+
+impl PolicyEntry {
+    /// Whether this rule drops traffic at `now_ns`.
+    #[inline(always)]
+    pub fn blocks(&self, now_ns: u64) -> bool {
+        self.action == ACTION_BLOCK && (self.expires_ns == 0 || now_ns < self.expires_ns)
+    }
+}
+
+/// Prefix length of a CIDR in POLICY's key space (IPv4 sits under the
+/// 96-bit IPv4-mapped prefix).
+pub const fn policy_prefix_len(is_v4: bool, len: u8) -> u32 {
+    if is_v4 { 96 + len as u32 } else { len as u32 }
 }
 
 /// A ring buffer record: the kernel decided this entry is scanning.
@@ -356,6 +412,7 @@ mod pod {
     unsafe impl aya::Pod for super::PortSeen {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Decision {}
+    unsafe impl aya::Pod for super::PolicyEntry {}
 }
 
 // Layouts are shared with the kernel byte for byte: no implicit padding.
@@ -367,7 +424,8 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<SourceStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<PortKey>() == 20);
 const _: () = assert!(core::mem::size_of::<PortSeen>() == 24);
-const _: () = assert!(core::mem::size_of::<Config>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<PolicyEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Decision>() == 40);
 
 #[cfg(test)]

@@ -92,8 +92,9 @@ pub enum Parsed {
     /// Not IP (ARP, LLDP, more VLAN tags than we skip, ...).
     NotIp,
     /// IP without a TCP/UDP header we can read: a non-first fragment, ICMP,
-    /// ESP, or more extension headers than we skip.
-    Untracked,
+    /// ESP, or more extension headers than we skip. Its source still counts
+    /// for allow and block rules.
+    Untracked(SourceKey),
     /// TCP or UDP.
     Transport(Headers),
 }
@@ -156,11 +157,11 @@ fn parse_ipv4<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
     }
     // The options, if any, must be in the frame too.
     read::<1, F>(f, off + ihl - 1)?;
+    let source = SourceKey::from_v4([ip[12], ip[13], ip[14], ip[15]]);
     if be16(&ip, 6) & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
-        return Ok(Parsed::Untracked);
+        return Ok(Parsed::Untracked(source));
     }
-    let source = SourceKey::from_v4([ip[12], ip[13], ip[14], ip[15]]);
     parse_transport(f, off + ihl, ip[9], source)
 }
 
@@ -192,7 +193,7 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
             44 => {
                 let ext = read::<4, F>(f, off)?;
                 if be16(&ext, 2) & 0xfff8 != 0 {
-                    return Ok(Parsed::Untracked);
+                    return Ok(Parsed::Untracked(SourceKey::from_v6(src)));
                 }
                 next = ext[0];
                 off += 8;
@@ -225,7 +226,7 @@ fn parse_transport<F: Frame + ?Sized>(
             Transport::udp(be16(&udp, 0), be16(&udp, 2))
         }
         // ICMP, ESP, an extension header past our bound, ...
-        _ => return Ok(Parsed::Untracked),
+        _ => return Ok(Parsed::Untracked(source)),
     };
     Ok(Parsed::Transport(Headers { source, transport }))
 }

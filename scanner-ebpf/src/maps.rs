@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use scanner_common::{
-    COUNTER_COUNT, Config, EVENTS_BYTES, PORT_BITS_WORDS, PORTS_CAPACITY, PREFIXES_CAPACITY,
-    PortKey, PortSeen, SOURCES_CAPACITY, SourceKey, SourceStats,
+    ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTER_COUNT, Config, EVENTS_BYTES, PORT_BITS_WORDS,
+    PORTS_CAPACITY, PREFIXES_CAPACITY, PolicyEntry, PortKey, PortSeen, SOURCES_CAPACITY, SourceKey,
+    SourceStats,
 };
 
 #[map]
@@ -40,6 +41,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Allow and block rules by address or prefix. The daemon resizes it to its
+/// block cap plus the allowlist.
+#[map]
+pub static POLICY: LpmTrie<SourceKey, PolicyEntry> =
+    LpmTrie::with_max_entries(BLOCK_CAPACITY + ALLOW_CAPACITY, 0);
 
 /// Decisions, for the daemon to report within milliseconds.
 #[map]

@@ -15,7 +15,6 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
     maps::LruHashMap,
     programs::XdpContext,
 };
@@ -30,6 +29,7 @@ use scanner_common::{
 use crate::{
     counters,
     maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORTS, PREFIXES, SOURCES},
+    verdict,
 };
 
 /// Adds without fetching: the BPF target has atomic add, not fetch-add.
@@ -65,7 +65,7 @@ fn port_flag(region: u32, port: u16) -> bool {
 }
 
 #[inline(always)]
-pub fn track(ctx: &XdpContext, h: &Headers) {
+pub fn track(ctx: &XdpContext, h: &Headers, now: u64) {
     let Some(cfg) = config() else {
         return;
     };
@@ -79,8 +79,7 @@ pub fn track(ctx: &XdpContext, h: &Headers) {
     let class = class_of(&h.transport);
     let probe = is_probe(&h.transport, cfg) && !port_flag(ignored_bits, port);
     let pkt = Packet {
-        // SAFETY: a helper call with no arguments.
-        now: unsafe { bpf_ktime_get_ns() },
+        now,
         ifindex: ctx.ingress_ifindex() as u32,
         class,
         probe,
@@ -257,6 +256,11 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         (*s).decided_ns = pkt.now;
         (*s).reason = reason;
         (*s).decided_ports = (*s).ports;
+        // Block at once, before the scanner learns more ports. Prefixes are
+        // reported, never blocked: that would hit innocent neighbours.
+        if scope == SCOPE_SOURCE && cfg.block_on_decide != 0 {
+            verdict::block(key, pkt.now, cfg.block_ttl_ns);
+        }
         let decision = Decision {
             key: *key,
             ts_ns: pkt.now,

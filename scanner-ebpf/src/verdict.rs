@@ -1,12 +1,55 @@
-//! What happens to the frame. Today every frame passes; blocking adds XDP_DROP here.
+//! What happens to the frame: allow and block rules (one LPM trie lookup),
+//! then XDP_PASS or XDP_DROP.
 
-use aya_ebpf::bindings::xdp_action;
-use scanner_common::COUNTER_PASSED;
+use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key};
+use scanner_common::{
+    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_SCAN, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED,
+    COUNTER_PASSED, PolicyEntry, SourceKey,
+};
 
-use crate::counters;
+use crate::{counters, maps::POLICY};
+
+pub enum Rule {
+    Allow,
+    Block,
+    None,
+}
+
+/// The longest-prefix rule for `source`; an expired block is no rule.
+#[inline(always)]
+pub fn rule(source: &SourceKey, now: u64) -> Rule {
+    let key = Key::new(128, *source);
+    match POLICY.get(&key) {
+        Some(e) if e.action == ACTION_ALLOW => Rule::Allow,
+        Some(e) if e.blocks(now) => Rule::Block,
+        _ => Rule::None,
+    }
+}
+
+/// Blocks `source` from now on, for `ttl_ns` (0: until removed). A full map
+/// refuses the block and counts it: nothing is evicted to make room.
+#[inline(always)]
+pub fn block(source: &SourceKey, now: u64, ttl_ns: u64) {
+    let key = Key::new(128, *source);
+    let entry = PolicyEntry {
+        action: ACTION_BLOCK,
+        reason: BLOCK_REASON_SCAN,
+        created_ns: now,
+        expires_ns: if ttl_ns == 0 { 0 } else { now + ttl_ns },
+    };
+    if POLICY.insert(&key, &entry, 0).is_err() {
+        counters::bump(COUNTER_BLOCKS_REFUSED);
+    }
+}
 
 #[inline(always)]
 pub fn pass() -> u32 {
     counters::bump(COUNTER_PASSED);
     xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+pub fn drop() -> u32 {
+    counters::bump(COUNTER_DROPPED);
+    xdp_action::XDP_DROP
 }

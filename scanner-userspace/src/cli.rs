@@ -70,6 +70,42 @@ pub struct RunArgs {
     /// [config: report.quiet_after].
     #[arg(long, value_parser = parse_duration)]
     pub quiet_after: Option<Duration>,
+
+    /// Block detected sources in the kernel (XDP_DROP) the moment they are
+    /// decided. Off by default: report only [config: response.block].
+    #[arg(long)]
+    pub block: bool,
+
+    /// How long a block lasts, e.g. 1h, 30m [config: response.block_ttl].
+    #[arg(long, value_parser = parse_duration)]
+    pub block_ttl: Option<Duration>,
+
+    /// Most blocks at once; past it new blocks are refused, loudly
+    /// [config: response.block_cap].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_cap: Option<u32>,
+
+    /// Report what would be blocked, block nothing [config: response.dry_run].
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Never block or count this address or CIDR; repeatable
+    /// [config: response.allowlist]. Loopback and this host's own addresses
+    /// are always allowlisted.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+/// An address (a /32 or /128) or a CIDR prefix.
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            format!("{s:?} is not an IP address or CIDR (e.g. 198.51.100.7, 2001:db8::/64)")
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +157,14 @@ mod tests {
         assert_eq!(args.fanout_ports, None, "unset: the config file decides");
         let cli = Cli::try_parse_from(["scanner", "run", "-i", "lo", "--min-ports", "7"]);
         assert!(matches!(cli, Ok(Cli { command: Command::Run(a) }) if a.fanout_ports == Some(7)));
+    }
+
+    #[test]
+    fn networks_parse_as_addresses_or_cidrs() {
+        assert_eq!(parse_net("198.18.0.1").map(|n| n.prefix_len()), Ok(32));
+        assert_eq!(parse_net("2001:db8::/64").map(|n| n.prefix_len()), Ok(64));
+        assert!(parse_net("198.18.0.1/33").is_err());
+        assert!(parse_net("example.com").is_err());
     }
 
     #[test]

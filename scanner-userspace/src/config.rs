@@ -52,6 +52,22 @@ ipv6_prefix = 64
 # A prefix is reported only once this many of its sources have probed.
 min_sources = 3
 
+[response]
+# Block detected sources in the kernel (XDP_DROP) the moment they are
+# decided. Off by default: report only. Scan sources can be spoofed; see the
+# README's security notes before turning this on.
+block = false
+# How long a block lasts.
+block_ttl = "1h"
+# Most blocks at once. Past it, new blocks are refused and reported loudly;
+# nothing is ever evicted, and detections are still reported.
+block_cap = 65536
+# Report what would be blocked without blocking anything.
+dry_run = false
+# Never blocked and never counted (addresses or CIDRs). Loopback and this
+# host's own addresses are always included.
+allowlist = []
+
 [report]
 # How often the daemon reads the maps (decisions arrive at once regardless).
 poll_interval = "1s"
@@ -66,7 +82,31 @@ open_ports_refresh = "2s"
 pub struct FileConfig {
     pub detection: Detection,
     pub aggregation: Aggregation,
+    pub response: Response,
     pub report: Report,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Response {
+    pub block: bool,
+    #[serde(deserialize_with = "duration")]
+    pub block_ttl: Duration,
+    pub block_cap: u32,
+    pub dry_run: bool,
+    pub allowlist: Vec<ipnet::IpNet>,
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Self {
+            block: false,
+            block_ttl: Duration::from_secs(3600),
+            block_cap: scanner_common::BLOCK_CAPACITY,
+            dry_run: false,
+            allowlist: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -237,6 +277,23 @@ impl FileConfig {
         if a.ipv6_prefix > 128 {
             return Err(("ipv6_prefix", format!("{} is not 0-128", a.ipv6_prefix)));
         }
+        let r = &self.response;
+        if r.block_cap == 0 || r.block_cap > 16 * scanner_common::BLOCK_CAPACITY {
+            return Err((
+                "block_cap",
+                format!(
+                    "{} is not 1-{}",
+                    r.block_cap,
+                    16 * scanner_common::BLOCK_CAPACITY
+                ),
+            ));
+        }
+        if r.allowlist.len() > scanner_common::ALLOW_CAPACITY as usize / 2 {
+            return Err((
+                "allowlist",
+                format!("at most {} entries", scanner_common::ALLOW_CAPACITY / 2),
+            ));
+        }
         if a.min_sources < 2 {
             return Err((
                 "min_sources",
@@ -327,6 +384,7 @@ mod tests {
             ("[aggregation]\nipv4_prefix = 33\n", "ipv4_prefix"),
             ("[aggregation]\nmin_sources = 1\n", "min_sources"),
             ("[detection]\nstealth_probes = 0\n", "stealth_probes"),
+            ("[response]\nblock_cap = 0\n", "block_cap"),
         ] {
             let e = FileConfig::parse(text, "f").unwrap_err();
             let msg = e.to_string();
@@ -335,6 +393,18 @@ mod tests {
                 "{text}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn allowlists_parse_as_cidrs() {
+        let c = FileConfig::parse(
+            "[response]\nallowlist = [\"198.18.0.0/24\", \"2001:db8::1/128\"]\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.response.allowlist.len(), 2);
+        let e = FileConfig::parse("[response]\nallowlist = [\"198.18.0.300/24\"]\n", "f");
+        assert!(e.is_err_and(|e| e.to_string().starts_with("f:2:")));
     }
 
     #[test]

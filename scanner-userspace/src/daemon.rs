@@ -4,8 +4,10 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use anyhow::Context as _;
-use aya::maps::{Array, RingBuf};
-use scanner_common::{EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, SCOPE_PREFIX, SourceStats};
+use aya::maps::{Array, LpmTrie, RingBuf};
+use scanner_common::{
+    EVENTS_MAP, POLICY_MAP, PORT_BITS_MAP, REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceStats,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -14,9 +16,10 @@ use crate::{
     decisions::Decisions,
     detect::{Detector, EntryId, Finding, kind_of},
     iface, load,
+    policy::{self, Change, Policy},
     poll::{Maps, monotonic_ns, take_map},
     ports::{self, PortBits},
-    report::{Event, InterfaceEvent, Reporter, ScanEvent, ip_of, timestamp},
+    report::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, net_name, timestamp},
     settings::{Settings, ephemeral_range},
 };
 
@@ -47,11 +50,17 @@ pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything the loop needs to turn findings into events.
+/// Everything the loop needs to turn findings into events and responses.
 struct Output {
     reporter: Reporter<std::io::Stdout>,
     names: HashMap<u32, String>,
     prefixes: (u8, u8),
+    policy: Policy,
+    /// The kernel blocks decided sources (`--block` without `--dry-run`).
+    blocking: bool,
+    /// `--dry-run`: say what would be blocked.
+    dry_run: bool,
+    block_ttl_s: u64,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -62,8 +71,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         names.insert(iface::index_of(name)?, name.clone());
     }
     let config = settings.kernel(ephemeral_range()?)?;
-    let mut ebpf = load::load(&config)?;
-    let maps = Maps::take(&mut ebpf).context("opening the maps")?;
+    let response = &settings.file.response;
+    let mut ebpf = load::load_with_cap(&config, response.block_cap)?;
+    let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
     let ignored = settings.file.detection.ignore_ports.clone();
     // Know the open ports before the first packet is judged.
@@ -71,10 +81,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut decisions = Decisions::new(take_map::<RingBuf<_>>(&mut ebpf, EVENTS_MAP)?)
         .context("watching the EVENTS ring buffer")?;
 
+    let mut policy = Policy::new(
+        take_map::<LpmTrie<_, _, _>>(&mut ebpf, POLICY_MAP)?,
+        response.block_cap,
+    );
+    for net in policy::default_allowlist()
+        .into_iter()
+        .chain(response.allowlist.iter().copied())
+    {
+        policy
+            .allow(net, monotonic_ns())
+            .with_context(|| format!("allowlisting {net}"))?;
+    }
+    let allow: Vec<String> = policy.allowlist().iter().map(net_name).collect();
+    tracing::info!(allowlist = %allow.join(" "), "never blocked, never counted");
+    if settings.blocks() {
+        tracing::warn!(
+            ttl = ?response.block_ttl,
+            cap = response.block_cap,
+            "blocking is on: detected sources are dropped in the kernel"
+        );
+    }
     let mut out = Output {
         reporter: Reporter::new(args.events, std::io::stdout()),
         names,
         prefixes: settings.prefix_lengths(),
+        policy,
+        blocking: settings.blocks(),
+        dry_run: response.dry_run,
+        block_ttl_s: response.block_ttl.as_secs(),
     };
     let mut attached = Vec::new();
     for name in &args.ifaces {
@@ -105,6 +140,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 let findings = detector.poll(monotonic_ns(), &maps.entries());
                 report(&mut out, &maps, &findings)?;
+                for net in sweep_policy(&mut out)? {
+                    // A lifted block starts the source afresh: if it scans
+                    // on, it is decided, and blocked, again.
+                    if let Some(key) = host_key(&net) {
+                        maps.forget(&key);
+                    }
+                }
             }
             _ = refresh.tick() => refresh_open_ports(&mut port_bits, &ignored)?,
             _ = sigint.recv() => break,
@@ -126,7 +168,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "packet counters"
         );
     }
-    // Dropping the object detaches every link and unloads the program.
+    // Dropping the object detaches every link and unloads the program, and
+    // with it the POLICY map: blocks end with the daemon. Say so.
+    sweep_policy(&mut out)?;
+    for net in out.policy.drain_blocks() {
+        emit(
+            &mut out,
+            policy_event("unblocked", &net, "shutdown", None, false),
+        )?;
+    }
     drop(ebpf);
     for (name, mode) in &attached {
         emit_interface(&mut out.reporter, "detached", name, mode.as_str())?;
@@ -179,8 +229,101 @@ fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result
         out.reporter
             .emit(&Event::Scan(e))
             .context("writing an event to stdout")?;
+        if event == "scan_detected" && id.scope == SCOPE_SOURCE {
+            respond(out, *id)?;
+        }
     }
     Ok(())
+}
+
+/// After a source's detection: the block the kernel made (or could not),
+/// or what a dry run would have done.
+fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
+    let net = ipnet::IpNet::from(ip_of(&id.key));
+    if out.dry_run {
+        let event = policy_event("blocked", &net, "scan", Some(out.block_ttl_s), true);
+        return emit(out, event);
+    }
+    if !out.blocking {
+        return Ok(());
+    }
+    // The kernel blocked at the deciding probe; the sweep reports it.
+    sweep_policy(out)?;
+    if !out.policy.is_blocked(&net) {
+        tracing::error!(source = %net_name(&net), cap = out.policy.cap(), "block refused: the block cap is reached; still reporting");
+        emit(out, policy_event("block_refused", &net, "cap", None, false))?;
+    }
+    Ok(())
+}
+
+/// The source key of a host network (/32, /128).
+fn host_key(net: &ipnet::IpNet) -> Option<scanner_common::SourceKey> {
+    if net.prefix_len() != net.max_prefix_len() {
+        return None;
+    }
+    Some(match net.addr() {
+        std::net::IpAddr::V4(a) => scanner_common::SourceKey::from_v4(a.octets()),
+        std::net::IpAddr::V6(a) => scanner_common::SourceKey::from_v6(a.octets()),
+    })
+}
+
+/// Reports blocks the kernel made and blocks that expired (now removed);
+/// returns the networks unblocked.
+fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let changes = out
+        .policy
+        .sweep(monotonic_ns())
+        .context("reading the POLICY map")?;
+    let mut lifted = Vec::new();
+    for change in changes {
+        if let Change::Unblocked { net, .. } = &change {
+            lifted.push(*net);
+        }
+        let event = match change {
+            Change::Blocked { net, reason, ttl } => policy_event(
+                "blocked",
+                &net,
+                policy::reason_name(reason),
+                ttl.map(|t| t.as_secs()),
+                false,
+            ),
+            Change::Unblocked { net, expired } => policy_event(
+                "unblocked",
+                &net,
+                if expired { "expired" } else { "manual" },
+                None,
+                false,
+            ),
+        };
+        emit(out, event)?;
+    }
+    Ok(lifted)
+}
+
+fn policy_event(
+    event: &'static str,
+    net: &ipnet::IpNet,
+    reason: &'static str,
+    ttl_s: Option<u64>,
+    dry_run: bool,
+) -> PolicyEvent {
+    PolicyEvent {
+        ts: timestamp(SystemTime::now()),
+        event,
+        source: net_name(net),
+        reason,
+        ttl_s,
+        dry_run,
+    }
+}
+
+fn emit(out: &mut Output, event: PolicyEvent) -> anyhow::Result<()> {
+    if event.event == "blocked" && !event.dry_run {
+        tracing::warn!(source = %event.source, reason = event.reason, "blocked");
+    }
+    out.reporter
+        .emit(&Event::Policy(event))
+        .context("writing an event to stdout")
 }
 
 fn scan_event(

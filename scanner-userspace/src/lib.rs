@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod detect;
 pub mod iface;
 pub mod load;
+pub mod policy;
 pub mod poll;
 pub mod ports;
 pub mod report;

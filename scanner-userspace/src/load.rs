@@ -8,8 +8,8 @@ use aya::{
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
 use scanner_common::{
-    CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP,
-    SOURCES_MAP,
+    ALLOW_CAPACITY, BLOCK_CAPACITY, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, POLICY_MAP,
+    PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
 };
 use thiserror::Error;
 
@@ -67,8 +67,14 @@ impl AttachedMode {
 /// Loads the object into the kernel and writes `config` into its CONFIG map.
 /// Nothing is attached yet.
 pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
+    load_with_cap(config, BLOCK_CAPACITY)
+}
+
+/// [`load`], with room for `block_cap` blocks (plus the allowlist) in POLICY.
+pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(POLICY_MAP, block_cap.saturating_add(ALLOW_CAPACITY))
         .load(OBJECT)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
@@ -79,6 +85,7 @@ pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
         COUNTERS_MAP,
         CONFIG_MAP,
         EVENTS_MAP,
+        POLICY_MAP,
     ] {
         if ebpf.map(name).is_none() {
             return Err(LoadError::MissingMap(name));

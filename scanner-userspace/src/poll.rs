@@ -5,9 +5,10 @@ use aya::{
     maps::{HashMap, MapData, MapError, PerCpuArray},
 };
 use scanner_common::{
-    COUNTER_DROPPED, COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN,
-    COUNTERS_MAP, IPPROTO_TCP, IPPROTO_UDP, PORTS_MAP, PREFIXES_MAP, PortKey, PortSeen,
-    SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SOURCES_MAP, SourceKey, SourceStats,
+    COUNTER_ALLOWED, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED, COUNTER_EVENTS_DROPPED,
+    COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_MAP, IPPROTO_TCP, IPPROTO_UDP,
+    PORTS_MAP, PREFIXES_MAP, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
+    SOURCES_MAP, SourceKey, SourceStats,
 };
 use thiserror::Error;
 
@@ -46,6 +47,8 @@ pub struct Counters {
     pub dropped: u64,
     pub parse_failures: u64,
     pub events_dropped: u64,
+    pub blocks_refused: u64,
+    pub allowed: u64,
 }
 
 /// The maps the daemon reads, taken out of the loaded object.
@@ -99,6 +102,11 @@ impl Maps {
         self.table(id.scope).get(&id.key, 0).ok()
     }
 
+    /// Forgets a source: its next packet starts a new life.
+    pub fn forget(&mut self, key: &SourceKey) {
+        let _ = self.sources.remove(key);
+    }
+
     /// One source's stats, if tracked.
     pub fn source(&self, key: &SourceKey) -> Option<SourceStats> {
         self.sources.get(key, 0).ok()
@@ -141,6 +149,8 @@ impl Maps {
             dropped: sum(COUNTER_DROPPED)?,
             parse_failures: sum(COUNTER_PARSE_FAILURES)?,
             events_dropped: sum(COUNTER_EVENTS_DROPPED)?,
+            blocks_refused: sum(COUNTER_BLOCKS_REFUSED)?,
+            allowed: sum(COUNTER_ALLOWED)?,
         })
     }
 

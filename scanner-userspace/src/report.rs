@@ -48,11 +48,38 @@ pub struct InterfaceEvent {
     pub mode: &'static str,
 }
 
+/// A source blocked (`blocked`), unblocked (`unblocked`), or a block that
+/// could not be made (`block_refused`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyEvent {
+    pub ts: String,
+    pub event: &'static str,
+    pub source: String,
+    /// `scan` or `manual` for blocks; `expired`, `manual` or `shutdown` for unblocks;
+    /// `cap` or `allowlisted` for refusals.
+    pub reason: &'static str,
+    /// Seconds the block lasts, when it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// True when `--dry-run` only reports what it would have done.
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Scan(ScanEvent),
     Interface(InterfaceEvent),
+    Policy(PolicyEvent),
+}
+
+/// An address for a host network (`/32`, `/128`), else the CIDR.
+pub fn net_name(net: &ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 /// RFC 3339, UTC, milliseconds: `2026-11-25T14:42:17.123Z`.
@@ -131,6 +158,16 @@ fn text(event: &Event) -> String {
             )
         }
         Event::Interface(e) => format!("{} {} {} mode={}", e.ts, e.event, e.iface, e.mode),
+        Event::Policy(e) => {
+            let what = match (e.event, e.dry_run) {
+                ("blocked", true) => "WOULD BLOCK  ",
+                ("blocked", false) => "BLOCKED      ",
+                ("unblocked", _) => "unblocked    ",
+                _ => "BLOCK REFUSED",
+            };
+            let ttl = e.ttl_s.map(|t| format!(" ttl={t}s")).unwrap_or_default();
+            format!("{} {what} {} reason={}{ttl}", e.ts, e.source, e.reason)
+        }
     }
 }
 

@@ -32,7 +32,22 @@ impl Settings {
         if let Some(d) = args.fanout_window {
             file.detection.fanout_window = d;
         }
+        let r = &mut file.response;
+        r.block |= args.block;
+        r.dry_run |= args.dry_run;
+        if let Some(d) = args.block_ttl {
+            r.block_ttl = d;
+        }
+        if let Some(n) = args.block_cap {
+            r.block_cap = n;
+        }
+        r.allowlist.extend(args.allow.iter().copied());
         Self { file }
+    }
+
+    /// Whether the kernel blocks decided sources.
+    pub fn blocks(&self) -> bool {
+        self.file.response.block && !self.file.response.dry_run
     }
 
     pub fn poll_interval(&self) -> Duration {
@@ -71,6 +86,10 @@ impl Settings {
             upper: steps.upper,
             lower: steps.lower,
             fanout_ports: d.fanout_ports,
+            // A dry run blocks nothing: the daemon only says what it would.
+            block_on_decide: u32::from(self.blocks()),
+            _pad: 0,
+            block_ttl_ns: nanos(self.file.response.block_ttl),
         })
     }
 }
@@ -128,6 +147,19 @@ mod tests {
         assert_eq!(
             (k.fanout_ports, k.ephemeral_lo, k.ephemeral_hi),
             (50, 1024, 2048)
+        );
+        assert_eq!(k.block_on_decide, 0, "report-only by default");
+        let s = Settings::new(
+            FileConfig::default(),
+            &args(&["--block", "--block-ttl", "2h"]),
+        );
+        let k = s.kernel((1024, 2048)).unwrap();
+        assert_eq!((k.block_on_decide, k.block_ttl_ns), (1, 7_200_000_000_000));
+        let s = Settings::new(FileConfig::default(), &args(&["--block", "--dry-run"]));
+        assert_eq!(
+            s.kernel((1, 2)).unwrap().block_on_decide,
+            0,
+            "a dry run blocks nothing"
         );
     }
 

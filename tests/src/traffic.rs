@@ -157,3 +157,43 @@ pub fn masscan(lab: &crate::Lab, ports: &str) -> anyhow::Result<Output> {
         &[124],
     )
 }
+
+/// Ports an nmap scan saw answered (open or closed), from its grepable
+/// output (`-oG -`): listed ports plus an ignored state of "closed".
+/// Filtered ports are the ones a block hid.
+pub fn answered_ports(grepable: &str) -> usize {
+    let mut answered = 0;
+    for line in grepable.lines() {
+        if let Some((_, ports)) = line.split_once("Ports: ") {
+            let ports = ports.split('\t').next().unwrap_or("");
+            answered += ports
+                .split(", ")
+                .filter(|p| {
+                    let state = p.split('/').nth(1).unwrap_or("");
+                    state == "open" || state == "closed"
+                })
+                .count();
+        }
+        if let Some((_, ignored)) = line.split_once("Ignored State: ") {
+            let (state, count) = ignored.split_once(" (").unwrap_or(("", ""));
+            if state == "closed" {
+                answered += count.trim_end_matches(')').parse::<usize>().unwrap_or(0);
+            }
+        }
+    }
+    answered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_ports;
+
+    #[test]
+    fn answered_ports_count_open_and_closed() {
+        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
+        assert_eq!(answered_ports(out), 2);
+        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
+        assert_eq!(answered_ports(out), 1000);
+        assert_eq!(answered_ports("# Nmap done\n"), 0);
+    }
+}

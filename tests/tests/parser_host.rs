@@ -30,7 +30,7 @@ fn every_case_parses_as_expected_on_the_host() {
                 );
             }
             (Expect::NotIp, Ok(Parsed::NotIp))
-            | (Expect::Untracked, Ok(Parsed::Untracked))
+            | (Expect::Untracked, Ok(Parsed::Untracked(_)))
             | (Expect::ParseFailure, Err(_)) => {}
             (want, got) => panic!("{}: expected {want:?}, got {got:?}", case.name),
         }

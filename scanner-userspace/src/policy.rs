@@ -1,0 +1,310 @@
+//! Allow and block rules in the kernel's POLICY map (an LPM trie): the
+//! allowlist, blocks with expiry, and the events they produce.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use ipnet::IpNet;
+use scanner_common::{
+    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_MANUAL, BLOCK_REASON_SCAN, PolicyEntry, SourceKey,
+    policy_prefix_len,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("{0} is allowlisted: it is never blocked")]
+    Allowlisted(IpNet),
+    #[error("the block cap ({0} entries) is reached: {1} was not blocked")]
+    CapReached(u32, IpNet),
+    #[error("no block for {0}")]
+    NotBlocked(IpNet),
+    #[error("POLICY map: {0}")]
+    Map(#[from] MapError),
+}
+
+/// The trie key of a network (host bits cleared).
+pub fn key_of(net: IpNet) -> Key<SourceKey> {
+    let net = net.trunc();
+    match net {
+        IpNet::V4(n) => Key::new(
+            policy_prefix_len(true, n.prefix_len()),
+            SourceKey::from_v4(n.addr().octets()),
+        ),
+        IpNet::V6(n) => Key::new(
+            policy_prefix_len(false, n.prefix_len()),
+            SourceKey::from_v6(n.addr().octets()),
+        ),
+    }
+}
+
+/// The network a trie key stands for.
+pub fn net_of(key: &Key<SourceKey>) -> Option<IpNet> {
+    let data = key.data();
+    let len = key.prefix_len();
+    match data.as_v4() {
+        Some(v4) if len >= 96 => IpNet::new(IpAddr::V4(Ipv4Addr::from(v4)), (len - 96) as u8).ok(),
+        _ => IpNet::new(IpAddr::V6(Ipv6Addr::from(data.addr)), len as u8).ok(),
+    }
+}
+
+/// A change to the rules, for the event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Blocked {
+        net: IpNet,
+        reason: u32,
+        ttl: Option<Duration>,
+    },
+    Unblocked {
+        net: IpNet,
+        expired: bool,
+    },
+}
+
+pub struct Policy {
+    map: LpmTrie<MapData, SourceKey, PolicyEntry>,
+    allow: Vec<IpNet>,
+    /// Blocks as last seen, to notice the ones the kernel adds itself.
+    blocks: HashMap<IpNet, PolicyEntry>,
+    cap: u32,
+}
+
+impl Policy {
+    pub fn new(map: LpmTrie<MapData, SourceKey, PolicyEntry>, cap: u32) -> Self {
+        Self {
+            map,
+            allow: Vec::new(),
+            blocks: HashMap::new(),
+            cap,
+        }
+    }
+
+    pub fn is_allowlisted(&self, addr: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&addr))
+    }
+
+    pub fn allowlist(&self) -> &[IpNet] {
+        &self.allow
+    }
+
+    pub fn active_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// Whether `net` itself is blocked, as of the last sweep or change.
+    pub fn is_blocked(&self, net: &IpNet) -> bool {
+        self.blocks.contains_key(&net.trunc())
+    }
+
+    /// Allowlists `net`, lifting any block inside it.
+    pub fn allow(&mut self, net: IpNet, now_ns: u64) -> Result<Vec<Change>, PolicyError> {
+        let net = net.trunc();
+        let entry = PolicyEntry {
+            action: ACTION_ALLOW,
+            reason: 0,
+            created_ns: now_ns,
+            expires_ns: 0,
+        };
+        self.map.insert(&key_of(net), entry, 0)?;
+        if !self.allow.contains(&net) {
+            self.allow.push(net);
+        }
+        let inside: Vec<IpNet> = self
+            .blocks
+            .keys()
+            .filter(|b| net.contains(*b))
+            .copied()
+            .collect();
+        let mut changes = Vec::new();
+        for b in inside {
+            self.map.remove(&key_of(b))?;
+            self.blocks.remove(&b);
+            changes.push(Change::Unblocked {
+                net: b,
+                expired: false,
+            });
+        }
+        Ok(changes)
+    }
+
+    /// Blocks `net` for `ttl` (None: until unblocked). Refused for
+    /// allowlisted networks and past the cap.
+    pub fn block(
+        &mut self,
+        net: IpNet,
+        ttl: Option<Duration>,
+        now_ns: u64,
+    ) -> Result<Change, PolicyError> {
+        let net = net.trunc();
+        if self
+            .allow
+            .iter()
+            .any(|a| a.contains(&net) || net.contains(a))
+        {
+            return Err(PolicyError::Allowlisted(net));
+        }
+        if !self.blocks.contains_key(&net) && self.blocks.len() >= self.cap as usize {
+            return Err(PolicyError::CapReached(self.cap, net));
+        }
+        let expires_ns = ttl.map_or(0, |t| {
+            now_ns.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+        });
+        let entry = PolicyEntry {
+            action: ACTION_BLOCK,
+            reason: BLOCK_REASON_MANUAL,
+            created_ns: now_ns,
+            expires_ns,
+        };
+        self.map.insert(&key_of(net), entry, 0)?;
+        self.blocks.insert(net, entry);
+        Ok(Change::Blocked {
+            net,
+            reason: BLOCK_REASON_MANUAL,
+            ttl,
+        })
+    }
+
+    /// Lifts the block on `net`.
+    pub fn unblock(&mut self, net: IpNet) -> Result<Change, PolicyError> {
+        let net = net.trunc();
+        if self.blocks.remove(&net).is_none() {
+            return Err(PolicyError::NotBlocked(net));
+        }
+        self.map.remove(&key_of(net))?;
+        Ok(Change::Unblocked {
+            net,
+            expired: false,
+        })
+    }
+
+    /// Every block still in force, forgotten here (the maps go with the
+    /// daemon: blocks do not outlive it).
+    pub fn drain_blocks(&mut self) -> Vec<IpNet> {
+        let mut nets: Vec<IpNet> = self.blocks.drain().map(|(net, _)| net).collect();
+        nets.sort();
+        nets
+    }
+
+    /// Reads the map: blocks the kernel added since the last sweep, and
+    /// blocks that expired (removed here).
+    pub fn sweep(&mut self, now_ns: u64) -> Result<Vec<Change>, PolicyError> {
+        let mut changes = Vec::new();
+        let entries: Vec<(Key<SourceKey>, PolicyEntry)> =
+            self.map.iter().filter_map(Result::ok).collect();
+        for (key, entry) in entries {
+            if entry.action != ACTION_BLOCK {
+                continue;
+            }
+            let Some(net) = net_of(&key) else { continue };
+            if !entry.blocks(now_ns) {
+                self.map.remove(&key)?;
+                self.blocks.remove(&net);
+                changes.push(Change::Unblocked { net, expired: true });
+                continue;
+            }
+            if self.blocks.insert(net, entry).is_none() {
+                let ttl = (entry.expires_ns != 0).then(|| {
+                    Duration::from_nanos(entry.expires_ns.saturating_sub(entry.created_ns))
+                });
+                changes.push(Change::Blocked {
+                    net,
+                    reason: entry.reason,
+                    ttl,
+                });
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// `scan` or `manual`.
+pub fn reason_name(reason: u32) -> &'static str {
+    if reason == BLOCK_REASON_SCAN {
+        "scan"
+    } else {
+        "manual"
+    }
+}
+
+/// Networks always allowlisted: loopback and this host's own addresses.
+pub fn default_allowlist() -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = vec![
+        IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).unwrap_or_default()),
+        IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for ifa in addrs {
+            let Some(addr) = ifa.address else { continue };
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            let net = IpNet::from(ip);
+            if !nets.iter().any(|n| n.contains(&ip)) {
+                nets.push(net);
+            }
+        }
+    }
+    nets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_round_trip_for_both_families() {
+        for s in [
+            "198.18.0.1/32",
+            "198.18.0.0/24",
+            "0.0.0.0/0",
+            "2001:db8::/64",
+            "2001:db8::1/128",
+        ] {
+            let k = key_of(net(s));
+            assert_eq!(net_of(&k), Some(net(s)), "{s}");
+        }
+        assert_eq!(key_of(net("198.18.0.0/24")).prefix_len(), 120);
+        assert_eq!(key_of(net("2001:db8::/64")).prefix_len(), 64);
+        // Host bits are cleared.
+        assert_eq!(
+            key_of(net("198.18.0.77/24")).data(),
+            key_of(net("198.18.0.0/24")).data()
+        );
+    }
+
+    #[test]
+    fn reasons_have_names() {
+        assert_eq!(reason_name(BLOCK_REASON_SCAN), "scan");
+        assert_eq!(reason_name(BLOCK_REASON_MANUAL), "manual");
+    }
+
+    #[test]
+    fn the_default_allowlist_covers_loopback() {
+        let nets = default_allowlist();
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)))
+        );
+        assert!(
+            nets.iter()
+                .any(|n| n.contains(&IpAddr::V6(Ipv6Addr::LOCALHOST)))
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Allow and block rules in the kernel, driven with BPF_PROG_TEST_RUN.
+
+use std::time::Duration;
+
+use aya::{Ebpf, TestRun as _, TestRunOptions, maps::LpmTrie, programs::Xdp};
+use scanner_common::{Config, POLICY_MAP, SourceKey};
+use scanner_tests::{
+    packets::{SYN, ipv4_tcp, v4},
+    require_root,
+};
+use scanner_userspace::{
+    load,
+    policy::{Change, Policy, PolicyError},
+    poll::{Maps, monotonic_ns, take_map},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+struct Kernel {
+    ebpf: Ebpf,
+    maps: Maps,
+    policy: Policy,
+}
+
+impl Kernel {
+    fn new(config: &Config, cap: u32) -> anyhow::Result<Self> {
+        let mut ebpf = load::load_with_cap(config, cap)?;
+        let maps = Maps::take(&mut ebpf)?;
+        let policy = Policy::new(take_map::<LpmTrie<_, _, _>>(&mut ebpf, POLICY_MAP)?, cap);
+        Ok(Self { ebpf, maps, policy })
+    }
+
+    fn send(&self, frame: &[u8]) -> anyhow::Result<u32> {
+        let program: &Xdp = self
+            .ebpf
+            .program(load::PROGRAM)
+            .ok_or_else(|| anyhow::anyhow!("no program"))?
+            .try_into()?;
+        let r = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..Default::default()
+        })?;
+        Ok(r.return_value)
+    }
+}
+
+macro_rules! root_only {
+    ($name:literal) => {
+        if !require_root($name) {
+            return Ok(());
+        }
+    };
+}
+
+#[test]
+fn allowlisted_sources_pass_and_are_never_counted() -> anyhow::Result<()> {
+    root_only!("allowlisted_sources_pass_and_are_never_counted");
+    let mut k = Kernel::new(&Config::default(), 16)?;
+    k.policy.allow("198.18.0.0/28".parse()?, monotonic_ns())?;
+    for port in 1..=50 {
+        assert_eq!(k.send(&ipv4_tcp(5, port, SYN))?, XDP_PASS);
+    }
+    assert!(k.maps.source(&SourceKey::from_v4(v4(5))).is_none());
+    // Outside the /28: counted as usual.
+    assert_eq!(k.send(&ipv4_tcp(20, 22, SYN))?, XDP_PASS);
+    assert!(k.maps.source(&SourceKey::from_v4(v4(20))).is_some());
+    let c = k.maps.counters()?;
+    assert_eq!((c.allowed, c.dropped), (50, 0));
+    // And an allowlisted network cannot be blocked.
+    assert!(matches!(
+        k.policy
+            .block("198.18.0.5/32".parse()?, None, monotonic_ns()),
+        Err(PolicyError::Allowlisted(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Result<()> {
+    root_only!("blocked_addresses_and_prefixes_are_dropped_until_they_expire");
+    let mut k = Kernel::new(&Config::default(), 16)?;
+    let now = monotonic_ns();
+    k.policy.block("198.18.0.7/32".parse()?, None, now)?;
+    k.policy.block("198.18.1.0/24".parse()?, None, now)?;
+    k.policy
+        .block("198.18.0.8/32".parse()?, Some(Duration::from_nanos(1)), now)?;
+    assert_eq!(k.send(&ipv4_tcp(7, 80, SYN))?, XDP_DROP);
+    let mut in_prefix = ipv4_tcp(7, 80, SYN);
+    in_prefix[14 + 14] = 1; // 198.18.1.7
+    assert_eq!(k.send(&in_prefix)?, XDP_DROP);
+    // Expired already: passes, and is counted.
+    assert_eq!(k.send(&ipv4_tcp(8, 80, SYN))?, XDP_PASS);
+    assert!(k.maps.source(&SourceKey::from_v4(v4(8))).is_some());
+    // The sweep removes the expired block and says so.
+    let changes = k.policy.sweep(monotonic_ns())?;
+    assert!(changes.contains(&Change::Unblocked {
+        net: "198.18.0.8/32".parse()?,
+        expired: true
+    }));
+    assert_eq!(k.policy.active_blocks(), 2);
+    k.policy.unblock("198.18.0.7/32".parse()?)?;
+    assert_eq!(k.send(&ipv4_tcp(7, 80, SYN))?, XDP_PASS);
+    assert_eq!(k.maps.counters()?.dropped, 2);
+    Ok(())
+}
+
+#[test]
+fn the_kernel_blocks_at_the_deciding_probe() -> anyhow::Result<()> {
+    root_only!("the_kernel_blocks_at_the_deciding_probe");
+    let config = Config {
+        block_on_decide: 1,
+        block_ttl_ns: 3_600_000_000_000,
+        ..Config::default()
+    };
+    let mut k = Kernel::new(&config, 16)?;
+    let verdicts: Vec<u32> = (1..=8)
+        .map(|port| k.send(&ipv4_tcp(9, port, SYN)))
+        .collect::<Result<_, _>>()?;
+    // Four probes pass (the fourth decides and blocks); the rest are dropped.
+    assert_eq!(verdicts, [2, 2, 2, 2, 1, 1, 1, 1]);
+    let changes = k.policy.sweep(monotonic_ns())?;
+    assert!(
+        matches!(&changes[..], [Change::Blocked { reason: 1, ttl: Some(t), .. }] if t.as_secs() == 3600),
+        "{changes:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
+    root_only!("a_full_blocklist_refuses_new_blocks_and_counts_them");
+    let config = Config {
+        block_on_decide: 1,
+        ..Config::default()
+    };
+    // Room for 2 blocks (plus the allowlist's reserve, filled here).
+    let mut k = Kernel::new(&config, 2)?;
+    let now = monotonic_ns();
+    for n in 0..scanner_common::ALLOW_CAPACITY {
+        let net = ipnet::IpNet::new(
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_ffff_u128 << 80 | u128::from(n),
+            )),
+            128,
+        )?;
+        k.policy.allow(net, now)?;
+    }
+    for src in [10, 11, 12] {
+        for port in 1..=4 {
+            k.send(&ipv4_tcp(src, port, SYN))?;
+        }
+    }
+    assert_eq!(k.maps.counters()?.blocks_refused, 1);
+    // The third scanner was still decided: refusing a block loses no report.
+    let third = k
+        .maps
+        .source(&SourceKey::from_v4(v4(12)))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(third.decided_ns > 0);
+    assert_eq!(k.send(&ipv4_tcp(12, 5, SYN))?, XDP_PASS);
+    assert_eq!(k.send(&ipv4_tcp(10, 5, SYN))?, XDP_DROP);
+    // The userspace cap agrees.
+    k.policy.sweep(now)?;
+    assert!(matches!(
+        k.policy.block("198.18.0.99/32".parse()?, None, now),
+        Err(PolicyError::CapReached(2, _))
+    ));
+    Ok(())
+}
