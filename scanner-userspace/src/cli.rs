@@ -20,6 +20,56 @@ pub enum Command {
     Run(RunArgs),
     /// Show or check the configuration file.
     Config(ConfigArgs),
+    /// The running daemon: interfaces, packets, sources, detections, blocks.
+    Status(ClientArgs),
+    /// Current suspects and detections, and active blocks.
+    List(ListArgs),
+    /// Block an address or CIDR in the kernel (until --ttl, default: the
+    /// daemon's block_ttl).
+    Block(BlockArgs),
+    /// Lift a block.
+    Unblock(TargetArgs),
+    /// Allowlist an address or CIDR: never blocked, never counted.
+    Allow(TargetArgs),
+    /// Remove an address or CIDR from the allowlist.
+    Disallow(TargetArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The daemon's control socket.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BlockArgs {
+    /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
+    #[arg(value_parser = parse_net)]
+    pub target: ipnet::IpNet,
+    /// How long the block lasts, e.g. 2h.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
+    #[arg(value_parser = parse_net)]
+    pub target: ipnet::IpNet,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -94,6 +144,14 @@ pub struct RunArgs {
     /// are always allowlisted.
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<ipnet::IpNet>,
+
+    /// Control socket for `scanner status`, `list`, `block`... (mode 0660).
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+
+    /// Group that owns the control socket with root (default: root's).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 }
 
 /// An address (a /32 or /128) or a CIDR prefix.

@@ -1,7 +1,10 @@
 //! `scanner run`: load, attach, then poll -> detect -> report until a signal;
 //! and `scanner config`.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
@@ -11,8 +14,9 @@ use scanner_common::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{ConfigArgs, RunArgs},
+    cli::{ConfigArgs, RunArgs, parse_duration, parse_net},
     config::{DEFAULT_FILE, FileConfig},
+    control::{self, Request, Response},
     decisions::Decisions,
     detect::{Detector, EntryId, Finding, kind_of},
     iface, load,
@@ -73,6 +77,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = settings.kernel(ephemeral_range()?)?;
     let response = &settings.file.response;
     let mut ebpf = load::load_with_cap(&config, response.block_cap)?;
+    // Claim the control socket before attaching: a second daemon stops
+    // here, attaching nothing.
+    let listener = control::bind(&args.socket, args.socket_group.as_deref())
+        .context("opening the control socket")?;
     let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
     let ignored = settings.file.detection.ignore_ports.clone();
@@ -119,6 +127,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         emit_interface(&mut out.reporter, "attached", name, mode.as_str())?;
     }
     let mut detector = Detector::new(settings.quiet_ns());
+    let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
+    let server = tokio::spawn(control::serve(listener, calls_tx));
+    let started = Instant::now();
+    let default_ttl = settings.file.response.block_ttl;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -149,6 +161,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             _ = refresh.tick() => refresh_open_ports(&mut port_bits, &ignored)?,
+            Some((request, reply)) = calls.recv() => {
+                let state = State { attached: &attached, started, default_ttl, detector: &detector };
+                let answer = handle(request, &mut out, &mut maps, &state)
+                    .unwrap_or_else(|e| Response::error(format!("{e:#}")));
+                let _ = reply.send(answer);
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -181,8 +199,155 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for (name, mode) in &attached {
         emit_interface(&mut out.reporter, "detached", name, mode.as_str())?;
     }
+    server.abort();
+    let _ = std::fs::remove_file(&args.socket);
     tracing::info!("detached, exiting");
     Ok(())
+}
+
+/// What control requests can see of the daemon.
+struct State<'a> {
+    attached: &'a [(String, load::AttachedMode)],
+    started: Instant,
+    default_ttl: Duration,
+    detector: &'a Detector,
+}
+
+/// Answers one control request.
+fn handle(
+    request: Request,
+    out: &mut Output,
+    maps: &mut Maps,
+    state: &State<'_>,
+) -> anyhow::Result<Response> {
+    let target = |t: &str| parse_net(t).map_err(anyhow::Error::msg);
+    Ok(match request {
+        Request::Status => {
+            let c = maps.counters()?;
+            let interfaces: Vec<serde_json::Value> = state
+                .attached
+                .iter()
+                .map(|(iface, mode)| serde_json::json!({"iface": iface, "mode": mode.as_str()}))
+                .collect();
+            Response::ok(serde_json::json!({
+                "interfaces": interfaces,
+                "uptime_s": state.started.elapsed().as_secs(),
+                "packets": {
+                    "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
+                    "parse_failures": c.parse_failures, "allowed": c.allowed,
+                },
+                "events_dropped": c.events_dropped,
+                "blocks_refused": c.blocks_refused,
+                "sources_tracked": maps.sources().len(),
+                "active_detections": state.detector.active(),
+                "blocks": out.policy.active_blocks(),
+                "block_cap": out.policy.cap(),
+                "blocking": out.blocking,
+                "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
+            }))
+        }
+        Request::List => Response::ok(serde_json::Value::Array(suspects(out, maps))),
+        Request::Block { target: t, ttl } => {
+            let net = target(&t)?;
+            let ttl = match ttl {
+                Some(s) => parse_duration(&s).map_err(anyhow::Error::msg)?,
+                None => state.default_ttl,
+            };
+            out.policy.block(net, Some(ttl), monotonic_ns())?;
+            emit(
+                out,
+                policy_event("blocked", &net, "manual", Some(ttl.as_secs()), false),
+            )?;
+            Response::ok(serde_json::json!({"blocked": net_name(&net), "ttl_s": ttl.as_secs()}))
+        }
+        Request::Unblock { target: t } => {
+            let net = target(&t)?;
+            out.policy.unblock(net)?;
+            if let Some(key) = host_key(&net) {
+                maps.forget(&key);
+            }
+            emit(out, policy_event("unblocked", &net, "manual", None, false))?;
+            Response::ok(serde_json::json!({"unblocked": net_name(&net)}))
+        }
+        Request::Allow { target: t } => {
+            let net = target(&t)?;
+            for change in out.policy.allow(net, monotonic_ns())? {
+                if let Change::Unblocked { net: lifted, .. } = change {
+                    emit(
+                        out,
+                        policy_event("unblocked", &lifted, "manual", None, false),
+                    )?;
+                }
+            }
+            Response::ok(serde_json::json!({"allowed": net_name(&net)}))
+        }
+        Request::Disallow { target: t } => {
+            let net = target(&t)?;
+            out.policy.disallow(net)?;
+            Response::ok(serde_json::json!({"disallowed": net_name(&net)}))
+        }
+    })
+}
+
+/// Sources with evidence against them (a positive score or a decision),
+/// and every block, for `scanner list`.
+fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
+    let now_mono = monotonic_ns();
+    let wall = |mono: u64| -> String {
+        let ago = Duration::from_nanos(now_mono.saturating_sub(mono));
+        timestamp(SystemTime::now() - ago)
+    };
+    let mut rows: Vec<(i64, serde_json::Value)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for (key, s) in maps.sources() {
+        if s.decided_ns == 0 && s.score <= 0 {
+            continue;
+        }
+        let net = ipnet::IpNet::from(ip_of(&key));
+        let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
+        let state = match (block, s.decided_ns) {
+            (Some(_), _) => "blocked",
+            (None, 0) => "watching",
+            (None, _) => "detected",
+        };
+        listed.insert(net);
+        rows.push((
+            i64::from(s.score),
+            serde_json::json!({
+                "address": net_name(&net),
+                "state": state,
+                "kind": kind_of(SCOPE_SOURCE, &s).as_str(),
+                "ports": s.ports,
+                "probes": s.probes,
+                "score": s.score,
+                "first_seen": wall(s.first_seen_ns),
+                "last_seen": wall(s.last_seen_ns),
+                "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),
+            }),
+        ));
+    }
+    for (net, e) in out.policy.blocks() {
+        if listed.contains(net) {
+            continue;
+        }
+        rows.push((
+            i64::MAX,
+            serde_json::json!({
+                "address": net_name(net),
+                "state": "blocked",
+                "kind": null, "ports": null, "probes": null, "score": null,
+                "first_seen": null, "last_seen": null,
+                "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),
+            }),
+        ));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    rows.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The wall-clock time of a future monotonic instant.
+fn wall_future(now_mono: u64, at_mono: u64) -> String {
+    timestamp(SystemTime::now() + Duration::from_nanos(at_mono.saturating_sub(now_mono)))
 }
 
 fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {

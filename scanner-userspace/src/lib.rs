@@ -4,7 +4,9 @@
 //! tests use [`load`] directly to run the XDP program with BPF_PROG_TEST_RUN.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decisions;
 pub mod detect;

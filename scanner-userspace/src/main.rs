@@ -3,6 +3,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use clap::Parser as _;
 use scanner_userspace::{
     cli::{Cli, Command},
+    commands,
     config::ConfigError,
     daemon,
 };
@@ -27,6 +28,12 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(daemon::run(args))),
         Command::Config(args) => daemon::config_command(&args),
+        Command::Status(a) => commands::status(&a),
+        Command::List(a) => commands::list(&a),
+        Command::Block(a) => commands::block(&a),
+        Command::Unblock(a) => commands::unblock(&a),
+        Command::Allow(a) => commands::allow(&a),
+        Command::Disallow(a) => commands::disallow(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

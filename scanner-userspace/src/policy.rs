@@ -23,6 +23,8 @@ pub enum PolicyError {
     CapReached(u32, IpNet),
     #[error("no block for {0}")]
     NotBlocked(IpNet),
+    #[error("{0} is not on the allowlist")]
+    NotAllowlisted(IpNet),
     #[error("POLICY map: {0}")]
     Map(#[from] MapError),
 }
@@ -134,6 +136,22 @@ impl Policy {
             });
         }
         Ok(changes)
+    }
+
+    /// Removes `net` from the allowlist.
+    pub fn disallow(&mut self, net: IpNet) -> Result<(), PolicyError> {
+        let net = net.trunc();
+        let Some(i) = self.allow.iter().position(|n| *n == net) else {
+            return Err(PolicyError::NotAllowlisted(net));
+        };
+        self.map.remove(&key_of(net))?;
+        self.allow.remove(i);
+        Ok(())
+    }
+
+    /// Blocks in force: network and rule.
+    pub fn blocks(&self) -> impl Iterator<Item = (&IpNet, &PolicyEntry)> {
+        self.blocks.iter()
     }
 
     /// Blocks `net` for `ttl` (None: until unblocked). Refused for

@@ -26,7 +26,11 @@ pub struct Daemon {
     stdout: Vec<String>,
     stderr: Vec<String>,
     echo: bool,
+    socket: PathBuf,
 }
+
+/// Where test daemons put their control sockets, one per namespace.
+pub const SOCKET_DIR: &str = "/run/scanner-tests";
 
 /// The scanner binary: `$SCANNER_BIN`, else the workspace's debug build.
 pub fn scanner_binary() -> anyhow::Result<PathBuf> {
@@ -53,14 +57,21 @@ fn forward(stream: Stream, reader: impl Read, tx: Sender<(Stream, String)>) {
 }
 
 impl Daemon {
-    /// Starts `scanner <args>` inside `ns`.
+    /// Starts `scanner <args>` inside `ns`. `scanner run` gets a control
+    /// socket of its own (see [`Daemon::socket`]) unless `args` name one.
     pub fn start(ns: &Netns, args: &[&str]) -> anyhow::Result<Self> {
         let bin = scanner_binary()?;
         let bin = bin.to_str().context("scanner path is not UTF-8")?;
+        let socket = PathBuf::from(SOCKET_DIR).join(format!("{}.sock", ns.name()));
+        let mut args: Vec<&str> = args.to_vec();
+        let socket_str = socket.to_str().context("socket path is not UTF-8")?;
+        if args.first() == Some(&"run") && !args.contains(&"--socket") {
+            args.extend(["--socket", socket_str]);
+        }
         // `ip netns exec` execs the program: the child's pid is the daemon's.
         let mut child = ns
             .command(bin)
-            .args(args)
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -78,7 +89,13 @@ impl Daemon {
             stdout: Vec::new(),
             stderr: Vec::new(),
             echo: false,
+            socket,
         })
+    }
+
+    /// The daemon's control socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
 
     /// Print every line as it arrives (the demo shows the daemon live).

@@ -1,0 +1,227 @@
+//! Controlling the running daemon through its socket with the `scanner` CLI.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    process::Command,
+};
+
+use scanner_tests::{
+    Lab,
+    daemon::scanner_binary,
+    require_root,
+    scenario::Scenario,
+    traffic::{self, answered_ports},
+};
+use serde_json::Value;
+
+/// `scanner <args> --socket <socket>`: (success, stdout, stderr).
+fn cli(socket: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(scanner_binary()?)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn ok(socket: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let (success, stdout, stderr) = cli(socket, args)?;
+    anyhow::ensure!(success, "scanner {args:?} failed: {stderr}");
+    Ok(stdout)
+}
+
+fn answered(sc: &Scenario, ports: &str) -> anyhow::Result<usize> {
+    let out = traffic::nmap(
+        &sc.lab.attacker,
+        &[
+            "-sS",
+            "--min-rate",
+            "5000",
+            "--max-retries",
+            "0",
+            "-p",
+            ports,
+            "-oG",
+            "-",
+            Lab::SERVER_V4,
+        ],
+    )?;
+    Ok(answered_ports(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn entry(list: &Value, address: &str) -> Value {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["address"] == address)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
+    if !require_root("operators_list_block_unblock_and_allow_from_the_cli") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[22, 80], &[], &[])?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let src = Lab::ATTACKER_V4;
+
+    let status = ok(&socket, &["status"])?;
+    assert!(status.contains("veth-srv (native)"), "{status}");
+    assert!(status.contains("blocking:          false"), "{status}");
+
+    assert_eq!(answered(&sc, "1-100")?, 100, "report-only: nothing blocked");
+    sc.wait("scan_detected", src)?;
+    let list: Value = serde_json::from_str(&ok(&socket, &["list", "--json"])?)?;
+    let e = entry(&list, src);
+    assert_eq!(e["state"], "detected", "{list}");
+    assert_eq!(e["kind"], "syn", "{e}");
+    assert_eq!(e["ports"], 100, "{e}");
+    assert!(
+        e["first_seen"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{e}"
+    );
+    let table = ok(&socket, &["list"])?;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(src) && l.contains("detected")),
+        "{table}"
+    );
+
+    let out = ok(&socket, &["block", src, "--ttl", "1h"])?;
+    assert_eq!(out.trim(), format!("blocked {src} for 3600s"));
+    let blocked = sc.wait("blocked", src)?;
+    assert_eq!(blocked["reason"], "manual", "{blocked}");
+    assert_eq!(answered(&sc, "22,80")?, 0, "blocked: everything filtered");
+    let list: Value = serde_json::from_str(&ok(&socket, &["list", "--json"])?)?;
+    let e = entry(&list, src);
+    assert_eq!(e["state"], "blocked", "{list}");
+    assert!(e["block_expires"].as_str().is_some(), "{e}");
+
+    ok(&socket, &["unblock", src])?;
+    sc.wait("unblocked", src)?;
+    assert_eq!(answered(&sc, "22,80")?, 2, "unblocked: answered again");
+    let (success, _, err) = cli(&socket, &["unblock", src])?;
+    assert!(!success && err.contains("no block for"), "{err}");
+
+    ok(&socket, &["allow", "198.18.0.0/24"])?;
+    let (success, _, err) = cli(&socket, &["block", src])?;
+    assert!(!success && err.contains("allowlisted"), "{err}");
+    ok(&socket, &["disallow", "198.18.0.0/24"])?;
+    let (success, _, err) = cli(&socket, &["disallow", "198.18.0.0/24"])?;
+    assert!(!success && err.contains("not on the allowlist"), "{err}");
+    // A prefix that holds an allowlisted address (this host's own) is refused
+    // too; one that does not is blocked.
+    let (success, _, err) = cli(&socket, &["block", "198.18.0.0/24"])?;
+    assert!(!success && err.contains("allowlisted"), "{err}");
+    ok(&socket, &["block", "198.18.5.0/24"])?;
+    sc.wait("blocked", "198.18.5.0/24")?;
+
+    sc.stop()?;
+    assert!(!socket.exists(), "the socket is removed on exit");
+    Ok(())
+}
+
+#[test]
+fn bad_requests_get_errors_and_change_nothing() -> anyhow::Result<()> {
+    if !require_root("bad_requests_get_errors_and_change_nothing") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[], &[], &[])?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let raw = |bytes: &[u8]| -> anyhow::Result<Value> {
+        let mut s = UnixStream::connect(&socket)?;
+        // The daemon may answer before reading all of an oversized request.
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(serde_json::from_str(&answer)?)
+    };
+    for bad in [
+        &b"garbage\n"[..],
+        b"{\"cmd\":\"rm -rf\"}\n",
+        b"{\"cmd\":\"block\",\"target\":\"999.1.1.1\"}\n",
+        b"{\"cmd\":\"block\",\"target\":\"198.18.0.1\",\"ttl\":\"soon\"}\n",
+    ] {
+        let answer = raw(bad)?;
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
+    let answer = raw(&vec![b'{'; 10_000])?;
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("too large")),
+        "{answer}"
+    );
+    // Still serving, and nothing was blocked.
+    let status = ok(&socket, &["status"])?;
+    assert!(status.contains("blocks:            0"), "{status}");
+
+    // Bad input on the CLI side, and a daemon that is not there.
+    let (success, _, err) = cli(&socket, &["block", "not-an-ip"])?;
+    assert!(
+        !success && err.contains("not an IP address or CIDR"),
+        "{err}"
+    );
+    let (success, _, err) = cli(Path::new("/nonexistent/scanner.sock"), &["status"])?;
+    assert!(!success && err.contains("cannot reach the daemon"), "{err}");
+    sc.stop()?;
+    Ok(())
+}
+
+#[test]
+fn only_root_and_the_socket_group_may_connect() -> anyhow::Result<()> {
+    if !require_root("only_root_and_the_socket_group_may_connect") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[], &[], &[])?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(scanner_binary()?)
+        .args(["status", "--socket"])
+        .arg(&socket)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    sc.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_attaches_nothing() -> anyhow::Result<()> {
+    if !require_root("a_second_daemon_on_the_same_socket_attaches_nothing") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[], &[], &[])?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let socket_str = socket.to_str().unwrap_or_default();
+    let out = sc
+        .lab
+        .server
+        .command(scanner_binary()?.to_str().unwrap_or_default())
+        .args(["run", "--iface", Lab::SERVER_IF, "--socket", socket_str])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("already listening"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("attached"));
+    // The first one still answers.
+    ok(&socket, &["status"])?;
+    sc.stop()?;
+    Ok(())
+}
