@@ -14,7 +14,7 @@ fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
 }
 
 pub fn status(args: &ClientArgs) -> anyhow::Result<()> {
-    let s = ask(args, &Request::Status)?;
+    let s = ask(args, &Request::Status {})?;
     let ifaces: Vec<String> = s["interfaces"]
         .as_array()
         .map(|a| {
@@ -41,7 +41,7 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<()> {
-    let list = ask(&args.client, &Request::List)?;
+    let list = ask(&args.client, &Request::List {})?;
     if args.json {
         println!(
             "{}",

@@ -26,8 +26,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Status,
-    List,
+    // Empty struct variants, not unit ones: serde ignores unknown fields
+    // next to a unit variant's tag, and requests must be exact.
+    Status {},
+    List {},
     Block {
         target: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,7 +258,10 @@ mod tests {
                 ttl: Some("2h".into())
             }
         );
-        assert_eq!(parse_request(br#"{"cmd":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            parse_request(br#"{"cmd":"status"}"#),
+            Ok(Request::Status {})
+        );
         for bad in [
             &b"not json"[..],
             br#"{"cmd":"format_disk"}"#,

@@ -1,0 +1,206 @@
+//! Findings and rule changes turned into events, and the response to a
+//! detection: the block the kernel made, or what a dry run would do.
+
+use std::{collections::HashMap, time::SystemTime};
+
+use anyhow::Context as _;
+use scanner_common::{REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats};
+
+use crate::{
+    detect::{EntryId, Finding, kind_of},
+    policy::{self, Change, Policy},
+    poll::{Maps, monotonic_ns},
+    report::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, net_name, timestamp},
+};
+
+/// How many ports an event lists in `top_ports`.
+const TOP_PORTS: usize = 10;
+
+/// Everything the loop needs to turn findings into events and responses.
+pub struct Output {
+    pub reporter: Reporter<std::io::Stdout>,
+    pub names: HashMap<u32, String>,
+    pub prefixes: (u8, u8),
+    pub policy: Policy,
+    /// The kernel blocks decided sources (`--block` without `--dry-run`).
+    pub blocking: bool,
+    /// `--dry-run`: say what would be blocked.
+    pub dry_run: bool,
+    pub block_ttl_s: u64,
+}
+
+pub fn emit_interface(
+    reporter: &mut Reporter<std::io::Stdout>,
+    event: &'static str,
+    iface: &str,
+    mode: &'static str,
+) -> anyhow::Result<()> {
+    reporter
+        .emit(&Event::Interface(InterfaceEvent {
+            ts: timestamp(SystemTime::now()),
+            event,
+            iface: iface.to_owned(),
+            mode,
+        }))
+        .context("writing an event to stdout")
+}
+
+pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
+    for finding in findings {
+        let (event, id, stats) = match finding {
+            Finding::Detected { id, stats } => ("scan_detected", id, stats),
+            Finding::Ended { id, stats } => ("scan_ended", id, stats),
+        };
+        let e = scan_event(out, event, *id, stats, maps);
+        if event == "scan_detected" {
+            tracing::warn!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
+        }
+        out.reporter
+            .emit(&Event::Scan(e))
+            .context("writing an event to stdout")?;
+        if event == "scan_detected" && id.scope == SCOPE_SOURCE {
+            respond(out, *id)?;
+        }
+    }
+    Ok(())
+}
+
+/// After a source's detection: the block the kernel made (or could not),
+/// or what a dry run would have done.
+fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
+    let net = ipnet::IpNet::from(ip_of(&id.key));
+    if out.dry_run {
+        let event = policy_event("blocked", &net, "scan", Some(out.block_ttl_s), true);
+        return emit(out, event);
+    }
+    if !out.blocking {
+        return Ok(());
+    }
+    // The kernel blocked at the deciding probe; the sweep reports it.
+    sweep_policy(out)?;
+    if !out.policy.is_blocked(&net) {
+        tracing::error!(source = %net_name(&net), cap = out.policy.cap(), "block refused: the block cap is reached; still reporting");
+        emit(out, policy_event("block_refused", &net, "cap", None, false))?;
+    }
+    Ok(())
+}
+
+/// The source key of a host network (/32, /128).
+pub fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
+    if net.prefix_len() != net.max_prefix_len() {
+        return None;
+    }
+    Some(match net.addr() {
+        std::net::IpAddr::V4(a) => SourceKey::from_v4(a.octets()),
+        std::net::IpAddr::V6(a) => SourceKey::from_v6(a.octets()),
+    })
+}
+
+/// Reports blocks the kernel made and blocks that expired (now removed);
+/// returns the networks unblocked.
+pub fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let changes = out
+        .policy
+        .sweep(monotonic_ns())
+        .context("reading the POLICY map")?;
+    let mut lifted = Vec::new();
+    for change in changes {
+        if let Change::Unblocked { net, .. } = &change {
+            lifted.push(*net);
+        }
+        let event = match change {
+            Change::Blocked { net, reason, ttl } => policy_event(
+                "blocked",
+                &net,
+                policy::reason_name(reason),
+                ttl.map(|t| t.as_secs()),
+                false,
+            ),
+            Change::Unblocked { net, expired } => policy_event(
+                "unblocked",
+                &net,
+                if expired { "expired" } else { "manual" },
+                None,
+                false,
+            ),
+        };
+        emit(out, event)?;
+    }
+    Ok(lifted)
+}
+
+pub fn policy_event(
+    event: &'static str,
+    net: &ipnet::IpNet,
+    reason: &'static str,
+    ttl_s: Option<u64>,
+    dry_run: bool,
+) -> PolicyEvent {
+    PolicyEvent {
+        ts: timestamp(SystemTime::now()),
+        event,
+        source: net_name(net),
+        reason,
+        ttl_s,
+        dry_run,
+    }
+}
+
+pub fn emit(out: &mut Output, event: PolicyEvent) -> anyhow::Result<()> {
+    if event.event == "blocked" && !event.dry_run {
+        tracing::warn!(source = %event.source, reason = event.reason, "blocked");
+    }
+    out.reporter
+        .emit(&Event::Policy(event))
+        .context("writing an event to stdout")
+}
+
+fn scan_event(
+    out: &Output,
+    event: &'static str,
+    id: EntryId,
+    stats: &SourceStats,
+    maps: &Maps,
+) -> ScanEvent {
+    let prefix = id.scope == SCOPE_PREFIX;
+    let source = if prefix {
+        let ip = ip_of(&id.key);
+        let len = if ip.is_ipv4() {
+            out.prefixes.0
+        } else {
+            out.prefixes.1
+        };
+        format!("{ip}/{len}")
+    } else {
+        ip_of(&id.key).to_string()
+    };
+    let open = (stats.open_ports as usize).min(stats.open_sample.len());
+    let mut open_ports = stats.open_sample[..open].to_vec();
+    open_ports.sort_unstable();
+    let latency_us =
+        (event == "scan_detected").then(|| monotonic_ns().saturating_sub(stats.decided_ns) / 1000);
+    ScanEvent {
+        ts: timestamp(SystemTime::now()),
+        event,
+        source,
+        kind: kind_of(id.scope, stats).as_str(),
+        ports: stats.ports,
+        probes: stats.probes,
+        top_ports: maps.top_ports(id, stats, TOP_PORTS),
+        iface: out
+            .names
+            .get(&stats.ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{}", stats.ifindex)),
+        open_ports,
+        open_hits: stats.open_ports,
+        reason: if stats.reason == REASON_FANOUT {
+            "fanout"
+        } else {
+            "trw"
+        },
+        decided_after: stats.decided_ports,
+        sources: if prefix { stats.sources } else { 1 },
+        latency_us,
+    }
+}

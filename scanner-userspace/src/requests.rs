@@ -1,0 +1,161 @@
+//! Answers to control-socket requests (`scanner status`, `list`, `block`...).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use scanner_common::SCOPE_SOURCE;
+
+use crate::{
+    cli::{parse_duration, parse_net},
+    control::{Request, Response},
+    detect::{Detector, kind_of},
+    load,
+    output::{Output, emit, host_key, policy_event},
+    policy::Change,
+    poll::{Maps, monotonic_ns},
+    report::{ip_of, net_name, timestamp},
+};
+
+/// What control requests can see of the daemon.
+pub struct State<'a> {
+    pub attached: &'a [(String, load::AttachedMode)],
+    pub started: Instant,
+    pub default_ttl: Duration,
+    pub detector: &'a Detector,
+}
+
+/// Answers one control request.
+pub fn handle(
+    request: Request,
+    out: &mut Output,
+    maps: &mut Maps,
+    state: &State<'_>,
+) -> anyhow::Result<Response> {
+    let target = |t: &str| parse_net(t).map_err(anyhow::Error::msg);
+    Ok(match request {
+        Request::Status {} => {
+            let c = maps.counters()?;
+            let interfaces: Vec<serde_json::Value> = state
+                .attached
+                .iter()
+                .map(|(iface, mode)| serde_json::json!({"iface": iface, "mode": mode.as_str()}))
+                .collect();
+            Response::ok(serde_json::json!({
+                "interfaces": interfaces,
+                "uptime_s": state.started.elapsed().as_secs(),
+                "packets": {
+                    "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
+                    "parse_failures": c.parse_failures, "allowed": c.allowed,
+                },
+                "events_dropped": c.events_dropped,
+                "blocks_refused": c.blocks_refused,
+                "sources_tracked": maps.sources().len(),
+                "active_detections": state.detector.active(),
+                "blocks": out.policy.active_blocks(),
+                "block_cap": out.policy.cap(),
+                "blocking": out.blocking,
+                "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
+            }))
+        }
+        Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps))),
+        Request::Block { target: t, ttl } => {
+            let net = target(&t)?;
+            let ttl = match ttl {
+                Some(s) => parse_duration(&s).map_err(anyhow::Error::msg)?,
+                None => state.default_ttl,
+            };
+            out.policy.block(net, Some(ttl), monotonic_ns())?;
+            emit(
+                out,
+                policy_event("blocked", &net, "manual", Some(ttl.as_secs()), false),
+            )?;
+            Response::ok(serde_json::json!({"blocked": net_name(&net), "ttl_s": ttl.as_secs()}))
+        }
+        Request::Unblock { target: t } => {
+            let net = target(&t)?;
+            out.policy.unblock(net)?;
+            if let Some(key) = host_key(&net) {
+                maps.forget(&key);
+            }
+            emit(out, policy_event("unblocked", &net, "manual", None, false))?;
+            Response::ok(serde_json::json!({"unblocked": net_name(&net)}))
+        }
+        Request::Allow { target: t } => {
+            let net = target(&t)?;
+            for change in out.policy.allow(net, monotonic_ns())? {
+                if let Change::Unblocked { net: lifted, .. } = change {
+                    emit(
+                        out,
+                        policy_event("unblocked", &lifted, "manual", None, false),
+                    )?;
+                }
+            }
+            Response::ok(serde_json::json!({"allowed": net_name(&net)}))
+        }
+        Request::Disallow { target: t } => {
+            let net = target(&t)?;
+            out.policy.disallow(net)?;
+            Response::ok(serde_json::json!({"disallowed": net_name(&net)}))
+        }
+    })
+}
+
+/// Sources with evidence against them (a positive score or a decision),
+/// and every block, for `scanner list`.
+fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
+    let now_mono = monotonic_ns();
+    let wall = |mono: u64| -> String {
+        let ago = Duration::from_nanos(now_mono.saturating_sub(mono));
+        timestamp(SystemTime::now() - ago)
+    };
+    let mut rows: Vec<(i64, serde_json::Value)> = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for (key, s) in maps.sources() {
+        if s.decided_ns == 0 && s.score <= 0 {
+            continue;
+        }
+        let net = ipnet::IpNet::from(ip_of(&key));
+        let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
+        let state = match (block, s.decided_ns) {
+            (Some(_), _) => "blocked",
+            (None, 0) => "watching",
+            (None, _) => "detected",
+        };
+        listed.insert(net);
+        rows.push((
+            i64::from(s.score),
+            serde_json::json!({
+                "address": net_name(&net),
+                "state": state,
+                "kind": kind_of(SCOPE_SOURCE, &s).as_str(),
+                "ports": s.ports,
+                "probes": s.probes,
+                "score": s.score,
+                "first_seen": wall(s.first_seen_ns),
+                "last_seen": wall(s.last_seen_ns),
+                "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),
+            }),
+        ));
+    }
+    for (net, e) in out.policy.blocks() {
+        if listed.contains(net) {
+            continue;
+        }
+        rows.push((
+            i64::MAX,
+            serde_json::json!({
+                "address": net_name(net),
+                "state": "blocked",
+                "kind": null, "ports": null, "probes": null, "score": null,
+                "first_seen": null, "last_seen": null,
+                "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),
+            }),
+        ));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    rows.into_iter().map(|(_, v)| v).collect()
+}
+
+/// The wall-clock time of a future monotonic instant.
+fn wall_future(now_mono: u64, at_mono: u64) -> String {
+    timestamp(SystemTime::now() + Duration::from_nanos(at_mono.saturating_sub(now_mono)))
+}
