@@ -21,6 +21,18 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// [`SourceKey`] with [`PolicyEntry`] values, looked up once per packet.
 pub const POLICY_MAP: &str = "POLICY";
 
+/// Layout version of the pinned maps: bumped whenever a pinned map's key,
+/// value or type changes, so a new daemon never opens an old layout.
+pub const STATE_VERSION: u32 = 1;
+/// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
+pub const PINNED_MAPS: [&str; 5] = [
+    POLICY_MAP,
+    SOURCES_MAP,
+    PREFIXES_MAP,
+    PORTS_MAP,
+    COUNTERS_MAP,
+];
+
 /// Default number of tracked sources (LRU: the least recently seen is evicted).
 pub const SOURCES_CAPACITY: u32 = 1 << 20;
 /// Default number of (source, port) pairs remembered for the fan-out count.

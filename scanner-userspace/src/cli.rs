@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// Group that owns the control socket with root (default: root's).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+
+    /// Where blocks and state are pinned (bpffs), to outlive restarts.
+    #[arg(long, default_value = crate::pin::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
 }
 
 /// An address (a /32 or /128) or a CIDR prefix.

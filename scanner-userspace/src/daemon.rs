@@ -15,7 +15,8 @@ use crate::{
     decisions::Decisions,
     detect::{Detector, EntryId},
     iface, load,
-    output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy},
+    output::{Output, emit_interface, host_key, report, sweep_policy},
+    pin::PinDir,
     policy::{self, Policy},
     poll::{Maps, monotonic_ns, take_map},
     ports::{self, PortBits},
@@ -57,7 +58,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let config = settings.kernel(ephemeral_range()?)?;
     let response = &settings.file.response;
-    let mut ebpf = load::load_with_cap(&config, response.block_cap)?;
+    let pins = PinDir::prepare(&args.pin_dir)?;
+    let mut ebpf = load::load_pinned(&config, response.block_cap, Some(&pins))?;
     // Claim the control socket before attaching: a second daemon stops
     // here, attaching nothing.
     let listener = control::bind(&args.socket, args.socket_group.as_deref())
@@ -100,9 +102,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dry_run: response.dry_run,
         block_ttl_s: response.block_ttl.as_secs(),
     };
-    let mut attached = Vec::new();
+    let mut attached: Vec<(String, load::AttachedMode)> = Vec::new();
     for name in &args.ifaces {
-        let mode = load::attach(&mut ebpf, name, args.xdp_mode)?;
+        let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {
+            Ok(a) => a,
+            Err(e) => {
+                // A clean failure: detach what this run attached.
+                for (done, _) in &attached {
+                    pins.release(done);
+                }
+                return Err(e.into());
+            }
+        };
+        if taken_over {
+            tracing::info!(iface = %name, "took over the XDP link a previous daemon left pinned");
+        }
         tracing::info!(iface = %name, mode = mode.as_str(), "XDP program attached");
         attached.push((name.clone(), mode));
         emit_interface(&mut out.reporter, "attached", name, mode.as_str())?;
@@ -167,14 +181,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "packet counters"
         );
     }
-    // Dropping the object detaches every link and unloads the program, and
-    // with it the POLICY map: blocks end with the daemon. Say so.
+    // A clean stop detaches: unpin the links, then dropping the object
+    // closes them. The maps stay pinned, blocks included, for the next start.
     sweep_policy(&mut out)?;
-    for net in out.policy.drain_blocks() {
-        emit(
-            &mut out,
-            policy_event("unblocked", &net, "shutdown", None, false),
-        )?;
+    if out.policy.active_blocks() > 0 {
+        tracing::info!(
+            blocks = out.policy.active_blocks(),
+            pin_dir = %args.pin_dir.display(),
+            "blocks kept for the next start"
+        );
+    }
+    for (name, _) in &attached {
+        pins.release(name);
     }
     drop(ebpf);
     for (name, mode) in &attached {

@@ -13,6 +13,7 @@ pub mod detect;
 pub mod iface;
 pub mod load;
 pub mod output;
+pub mod pin;
 pub mod policy;
 pub mod poll;
 pub mod ports;

@@ -8,8 +8,8 @@ use aya::{
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
 use scanner_common::{
-    ALLOW_CAPACITY, BLOCK_CAPACITY, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, POLICY_MAP,
-    PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
+    ALLOW_CAPACITY, BLOCK_CAPACITY, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, PINNED_MAPS,
+    POLICY_MAP, PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
 };
 use thiserror::Error;
 
@@ -40,6 +40,8 @@ pub enum LoadError {
     },
     #[error("map {0} is missing from the embedded XDP object (stale build?)")]
     MissingMap(&'static str),
+    #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
     #[error("cannot attach XDP to {iface} in {mode} mode: {detail}")]
     Attach {
         iface: String,
@@ -62,6 +64,14 @@ impl AttachedMode {
             Self::Skb => "skb",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "native" => Some(Self::Native),
+            "skb" => Some(Self::Skb),
+            _ => None,
+        }
+    }
 }
 
 /// Loads the object into the kernel and writes `config` into its CONFIG map.
@@ -72,9 +82,24 @@ pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
 
 /// [`load`], with room for `block_cap` blocks (plus the allowlist) in POLICY.
 pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError> {
+    load_pinned(config, block_cap, None)
+}
+
+/// [`load_with_cap`], reusing (or creating) the maps pinned in `pins`.
+pub fn load_pinned(
+    config: &Config,
+    block_cap: u32,
+    pins: Option<&crate::pin::PinDir>,
+) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(POLICY_MAP, block_cap.saturating_add(ALLOW_CAPACITY))
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(POLICY_MAP, block_cap.saturating_add(ALLOW_CAPACITY));
+    if let Some(pins) = pins {
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+    }
+    let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
@@ -122,14 +147,27 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
         .map_err(|e: MapError| classify(e, "writing the CONFIG map"))
 }
 
+/// The loaded XDP program.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or(LoadError::MissingMap(PROGRAM))?
+        .try_into()
+        .map_err(|e: ProgramError| classify(e, "reading the program"))
+}
+
 /// Attaches the loaded program to `iface`. `auto` tries native XDP first and
 /// falls back to generic (skb) XDP, saying so.
 pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<AttachedMode, LoadError> {
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(LoadError::MissingMap(PROGRAM))?
-        .try_into()
-        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+    attach_link(ebpf, iface, mode).map(|(mode, _)| mode)
+}
+
+/// [`attach`], also returning the link's id.
+pub fn attach_link(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: XdpModeArg,
+) -> Result<(AttachedMode, aya::programs::xdp::XdpLinkId), LoadError> {
+    let program = program(ebpf)?;
     let attach_error = |mode: AttachedMode, e: ProgramError| {
         if chain_has_permission_error(&e) {
             return LoadError::Permission {
@@ -145,14 +183,14 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<Attached
     match mode {
         XdpModeArg::Native => program
             .attach(iface, XdpMode::Driver)
-            .map(|_| AttachedMode::Native)
+            .map(|id| (AttachedMode::Native, id))
             .map_err(|e| attach_error(AttachedMode::Native, e)),
         XdpModeArg::Skb => program
             .attach(iface, XdpMode::Skb)
-            .map(|_| AttachedMode::Skb)
+            .map(|id| (AttachedMode::Skb, id))
             .map_err(|e| attach_error(AttachedMode::Skb, e)),
         XdpModeArg::Auto => match program.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(AttachedMode::Native),
+            Ok(id) => Ok((AttachedMode::Native, id)),
             Err(e) if chain_has_permission_error(&e) => Err(attach_error(AttachedMode::Native, e)),
             Err(native) => {
                 tracing::warn!(
@@ -162,7 +200,7 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<Attached
                 );
                 program
                     .attach(iface, XdpMode::Skb)
-                    .map(|_| AttachedMode::Skb)
+                    .map(|id| (AttachedMode::Skb, id))
                     .map_err(|e| attach_error(AttachedMode::Skb, e))
             }
         },

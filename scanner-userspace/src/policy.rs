@@ -204,14 +204,6 @@ impl Policy {
         })
     }
 
-    /// Every block still in force, forgotten here (the maps go with the
-    /// daemon: blocks do not outlive it).
-    pub fn drain_blocks(&mut self) -> Vec<IpNet> {
-        let mut nets: Vec<IpNet> = self.blocks.drain().map(|(net, _)| net).collect();
-        nets.sort();
-        nets
-    }
-
     /// Reads the map: blocks the kernel added since the last sweep, and
     /// blocks that expired (removed here).
     pub fn sweep(&mut self, now_ns: u64) -> Result<Vec<Change>, PolicyError> {

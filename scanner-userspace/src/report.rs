@@ -55,7 +55,7 @@ pub struct PolicyEvent {
     pub ts: String,
     pub event: &'static str,
     pub source: String,
-    /// `scan` or `manual` for blocks; `expired`, `manual` or `shutdown` for unblocks;
+    /// `scan` or `manual` for blocks; `expired` or `manual` for unblocks;
     /// `cap` or `allowlisted` for refusals.
     pub reason: &'static str,
     /// Seconds the block lasts, when it expires.

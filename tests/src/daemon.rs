@@ -31,6 +31,31 @@ pub struct Daemon {
 
 /// Where test daemons put their control sockets, one per namespace.
 pub const SOCKET_DIR: &str = "/run/scanner-tests";
+/// A bpffs the fixtures mount, where each namespace's daemon pins its state
+/// (`ip netns exec` hides /sys/fs/bpf behind the namespace's own /sys).
+pub const BPFFS_DIR: &str = "/run/scanner-tests/bpf";
+
+/// The pin directory of the daemon watching `ns`; removed with `ns`.
+pub fn pin_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
+    static MOUNTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    MOUNTED
+        .get_or_init(|| mount_bpffs().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    Ok(PathBuf::from(BPFFS_DIR).join(ns.name()))
+}
+
+fn mount_bpffs() -> anyhow::Result<()> {
+    std::fs::create_dir_all(BPFFS_DIR).with_context(|| format!("creating {BPFFS_DIR}"))?;
+    let path = std::ffi::CString::new(BPFFS_DIR)?;
+    // SAFETY: a valid path and a zeroed statfs buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type == 0xcafe_4a11 {
+        return Ok(());
+    }
+    crate::netns::run(std::process::Command::new("mount").args(["-t", "bpf", "bpf", BPFFS_DIR]))?;
+    Ok(())
+}
 
 /// The scanner binary: `$SCANNER_BIN`, else the workspace's debug build.
 pub fn scanner_binary() -> anyhow::Result<PathBuf> {
@@ -65,8 +90,15 @@ impl Daemon {
         let socket = PathBuf::from(SOCKET_DIR).join(format!("{}.sock", ns.name()));
         let mut args: Vec<&str> = args.to_vec();
         let socket_str = socket.to_str().context("socket path is not UTF-8")?;
-        if args.first() == Some(&"run") && !args.contains(&"--socket") {
-            args.extend(["--socket", socket_str]);
+        let pins = pin_dir(ns)?;
+        let pins_str = pins.to_str().context("pin path is not UTF-8")?;
+        if args.first() == Some(&"run") {
+            if !args.contains(&"--socket") {
+                args.extend(["--socket", socket_str]);
+            }
+            if !args.contains(&"--pin-dir") {
+                args.extend(["--pin-dir", pins_str]);
+            }
         }
         // `ip netns exec` execs the program: the child's pid is the daemon's.
         let mut child = ns
@@ -198,6 +230,22 @@ impl Daemon {
             |e| e["event"] == "attached" && e["iface"] == iface,
             Duration::from_secs(60),
         )
+    }
+
+    /// SIGKILL (a crash: no cleanup at all), then reaps the daemon.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        // SAFETY: signalling our own unreaped child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.wait_exit()
+    }
+
+    /// Reads the output to its end and reaps the daemon (after a signal).
+    pub fn wait_exit(&mut self) -> anyhow::Result<()> {
+        while let Ok((stream, line)) = self.lines.recv_timeout(Duration::from_secs(30)) {
+            self.record(stream, line);
+        }
+        self.child.wait().context("reaping the daemon")?;
+        Ok(())
     }
 
     /// SIGTERM, then reads the output to its end and reaps the daemon.

@@ -89,6 +89,11 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Pinned state of a daemon that watched this namespace.
+        let pins = std::path::Path::new(crate::daemon::BPFFS_DIR).join(&self.name);
+        if pins.exists() {
+            let _ = std::fs::remove_dir_all(&pins);
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("warning: could not remove namespace {}: {e:#}", self.name);
         }

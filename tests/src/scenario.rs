@@ -18,6 +18,7 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_secs(150);
 
 pub struct Scenario {
     pub daemon: Daemon,
+    args: Vec<String>,
     pub lab: Lab,
     tcp: Vec<TcpListener>,
     /// Kept open for the scenario's life: bound UDP ports are open ports.
@@ -62,6 +63,7 @@ impl Scenario {
         daemon.wait_attached(Lab::SERVER_IF)?;
         Ok(Self {
             daemon,
+            args: args.iter().map(|a| a.to_string()).collect(),
             lab,
             tcp: tcp_listeners,
             _udp: udp_sockets,
@@ -74,6 +76,41 @@ impl Scenario {
             .iter()
             .find(|l| l.local_addr().is_ok_and(|a| a.port() == port))
             .with_context(|| format!("no listener on {port}"))
+    }
+
+    /// Kills the daemon with SIGKILL (a crash: no cleanup at all).
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.daemon.kill9()
+    }
+
+    /// Starts a new daemon with the same arguments (after `kill9` or `stop`)
+    /// and waits until it is attached.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut daemon = Daemon::start(&self.lab.server, &args)?;
+        daemon.wait_attached(Lab::SERVER_IF)?;
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// The XDP programs attached to the server's interface, by id.
+    pub fn xdp_programs(&self) -> anyhow::Result<Vec<u64>> {
+        let out = self
+            .lab
+            .server
+            .ip(&["-j", "-d", "link", "show", Lab::SERVER_IF])?;
+        let json: Value = serde_json::from_slice(&out.stdout)?;
+        let xdp = &json[0]["xdp"];
+        let mut ids: Vec<u64> = xdp["attached"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["prog"]["id"].as_u64())
+            .collect();
+        ids.extend(xdp["prog"]["id"].as_u64());
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Waits for the `event` about `source`.

@@ -1,0 +1,176 @@
+//! State that outlives the daemon: maps and XDP links pinned under bpffs.
+//!
+//! Maps (blocks, allowlist, sources, counters) are pinned, so a restart,
+//! planned or after `kill -9`, picks up where the last run stopped. Each
+//! interface's XDP link is pinned while the daemon runs: if the daemon dies,
+//! the program stays attached and blocks stay enforced; the next daemon
+//! takes the link over and swaps its own program in, so nothing is attached
+//! twice. A clean stop (SIGINT/SIGTERM) unpins and detaches the links but
+//! keeps the maps, so blocks resume, on their original schedule, at the next
+//! start.
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf,
+    programs::{
+        Xdp,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+use scanner_common::STATE_VERSION;
+use thiserror::Error;
+
+use crate::load::{self, AttachedMode, LoadError};
+
+/// Where state is pinned unless `--pin-dir` says otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanner";
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+#[derive(Debug, Error)]
+pub enum PinError {
+    #[error(
+        "{0} is not on a BPF filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`, or choose --pin-dir)"
+    )]
+    NotBpffs(PathBuf),
+    #[error("cannot mount bpffs at {BPFFS_ROOT}: {0}")]
+    Mount(nix::Error),
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot pin the XDP link of {iface} at {path}: {detail}")]
+    Link {
+        iface: String,
+        path: PathBuf,
+        detail: String,
+    },
+}
+
+/// The directory of one layout version of pinned state.
+#[derive(Debug, Clone)]
+pub struct PinDir {
+    dir: PathBuf,
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
+}
+
+impl PinDir {
+    /// Prepares `base/v<STATE_VERSION>`. `base` must be on bpffs; for the
+    /// default location a missing bpffs is mounted at /sys/fs/bpf.
+    pub fn prepare(base: &Path) -> Result<Self, PinError> {
+        // The nearest existing ancestor tells the filesystem.
+        let mut probe = base.to_path_buf();
+        while !probe.exists() {
+            if !probe.pop() {
+                break;
+            }
+        }
+        if !is_bpffs(&probe) {
+            if base.starts_with(BPFFS_ROOT) && Path::new(BPFFS_ROOT).is_dir() {
+                nix::mount::mount(
+                    Some("bpf"),
+                    BPFFS_ROOT,
+                    Some("bpf"),
+                    nix::mount::MsFlags::empty(),
+                    None::<&str>,
+                )
+                .map_err(PinError::Mount)?;
+            } else {
+                return Err(PinError::NotBpffs(base.to_path_buf()));
+            }
+        }
+        let dir = base.join(format!("v{STATE_VERSION}"));
+        std::fs::create_dir_all(&dir).map_err(|source| PinError::Create {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self { dir })
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// bpffs holds only BPF objects, so the attach mode is in the name.
+    fn link(&self, iface: &str, mode: AttachedMode) -> PathBuf {
+        self.dir.join(format!("link-{iface}-{}", mode.as_str()))
+    }
+
+    /// The link a previous daemon pinned for `iface`, and its mode.
+    fn pinned_link(&self, iface: &str) -> Option<(PathBuf, AttachedMode)> {
+        [AttachedMode::Native, AttachedMode::Skb]
+            .into_iter()
+            .map(|m| (self.link(iface, m), m))
+            .find(|(path, _)| path.exists())
+    }
+
+    /// Attaches to `iface`: takes over a link a previous daemon left pinned
+    /// (swapping this program in), or attaches anew and pins the link.
+    /// Returns the mode and whether an existing link was taken over.
+    pub fn attach(
+        &self,
+        ebpf: &mut Ebpf,
+        iface: &str,
+        mode: crate::cli::XdpModeArg,
+    ) -> Result<(AttachedMode, bool), LoadError> {
+        if let Some((path, pinned_mode)) = self.pinned_link(iface) {
+            match self.take_over(ebpf, &path) {
+                Ok(()) => return Ok((pinned_mode, true)),
+                Err(e) => {
+                    tracing::warn!(iface, "stale pinned link ({e}); attaching anew");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let (attached, link_id) = load::attach_link(ebpf, iface, mode)?;
+        let path = self.link(iface, attached);
+        let program = load::program(ebpf)?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|e| pin_err(iface, &path, e))?;
+        match FdLink::try_from(link) {
+            Ok(fd) => {
+                fd.pin(&path).map_err(|e| pin_err(iface, &path, e))?;
+            }
+            // Kernels without bpf_link attach through netlink; such an
+            // attachment cannot be pinned, so a crash will detach it.
+            Err(_) => tracing::warn!(
+                iface,
+                "XDP attached via netlink: it will not survive a crash"
+            ),
+        }
+        Ok((attached, false))
+    }
+
+    fn take_over(&self, ebpf: &mut Ebpf, path: &Path) -> Result<(), String> {
+        let pinned = PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
+        let fd: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd).map_err(|e: LinkError| e.to_string())?;
+        let program: &mut Xdp = load::program(ebpf).map_err(|e| e.to_string())?;
+        program.attach_to_link(link).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// A clean stop: unpin `iface`'s link so it detaches with the program.
+    pub fn release(&self, iface: &str) {
+        while let Some((path, _)) = self.pinned_link(iface) {
+            if std::fs::remove_file(&path).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn pin_err(iface: &str, path: &Path, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Pin(PinError::Link {
+        iface: iface.to_owned(),
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,155 @@
+//! Nothing is lost across restarts: blocks and state are pinned, a crashed
+//! daemon's program keeps enforcing blocks, and the next daemon takes over
+//! without attaching a second program.
+
+use std::time::Duration;
+
+use scanner_tests::{
+    Lab, require_root,
+    scenario::Scenario,
+    traffic::{self, answered_ports},
+};
+use serde_json::Value;
+
+fn answered(sc: &Scenario, ports: &str) -> anyhow::Result<usize> {
+    let out = traffic::nmap(
+        &sc.lab.attacker,
+        &[
+            "-sS",
+            "--min-rate",
+            "5000",
+            "--max-retries",
+            "0",
+            "-p",
+            ports,
+            "-oG",
+            "-",
+            Lab::SERVER_V4,
+        ],
+    )?;
+    Ok(answered_ports(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_ts(e: &Value) -> anyhow::Result<std::time::SystemTime> {
+    let ts = e["ts"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no ts: {e}"))?;
+    Ok(humantime::parse_rfc3339(ts)?)
+}
+
+/// Blocks the attacker, then `crash`es (SIGKILL) or stops (SIGTERM) the
+/// daemon, restarts it, and checks the block held and expired on schedule.
+fn block_survives(crash: bool) -> anyhow::Result<()> {
+    const TTL: u64 = 20;
+    let ttl = TTL.to_string();
+    let mut sc = Scenario::start(
+        &[22, 80],
+        &[],
+        &["--block", "--block-ttl", &format!("{ttl}s")],
+    )?;
+    let src = Lab::ATTACKER_V4;
+    assert!(answered(&sc, "1-1000")? < 10);
+    let blocked = sc.wait("blocked", src)?;
+    let before = sc.xdp_programs()?;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    if crash {
+        sc.kill9()?;
+        // No daemon at all: the pinned link keeps the program, and the
+        // block, in place.
+        assert_eq!(sc.xdp_programs()?, before, "still attached after kill -9");
+        assert_eq!(
+            answered(&sc, "22,80")?,
+            0,
+            "no scanner is released by a crash"
+        );
+    } else {
+        let status = sc.daemon.stop()?;
+        assert!(status.success(), "{status}");
+        assert!(sc.xdp_programs()?.is_empty(), "a clean stop detaches");
+    }
+
+    sc.restart()?;
+    let after = sc.xdp_programs()?;
+    assert_eq!(after.len(), 1, "attached exactly once: {after:?}");
+    assert_ne!(after, before, "the new daemon's program took over");
+    // The block is still there, enforced, and reported by the new daemon.
+    let again = sc.wait("blocked", src)?;
+    assert_eq!(again["reason"], "scan", "{again}");
+    assert_eq!(
+        answered(&sc, "22,80")?,
+        0,
+        "still blocked after the restart"
+    );
+
+    // ... and it expires on its original schedule.
+    let unblocked = sc.wait("unblocked", src)?;
+    assert_eq!(unblocked["reason"], "expired", "{unblocked}");
+    let held = parse_ts(&unblocked)?.duration_since(parse_ts(&blocked)?)?;
+    assert!(
+        held >= Duration::from_secs(TTL - 1) && held <= Duration::from_secs(TTL + 3),
+        "block held {held:?}, not {TTL}s"
+    );
+    assert_eq!(answered(&sc, "22,80")?, 2);
+    sc.stop()?;
+    assert!(sc.xdp_programs()?.is_empty(), "detached on the final stop");
+    Ok(())
+}
+
+#[test]
+fn a_block_survives_kill_9_and_expires_on_schedule() -> anyhow::Result<()> {
+    if !require_root("a_block_survives_kill_9_and_expires_on_schedule") {
+        return Ok(());
+    }
+    block_survives(true)
+}
+
+#[test]
+fn a_block_survives_a_planned_restart() -> anyhow::Result<()> {
+    if !require_root("a_block_survives_a_planned_restart") {
+        return Ok(());
+    }
+    block_survives(false)
+}
+
+#[test]
+fn repeated_crashes_during_a_scan_never_attach_twice() -> anyhow::Result<()> {
+    if !require_root("repeated_crashes_during_a_scan_never_attach_twice") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[22], &[], &[])?;
+    let src = Lab::ATTACKER_V4;
+    for round in 0..4 {
+        // A scan in flight while the daemon dies.
+        let (lab, daemon) = (&sc.lab, &mut sc.daemon);
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            let scan = s.spawn(|| {
+                traffic::nmap(
+                    &lab.attacker,
+                    &[
+                        "-sS",
+                        "--min-rate",
+                        "2000",
+                        "--max-retries",
+                        "0",
+                        "-p1-2000",
+                        Lab::SERVER_V4,
+                    ],
+                )
+            });
+            daemon.kill9()?;
+            scan.join()
+                .map_err(|_| anyhow::anyhow!("nmap thread panicked"))??;
+            Ok(())
+        })?;
+        sc.restart()?;
+        let programs = sc.xdp_programs()?;
+        assert_eq!(programs.len(), 1, "round {round}: {programs:?}");
+    }
+    // The restarted daemon still detects (the state carried over).
+    assert!(answered(&sc, "3000-3100")? > 0);
+    sc.wait("scan_detected", src)?;
+    sc.stop()?;
+    assert!(sc.xdp_programs()?.is_empty());
+    Ok(())
+}
