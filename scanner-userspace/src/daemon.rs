@@ -56,6 +56,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for name in &args.ifaces {
         names.insert(iface::index_of(name)?, name.clone());
     }
+    load::check_privileges()?;
     let config = settings.kernel(ephemeral_range()?)?;
     let response = &settings.file.response;
     let pins = PinDir::prepare(&args.pin_dir)?;

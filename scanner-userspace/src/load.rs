@@ -64,13 +64,33 @@ impl AttachedMode {
             Self::Skb => "skb",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "native" => Some(Self::Native),
-            "skb" => Some(Self::Skb),
-            _ => None,
-        }
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Whether effective capabilities `cap_eff` (the CapEff mask of
+/// /proc/self/status) allow loading and attaching XDP: CAP_NET_ADMIN, and
+/// CAP_BPF or its predecessor CAP_SYS_ADMIN.
+pub fn capable(cap_eff: u64) -> bool {
+    let has = |cap: u32| cap_eff & (1 << cap) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+}
+
+/// Fails early, with the capabilities to grant, when this process could not
+/// load or attach the program anyway.
+pub fn check_privileges() -> Result<(), LoadError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+    match cap_eff {
+        Some(caps) if !capable(caps) => Err(LoadError::Permission {
+            during: "checking capabilities",
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -306,6 +326,17 @@ mod tests {
         assert!(!chain_has_permission_error(&io::Error::from_raw_os_error(
             libc::EACCES
         )));
+    }
+
+    #[test]
+    fn capabilities_needed_are_net_admin_and_bpf() {
+        let bit = |c: u32| 1u64 << c;
+        assert!(capable(bit(CAP_NET_ADMIN) | bit(CAP_BPF)));
+        assert!(capable(bit(CAP_NET_ADMIN) | bit(CAP_SYS_ADMIN)));
+        assert!(!capable(bit(CAP_BPF)));
+        assert!(!capable(bit(CAP_NET_ADMIN)));
+        assert!(!capable(0));
+        assert!(capable(u64::MAX));
     }
 
     #[test]
