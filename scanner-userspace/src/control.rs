@@ -129,7 +129,16 @@ async fn client(stream: AsyncUnixStream, calls: mpsc::Sender<Call>) -> std::io::
     let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
     bytes.push(b'\n');
     write.write_all(&bytes).await?;
-    write.shutdown().await
+    write.shutdown().await?;
+    // Closing with unread input would reset the connection before the client
+    // reads the answer (an oversized request): discard the rest, bounded.
+    let mut rest = reader.into_inner().into_inner().take(1 << 20);
+    let _ = tokio::time::timeout(
+        READ_TIMEOUT,
+        tokio::io::copy(&mut rest, &mut tokio::io::sink()),
+    )
+    .await;
+    Ok(())
 }
 
 #[derive(Debug, Error)]

@@ -113,6 +113,32 @@ impl Scenario {
         Ok(ids)
     }
 
+    /// An nmap SYN scan of the server's `ports` from `source` (an address on
+    /// the attacker's side; None: its main one); returns how many ports it
+    /// saw answered. A fixed fast rate: nmap otherwise slows down a lot once
+    /// probes go unanswered, and what matters is what it sees.
+    pub fn answered(&self, source: Option<&str>, ports: &str) -> anyhow::Result<usize> {
+        let mut args = vec![
+            "-sS",
+            "--min-rate",
+            "5000",
+            "--max-retries",
+            "0",
+            "-p",
+            ports,
+            "-oG",
+            "-",
+        ];
+        if let Some(src) = source {
+            args.extend(["-S", src, "-e", Lab::ATTACKER_IF]);
+        }
+        args.push(Lab::SERVER_V4);
+        let out = traffic::nmap(&self.lab.attacker, &args)?;
+        Ok(traffic::answered_ports(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
+    }
+
     /// Waits for the `event` about `source`.
     pub fn wait(&mut self, event: &str, source: &str) -> anyhow::Result<Value> {
         self.daemon.wait_for_event(

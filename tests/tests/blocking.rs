@@ -5,34 +5,9 @@
 use scanner_tests::{
     Lab, require_root,
     scenario::{Scenario, about},
-    traffic::{self, answered_ports},
 };
 
 const OPEN_TCP: &[u16] = &[22, 80];
-
-/// An nmap SYN scan of `ports` from `source` (an attacker-side address);
-/// returns how many ports it saw answered.
-fn scan(sc: &Scenario, source: &str, ports: &str) -> anyhow::Result<usize> {
-    // A fixed fast rate: nmap otherwise slows down a lot once probes go
-    // unanswered, and this is about what it sees, not how long it waits.
-    let mut args = vec![
-        "-sS",
-        "--min-rate",
-        "5000",
-        "--max-retries",
-        "0",
-        "-p",
-        ports,
-        "-oG",
-        "-",
-    ];
-    if source != Lab::ATTACKER_V4 {
-        args.extend(["-S", source, "-e", Lab::ATTACKER_IF]);
-    }
-    args.push(Lab::SERVER_V4);
-    let out = traffic::nmap(&sc.lab.attacker, &args)?;
-    Ok(answered_ports(&String::from_utf8_lossy(&out.stdout)))
-}
 
 #[test]
 fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyhow::Result<()> {
@@ -41,7 +16,7 @@ fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyho
     }
     let mut sc = Scenario::start(OPEN_TCP, &[], &["--block", "--block-ttl", "15s"])?;
     let src = Lab::ATTACKER_V4;
-    let answered = scan(&sc, src, "1-1000")?;
+    let answered = sc.answered(None, "1-1000")?;
     eprintln!("nmap -sS -p1-1000 saw {answered} ports answered before the block");
     assert!(
         answered < 10,
@@ -53,12 +28,12 @@ fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyho
     assert_eq!(blocked["dry_run"], false, "{blocked}");
 
     // While blocked: every port filtered.
-    assert_eq!(scan(&sc, src, "1-50")?, 0);
+    assert_eq!(sc.answered(None, "1-50")?, 0);
 
     // Expiry lifts the block; the host answers again.
     let unblocked = sc.wait("unblocked", src)?;
     assert_eq!(unblocked["reason"], "expired", "{unblocked}");
-    assert_eq!(scan(&sc, src, "22,80")?, 2);
+    assert_eq!(sc.answered(None, "22,80")?, 2);
 
     let events = sc.stop()?;
     let blocks = about(&events, src)
@@ -79,9 +54,9 @@ fn allowlisted_hosts_are_never_blocked_nor_counted() -> anyhow::Result<()> {
     let mut sc = Scenario::start(OPEN_TCP, &[], &["--block", "--allow", "198.18.0.1/32"])?;
     sc.lab.add_attacker_address(&format!("{other}/24"))?;
     // The monitoring host sweeps every port: all of them answer.
-    assert_eq!(scan(&sc, monitor, "1-300")?, 300);
+    assert_eq!(sc.answered(None, "1-300")?, 300);
     // Another host doing the same is blocked.
-    assert!(scan(&sc, other, "1-300")? < 10);
+    assert!(sc.answered(Some(other), "1-300")? < 10);
     sc.wait("blocked", other)?;
     let events = sc.stop()?;
     let about_monitor = about(&events, monitor);
@@ -99,10 +74,10 @@ fn a_dry_run_says_what_it_would_block_and_blocks_nothing() -> anyhow::Result<()>
     }
     let mut sc = Scenario::start(OPEN_TCP, &[], &["--block", "--dry-run"])?;
     let src = Lab::ATTACKER_V4;
-    assert_eq!(scan(&sc, src, "1-300")?, 300);
+    assert_eq!(sc.answered(None, "1-300")?, 300);
     let would = sc.wait("blocked", src)?;
     assert_eq!(would["dry_run"], true, "{would}");
-    assert_eq!(scan(&sc, src, "22,80")?, 2, "still not blocked");
+    assert_eq!(sc.answered(None, "22,80")?, 2, "still not blocked");
     sc.stop()?;
     Ok(())
 }
@@ -114,7 +89,7 @@ fn without_block_nothing_is_blocked() -> anyhow::Result<()> {
     }
     let mut sc = Scenario::start(OPEN_TCP, &[], &[])?;
     let src = Lab::ATTACKER_V4;
-    assert_eq!(scan(&sc, src, "1-300")?, 300);
+    assert_eq!(sc.answered(None, "1-300")?, 300);
     sc.wait("scan_detected", src)?;
     let events = sc.stop()?;
     assert!(

@@ -7,13 +7,7 @@ use std::{
     process::Command,
 };
 
-use scanner_tests::{
-    Lab,
-    daemon::scanner_binary,
-    require_root,
-    scenario::Scenario,
-    traffic::{self, answered_ports},
-};
+use scanner_tests::{Lab, daemon::scanner_binary, require_root, scenario::Scenario};
 use serde_json::Value;
 
 /// `scanner <args> --socket <socket>`: (success, stdout, stderr).
@@ -34,25 +28,6 @@ fn ok(socket: &Path, args: &[&str]) -> anyhow::Result<String> {
     let (success, stdout, stderr) = cli(socket, args)?;
     anyhow::ensure!(success, "scanner {args:?} failed: {stderr}");
     Ok(stdout)
-}
-
-fn answered(sc: &Scenario, ports: &str) -> anyhow::Result<usize> {
-    let out = traffic::nmap(
-        &sc.lab.attacker,
-        &[
-            "-sS",
-            "--min-rate",
-            "5000",
-            "--max-retries",
-            "0",
-            "-p",
-            ports,
-            "-oG",
-            "-",
-            Lab::SERVER_V4,
-        ],
-    )?;
-    Ok(answered_ports(&String::from_utf8_lossy(&out.stdout)))
 }
 
 fn entry(list: &Value, address: &str) -> Value {
@@ -77,7 +52,11 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
     assert!(status.contains("veth-srv (native)"), "{status}");
     assert!(status.contains("blocking:          false"), "{status}");
 
-    assert_eq!(answered(&sc, "1-100")?, 100, "report-only: nothing blocked");
+    assert_eq!(
+        sc.answered(None, "1-100")?,
+        100,
+        "report-only: nothing blocked"
+    );
     sc.wait("scan_detected", src)?;
     let list: Value = serde_json::from_str(&ok(&socket, &["list", "--json"])?)?;
     let e = entry(&list, src);
@@ -100,7 +79,11 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
     assert_eq!(out.trim(), format!("blocked {src} for 3600s"));
     let blocked = sc.wait("blocked", src)?;
     assert_eq!(blocked["reason"], "manual", "{blocked}");
-    assert_eq!(answered(&sc, "22,80")?, 0, "blocked: everything filtered");
+    assert_eq!(
+        sc.answered(None, "22,80")?,
+        0,
+        "blocked: everything filtered"
+    );
     let list: Value = serde_json::from_str(&ok(&socket, &["list", "--json"])?)?;
     let e = entry(&list, src);
     assert_eq!(e["state"], "blocked", "{list}");
@@ -108,7 +91,7 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
 
     ok(&socket, &["unblock", src])?;
     sc.wait("unblocked", src)?;
-    assert_eq!(answered(&sc, "22,80")?, 2, "unblocked: answered again");
+    assert_eq!(sc.answered(None, "22,80")?, 2, "unblocked: answered again");
     let (success, _, err) = cli(&socket, &["unblock", src])?;
     assert!(!success && err.contains("no block for"), "{err}");
 

@@ -2,19 +2,17 @@
 //! Random Walk over open and closed ports, stealth probes, the fan-out rule,
 //! prefixes, idle timeout, and the ring buffer record of each decision.
 
+mod common;
+
 use aya::{
-    Ebpf, TestRun as _, TestRunOptions,
+    Ebpf,
     maps::{Array, MapData, RingBuf},
-    programs::Xdp,
 };
 use scanner_common::{
     BITS_TCP_OPEN, Config, Decision, EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, REASON_TRW,
     SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, port_bit,
 };
-use scanner_tests::{
-    packets::{SYN, XMAS, ipv4_tcp, v4},
-    require_root,
-};
+use scanner_tests::packets::{SYN, XMAS, ipv4_tcp, v4};
 use scanner_userspace::{
     decisions::decode,
     detect::EntryId,
@@ -53,16 +51,7 @@ impl Kernel {
     }
 
     fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
-        let program: &Xdp = self
-            .ebpf
-            .program(load::PROGRAM)
-            .ok_or_else(|| anyhow::anyhow!("no program"))?
-            .try_into()?;
-        let r = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })?;
-        assert_eq!(r.return_value, 2, "XDP_PASS");
+        assert_eq!(common::run(&self.ebpf, frame)?, common::XDP_PASS);
         Ok(())
     }
 
@@ -86,14 +75,6 @@ fn source(n: u8) -> EntryId {
         scope: SCOPE_SOURCE,
         key: SourceKey::from_v4(v4(n)),
     }
-}
-
-macro_rules! root_only {
-    ($name:literal) => {
-        if !require_root($name) {
-            return Ok(());
-        }
-    };
 }
 
 #[test]

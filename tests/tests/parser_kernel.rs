@@ -1,31 +1,17 @@
 //! The XDP program in the kernel, driven with BPF_PROG_TEST_RUN: every parser
 //! case passes and leaves exactly the expected map updates.
 
-use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
+mod common;
+
 use scanner_common::{CLASS_SYN, Config, IPPROTO_TCP, SourceKey};
-use scanner_tests::{
-    packets::{ACK, Expect, SYN, cases, ipv4_tcp, v4},
-    require_root,
-};
+use scanner_tests::packets::{ACK, Expect, SYN, cases, ipv4_tcp, v4};
 use scanner_userspace::{load, poll::Maps};
 
-const XDP_PASS: u32 = 2;
-
-fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
-    let program: &Xdp = ebpf
-        .program(load::PROGRAM)
-        .ok_or_else(|| anyhow::anyhow!("no program"))?
-        .try_into()?;
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        ..Default::default()
-    };
-    Ok(program.test_run(opts)?.return_value)
-}
+use common::{XDP_PASS, run};
 
 #[test]
 fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
-    if !require_root("every_case_passes_with_the_expected_map_updates") {
+    if !scanner_tests::require_root("every_case_passes_with_the_expected_map_updates") {
         return Ok(());
     }
     let mut ebpf = load::load(&Config::default())?;
@@ -85,7 +71,7 @@ fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
 
 #[test]
 fn fan_out_counts_each_port_once_per_window() -> anyhow::Result<()> {
-    if !require_root("fan_out_counts_each_port_once_per_window") {
+    if !scanner_tests::require_root("fan_out_counts_each_port_once_per_window") {
         return Ok(());
     }
     let mut ebpf = load::load(&Config::default())?;
@@ -120,7 +106,7 @@ fn fan_out_counts_each_port_once_per_window() -> anyhow::Result<()> {
 
 #[test]
 fn a_new_window_starts_the_count_again() -> anyhow::Result<()> {
-    if !require_root("a_new_window_starts_the_count_again") {
+    if !scanner_tests::require_root("a_new_window_starts_the_count_again") {
         return Ok(());
     }
     // A 1 ns window: every probe opens a new one.

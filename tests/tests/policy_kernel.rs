@@ -2,20 +2,17 @@
 
 use std::time::Duration;
 
-use aya::{Ebpf, TestRun as _, TestRunOptions, maps::LpmTrie, programs::Xdp};
+mod common;
+
+use aya::{Ebpf, maps::LpmTrie};
+use common::{XDP_DROP, XDP_PASS};
 use scanner_common::{Config, POLICY_MAP, SourceKey};
-use scanner_tests::{
-    packets::{SYN, ipv4_tcp, v4},
-    require_root,
-};
+use scanner_tests::packets::{SYN, ipv4_tcp, v4};
 use scanner_userspace::{
     load,
     policy::{Change, Policy, PolicyError},
     poll::{Maps, monotonic_ns, take_map},
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
 
 struct Kernel {
     ebpf: Ebpf,
@@ -32,25 +29,8 @@ impl Kernel {
     }
 
     fn send(&self, frame: &[u8]) -> anyhow::Result<u32> {
-        let program: &Xdp = self
-            .ebpf
-            .program(load::PROGRAM)
-            .ok_or_else(|| anyhow::anyhow!("no program"))?
-            .try_into()?;
-        let r = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })?;
-        Ok(r.return_value)
+        common::run(&self.ebpf, frame)
     }
-}
-
-macro_rules! root_only {
-    ($name:literal) => {
-        if !require_root($name) {
-            return Ok(());
-        }
-    };
 }
 
 #[test]

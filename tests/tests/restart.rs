@@ -4,31 +4,8 @@
 
 use std::time::Duration;
 
-use scanner_tests::{
-    Lab, require_root,
-    scenario::Scenario,
-    traffic::{self, answered_ports},
-};
+use scanner_tests::{Lab, require_root, scenario::Scenario, traffic};
 use serde_json::Value;
-
-fn answered(sc: &Scenario, ports: &str) -> anyhow::Result<usize> {
-    let out = traffic::nmap(
-        &sc.lab.attacker,
-        &[
-            "-sS",
-            "--min-rate",
-            "5000",
-            "--max-retries",
-            "0",
-            "-p",
-            ports,
-            "-oG",
-            "-",
-            Lab::SERVER_V4,
-        ],
-    )?;
-    Ok(answered_ports(&String::from_utf8_lossy(&out.stdout)))
-}
 
 fn parse_ts(e: &Value) -> anyhow::Result<std::time::SystemTime> {
     let ts = e["ts"]
@@ -48,7 +25,7 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
         &["--block", "--block-ttl", &format!("{ttl}s")],
     )?;
     let src = Lab::ATTACKER_V4;
-    assert!(answered(&sc, "1-1000")? < 10);
+    assert!(sc.answered(None, "1-1000")? < 10);
     let blocked = sc.wait("blocked", src)?;
     let before = sc.xdp_programs()?;
     assert_eq!(before.len(), 1, "{before:?}");
@@ -59,7 +36,7 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
         // block, in place.
         assert_eq!(sc.xdp_programs()?, before, "still attached after kill -9");
         assert_eq!(
-            answered(&sc, "22,80")?,
+            sc.answered(None, "22,80")?,
             0,
             "no scanner is released by a crash"
         );
@@ -77,7 +54,7 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
     let again = sc.wait("blocked", src)?;
     assert_eq!(again["reason"], "scan", "{again}");
     assert_eq!(
-        answered(&sc, "22,80")?,
+        sc.answered(None, "22,80")?,
         0,
         "still blocked after the restart"
     );
@@ -90,7 +67,7 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
         held >= Duration::from_secs(TTL - 1) && held <= Duration::from_secs(TTL + 3),
         "block held {held:?}, not {TTL}s"
     );
-    assert_eq!(answered(&sc, "22,80")?, 2);
+    assert_eq!(sc.answered(None, "22,80")?, 2);
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty(), "detached on the final stop");
     Ok(())
@@ -147,7 +124,7 @@ fn repeated_crashes_during_a_scan_never_attach_twice() -> anyhow::Result<()> {
         assert_eq!(programs.len(), 1, "round {round}: {programs:?}");
     }
     // The restarted daemon still detects (the state carried over).
-    assert!(answered(&sc, "3000-3100")? > 0);
+    assert!(sc.answered(None, "3000-3100")? > 0);
     sc.wait("scan_detected", src)?;
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty());

@@ -1,0 +1,34 @@
+//! Helpers for the tests that drive the XDP program with BPF_PROG_TEST_RUN.
+//! (Here, not in the fixtures library: that library must build before
+//! `cargo xtask setup` has installed the eBPF toolchain.)
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
+
+use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
+use scanner_userspace::load;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Runs the loaded program once on `frame`; returns its XDP action.
+pub fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
+    let program: &Xdp = ebpf
+        .program(load::PROGRAM)
+        .ok_or_else(|| anyhow::anyhow!("no program {}", load::PROGRAM))?
+        .try_into()?;
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    })?;
+    Ok(result.return_value)
+}
+
+/// Returns from the test (skipping it) unless running as root.
+#[macro_export]
+macro_rules! root_only {
+    ($name:literal) => {
+        if !scanner_tests::require_root($name) {
+            return Ok(());
+        }
+    };
+}
