@@ -75,3 +75,42 @@ fn without_privileges_the_error_says_which_capabilities() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[test]
+fn bad_configuration_exits_2_naming_file_line_and_key() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("scanner-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (text, expect) in [
+        ("[detection]\nfanout_port = 5\n", ":2:"),
+        ("[detection]\nfanout_ports = \"many\"\n", ":2:"),
+        ("[aggregation]\n\nipv4_prefix = 40\n", ":3: ipv4_prefix"),
+        ("[report\n", ":1:"),
+    ] {
+        let file = dir.join("scanner.toml");
+        std::fs::write(&file, text)?;
+        let out = Command::new(scanner_binary()?)
+            .args(["run", "--iface", "lo", "--config"])
+            .arg(&file)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(
+            err.contains(&format!("{}{expect}", file.display())),
+            "{text:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "nothing attached: {:?}", out.stdout);
+    }
+    let out = Command::new(scanner_binary()?)
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--config",
+            "/nonexistent/scanner.toml",
+        ])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/scanner.toml"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -262,3 +262,37 @@ fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
     assert_eq!(s.sample_ports[0], 6);
     Ok(())
 }
+
+#[test]
+fn a_full_ring_buffer_loses_no_decision() -> anyhow::Result<()> {
+    root_only!("a_full_ring_buffer_loses_no_decision");
+    let mut k = Kernel::new(&Config::default())?;
+    // More decisions than the 256 KiB ring buffer holds, none read meanwhile.
+    let sources = 7000u32;
+    for n in 0..sources {
+        let [_, _, hi, lo] = n.to_be_bytes();
+        for port in 1..=4 {
+            let mut frame = ipv4_tcp(0, port, SYN);
+            frame[14 + 14] = 100 + hi; // 198.18.(100+hi).lo
+            frame[14 + 15] = lo;
+            k.send(&frame)?;
+        }
+    }
+    let dropped = k.maps.counters()?.events_dropped;
+    let records = k.decisions().len() as u64;
+    assert!(dropped > 0, "the ring buffer should have filled up");
+    assert_eq!(
+        records + dropped,
+        u64::from(sources),
+        "every decision is a record or a count"
+    );
+    // The maps still hold every decision, for the daemon's poll to report.
+    let decided = k
+        .maps
+        .sources()
+        .iter()
+        .filter(|(_, s)| s.decided_ns > 0)
+        .count();
+    assert_eq!(decided as u32, sources);
+    Ok(())
+}

@@ -128,3 +128,22 @@ fn a_new_window_starts_the_count_again() -> anyhow::Result<()> {
     assert!(s.window_start_ns > s.first_seen_ns);
     Ok(())
 }
+
+#[test]
+fn every_truncation_of_every_case_passes_in_the_kernel() -> anyhow::Result<()> {
+    if !scanner_tests::require_root("every_truncation_of_every_case_passes_in_the_kernel") {
+        return Ok(());
+    }
+    let ebpf = scanner_userspace::load::load(&Config::default())?;
+    let mut runs = 0;
+    for case in cases() {
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
+        for len in scanner_common::ETH_HLEN..=case.frame.len() {
+            let action = run(&ebpf, &case.frame[..len])?;
+            assert_eq!(action, XDP_PASS, "{} cut at {len}", case.name);
+            runs += 1;
+        }
+    }
+    assert!(runs > 1000, "{runs}");
+    Ok(())
+}
