@@ -17,16 +17,20 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CONFIG_MAP: &str = "CONFIG";
 /// Ring buffer of [`Decision`]s: the kernel tells the daemon at once.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Allow and block rules by address or CIDR prefix: an LPM trie keyed by
-/// [`SourceKey`] with [`PolicyEntry`] values, looked up once per packet.
-pub const POLICY_MAP: &str = "POLICY";
+/// Allowlist rules by address or CIDR prefix: an LPM trie keyed by
+/// [`SourceKey`] with [`PolicyEntry`] values.
+pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
+/// Block rules, likewise. A map of its own, sized to the block cap, so the
+/// kernel itself can never hold more blocks than the cap.
+pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.
 pub const STATE_VERSION: u32 = 1;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
-pub const PINNED_MAPS: [&str; 5] = [
-    POLICY_MAP,
+pub const PINNED_MAPS: [&str; 6] = [
+    ALLOWLIST_MAP,
+    BLOCKLIST_MAP,
     SOURCES_MAP,
     PREFIXES_MAP,
     PORTS_MAP,
@@ -44,10 +48,10 @@ pub const PORTS_CAPACITY: u32 = 1 << 20;
 pub const PREFIXES_CAPACITY: u32 = 1 << 18;
 /// Ring buffer size: 256 KiB holds thousands of decisions between reads.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
-/// Default cap on blocked entries (the daemon sizes POLICY as this plus
-/// [`ALLOW_CAPACITY`]); when full, new blocks fail loudly, nothing is evicted.
+/// Default cap on blocked entries (BLOCKLIST's size); when full, new blocks
+/// fail loudly, nothing is evicted.
 pub const BLOCK_CAPACITY: u32 = 65_536;
-/// Allowlist entries POLICY always has room for.
+/// Size of ALLOWLIST.
 pub const ALLOW_CAPACITY: u32 = 4_096;
 
 pub const COUNTER_SEEN: u32 = 0;
@@ -56,7 +60,7 @@ pub const COUNTER_DROPPED: u32 = 2;
 pub const COUNTER_PARSE_FAILURES: u32 = 3;
 /// Decisions the ring buffer had no room for (the daemon's poll still sees them).
 pub const COUNTER_EVENTS_DROPPED: u32 = 4;
-/// Blocks the kernel could not add because POLICY was full (the block cap).
+/// Blocks the kernel could not add because BLOCKLIST was full (the block cap).
 pub const COUNTER_BLOCKS_REFUSED: u32 = 5;
 /// Packets from allowlisted sources (passed, never counted).
 pub const COUNTER_ALLOWED: u32 = 6;
@@ -369,7 +373,7 @@ impl Default for Config {
     }
 }
 
-/// A POLICY rule. The key's prefix length gives its scope: /128 for one
+/// An allow or block rule. The key's prefix length gives its scope: /128 for one
 /// address (IPv4 as /128 of the IPv4-mapped form), shorter for a CIDR.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -392,7 +396,7 @@ impl PolicyEntry {
     }
 }
 
-/// Prefix length of a CIDR in POLICY's key space (IPv4 sits under the
+/// Prefix length of a CIDR in the rule tries' key space (IPv4 sits under the
 /// 96-bit IPv4-mapped prefix).
 pub const fn policy_prefix_len(is_v4: bool, len: u8) -> u32 {
     if is_v4 { 96 + len as u32 } else { len as u32 }

@@ -42,11 +42,16 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_CO
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-/// Allow and block rules by address or prefix. The daemon resizes it to its
-/// block cap plus the allowlist.
+/// Allowlist rules by address or prefix.
 #[map]
-pub static POLICY: LpmTrie<SourceKey, PolicyEntry> =
-    LpmTrie::with_max_entries(BLOCK_CAPACITY + ALLOW_CAPACITY, 0);
+pub static ALLOWLIST: LpmTrie<SourceKey, PolicyEntry> =
+    LpmTrie::with_max_entries(ALLOW_CAPACITY, 0);
+
+/// Block rules by address or prefix. The daemon sizes it to its block cap:
+/// a full map refuses new blocks, it never evicts.
+#[map]
+pub static BLOCKLIST: LpmTrie<SourceKey, PolicyEntry> =
+    LpmTrie::with_max_entries(BLOCK_CAPACITY, 0);
 
 /// Decisions, for the daemon to report within milliseconds.
 #[map]

@@ -1,13 +1,16 @@
-//! What happens to the frame: allow and block rules (one LPM trie lookup),
+//! What happens to the frame: allow and block rules (LPM trie lookups),
 //! then XDP_PASS or XDP_DROP.
 
 use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key};
 use scanner_common::{
-    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_SCAN, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED,
-    COUNTER_PASSED, PolicyEntry, SourceKey,
+    ACTION_BLOCK, BLOCK_REASON_SCAN, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED, COUNTER_PASSED,
+    PolicyEntry, SourceKey,
 };
 
-use crate::{counters, maps::POLICY};
+use crate::{
+    counters,
+    maps::{ALLOWLIST, BLOCKLIST},
+};
 
 pub enum Rule {
     Allow,
@@ -15,12 +18,15 @@ pub enum Rule {
     None,
 }
 
-/// The longest-prefix rule for `source`; an expired block is no rule.
+/// The rule for `source`: the allowlist wins over any block; an expired
+/// block is no rule.
 #[inline(always)]
 pub fn rule(source: &SourceKey, now: u64) -> Rule {
     let key = Key::new(128, *source);
-    match POLICY.get(&key) {
-        Some(e) if e.action == ACTION_ALLOW => Rule::Allow,
+    if ALLOWLIST.get(&key).is_some() {
+        return Rule::Allow;
+    }
+    match BLOCKLIST.get(&key) {
         Some(e) if e.blocks(now) => Rule::Block,
         _ => Rule::None,
     }
@@ -37,7 +43,7 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64) {
         created_ns: now,
         expires_ns: if ttl_ns == 0 { 0 } else { now + ttl_ns },
     };
-    if POLICY.insert(&key, &entry, 0).is_err() {
+    if BLOCKLIST.insert(&key, &entry, 0).is_err() {
         counters::bump(COUNTER_BLOCKS_REFUSED);
     }
 }

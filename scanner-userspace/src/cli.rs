@@ -145,6 +145,10 @@ pub struct RunArgs {
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<ipnet::IpNet>,
 
+    /// Sources tracked at once (LRU beyond) [config: detection.max_sources].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_sources: Option<u32>,
+
     /// Control socket for `scanner status`, `list`, `block`... (mode 0660).
     #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,

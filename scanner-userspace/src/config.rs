@@ -43,6 +43,9 @@ idle_timeout = "1h"
 # Destination ports never counted as probes (e.g. a port your monitoring
 # sweeps), for TCP and UDP.
 ignore_ports = []
+# Sources tracked at once. When full, the least recently seen source is
+# forgotten (LRU), so a flood of spoofed sources cannot exhaust memory.
+max_sources = 1048576
 
 [aggregation]
 # Sources are also counted per prefix, to catch scans spread over many
@@ -123,6 +126,7 @@ pub struct Detection {
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
     pub ignore_ports: Vec<u16>,
+    pub max_sources: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,6 +161,7 @@ impl Default for Detection {
             fanout_window: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(3600),
             ignore_ports: Vec::new(),
+            max_sources: scanner_common::SOURCES_CAPACITY,
         }
     }
 }
@@ -267,6 +272,16 @@ impl FileConfig {
             return Err((key, e.to_string()));
         }
         let d = &self.detection;
+        if d.max_sources < 1024 || d.max_sources > 64 * scanner_common::SOURCES_CAPACITY {
+            return Err((
+                "max_sources",
+                format!(
+                    "{} is not 1024-{}",
+                    d.max_sources,
+                    64 * scanner_common::SOURCES_CAPACITY
+                ),
+            ));
+        }
         if d.fanout_ports == 0 {
             return Err(("fanout_ports", "must be at least 1".into()));
         }

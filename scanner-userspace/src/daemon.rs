@@ -5,14 +5,14 @@ use std::{collections::HashMap, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
-use scanner_common::{EVENTS_MAP, POLICY_MAP, PORT_BITS_MAP};
+use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, EVENTS_MAP, PORT_BITS_MAP};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{ConfigArgs, RunArgs},
     config::{DEFAULT_FILE, FileConfig},
     control::{self, Response},
-    decisions::Decisions,
+    decisions::{self, Decisions},
     detect::{Detector, EntryId},
     iface, load,
     output::{Output, emit_interface, host_key, report, sweep_policy},
@@ -60,7 +60,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = settings.kernel(ephemeral_range()?)?;
     let response = &settings.file.response;
     let pins = PinDir::prepare(&args.pin_dir)?;
-    let mut ebpf = load::load_pinned(&config, response.block_cap, Some(&pins))?;
+    let capacity = load::Capacity {
+        blocks: response.block_cap,
+        sources: settings.file.detection.max_sources,
+    };
+    let mut ebpf = load::load_pinned(&config, &capacity, Some(&pins))?;
     // Claim the control socket before attaching: a second daemon stops
     // here, attaching nothing.
     let listener = control::bind(&args.socket, args.socket_group.as_deref())
@@ -74,7 +78,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("watching the EVENTS ring buffer")?;
 
     let mut policy = Policy::new(
-        take_map::<LpmTrie<_, _, _>>(&mut ebpf, POLICY_MAP)?,
+        take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
+        take_map::<LpmTrie<_, _, _>>(&mut ebpf, BLOCKLIST_MAP)?,
         response.block_cap,
     );
     for net in policy::default_allowlist()
@@ -139,10 +144,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             batch = decisions.next_batch() => {
                 for d in batch.context("reading the EVENTS ring buffer")? {
                     let id = EntryId { scope: d.scope, key: d.key };
-                    if let Some(stats) = maps.entry(id) {
-                        let findings = detector.observe(monotonic_ns(), id, &stats);
-                        report(&mut out, &maps, &findings)?;
-                    }
+                    // Under a flood the entry may be evicted already: the
+                    // record itself still tells who and when.
+                    let stats = maps.entry(id).unwrap_or_else(|| decisions::stats_of(&d));
+                    let findings = detector.observe(monotonic_ns(), id, &stats);
+                    report(&mut out, &maps, &findings)?;
                 }
             }
             _ = tick.tick() => {

@@ -3,7 +3,7 @@
 use std::io;
 
 use aya::maps::{MapData, RingBuf};
-use scanner_common::Decision;
+use scanner_common::{Decision, SourceStats};
 use tokio::io::{Interest, unix::AsyncFd};
 
 pub struct Decisions {
@@ -31,6 +31,23 @@ impl Decisions {
         }
         guard.clear_ready();
         Ok(out)
+    }
+}
+
+/// What a record alone says about its entry, for when the entry itself is
+/// gone (evicted) before the daemon reads it.
+pub fn stats_of(d: &Decision) -> SourceStats {
+    SourceStats {
+        first_seen_ns: d.ts_ns,
+        last_seen_ns: d.ts_ns,
+        window_start_ns: d.ts_ns,
+        last_probe_ns: d.ts_ns,
+        decided_ns: d.ts_ns,
+        ports: d.ports,
+        probes: d.ports,
+        decided_ports: d.ports,
+        reason: d.reason,
+        ..SourceStats::default()
     }
 }
 
@@ -65,5 +82,7 @@ mod tests {
         };
         assert_eq!(decode(bytes), Some(d));
         assert_eq!(decode(&bytes[..10]), None);
+        let s = stats_of(&d);
+        assert_eq!((s.decided_ns, s.ports, s.reason), (42, 4, REASON_TRW));
     }
 }

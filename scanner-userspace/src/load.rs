@@ -8,8 +8,8 @@ use aya::{
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
 use scanner_common::{
-    ALLOW_CAPACITY, BLOCK_CAPACITY, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP, PINNED_MAPS,
-    POLICY_MAP, PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
+    ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP,
+    PINNED_MAPS, PORT_BITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_CAPACITY, SOURCES_MAP,
 };
 use thiserror::Error;
 
@@ -100,20 +100,38 @@ pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
     load_with_cap(config, BLOCK_CAPACITY)
 }
 
-/// [`load`], with room for `block_cap` blocks (plus the allowlist) in POLICY.
+/// [`load`], with room for `block_cap` blocks in BLOCKLIST.
 pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError> {
-    load_pinned(config, block_cap, None)
+    load_pinned(config, &Capacity::with_blocks(block_cap), None)
 }
 
-/// [`load_with_cap`], reusing (or creating) the maps pinned in `pins`.
+/// Map sizes chosen at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub blocks: u32,
+    pub sources: u32,
+}
+
+impl Capacity {
+    pub fn with_blocks(blocks: u32) -> Self {
+        Self {
+            blocks,
+            sources: SOURCES_CAPACITY,
+        }
+    }
+}
+
+/// [`load_with_cap`], reusing (or creating) the maps pinned in `pins`. A map
+/// already pinned keeps the size it was created with.
 pub fn load_pinned(
     config: &Config,
-    block_cap: u32,
+    capacity: &Capacity,
     pins: Option<&crate::pin::PinDir>,
 ) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(POLICY_MAP, block_cap.saturating_add(ALLOW_CAPACITY));
+    loader.map_max_entries(BLOCKLIST_MAP, capacity.blocks);
+    loader.map_max_entries(SOURCES_MAP, capacity.sources);
     if let Some(pins) = pins {
         for name in PINNED_MAPS {
             loader.map_pin_path(name, pins.map(name));
@@ -130,7 +148,8 @@ pub fn load_pinned(
         COUNTERS_MAP,
         CONFIG_MAP,
         EVENTS_MAP,
-        POLICY_MAP,
+        ALLOWLIST_MAP,
+        BLOCKLIST_MAP,
     ] {
         if ebpf.map(name).is_none() {
             return Err(LoadError::MissingMap(name));

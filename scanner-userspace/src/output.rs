@@ -102,7 +102,7 @@ pub fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
     let changes = out
         .policy
         .sweep(monotonic_ns())
-        .context("reading the POLICY map")?;
+        .context("reading the BLOCKLIST map")?;
     let mut lifted = Vec::new();
     for change in changes {
         if let Change::Unblocked { net, .. } = &change {

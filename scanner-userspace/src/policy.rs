@@ -1,5 +1,5 @@
-//! Allow and block rules in the kernel's POLICY map (an LPM trie): the
-//! allowlist, blocks with expiry, and the events they produce.
+//! Allow and block rules in the kernel's ALLOWLIST and BLOCKLIST maps (LPM
+//! tries): the allowlist, blocks with expiry, and the events they produce.
 
 use std::{
     collections::HashMap,
@@ -25,7 +25,7 @@ pub enum PolicyError {
     NotBlocked(IpNet),
     #[error("{0} is not on the allowlist")]
     NotAllowlisted(IpNet),
-    #[error("POLICY map: {0}")]
+    #[error("rule maps: {0}")]
     Map(#[from] MapError),
 }
 
@@ -68,8 +68,12 @@ pub enum Change {
     },
 }
 
+/// One of the rule tries.
+pub type RuleMap = LpmTrie<MapData, SourceKey, PolicyEntry>;
+
 pub struct Policy {
-    map: LpmTrie<MapData, SourceKey, PolicyEntry>,
+    allow_map: RuleMap,
+    map: RuleMap,
     allow: Vec<IpNet>,
     /// Blocks as last seen, to notice the ones the kernel adds itself.
     blocks: HashMap<IpNet, PolicyEntry>,
@@ -77,9 +81,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(map: LpmTrie<MapData, SourceKey, PolicyEntry>, cap: u32) -> Self {
+    /// `allow_map` is ALLOWLIST, `block_map` BLOCKLIST (sized to `cap`).
+    pub fn new(allow_map: RuleMap, block_map: RuleMap, cap: u32) -> Self {
         Self {
-            map,
+            allow_map,
+            map: block_map,
             allow: Vec::new(),
             blocks: HashMap::new(),
             cap,
@@ -116,7 +122,7 @@ impl Policy {
             created_ns: now_ns,
             expires_ns: 0,
         };
-        self.map.insert(&key_of(net), entry, 0)?;
+        self.allow_map.insert(&key_of(net), entry, 0)?;
         if !self.allow.contains(&net) {
             self.allow.push(net);
         }
@@ -144,7 +150,7 @@ impl Policy {
         let Some(i) = self.allow.iter().position(|n| *n == net) else {
             return Err(PolicyError::NotAllowlisted(net));
         };
-        self.map.remove(&key_of(net))?;
+        self.allow_map.remove(&key_of(net))?;
         self.allow.remove(i);
         Ok(())
     }
@@ -211,9 +217,6 @@ impl Policy {
         let entries: Vec<(Key<SourceKey>, PolicyEntry)> =
             self.map.iter().filter_map(Result::ok).collect();
         for (key, entry) in entries {
-            if entry.action != ACTION_BLOCK {
-                continue;
-            }
             let Some(net) = net_of(&key) else { continue };
             if !entry.blocks(now_ns) {
                 self.map.remove(&key)?;

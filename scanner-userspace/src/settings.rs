@@ -32,6 +32,9 @@ impl Settings {
         if let Some(d) = args.fanout_window {
             file.detection.fanout_window = d;
         }
+        if let Some(n) = args.max_sources {
+            file.detection.max_sources = n;
+        }
         let r = &mut file.response;
         r.block |= args.block;
         r.dry_run |= args.dry_run;

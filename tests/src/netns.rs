@@ -100,6 +100,17 @@ impl Drop for Netns {
     }
 }
 
+/// The index of interface `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("no interface {name}");
+    }
+    Ok(index)
+}
+
 /// Removes namespaces left by fixture processes that no longer exist (a test
 /// run killed with SIGKILL cannot run its destructors).
 pub fn reap_stale() {

@@ -156,6 +156,11 @@ pub fn cases() -> Vec<Case> {
     let later_fragment_v6 = [IPPROTO_TCP, 0, 0x00, 0xb8, 0, 0, 0, 1]; // offset 23
     // Seven hop-by-hop headers: more than the parser skips.
     let long_chain: Vec<u8> = (0..7).flat_map(|_| [0u8, 0, 0, 0, 0, 0, 0, 0]).collect();
+    // 9,000-byte jumbo frames: headers as usual, a large payload behind them.
+    let mut jumbo_v4 = ipv4_tcp(18, 8080, SYN);
+    jumbo_v4.resize(9000, 0xab);
+    let mut jumbo_v6 = eth(0x86dd, &[], &ipv6(v6(6), IPPROTO_UDP, &[], &udp(161)));
+    jumbo_v6.resize(9000, 0xcd);
     let mut truncated_tcp = ipv4_tcp(13, 80, SYN);
     truncated_tcp.truncate(14 + 20 + 10);
     let mut truncated_ipv6 = ipv6_tcp(14, 80, SYN);
@@ -258,6 +263,22 @@ pub fn cases() -> Vec<Case> {
             name: "ipv6 extension chain longer than the bound",
             frame: eth(0x86dd, &[], &ipv6(v6(5), 0, &long_chain, &tcp(80, SYN, 5))),
             expect: Expect::Untracked,
+        },
+        Case {
+            name: "ipv4 jumbo frame",
+            frame: jumbo_v4,
+            expect: tracked4(18, CLASS_SYN, IPPROTO_TCP, 8080, true),
+        },
+        Case {
+            name: "ipv6 jumbo frame",
+            frame: jumbo_v6,
+            expect: Expect::Tracked {
+                source: SourceKey::from_v6(v6(6)),
+                class: CLASS_UDP,
+                proto: IPPROTO_UDP,
+                dport: 161,
+                probe: true,
+            },
         },
         Case {
             name: "icmp",

@@ -197,3 +197,75 @@ mod tests {
         assert_eq!(answered_ports("# Nmap done\n"), 0);
     }
 }
+
+/// Sends raw Ethernet `frames` out of `ifname` inside `ns` (an AF_PACKET
+/// socket), at most until `deadline` passes; returns how many were sent.
+/// For spoofed sources: the frames carry a MAC address nobody owns, so the
+/// receiving stack drops them after the XDP program has seen them, and
+/// nothing answers the spoofed addresses.
+pub fn send_frames(
+    ns: &Netns,
+    ifname: &str,
+    frames: impl Iterator<Item = Vec<u8>> + Send,
+    deadline: Duration,
+) -> anyhow::Result<usize> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    ns.enter(|| -> anyhow::Result<usize> {
+        let index = crate::netns::ifindex(ifname)?;
+        // SAFETY: plain socket creation; the fd is owned below.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_ll is valid; the fields set follow.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        let start = std::time::Instant::now();
+        let mut sent = 0;
+        for frame in frames {
+            if start.elapsed() > deadline {
+                break;
+            }
+            loop {
+                // SAFETY: valid buffer and address for the duration of the call.
+                let n = unsafe {
+                    libc::sendto(
+                        fd.as_raw_fd(),
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const addr).cast(),
+                        size_of::<libc::sockaddr_ll>() as u32,
+                    )
+                };
+                if n >= 0 {
+                    break;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::ENOBUFS) {
+                    return Err(err).context("sending a frame");
+                }
+                std::thread::yield_now();
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    })?
+}
+
+/// Addresses spread over 198.18.0.0/15 (the benchmark range the lab uses),
+/// from a fixed seed: the same sequence every run.
+pub fn spoofed_sources(seed: u64) -> impl Iterator<Item = [u8; 4]> {
+    let mut x = seed;
+    std::iter::from_fn(move || {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let v = ((x >> 33) % (1 << 17)) as u32;
+        Some([198, 18 + (v >> 16) as u8, (v >> 8) as u8, v as u8])
+    })
+}

@@ -6,7 +6,7 @@ mod common;
 
 use aya::{Ebpf, maps::LpmTrie};
 use common::{XDP_DROP, XDP_PASS};
-use scanner_common::{Config, POLICY_MAP, SourceKey};
+use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, Config, SourceKey};
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
 use scanner_userspace::{
     load,
@@ -24,7 +24,11 @@ impl Kernel {
     fn new(config: &Config, cap: u32) -> anyhow::Result<Self> {
         let mut ebpf = load::load_with_cap(config, cap)?;
         let maps = Maps::take(&mut ebpf)?;
-        let policy = Policy::new(take_map::<LpmTrie<_, _, _>>(&mut ebpf, POLICY_MAP)?, cap);
+        let policy = Policy::new(
+            take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
+            take_map::<LpmTrie<_, _, _>>(&mut ebpf, BLOCKLIST_MAP)?,
+            cap,
+        );
         Ok(Self { ebpf, maps, policy })
     }
 
@@ -114,18 +118,9 @@ fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
         block_on_decide: 1,
         ..Config::default()
     };
-    // Room for 2 blocks (plus the allowlist's reserve, filled here).
+    // Room for 2 blocks.
     let mut k = Kernel::new(&config, 2)?;
     let now = monotonic_ns();
-    for n in 0..scanner_common::ALLOW_CAPACITY {
-        let net = ipnet::IpNet::new(
-            std::net::IpAddr::V6(std::net::Ipv6Addr::from(
-                0x2001_0db8_ffff_u128 << 80 | u128::from(n),
-            )),
-            128,
-        )?;
-        k.policy.allow(net, now)?;
-    }
     for src in [10, 11, 12] {
         for port in 1..=4 {
             k.send(&ipv4_tcp(src, port, SYN))?;

@@ -1,0 +1,147 @@
+//! A flood of spoofed sources with a real scan in it: state stays bounded,
+//! the real scanner is still caught, the block cap holds and says so, and
+//! an allowlisted address the flood spoofs is never blocked.
+
+use std::time::Duration;
+
+use scanner_common::IPPROTO_TCP;
+use scanner_tests::{
+    Lab,
+    packets::{SYN, eth, ipv4, tcp},
+    require_root,
+    scenario::{Scenario, about},
+    traffic,
+};
+use scanner_userspace::control::{Request, call};
+
+const FLOOD: usize = 100_000;
+const MAX_SOURCES: u64 = 4096;
+const BLOCK_CAP: u64 = 20;
+const SPOOFED_SCANNERS: u8 = 40;
+const ALLOWLISTED: &str = "198.18.0.250";
+
+fn syn(src: [u8; 4], port: u16) -> Vec<u8> {
+    eth(
+        0x0800,
+        &[],
+        &ipv4(src, IPPROTO_TCP, 5, 0, &tcp(port, SYN, 5)),
+    )
+}
+
+/// The daemon's peak resident memory, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_spoofed_flood_with_a_real_scan_in_it() -> anyhow::Result<()> {
+    if !require_root("a_spoofed_flood_with_a_real_scan_in_it") {
+        return Ok(());
+    }
+    let cap = BLOCK_CAP.to_string();
+    let max = MAX_SOURCES.to_string();
+    let mut sc = Scenario::start(
+        &[22, 80],
+        &[],
+        &[
+            "--block",
+            "--block-cap",
+            &cap,
+            "--max-sources",
+            &max,
+            "--allow",
+            ALLOWLISTED,
+        ],
+    )?;
+    let socket = sc.daemon.socket().to_path_buf();
+    // One SYN from each of FLOOD random sources of 198.18.0.0/15; among them,
+    // scanners spoofing the allowlisted address and 40 others (5 closed ports
+    // each, enough to be decided) to push past the block cap.
+    let allowlisted: [u8; 4] = [198, 18, 0, 250];
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(FLOOD + 3000);
+    for (i, src) in traffic::spoofed_sources(7).take(FLOOD).enumerate() {
+        frames.push(syn(src, 1024 + (i % 30000) as u16));
+        if i % 50 == 0 {
+            frames.push(syn(allowlisted, 1 + (i / 50) as u16));
+        }
+        if i % 100 == 0 && i / 100 < usize::from(SPOOFED_SCANNERS) * 5 {
+            let n = (i / 100) as u8;
+            frames.push(syn([198, 19, 200, 1 + n / 5], 1 + u16::from(n % 5)));
+        }
+    }
+    let total = frames.len();
+    let sent = std::thread::scope(|s| -> anyhow::Result<usize> {
+        let flood = s.spawn(|| {
+            traffic::send_frames(
+                &sc.lab.attacker,
+                Lab::ATTACKER_IF,
+                frames.into_iter(),
+                Duration::from_secs(60),
+            )
+        });
+        // The real scan, during the flood.
+        traffic::nmap(
+            &sc.lab.attacker,
+            &[
+                "-sS",
+                "--min-rate",
+                "2000",
+                "--max-retries",
+                "0",
+                "-p1-1000",
+                Lab::SERVER_V4,
+            ],
+        )?;
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
+    })?;
+    assert_eq!(sent, total, "the whole flood was sent");
+    sc.wait("scan_detected", Lab::ATTACKER_V4)?;
+
+    let status = call(&socket, &Request::Status {})?;
+    let tracked = status["sources_tracked"].as_u64().unwrap_or(u64::MAX);
+    let blocks = status["blocks"].as_u64().unwrap_or(u64::MAX);
+    let peak = peak_kib(sc.daemon.pid());
+    assert!(
+        tracked <= MAX_SOURCES,
+        "LRU keeps the map bounded: {tracked}"
+    );
+    assert_eq!(
+        blocks, BLOCK_CAP,
+        "the cap is reached and respected: {status}"
+    );
+    let events = sc.stop()?;
+    let detections = events
+        .iter()
+        .filter(|e| e["event"] == "scan_detected")
+        .count();
+    let blocked = events.iter().filter(|e| e["event"] == "blocked").count();
+    let refused = events
+        .iter()
+        .filter(|e| e["event"] == "block_refused")
+        .count();
+    eprintln!(
+        "flood: {sent} frames sent, {detections} detections, {blocked} blocks, {refused} refused, \
+         {tracked} sources tracked, daemon peak memory {} MiB",
+        peak / 1024
+    );
+    assert!(blocked as u64 <= BLOCK_CAP, "{blocked} blocks");
+    assert!(refused >= 1, "refusals are reported, loudly");
+    assert!(
+        detections > usize::from(SPOOFED_SCANNERS),
+        "every scanner is still reported"
+    );
+    let spoofed = about(&events, ALLOWLISTED);
+    assert!(
+        spoofed.is_empty(),
+        "allowlisted address reported: {spoofed:?}"
+    );
+    assert!(peak < 512 * 1024, "daemon memory bounded: {peak} KiB");
+    Ok(())
+}
