@@ -184,20 +184,6 @@ pub fn answered_ports(grepable: &str) -> usize {
     answered
 }
 
-#[cfg(test)]
-mod tests {
-    use super::answered_ports;
-
-    #[test]
-    fn answered_ports_count_open_and_closed() {
-        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
-        assert_eq!(answered_ports(out), 2);
-        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
-        assert_eq!(answered_ports(out), 1000);
-        assert_eq!(answered_ports("# Nmap done\n"), 0);
-    }
-}
-
 /// Sends raw Ethernet `frames` out of `ifname` inside `ns` (an AF_PACKET
 /// socket), at most until `deadline` passes; returns how many were sent.
 /// For spoofed sources: the frames carry a MAC address nobody owns, so the
@@ -268,4 +254,18 @@ pub fn spoofed_sources(seed: u64) -> impl Iterator<Item = [u8; 4]> {
         let v = ((x >> 33) % (1 << 17)) as u32;
         Some([198, 18 + (v >> 16) as u8, (v >> 8) as u8, v as u8])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_ports;
+
+    #[test]
+    fn answered_ports_count_open_and_closed() {
+        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
+        assert_eq!(answered_ports(out), 2);
+        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
+        assert_eq!(answered_ports(out), 1000);
+        assert_eq!(answered_ports("# Nmap done\n"), 0);
+    }
 }
