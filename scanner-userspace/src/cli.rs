@@ -145,6 +145,10 @@ pub struct RunArgs {
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<ipnet::IpNet>,
 
+    /// Attach again to an interface that was removed, when it comes back.
+    #[arg(long)]
+    pub reattach: bool,
+
     /// Sources tracked at once (LRU beyond) [config: detection.max_sources].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_sources: Option<u32>,

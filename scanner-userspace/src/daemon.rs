@@ -108,14 +108,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dry_run: response.dry_run,
         block_ttl_s: response.block_ttl.as_secs(),
     };
-    let mut attached: Vec<(String, load::AttachedMode)> = Vec::new();
+    let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
         let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {
             Ok(a) => a,
             Err(e) => {
                 // A clean failure: detach what this run attached.
-                for (done, _) in &attached {
-                    pins.release(done);
+                for done in &attached {
+                    pins.release(&done.name);
                 }
                 return Err(e.into());
             }
@@ -124,8 +124,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::info!(iface = %name, "took over the XDP link a previous daemon left pinned");
         }
         tracing::info!(iface = %name, mode = mode.as_str(), "XDP program attached");
-        attached.push((name.clone(), mode));
-        emit_interface(&mut out.reporter, "attached", name, mode.as_str())?;
+        attached.push(Attached {
+            name: name.clone(),
+            mode,
+            index: iface::index_of(name).ok(),
+        });
+        emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None)?;
     }
     let mut detector = Detector::new(settings.quiet_ns());
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
@@ -161,6 +165,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         maps.forget(&key);
                     }
                 }
+                watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
             }
             _ = refresh.tick() => refresh_open_ports(&mut port_bits, &ignored)?,
             Some((request, reply)) = calls.recv() => {
@@ -198,16 +203,79 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "blocks kept for the next start"
         );
     }
-    for (name, _) in &attached {
-        pins.release(name);
+    for a in &attached {
+        pins.release(&a.name);
     }
     drop(ebpf);
-    for (name, mode) in &attached {
-        emit_interface(&mut out.reporter, "detached", name, mode.as_str())?;
+    for a in attached.iter().filter(|a| a.index.is_some()) {
+        emit_interface(
+            &mut out.reporter,
+            "detached",
+            &a.name,
+            a.mode.as_str(),
+            None,
+        )?;
     }
     server.abort();
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("detached, exiting");
+    Ok(())
+}
+
+/// An interface the daemon watches.
+pub struct Attached {
+    pub name: String,
+    pub mode: load::AttachedMode,
+    /// Its index while attached; None once it has been removed.
+    pub index: Option<u32>,
+}
+
+/// Notices interfaces that went away (their XDP program went with them),
+/// and, with `--reattach`, attaches again when they come back.
+fn watch_interfaces(
+    attached: &mut [Attached],
+    ebpf: &mut aya::Ebpf,
+    pins: &PinDir,
+    args: &RunArgs,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    for a in attached.iter_mut() {
+        let now = iface::index_of(&a.name).ok();
+        if a.index.is_some() && a.index != now {
+            tracing::warn!(iface = %a.name, "interface removed: not watched until it comes back");
+            pins.release(&a.name);
+            a.index = None;
+            emit_interface(
+                &mut out.reporter,
+                "detached",
+                &a.name,
+                a.mode.as_str(),
+                Some("removed"),
+            )?;
+        }
+        let (None, Some(index)) = (a.index, now) else {
+            continue;
+        };
+        if !args.reattach {
+            continue;
+        }
+        match pins.attach(ebpf, &a.name, args.xdp_mode) {
+            Ok((mode, _)) => {
+                tracing::info!(iface = %a.name, mode = mode.as_str(), "interface is back: XDP program attached again");
+                a.mode = mode;
+                a.index = Some(index);
+                out.names.insert(index, a.name.clone());
+                emit_interface(
+                    &mut out.reporter,
+                    "attached",
+                    &a.name,
+                    mode.as_str(),
+                    Some("reappeared"),
+                )?;
+            }
+            Err(e) => tracing::warn!(iface = %a.name, "cannot attach again yet: {e}"),
+        }
+    }
     Ok(())
 }
 

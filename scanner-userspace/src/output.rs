@@ -34,6 +34,7 @@ pub fn emit_interface(
     event: &'static str,
     iface: &str,
     mode: &'static str,
+    reason: Option<&'static str>,
 ) -> anyhow::Result<()> {
     reporter
         .emit(&Event::Interface(InterfaceEvent {
@@ -41,6 +42,7 @@ pub fn emit_interface(
             event,
             iface: iface.to_owned(),
             mode,
+            reason,
         }))
         .context("writing an event to stdout")
 }

@@ -46,6 +46,10 @@ pub struct InterfaceEvent {
     pub event: &'static str,
     pub iface: String,
     pub mode: &'static str,
+    /// `removed` (the interface went away) or `reappeared`; absent at start
+    /// and stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// A source blocked (`blocked`), unblocked (`unblocked`), or a block that
@@ -157,7 +161,10 @@ fn text(event: &Event) -> String {
                 e.iface
             )
         }
-        Event::Interface(e) => format!("{} {} {} mode={}", e.ts, e.event, e.iface, e.mode),
+        Event::Interface(e) => {
+            let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("{} {} {} mode={}{reason}", e.ts, e.event, e.iface, e.mode)
+        }
         Event::Policy(e) => {
             let what = match (e.event, e.dry_run) {
                 ("blocked", true) => "WOULD BLOCK  ",

@@ -7,8 +7,8 @@ use scanner_common::SCOPE_SOURCE;
 use crate::{
     cli::{parse_duration, parse_net},
     control::{Request, Response},
+    daemon::Attached,
     detect::{Detector, kind_of},
-    load,
     output::{Output, emit, host_key, policy_event},
     policy::Change,
     poll::{Maps, monotonic_ns},
@@ -17,7 +17,7 @@ use crate::{
 
 /// What control requests can see of the daemon.
 pub struct State<'a> {
-    pub attached: &'a [(String, load::AttachedMode)],
+    pub attached: &'a [Attached],
     pub started: Instant,
     pub default_ttl: Duration,
     pub detector: &'a Detector,
@@ -37,7 +37,14 @@ pub fn handle(
             let interfaces: Vec<serde_json::Value> = state
                 .attached
                 .iter()
-                .map(|(iface, mode)| serde_json::json!({"iface": iface, "mode": mode.as_str()}))
+                .map(|a| {
+                    let mode = if a.index.is_some() {
+                        a.mode.as_str()
+                    } else {
+                        "removed"
+                    };
+                    serde_json::json!({"iface": a.name, "mode": mode})
+                })
                 .collect();
             Response::ok(serde_json::json!({
                 "interfaces": interfaces,

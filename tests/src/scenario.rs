@@ -29,7 +29,18 @@ impl Scenario {
     /// A lab whose server listens on `tcp` and `udp` ports (IPv4 and IPv6),
     /// with the daemon attached; `extra` are more `scanner run` arguments.
     pub fn start(tcp: &[u16], udp: &[u16], extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(|_| Ok(()), tcp, udp, extra)
+    }
+
+    /// [`Scenario::start`], running `setup` on the lab before the daemon starts.
+    pub fn start_with(
+        setup: impl FnOnce(&Lab) -> anyhow::Result<()>,
+        tcp: &[u16],
+        udp: &[u16],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let lab = Lab::new()?;
+        setup(&lab)?;
         let mut tcp_listeners = Vec::new();
         let mut udp_sockets = Vec::new();
         for &port in tcp {

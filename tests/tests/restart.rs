@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use scanner_tests::{Lab, require_root, scenario::Scenario, traffic};
+use scanner_userspace::control::{Request, call};
 use serde_json::Value;
 
 fn parse_ts(e: &Value) -> anyhow::Result<std::time::SystemTime> {
@@ -90,14 +91,16 @@ fn a_block_survives_a_planned_restart() -> anyhow::Result<()> {
 }
 
 #[test]
-fn repeated_crashes_during_a_scan_never_attach_twice() -> anyhow::Result<()> {
-    if !require_root("repeated_crashes_during_a_scan_never_attach_twice") {
+fn repeated_crashes_during_a_scan_keep_blocks_and_never_attach_twice() -> anyhow::Result<()> {
+    if !require_root("repeated_crashes_during_a_scan_keep_blocks_and_never_attach_twice") {
         return Ok(());
     }
-    let mut sc = Scenario::start(&[22], &[], &[])?;
+    let mut sc = Scenario::start(&[22], &[], &["--block"])?;
     let src = Lab::ATTACKER_V4;
+    assert!(sc.answered(None, "1-1000")? < 10);
+    sc.wait("blocked", src)?;
     for round in 0..4 {
-        // A scan in flight while the daemon dies.
+        // Traffic in flight while the daemon dies.
         let (lab, daemon) = (&sc.lab, &mut sc.daemon);
         std::thread::scope(|s| -> anyhow::Result<()> {
             let scan = s.spawn(|| {
@@ -122,11 +125,22 @@ fn repeated_crashes_during_a_scan_never_attach_twice() -> anyhow::Result<()> {
         sc.restart()?;
         let programs = sc.xdp_programs()?;
         assert_eq!(programs.len(), 1, "round {round}: {programs:?}");
+        let status = call(sc.daemon.socket(), &Request::Status {})?;
+        assert_eq!(status["blocks"], 1, "round {round}: {status}");
+        assert_eq!(
+            sc.answered(None, "22,80")?,
+            0,
+            "round {round}: still blocked"
+        );
     }
-    // The restarted daemon still detects (the state carried over).
-    assert!(sc.answered(None, "3000-3100")? > 0);
-    sc.wait("scan_detected", src)?;
+    let pins = scanner_tests::daemon::pin_dir(&sc.lab.server)?;
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty());
+    let links: Vec<String> = std::fs::read_dir(pins.join("v1"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("link-"))
+        .collect();
+    assert!(links.is_empty(), "stale links left: {links:?}");
     Ok(())
 }
