@@ -48,6 +48,13 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// Benchmark baseline: the cheapest possible XDP program, measured beside
+/// `scanner` by `cargo xtask bench`. The daemon never loads it.
+#[xdp]
+pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: a helper call with no arguments.

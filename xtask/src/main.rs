@@ -42,6 +42,9 @@ enum Task {
     /// Two namespaces, the detector on one, a real nmap scan from the other:
     /// watch the scan get detected.
     Demo,
+    /// Measure the XDP program's per-packet cost beside XDP_PASS and
+    /// xdp-filter, at several map fills; writes BENCHMARKS.md (needs root).
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
         Task::Demo => demo::demo(),
+        Task::Bench => bench(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,6 +71,17 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let bin = shell::build_scanner(false)?;
     let err = std::process::Command::new(&bin).args(args).exec();
     Err(anyhow::Error::from(err).context(format!("executing {}", bin.display())))
+}
+
+fn bench() -> anyhow::Result<()> {
+    setup::setup()?;
+    if !scanner_tests::privilege::is_root() {
+        anyhow::bail!("benchmarks load XDP programs: run `cargo xtask bench` as root");
+    }
+    let mut cmd = shell::cargo();
+    cmd.args(["bench", "--package", "scanner-tests", "--bench", "xdp_cost"])
+        .env("BENCH_OUT", shell::workspace_root());
+    shell::status(&mut cmd)
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "curl",
     "util-linux",
+    "xdp-tools",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
