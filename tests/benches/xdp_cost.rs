@@ -173,7 +173,8 @@ fn main() -> anyhow::Result<()> {
     let mut ebpf = load::load(&Config::default())?;
     let ours = program_id(&mut ebpf, load::PROGRAM)?;
     let pass = program_id(&mut ebpf, "xdp_pass_baseline")?;
-    let (_ns, filter) = xdp_filter()?;
+    let xdp_filter = xdp_filter()?;
+    let filter = xdp_filter.1;
 
     prepare(&mut ebpf)?;
     let cases = cases();
@@ -325,6 +326,9 @@ fn main() -> anyhow::Result<()> {
          time and poll duration at 10k and 1M sources, and time to detect and block beside \
          scanlogd: the rest of issue 6.\n"
     )?;
+    // xdp-filter keeps state pinned on whatever bpffs it finds: unload it.
+    let (ns, _) = xdp_filter;
+    let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
     std::fs::write(out_dir.join("BENCHMARKS.md"), md)?;
     std::fs::write(out_dir.join("benchmarks.svg"), svg(&cases, &curve))?;
     eprintln!("wrote {}", out_dir.join("BENCHMARKS.md").display());
