@@ -214,8 +214,11 @@ fn distributed(sources: &[String], v6: bool, prefix: &str) -> anyhow::Result<()>
             "{src} reported alone: {individual:?}"
         );
     }
+    // The last end carries the final figures (a slow round of nmap runs can
+    // make the scan pause, end, and resume).
     let ended = about(&events, prefix)
         .into_iter()
+        .rev()
         .find(|e| e["event"] == "scan_ended")
         .cloned()
         .unwrap_or_default();
