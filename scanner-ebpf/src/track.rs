@@ -9,7 +9,9 @@
 //!
 //! Counters a source's packets can bump from several CPUs at once (RSS spreads
 //! one source's flows over queues) use atomic adds; timestamps and resets are
-//! plain stores, where the last writer winning is harmless.
+//! plain stores, where the last writer winning is harmless. Another CPU may
+//! have stored a timestamp later than this packet's `now`: elapsed times
+//! saturate at zero, so that never reads as a long idle gap.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -134,7 +136,7 @@ fn entry(
     };
     if let Some(s) = map.get_ptr_mut(key) {
         // SAFETY: a live map value.
-        if pkt.now.wrapping_sub(unsafe { (*s).last_seen_ns }) <= idle_ns {
+        if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns {
             return Some(s);
         }
     }
@@ -172,7 +174,7 @@ unsafe fn account(
     };
     // SAFETY: the caller holds a live map value.
     unsafe {
-        if pkt.now.wrapping_sub((*s).window_start_ns) > window_ns {
+        if pkt.now.saturating_sub((*s).window_start_ns) > window_ns {
             (*s).window_start_ns = pkt.now;
             (*s).window_ports = 0;
         }

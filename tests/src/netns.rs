@@ -46,6 +46,16 @@ impl Netns {
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
+        // Interfaces made here later skip IPv6 duplicate address detection:
+        // their link-local addresses (which neighbour discovery needs) are
+        // usable at once, not seconds later.
+        ns.enter(|| {
+            for conf in ["all", "default"] {
+                let path = format!("/proc/sys/net/ipv6/conf/{conf}/accept_dad");
+                std::fs::write(&path, "0").with_context(|| format!("writing {path}"))?;
+            }
+            anyhow::Ok(())
+        })??;
         Ok(ns)
     }
 

@@ -181,6 +181,13 @@ fn distributed(sources: &[String], v6: bool, prefix: &str) -> anyhow::Result<()>
     let mut sc = Scenario::start(OPEN_TCP, OPEN_UDP, &[])?;
     let len = if v6 { 64 } else { 24 };
     let target = if v6 { Lab::SERVER_V6 } else { Lab::SERVER_V4 };
+    // Resolve the server's link-layer address first (ARP, or IPv6 neighbour
+    // discovery, which on a link up for a moment can take nmap's first tries).
+    let mut warm = vec!["-n", "-sn", target];
+    if v6 {
+        warm.push("-6");
+    }
+    traffic::tool(&sc.lab.attacker, 30, "nmap", &warm, &[])?;
     for (i, src) in sources.iter().enumerate() {
         sc.lab.add_attacker_address(&format!("{src}/{len}"))?;
         let ports = format!("{},{}", 1000 + 2 * i, 1001 + 2 * i);
