@@ -194,13 +194,9 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
         .map_err(|e: ProgramError| classify(e, "reading the program"))
 }
 
-/// Attaches the loaded program to `iface`. `auto` tries native XDP first and
-/// falls back to generic (skb) XDP, saying so.
-pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: XdpModeArg) -> Result<AttachedMode, LoadError> {
-    attach_link(ebpf, iface, mode).map(|(mode, _)| mode)
-}
-
-/// [`attach`], also returning the link's id.
+/// Attaches the loaded program to `iface`; returns the mode and the link's
+/// id. `auto` tries native XDP first and falls back to generic (skb) XDP,
+/// saying so.
 pub fn attach_link(
     ebpf: &mut Ebpf,
     iface: &str,
