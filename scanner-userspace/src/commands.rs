@@ -80,35 +80,42 @@ pub fn block(args: &BlockArgs) -> anyhow::Result<()> {
 }
 
 pub fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
-    let r = ask(
-        &args.client,
-        &Request::Unblock {
-            target: args.target.to_string(),
-        },
-    )?;
-    println!("unblocked {}", text(&r["unblocked"]));
-    Ok(())
+    on_target(
+        args,
+        |target| Request::Unblock { target },
+        "unblocked",
+        |n| format!("unblocked {n}"),
+    )
 }
 
 pub fn allow(args: &TargetArgs) -> anyhow::Result<()> {
-    let r = ask(
-        &args.client,
-        &Request::Allow {
-            target: args.target.to_string(),
-        },
-    )?;
-    println!("allowlisted {}", text(&r["allowed"]));
-    Ok(())
+    on_target(
+        args,
+        |target| Request::Allow { target },
+        "allowed",
+        |n| format!("allowlisted {n}"),
+    )
 }
 
 pub fn disallow(args: &TargetArgs) -> anyhow::Result<()> {
-    let r = ask(
-        &args.client,
-        &Request::Disallow {
-            target: args.target.to_string(),
-        },
-    )?;
-    println!("removed {} from the allowlist", text(&r["disallowed"]));
+    on_target(
+        args,
+        |target| Request::Disallow { target },
+        "disallowed",
+        |n| format!("removed {n} from the allowlist"),
+    )
+}
+
+/// Sends a request about one address or CIDR; prints `say` of the network
+/// the daemon names under `key` in its answer.
+fn on_target(
+    args: &TargetArgs,
+    request: fn(String) -> Request,
+    key: &str,
+    say: fn(&str) -> String,
+) -> anyhow::Result<()> {
+    let r = ask(&args.client, &request(args.target.to_string()))?;
+    println!("{}", say(&text(&r[key])));
     Ok(())
 }
 
