@@ -127,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         attached.push(Attached {
             name: name.clone(),
             mode,
-            index: iface::index_of(name).ok(),
+            index: iface::lookup(name),
         });
         emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None)?;
     }
@@ -240,7 +240,7 @@ fn watch_interfaces(
     out: &mut Output,
 ) -> anyhow::Result<()> {
     for a in attached.iter_mut() {
-        let now = iface::index_of(&a.name).ok();
+        let now = iface::lookup(&a.name);
         if a.index.is_some() && a.index != now {
             tracing::warn!(iface = %a.name, "interface removed: not watched until it comes back");
             pins.release(&a.name);

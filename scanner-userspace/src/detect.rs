@@ -120,10 +120,6 @@ impl Detector {
         }
     }
 
-    pub fn set_quiet_ns(&mut self, quiet_ns: u64) {
-        self.quiet_ns = quiet_ns;
-    }
-
     /// Scans detected and not yet ended.
     pub fn active(&self) -> usize {
         self.scans.values().filter(|s| !s.ended).count()

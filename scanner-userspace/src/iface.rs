@@ -12,18 +12,19 @@ pub enum IfaceError {
 
 /// The interface's index, or an error listing the interfaces that exist.
 pub fn index_of(name: &str) -> Result<u32, IfaceError> {
-    let index = CString::new(name)
+    lookup(name).ok_or_else(|| IfaceError::Unknown {
+        name: name.to_owned(),
+        available: available().join(", "),
+    })
+}
+
+/// The interface's index, if it exists (cheap: for periodic checks).
+pub fn lookup(name: &str) -> Option<u32> {
+    CString::new(name)
         .ok()
         // SAFETY: a valid NUL-terminated string.
         .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
-        .unwrap_or(0);
-    if index == 0 {
-        return Err(IfaceError::Unknown {
-            name: name.to_owned(),
-            available: available().join(", "),
-        });
-    }
-    Ok(index)
+        .filter(|&index| index != 0)
 }
 
 /// Names of the interfaces in this network namespace.

@@ -40,6 +40,8 @@ pub enum LoadError {
     },
     #[error("map {0} is missing from the embedded XDP object (stale build?)")]
     MissingMap(&'static str),
+    #[error("program {0} is missing from the embedded XDP object (stale build?)")]
+    MissingProgram(&'static str),
     #[error(transparent)]
     Pin(#[from] crate::pin::PinError),
     #[error("cannot attach XDP to {iface} in {mode} mode: {detail}")]
@@ -155,12 +157,7 @@ pub fn load_pinned(
             return Err(LoadError::MissingMap(name));
         }
     }
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(LoadError::MissingMap(PROGRAM))?
-        .try_into()
-        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
-    program.load().map_err(|e| match e {
+    program(&mut ebpf)?.load().map_err(|e| match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -189,7 +186,7 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
 /// The loaded XDP program.
 pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
     ebpf.program_mut(PROGRAM)
-        .ok_or(LoadError::MissingMap(PROGRAM))?
+        .ok_or(LoadError::MissingProgram(PROGRAM))?
         .try_into()
         .map_err(|e: ProgramError| classify(e, "reading the program"))
 }

@@ -89,13 +89,7 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
 
 /// The source key of a host network (/32, /128).
 pub fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
-    if net.prefix_len() != net.max_prefix_len() {
-        return None;
-    }
-    Some(match net.addr() {
-        std::net::IpAddr::V4(a) => SourceKey::from_v4(a.octets()),
-        std::net::IpAddr::V6(a) => SourceKey::from_v6(a.octets()),
-    })
+    (net.prefix_len() == net.max_prefix_len()).then(|| policy::key_of(*net).data())
 }
 
 /// Reports blocks the kernel made and blocks that expired (now removed);

@@ -92,10 +92,6 @@ impl Policy {
         }
     }
 
-    pub fn is_allowlisted(&self, addr: IpAddr) -> bool {
-        self.allow.iter().any(|n| n.contains(&addr))
-    }
-
     pub fn allowlist(&self) -> &[IpNet] {
         &self.allow
     }
