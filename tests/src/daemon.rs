@@ -42,7 +42,12 @@ pub fn pin_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
         .get_or_init(|| mount_bpffs().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)?;
-    Ok(PathBuf::from(BPFFS_DIR).join(ns.name()))
+    Ok(pin_path(ns.name()))
+}
+
+/// Where the daemon watching namespace `name` pins its state.
+pub fn pin_path(name: &str) -> PathBuf {
+    PathBuf::from(BPFFS_DIR).join(name)
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {

@@ -100,7 +100,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Pinned state of a daemon that watched this namespace.
-        let pins = std::path::Path::new(crate::daemon::BPFFS_DIR).join(&self.name);
+        let pins = crate::daemon::pin_path(&self.name);
         if pins.exists() {
             let _ = std::fs::remove_dir_all(&pins);
         }
