@@ -11,8 +11,11 @@ pub const PREFIXES_MAP: &str = "PREFIXES";
 pub const PORTS_MAP: &str = "PORTS";
 /// The host's open and ignored ports as bitmaps (see [`port_bit`]).
 pub const PORT_BITS_MAP: &str = "PORT_BITS";
-/// Global per-CPU counters, indexed by the `COUNTER_*` constants.
+/// Per-CPU counters per interface slot, indexed by [`counter_index`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Probes and distinct probing sources per destination port, for the
+/// open-ports audit: an array indexed by [`port_hits_index`].
+pub const PORT_HITS_MAP: &str = "PORT_HITS";
 /// One [`Config`] entry written by the daemon before it attaches.
 pub const CONFIG_MAP: &str = "CONFIG";
 /// Ring buffer of [`Decision`]s: the kernel tells the daemon at once.
@@ -26,15 +29,16 @@ pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
-pub const PINNED_MAPS: [&str; 6] = [
+pub const PINNED_MAPS: [&str; 7] = [
     ALLOWLIST_MAP,
     BLOCKLIST_MAP,
     SOURCES_MAP,
     PREFIXES_MAP,
     PORTS_MAP,
     COUNTERS_MAP,
+    PORT_HITS_MAP,
 ];
 
 /// Default number of tracked sources (LRU: the least recently seen is evicted).
@@ -65,6 +69,41 @@ pub const COUNTER_BLOCKS_REFUSED: u32 = 5;
 /// Packets from allowlisted sources (passed, never counted).
 pub const COUNTER_ALLOWED: u32 = 6;
 pub const COUNTER_COUNT: u32 = 7;
+/// Interfaces are counted apart in this many slots (by ifindex modulo the
+/// slot count): one array index per packet, no hash lookup.
+pub const IFACE_SLOTS: u32 = 64;
+/// Size of COUNTERS.
+pub const COUNTERS_ENTRIES: u32 = IFACE_SLOTS * COUNTER_COUNT;
+
+/// The COUNTERS index of `counter` for packets that came in on `ifindex`.
+#[inline(always)]
+pub const fn counter_index(ifindex: u32, counter: u32) -> u32 {
+    (ifindex % IFACE_SLOTS) * COUNTER_COUNT + counter
+}
+
+/// Size of PORT_HITS: every TCP port, then every UDP port.
+pub const PORT_HITS_ENTRIES: u32 = 2 * 65_536;
+
+/// The PORT_HITS index of a destination port.
+#[inline(always)]
+pub const fn port_hits_index(proto: u8, port: u16) -> u32 {
+    if proto == crate::IPPROTO_UDP {
+        65_536 + port as u32
+    } else {
+        port as u32
+    }
+}
+
+/// Probes to one destination port, from all sources.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortHits {
+    /// Probes (packets that count as probes) to the port.
+    pub probes: u64,
+    /// Sources whose first probe of the port in their tracked life this was:
+    /// distinct scanners, as long as the kernel remembers them.
+    pub sources: u64,
+}
 
 /// [`PolicyEntry::action`].
 pub const ACTION_ALLOW: u32 = 1;
@@ -429,10 +468,12 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Decision {}
     unsafe impl aya::Pod for super::PolicyEntry {}
+    unsafe impl aya::Pod for super::PortHits {}
 }
 
 // Layouts are shared with the kernel byte for byte: no implicit padding.
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 16);
+const _: () = assert!(core::mem::size_of::<PortHits>() == 16);
 const _: () = assert!(
     core::mem::size_of::<SourceStats>()
         == 5 * 8 + 4 * CLASS_COUNT + 12 * 4 + 2 * (SAMPLE_PORTS + SAMPLE_OPEN_PORTS)

@@ -1,10 +1,13 @@
-//! Global per-CPU counters: no atomics needed, the daemon sums the CPUs.
+//! Per-CPU counters per interface slot: no atomics needed, the daemon sums
+//! the CPUs.
+
+use scanner_common::counter_index;
 
 use crate::maps::COUNTERS;
 
 #[inline(always)]
-pub fn bump(index: u32) {
-    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+pub fn bump(ifindex: u32, counter: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter_index(ifindex, counter)) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { *c += 1 };
     }

@@ -24,7 +24,8 @@ pub fn scanner(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn try_scanner(ctx: &XdpContext) -> u32 {
-    counters::bump(COUNTER_SEEN);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    counters::bump(ifindex, COUNTER_SEEN);
     // Match the parse result in place: binding the whole enum first makes
     // the compiler copy the unset bytes of the smaller variants, which the
     // verifier rejects.
@@ -33,17 +34,17 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
             let now = now();
             match verdict::rule(&h.source, now) {
                 Rule::None => {
-                    track::track(ctx, &h, now);
-                    verdict::pass()
+                    track::track(&h, now, ifindex);
+                    verdict::pass(ifindex)
                 }
-                rule => apply(rule),
+                rule => apply(rule, ifindex),
             }
         }
-        Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source, now())),
-        Ok(Parsed::NotIp) => verdict::pass(),
+        Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source, now()), ifindex),
+        Ok(Parsed::NotIp) => verdict::pass(ifindex),
         Err(_) => {
-            counters::bump(COUNTER_PARSE_FAILURES);
-            verdict::pass()
+            counters::bump(ifindex, COUNTER_PARSE_FAILURES);
+            verdict::pass(ifindex)
         }
     }
 }
@@ -63,15 +64,15 @@ fn now() -> u64 {
 
 /// The verdict of an allow or block rule (or of no rule).
 #[inline(always)]
-fn apply(rule: Rule) -> u32 {
+fn apply(rule: Rule, ifindex: u32) -> u32 {
     match rule {
         // Allowlisted: never blocked, never counted.
         Rule::Allow => {
-            counters::bump(COUNTER_ALLOWED);
-            verdict::pass()
+            counters::bump(ifindex, COUNTER_ALLOWED);
+            verdict::pass(ifindex)
         }
-        Rule::Block => verdict::drop(),
-        Rule::None => verdict::pass(),
+        Rule::Block => verdict::drop(ifindex),
+        Rule::None => verdict::pass(ifindex),
     }
 }
 

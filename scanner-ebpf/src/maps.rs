@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use scanner_common::{
-    ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTER_COUNT, Config, EVENTS_BYTES, PORT_BITS_WORDS,
-    PORTS_CAPACITY, PREFIXES_CAPACITY, PolicyEntry, PortKey, PortSeen, SOURCES_CAPACITY, SourceKey,
-    SourceStats,
+    ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, Config, EVENTS_BYTES, PORT_BITS_WORDS,
+    PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PolicyEntry, PortHits, PortKey, PortSeen,
+    SOURCES_CAPACITY, SourceKey, SourceStats,
 };
 
 #[map]
@@ -36,8 +36,14 @@ pub static PORTS: LruHashMap<PortKey, PortSeen> = LruHashMap::with_max_entries(P
 #[map]
 pub static PORT_BITS: Array<u64> = Array::with_max_entries(PORT_BITS_WORDS, 0);
 
+/// Packet counters per CPU and interface slot (`counter_index`).
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_ENTRIES, 0);
+
+/// Probes per destination port, all sources together (2 MiB, shared by
+/// the CPUs: atomic adds, not per-CPU copies that grow with the core count).
+#[map]
+pub static PORT_HITS: Array<PortHits> = Array::with_max_entries(PORT_HITS_ENTRIES, 0);
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);

@@ -18,19 +18,18 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     maps::LruHashMap,
-    programs::XdpContext,
 };
 use scanner_common::{
     BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
     COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
     PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
     SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
-    is_probe, is_stack_syn, is_stealth, port_bit,
+    is_probe, is_stack_syn, is_stealth, port_bit, port_hits_index,
 };
 
 use crate::{
     counters,
-    maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORTS, PREFIXES, SOURCES},
+    maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORT_HITS, PORTS, PREFIXES, SOURCES},
     verdict,
 };
 
@@ -67,7 +66,7 @@ fn port_flag(region: u32, port: u16) -> bool {
 }
 
 #[inline(always)]
-pub fn track(ctx: &XdpContext, h: &Headers, now: u64) {
+pub fn track(h: &Headers, now: u64, ifindex: u32) {
     let Some(cfg) = config() else {
         return;
     };
@@ -82,7 +81,7 @@ pub fn track(ctx: &XdpContext, h: &Headers, now: u64) {
     let probe = is_probe(&h.transport, cfg) && !port_flag(ignored_bits, port);
     let pkt = Packet {
         now,
-        ifindex: ctx.ingress_ifindex() as u32,
+        ifindex,
         class,
         probe,
         open: probe && port_flag(open_bits, port),
@@ -99,6 +98,9 @@ pub fn track(ctx: &XdpContext, h: &Headers, now: u64) {
         let was_decided = (*s).decided_ns != 0;
         (was_decided, account(s, &h.source, SCOPE_SOURCE, &pkt, cfg))
     };
+    if pkt.probe {
+        count_port(&pkt, trial);
+    }
     // Each undecided source feeds its prefix its first few trials only: a
     // decided source is reported on its own, and one loud scanner must not
     // make its neighbours look like a distributed scan.
@@ -261,7 +263,7 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         // Block at once, before the scanner learns more ports. Prefixes are
         // reported, never blocked: that would hit innocent neighbours.
         if scope == SCOPE_SOURCE && cfg.block_on_decide != 0 {
-            verdict::block(key, pkt.now, cfg.block_ttl_ns);
+            verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex);
         }
         let decision = Decision {
             key: *key,
@@ -272,7 +274,22 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
             _pad: [0; 7],
         };
         if EVENTS.output::<Decision>(&decision, 0).is_err() {
-            counters::bump(COUNTER_EVENTS_DROPPED);
+            counters::bump(pkt.ifindex, COUNTER_EVENTS_DROPPED);
+        }
+    }
+}
+
+/// Counts a probe to its destination port, and a new probing source when
+/// it is the source's first probe of the port.
+#[inline(always)]
+fn count_port(pkt: &Packet, new_source: bool) {
+    if let Some(hits) = PORT_HITS.get_ptr_mut(port_hits_index(pkt.proto, pkt.port)) {
+        // SAFETY: hits points at the port's slot in PORT_HITS.
+        unsafe {
+            add(&raw mut (*hits).probes, 1);
+            if new_source {
+                add(&raw mut (*hits).sources, 1);
+            }
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn rule(source: &SourceKey, now: u64) -> Rule {
 /// Blocks `source` from now on, for `ttl_ns` (0: until removed). A full map
 /// refuses the block and counts it: nothing is evicted to make room.
 #[inline(always)]
-pub fn block(source: &SourceKey, now: u64, ttl_ns: u64) {
+pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
     let key = Key::new(128, *source);
     let entry = PolicyEntry {
         action: ACTION_BLOCK,
@@ -44,18 +44,18 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64) {
         expires_ns: if ttl_ns == 0 { 0 } else { now + ttl_ns },
     };
     if BLOCKLIST.insert(&key, &entry, 0).is_err() {
-        counters::bump(COUNTER_BLOCKS_REFUSED);
+        counters::bump(ifindex, COUNTER_BLOCKS_REFUSED);
     }
 }
 
 #[inline(always)]
-pub fn pass() -> u32 {
-    counters::bump(COUNTER_PASSED);
+pub fn pass(ifindex: u32) -> u32 {
+    counters::bump(ifindex, COUNTER_PASSED);
     xdp_action::XDP_PASS
 }
 
 #[inline(always)]
-pub fn drop() -> u32 {
-    counters::bump(COUNTER_DROPPED);
+pub fn drop(ifindex: u32) -> u32 {
+    counters::bump(ifindex, COUNTER_DROPPED);
     xdp_action::XDP_DROP
 }

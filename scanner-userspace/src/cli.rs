@@ -17,7 +17,7 @@ pub struct Cli {
 pub enum Command {
     /// Load the XDP program, attach it to interfaces, and report scans until
     /// SIGINT or SIGTERM (which detach it cleanly).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show or check the configuration file.
     Config(ConfigArgs),
     /// The running daemon: interfaces, packets, sources, detections, blocks.
@@ -33,6 +33,58 @@ pub enum Command {
     Allow(TargetArgs),
     /// Remove an address or CIDR from the allowlist.
     Disallow(TargetArgs),
+    /// The ports this host exposes (listening TCP and UDP sockets) with
+    /// their service and risk, and, from the running daemon, how often
+    /// scanners probe them.
+    Ports(PortsArgs),
+    /// A live dashboard of the running daemon: top sources, probed ports,
+    /// packet rates, events and blocks.
+    Top(TopArgs),
+    /// Print shell completions, e.g. `scanner completions bash >
+    /// /usr/share/bash-completion/completions/scanner`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command to a folder.
+    Manpage(ManpageArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// List the most probed destination ports (open or closed) instead of
+    /// the listening sockets; needs the daemon.
+    #[arg(long)]
+    pub probed: bool,
+    /// How many ports `--probed` lists.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Refresh interval, e.g. 1s, 500ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManpageArgs {
+    /// Write scanner.1 and scanner-<command>.1 into this folder instead of
+    /// printing scanner.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -103,6 +155,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = EventFormat::Text)]
     pub events: EventFormat,
 
+    /// Where logs and events go besides stdout: the systemd journal (native
+    /// protocol, with SCANNER_* fields), stderr, or auto (the journal when
+    /// its socket exists).
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    pub log: LogTarget,
+
     /// How often the maps are read, e.g. 1s, 250ms [config: report.poll_interval].
     #[arg(long, value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
@@ -120,6 +178,11 @@ pub struct RunArgs {
     /// [config: report.quiet_after].
     #[arg(long, value_parser = parse_duration)]
     pub quiet_after: Option<Duration>,
+
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464
+    /// [config: report.metrics_listen].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// Block detected sources in the kernel (XDP_DROP) the moment they are
     /// decided. Off by default: report only [config: response.block].
@@ -183,6 +246,13 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Skb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    Auto,
+    Journal,
+    Stderr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,12 +1,15 @@
 //! The CLI side of the control socket: `scanner status`, `list`, `block`,
-//! `unblock`, `allow`, `disallow`.
+//! `unblock`, `allow`, `disallow`, `ports`; and the generated completions
+//! and man pages.
 
 use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::{
-    cli::{BlockArgs, ClientArgs, ListArgs, TargetArgs},
+    audit::{self, PortHit, proto_name},
+    cli::{BlockArgs, ClientArgs, CompletionsArgs, ListArgs, ManpageArgs, PortsArgs, TargetArgs},
     control::{Request, call},
+    ports, services,
 };
 
 fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
@@ -125,5 +128,135 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// Probes per port from the daemon, most probed first.
+pub fn port_hits(client: &ClientArgs, limit: Option<u32>) -> anyhow::Result<Vec<PortHit>> {
+    let v = ask(client, &Request::PortHits { limit })?;
+    serde_json::from_value(v).context("reading the daemon's port counts")
+}
+
+/// `scanner ports`: the audit of listening sockets, or (`--probed`) the
+/// most probed ports.
+pub fn ports(args: &PortsArgs) -> anyhow::Result<()> {
+    if args.probed {
+        let hits = port_hits(&args.client, Some(args.limit))?;
+        return print_probed(&hits, args.json);
+    }
+    let hits = match port_hits(&args.client, None) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("scanner: no probe counts ({e:#})");
+            None
+        }
+    };
+    let rows = audit::rows(
+        &ports::listeners(),
+        &audit::socket_owners(),
+        hits.as_deref(),
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).context("printing JSON")?
+        );
+        return Ok(());
+    }
+    let counts = hits.is_some();
+    println!(
+        "{:<5} {:>5}  {:<22} {:<14} {:<20} {}",
+        "proto",
+        "port",
+        "address",
+        "service",
+        "process",
+        if counts {
+            "probes 1h/all  sources 1h/all  notes"
+        } else {
+            "notes"
+        }
+    );
+    for r in &rows {
+        let process = match (&r.process, r.pid) {
+            (Some(p), Some(pid)) => format!("{p}[{pid}]"),
+            _ => "-".into(),
+        };
+        let mut notes = Vec::new();
+        if r.all_addresses {
+            notes.push("! all addresses".to_owned());
+        } else if !r.exposed {
+            notes.push("loopback only".to_owned());
+        }
+        if let Some(risk) = r.risk.filter(|_| r.exposed) {
+            notes.push(risk.to_owned());
+        }
+        let counts = match (r.probes, r.probes_last_hour, r.sources, r.sources_last_hour) {
+            (Some(p), Some(p1), Some(s), Some(s1)) => {
+                format!("{:>14}  {:>14}  ", format!("{p1}/{p}"), format!("{s1}/{s}"))
+            }
+            _ => String::new(),
+        };
+        println!(
+            "{:<5} {:>5}  {:<22} {:<14} {:<20} {counts}{}",
+            r.proto,
+            r.port,
+            r.address,
+            r.service.unwrap_or("-"),
+            process,
+            notes.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn print_probed(hits: &[PortHit], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(hits).context("printing JSON")?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:>5}  {:<14} {:<6} {:>10} {:>10} {:>10} {:>10}",
+        "proto", "port", "service", "state", "probes", "last hour", "sources", "last hour"
+    );
+    for h in hits {
+        let service = services::lookup(h.proto, h.port).map_or("-", |s| s.name);
+        println!(
+            "{:<5} {:>5}  {:<14} {:<6} {:>10} {:>10} {:>10} {:>10}",
+            proto_name(h.proto),
+            h.port,
+            service,
+            if h.open { "open" } else { "closed" },
+            h.probes,
+            h.probes_last_hour,
+            h.sources,
+            h.sources_last_hour
+        );
+    }
+    Ok(())
+}
+
+/// `scanner completions SHELL`.
+pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(args.shell, &mut cmd, "scanner", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `scanner manpage [--dir DIR]`.
+pub fn manpage(args: &ManpageArgs) -> anyhow::Result<()> {
+    let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    match &args.dir {
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .context("writing the man page"),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages to {}", dir.display()))
+        }
     }
 }

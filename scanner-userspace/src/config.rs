@@ -78,6 +78,8 @@ poll_interval = "1s"
 quiet_after = "2m"
 # How often the host's listening ports are re-read.
 open_ports_refresh = "2s"
+# Serve Prometheus metrics on this address (GET /metrics); off when unset.
+# metrics_listen = "127.0.0.1:9464"
 "#;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -146,6 +148,7 @@ pub struct Report {
     pub quiet_after: Duration,
     #[serde(deserialize_with = "duration")]
     pub open_ports_refresh: Duration,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Detection {
@@ -182,6 +185,7 @@ impl Default for Report {
             poll_interval: Duration::from_secs(1),
             quiet_after: Duration::from_secs(120),
             open_ports_refresh: Duration::from_secs(2),
+            metrics_listen: None,
         }
     }
 }
@@ -234,10 +238,24 @@ impl FileConfig {
 
     /// Parses and validates TOML text; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            line: e.span().map_or(0, |s| line_of(text, s.start)),
-            message: e.message().trim().to_owned(),
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            // Name the key on that line: "block_ttl: expected ...".
+            let key = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && line > 0);
+            let message = e.message().trim();
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                message: match key {
+                    Some(k) => format!("{k}: {message}"),
+                    None => message.to_owned(),
+                },
+            }
         })?;
         config
             .validate()
@@ -378,6 +396,10 @@ mod tests {
     fn wrong_types_and_syntax_errors_have_lines() {
         let e = FileConfig::parse("[report]\n\npoll_interval = 5\n", "f").unwrap_err();
         assert!(e.to_string().starts_with("f:3:"), "{e}");
+        assert!(
+            e.to_string().contains("poll_interval"),
+            "names the key: {e}"
+        );
         let e = FileConfig::parse("[report\n", "f").unwrap_err();
         assert!(e.to_string().starts_with("f:1:"), "{e}");
         let e = FileConfig::parse("[report]\nquiet_after = \"0s\"\n", "f").unwrap_err();

@@ -44,6 +44,14 @@ pub enum Request {
     Disallow {
         target: String,
     },
+    /// Probes per destination port (`scanner ports`, `scanner top`), most
+    /// probed first; all of them, or the first `limit`.
+    PortHits {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// The latest events, oldest first (`scanner top`).
+    Events {},
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

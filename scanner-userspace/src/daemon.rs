@@ -1,11 +1,11 @@
 //! `scanner run`: load, attach, then poll -> detect -> report / block until
 //! a signal; and `scanner config`.
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
-use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, EVENTS_MAP, PORT_BITS_MAP};
+use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, EVENTS_MAP, PORT_BITS_MAP, SCOPE_SOURCE};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -14,13 +14,19 @@ use crate::{
     control::{self, Response},
     decisions::{self, Decisions},
     detect::{Detector, EntryId},
-    iface, load,
-    output::{Output, emit_interface, host_key, report, sweep_policy},
+    hits::PortHistory,
+    iface,
+    journal::{self, Journal},
+    load,
+    metrics::{self, Metrics},
+    notify,
+    output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy},
     pin::PinDir,
-    policy::{self, Policy},
+    policy::{self, Change, Policy},
     poll::{Maps, monotonic_ns, take_map},
     ports::{self, PortBits},
-    report::{Reporter, net_name},
+    reload,
+    report::{DaemonEvent, Reporter, net_name},
     requests::{State, handle},
     settings::{Settings, ephemeral_range},
 };
@@ -49,20 +55,40 @@ pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args);
+pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
+    let mut settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args);
     // Resolve every interface before touching the kernel: a typo attaches nothing.
     let mut names = HashMap::new();
     for name in &args.ifaces {
         names.insert(iface::index_of(name)?, name.clone());
     }
     load::check_privileges()?;
-    let config = settings.kernel(ephemeral_range()?)?;
+    let ephemeral = ephemeral_range()?;
+    let config = settings.kernel(ephemeral)?;
     let response = &settings.file.response;
     let pins = PinDir::prepare(&args.pin_dir)?;
     let capacity = load::Capacity {
         blocks: response.block_cap,
         sources: settings.file.detection.max_sources,
+    };
+    let journal = if to_journal {
+        let path = journal::socket_path();
+        Some(
+            Journal::connect(&path)
+                .with_context(|| format!("connecting to the journal at {}", path.display()))?,
+        )
+    } else {
+        None
+    };
+    // Claim the metrics port before loading anything: a taken port fails
+    // the start, attaching nothing.
+    let metrics_listener = match settings.file.report.metrics_listen {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
     };
     let mut ebpf = load::load_pinned(&config, &capacity, Some(&pins))?;
     // Claim the control socket before attaching: a second daemon stops
@@ -71,9 +97,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("opening the control socket")?;
     let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
-    let ignored = settings.file.detection.ignore_ports.clone();
     // Know the open ports before the first packet is judged.
-    refresh_open_ports(&mut port_bits, &ignored)?;
+    refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
     let mut decisions = Decisions::new(take_map::<RingBuf<_>>(&mut ebpf, EVENTS_MAP)?)
         .context("watching the EVENTS ring buffer")?;
 
@@ -99,14 +124,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             "blocking is on: detected sources are dropped in the kernel"
         );
     }
+    let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
-        reporter: Reporter::new(args.events, std::io::stdout()),
+        reporter: Reporter::new(args.events, std::io::stdout()).with_journal(journal),
         names,
         prefixes: settings.prefix_lengths(),
         policy,
         blocking: settings.blocks(),
         dry_run: response.dry_run,
         block_ttl_s: response.block_ttl.as_secs(),
+        metrics,
     };
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
@@ -134,15 +161,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut detector = Detector::new(settings.quiet_ns());
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::serve(listener, calls_tx));
+    let metrics_server = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        }
+        tokio::spawn(metrics::serve(l, Arc::new(registry)))
+    });
     let started = Instant::now();
-    let default_ttl = settings.file.response.block_ttl;
+    let mut history = PortHistory::default();
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut tick = tokio::time::interval(settings.poll_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut refresh = tokio::time::interval(settings.file.report.open_ports_refresh);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut tick = interval(settings.poll_interval());
+    let mut refresh = interval(settings.file.report.open_ports_refresh);
+    let ifaces: Vec<&str> = args.ifaces.iter().map(String::as_str).collect();
+    out.reporter
+        .emit(&DaemonEvent::now(
+            "daemon_started",
+            format!(
+                "watching {}; blocking {}",
+                ifaces.join(", "),
+                if out.blocking { "on" } else { "off" }
+            ),
+        ))
+        .context("writing an event to stdout")?;
+    notify::tell(&format!("READY=1\nSTATUS=watching {}", ifaces.join(", ")));
     loop {
         tokio::select! {
             batch = decisions.next_batch() => {
@@ -156,7 +200,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             _ = tick.tick() => {
-                let findings = detector.poll(monotonic_ns(), &maps.entries());
+                let began = Instant::now();
+                let entries = maps.entries();
+                let findings = detector.poll(monotonic_ns(), &entries);
+                out.metrics.poll_took(began.elapsed());
                 report(&mut out, &maps, &findings)?;
                 for net in sweep_policy(&mut out)? {
                     // A lifted block starts the source afresh: if it scans
@@ -165,19 +212,61 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                         maps.forget(&key);
                     }
                 }
+                let sources = entries.iter().filter(|(id, _)| id.scope == SCOPE_SOURCE).count();
+                update_metrics(&mut out, &maps, &attached, sources);
                 watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
             }
-            _ = refresh.tick() => refresh_open_ports(&mut port_bits, &ignored)?,
+            _ = refresh.tick() => {
+                refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
+                let now = Instant::now();
+                if history.due(now) {
+                    match maps.port_hits() {
+                        Ok(current) => history.record(now, &current),
+                        Err(e) => tracing::warn!("reading probes per port: {e}"),
+                    }
+                }
+            }
             Some((request, reply)) = calls.recv() => {
-                let state = State { attached: &attached, started, default_ttl, detector: &detector };
+                let state = State {
+                    attached: &attached,
+                    started,
+                    default_ttl: settings.file.response.block_ttl,
+                    detector: &detector,
+                    ports: &history,
+                };
                 let answer = handle(request, &mut out, &mut maps, &state)
                     .unwrap_or_else(|e| Response::error(format!("{e:#}")));
                 let _ = reply.send(answer);
+            }
+            _ = sighup.recv() => {
+                notify::tell(&format!("RELOADING=1\nMONOTONIC_USEC={}", notify::monotonic_usec()));
+                match reload_config(&args, &settings, ephemeral, &mut ebpf, &mut out) {
+                    Ok((new, summary)) => {
+                        detector.set_quiet_ns(new.quiet_ns());
+                        if new.poll_interval() != settings.poll_interval() {
+                            tick = interval(new.poll_interval());
+                        }
+                        if new.file.report.open_ports_refresh != settings.file.report.open_ports_refresh {
+                            refresh = interval(new.file.report.open_ports_refresh);
+                        }
+                        settings = new;
+                        tracing::info!("configuration reloaded: {summary}");
+                        out.reporter.emit(&DaemonEvent::now("config_reloaded", summary))
+                            .context("writing an event to stdout")?;
+                    }
+                    Err(e) => {
+                        tracing::error!("configuration rejected, the previous one stays: {e:#}");
+                        out.reporter.emit(&DaemonEvent::now("config_rejected", format!("{e:#}")))
+                            .context("writing an event to stdout")?;
+                    }
+                }
+                notify::tell("READY=1");
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    notify::tell("STOPPING=1");
 
     // Nothing lost on the way out: a final poll, then close every open scan.
     let mut findings = detector.poll(monotonic_ns(), &maps.entries());
@@ -217,9 +306,81 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         )?;
     }
     server.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&args.socket);
+    out.reporter
+        .emit(&DaemonEvent::now("daemon_stopped", "detached, exiting"))
+        .context("writing an event to stdout")?;
     tracing::info!("detached, exiting");
     Ok(())
+}
+
+fn interval(period: std::time::Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+/// Reads the configuration file again and applies it: the kernel's
+/// thresholds, blocking and block TTL, the file's allowlist. State (tracked
+/// sources, blocks, detections) is kept. On any error nothing changes.
+fn reload_config(
+    args: &RunArgs,
+    current: &Settings,
+    ephemeral: (u16, u16),
+    ebpf: &mut aya::Ebpf,
+    out: &mut Output,
+) -> anyhow::Result<(Settings, String)> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let new = Settings::new(file, args);
+    let config = new.kernel(ephemeral)?;
+    let plan = reload::plan(current, &new);
+    // Check every new allowlist entry fits before changing anything.
+    if out.policy.allowlist().len() + plan.allow.len() > scanner_common::ALLOW_CAPACITY as usize {
+        anyhow::bail!(
+            "the allowlist would exceed {} entries",
+            scanner_common::ALLOW_CAPACITY
+        );
+    }
+    load::write_config(ebpf, &config).context("writing the CONFIG map")?;
+    for net in &plan.disallow {
+        // Gone already (`scanner disallow`) is fine.
+        let _ = out.policy.disallow(*net);
+    }
+    for net in &plan.allow {
+        for change in out.policy.allow(*net, monotonic_ns())? {
+            if let Change::Unblocked { net: lifted, .. } = change {
+                emit(
+                    out,
+                    policy_event("unblocked", &lifted, "manual", None, false),
+                )?;
+            }
+        }
+    }
+    out.blocking = new.blocks();
+    out.dry_run = new.file.response.dry_run;
+    out.block_ttl_s = new.file.response.block_ttl.as_secs();
+    let summary = reload::summary(&new, &plan);
+    Ok((new, summary))
+}
+
+/// Kernel counters per interface, tracked sources and blocks, for /metrics.
+fn update_metrics(out: &mut Output, maps: &Maps, attached: &[Attached], sources: usize) {
+    match maps.counter_table() {
+        Ok(table) => {
+            for a in attached {
+                if let Some(index) = a.index {
+                    out.metrics.packets(&a.name, table.iface(index));
+                }
+            }
+            out.metrics.totals(table.total());
+        }
+        Err(e) => tracing::warn!("reading counters: {e}"),
+    }
+    out.metrics.sources(sources);
+    out.metrics.blocks_active(out.policy.active_blocks());
 }
 
 /// An interface the daemon watches.

@@ -113,6 +113,11 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// Changes the quiet time that ends a scan (a configuration reload).
+    pub fn set_quiet_ns(&mut self, quiet_ns: u64) {
+        self.quiet_ns = quiet_ns;
+    }
+
     pub fn new(quiet_ns: u64) -> Self {
         Self {
             quiet_ns,

@@ -2,31 +2,33 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use scanner_userspace::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, LogTarget},
     commands,
     config::ConfigError,
-    daemon,
+    daemon, journal,
 };
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs and human text go to stderr; stdout carries only the event stream.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SCANNER_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let target = match &cli.command {
+        Command::Run(args) => args.log,
+        _ => LogTarget::Stderr,
+    };
+    let to_journal = match init_logs(target) {
+        Ok(j) => j,
+        Err(err) => {
+            eprintln!("scanner: error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
 
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(args))),
+            .and_then(|rt| rt.block_on(daemon::run(*args, to_journal))),
         Command::Config(args) => daemon::config_command(&args),
         Command::Status(a) => commands::status(&a),
         Command::List(a) => commands::list(&a),
@@ -34,10 +36,17 @@ fn main() -> ExitCode {
         Command::Unblock(a) => commands::unblock(&a),
         Command::Allow(a) => commands::allow(&a),
         Command::Disallow(a) => commands::disallow(&a),
+        Command::Ports(a) => commands::ports(&a),
+        Command::Top(a) => scanner_userspace::top::run(&a),
+        Command::Completions(a) => commands::completions(&a),
+        Command::Manpage(a) => commands::manpage(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if to_journal {
+                tracing::error!("{err:#}");
+            }
             eprintln!("scanner: error: {err:#}");
             // Bad configuration is a usage error, like bad arguments.
             if err.downcast_ref::<ConfigError>().is_some() {
@@ -47,4 +56,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Logs go to stderr, or to the journal (`--log`); stdout carries only the
+/// event stream. Returns whether the journal is used.
+fn init_logs(target: LogTarget) -> anyhow::Result<bool> {
+    let filter =
+        || EnvFilter::try_from_env("SCANNER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_journal = journal::wanted(target, &journal::socket_path())?;
+    let journald = if to_journal {
+        let layer = tracing_journald::layer()
+            .map_err(|e| anyhow::anyhow!("connecting to the journal: {e}"))?
+            .with_syslog_identifier(journal::IDENTIFIER.to_owned());
+        Some(layer.with_filter(filter()))
+    } else {
+        None
+    };
+    let stderr = (!to_journal).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .with_filter(filter())
+    });
+    let subscriber = tracing_subscriber::registry().with(journald).with(stderr);
+    tracing::subscriber::set_global_default(subscriber)?;
+    Ok(to_journal)
 }

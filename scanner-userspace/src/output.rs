@@ -8,6 +8,7 @@ use scanner_common::{REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, Sourc
 
 use crate::{
     detect::{EntryId, Finding, kind_of},
+    metrics::Metrics,
     policy::{self, Change, Policy},
     poll::{Maps, monotonic_ns},
     report::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, net_name, timestamp},
@@ -27,6 +28,7 @@ pub struct Output {
     /// `--dry-run`: say what would be blocked.
     pub dry_run: bool,
     pub block_ttl_s: u64,
+    pub metrics: Metrics,
 }
 
 pub fn emit_interface(
@@ -55,7 +57,8 @@ pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Re
         };
         let e = scan_event(out, event, *id, stats, maps);
         if event == "scan_detected" {
-            tracing::warn!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
+            out.metrics.detection(e.kind);
+            tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
         out.reporter
             .emit(&Event::Scan(e))
@@ -144,7 +147,8 @@ pub fn policy_event(
 
 pub fn emit(out: &mut Output, event: PolicyEvent) -> anyhow::Result<()> {
     if event.event == "blocked" && !event.dry_run {
-        tracing::warn!(source = %event.source, reason = event.reason, "blocked");
+        out.metrics.block(event.reason);
+        tracing::debug!(source = %event.source, reason = event.reason, "blocked");
     }
     out.reporter
         .emit(&Event::Policy(event))
@@ -198,5 +202,12 @@ fn scan_event(
         decided_after: stats.decided_ports,
         sources: if prefix { stats.sources } else { 1 },
         latency_us,
+        // Prefixes found by the distributed rule are reported, never blocked.
+        action: match (prefix, out.dry_run, out.blocking) {
+            (true, _, _) => "report",
+            (false, true, _) => "dry_run",
+            (false, false, true) => "block",
+            (false, false, false) => "report",
+        },
     }
 }

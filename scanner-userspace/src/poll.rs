@@ -1,18 +1,21 @@
 //! Reading the kernel's maps: sources, prefixes, fan-out pairs and counters.
 
+use std::os::fd::{AsFd as _, OwnedFd};
+
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap, MapData, MapError},
 };
 use scanner_common::{
-    COUNTER_ALLOWED, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED, COUNTER_EVENTS_DROPPED,
-    COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_MAP, IPPROTO_TCP, IPPROTO_UDP,
-    PORTS_MAP, PREFIXES_MAP, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
+    COUNTER_ALLOWED, COUNTER_BLOCKS_REFUSED, COUNTER_COUNT, COUNTER_DROPPED,
+    COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_MAP,
+    IFACE_SLOTS, IPPROTO_TCP, IPPROTO_UDP, PORT_HITS_ENTRIES, PORT_HITS_MAP, PORTS_MAP,
+    PREFIXES_MAP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
     SOURCES_MAP, SourceKey, SourceStats,
 };
 use thiserror::Error;
 
-use crate::detect::EntryId;
+use crate::{batch, detect::EntryId};
 
 #[derive(Debug, Error)]
 pub enum PollError {
@@ -24,6 +27,16 @@ pub enum PollError {
         #[source]
         source: MapError,
     },
+    #[error("reading map {name}: {source}")]
+    Batch {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn batch_err(name: &'static str) -> impl FnOnce(std::io::Error) -> PollError {
+    move |source| PollError::Batch { name, source }
 }
 
 pub fn map_err(name: &'static str) -> impl FnOnce(MapError) -> PollError {
@@ -39,7 +52,7 @@ where
     M::try_from(map).map_err(map_err(name))
 }
 
-/// Global counters, summed over CPUs.
+/// Packet counters, summed over CPUs (and interfaces, or of one interface).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub seen: u64,
@@ -51,22 +64,80 @@ pub struct Counters {
     pub allowed: u64,
 }
 
+impl Counters {
+    /// Sums the counter slots of `slots` (indexes into the COUNTERS layout).
+    fn of(values: &[u64], slots: impl Iterator<Item = u32> + Clone) -> Self {
+        let sum = |counter: u32| -> u64 {
+            slots
+                .clone()
+                .map(|slot| (slot * COUNTER_COUNT + counter) as usize)
+                .filter_map(|i| values.get(i))
+                .sum()
+        };
+        Self {
+            seen: sum(COUNTER_SEEN),
+            passed: sum(COUNTER_PASSED),
+            dropped: sum(COUNTER_DROPPED),
+            parse_failures: sum(COUNTER_PARSE_FAILURES),
+            events_dropped: sum(COUNTER_EVENTS_DROPPED),
+            blocks_refused: sum(COUNTER_BLOCKS_REFUSED),
+            allowed: sum(COUNTER_ALLOWED),
+        }
+    }
+}
+
+/// All counters, per interface slot, summed over CPUs.
+#[derive(Debug, Clone, Default)]
+pub struct CounterTable {
+    values: Vec<u64>,
+}
+
+impl CounterTable {
+    /// Everything, all interfaces together.
+    pub fn total(&self) -> Counters {
+        Counters::of(&self.values, 0..IFACE_SLOTS)
+    }
+
+    /// Packets that came in on `ifindex`.
+    pub fn iface(&self, ifindex: u32) -> Counters {
+        let slot = ifindex % IFACE_SLOTS;
+        Counters::of(&self.values, slot..slot + 1)
+    }
+}
+
+/// Descriptors for whole-map batch reads.
+struct Fds {
+    sources: OwnedFd,
+    prefixes: OwnedFd,
+    counters: OwnedFd,
+    port_hits: OwnedFd,
+}
+
 /// The maps the daemon reads, taken out of the loaded object.
 pub struct Maps {
     sources: HashMap<MapData, SourceKey, SourceStats>,
     prefixes: HashMap<MapData, SourceKey, SourceStats>,
     ports: HashMap<MapData, PortKey, PortSeen>,
-    counters: PerCpuArray<MapData, u64>,
+    fds: Fds,
+    cpus: usize,
 }
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, PollError> {
+        let fd = |name: &'static str| batch::map_fd(ebpf, name).map_err(batch_err(name));
+        let fds = Fds {
+            sources: fd(SOURCES_MAP)?,
+            prefixes: fd(PREFIXES_MAP)?,
+            counters: fd(COUNTERS_MAP)?,
+            port_hits: fd(PORT_HITS_MAP)?,
+        };
         // aya has no LruHashMap type in userspace: LRU maps read as HashMap.
         Ok(Self {
             sources: take_map(ebpf, SOURCES_MAP)?,
             prefixes: take_map(ebpf, PREFIXES_MAP)?,
             ports: take_map(ebpf, PORTS_MAP)?,
-            counters: take_map(ebpf, COUNTERS_MAP)?,
+            fds,
+            cpus: batch::possible_cpus().map_err(batch_err(COUNTERS_MAP))?,
         })
     }
 
@@ -78,15 +149,14 @@ impl Maps {
         }
     }
 
-    /// Every tracked source and prefix. Entries the kernel evicts while we
-    /// iterate are skipped.
+    /// Every tracked source and prefix, read in batches. Entries the kernel
+    /// evicts while we read are skipped.
     pub fn entries(&self) -> Vec<(EntryId, SourceStats)> {
         [SCOPE_SOURCE, SCOPE_PREFIX]
             .into_iter()
             .flat_map(|scope| {
-                self.table(scope)
-                    .iter()
-                    .filter_map(Result::ok)
+                self.scope_entries(scope)
+                    .into_iter()
                     .map(move |(key, stats)| (EntryId { scope, key }, stats))
             })
             .collect()
@@ -94,7 +164,36 @@ impl Maps {
 
     /// Every tracked source.
     pub fn sources(&self) -> Vec<(SourceKey, SourceStats)> {
-        self.sources.iter().filter_map(Result::ok).collect()
+        self.scope_entries(SCOPE_SOURCE)
+    }
+
+    fn scope_entries(&self, scope: u8) -> Vec<(SourceKey, SourceStats)> {
+        let fd = if scope == SCOPE_PREFIX {
+            &self.fds.prefixes
+        } else {
+            &self.fds.sources
+        };
+        match batch::read_all::<SourceKey, SourceStats>(fd.as_fd(), 1) {
+            Ok((keys, values)) => keys.into_iter().zip(values).collect(),
+            // A kernel without batch reads: one entry at a time.
+            Err(e) => {
+                tracing::debug!("batch read failed ({e}), iterating");
+                self.table(scope).iter().filter_map(Result::ok).collect()
+            }
+        }
+    }
+
+    /// Probes per destination port, indexed by `port_hits_index`.
+    pub fn port_hits(&self) -> Result<Vec<PortHits>, PollError> {
+        let (keys, values) = batch::read_all::<u32, PortHits>(self.fds.port_hits.as_fd(), 1)
+            .map_err(batch_err(PORT_HITS_MAP))?;
+        let mut hits = vec![PortHits::default(); PORT_HITS_ENTRIES as usize];
+        for (k, v) in keys.into_iter().zip(values) {
+            if let Some(slot) = hits.get_mut(k as usize) {
+                *slot = v;
+            }
+        }
+        Ok(hits)
     }
 
     /// One entry's stats, if tracked.
@@ -135,23 +234,25 @@ impl Maps {
         )
     }
 
+    /// All packet counters, all interfaces together.
     pub fn counters(&self) -> Result<Counters, PollError> {
-        let sum = |index: u32| -> Result<u64, PollError> {
-            let values = self
-                .counters
-                .get(&index, 0)
-                .map_err(map_err(COUNTERS_MAP))?;
-            Ok(values.iter().sum())
-        };
-        Ok(Counters {
-            seen: sum(COUNTER_SEEN)?,
-            passed: sum(COUNTER_PASSED)?,
-            dropped: sum(COUNTER_DROPPED)?,
-            parse_failures: sum(COUNTER_PARSE_FAILURES)?,
-            events_dropped: sum(COUNTER_EVENTS_DROPPED)?,
-            blocks_refused: sum(COUNTER_BLOCKS_REFUSED)?,
-            allowed: sum(COUNTER_ALLOWED)?,
-        })
+        Ok(self.counter_table()?.total())
+    }
+
+    /// Every counter of every interface slot, in one batch read.
+    pub fn counter_table(&self) -> Result<CounterTable, PollError> {
+        let (keys, values) = batch::read_all::<u32, u64>(self.fds.counters.as_fd(), self.cpus)
+            .map_err(batch_err(COUNTERS_MAP))?;
+        let mut table = vec![0u64; (IFACE_SLOTS * COUNTER_COUNT) as usize];
+        for (i, key) in keys.iter().enumerate() {
+            let per_cpu = values
+                .get(i * self.cpus..(i + 1) * self.cpus)
+                .unwrap_or(&[]);
+            if let Some(slot) = table.get_mut(*key as usize) {
+                *slot = per_cpu.iter().sum();
+            }
+        }
+        Ok(CounterTable { values: table })
     }
 
     /// Up to `n` of the entry's sampled ports, most probed first.
@@ -209,6 +310,20 @@ mod tests {
         assert_eq!(rank_ports(&counted, 10), [22, 8080, 80, 443]);
         assert_eq!(rank_ports(&counted, 2), [22, 8080]);
         assert!(rank_ports(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn counters_sum_by_interface_slot() {
+        let mut values = vec![0u64; (IFACE_SLOTS * COUNTER_COUNT) as usize];
+        values[scanner_common::counter_index(3, COUNTER_SEEN) as usize] = 10;
+        values[scanner_common::counter_index(5, COUNTER_SEEN) as usize] = 7;
+        values[scanner_common::counter_index(5, COUNTER_DROPPED) as usize] = 2;
+        let table = CounterTable { values };
+        assert_eq!(table.total().seen, 17);
+        assert_eq!(table.iface(5).seen, 7);
+        assert_eq!(table.iface(5).dropped, 2);
+        assert_eq!(table.iface(3 + IFACE_SLOTS).seen, 10, "slots wrap");
+        assert_eq!(table.iface(4), Counters::default());
     }
 
     #[test]

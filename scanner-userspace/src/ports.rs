@@ -18,6 +18,8 @@ pub struct Listener {
     pub proto: u8,
     pub addr: IpAddr,
     pub port: u16,
+    /// The socket's inode (0 if unknown), to find the owning process.
+    pub inode: u64,
 }
 
 impl Listener {
@@ -66,10 +68,13 @@ pub fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> {
                 return None;
             }
             let (addr, port) = local.split_once(':')?;
+            // tx:rx queue, tr:when, retransmits, uid, timeout, then the inode.
+            let inode = fields.nth(5).and_then(|i| i.parse().ok()).unwrap_or(0);
             Some(Listener {
                 proto,
                 addr: parse_hex_addr(addr)?,
                 port: u16::from_str_radix(port, 16).ok()?,
+                inode,
             })
         })
         .collect()
@@ -172,7 +177,7 @@ mod tests {
         let v4 = parse_proc_net(TCP, IPPROTO_TCP, TCP_LISTEN);
         assert_eq!(v4.len(), 2, "the established socket is not a listener");
         assert_eq!(v4[0].addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        assert_eq!(v4[0].port, 22);
+        assert_eq!((v4[0].port, v4[0].inode), (22, 1));
         assert_eq!(v4[1].addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert!(v4[0].is_exposed() && !v4[1].is_exposed());
         let v6 = parse_proc_net(TCP6, IPPROTO_TCP, TCP_LISTEN);
@@ -189,6 +194,7 @@ mod tests {
             proto: IPPROTO_UDP,
             addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 53,
+            inode: 0,
         });
         let words = bitmap(&listeners, &[9100]);
         let bit = |region, port| {

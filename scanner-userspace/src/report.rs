@@ -1,4 +1,5 @@
-//! Events, as JSON lines or human text, on stdout.
+//! Events, as JSON lines or human text, on stdout, and to the systemd
+//! journal with structured fields.
 //!
 //! The JSON schema is a contract: fields are added, never renamed.
 
@@ -11,7 +12,10 @@ use std::{
 use scanner_common::SourceKey;
 use serde::Serialize;
 
-use crate::cli::EventFormat;
+use crate::{
+    cli::EventFormat,
+    journal::{Journal, priority},
+};
 
 /// A scan detected (`scan_detected`) or over (`scan_ended`, with its totals).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,6 +41,17 @@ pub struct ScanEvent {
     /// `scan_detected`: microseconds from the deciding probe to this event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
+    /// What the daemon does about it: `report`, `block` or `dry_run`.
+    pub action: &'static str,
+}
+
+/// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,
+/// `config_rejected` (the old configuration stays), `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaemonEvent {
+    pub ts: String,
+    pub event: &'static str,
+    pub detail: String,
 }
 
 /// The program attached to (`attached`) or detached from (`detached`) an interface.
@@ -75,6 +90,17 @@ pub enum Event {
     Scan(ScanEvent),
     Interface(InterfaceEvent),
     Policy(PolicyEvent),
+    Daemon(DaemonEvent),
+}
+
+impl DaemonEvent {
+    pub fn now(event: &'static str, detail: impl Into<String>) -> Event {
+        Event::Daemon(Self {
+            ts: timestamp(SystemTime::now()),
+            event,
+            detail: detail.into(),
+        })
+    }
 }
 
 /// An address for a host network (`/32`, `/128`), else the CIDR.
@@ -100,18 +126,54 @@ pub fn ip_of(key: &SourceKey) -> IpAddr {
 }
 
 /// Writes events in the chosen format, one line each, flushed at once so a
-/// reader sees a detection the moment it is made.
+/// reader sees a detection the moment it is made; and to the journal, when
+/// one is connected.
 pub struct Reporter<W: Write> {
     format: EventFormat,
     out: W,
+    journal: Option<Journal>,
+    /// The latest events, for `scanner top`.
+    recent: std::collections::VecDeque<Event>,
 }
+
+/// Events kept for `scanner top`.
+pub const RECENT_EVENTS: usize = 50;
 
 impl<W: Write> Reporter<W> {
     pub fn new(format: EventFormat, out: W) -> Self {
-        Self { format, out }
+        Self {
+            format,
+            out,
+            journal: None,
+            recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
+        }
+    }
+
+    /// Also sends every event to `journal`.
+    pub fn with_journal(mut self, journal: Option<Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// The latest events, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Event> {
+        self.recent.iter()
     }
 
     pub fn emit(&mut self, event: &Event) -> io::Result<()> {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(event.clone());
+        if let Some(journal) = &self.journal {
+            let (prio, message, fields) = journal_entry(event);
+            // A journal that went away must not stop detection: say so once
+            // on stderr and keep the stdout stream.
+            if let Err(e) = journal.send(prio, &message, &fields) {
+                tracing::error!(socket = %journal.path().display(), "journal write failed, events go to stdout only: {e}");
+                self.journal = None;
+            }
+        }
         match self.format {
             EventFormat::Json => {
                 serde_json::to_writer(&mut self.out, event)?;
@@ -123,6 +185,109 @@ impl<W: Write> Reporter<W> {
     }
 }
 
+fn comma_list(ports: &[u16]) -> String {
+    let v: Vec<String> = ports.iter().map(u16::to_string).collect();
+    v.join(",")
+}
+
+/// An event as a journal entry: priority, a one-line MESSAGE, and fields.
+pub fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, String)>) {
+    let mut fields = Vec::with_capacity(12);
+    let (prio, message) = match event {
+        Event::Scan(e) => {
+            fields.extend([
+                ("SCANNER_EVENT", e.event.to_owned()),
+                ("SCANNER_SOURCE", e.source.clone()),
+                ("SCANNER_KIND", e.kind.to_owned()),
+                ("SCANNER_PORTS", e.ports.to_string()),
+                ("SCANNER_PROBES", e.probes.to_string()),
+                ("SCANNER_TOP_PORTS", comma_list(&e.top_ports)),
+                ("SCANNER_OPEN_PORTS", comma_list(&e.open_ports)),
+                ("SCANNER_IFACE", e.iface.clone()),
+                ("SCANNER_ACTION", e.action.to_owned()),
+                ("SCANNER_REASON", e.reason.to_owned()),
+                ("SCANNER_SOURCES", e.sources.to_string()),
+            ]);
+            if e.event == "scan_detected" {
+                let message = format!(
+                    "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}; action {}",
+                    e.source,
+                    e.kind,
+                    e.ports,
+                    e.probes,
+                    e.iface,
+                    comma_list(&e.top_ports),
+                    e.action
+                );
+                (priority::WARNING, message)
+            } else {
+                let message = format!(
+                    "port scan from {} ended: {} ports, {} probes",
+                    e.source, e.ports, e.probes
+                );
+                (priority::INFO, message)
+            }
+        }
+        Event::Policy(e) => {
+            let action = match (e.event, e.dry_run) {
+                ("blocked", true) => "would_block",
+                ("blocked", false) => "block",
+                ("unblocked", _) => "unblock",
+                _ => "block_refused",
+            };
+            fields.extend([
+                ("SCANNER_EVENT", e.event.to_owned()),
+                ("SCANNER_SOURCE", e.source.clone()),
+                ("SCANNER_ACTION", action.to_owned()),
+                ("SCANNER_REASON", e.reason.to_owned()),
+            ]);
+            if let Some(ttl) = e.ttl_s {
+                fields.push(("SCANNER_TTL_S", ttl.to_string()));
+            }
+            let ttl = e.ttl_s.map(|t| format!(" for {t}s")).unwrap_or_default();
+            let prio = if action == "block_refused" {
+                priority::ERR
+            } else {
+                priority::NOTICE
+            };
+            let message = match action {
+                "would_block" => format!("dry run: would block {}{ttl}", e.source),
+                "block" => format!("blocked {} ({}){ttl}", e.source, e.reason),
+                "unblock" => format!("unblocked {} ({})", e.source, e.reason),
+                _ => format!("could not block {} ({})", e.source, e.reason),
+            };
+            (prio, message)
+        }
+        Event::Interface(e) => {
+            fields.extend([
+                ("SCANNER_EVENT", e.event.to_owned()),
+                ("SCANNER_IFACE", e.iface.clone()),
+                ("SCANNER_MODE", e.mode.to_owned()),
+            ]);
+            let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            let prio = if e.reason == Some("removed") {
+                priority::WARNING
+            } else {
+                priority::NOTICE
+            };
+            (
+                prio,
+                format!("{} {} in {} mode{reason}", e.event, e.iface, e.mode),
+            )
+        }
+        Event::Daemon(e) => {
+            fields.push(("SCANNER_EVENT", e.event.to_owned()));
+            let prio = match e.event {
+                "config_rejected" | "error" => priority::ERR,
+                _ => priority::NOTICE,
+            };
+            let what = e.event.replace('_', " ");
+            (prio, format!("{what}: {}", e.detail))
+        }
+    };
+    (prio, message, fields)
+}
+
 fn text(event: &Event) -> String {
     match event {
         Event::Scan(e) => {
@@ -132,11 +297,10 @@ fn text(event: &Event) -> String {
                 other => other,
             };
             let list = |ports: &[u16]| {
-                let v: Vec<String> = ports.iter().map(u16::to_string).collect();
-                if v.is_empty() {
+                if ports.is_empty() {
                     "-".to_owned()
                 } else {
-                    v.join(",")
+                    comma_list(ports)
                 }
             };
             let sources = if e.sources > 1 {
@@ -175,6 +339,7 @@ fn text(event: &Event) -> String {
             let ttl = e.ttl_s.map(|t| format!(" ttl={t}s")).unwrap_or_default();
             format!("{} {what} {} reason={}{ttl}", e.ts, e.source, e.reason)
         }
+        Event::Daemon(e) => format!("{} {} {}", e.ts, e.event, e.detail),
     }
 }
 
@@ -200,6 +365,7 @@ mod tests {
             decided_after: 4,
             sources: 1,
             latency_us: Some(850),
+            action: "block",
         })
     }
 
@@ -234,6 +400,55 @@ mod tests {
         assert_eq!(
             line,
             "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn decided_after=4 ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
+        );
+    }
+
+    #[test]
+    fn detections_are_journal_warnings_with_fields() {
+        let (prio, message, fields) = journal_entry(&scan());
+        assert_eq!(prio, priority::WARNING);
+        assert!(!message.contains('\n'));
+        assert!(message.contains("198.18.0.1"), "{message}");
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("SCANNER_EVENT"), Some("scan_detected"));
+        assert_eq!(get("SCANNER_SOURCE"), Some("198.18.0.1"));
+        assert_eq!(get("SCANNER_KIND"), Some("syn"));
+        assert_eq!(get("SCANNER_PORTS"), Some("1000"));
+        assert_eq!(get("SCANNER_PROBES"), Some("1000"));
+        assert_eq!(get("SCANNER_TOP_PORTS"), Some("22,80"));
+        assert_eq!(get("SCANNER_IFACE"), Some("eth1"));
+        assert_eq!(get("SCANNER_ACTION"), Some("block"));
+    }
+
+    #[test]
+    fn blocks_are_notices_and_refusals_errors() {
+        let block = |event, dry_run| {
+            Event::Policy(PolicyEvent {
+                ts: String::new(),
+                event,
+                source: "198.18.0.1".into(),
+                reason: "scan",
+                ttl_s: Some(60),
+                dry_run,
+            })
+        };
+        let (prio, _, fields) = journal_entry(&block("blocked", false));
+        assert_eq!(prio, priority::NOTICE);
+        assert!(fields.contains(&("SCANNER_ACTION", "block".into())));
+        assert!(fields.contains(&("SCANNER_TTL_S", "60".into())));
+        let (_, _, fields) = journal_entry(&block("blocked", true));
+        assert!(fields.contains(&("SCANNER_ACTION", "would_block".into())));
+        let (prio, _, _) = journal_entry(&block("block_refused", false));
+        assert_eq!(prio, priority::ERR);
+        let (prio, message, _) = journal_entry(&DaemonEvent::now("config_rejected", "bad"));
+        assert_eq!(
+            (prio, message.as_str()),
+            (priority::ERR, "config rejected: bad")
         );
     }
 

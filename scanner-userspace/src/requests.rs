@@ -9,6 +9,7 @@ use crate::{
     control::{Request, Response},
     daemon::Attached,
     detect::{Detector, kind_of},
+    hits::{PortHistory, most_probed},
     output::{Output, emit, host_key, policy_event},
     policy::Change,
     poll::{Maps, monotonic_ns},
@@ -21,6 +22,7 @@ pub struct State<'a> {
     pub started: Instant,
     pub default_ttl: Duration,
     pub detector: &'a Detector,
+    pub ports: &'a PortHistory,
 }
 
 /// Answers one control request.
@@ -102,6 +104,17 @@ pub fn handle(
             let net = target(&t)?;
             out.policy.disallow(net)?;
             Response::ok(serde_json::json!({"disallowed": net_name(&net)}))
+        }
+        Request::Events {} => {
+            let events: Vec<&crate::report::Event> = out.reporter.recent().collect();
+            Response::ok(serde_json::to_value(events)?)
+        }
+        Request::PortHits { limit } => {
+            let current = maps.port_hits()?;
+            let open = crate::ports::open_ports(&crate::ports::listeners());
+            let hits = state.ports.report(Instant::now(), &current, &open);
+            let n = limit.map_or(usize::MAX, |l| l as usize);
+            Response::ok(serde_json::to_value(most_probed(hits, n))?)
         }
     })
 }

@@ -26,6 +26,9 @@ impl Settings {
         if let Some(d) = args.quiet_after {
             file.report.quiet_after = d;
         }
+        if let Some(a) = args.metrics_listen {
+            file.report.metrics_listen = Some(a);
+        }
         if let Some(n) = args.fanout_ports {
             file.detection.fanout_ports = n;
         }
@@ -127,7 +130,7 @@ mod tests {
         match Cli::try_parse_from(argv) {
             Ok(Cli {
                 command: Command::Run(a),
-            }) => a,
+            }) => *a,
             other => panic!("{other:?}"),
         }
     }

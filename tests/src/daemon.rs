@@ -90,6 +90,17 @@ impl Daemon {
     /// Starts `scanner <args>` inside `ns`. `scanner run` gets a control
     /// socket of its own (see [`Daemon::socket`]) unless `args` name one.
     pub fn start(ns: &Netns, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_via(ns, &[], &[], args)
+    }
+
+    /// [`Daemon::start`] through a `wrapper` command (e.g. setpriv) and
+    /// with more environment variables.
+    pub fn start_via(
+        ns: &Netns,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let bin = scanner_binary()?;
         let bin = bin.to_str().context("scanner path is not UTF-8")?;
         let socket = PathBuf::from(SOCKET_DIR).join(format!("{}.sock", ns.name()));
@@ -104,11 +115,23 @@ impl Daemon {
             if !args.contains(&"--pin-dir") {
                 args.extend(["--pin-dir", pins_str]);
             }
+            // Logs on stderr, where the fixture reads them, whether or not
+            // a journal runs on this machine.
+            if !args.contains(&"--log") {
+                args.extend(["--log", "stderr"]);
+            }
         }
-        // `ip netns exec` execs the program: the child's pid is the daemon's.
+        // `ip netns exec` execs the program: the child's pid is the daemon's
+        // (wrappers like setpriv exec it too).
+        let (program, rest) = match wrapper.split_first() {
+            Some((w, rest)) => (*w, [rest, &[bin]].concat()),
+            None => (bin, Vec::new()),
+        };
         let mut child = ns
-            .command(bin)
+            .command(program)
+            .args(&rest)
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,6 +250,16 @@ impl Daemon {
             timeout,
         )?;
         serde_json::from_str(&line).map_err(|e| anyhow!("{e}: {line}"))
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the daemon.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.child.id())?;
+        // SAFETY: kill(2) with our own child's pid.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Waits until the program is attached to `iface`.

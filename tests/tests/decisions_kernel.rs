@@ -296,3 +296,31 @@ fn a_full_ring_buffer_loses_no_decision() -> anyhow::Result<()> {
     assert_eq!(decided as u32, sources);
     Ok(())
 }
+
+#[test]
+fn probes_are_counted_per_port_and_packets_per_interface() -> anyhow::Result<()> {
+    root_only!("probes_are_counted_per_port_and_packets_per_interface");
+    let k = Kernel::new(&Config::default())?;
+    let before = k.maps.counters()?.seen;
+    k.syns(1, [22, 23, 23])?;
+    k.syns(2, [23])?;
+    let hits = k.maps.port_hits()?;
+    let tcp = |port: u16| {
+        hits[scanner_common::port_hits_index(scanner_common::IPPROTO_TCP, port) as usize]
+    };
+    assert_eq!(
+        (tcp(23).probes, tcp(23).sources),
+        (3, 2),
+        "two sources, three probes"
+    );
+    assert_eq!((tcp(22).probes, tcp(22).sources), (1, 1));
+    assert_eq!(tcp(80).probes, 0);
+    let udp23 = hits[scanner_common::port_hits_index(scanner_common::IPPROTO_UDP, 23) as usize];
+    assert_eq!(udp23.probes, 0, "UDP ports are counted apart");
+    // BPF_PROG_TEST_RUN delivers on the loopback device (ifindex 1).
+    let table = k.maps.counter_table()?;
+    assert_eq!(table.total().seen - before, 4);
+    assert_eq!(table.iface(1).seen, table.total().seen);
+    assert_eq!(table.iface(2).seen, 0);
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the machine, build, run, test, and show the demo.
 
 mod demo;
+mod install;
 mod setup;
 mod shell;
 
@@ -42,6 +43,20 @@ enum Task {
     /// Two namespaces, the detector on one, a real nmap scan from the other:
     /// watch the scan get detected.
     Demo,
+    /// Install the binary, the systemd unit (packaging/scanner.service), the
+    /// example config (/etc/scanner/scanner.toml, kept if present), shell
+    /// completions and man pages.
+    Install {
+        /// Installation prefix for the binary and shared files.
+        #[arg(long, default_value = "/usr")]
+        prefix: std::path::PathBuf,
+        /// Stage everything under this folder instead of /.
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+    },
+    /// Build a .deb (cargo-deb, installed on first use) with the same files
+    /// as `install`; written to target/debian.
+    Package,
     /// Measure the XDP program's per-packet cost beside XDP_PASS and
     /// xdp-filter, at several map fills; writes BENCHMARKS.md (needs root).
     Bench,
@@ -56,6 +71,8 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Demo => demo::demo(),
         Task::Bench => bench(),
+        Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
+        Task::Package => install::package().map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

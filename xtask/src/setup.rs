@@ -23,6 +23,11 @@ const PACKAGES: &[&str] = &[
     "curl",
     "util-linux",
     "xdp-tools",
+    // The journal tests run a standalone systemd-journald (and verify the
+    // unit with systemd-analyze); the dashboard test drives `scanner top`
+    // in tmux.
+    "systemd",
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -31,6 +36,7 @@ pub fn setup() -> anyhow::Result<()> {
     install_packages()?;
     install_rust_src()?;
     install_bpf_linker()?;
+    crate::install::ensure_cargo_deb()?;
     Ok(())
 }
 

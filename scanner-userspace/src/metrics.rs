@@ -1,0 +1,364 @@
+//! Prometheus metrics (`--metrics-listen`): the kernel's packet counters by
+//! interface, what the daemon tracks, detects and blocks, and how long a
+//! poll takes. Served as text over plain HTTP: `GET /metrics`.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::poll::Counters;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IfaceLabel {
+    pub iface: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// The daemon's handles on its metrics; the registry goes to the server.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    seen: Family<IfaceLabel, Counter>,
+    passed: Family<IfaceLabel, Counter>,
+    dropped: Family<IfaceLabel, Counter>,
+    parse_failures: Family<IfaceLabel, Counter>,
+    events_dropped: Counter,
+    blocks_refused: Counter,
+    sources: Gauge,
+    capacity: Gauge,
+    fill: Gauge<f64, std::sync::atomic::AtomicU64>,
+    detections: Family<KindLabel, Counter>,
+    blocks_active: Gauge,
+    blocks: Family<ReasonLabel, Counter>,
+    poll: Histogram,
+    /// Kernel totals already added, per interface: the kernel counts from
+    /// load (or from before a restart), metrics add the difference.
+    last: HashMap<String, Counters>,
+}
+
+impl Metrics {
+    /// The metrics and the registry that serves them.
+    pub fn new(capacity: u32) -> (Self, Registry) {
+        let m = Self {
+            seen: Family::default(),
+            passed: Family::default(),
+            dropped: Family::default(),
+            parse_failures: Family::default(),
+            events_dropped: Counter::default(),
+            blocks_refused: Counter::default(),
+            sources: Gauge::default(),
+            capacity: Gauge::default(),
+            fill: Gauge::default(),
+            detections: Family::default(),
+            blocks_active: Gauge::default(),
+            blocks: Family::default(),
+            // 100 µs to ~3 s.
+            poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
+            last: HashMap::new(),
+        };
+        m.capacity.set(i64::from(capacity));
+        let mut r = Registry::with_prefix("scanner");
+        r.register(
+            "packets_seen",
+            "Packets the XDP program saw",
+            m.seen.clone(),
+        );
+        r.register(
+            "packets_passed",
+            "Packets passed on to the stack",
+            m.passed.clone(),
+        );
+        r.register(
+            "packets_dropped",
+            "Packets dropped (blocked sources)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "parse_failures",
+            "Malformed packets (passed)",
+            m.parse_failures.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Decisions the ring buffer had no room for (the poll still finds them)",
+            m.events_dropped.clone(),
+        );
+        r.register(
+            "blocks_refused",
+            "Blocks the kernel could not add: the block cap was reached",
+            m.blocks_refused.clone(),
+        );
+        r.register(
+            "sources_tracked",
+            "Sources in the SOURCES map",
+            m.sources.clone(),
+        );
+        r.register(
+            "sources_capacity",
+            "Capacity of the SOURCES map (LRU beyond it)",
+            m.capacity.clone(),
+        );
+        r.register(
+            "sources_fill_ratio",
+            "Sources tracked over capacity",
+            m.fill.clone(),
+        );
+        r.register(
+            "detections",
+            "Scans detected, by kind",
+            m.detections.clone(),
+        );
+        r.register(
+            "blocks_active",
+            "Sources and prefixes blocked now",
+            m.blocks_active.clone(),
+        );
+        r.register(
+            "blocks",
+            "Blocks made, by reason (scan, manual)",
+            m.blocks.clone(),
+        );
+        r.register(
+            "poll_duration_seconds",
+            "Time to read the maps and run detection",
+            m.poll.clone(),
+        );
+        (m, r)
+    }
+
+    /// Adds what the kernel counted on `iface` since the last update.
+    pub fn packets(&mut self, iface: &str, now: Counters) {
+        let label = IfaceLabel {
+            iface: iface.to_owned(),
+        };
+        let last = self.last.entry(iface.to_owned()).or_default();
+        let add = |family: &Family<IfaceLabel, Counter>, new: u64, old: u64| {
+            // A counter that went backwards was reset (maps recreated).
+            let delta = if new >= old { new - old } else { new };
+            family.get_or_create(&label).inc_by(delta);
+        };
+        add(&self.seen, now.seen, last.seen);
+        add(&self.passed, now.passed, last.passed);
+        add(&self.dropped, now.dropped, last.dropped);
+        add(
+            &self.parse_failures,
+            now.parse_failures,
+            last.parse_failures,
+        );
+        *last = now;
+    }
+
+    /// Global counters (not per interface).
+    pub fn totals(&mut self, now: Counters) {
+        let last = self.last.entry(String::new()).or_default();
+        self.events_dropped
+            .inc_by(now.events_dropped.saturating_sub(last.events_dropped));
+        self.blocks_refused
+            .inc_by(now.blocks_refused.saturating_sub(last.blocks_refused));
+        *last = now;
+    }
+
+    pub fn sources(&self, tracked: usize) {
+        self.sources.set(tracked as i64);
+        let capacity = self.capacity.get().max(1) as f64;
+        self.fill.set(tracked as f64 / capacity);
+    }
+
+    pub fn detection(&self, kind: &str) {
+        self.detections
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn block(&self, reason: &str) {
+        self.blocks
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn blocks_active(&self, n: usize) {
+        self.blocks_active.set(n as i64);
+    }
+
+    pub fn poll_took(&self, d: Duration) {
+        self.poll.observe(d.as_secs_f64());
+    }
+}
+
+/// The registry in Prometheus/OpenMetrics text.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, registry);
+    text
+}
+
+/// Binds the metrics endpoint (before attaching: a taken port fails the start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // Read the request head only; requests carry no body we need.
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (status, kind, body) = match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(registry),
+        ),
+        (Some("GET"), Some("/")) => (
+            "200 OK",
+            "text/plain",
+            "scanner: metrics at /metrics\n".into(),
+        ),
+        (Some("GET"), _) => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(seen: u64, dropped: u64) -> Counters {
+        Counters {
+            seen,
+            passed: seen - dropped,
+            dropped,
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn kernel_totals_become_counters_by_interface() {
+        let (mut m, r) = Metrics::new(1000);
+        m.packets("eth0", counters(10, 2));
+        m.packets("eth0", counters(25, 3));
+        m.packets("eth1", counters(4, 0));
+        m.sources(250);
+        m.detection("syn");
+        m.detection("syn");
+        m.block("scan");
+        m.blocks_active(1);
+        m.poll_took(Duration::from_millis(3));
+        let text = render(&r);
+        assert!(
+            text.contains("scanner_packets_seen_total{iface=\"eth0\"} 25"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanner_packets_dropped_total{iface=\"eth0\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanner_packets_seen_total{iface=\"eth1\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("scanner_sources_tracked 250"), "{text}");
+        assert!(text.contains("scanner_sources_fill_ratio 0.25"), "{text}");
+        assert!(
+            text.contains("scanner_detections_total{kind=\"syn\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scanner_blocks_total{reason=\"scan\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("scanner_blocks_active 1"), "{text}");
+        assert!(
+            text.contains("scanner_poll_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_reset_kernel_counter_does_not_go_backwards() {
+        let (mut m, r) = Metrics::new(10);
+        m.packets("eth0", counters(100, 0));
+        m.packets("eth0", counters(5, 0));
+        assert!(render(&r).contains("scanner_packets_seen_total{iface=\"eth0\"} 105"));
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_metrics_over_http() {
+        let (m, r) = Metrics::new(10);
+        m.detection("fin");
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, Arc::new(r)));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        assert!(
+            ok.contains("scanner_detections_total{kind=\"fin\"} 1"),
+            "{ok}"
+        );
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+}

@@ -1,0 +1,416 @@
+//! `scanner top`: a live terminal dashboard fed by the daemon's control
+//! socket. Keys: up/down select a source, `b` blocks it, `u` unblocks it,
+//! `q` quits.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use ratatui::{
+    Frame,
+    crossterm::event::{self, Event, KeyCode, KeyEventKind},
+    layout::{Constraint, Layout},
+    style::{Modifier, Style},
+    text::Line,
+    widgets::{Block, Borders, Paragraph, Row, Table, TableState},
+};
+use serde_json::Value;
+
+use crate::{
+    audit::{PortHit, proto_name},
+    cli::TopArgs,
+    commands::port_hits,
+    control::{Request, call},
+};
+
+/// What one refresh read from the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub status: Value,
+    /// `scanner list` rows: suspects, detections and blocks, worst first.
+    pub sources: Vec<Value>,
+    pub ports: Vec<PortHit>,
+    pub events: Vec<Value>,
+    /// Packets per second seen and dropped since the previous refresh.
+    pub rates: (f64, f64),
+}
+
+/// The dashboard's state between frames.
+#[derive(Debug, Default)]
+pub struct App {
+    pub snapshot: Snapshot,
+    pub table: TableState,
+    /// The last thing a key did (or failed to do).
+    pub message: String,
+}
+
+impl App {
+    /// The address of the selected source.
+    pub fn selected(&self) -> Option<String> {
+        let row = self.snapshot.sources.get(self.table.selected()?)?;
+        row["address"].as_str().map(str::to_owned)
+    }
+
+    fn select(&mut self, step: isize) {
+        let n = self.snapshot.sources.len();
+        if n == 0 {
+            self.table.select(None);
+            return;
+        }
+        let at = self.table.selected().unwrap_or(0) as isize + step;
+        self.table
+            .select(Some(at.clamp(0, n as isize - 1) as usize));
+    }
+}
+
+pub fn run(args: &TopArgs) -> anyhow::Result<()> {
+    let socket = &args.client.socket;
+    // Fail before touching the terminal when the daemon is not there.
+    let mut last = fetch(args, None).context("reading the daemon")?;
+    let mut app = App::default();
+    let mut terminal = ratatui::try_init().context("opening the terminal")?;
+    let result = (|| -> anyhow::Result<()> {
+        let mut taken = Instant::now();
+        app.snapshot = last.clone();
+        app.select(0);
+        loop {
+            terminal.draw(|f| draw(f, &mut app))?;
+            let wait = args.interval.saturating_sub(taken.elapsed());
+            if event::poll(wait)? {
+                if let Event::Key(k) = event::read()?
+                    && k.kind == KeyEventKind::Press
+                {
+                    match k.code {
+                        KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
+                        KeyCode::Up | KeyCode::Char('k') => app.select(-1),
+                        KeyCode::Down | KeyCode::Char('j') => app.select(1),
+                        KeyCode::Char('b') => act(&mut app, socket, true),
+                        KeyCode::Char('u') => act(&mut app, socket, false),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            let elapsed = taken.elapsed();
+            taken = Instant::now();
+            match fetch(args, Some((&last, elapsed))) {
+                Ok(s) => {
+                    last = s.clone();
+                    app.snapshot = s;
+                    app.select(0);
+                }
+                Err(e) => app.message = format!("daemon: {e:#}"),
+            }
+        }
+    })();
+    ratatui::restore();
+    result
+}
+
+/// Blocks or unblocks the selected source through the daemon.
+fn act(app: &mut App, socket: &std::path::Path, block: bool) {
+    let Some(target) = app.selected() else {
+        app.message = "no source selected".into();
+        return;
+    };
+    let request = if block {
+        Request::Block {
+            target: target.clone(),
+            ttl: None,
+        }
+    } else {
+        Request::Unblock {
+            target: target.clone(),
+        }
+    };
+    app.message = match call(socket, &request) {
+        Ok(_) if block => format!("blocked {target}"),
+        Ok(_) => format!("unblocked {target}"),
+        Err(e) => format!("{target}: {e}"),
+    };
+}
+
+fn fetch(args: &TopArgs, previous: Option<(&Snapshot, Duration)>) -> anyhow::Result<Snapshot> {
+    let ask = |r: &Request| call(&args.client.socket, r).map_err(anyhow::Error::from);
+    let status = ask(&Request::Status {})?;
+    let sources = ask(&Request::List {})?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let events = ask(&Request::Events {})?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ports = port_hits(&args.client, Some(12))?;
+    let rates = previous.map_or((0.0, 0.0), |(p, dt)| {
+        let per_s = |key: &str| {
+            let now = status["packets"][key].as_u64().unwrap_or(0);
+            let before = p.status["packets"][key].as_u64().unwrap_or(now);
+            now.saturating_sub(before) as f64 / dt.as_secs_f64().max(1e-3)
+        };
+        (per_s("seen"), per_s("dropped"))
+    });
+    Ok(Snapshot {
+        status,
+        sources,
+        ports,
+        events,
+        rates,
+    })
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Seconds until an RFC 3339 time, e.g. a block's expiry.
+fn seconds_left(at: &Value) -> String {
+    let Some(t) = at.as_str().and_then(|s| humantime::parse_rfc3339(s).ok()) else {
+        return "-".into();
+    };
+    let left = t.duration_since(SystemTime::now()).unwrap_or_default();
+    humantime::format_duration(Duration::from_secs(left.as_secs())).to_string()
+}
+
+/// One line per event: time, what, who.
+fn event_line(e: &Value) -> String {
+    let ts = text(&e["ts"]);
+    let time = ts.get(11..19).unwrap_or(&ts);
+    let who = e["source"]
+        .as_str()
+        .or(e["iface"].as_str())
+        .or(e["detail"].as_str())
+        .unwrap_or("");
+    let kind = e["kind"]
+        .as_str()
+        .map(|k| format!(" {k}"))
+        .unwrap_or_default();
+    format!("{time} {} {who}{kind}", text(&e["event"]))
+}
+
+pub fn draw(f: &mut Frame, app: &mut App) {
+    let s = &app.snapshot;
+    let [head, middle, bottom, keys] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(8),
+        Constraint::Length(10),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    let ifaces: Vec<String> = s.status["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| format!("{} ({})", text(&i["iface"]), text(&i["mode"])))
+        .collect();
+    let summary = format!(
+        "{:.0} pkt/s seen  {:.0} pkt/s dropped  |  sources {}  detections {}  blocks {}  |  {}  up {}s",
+        s.rates.0,
+        s.rates.1,
+        text(&s.status["sources_tracked"]),
+        text(&s.status["active_detections"]),
+        text(&s.status["blocks"]),
+        ifaces.join(", "),
+        text(&s.status["uptime_s"]),
+    );
+    f.render_widget(
+        Paragraph::new(summary).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" scanner top "),
+        ),
+        head,
+    );
+
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle);
+    let rows = s.sources.iter().map(|e| {
+        Row::new(vec![
+            text(&e["address"]),
+            text(&e["state"]),
+            text(&e["kind"]),
+            text(&e["score"]),
+            text(&e["ports"]),
+            text(&e["probes"]),
+        ])
+    });
+    let sources = Table::new(
+        rows,
+        [
+            Constraint::Min(18),
+            Constraint::Length(9),
+            Constraint::Length(11),
+            Constraint::Length(7),
+            Constraint::Length(6),
+            Constraint::Length(7),
+        ],
+    )
+    .header(
+        Row::new(["source", "state", "kind", "score", "ports", "probes"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" top sources "),
+    );
+    f.render_stateful_widget(sources, left, &mut app.table);
+
+    let ports = s.ports.iter().map(|p| {
+        Row::new(vec![
+            format!("{}/{}", proto_name(p.proto), p.port),
+            if p.open {
+                "OPEN".into()
+            } else {
+                "closed".into()
+            },
+            p.probes.to_string(),
+            p.sources.to_string(),
+        ])
+    });
+    let ports = Table::new(
+        ports,
+        [
+            Constraint::Min(10),
+            Constraint::Length(6),
+            Constraint::Length(8),
+            Constraint::Length(7),
+        ],
+    )
+    .header(
+        Row::new(["port", "state", "probes", "sources"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(
+        Block::default()
+            .borders(Borders::ALL)
+            .title(" most probed ports "),
+    );
+    f.render_widget(ports, right);
+
+    let [events, blocks] =
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
+    let lines: Vec<Line> = s
+        .events
+        .iter()
+        .rev()
+        .take(8)
+        .map(|e| Line::from(event_line(e)))
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" recent events "),
+        ),
+        events,
+    );
+    let blocked: Vec<Line> = s
+        .sources
+        .iter()
+        .filter(|e| e["state"] == "blocked")
+        .take(8)
+        .map(|e| {
+            Line::from(format!(
+                "{}  {} left",
+                text(&e["address"]),
+                seconds_left(&e["block_expires"])
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(blocked).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" active blocks "),
+        ),
+        blocks,
+    );
+    let help = format!(
+        "up/down select  b block  u unblock  q quit   {}",
+        app.message
+    );
+    f.render_widget(Paragraph::new(help), keys);
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+
+    fn screen(app: &mut App) -> String {
+        let mut t = Terminal::new(TestBackend::new(120, 30)).unwrap();
+        t.draw(|f| draw(f, app)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn the_dashboard_shows_sources_ports_events_and_blocks() {
+        let expires = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(600));
+        let mut app = App {
+            snapshot: Snapshot {
+                status: serde_json::json!({
+                    "interfaces": [{"iface": "veth-srv", "mode": "native"}],
+                    "sources_tracked": 3, "active_detections": 1, "blocks": 1, "uptime_s": 42,
+                    "packets": {"seen": 10, "dropped": 2},
+                }),
+                sources: vec![serde_json::json!({
+                    "address": "198.18.0.1", "state": "blocked", "kind": "syn",
+                    "score": 9000, "ports": 1000, "probes": 1000,
+                    "block_expires": expires.to_string(),
+                })],
+                ports: vec![PortHit {
+                    proto: 6,
+                    port: 22,
+                    probes: 7,
+                    sources: 2,
+                    open: true,
+                    ..PortHit::default()
+                }],
+                events: vec![serde_json::json!({
+                    "ts": "2026-11-25T14:42:17.123Z", "event": "scan_detected",
+                    "source": "198.18.0.1", "kind": "syn",
+                })],
+                rates: (1500.0, 20.0),
+            },
+            ..App::default()
+        };
+        app.select(0);
+        assert_eq!(app.selected().as_deref(), Some("198.18.0.1"));
+        let s = screen(&mut app);
+        assert!(s.contains("1500 pkt/s seen"), "{s}");
+        assert!(s.contains("veth-srv (native)"), "{s}");
+        assert!(s.contains("198.18.0.1") && s.contains("blocked"), "{s}");
+        assert!(s.contains("tcp/22") && s.contains("OPEN"), "{s}");
+        assert!(s.contains("14:42:17 scan_detected 198.18.0.1 syn"), "{s}");
+        assert!(s.contains("left"), "{s}");
+    }
+
+    #[test]
+    fn selection_stays_within_the_rows() {
+        let mut app = App::default();
+        app.select(1);
+        assert_eq!(app.selected(), None);
+        app.snapshot.sources = vec![
+            serde_json::json!({"address": "a"}),
+            serde_json::json!({"address": "b"}),
+        ];
+        app.select(5);
+        assert_eq!(app.selected().as_deref(), Some("b"));
+        app.select(-9);
+        assert_eq!(app.selected().as_deref(), Some("a"));
+    }
+}

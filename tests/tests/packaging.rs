@@ -1,0 +1,168 @@
+//! What operators install: completions and man pages generated from the
+//! CLI, `cargo xtask install` and the .deb of `cargo xtask package`, and a
+//! systemd unit that systemd accepts.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::Context as _;
+use scanner_tests::daemon::scanner_binary;
+
+fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn scanner(args: &[&str]) -> anyhow::Result<String> {
+    stdout(Command::new(scanner_binary()?).args(args))
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli() -> anyhow::Result<()> {
+    let bash = scanner(&["completions", "bash"])?;
+    assert!(
+        bash.contains("complete -F") && bash.contains("--metrics-listen"),
+        "{bash}"
+    );
+    assert!(scanner(&["completions", "zsh"])?.starts_with("#compdef scanner"));
+    assert!(scanner(&["completions", "fish"])?.contains("complete -c scanner"));
+    let man = scanner(&["manpage"])?;
+    assert!(man.contains(".TH scanner 1"), "{man}");
+    assert!(
+        man.contains("port\\-scan detector") || man.contains("port-scan detector"),
+        "{man}"
+    );
+    let dir = std::env::temp_dir().join(format!("scanner-man-{}", std::process::id()));
+    scanner(&["manpage", "--dir", dir.to_str().context("path")?])?;
+    let ports = std::fs::read_to_string(dir.join("scanner-ports.1"))?;
+    assert!(ports.contains("probed"), "{ports}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn xtask(args: &[&str]) -> anyhow::Result<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    stdout(
+        Command::new(cargo)
+            .current_dir(root)
+            .args(["run", "--quiet", "--package", "xtask", "--"])
+            .args(args),
+    )
+}
+
+/// `systemd-analyze verify` on the unit: only complaints about what this
+/// test machine lacks (the binary at /usr/bin, the man pages) are allowed.
+fn verify_unit(unit: &Path) -> anyhow::Result<()> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let unexpected: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("is not executable") && !l.contains("man scanner"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(unexpected.is_empty(), "systemd-analyze verify:\n{text}");
+    Ok(())
+}
+
+#[test]
+fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
+    if !scanner_tests::require_root("install_and_package_lay_out_the_same_files") {
+        return Ok(());
+    }
+    let stage = std::env::temp_dir().join(format!("scanner-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    xtask(&["install", "--destdir", stage.to_str().context("path")?])?;
+    let files = [
+        "usr/bin/scanner",
+        "lib/systemd/system/scanner.service",
+        "etc/scanner/scanner.toml",
+        "etc/default/scanner",
+        "usr/share/bash-completion/completions/scanner",
+        "usr/share/zsh/vendor-completions/_scanner",
+        "usr/share/fish/vendor_completions.d/scanner.fish",
+        "usr/share/man/man1/scanner.1",
+        "usr/share/man/man1/scanner-run.1",
+    ];
+    for f in files {
+        assert!(stage.join(f).exists(), "{f} not installed");
+    }
+    let version = stdout(Command::new(stage.join("usr/bin/scanner")).arg("--version"))?;
+    assert!(version.starts_with("scanner "), "{version}");
+    // The installed example config is valid and is the defaults.
+    let checked = stdout(
+        Command::new(stage.join("usr/bin/scanner"))
+            .arg("config")
+            .arg("--check")
+            .arg(stage.join("etc/scanner/scanner.toml")),
+    )?;
+    assert!(checked.contains(": ok"), "{checked}");
+    let unit = stage.join("lib/systemd/system/scanner.service");
+    let text = std::fs::read_to_string(&unit)?;
+    for want in [
+        "Type=notify",
+        "ExecStart=/usr/bin/scanner run",
+        "ExecReload=/bin/kill -HUP",
+        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
+        "ProtectSystem=strict",
+    ] {
+        assert!(text.contains(want), "unit lacks {want}");
+    }
+    verify_unit(&unit)?;
+
+    // A second install keeps the operator's edited config.
+    std::fs::write(stage.join("etc/scanner/scanner.toml"), "# edited\n")?;
+    xtask(&["install", "--destdir", stage.to_str().context("path")?])?;
+    assert_eq!(
+        std::fs::read_to_string(stage.join("etc/scanner/scanner.toml"))?,
+        "# edited\n"
+    );
+
+    // The .deb holds the same files, the configs as conffiles.
+    let out = xtask(&["package"])?;
+    let deb = PathBuf::from(
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("package: "))
+            .context("no .deb named")?,
+    );
+    let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb))?;
+    for f in files {
+        let f = if f.contains("/man1/") {
+            format!("{f}.gz")
+        } else {
+            f.to_owned()
+        };
+        assert!(
+            listing.contains(&format!("./{f}")),
+            "{f} not in the .deb:\n{listing}"
+        );
+    }
+    let name = stdout(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Package"))?;
+    assert_eq!(name.trim(), "scanner");
+    let unpacked = stage.join("deb");
+    stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let control = stage.join("control");
+    stdout(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control))?;
+    let conf = std::fs::read_to_string(control.join("conffiles"))?;
+    assert!(
+        conf.contains("/etc/scanner/scanner.toml") && conf.contains("/etc/default/scanner"),
+        "{conf}"
+    );
+    let version = stdout(Command::new(unpacked.join("usr/bin/scanner")).arg("--version"))?;
+    assert!(version.starts_with("scanner "));
+    verify_unit(&unpacked.join("lib/systemd/system/scanner.service"))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(())
+}

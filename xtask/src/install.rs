@@ -1,0 +1,199 @@
+//! `cargo xtask install` and `cargo xtask package`: the binary, the systemd
+//! unit, the example configuration, shell completions and man pages, laid
+//! out the same way in a file system or in a .deb (cargo-deb).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::shell;
+
+/// Files generated from the binary itself (clap definitions, defaults).
+const ASSETS: &str = "target/assets";
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// Generates completions, man pages and the example config into
+/// target/assets from the built binary.
+fn generate(bin: &Path) -> anyhow::Result<PathBuf> {
+    let dir = shell::workspace_root().join(ASSETS);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("completions")).context("creating target/assets")?;
+    let output = |args: &[&str], to: &Path| -> anyhow::Result<()> {
+        let out = Command::new(bin)
+            .args(args)
+            .output()
+            .with_context(|| format!("running scanner {args:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "scanner {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        fs::write(to, out.stdout).with_context(|| format!("writing {}", to.display()))
+    };
+    for (shell, file) in [
+        ("bash", "scanner.bash"),
+        ("zsh", "_scanner"),
+        ("fish", "scanner.fish"),
+    ] {
+        output(&["completions", shell], &dir.join("completions").join(file))?;
+    }
+    output(&["config", "--print-default"], &dir.join("scanner.toml"))?;
+    let man = dir.join("man");
+    let man_str = man.to_str().context("non-UTF-8 path")?;
+    shell::status(Command::new(bin).args(["manpage", "--dir", man_str]))?;
+    Ok(dir)
+}
+
+/// (source, destination relative to the root, mode, keep an existing file).
+type Item = (PathBuf, PathBuf, u32, bool);
+
+fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> {
+    let root = shell::workspace_root();
+    let rel = |p: &Path| p.strip_prefix("/").unwrap_or(p).to_path_buf();
+    let prefix = rel(prefix);
+    // Units of the distribution's /usr go to /lib; a local install to /etc.
+    let unit_dir = if prefix == Path::new("usr") {
+        PathBuf::from("lib/systemd/system")
+    } else {
+        PathBuf::from("etc/systemd/system")
+    };
+    let share = prefix.join("share");
+    let mut v: Vec<Item> = vec![
+        (bin.to_path_buf(), prefix.join("bin/scanner"), 0o755, false),
+        (
+            root.join("packaging/scanner.service"),
+            unit_dir.join("scanner.service"),
+            0o644,
+            false,
+        ),
+        (
+            assets.join("scanner.toml"),
+            "etc/scanner/scanner.toml".into(),
+            0o644,
+            true,
+        ),
+        (
+            root.join("packaging/scanner.default"),
+            "etc/default/scanner".into(),
+            0o644,
+            true,
+        ),
+        (
+            assets.join("completions/scanner.bash"),
+            share.join("bash-completion/completions/scanner"),
+            0o644,
+            false,
+        ),
+        (
+            assets.join("completions/_scanner"),
+            share.join("zsh/vendor-completions/_scanner"),
+            0o644,
+            false,
+        ),
+        (
+            assets.join("completions/scanner.fish"),
+            share.join("fish/vendor_completions.d/scanner.fish"),
+            0o644,
+            false,
+        ),
+    ];
+    for page in fs::read_dir(assets.join("man")).context("reading the man pages")? {
+        let page = page?.path();
+        let name = page.file_name().context("man page name")?.to_owned();
+        v.push((page, share.join("man/man1").join(name), 0o644, false));
+    }
+    Ok(v)
+}
+
+/// `cargo xtask install`: everything under `destdir` (default `/`).
+pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
+    let bin = shell::build_scanner(true)?;
+    let assets = generate(&bin)?;
+    let root = destdir.unwrap_or(Path::new("/"));
+    let bin_path = prefix.join("bin/scanner");
+    for (src, dest, mode, keep) in items(&bin, &assets, prefix)? {
+        let to = root.join(&dest);
+        if keep && to.exists() {
+            println!("install: kept {} (already there)", to.display());
+            continue;
+        }
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if dest.extension().is_some_and(|e| e == "service") {
+            // The unit names the binary where this install put it.
+            let unit =
+                fs::read_to_string(&src)?.replace("/usr/bin/scanner", &bin_path.to_string_lossy());
+            fs::write(&to, unit)?;
+        } else {
+            fs::copy(&src, &to)
+                .with_context(|| format!("copying {} to {}", src.display(), to.display()))?;
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+        println!("install: {}", to.display());
+    }
+    if destdir.is_none() && Path::new("/run/systemd/system").exists() {
+        shell::status(Command::new("systemctl").arg("daemon-reload"))?;
+        println!(
+            "install: run `systemctl enable --now scanner` after setting SCANNER_ARGS in /etc/default/scanner"
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask package`: a .deb with the same files, via cargo-deb.
+pub fn package() -> anyhow::Result<PathBuf> {
+    ensure_cargo_deb()?;
+    let bin = shell::build_scanner(true)?;
+    generate(&bin)?;
+    let out = shell::cargo()
+        .args([
+            "deb",
+            "--package",
+            "scanner-userspace",
+            "--no-build",
+            "--no-strip",
+            "--output",
+            "target/debian",
+        ])
+        .output()
+        .context("running cargo deb")?;
+    if !out.status.success() {
+        bail!("cargo deb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let deb = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let deb = if deb.is_absolute() {
+        deb
+    } else {
+        shell::workspace_root().join(deb)
+    };
+    println!("package: {}", deb.display());
+    Ok(deb)
+}
+
+/// cargo-deb for `cargo xtask package` (setup installs it once).
+pub fn ensure_cargo_deb() -> anyhow::Result<()> {
+    let have = Command::new("cargo")
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
+        });
+    if have {
+        return Ok(());
+    }
+    println!("package: installing cargo-deb {CARGO_DEB_VERSION}");
+    shell::status(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))
+}
