@@ -65,6 +65,16 @@ pub fn is_ephemeral(port: u16, cfg: &Config) -> bool {
     port >= cfg.ephemeral_lo && port <= cfg.ephemeral_hi
 }
 
+/// A TCP packet with ACK (and no SYN) to a port that is open: traffic of a
+/// connection the host accepted, not a question about the port. An ACK
+/// probe that hits an open port would only have counted as evidence
+/// against scanning, so nothing is lost by not counting it, and the busiest
+/// traffic of a server skips the fan-out bookkeeping.
+#[inline(always)]
+pub fn is_accepted_traffic(t: &Transport, open: bool) -> bool {
+    open && t.is_tcp() && t.flags & TCP_ACK != 0 && t.flags & TCP_SYN == 0
+}
+
 /// Whether a packet counts toward a source's fan-out: it asks about a port
 /// rather than answers something the host sent.
 ///

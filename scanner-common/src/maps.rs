@@ -26,6 +26,11 @@ pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
 /// Block rules, likewise. A map of its own, sized to the block cap, so the
 /// kernel itself can never hold more blocks than the cap.
 pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
+/// One u32: 1 while BLOCKLIST is known to be empty, so packets skip its
+/// lookup. The daemon sets it (and checks again) when a sweep finds no
+/// block; every insert, the kernel's or the daemon's, clears it. 0, the
+/// default, means "look it up".
+pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.

@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use scanner_common::{
     CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_XMAS, Config,
-    ParseError, Parsed, Transport, is_probe, is_stack_syn, is_stealth, parse, tcp_class,
+    ParseError, Parsed, Transport, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, parse,
+    tcp_class,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -108,6 +109,23 @@ fn probes_are_told_from_replies() {
     );
     assert!(is_probe(&Transport::udp(1, 53), &cfg));
     assert!(!is_probe(&Transport::udp(53, 50000), &cfg));
+}
+
+#[test]
+fn accepted_connections_are_told_from_probes() {
+    let tcp = |flags| Transport::tcp(40000, 80, flags, 20);
+    assert!(is_accepted_traffic(&tcp(0x10), true), "ACK to an open port");
+    assert!(
+        is_accepted_traffic(&tcp(0x18), true),
+        "PSH|ACK to an open port"
+    );
+    assert!(
+        !is_accepted_traffic(&tcp(0x10), false),
+        "ACK to a closed port: an ACK probe"
+    );
+    assert!(!is_accepted_traffic(&tcp(0x12), true), "SYN|ACK is not");
+    assert!(!is_accepted_traffic(&tcp(0x02), true), "a SYN is a probe");
+    assert!(!is_accepted_traffic(&Transport::udp(1, 80), true));
 }
 
 #[test]

@@ -59,6 +59,10 @@ pub static ALLOWLIST: LpmTrie<SourceKey, PolicyEntry> =
 pub static BLOCKLIST: LpmTrie<SourceKey, PolicyEntry> =
     LpmTrie::with_max_entries(BLOCK_CAPACITY, 0);
 
+/// 1 while BLOCKLIST is known to be empty (see `BLOCKS_EMPTY_MAP`).
+#[map]
+pub static BLOCKS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Decisions, for the daemon to report within milliseconds.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

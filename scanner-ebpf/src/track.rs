@@ -24,7 +24,7 @@ use scanner_common::{
     COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
     PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
     SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
-    is_probe, is_stack_syn, is_stealth, port_bit, port_hits_index,
+    is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit, port_hits_index,
 };
 
 use crate::{
@@ -78,13 +78,16 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     };
     let (port, proto) = (t.dport, t.proto);
     let class = class_of(&h.transport);
-    let probe = is_probe(&h.transport, cfg) && !port_flag(ignored_bits, port);
+    let open = port_flag(open_bits, port);
+    let probe = is_probe(&h.transport, cfg)
+        && !is_accepted_traffic(&h.transport, open)
+        && !port_flag(ignored_bits, port);
     let pkt = Packet {
         now,
         ifindex,
         class,
         probe,
-        open: probe && port_flag(open_bits, port),
+        open: probe && open,
         stealth: is_stealth(class),
         stack_syn: is_stack_syn(&h.transport),
         port,

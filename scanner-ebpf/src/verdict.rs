@@ -9,7 +9,7 @@ use scanner_common::{
 
 use crate::{
     counters,
-    maps::{ALLOWLIST, BLOCKLIST},
+    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY},
 };
 
 pub enum Rule {
@@ -25,6 +25,10 @@ pub fn rule(source: &SourceKey, now: u64) -> Rule {
     let key = Key::new(128, *source);
     if ALLOWLIST.get(&key).is_some() {
         return Rule::Allow;
+    }
+    // Most of the time nothing is blocked: skip the second trie lookup.
+    if BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0) {
+        return Rule::None;
     }
     match BLOCKLIST.get(&key) {
         Some(e) if e.blocks(now) => Rule::Block,
@@ -45,6 +49,11 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
     };
     if BLOCKLIST.insert(&key, &entry, 0).is_err() {
         counters::bump(ifindex, COUNTER_BLOCKS_REFUSED);
+        return;
+    }
+    if let Some(empty) = BLOCKS_EMPTY.get_ptr_mut(0) {
+        // SAFETY: the map's only slot; a plain store of 0 is all we need.
+        unsafe { *empty = 0 };
     }
 }
 

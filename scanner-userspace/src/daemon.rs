@@ -5,7 +5,9 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
-use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, EVENTS_MAP, PORT_BITS_MAP, SCOPE_SOURCE};
+use scanner_common::{
+    ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP, SCOPE_SOURCE,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -106,7 +108,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
         take_map::<LpmTrie<_, _, _>>(&mut ebpf, BLOCKLIST_MAP)?,
         response.block_cap,
-    );
+    )
+    .with_empty_flag(take_map::<Array<_, u32>>(&mut ebpf, BLOCKS_EMPTY_MAP)?);
     for net in policy::default_allowlist()
         .into_iter()
         .chain(response.allowlist.iter().copied())

@@ -8,9 +8,9 @@ use aya::{
     programs::{ProgramError, Xdp, xdp::XdpMode},
 };
 use scanner_common::{
-    ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, CONFIG_MAP, COUNTERS_MAP, Config, EVENTS_MAP,
-    PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_CAPACITY,
-    SOURCES_MAP,
+    ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
+    Config, EVENTS_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
+    SOURCES_CAPACITY, SOURCES_MAP,
 };
 use thiserror::Error;
 
@@ -154,6 +154,7 @@ pub fn load_pinned(
         EVENTS_MAP,
         ALLOWLIST_MAP,
         BLOCKLIST_MAP,
+        BLOCKS_EMPTY_MAP,
     ] {
         if ebpf.map(name).is_none() {
             return Err(LoadError::MissingMap(name));

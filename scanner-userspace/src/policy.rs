@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use scanner_common::{
     ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_MANUAL, BLOCK_REASON_SCAN, PolicyEntry, SourceKey,
@@ -78,6 +78,8 @@ pub struct Policy {
     /// Blocks as last seen, to notice the ones the kernel adds itself.
     blocks: HashMap<IpNet, PolicyEntry>,
     cap: u32,
+    /// BLOCKS_EMPTY: lets packets skip the blocklist while it is empty.
+    empty_flag: Option<Array<MapData, u32>>,
 }
 
 impl Policy {
@@ -89,6 +91,21 @@ impl Policy {
             allow: Vec::new(),
             blocks: HashMap::new(),
             cap,
+            empty_flag: None,
+        }
+    }
+
+    /// Manages BLOCKS_EMPTY: set while a sweep finds no block, so packets
+    /// skip the blocklist lookup; cleared before every block.
+    pub fn with_empty_flag(mut self, map: Array<MapData, u32>) -> Self {
+        self.empty_flag = Some(map);
+        self
+    }
+
+    fn set_empty(&mut self, empty: bool) -> Result<(), MapError> {
+        match &mut self.empty_flag {
+            Some(m) => m.set(0, u32::from(empty), 0),
+            None => Ok(()),
         }
     }
 
@@ -184,6 +201,8 @@ impl Policy {
             created_ns: now_ns,
             expires_ns,
         };
+        // Clear the flag first: the rule must be looked up once it exists.
+        self.set_empty(false)?;
         self.map.insert(&key_of(net), entry, 0)?;
         self.blocks.insert(net, entry);
         Ok(Change::Blocked {
@@ -229,6 +248,15 @@ impl Policy {
                     reason: entry.reason,
                     ttl,
                 });
+            }
+        }
+        if self.blocks.is_empty() && self.empty_flag.is_some() {
+            // Set, then look again: a block the kernel added in between
+            // either is seen here (and the flag cleared) or cleared the
+            // flag itself after we set it.
+            self.set_empty(true)?;
+            if self.map.iter().next().is_some() {
+                self.set_empty(false)?;
             }
         }
         Ok(changes)

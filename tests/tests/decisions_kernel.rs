@@ -12,7 +12,7 @@ use scanner_common::{
     BITS_TCP_OPEN, Config, Decision, EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, REASON_TRW,
     SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, port_bit,
 };
-use scanner_tests::packets::{SYN, XMAS, ipv4_tcp, v4};
+use scanner_tests::packets::{ACK, SYN, XMAS, ipv4_tcp, v4};
 use scanner_userspace::{
     decisions::decode,
     detect::EntryId,
@@ -322,5 +322,33 @@ fn probes_are_counted_per_port_and_packets_per_interface() -> anyhow::Result<()>
     assert_eq!(table.total().seen - before, 4);
     assert_eq!(table.iface(1).seen, table.total().seen);
     assert_eq!(table.iface(2).seen, 0);
+    Ok(())
+}
+
+#[test]
+fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
+    root_only!("acks_of_accepted_connections_are_not_probes");
+    let mut k = Kernel::new(&Config::default())?;
+    k.open_tcp(&[80])?;
+    for _ in 0..50 {
+        k.send(&ipv4_tcp(1, 80, ACK))?;
+    }
+    let s = k
+        .maps
+        .entry(source(1))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((s.probes, s.ports), (0, 0), "a busy client of an open port");
+    assert_eq!(
+        s.classes[scanner_common::CLASS_ACK],
+        50,
+        "still counted as traffic"
+    );
+    // ACKs to closed ports are an ACK scan's probes.
+    k.send(&ipv4_tcp(1, 81, ACK))?;
+    let s = k
+        .maps
+        .entry(source(1))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((s.probes, s.ports), (1, 1));
     Ok(())
 }

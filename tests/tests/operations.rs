@@ -83,10 +83,13 @@ fn metrics_are_served_in_prometheus_text() -> anyhow::Result<()> {
     sc.answered(None, "1-200")?;
     sc.wait("blocked", src)?;
     let iface = format!("{{iface=\"{}\"}}", Lab::SERVER_IF);
-    // The block is counted at the next poll.
-    let m = until(WAIT, "metrics after the block", || {
+    // Metrics follow the kernel at each poll: wait for the one after the scan.
+    let seen = format!("scanner_packets_seen_total{iface}");
+    let m = until(WAIT, "metrics after the scan", || {
         let m = scrape(&sc, 9464)?;
-        Ok((m.get("scanner_blocks_active").copied() == Some(1.0)).then_some(m))
+        let done = m.get("scanner_blocks_active").copied() == Some(1.0)
+            && m.get(&seen).copied().unwrap_or(0.0) >= 200.0;
+        Ok(done.then_some(m))
     })?;
     let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
     assert!(

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 mod common;
 
-use aya::{Ebpf, maps::LpmTrie};
+use aya::{
+    Ebpf,
+    maps::{Array, LpmTrie, MapData},
+};
 use common::{XDP_DROP, XDP_PASS};
-use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, Config, SourceKey};
+use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, Config, SourceKey};
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
 use scanner_userspace::{
     load,
@@ -28,8 +31,26 @@ impl Kernel {
             take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
             take_map::<LpmTrie<_, _, _>>(&mut ebpf, BLOCKLIST_MAP)?,
             cap,
-        );
+        )
+        .with_empty_flag(take_map::<Array<_, u32>>(&mut ebpf, BLOCKS_EMPTY_MAP)?);
         Ok(Self { ebpf, maps, policy })
+    }
+
+    /// BLOCKS_EMPTY, read through a second handle.
+    fn blocks_empty(&self) -> anyhow::Result<u32> {
+        // The policy holds the map: find it again by the program's map ids.
+        let program = self
+            .ebpf
+            .program(load::PROGRAM)
+            .ok_or_else(|| anyhow::anyhow!("program"))?;
+        for id in program.info()?.map_ids()?.unwrap_or_default() {
+            let map = MapData::from_id(id)?;
+            if map.info()?.name_as_str() == Some(BLOCKS_EMPTY_MAP) {
+                let array: Array<MapData, u32> = Array::try_from(aya::maps::Map::Array(map))?;
+                return Ok(array.get(&0, 0)?);
+            }
+        }
+        anyhow::bail!("no {BLOCKS_EMPTY_MAP} map")
     }
 
     fn send(&self, frame: &[u8]) -> anyhow::Result<u32> {
@@ -141,5 +162,38 @@ fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
         k.policy.block("198.18.0.99/32".parse()?, None, now),
         Err(PolicyError::CapReached(2, _))
     ));
+    Ok(())
+}
+
+#[test]
+fn an_empty_blocklist_is_skipped_until_a_block_appears() -> anyhow::Result<()> {
+    root_only!("an_empty_blocklist_is_skipped_until_a_block_appears");
+    let config = Config {
+        block_on_decide: 1,
+        ..Config::default()
+    };
+    let mut k = Kernel::new(&config, 16)?;
+    assert_eq!(k.blocks_empty()?, 0, "looked up until a sweep knows better");
+    k.policy.sweep(monotonic_ns())?;
+    assert_eq!(
+        k.blocks_empty()?,
+        1,
+        "nothing blocked: packets skip the trie"
+    );
+    // A block the kernel makes clears the flag and drops at once.
+    for port in 1..=4 {
+        k.send(&ipv4_tcp(13, port, SYN))?;
+    }
+    assert_eq!(k.blocks_empty()?, 0);
+    assert_eq!(k.send(&ipv4_tcp(13, 5, SYN))?, XDP_DROP);
+    k.policy.sweep(monotonic_ns())?;
+    k.policy.unblock("198.18.0.13/32".parse()?)?;
+    k.policy.sweep(monotonic_ns())?;
+    assert_eq!(k.blocks_empty()?, 1);
+    // So does a block the daemon makes.
+    k.policy
+        .block("198.18.0.14/32".parse()?, None, monotonic_ns())?;
+    assert_eq!(k.blocks_empty()?, 0);
+    assert_eq!(k.send(&ipv4_tcp(14, 80, SYN))?, XDP_DROP);
     Ok(())
 }

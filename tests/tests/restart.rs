@@ -136,11 +136,12 @@ fn repeated_crashes_during_a_scan_keep_blocks_and_never_attach_twice() -> anyhow
     let pins = scanner_tests::daemon::pin_dir(&sc.lab.server)?;
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty());
-    let links: Vec<String> = std::fs::read_dir(pins.join("v1"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("link-"))
-        .collect();
+    let links: Vec<String> =
+        std::fs::read_dir(pins.join(format!("v{}", scanner_common::STATE_VERSION)))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("link-"))
+            .collect();
     assert!(links.is_empty(), "stale links left: {links:?}");
     Ok(())
 }

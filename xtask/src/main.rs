@@ -58,7 +58,9 @@ enum Task {
     /// as `install`; written to target/debian.
     Package,
     /// Measure the XDP program's per-packet cost beside XDP_PASS and
-    /// xdp-filter, at several map fills; writes BENCHMARKS.md (needs root).
+    /// xdp-filter at several map fills, veth throughput (trafgen), the
+    /// daemon's CPU and poll time, and time to detect beside scanlogd;
+    /// writes BENCHMARKS.md (needs root).
     Bench,
 }
 
@@ -95,9 +97,12 @@ fn bench() -> anyhow::Result<()> {
     if !scanner_tests::privilege::is_root() {
         anyhow::bail!("benchmarks load XDP programs: run `cargo xtask bench` as root");
     }
+    // The daemon benchmarks run the release binary.
+    let bin = shell::build_scanner(true)?;
     let mut cmd = shell::cargo();
     cmd.args(["bench", "--package", "scanner-tests", "--bench", "xdp_cost"])
-        .env("BENCH_OUT", shell::workspace_root());
+        .env("BENCH_OUT", shell::workspace_root())
+        .env("SCANNER_BIN", bin);
     shell::status(&mut cmd)
 }
 

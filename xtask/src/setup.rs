@@ -28,6 +28,9 @@ const PACKAGES: &[&str] = &[
     // in tmux.
     "systemd",
     "tmux",
+    // `cargo xtask bench`: trafgen for veth throughput, scanlogd to compare.
+    "netsniff-ng",
+    "scanlogd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

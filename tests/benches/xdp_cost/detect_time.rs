@@ -1,0 +1,208 @@
+//! Time to detect and to block an `nmap -sS` scan, beside scanlogd (Debian's
+//! scanlogd, in the same server namespace, logging to the journal) on the
+//! very same scan.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use scanner_tests::{Daemon, Lab, journald, traffic};
+use scanner_userspace::control::{Request, call};
+
+const RUNS: usize = 5;
+
+pub struct Run {
+    /// Milliseconds from nmap's start.
+    pub detect_ms: f64,
+    pub drop_ms: f64,
+    pub scanlogd_ms: Option<f64>,
+}
+
+fn since_ms(t0: SystemTime, t: SystemTime) -> f64 {
+    t.duration_since(t0).unwrap_or_default().as_secs_f64() * 1000.0
+}
+
+/// scanlogd logs through syslog(3): /dev/log must reach journald, and it
+/// chroots into /run/scanlogd/empty.
+fn prepare_scanlogd() -> anyhow::Result<()> {
+    std::fs::create_dir_all("/run/scanlogd/empty")?;
+    if !Path::new("/dev/log").exists() {
+        std::os::unix::fs::symlink("/run/systemd/journal/dev-log", "/dev/log")
+            .context("linking /dev/log to journald")?;
+    }
+    Ok(())
+}
+
+fn one(t_run: usize) -> anyhow::Result<Run> {
+    let lab = Lab::new()?;
+    let mut daemon = Daemon::start(
+        &lab.server,
+        &[
+            "run",
+            "--iface",
+            Lab::SERVER_IF,
+            "--events",
+            "json",
+            "--block",
+        ],
+    )?;
+    daemon.wait_attached(Lab::SERVER_IF)?;
+    let out = lab
+        .server
+        .command("scanlogd")
+        .output()
+        .context("starting scanlogd")?;
+    if !out.status.success() {
+        bail!("scanlogd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The first dropped packet, seen by polling the kernel's counters.
+    let socket = daemon.socket().to_path_buf();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || -> Option<SystemTime> {
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(s) = call(&socket, &Request::Status {})
+                    && s["packets"]["dropped"].as_u64() > Some(0)
+                {
+                    return Some(SystemTime::now());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None
+        })
+    };
+    let t0 = SystemTime::now();
+    traffic::nmap(
+        &lab.attacker,
+        &[
+            "-Pn",
+            "-sS",
+            "-T4",
+            "--max-retries",
+            "1",
+            "-p",
+            "1-1000",
+            Lab::SERVER_V4,
+        ],
+    )?;
+    let event = daemon.wait_for_event(
+        |e| e["event"] == "scan_detected" && e["source"] == Lab::ATTACKER_V4,
+        Duration::from_secs(30),
+    )?;
+    done.store(true, Ordering::Relaxed);
+    let dropped = watcher
+        .join()
+        .ok()
+        .flatten()
+        .context("no packet was dropped")?;
+    let ts = event["ts"].as_str().context("event ts")?;
+    let detected = humantime::parse_rfc3339(ts)?;
+    let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
+    let entries = journald::wait_entries(
+        &["-t", "scanlogd"],
+        |e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(Lab::ATTACKER_V4))
+                && realtime_us(e) >= since
+        },
+        Duration::from_secs(10),
+    )?;
+    let scanlogd_ms = entries
+        .iter()
+        .filter(|e| realtime_us(e) >= since)
+        .map(|e| (realtime_us(e) - since) / 1000.0)
+        .reduce(f64::min);
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", lab.server.name()])
+        .output()?;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse::<i32>()
+            && u32::try_from(pid).ok() != Some(daemon.pid())
+        {
+            // SAFETY: kill(2) of scanlogd, a process in our own namespace.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    daemon.stop()?;
+    let run = Run {
+        detect_ms: since_ms(t0, detected),
+        drop_ms: since_ms(t0, dropped),
+        scanlogd_ms,
+    };
+    eprintln!(
+        "detect run {t_run}: scanner {:.1} ms, first drop {:.1} ms, scanlogd {:?} ms",
+        run.detect_ms, run.drop_ms, run.scanlogd_ms
+    );
+    Ok(run)
+}
+
+fn realtime_us(e: &serde_json::Value) -> f64 {
+    e["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn measure() -> anyhow::Result<Vec<Run>> {
+    let _journal = journald::Journald::ensure()?;
+    prepare_scanlogd()?;
+    (0..RUNS).map(one).collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
+    writeln!(md, "## Time to detect and to block\n")?;
+    writeln!(
+        md,
+        "`nmap -Pn -sS -T4 -p 1-1000` from the attacker's namespace, {RUNS} runs, each with a \
+         fresh daemon (`--block`) and scanlogd (Debian's package) both watching the server's \
+         namespace, so both see the very same scan. Times are from nmap's start: to \
+         scanner's `scan_detected` event on stdout, to the first packet the kernel dropped \
+         (the daemon's counters polled every millisecond), and to scanlogd's line in the \
+         journal. scanlogd only logs; it cannot block.\n"
+    )?;
+    let cell = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
+    writeln!(
+        md,
+        "| | scanner: detected (ms) | scanner: first drop (ms) | scanlogd: logged (ms) |"
+    )?;
+    writeln!(md, "| --- | ---: | ---: | ---: |")?;
+    for (i, r) in runs.iter().enumerate() {
+        writeln!(
+            md,
+            "| run {} | {:.1} | {:.1} | {} |",
+            i + 1,
+            r.detect_ms,
+            r.drop_ms,
+            cell(r.scanlogd_ms)
+        )?;
+    }
+    writeln!(
+        md,
+        "| **median** | **{}** | **{}** | **{}** |\n",
+        cell(median(runs.iter().map(|r| r.detect_ms).collect())),
+        cell(median(runs.iter().map(|r| r.drop_ms).collect())),
+        cell(median(runs.iter().filter_map(|r| r.scanlogd_ms).collect())),
+    )?;
+    Ok(())
+}
+
+pub fn detect_median(runs: &[Run]) -> Option<f64> {
+    median(runs.iter().map(|r| r.detect_ms).collect())
+}
