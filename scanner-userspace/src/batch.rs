@@ -59,9 +59,28 @@ where
     K: Copy + Default,
     V: Copy + Default,
 {
+    let (mut all_keys, mut all_values) = (Vec::new(), Vec::new());
+    for_each(fd, per_key, |keys: &[K], values: &[V]| {
+        all_keys.extend_from_slice(keys);
+        all_values.extend_from_slice(values);
+    })?;
+    Ok((all_keys, all_values))
+}
+
+/// Reads the map behind `fd` in chunks of up to 8,192 entries and hands
+/// each chunk to `f` (keys, and `per_key` values per key), reusing one
+/// buffer: a million entries stream through without a copy of the map.
+pub fn for_each<K, V>(
+    fd: BorrowedFd<'_>,
+    per_key: usize,
+    mut f: impl FnMut(&[K], &[V]),
+) -> io::Result<()>
+where
+    K: Copy + Default,
+    V: Copy + Default,
+{
     let mut keys = vec![K::default(); CHUNK];
     let mut values = vec![V::default(); CHUNK * per_key];
-    let (mut all_keys, mut all_values) = (Vec::new(), Vec::new());
     // The kernel's resume token: a u32 bucket for hashes, a key for arrays.
     let mut token = [0u64; 8];
     let mut next = [0u64; 8];
@@ -88,18 +107,16 @@ where
         };
         let err = (ret < 0).then(io::Error::last_os_error);
         let n = (attr.count as usize).min(CHUNK);
-        all_keys.extend_from_slice(&keys[..n]);
-        all_values.extend_from_slice(&values[..n * per_key]);
+        f(&keys[..n], &values[..n * per_key]);
         match err {
             None => {}
             // The end of the map.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) => return Err(e),
         }
         token = next;
         first = false;
     }
-    Ok((all_keys, all_values))
 }
 
 /// Number of possible CPUs: the number of values a per-CPU map holds per key.

@@ -5,9 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
-use scanner_common::{
-    ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP, SCOPE_SOURCE,
-};
+use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -172,6 +170,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     });
     let started = Instant::now();
     let mut history = PortHistory::default();
+    // Sources tracked, as of the last poll.
+    let mut tracked = 0;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -204,8 +204,10 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 let began = Instant::now();
-                let entries = maps.entries();
-                let findings = detector.poll(monotonic_ns(), &entries);
+                // Only decided entries matter to the detector (a scan it
+                // tracks that is gone from them was evicted or started anew).
+                let snapshot = maps.decided();
+                let findings = detector.poll(monotonic_ns(), &snapshot.entries);
                 out.metrics.poll_took(began.elapsed());
                 report(&mut out, &maps, &findings)?;
                 for net in sweep_policy(&mut out)? {
@@ -215,8 +217,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                         maps.forget(&key);
                     }
                 }
-                let sources = entries.iter().filter(|(id, _)| id.scope == SCOPE_SOURCE).count();
-                update_metrics(&mut out, &maps, &attached, sources);
+                tracked = snapshot.sources;
+                update_metrics(&mut out, &maps, &attached, tracked);
                 watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
             }
             _ = refresh.tick() => {
@@ -236,6 +238,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                     default_ttl: settings.file.response.block_ttl,
                     detector: &detector,
                     ports: &history,
+                    tracked,
                 };
                 let answer = handle(request, &mut out, &mut maps, &state)
                     .unwrap_or_else(|e| Response::error(format!("{e:#}")));
@@ -272,7 +275,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     notify::tell("STOPPING=1");
 
     // Nothing lost on the way out: a final poll, then close every open scan.
-    let mut findings = detector.poll(monotonic_ns(), &maps.entries());
+    let mut findings = detector.poll(monotonic_ns(), &maps.decided().entries);
     findings.extend(detector.finish());
     report(&mut out, &maps, &findings)?;
     if let Ok(c) = maps.counters() {

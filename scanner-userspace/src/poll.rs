@@ -105,6 +105,15 @@ impl CounterTable {
     }
 }
 
+/// One pass over the maps.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Sources tracked (SOURCES entries).
+    pub sources: usize,
+    /// The entries kept (sources first, then prefixes).
+    pub entries: Vec<(EntryId, SourceStats)>,
+}
+
 /// Descriptors for whole-map batch reads.
 struct Fds {
     sources: OwnedFd,
@@ -149,36 +158,74 @@ impl Maps {
         }
     }
 
-    /// Every tracked source and prefix, read in batches. Entries the kernel
-    /// evicts while we read are skipped.
-    pub fn entries(&self) -> Vec<(EntryId, SourceStats)> {
-        [SCOPE_SOURCE, SCOPE_PREFIX]
-            .into_iter()
-            .flat_map(|scope| {
-                self.scope_entries(scope)
-                    .into_iter()
-                    .map(move |(key, stats)| (EntryId { scope, key }, stats))
-            })
-            .collect()
-    }
-
     /// Every tracked source.
     pub fn sources(&self) -> Vec<(SourceKey, SourceStats)> {
-        self.scope_entries(SCOPE_SOURCE)
+        self.sources_where(|_| true)
     }
 
-    fn scope_entries(&self, scope: u8) -> Vec<(SourceKey, SourceStats)> {
+    /// The tracked sources `keep` selects, streamed (nothing else copied).
+    pub fn sources_where(
+        &self,
+        keep: impl Fn(&SourceStats) -> bool,
+    ) -> Vec<(SourceKey, SourceStats)> {
+        self.scope_entries(SCOPE_SOURCE, keep).1
+    }
+
+    /// Both maps streamed through once, in batches: how many sources are
+    /// tracked, and the entries the kernel decided (all the detector needs;
+    /// a million undecided sources are counted, not copied). Entries the
+    /// kernel evicts while we read are skipped.
+    pub fn decided(&self) -> Snapshot {
+        let mut entries = Vec::new();
+        let mut sources = 0;
+        for scope in [SCOPE_SOURCE, SCOPE_PREFIX] {
+            let (count, kept) = self.scope_entries(scope, |s| s.decided_ns != 0);
+            if scope == SCOPE_SOURCE {
+                sources = count;
+            }
+            entries.extend(
+                kept.into_iter()
+                    .map(|(key, stats)| (EntryId { scope, key }, stats)),
+            );
+        }
+        Snapshot { sources, entries }
+    }
+
+    /// (entries in the map, those `keep` selects).
+    fn scope_entries(
+        &self,
+        scope: u8,
+        keep: impl Fn(&SourceStats) -> bool,
+    ) -> (usize, Vec<(SourceKey, SourceStats)>) {
         let fd = if scope == SCOPE_PREFIX {
             &self.fds.prefixes
         } else {
             &self.fds.sources
         };
-        match batch::read_all::<SourceKey, SourceStats>(fd.as_fd(), 1) {
-            Ok((keys, values)) => keys.into_iter().zip(values).collect(),
+        let mut count = 0;
+        let mut kept = Vec::new();
+        let streamed = batch::for_each(
+            fd.as_fd(),
+            1,
+            |keys: &[SourceKey], values: &[SourceStats]| {
+                count += keys.len();
+                kept.extend(
+                    keys.iter()
+                        .zip(values)
+                        .filter(|(_, s)| keep(s))
+                        .map(|(k, s)| (*k, *s)),
+                );
+            },
+        );
+        match streamed {
+            Ok(()) => (count, kept),
             // A kernel without batch reads: one entry at a time.
             Err(e) => {
                 tracing::debug!("batch read failed ({e}), iterating");
-                self.table(scope).iter().filter_map(Result::ok).collect()
+                let all: Vec<(SourceKey, SourceStats)> =
+                    self.table(scope).iter().filter_map(Result::ok).collect();
+                let count = all.len();
+                (count, all.into_iter().filter(|(_, s)| keep(s)).collect())
             }
         }
     }

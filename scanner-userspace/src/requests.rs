@@ -23,6 +23,9 @@ pub struct State<'a> {
     pub default_ttl: Duration,
     pub detector: &'a Detector,
     pub ports: &'a PortHistory,
+    /// Sources tracked at the last poll (a count of a million-entry map is
+    /// not redone for every `scanner status`).
+    pub tracked: usize,
 }
 
 /// Answers one control request.
@@ -57,7 +60,7 @@ pub fn handle(
                 },
                 "events_dropped": c.events_dropped,
                 "blocks_refused": c.blocks_refused,
-                "sources_tracked": maps.sources().len(),
+                "sources_tracked": state.tracked,
                 "active_detections": state.detector.active(),
                 "blocks": out.policy.active_blocks(),
                 "block_cap": out.policy.cap(),
@@ -129,10 +132,7 @@ fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
     };
     let mut rows: Vec<(i64, serde_json::Value)> = Vec::new();
     let mut listed = std::collections::HashSet::new();
-    for (key, s) in maps.sources() {
-        if s.decided_ns == 0 && s.score <= 0 {
-            continue;
-        }
+    for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
         let net = ipnet::IpNet::from(ip_of(&key));
         let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
         let state = match (block, s.decided_ns) {

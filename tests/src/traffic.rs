@@ -269,3 +269,35 @@ mod tests {
         assert_eq!(answered_ports("# Nmap done\n"), 0);
     }
 }
+
+/// `GET /metrics` from a daemon's `--metrics-listen` on 127.0.0.1:`port`
+/// inside `ns`, checked to be OpenMetrics text and parsed into
+/// "name{labels}" -> value.
+pub fn scrape_metrics(
+    ns: &Netns,
+    port: u16,
+) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let text = ns.enter(|| -> anyhow::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })??;
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    anyhow::ensure!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .with_context(|| format!("bad sample {line:?}"))?;
+            let value = value
+                .parse::<f64>()
+                .with_context(|| format!("bad value in {line:?}"))?;
+            Ok((name.to_owned(), value))
+        })
+        .collect()
+}

@@ -4,8 +4,6 @@
 
 use std::{
     collections::HashMap,
-    io::{Read as _, Write as _},
-    net::TcpStream,
     os::unix::net::UnixDatagram,
     path::PathBuf,
     process::Command,
@@ -41,32 +39,8 @@ fn until<T>(
     }
 }
 
-/// `GET /metrics` from inside the server's namespace, parsed into
-/// "name{labels}" -> value.
 fn scrape(sc: &Scenario, port: u16) -> anyhow::Result<HashMap<String, f64>> {
-    let text = sc.lab.server.enter(|| -> anyhow::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    anyhow::ensure!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
-    let mut samples = HashMap::new();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let (name, value) = line
-            .rsplit_once(' ')
-            .with_context(|| format!("bad sample {line:?}"))?;
-        samples.insert(
-            name.to_owned(),
-            value
-                .parse::<f64>()
-                .with_context(|| format!("bad value in {line:?}"))?,
-        );
-    }
-    Ok(samples)
+    scanner_tests::traffic::scrape_metrics(&sc.lab.server, port)
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::TcpStream,
     time::{Duration, Instant},
 };
 
@@ -43,21 +41,7 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn metrics(lab: &Lab) -> anyhow::Result<std::collections::HashMap<String, f64>> {
-    let text = lab.server.enter(|| -> anyhow::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect())
+    scanner_tests::traffic::scrape_metrics(&lab.server, METRICS_PORT)
 }
 
 pub fn measure() -> anyhow::Result<Vec<Row>> {

@@ -97,6 +97,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Attaches program `name` of `ebpf` to the server's veth in native mode.
 fn attach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str) -> anyhow::Result<()> {
     let program: &mut Xdp = ebpf.program_mut(name).context("program")?.try_into()?;
+    if program.fd().is_err() {
+        program.load()?;
+    }
     lab.server
         .enter(|| program.attach(Lab::SERVER_IF, XdpMode::Driver).map(drop))??;
     Ok(())
