@@ -11,9 +11,9 @@ use aya::{Ebpf, maps::Map};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
-/// Entries asked for per call. Hash maps return whole buckets, so a call
-/// needs room for the largest bucket; this leaves plenty.
-const CHUNK: usize = 8192;
+/// Most entries asked for per call. Hash maps return whole buckets, so a
+/// call needs room for the largest bucket; this leaves plenty.
+pub const CHUNK: usize = 8192;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -54,33 +54,40 @@ pub fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
 /// Every entry of the map behind `fd`: keys, and `per_key` values for each
 /// (1, or the number of possible CPUs for a per-CPU map, whose values the
 /// kernel pads to 8 bytes: use value types of a multiple of 8 bytes).
-pub fn read_all<K, V>(fd: BorrowedFd<'_>, per_key: usize) -> io::Result<(Vec<K>, Vec<V>)>
+pub fn read_all<K, V>(
+    fd: BorrowedFd<'_>,
+    per_key: usize,
+    chunk: usize,
+) -> io::Result<(Vec<K>, Vec<V>)>
 where
     K: Copy + Default,
     V: Copy + Default,
 {
     let (mut all_keys, mut all_values) = (Vec::new(), Vec::new());
-    for_each(fd, per_key, |keys: &[K], values: &[V]| {
+    for_each(fd, per_key, chunk, |keys: &[K], values: &[V]| {
         all_keys.extend_from_slice(keys);
         all_values.extend_from_slice(values);
     })?;
     Ok((all_keys, all_values))
 }
 
-/// Reads the map behind `fd` in chunks of up to 8,192 entries and hands
-/// each chunk to `f` (keys, and `per_key` values per key), reusing one
-/// buffer: a million entries stream through without a copy of the map.
+/// Reads the map behind `fd` in chunks of up to `chunk` entries (at most
+/// [`CHUNK`]; a small map needs no more than its size) and hands each chunk
+/// to `f` (keys, and `per_key` values per key), reusing one buffer: a
+/// million entries stream through without a copy of the map.
 pub fn for_each<K, V>(
     fd: BorrowedFd<'_>,
     per_key: usize,
+    chunk: usize,
     mut f: impl FnMut(&[K], &[V]),
 ) -> io::Result<()>
 where
     K: Copy + Default,
     V: Copy + Default,
 {
-    let mut keys = vec![K::default(); CHUNK];
-    let mut values = vec![V::default(); CHUNK * per_key];
+    let chunk = chunk.clamp(1, CHUNK);
+    let mut keys = vec![K::default(); chunk];
+    let mut values = vec![V::default(); chunk * per_key];
     // The kernel's resume token: a u32 bucket for hashes, a key for arrays.
     let mut token = [0u64; 8];
     let mut next = [0u64; 8];
@@ -91,12 +98,12 @@ where
             out_batch: next.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
+            count: chunk as u32,
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
         // SAFETY: attr points at a valid batch attribute whose buffers hold
-        // CHUNK keys and CHUNK * per_key values; the kernel writes no more.
+        // `chunk` keys and `chunk * per_key` values; the kernel writes no more.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -106,7 +113,7 @@ where
             )
         };
         let err = (ret < 0).then(io::Error::last_os_error);
-        let n = (attr.count as usize).min(CHUNK);
+        let n = (attr.count as usize).min(chunk);
         f(&keys[..n], &values[..n * per_key]);
         match err {
             None => {}

@@ -170,8 +170,12 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     });
     let started = Instant::now();
     let mut history = PortHistory::default();
-    // Sources tracked, as of the last poll.
+    // Sources tracked, as of the last full scan; when that was; the ring
+    // buffer's dropped records then.
     let mut tracked = 0;
+    let mut last_full: Option<Instant> = None;
+    let mut full_every = std::time::Duration::ZERO;
+    let mut events_dropped = 0;
 
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -204,10 +208,27 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 let began = Instant::now();
-                // Only decided entries matter to the detector (a scan it
-                // tracks that is gone from them was evicted or started anew).
-                let snapshot = maps.decided();
-                let findings = detector.poll(monotonic_ns(), &snapshot.entries);
+                // Decisions arrive on the ring buffer; a poll only follows
+                // the scans already known. Every `full_every`, and at once
+                // when the ring buffer dropped a record, every entry is read
+                // (only decided ones are kept: a scan the detector knows that
+                // is gone from them was evicted or started anew).
+                let dropped = maps.counters().map_or(events_dropped, |c| c.events_dropped);
+                let full = last_full.is_none_or(|t: Instant| t.elapsed() >= full_every)
+                    || dropped != events_dropped;
+                let entries = if full {
+                    let snapshot = maps.decided();
+                    let took = began.elapsed();
+                    out.metrics.full_scan_took(took);
+                    // At most 1% of a core on full scans: a small map is
+                    // read at every poll, a million sources every 30 s.
+                    full_every = (took * 100).min(FULL_SCAN_MAX);
+                    (tracked, last_full, events_dropped) = (snapshot.sources, Some(Instant::now()), dropped);
+                    snapshot.entries
+                } else {
+                    maps.decided_among(&detector.ids())
+                };
+                let findings = detector.poll(monotonic_ns(), &entries);
                 out.metrics.poll_took(began.elapsed());
                 report(&mut out, &maps, &findings)?;
                 for net in sweep_policy(&mut out)? {
@@ -217,7 +238,6 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                         maps.forget(&key);
                     }
                 }
-                tracked = snapshot.sources;
                 update_metrics(&mut out, &maps, &attached, tracked);
                 watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
             }
@@ -322,6 +342,11 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     tracing::info!("detached, exiting");
     Ok(())
 }
+
+/// The longest time between two polls that read every tracked source (the
+/// safety net for ring buffer records lost, and the count of tracked
+/// sources); other polls only look up the scans already detected.
+const FULL_SCAN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn interval(period: std::time::Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval(period);

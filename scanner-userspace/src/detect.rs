@@ -125,6 +125,12 @@ impl Detector {
         }
     }
 
+    /// Every entry with a scan remembered: what a poll between full scans
+    /// looks up.
+    pub fn ids(&self) -> Vec<EntryId> {
+        self.scans.keys().copied().collect()
+    }
+
     /// Scans detected and not yet ended.
     pub fn active(&self) -> usize {
         self.scans.values().filter(|s| !s.ended).count()

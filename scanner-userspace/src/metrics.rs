@@ -52,6 +52,7 @@ pub struct Metrics {
     blocks_active: Gauge,
     blocks: Family<ReasonLabel, Counter>,
     poll: Histogram,
+    full_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Kernel totals already added, per interface: the kernel counts from
     /// load (or from before a restart), metrics add the difference.
     last: HashMap<String, Counters>,
@@ -75,6 +76,7 @@ impl Metrics {
             blocks: Family::default(),
             // 100 µs to ~3 s.
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
+            full_scan: Gauge::default(),
             last: HashMap::new(),
         };
         m.capacity.set(i64::from(capacity));
@@ -144,6 +146,11 @@ impl Metrics {
             "Time to read the maps and run detection",
             m.poll.clone(),
         );
+        r.register(
+            "full_scan_seconds",
+            "Time of the last read of every tracked source and prefix",
+            m.full_scan.clone(),
+        );
         (m, r)
     }
 
@@ -207,6 +214,10 @@ impl Metrics {
 
     pub fn poll_took(&self, d: Duration) {
         self.poll.observe(d.as_secs_f64());
+    }
+
+    pub fn full_scan_took(&self, d: Duration) {
+        self.full_scan.set(d.as_secs_f64());
     }
 }
 

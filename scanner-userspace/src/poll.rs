@@ -8,9 +8,9 @@ use aya::{
 };
 use scanner_common::{
     COUNTER_ALLOWED, COUNTER_BLOCKS_REFUSED, COUNTER_COUNT, COUNTER_DROPPED,
-    COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_MAP,
-    IFACE_SLOTS, IPPROTO_TCP, IPPROTO_UDP, PORT_HITS_ENTRIES, PORT_HITS_MAP, PORTS_MAP,
-    PREFIXES_MAP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
+    COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_ENTRIES,
+    COUNTERS_MAP, IFACE_SLOTS, IPPROTO_TCP, IPPROTO_UDP, PORT_HITS_ENTRIES, PORT_HITS_MAP,
+    PORTS_MAP, PREFIXES_MAP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
     SOURCES_MAP, SourceKey, SourceStats,
 };
 use thiserror::Error;
@@ -191,6 +191,18 @@ impl Maps {
         Snapshot { sources, entries }
     }
 
+    /// The decided entries among `ids`, looked up one by one: a poll that
+    /// costs what the detections cost, not what the map holds.
+    pub fn decided_among(&self, ids: &[EntryId]) -> Vec<(EntryId, SourceStats)> {
+        ids.iter()
+            .filter_map(|&id| {
+                self.entry(id)
+                    .filter(|s| s.decided_ns != 0)
+                    .map(|s| (id, s))
+            })
+            .collect()
+    }
+
     /// (entries in the map, those `keep` selects).
     fn scope_entries(
         &self,
@@ -207,6 +219,7 @@ impl Maps {
         let streamed = batch::for_each(
             fd.as_fd(),
             1,
+            batch::CHUNK,
             |keys: &[SourceKey], values: &[SourceStats]| {
                 count += keys.len();
                 kept.extend(
@@ -232,8 +245,9 @@ impl Maps {
 
     /// Probes per destination port, indexed by `port_hits_index`.
     pub fn port_hits(&self) -> Result<Vec<PortHits>, PollError> {
-        let (keys, values) = batch::read_all::<u32, PortHits>(self.fds.port_hits.as_fd(), 1)
-            .map_err(batch_err(PORT_HITS_MAP))?;
+        let (keys, values) =
+            batch::read_all::<u32, PortHits>(self.fds.port_hits.as_fd(), 1, batch::CHUNK)
+                .map_err(batch_err(PORT_HITS_MAP))?;
         let mut hits = vec![PortHits::default(); PORT_HITS_ENTRIES as usize];
         for (k, v) in keys.into_iter().zip(values) {
             if let Some(slot) = hits.get_mut(k as usize) {
@@ -288,8 +302,12 @@ impl Maps {
 
     /// Every counter of every interface slot, in one batch read.
     pub fn counter_table(&self) -> Result<CounterTable, PollError> {
-        let (keys, values) = batch::read_all::<u32, u64>(self.fds.counters.as_fd(), self.cpus)
-            .map_err(batch_err(COUNTERS_MAP))?;
+        let (keys, values) = batch::read_all::<u32, u64>(
+            self.fds.counters.as_fd(),
+            self.cpus,
+            COUNTERS_ENTRIES as usize,
+        )
+        .map_err(batch_err(COUNTERS_MAP))?;
         let mut table = vec![0u64; (IFACE_SLOTS * COUNTER_COUNT) as usize];
         for (i, key) in keys.iter().enumerate() {
             let per_cpu = values

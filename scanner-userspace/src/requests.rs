@@ -23,8 +23,8 @@ pub struct State<'a> {
     pub default_ttl: Duration,
     pub detector: &'a Detector,
     pub ports: &'a PortHistory,
-    /// Sources tracked at the last poll (a count of a million-entry map is
-    /// not redone for every `scanner status`).
+    /// Sources tracked at the last full scan of the maps (a count of a
+    /// million-entry map is not redone for every `scanner status`).
     pub tracked: usize,
 }
 

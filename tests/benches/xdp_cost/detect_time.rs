@@ -40,20 +40,42 @@ fn prepare_scanlogd() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn one(t_run: usize) -> anyhow::Result<Run> {
-    let lab = Lab::new()?;
-    let mut daemon = Daemon::start(
-        &lab.server,
-        &[
-            "run",
-            "--iface",
-            Lab::SERVER_IF,
-            "--events",
-            "json",
-            "--block",
-        ],
-    )?;
+/// The scan every run sends. Once blocked, nmap waits out every dropped
+/// probe: the host timeout ends it (the detection came long before).
+const NMAP: &[&str] = &[
+    "-sS",
+    "-T4",
+    "--host-timeout",
+    "15s",
+    "-p",
+    "1-1000",
+    Lab::SERVER_V4,
+];
+
+fn daemon(lab: &Lab, block: bool) -> anyhow::Result<Daemon> {
+    let mut args = vec!["run", "--iface", Lab::SERVER_IF, "--events", "json"];
+    if block {
+        args.push("--block");
+    }
+    let mut daemon = Daemon::start(&lab.server, &args)?;
     daemon.wait_attached(Lab::SERVER_IF)?;
+    Ok(daemon)
+}
+
+/// When `daemon` reported the attacker's scan.
+fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
+    let event = daemon.wait_for_event(
+        |e| e["event"] == "scan_detected" && e["source"] == Lab::ATTACKER_V4,
+        Duration::from_secs(30),
+    )?;
+    let ts = event["ts"].as_str().context("event ts")?;
+    Ok(humantime::parse_rfc3339(ts)?)
+}
+
+/// Detection beside scanlogd: no blocking, so both see the whole scan.
+fn side_by_side() -> anyhow::Result<(f64, Option<f64>)> {
+    let lab = Lab::new()?;
+    let mut daemon = daemon(&lab, false)?;
     let out = lab
         .server
         .command("scanlogd")
@@ -62,7 +84,44 @@ fn one(t_run: usize) -> anyhow::Result<Run> {
     if !out.status.success() {
         bail!("scanlogd: {}", String::from_utf8_lossy(&out.stderr));
     }
-    // The first dropped packet, seen by polling the kernel's counters.
+    let t0 = SystemTime::now();
+    traffic::nmap(&lab.attacker, NMAP)?;
+    let detect_ms = since_ms(t0, detected(&mut daemon)?);
+    let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
+    let from_attacker = |e: &serde_json::Value| {
+        e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(Lab::ATTACKER_V4))
+            && realtime_us(e) >= since
+    };
+    let entries =
+        journald::wait_entries(&["-t", "scanlogd"], from_attacker, Duration::from_secs(10))?;
+    let scanlogd_ms = entries
+        .iter()
+        .filter(|e| from_attacker(e))
+        .map(|e| (realtime_us(e) - since) / 1000.0)
+        .reduce(f64::min);
+    // scanlogd daemonized: stop it through the namespace's process list.
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", lab.server.name()])
+        .output()?;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse::<i32>()
+            && u32::try_from(pid).ok() != Some(daemon.pid())
+        {
+            // SAFETY: kill(2) of scanlogd, a process in our own namespace.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    daemon.stop()?;
+    Ok((detect_ms, scanlogd_ms))
+}
+
+/// Time to the first packet the kernel dropped, with `--block`.
+fn first_drop() -> anyhow::Result<f64> {
+    let lab = Lab::new()?;
+    let mut daemon = daemon(&lab, true)?;
+    // Seen by polling the kernel's counters through the control socket.
     let socket = daemon.socket().to_path_buf();
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -80,70 +139,29 @@ fn one(t_run: usize) -> anyhow::Result<Run> {
         })
     };
     let t0 = SystemTime::now();
-    traffic::nmap(
-        &lab.attacker,
-        // Once blocked, nmap waits out every dropped probe: a host
-        // timeout ends it (the detection came long before).
-        &[
-            "-sS",
-            "-T4",
-            "--host-timeout",
-            "15s",
-            "-p",
-            "1-1000",
-            Lab::SERVER_V4,
-        ],
-    )?;
-    let event = daemon.wait_for_event(
-        |e| e["event"] == "scan_detected" && e["source"] == Lab::ATTACKER_V4,
-        Duration::from_secs(30),
-    )?;
+    traffic::nmap(&lab.attacker, NMAP)?;
+    detected(&mut daemon)?;
     done.store(true, Ordering::Relaxed);
     let dropped = watcher
         .join()
         .ok()
         .flatten()
         .context("no packet was dropped")?;
-    let ts = event["ts"].as_str().context("event ts")?;
-    let detected = humantime::parse_rfc3339(ts)?;
-    let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
-    let entries = journald::wait_entries(
-        &["-t", "scanlogd"],
-        |e| {
-            e["MESSAGE"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(Lab::ATTACKER_V4))
-                && realtime_us(e) >= since
-        },
-        Duration::from_secs(10),
-    )?;
-    let scanlogd_ms = entries
-        .iter()
-        .filter(|e| realtime_us(e) >= since)
-        .map(|e| (realtime_us(e) - since) / 1000.0)
-        .reduce(f64::min);
-    let pids = std::process::Command::new("ip")
-        .args(["netns", "pids", lab.server.name()])
-        .output()?;
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        if let Ok(pid) = pid.parse::<i32>()
-            && u32::try_from(pid).ok() != Some(daemon.pid())
-        {
-            // SAFETY: kill(2) of scanlogd, a process in our own namespace.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
     daemon.stop()?;
-    let run = Run {
-        detect_ms: since_ms(t0, detected),
-        drop_ms: since_ms(t0, dropped),
-        scanlogd_ms,
-    };
+    Ok(since_ms(t0, dropped))
+}
+
+fn one(run: usize) -> anyhow::Result<Run> {
+    let (detect_ms, scanlogd_ms) = side_by_side()?;
+    let drop_ms = first_drop()?;
     eprintln!(
-        "detect run {t_run}: scanner {:.1} ms, first drop {:.1} ms, scanlogd {:?} ms",
-        run.detect_ms, run.drop_ms, run.scanlogd_ms
+        "detect run {run}: scanner {detect_ms:.1} ms, first drop {drop_ms:.1} ms, scanlogd {scanlogd_ms:?} ms"
     );
-    Ok(run)
+    Ok(Run {
+        detect_ms,
+        drop_ms,
+        scanlogd_ms,
+    })
 }
 
 fn realtime_us(e: &serde_json::Value) -> f64 {
@@ -171,12 +189,14 @@ pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     writeln!(md, "## Time to detect and to block\n")?;
     writeln!(
         md,
-        "`nmap -n -Pn -sS -T4 --host-timeout 15s -p 1-1000` from the attacker's namespace, {RUNS} runs, each with a \
-         fresh daemon (`--block`) and scanlogd (Debian's package) both watching the server's \
-         namespace, so both see the very same scan. Times are from nmap's start: to \
-         scanner's `scan_detected` event on stdout, to the first packet the kernel dropped \
-         (the daemon's counters polled every millisecond), and to scanlogd's line in the \
-         journal. scanlogd only logs; it cannot block.\n"
+        "`nmap -n -Pn -sS -T4 --host-timeout 15s -p 1-1000` from the attacker's namespace, \
+         {RUNS} runs. Detection: a fresh daemon (report only) and scanlogd (Debian's package) \
+         both watch the server's namespace, so both see the very same scan; times are from \
+         nmap's start to scanner's `scan_detected` event on stdout and to scanlogd's line in \
+         the journal. Blocking: a separate scan against a fresh daemon with `--block` (a \
+         block starves scanlogd of the probes it counts); the time is from nmap's start to \
+         the first packet the kernel dropped (the daemon's counters polled every \
+         millisecond). scanlogd only logs; it cannot block.\n"
     )?;
     let cell = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
     writeln!(
