@@ -23,7 +23,7 @@ use crate::{
     output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy},
     pin::PinDir,
     policy::{self, Change, Policy},
-    poll::{Maps, monotonic_ns, take_map},
+    poll::{CounterTable, Maps, PollError, monotonic_ns, take_map},
     ports::{self, PortBits},
     reload,
     report::{DaemonEvent, Reporter, net_name},
@@ -213,7 +213,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                 // when the ring buffer dropped a record, every entry is read
                 // (only decided ones are kept: a scan the detector knows that
                 // is gone from them was evicted or started anew).
-                let dropped = maps.counters().map_or(events_dropped, |c| c.events_dropped);
+                let counters = maps.counter_table();
+                let dropped = counters.as_ref().map_or(events_dropped, |c| c.total().events_dropped);
                 let full = last_full.is_none_or(|t: Instant| t.elapsed() >= full_every)
                     || dropped != events_dropped;
                 let entries = if full {
@@ -221,8 +222,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                     let took = began.elapsed();
                     out.metrics.full_scan_took(took);
                     // At most 1% of a core on full scans: a small map is
-                    // read at every poll, a million sources every 30 s.
-                    full_every = (took * 100).min(FULL_SCAN_MAX);
+                    // read every 2 s, a million sources every 30 s.
+                    full_every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
                     (tracked, last_full, events_dropped) = (snapshot.sources, Some(Instant::now()), dropped);
                     snapshot.entries
                 } else {
@@ -238,7 +239,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                         maps.forget(&key);
                     }
                 }
-                update_metrics(&mut out, &maps, &attached, tracked);
+                update_metrics(&mut out, counters, &attached, tracked);
                 watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
             }
             _ = refresh.tick() => {
@@ -347,6 +348,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
 /// safety net for ring buffer records lost, and the count of tracked
 /// sources); other polls only look up the scans already detected.
 const FULL_SCAN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// Even an empty map costs a walk of its buckets: not at every poll.
+const FULL_SCAN_MIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn interval(period: std::time::Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval(period);
@@ -398,8 +401,13 @@ fn reload_config(
 }
 
 /// Kernel counters per interface, tracked sources and blocks, for /metrics.
-fn update_metrics(out: &mut Output, maps: &Maps, attached: &[Attached], sources: usize) {
-    match maps.counter_table() {
+fn update_metrics(
+    out: &mut Output,
+    counters: Result<CounterTable, PollError>,
+    attached: &[Attached],
+    sources: usize,
+) {
+    match counters {
         Ok(table) => {
             for a in attached {
                 if let Some(index) = a.index {

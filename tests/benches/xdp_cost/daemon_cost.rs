@@ -12,7 +12,7 @@ use scanner_tests::{Daemon, Lab};
 
 use crate::throughput;
 
-const WINDOW: Duration = Duration::from_secs(10);
+const WINDOW: Duration = Duration::from_secs(30);
 const METRICS_PORT: u16 = 9464;
 
 pub struct Row {
