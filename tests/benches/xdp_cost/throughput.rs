@@ -6,7 +6,10 @@
 use std::{fmt::Write as _, time::Instant};
 
 use anyhow::{Context as _, bail};
-use aya::programs::{Xdp, xdp::XdpMode};
+use aya::programs::{
+    Xdp,
+    xdp::{XdpLinkId, XdpMode},
+};
 use scanner_common::Config;
 use scanner_tests::{Lab, Netns};
 use scanner_userspace::load;
@@ -14,7 +17,7 @@ use scanner_userspace::load;
 /// Packets per trafgen run (bounded: trafgen stops after this many, and a
 /// timeout stops it regardless).
 const PACKETS: u64 = 2_000_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 pub struct Row {
     pub traffic: &'static str,
@@ -103,13 +106,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Attaches program `name` of `ebpf` to the server's veth in native mode.
-fn attach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str) -> anyhow::Result<()> {
+fn attach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str) -> anyhow::Result<XdpLinkId> {
     let program: &mut Xdp = ebpf.program_mut(name).context("program")?.try_into()?;
     if program.fd().is_err() {
         program.load()?;
     }
-    lab.server
-        .enter(|| program.attach(Lab::SERVER_IF, XdpMode::Driver).map(drop))??;
+    let id = lab
+        .server
+        .enter(|| program.attach(Lab::SERVER_IF, XdpMode::Driver))??;
+    Ok(id)
+}
+
+/// Detaches what [`attach`] attached.
+fn detach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str, id: XdpLinkId) -> anyhow::Result<()> {
+    let program: &mut Xdp = ebpf.program_mut(name).context("program")?.try_into()?;
+    lab.server.enter(|| program.detach(id))??;
     Ok(())
 }
 
@@ -140,26 +151,38 @@ pub fn measure() -> anyhow::Result<Vec<Row>> {
             pps: [0.0; 3],
         },
     ];
-    for mode in 0..3 {
-        // A fresh object per mode: the SYN flood starts from empty maps.
-        let mut ebpf = load::load(&Config::default())?;
-        match mode {
-            1 => attach(&lab, &mut ebpf, "xdp_pass_baseline")?,
-            2 => attach(&lab, &mut ebpf, load::PROGRAM)?,
-            _ => {}
+    // Modes interleave within each round, so drift in the machine's load
+    // spreads over all three alike. One object per program, loaded once.
+    let mut pass = load::load(&Config::default())?;
+    let mut ours = load::load(&Config::default())?;
+    let mut runs: Vec<[Vec<f64>; 3]> = vec![Default::default(), Default::default()];
+    for _ in 0..ROUNDS {
+        for mode in 0..3 {
+            let (obj, name) = match mode {
+                1 => (Some(&mut pass), "xdp_pass_baseline"),
+                2 => (Some(&mut ours), load::PROGRAM),
+                _ => (None, ""),
+            };
+            let link = match obj {
+                Some(obj) => Some((attach(&lab, obj, name)?, obj)),
+                None => None,
+            };
+            for (run, file) in runs.iter_mut().zip([&udp_file, &syn_file]) {
+                run[mode].push(blast(&lab, file, PACKETS)?);
+            }
+            if let Some((id, obj)) = link {
+                detach(&lab, obj, name, id)?;
+            }
         }
-        for (row, file) in rows.iter_mut().zip([&udp_file, &syn_file]) {
-            let runs = (0..ROUNDS)
-                .map(|_| blast(&lab, file, PACKETS))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            row.pps[mode] = median(runs);
+    }
+    for (row, run) in rows.iter_mut().zip(runs) {
+        for (mode, pps) in run.into_iter().enumerate() {
+            row.pps[mode] = median(pps);
             eprintln!(
                 "throughput {} mode {mode}: {:.0} pps",
                 row.traffic, row.pps[mode]
             );
         }
-        // Dropping the object detaches its program.
-        drop(ebpf);
     }
     let _ = std::fs::remove_file(&udp_file);
     let _ = std::fs::remove_file(&syn_file);
