@@ -256,20 +256,6 @@ pub fn spoofed_sources(seed: u64) -> impl Iterator<Item = [u8; 4]> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::answered_ports;
-
-    #[test]
-    fn answered_ports_count_open_and_closed() {
-        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
-        assert_eq!(answered_ports(out), 2);
-        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
-        assert_eq!(answered_ports(out), 1000);
-        assert_eq!(answered_ports("# Nmap done\n"), 0);
-    }
-}
-
 /// `GET /metrics` from a daemon's `--metrics-listen` on 127.0.0.1:`port`
 /// inside `ns`, checked to be OpenMetrics text and parsed into
 /// "name{labels}" -> value.
@@ -300,4 +286,18 @@ pub fn scrape_metrics(
             Ok((name.to_owned(), value))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_ports;
+
+    #[test]
+    fn answered_ports_count_open_and_closed() {
+        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
+        assert_eq!(answered_ports(out), 2);
+        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
+        assert_eq!(answered_ports(out), 1000);
+        assert_eq!(answered_ports("# Nmap done\n"), 0);
+    }
 }

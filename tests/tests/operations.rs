@@ -61,8 +61,10 @@ fn metrics_are_served_in_prometheus_text() -> anyhow::Result<()> {
     let seen = format!("scanner_packets_seen_total{iface}");
     let m = until(WAIT, "metrics after the scan", || {
         let m = scrape(&sc, 9464)?;
+        // Tracked sources are counted by full scans, every few seconds.
         let done = m.get("scanner_blocks_active").copied() == Some(1.0)
-            && m.get(&seen).copied().unwrap_or(0.0) >= 200.0;
+            && m.get(&seen).copied().unwrap_or(0.0) >= 200.0
+            && m.get("scanner_sources_tracked").copied().unwrap_or(0.0) >= 1.0;
         Ok(done.then_some(m))
     })?;
     let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
@@ -345,7 +347,10 @@ impl Tmux {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &name])
             .output();
+        // CI runs without a terminal: tmux's client wants TERM set.
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
         let ok = Command::new("tmux")
+            .env("TERM", term)
             .args([
                 "new-session",
                 "-d",
