@@ -396,14 +396,15 @@ fn main() -> anyhow::Result<()> {
          its counter updates, and two port-bitmap reads. Already done in this run: the \
          blocklist trie is skipped while nothing is blocked, and ACKs to open ports \
          (accepted connections) no longer count as probes, which took the benign packet \
-         from about 125 ns to under 80 ns. What would close the rest: exact host addresses \
+         from about 125 ns in the previous benchmark run to 77-96 ns in this session's runs \
+         (this machine's figures vary by some 20% from run to run). What would close the rest: exact host addresses \
          in a hash map instead of the trie when the allowlist holds no prefixes; updating a \
          benign source's entry once per window instead of per packet. Within 1.3x of a \
          program that does nothing is out of reach for any per-source accounting.\n\n\
          **SYN flood from random sources through veth**: every new source costs LRU inserts \
-         in SOURCES, PORTS and PREFIXES (the new-source row above, about 470 ns), so a \
+         in SOURCES, PORTS and PREFIXES (the new-source row above), so a \
          flood where every packet is a new source runs at a fraction of XDP_PASS, while \
-         benign traffic keeps more than 90%. What would close it: admit a source into the \
+         benign traffic keeps about 90% or more. What would close it: admit a source into the \
          maps only from its second probe (a small per-CPU sketch in front of the LRU maps; \
          detection would need one more probe), per-CPU LRU lists (BPF_F_NO_COMMON_LRU) to \
          cut the shared-list lock, and no prefix entry for single-packet sources.\n\n\
