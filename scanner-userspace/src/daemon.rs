@@ -159,6 +159,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         });
         emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None)?;
     }
+    warn_shared_counter_slots(&attached);
     let mut detector = Detector::new(settings.quiet_ns());
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::serve(listener, calls_tx));
@@ -355,6 +356,23 @@ fn interval(period: std::time::Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval(period);
     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     i
+}
+
+/// The kernel counts packets per interface in IFACE_SLOTS slots by ifindex:
+/// two watched interfaces in one slot share their per-interface counters.
+fn warn_shared_counter_slots(attached: &[Attached]) {
+    let slot = |a: &Attached| a.index.map(|i| i % scanner_common::IFACE_SLOTS);
+    for (i, a) in attached.iter().enumerate() {
+        for b in &attached[i + 1..] {
+            if slot(a).is_some() && slot(a) == slot(b) {
+                tracing::warn!(
+                    first = %a.name,
+                    second = %b.name,
+                    "these interfaces share a packet-counter slot: their per-interface metrics count both"
+                );
+            }
+        }
+    }
 }
 
 /// Reads the configuration file again and applies it: the kernel's
