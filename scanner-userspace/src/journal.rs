@@ -33,13 +33,20 @@ pub mod priority {
     pub const INFO: u8 = 6;
 }
 
-/// Resolves `--log`: true when logs and events go to the journal.
+/// Resolves `--log`: true when logs and events go to the journal. A socket
+/// file nobody listens on (journald stopped) counts as no journal.
 pub fn wanted(target: LogTarget, socket: &Path) -> Result<bool, JournalError> {
+    let listening = || UnixDatagram::unbound().and_then(|s| s.connect(socket));
     match target {
         LogTarget::Stderr => Ok(false),
-        LogTarget::Auto => Ok(socket.exists()),
-        LogTarget::Journal if socket.exists() => Ok(true),
-        LogTarget::Journal => Err(JournalError::NoSocket(socket.to_owned())),
+        LogTarget::Auto => Ok(listening().is_ok()),
+        LogTarget::Journal => match listening() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(JournalError::NoSocket(socket.to_owned()))
+            }
+            Err(e) => Err(JournalError::NotListening(socket.to_owned(), e)),
+        },
     }
 }
 
@@ -49,6 +56,10 @@ pub enum JournalError {
         "--log journal: no journal socket at {0} (is systemd-journald running? use --log stderr)"
     )]
     NoSocket(PathBuf),
+    #[error(
+        "--log journal: nobody listens on {0} ({1}; is systemd-journald running? use --log stderr)"
+    )]
+    NotListening(PathBuf, #[source] io::Error),
 }
 
 /// A connection to journald.
@@ -140,8 +151,22 @@ mod tests {
         let missing = Path::new("/nonexistent/journal/socket");
         assert!(!wanted(LogTarget::Auto, missing).unwrap());
         assert!(wanted(LogTarget::Journal, missing).is_err());
-        assert!(!wanted(LogTarget::Stderr, Path::new("/")).unwrap());
-        assert!(wanted(LogTarget::Auto, Path::new("/")).unwrap());
+        let dir = std::env::temp_dir().join(format!("scanner-wanted-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).unwrap();
+        assert!(wanted(LogTarget::Auto, &path).unwrap());
+        assert!(!wanted(LogTarget::Stderr, &path).unwrap());
+        // journald gone, its socket file left behind: no journal.
+        drop(listener);
+        assert!(path.exists());
+        assert!(!wanted(LogTarget::Auto, &path).unwrap());
+        assert!(matches!(
+            wanted(LogTarget::Journal, &path),
+            Err(JournalError::NotListening(..))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

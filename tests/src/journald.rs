@@ -49,6 +49,8 @@ impl Drop for Journald {
         if let Some(c) = &mut self.child {
             let _ = c.kill();
             let _ = c.wait();
+            // Leave no socket nobody listens on.
+            let _ = std::fs::remove_file(SOCKET);
         }
     }
 }
