@@ -56,9 +56,7 @@ pub enum JournalError {
         "--log journal: no journal socket at {0} (is systemd-journald running? use --log stderr)"
     )]
     NoSocket(PathBuf),
-    #[error(
-        "--log journal: nobody listens on {0} ({1}; is systemd-journald running? use --log stderr)"
-    )]
+    #[error("--log journal: nobody listens on {0} (is systemd-journald running? use --log stderr)")]
     NotListening(PathBuf, #[source] io::Error),
 }
 
