@@ -78,10 +78,10 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     };
     let (port, proto) = (t.dport, t.proto);
     let class = class_of(&h.transport);
-    let open = port_flag(open_bits, port);
-    let probe = is_probe(&h.transport, cfg)
-        && !is_accepted_traffic(&h.transport, open)
-        && !port_flag(ignored_bits, port);
+    // Bitmap reads only for packets that ask about a port: replies skip them.
+    let asks = is_probe(&h.transport, cfg);
+    let open = asks && port_flag(open_bits, port);
+    let probe = asks && !is_accepted_traffic(&h.transport, open) && !port_flag(ignored_bits, port);
     let pkt = Packet {
         now,
         ifindex,
