@@ -99,6 +99,16 @@ pub const fn port_hits_index(proto: u8, port: u16) -> u32 {
     }
 }
 
+/// The (protocol, port) of a PORT_HITS index: the inverse of [`port_hits_index`].
+#[inline(always)]
+pub const fn port_of_hits_index(index: u32) -> (u8, u16) {
+    if index >= 65_536 {
+        (crate::IPPROTO_UDP, (index - 65_536) as u16)
+    } else {
+        (crate::IPPROTO_TCP, index as u16)
+    }
+}
+
 /// Probes to one destination port, from all sources.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -511,6 +521,17 @@ mod tests {
         let p = SourceKey::from_v6(v6).prefix(24, 60);
         assert_eq!(p.addr[7], 0x40);
         assert!(!p.is_v4() && k.is_v4());
+    }
+
+    #[test]
+    fn port_hits_indexes_turn_back_into_ports() {
+        for proto in [crate::IPPROTO_TCP, crate::IPPROTO_UDP] {
+            for port in [0, 1, 22, 65_535] {
+                let index = port_hits_index(proto, port);
+                assert!(index < PORT_HITS_ENTRIES);
+                assert_eq!(port_of_hits_index(index), (proto, port));
+            }
+        }
     }
 
     #[test]

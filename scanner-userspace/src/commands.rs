@@ -123,7 +123,7 @@ fn on_target(
 }
 
 /// A JSON string without quotes; "-" for null.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

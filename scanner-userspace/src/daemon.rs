@@ -20,7 +20,7 @@ use crate::{
     load,
     metrics::{self, Metrics},
     notify,
-    output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy},
+    output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy, write},
     pin::PinDir,
     policy::{self, Change, Policy},
     poll::{CounterTable, Maps, PollError, monotonic_ns, take_map},
@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     // the start, attaching nothing.
     let metrics_listener = match settings.file.report.metrics_listen {
         Some(addr) => Some(
-            metrics::bind(addr)
+            tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("serving metrics on {addr}"))?,
         ),
@@ -184,16 +184,17 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let mut tick = interval(settings.poll_interval());
     let mut refresh = interval(settings.file.report.open_ports_refresh);
     let ifaces: Vec<&str> = args.ifaces.iter().map(String::as_str).collect();
-    out.reporter
-        .emit(&DaemonEvent::now(
+    write(
+        &mut out.reporter,
+        &DaemonEvent::now(
             "daemon_started",
             format!(
                 "watching {}; blocking {}",
                 ifaces.join(", "),
                 if out.blocking { "on" } else { "off" }
             ),
-        ))
-        .context("writing an event to stdout")?;
+        ),
+    )?;
     notify::tell(&format!("READY=1\nSTATUS=watching {}", ifaces.join(", ")));
     loop {
         tokio::select! {
@@ -279,13 +280,11 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                         }
                         settings = new;
                         tracing::info!("configuration reloaded: {summary}");
-                        out.reporter.emit(&DaemonEvent::now("config_reloaded", summary))
-                            .context("writing an event to stdout")?;
+                        write(&mut out.reporter, &DaemonEvent::now("config_reloaded", summary))?;
                     }
                     Err(e) => {
                         tracing::error!("configuration rejected, the previous one stays: {e:#}");
-                        out.reporter.emit(&DaemonEvent::now("config_rejected", format!("{e:#}")))
-                            .context("writing an event to stdout")?;
+                        write(&mut out.reporter, &DaemonEvent::now("config_rejected", format!("{e:#}")))?;
                     }
                 }
                 notify::tell("READY=1");
@@ -338,9 +337,10 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         m.abort();
     }
     let _ = std::fs::remove_file(&args.socket);
-    out.reporter
-        .emit(&DaemonEvent::now("daemon_stopped", "detached, exiting"))
-        .context("writing an event to stdout")?;
+    write(
+        &mut out.reporter,
+        &DaemonEvent::now("daemon_stopped", "detached, exiting"),
+    )?;
     tracing::info!("detached, exiting");
     Ok(())
 }
@@ -505,7 +505,7 @@ fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()
     if changed > 0 {
         let open: Vec<String> = ports::open_ports(&listeners)
             .into_iter()
-            .map(|(proto, port)| format!("{}/{port}", if proto == 6 { "tcp" } else { "udp" }))
+            .map(|(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
             .collect();
         tracing::debug!(open = %open.join(" "), "open ports updated");
     }

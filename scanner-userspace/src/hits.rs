@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scanner_common::{IPPROTO_TCP, IPPROTO_UDP, PortHits};
+use scanner_common::{PortHits, port_of_hits_index};
 
 use crate::audit::PortHit;
 
@@ -68,7 +68,7 @@ impl PortHistory {
                             .map(|i| s[i].1)
                     })
                     .unwrap_or_default();
-                let (proto, port) = port_of(index);
+                let (proto, port) = port_of_hits_index(index);
                 PortHit {
                     proto,
                     port,
@@ -90,15 +90,6 @@ fn sparse(current: &[PortHits]) -> Snapshot {
         .filter(|(_, h)| h.probes != 0)
         .map(|(i, h)| (i as u32, *h))
         .collect()
-}
-
-/// The (protocol, port) of a PORT_HITS index.
-fn port_of(index: u32) -> (u8, u16) {
-    if index >= 65_536 {
-        (IPPROTO_UDP, (index - 65_536) as u16)
-    } else {
-        (IPPROTO_TCP, index as u16)
-    }
 }
 
 /// The most probed ports first (then by protocol and port), at most `n`.

@@ -2,7 +2,7 @@
 //! interface, what the daemon tracks, detects and blocks, and how long a
 //! poll takes. Served as text over plain HTTP: `GET /metrics`.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -56,6 +56,8 @@ pub struct Metrics {
     /// Kernel totals already added, per interface: the kernel counts from
     /// load (or from before a restart), metrics add the difference.
     last: HashMap<String, Counters>,
+    /// The global kernel counters already added.
+    last_totals: Counters,
 }
 
 impl Metrics {
@@ -78,6 +80,7 @@ impl Metrics {
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             full_scan: Gauge::default(),
             last: HashMap::new(),
+            last_totals: Counters::default(),
         };
         m.capacity.set(i64::from(capacity));
         let mut r = Registry::with_prefix("scanner");
@@ -178,7 +181,7 @@ impl Metrics {
 
     /// Global counters (not per interface).
     pub fn totals(&mut self, now: Counters) {
-        let last = self.last.entry(String::new()).or_default();
+        let last = &mut self.last_totals;
         self.events_dropped
             .inc_by(now.events_dropped.saturating_sub(last.events_dropped));
         self.blocks_refused
@@ -227,11 +230,6 @@ pub fn render(registry: &Registry) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut text, registry);
     text
-}
-
-/// Binds the metrics endpoint (before attaching: a taken port fails the start).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Serves `GET /metrics` until the task is dropped.
@@ -351,7 +349,7 @@ mod tests {
     async fn the_endpoint_serves_metrics_over_http() {
         let (m, r) = Metrics::new(10);
         m.detection("fin");
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(serve(listener, Arc::new(r)));
         let get = |path: &'static str| async move {

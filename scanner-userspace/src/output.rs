@@ -31,6 +31,11 @@ pub struct Output {
     pub metrics: Metrics,
 }
 
+/// Writes one event: stdout, and the journal when one is connected.
+pub fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) -> anyhow::Result<()> {
+    reporter.emit(event).context("writing an event to stdout")
+}
+
 pub fn emit_interface(
     reporter: &mut Reporter<std::io::Stdout>,
     event: &'static str,
@@ -38,15 +43,14 @@ pub fn emit_interface(
     mode: &'static str,
     reason: Option<&'static str>,
 ) -> anyhow::Result<()> {
-    reporter
-        .emit(&Event::Interface(InterfaceEvent {
-            ts: timestamp(SystemTime::now()),
-            event,
-            iface: iface.to_owned(),
-            mode,
-            reason,
-        }))
-        .context("writing an event to stdout")
+    let event = Event::Interface(InterfaceEvent {
+        ts: timestamp(SystemTime::now()),
+        event,
+        iface: iface.to_owned(),
+        mode,
+        reason,
+    });
+    write(reporter, &event)
 }
 
 pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
@@ -60,9 +64,7 @@ pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Re
             out.metrics.detection(e.kind);
             tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
-        out.reporter
-            .emit(&Event::Scan(e))
-            .context("writing an event to stdout")?;
+        write(&mut out.reporter, &Event::Scan(e))?;
         if event == "scan_detected" && id.scope == SCOPE_SOURCE {
             respond(out, *id)?;
         }
@@ -150,9 +152,7 @@ pub fn emit(out: &mut Output, event: PolicyEvent) -> anyhow::Result<()> {
         out.metrics.block(event.reason);
         tracing::debug!(source = %event.source, reason = event.reason, "blocked");
     }
-    out.reporter
-        .emit(&Event::Policy(event))
-        .context("writing an event to stdout")
+    write(&mut out.reporter, &Event::Policy(event))
 }
 
 fn scan_event(

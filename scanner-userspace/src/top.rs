@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     audit::{PortHit, proto_name},
     cli::TopArgs,
-    commands::port_hits,
+    commands::{port_hits, text},
     control::{Request, call},
 };
 
@@ -156,14 +156,6 @@ fn fetch(args: &TopArgs, previous: Option<(&Snapshot, Duration)>) -> anyhow::Res
         events,
         rates,
     })
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
 }
 
 /// Seconds until an RFC 3339 time, e.g. a block's expiry.

@@ -16,6 +16,8 @@ use anyhow::{Context as _, bail};
 use scanner_tests::{Daemon, Lab, journald, traffic};
 use scanner_userspace::control::{Request, call};
 
+use crate::median;
+
 const RUNS: usize = 5;
 
 pub struct Run {
@@ -175,14 +177,6 @@ pub fn measure() -> anyhow::Result<Vec<Run>> {
     let _journal = journald::Journald::ensure()?;
     prepare_scanlogd()?;
     (0..RUNS).map(one).collect()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {

@@ -97,8 +97,7 @@ fn cost(program: u32, frame: &[u8]) -> anyhow::Result<f64> {
         rounds.push(ns);
     }
     let _ = std::fs::remove_file(&file);
-    rounds.sort_by(f64::total_cmp);
-    Ok(rounds[ROUNDS / 2])
+    median(rounds).context("no rounds")
 }
 
 fn program_id(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<u32> {
@@ -420,6 +419,12 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out_dir.join("benchmarks.svg"), svg(&cases, &curve))?;
     eprintln!("wrote {}", out_dir.join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// The middle value (the upper one of an even count); None when empty.
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 fn machine() -> String {

@@ -100,11 +100,6 @@ pub fn blast(lab: &Lab, config: &std::path::Path, count: u64) -> anyhow::Result<
     Ok((after - before) as f64 / elapsed)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Attaches program `name` of `ebpf` to the server's veth in native mode.
 fn attach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str) -> anyhow::Result<XdpLinkId> {
     let program: &mut Xdp = ebpf.program_mut(name).context("program")?.try_into()?;
@@ -177,7 +172,7 @@ pub fn measure() -> anyhow::Result<Vec<Row>> {
     }
     for (row, run) in rows.iter_mut().zip(runs) {
         for (mode, pps) in run.into_iter().enumerate() {
-            row.pps[mode] = median(pps);
+            row.pps[mode] = crate::median(pps).unwrap_or(0.0);
             eprintln!(
                 "throughput {} mode {mode}: {:.0} pps",
                 row.traffic, row.pps[mode]
