@@ -160,6 +160,10 @@ pub const PREFIX_TRIALS_PER_SOURCE: u32 = 2;
 /// [`PortKey::scope`] and [`Decision::scope`]: a single source or a prefix.
 pub const SCOPE_SOURCE: u8 = 0;
 pub const SCOPE_PREFIX: u8 = 1;
+/// [`PortKey::scope`] of a membership mark: `source` has been counted among
+/// its prefix's sources in the prefix life stamped in `PortSeen::life_ns`
+/// (port and protocol 0). Never a decision's scope.
+pub const SCOPE_MEMBER: u8 = 2;
 
 /// Regions of the PORT_BITS bitmap, 1,024 u64 words (65,536 bits) each.
 pub const BITS_TCP_OPEN: u32 = 0;
@@ -347,7 +351,7 @@ pub struct PortKey {
     pub port: u16,
     /// IP protocol number (6 TCP, 17 UDP).
     pub proto: u8,
-    /// `SCOPE_SOURCE` or `SCOPE_PREFIX`.
+    /// `SCOPE_SOURCE`, `SCOPE_PREFIX` or `SCOPE_MEMBER`.
     pub scope: u8,
 }
 

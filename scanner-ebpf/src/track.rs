@@ -23,7 +23,7 @@ use scanner_common::{
     BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
     COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
     PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
-    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
+    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_MEMBER, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
     is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit, port_hits_index,
 };
 
@@ -117,7 +117,7 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     };
     // SAFETY: s and p point at live map values.
     unsafe {
-        if (*s).prefix_trials == 0 {
+        if (*s).prefix_trials == 0 && new_member(&h.source, (*p).first_seen_ns) {
             add(&raw mut (*p).sources, 1);
         }
         add(&raw mut (*s).prefix_trials, 1);
@@ -293,6 +293,40 @@ fn count_port(pkt: &Packet, new_source: bool) {
             if new_source {
                 add(&raw mut (*hits).sources, 1);
             }
+        }
+    }
+}
+
+/// Marks `source` as a member of its prefix's life `prefix_life`; returns
+/// whether it is new to it. A source's own entry can be forgotten (evicted,
+/// idle, or reset after its block is lifted) while its prefix lives on: the
+/// mark keeps one address from counting as several sources. Runs only on a
+/// source's first prefix trial, never per packet.
+#[inline(always)]
+fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
+    let mark = PortKey {
+        source: *source,
+        port: 0,
+        proto: 0,
+        scope: SCOPE_MEMBER,
+    };
+    match PORTS.get_ptr_mut(&mark) {
+        // SAFETY: m points at the mark's value in PORTS.
+        Some(m) => unsafe {
+            if (*m).life_ns == prefix_life {
+                return false;
+            }
+            (*m).life_ns = prefix_life;
+            true
+        },
+        None => {
+            let seen = PortSeen {
+                life_ns: prefix_life,
+                window_start_ns: 0,
+                probes: 0,
+                _pad: 0,
+            };
+            PORTS.insert(&mark, &seen, BPF_NOEXIST as u64).is_ok()
         }
     }
 }

@@ -245,6 +245,38 @@ fn one_loud_scanner_does_not_make_its_prefix_distributed() -> anyhow::Result<()>
 }
 
 #[test]
+fn a_forgotten_source_is_still_one_source_of_its_prefix() -> anyhow::Result<()> {
+    root_only!("a_forgotten_source_is_still_one_source_of_its_prefix");
+    let mut k = Kernel::new(&Config::default())?;
+    // One host whose entry is forgotten between its probes, as when its
+    // block is lifted or it is evicted: each new life feeds the prefix again.
+    for round in 0..4u16 {
+        k.syns(40, [1000 + round * 2, 1001 + round * 2])?;
+        k.maps.forget(&SourceKey::from_v4(v4(40)));
+    }
+    let prefix = EntryId {
+        scope: SCOPE_PREFIX,
+        key: SourceKey::from_v4([198, 18, 0, 0]),
+    };
+    let p = k
+        .maps
+        .entry(prefix)
+        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    assert_eq!(p.sources, 1, "one address is one source: {p:?}");
+    assert_eq!(p.decided_ns, 0, "one host is no distributed scan");
+    // A second and a third address do count.
+    k.syns(41, [2000, 2001])?;
+    k.syns(42, [2002, 2003])?;
+    let p = k
+        .maps
+        .entry(prefix)
+        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    assert_eq!(p.sources, 3, "{p:?}");
+    assert!(k.decisions().iter().all(|d| d.scope == SCOPE_PREFIX));
+    Ok(())
+}
+
+#[test]
 fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
     root_only!("an_idle_source_starts_a_new_life");
     let config = Config {
