@@ -41,14 +41,17 @@ fn main() -> anyhow::Result<()> {
         root_dir: root.as_str(),
         ..Default::default()
     };
-    let (result, held) = holding_warnings(|| {
-        aya_build::build_ebpf([package], aya_build::Toolchain::default())
-    })?;
+    let (result, held) =
+        holding_warnings(|| aya_build::build_ebpf([package], aya_build::Toolchain::default()))?;
     let failed = result.is_err();
     let mut out = std::io::stdout().lock();
     for line in held {
         // Plain output on success (cargo shows it with -vv), warnings on failure.
-        let shown = if failed { format!("{WARNING}{line}") } else { line };
+        let shown = if failed {
+            format!("{WARNING}{line}")
+        } else {
+            line
+        };
         writeln!(out, "{shown}").context("writing build output")?;
     }
     result.context(

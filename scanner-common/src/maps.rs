@@ -31,6 +31,10 @@ pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
 /// block; every insert, the kernel's or the daemon's, clears it. 0, the
 /// default, means "look it up".
 pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
+/// One u64 the daemon creates and pins itself (the XDP program never sees
+/// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
+/// have been reported, so a restarted daemon does not report them again.
+pub const REPORTED_MAP: &str = "REPORTED";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.

@@ -23,8 +23,9 @@ use scanner_common::{
     BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
     COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
     PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
-    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_MEMBER, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats, class_of,
-    is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit, port_hits_index,
+    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_MEMBER, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey,
+    SourceStats, class_of, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
+    port_hits_index,
 };
 
 use crate::{

@@ -29,8 +29,9 @@ pub enum Command {
     Block(BlockArgs),
     /// Lift a block.
     Unblock(TargetArgs),
-    /// Allowlist an address or CIDR: never blocked, never counted.
-    Allow(TargetArgs),
+    /// Allowlist an address or CIDR: never blocked, never counted; or list
+    /// the allowlist (--list).
+    Allow(AllowArgs),
     /// Remove an address or CIDR from the allowlist.
     Disallow(TargetArgs),
     /// The ports this host exposes (listening TCP and UDP sockets) with
@@ -125,6 +126,21 @@ pub struct TargetArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct AllowArgs {
+    /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
+    #[arg(value_parser = parse_net, required_unless_present = "list", conflicts_with = "list")]
+    pub target: Option<ipnet::IpNet>,
+    /// List the allowlist and why each entry is on it.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: print JSON instead of a table.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct ConfigArgs {
     /// Print a commented configuration file with every default.
@@ -161,20 +177,21 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
     pub log: LogTarget,
 
-    /// How often the maps are read, e.g. 1s, 250ms [config: report.poll_interval].
+    /// How often the maps are read, e.g. 1s, 250ms [default: 1s]
+    /// [config: report.poll_interval].
     #[arg(long, value_parser = parse_duration)]
     pub poll_interval: Option<Duration>,
 
     /// Distinct ports within one window that decide on their own
-    /// [config: detection.fanout_ports].
+    /// [default: 20] [config: detection.fanout_ports].
     #[arg(long, alias = "min-ports", value_parser = clap::value_parser!(u32).range(1..))]
     pub fanout_ports: Option<u32>,
 
-    /// Fan-out window [config: detection.fanout_window].
+    /// Fan-out window [default: 60s] [config: detection.fanout_window].
     #[arg(long, alias = "window", value_parser = parse_duration)]
     pub fanout_window: Option<Duration>,
 
-    /// Report a detected scan as ended after this much quiet
+    /// Report a detected scan as ended after this much quiet [default: 2m]
     /// [config: report.quiet_after].
     #[arg(long, value_parser = parse_duration)]
     pub quiet_after: Option<Duration>,
@@ -189,16 +206,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub block: bool,
 
-    /// How long a block lasts, e.g. 1h, 30m [config: response.block_ttl].
+    /// How long a block lasts, e.g. 1h, 30m [default: 1h]
+    /// [config: response.block_ttl].
     #[arg(long, value_parser = parse_duration)]
     pub block_ttl: Option<Duration>,
 
     /// Most blocks at once; past it new blocks are refused, loudly
-    /// [config: response.block_cap].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// [default: 65536, at most 1048576] [config: response.block_cap].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::config::MAX_BLOCK_CAP)))]
     pub block_cap: Option<u32>,
 
-    /// Report what would be blocked, block nothing [config: response.dry_run].
+    /// Report what would be blocked, block nothing: not even blocks kept
+    /// from an earlier run are enforced [config: response.dry_run].
     #[arg(long)]
     pub dry_run: bool,
 
@@ -208,12 +227,19 @@ pub struct RunArgs {
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<ipnet::IpNet>,
 
-    /// Attach again to an interface that was removed, when it comes back.
+    /// Do not attach again to a watched interface that was removed and comes
+    /// back (by default it is watched again as soon as it reappears); the
+    /// daemon exits once no watched interface is left.
     #[arg(long)]
+    pub no_reattach: bool,
+
+    /// Reattaching is the default now; accepted for older command lines.
+    #[arg(long, hide = true, conflicts_with = "no_reattach")]
     pub reattach: bool,
 
-    /// Sources tracked at once (LRU beyond) [config: detection.max_sources].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1024..))]
+    /// Sources tracked at once (LRU beyond) [default: 1048576, 1024 to
+    /// 67108864] [config: detection.max_sources].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(crate::config::MIN_SOURCES)..=i64::from(crate::config::MAX_SOURCES)))]
     pub max_sources: Option<u32>,
 
     /// Control socket for `scanner status`, `list`, `block`... (mode 0660).
@@ -229,10 +255,11 @@ pub struct RunArgs {
     pub pin_dir: PathBuf,
 }
 
-/// An address (a /32 or /128) or a CIDR prefix.
+/// An address (a /32 or /128) or a CIDR prefix, with any host bits cleared
+/// (`10.1.2.3/8` is `10.0.0.0/8`).
 pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = s.parse::<ipnet::IpNet>() {
-        return Ok(net);
+        return Ok(net.trunc());
     }
     s.parse::<std::net::IpAddr>()
         .map(ipnet::IpNet::from)
@@ -308,10 +335,90 @@ mod tests {
     }
 
     #[test]
+    fn cidrs_lose_their_host_bits() {
+        assert_eq!(
+            parse_net("10.1.2.3/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_net("2001:db8::77/64").map(|n| n.to_string()),
+            Ok("2001:db8::/64".into())
+        );
+    }
+
+    #[test]
+    fn the_help_states_the_defaults_the_config_has() {
+        use clap::CommandFactory as _;
+        let defaults = crate::config::FileConfig::default();
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("run")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        // The text after "[default: " in `flag`'s help, up to "]" or ",".
+        let stated = |flag: &str| -> String {
+            let at = help.find(flag).unwrap_or_else(|| panic!("{flag} in help"));
+            let rest = &help[at + flag.len()..];
+            let end = rest.find(" --").unwrap_or(rest.len());
+            let own = &rest[..end];
+            let from = own
+                .find("[default: ")
+                .unwrap_or_else(|| panic!("{flag}: {own}"))
+                + 10;
+            own[from..]
+                .split([']', ','])
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let duration = |flag: &str| parse_duration(&stated(flag));
+        assert_eq!(
+            duration("--poll-interval"),
+            Ok(defaults.report.poll_interval)
+        );
+        assert_eq!(
+            duration("--fanout-window"),
+            Ok(defaults.detection.fanout_window)
+        );
+        assert_eq!(duration("--quiet-after"), Ok(defaults.report.quiet_after));
+        assert_eq!(duration("--block-ttl"), Ok(defaults.response.block_ttl));
+        let number = |flag: &str| stated(flag).parse::<u32>().ok();
+        assert_eq!(
+            number("--fanout-ports"),
+            Some(defaults.detection.fanout_ports)
+        );
+        assert_eq!(number("--block-cap"), Some(defaults.response.block_cap));
+        assert_eq!(
+            number("--max-sources"),
+            Some(defaults.detection.max_sources)
+        );
+    }
+
+    #[test]
+    fn max_sources_has_the_configs_limits() {
+        let parse =
+            |n: &str| Cli::try_parse_from(["scanner", "run", "-i", "lo", "--max-sources", n]);
+        assert!(parse("1023").is_err());
+        assert!(parse(&crate::config::MAX_SOURCES.to_string()).is_ok());
+        assert!(parse(&(crate::config::MAX_SOURCES + 1).to_string()).is_err());
+        assert!(parse("4294967295").is_err());
+    }
+
+    #[test]
     fn fanout_ports_must_be_positive() {
         assert!(
             Cli::try_parse_from(["scanner", "run", "-i", "lo", "--fanout-ports", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn allow_takes_a_target_or_list() {
+        assert!(Cli::try_parse_from(["scanner", "allow"]).is_err());
+        assert!(Cli::try_parse_from(["scanner", "allow", "--list"]).is_ok());
+        assert!(Cli::try_parse_from(["scanner", "allow", "--list", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["scanner", "allow", "198.18.0.1"]).is_ok());
+        assert!(Cli::try_parse_from(["scanner", "allow", "198.18.0.1", "--list"]).is_err());
     }
 
     #[test]

@@ -2,15 +2,82 @@
 //! `unblock`, `allow`, `disallow`, `ports`; and the generated completions
 //! and man pages.
 
+//!
+//! Output goes through [`out`]: a closed pipe (`scanner list | head -1`)
+//! ends the command as an error whose cause is EPIPE, which `main` treats as
+//! a normal end.
+
+use std::io::Write as _;
+
 use anyhow::Context as _;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
     audit::{self, PortHit, proto_name},
-    cli::{BlockArgs, ClientArgs, CompletionsArgs, ListArgs, ManpageArgs, PortsArgs, TargetArgs},
+    cli::{
+        AllowArgs, BlockArgs, ClientArgs, CompletionsArgs, ListArgs, ManpageArgs, PortsArgs,
+        TargetArgs,
+    },
     control::{Request, call},
     ports, services,
 };
+
+/// Writes `text` to stdout; fails (with the io::Error as the cause) when
+/// stdout is gone.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
+}
+
+/// [`out`] with a newline.
+pub fn outln(line: &str) -> anyhow::Result<()> {
+    out(&format!("{line}\n"))
+}
+
+/// Pretty JSON on stdout.
+fn out_json(value: &impl Serialize) -> anyhow::Result<()> {
+    outln(&serde_json::to_string_pretty(value).context("printing JSON")?)
+}
+
+/// Rows as a table: each column as wide as its widest cell, numbers (cells
+/// of `right` columns) aligned right; the last column is not padded.
+pub fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let pad = w.saturating_sub(cell.chars().count());
+            if right.contains(&i) {
+                l.push_str(&" ".repeat(pad));
+                l.push_str(cell);
+            } else if i == last {
+                l.push_str(cell);
+            } else {
+                l.push_str(cell);
+                l.push_str(&" ".repeat(pad));
+            }
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut text = line(header.to_vec());
+    for row in rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
 
 fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
     call(&client.socket, request).map_err(anyhow::Error::from)
@@ -27,49 +94,76 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let p = &s["packets"];
-    println!("interfaces:        {}", ifaces.join(", "));
-    println!("uptime:            {}s", s["uptime_s"]);
-    println!(
-        "packets:           seen {} passed {} dropped {} parse failures {}",
-        p["seen"], p["passed"], p["dropped"], p["parse_failures"]
-    );
-    println!("sources tracked:   {}", s["sources_tracked"]);
-    println!("active detections: {}", s["active_detections"]);
-    println!(
-        "blocks:            {} (cap {})",
-        s["blocks"], s["block_cap"]
-    );
-    println!("blocking:          {}", s["blocking"]);
-    Ok(())
+    let blocking = if s["dry_run"] == true {
+        "dry run: nothing is dropped (blocks are kept, not enforced)"
+    } else if s["blocking"] == true {
+        "on: detected sources are dropped"
+    } else {
+        "off: report only"
+    };
+    let lines = [
+        format!("interfaces:        {}", ifaces.join(", ")),
+        format!("daemon uptime:     {}s", s["uptime_s"]),
+        format!(
+            "packets:           seen {} passed {} dropped {} parse failures {}",
+            p["seen"], p["passed"], p["dropped"], p["parse_failures"]
+        ),
+        format!(
+            "                   (counted since {}, across daemon restarts)",
+            text(&s["counting_since"])
+        ),
+        format!("sources tracked:   {}", s["sources_tracked"]),
+        format!("active detections: {}", s["active_detections"]),
+        format!(
+            "blocks:            {} (cap {})",
+            s["blocks"], s["block_cap"]
+        ),
+        format!("blocking:          {blocking}"),
+    ];
+    outln(&lines.join("\n"))
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<()> {
     let list = ask(&args.client, &Request::List {})?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).context("printing JSON")?
-        );
-        return Ok(());
+        return out_json(&list);
     }
-    println!(
-        "{:<28} {:<11} {:<9} {:>6} {:>7} {:<24} {:<24} block expires",
-        "address", "state", "kind", "ports", "probes", "first seen", "last seen"
-    );
-    for e in list.as_array().into_iter().flatten() {
-        println!(
-            "{:<28} {:<11} {:<9} {:>6} {:>7} {:<24} {:<24} {}",
-            text(&e["address"]),
-            text(&e["state"]),
-            text(&e["kind"]),
-            e["ports"],
-            e["probes"],
-            text(&e["first_seen"]),
-            text(&e["last_seen"]),
-            text(&e["block_expires"]),
-        );
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            [
+                "address",
+                "state",
+                "kind",
+                "sources",
+                "ports",
+                "probes",
+                "first_seen",
+                "last_seen",
+                "block_expires",
+            ]
+            .iter()
+            .map(|k| text(&e[*k]))
+            .collect()
+        })
+        .collect();
+    out(&table(
+        &[
+            "address",
+            "state",
+            "kind",
+            "sources",
+            "ports",
+            "probes",
+            "first seen",
+            "last seen",
+            "block expires",
+        ],
+        &[3, 4, 5],
+        &rows,
+    ))
 }
 
 pub fn block(args: &BlockArgs) -> anyhow::Result<()> {
@@ -78,8 +172,25 @@ pub fn block(args: &BlockArgs) -> anyhow::Result<()> {
         ttl: args.ttl.map(|t| humantime::format_duration(t).to_string()),
     };
     let r = ask(&args.client, &request)?;
-    println!("blocked {} for {}s", text(&r["blocked"]), r["ttl_s"]);
-    Ok(())
+    let net = text(&r["blocked"]);
+    let until = match r["ttl_s"].as_u64() {
+        Some(s) => format!(
+            "for {}",
+            humantime::format_duration(std::time::Duration::from_secs(s))
+        ),
+        None => "until unblocked".into(),
+    };
+    let said = if r["kept"] == true {
+        format!("{net} is already blocked {until}: kept (give --ttl to change it)")
+    } else {
+        format!("blocked {net} {until}")
+    };
+    if r["dry_run"] == true {
+        return outln(&format!(
+            "{said}; the daemon runs a dry run: nothing is dropped until it blocks for real"
+        ));
+    }
+    outln(&said)
 }
 
 pub fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
@@ -91,9 +202,35 @@ pub fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
     )
 }
 
-pub fn allow(args: &TargetArgs) -> anyhow::Result<()> {
+/// `scanner allow TARGET`, or `scanner allow --list`.
+pub fn allow(args: &AllowArgs) -> anyhow::Result<()> {
+    let Some(target) = args.target else {
+        let list = ask(&args.client, &Request::Allowlist {})?;
+        if args.json {
+            return out_json(&list);
+        }
+        let rows: Vec<Vec<String>> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let why = match e["origin"].as_str() {
+                    Some("host") => "always: loopback or this host's address",
+                    Some("config") => "configuration (file or --allow)",
+                    Some("runtime") => "scanner allow",
+                    _ => "-",
+                };
+                vec![text(&e["address"]), why.to_owned()]
+            })
+            .collect();
+        return out(&table(&["address", "allowlisted by"], &[], &rows));
+    };
+    let target_args = TargetArgs {
+        target,
+        client: args.client.clone(),
+    };
     on_target(
-        args,
+        &target_args,
         |target| Request::Allow { target },
         "allowed",
         |n| format!("allowlisted {n}"),
@@ -118,8 +255,7 @@ fn on_target(
     say: fn(&str) -> String,
 ) -> anyhow::Result<()> {
     let r = ask(&args.client, &request(args.target.to_string()))?;
-    println!("{}", say(&text(&r[key])));
-    Ok(())
+    outln(&say(&text(&r[key])))
 }
 
 /// A JSON string without quotes; "-" for null.
@@ -147,7 +283,7 @@ pub fn ports(args: &PortsArgs) -> anyhow::Result<()> {
     let hits = match port_hits(&args.client, None) {
         Ok(h) => Some(h),
         Err(e) => {
-            eprintln!("scanner: no probe counts ({e:#})");
+            let _ = writeln!(std::io::stderr(), "scanner: no probe counts ({e:#})");
             None
         }
     };
@@ -157,93 +293,111 @@ pub fn ports(args: &PortsArgs) -> anyhow::Result<()> {
         hits.as_deref(),
     );
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).context("printing JSON")?
-        );
-        return Ok(());
+        return out_json(&rows);
     }
+    let mut header = vec!["proto", "port", "address", "service", "process"];
     let counts = hits.is_some();
-    println!(
-        "{:<5} {:>5}  {:<22} {:<14} {:<20} {}",
-        "proto",
-        "port",
-        "address",
-        "service",
-        "process",
-        if counts {
-            "probes 1h/all  sources 1h/all  notes"
-        } else {
-            "notes"
-        }
-    );
-    for r in &rows {
-        let process = match (&r.process, r.pid) {
-            (Some(p), Some(pid)) => format!("{p}[{pid}]"),
-            _ => "-".into(),
-        };
-        let mut notes = Vec::new();
-        if r.all_addresses {
-            notes.push("! all addresses".to_owned());
-        } else if !r.exposed {
-            notes.push("loopback only".to_owned());
-        }
-        if let Some(risk) = r.risk.filter(|_| r.exposed) {
-            notes.push(risk.to_owned());
-        }
-        let counts = match (r.probes, r.probes_last_hour, r.sources, r.sources_last_hour) {
-            (Some(p), Some(p1), Some(s), Some(s1)) => {
-                format!("{:>14}  {:>14}  ", format!("{p1}/{p}"), format!("{s1}/{s}"))
-            }
-            _ => String::new(),
-        };
-        println!(
-            "{:<5} {:>5}  {:<22} {:<14} {:<20} {counts}{}",
-            r.proto,
-            r.port,
-            r.address,
-            r.service.unwrap_or("-"),
-            process,
-            notes.join("; ")
-        );
+    if counts {
+        header.extend(COUNT_COLUMNS);
     }
-    Ok(())
+    header.push("notes");
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let process = match (&r.process, r.pid) {
+                (Some(p), Some(pid)) => format!("{p}[{pid}]"),
+                _ => "-".into(),
+            };
+            let mut notes = Vec::new();
+            if r.all_addresses {
+                notes.push("! all addresses".to_owned());
+            } else if !r.exposed {
+                notes.push("loopback only".to_owned());
+            }
+            if let Some(risk) = r.risk.filter(|_| r.exposed) {
+                notes.push(risk.to_owned());
+            }
+            let mut row = vec![
+                r.proto.to_owned(),
+                r.port.to_string(),
+                r.address.clone(),
+                r.service.unwrap_or("-").to_owned(),
+                process,
+            ];
+            if counts {
+                row.extend(
+                    [r.probes, r.probes_last_hour, r.sources, r.sources_last_hour]
+                        .map(|n| n.map_or("-".into(), |n| n.to_string())),
+                );
+            }
+            row.push(notes.join("; "));
+            row
+        })
+        .collect();
+    let right: &[usize] = if counts { &[1, 5, 6, 7, 8] } else { &[1] };
+    out(&table(&header, right, &table_rows))
+}
+
+/// The probe-count columns `scanner ports` and `ports --probed` share.
+const COUNT_COLUMNS: [&str; 4] = ["probes", "last hour", "sources", "last hour"];
+
+/// A probed port as `ports --probed --json` prints it: the protocol by
+/// name, as `scanner ports --json` has it.
+#[derive(Debug, Serialize)]
+struct ProbedPort {
+    proto: &'static str,
+    port: u16,
+    service: Option<&'static str>,
+    open: bool,
+    probes: u64,
+    probes_last_hour: u64,
+    sources: u64,
+    sources_last_hour: u64,
 }
 
 fn print_probed(hits: &[PortHit], json: bool) -> anyhow::Result<()> {
+    let probed: Vec<ProbedPort> = hits
+        .iter()
+        .map(|h| ProbedPort {
+            proto: proto_name(h.proto),
+            port: h.port,
+            service: services::lookup(h.proto, h.port).map(|s| s.name),
+            open: h.open,
+            probes: h.probes,
+            probes_last_hour: h.probes_last_hour,
+            sources: h.sources,
+            sources_last_hour: h.sources_last_hour,
+        })
+        .collect();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(hits).context("printing JSON")?
-        );
-        return Ok(());
+        return out_json(&probed);
     }
-    println!(
-        "{:<5} {:>5}  {:<14} {:<6} {:>10} {:>10} {:>10} {:>10}",
-        "proto", "port", "service", "state", "probes", "last hour", "sources", "last hour"
-    );
-    for h in hits {
-        let service = services::lookup(h.proto, h.port).map_or("-", |s| s.name);
-        println!(
-            "{:<5} {:>5}  {:<14} {:<6} {:>10} {:>10} {:>10} {:>10}",
-            proto_name(h.proto),
-            h.port,
-            service,
-            if h.open { "open" } else { "closed" },
-            h.probes,
-            h.probes_last_hour,
-            h.sources,
-            h.sources_last_hour
-        );
-    }
-    Ok(())
+    let mut header = vec!["proto", "port", "service", "state"];
+    header.extend(COUNT_COLUMNS);
+    let rows: Vec<Vec<String>> = probed
+        .iter()
+        .map(|p| {
+            vec![
+                p.proto.to_owned(),
+                p.port.to_string(),
+                p.service.unwrap_or("-").to_owned(),
+                if p.open { "open" } else { "closed" }.to_owned(),
+                p.probes.to_string(),
+                p.probes_last_hour.to_string(),
+                p.sources.to_string(),
+                p.sources_last_hour.to_string(),
+            ]
+        })
+        .collect();
+    out(&table(&header, &[1, 4, 5, 6, 7], &rows))
 }
 
 /// `scanner completions SHELL`.
 pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
     let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-    clap_complete::generate(args.shell, &mut cmd, "scanner", &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "scanner", &mut script);
+    out(&String::from_utf8_lossy(&script))
 }
 
 /// `scanner manpage [--dir DIR]`.

@@ -6,13 +6,19 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::trw::{Probabilities, TrwError};
 
 /// Where `scanner run` looks when `--config` is not given (absent: defaults).
 pub const DEFAULT_PATH: &str = "/etc/scanner/scanner.toml";
+
+/// Limits of `max_sources` (`--max-sources`).
+pub const MIN_SOURCES: u32 = 1024;
+pub const MAX_SOURCES: u32 = 64 * scanner_common::SOURCES_CAPACITY;
+/// Largest `block_cap` (`--block-cap`).
+pub const MAX_BLOCK_CAP: u32 = 16 * scanner_common::BLOCK_CAPACITY;
 
 /// The commented default file `scanner config --print-default` prints. A test
 /// checks it parses to exactly [`FileConfig::default`].
@@ -82,7 +88,7 @@ open_ports_refresh = "2s"
 # metrics_listen = "127.0.0.1:9464"
 "#;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub detection: Detection,
@@ -91,14 +97,15 @@ pub struct FileConfig {
     pub report: Report,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Response {
     pub block: bool,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub block_ttl: Duration,
     pub block_cap: u32,
     pub dry_run: bool,
+    #[serde(deserialize_with = "nets", serialize_with = "show_nets")]
     pub allowlist: Vec<ipnet::IpNet>,
 }
 
@@ -114,7 +121,7 @@ impl Default for Response {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Detection {
     pub benign_open_probability: f64,
@@ -123,15 +130,15 @@ pub struct Detection {
     pub false_positive_probability: f64,
     pub stealth_probes: u32,
     pub fanout_ports: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub fanout_window: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub idle_timeout: Duration,
     pub ignore_ports: Vec<u16>,
     pub max_sources: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Aggregation {
     pub ipv4_prefix: u8,
@@ -139,15 +146,16 @@ pub struct Aggregation {
     pub min_sources: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Report {
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub poll_interval: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub quiet_after: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub open_ports_refresh: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
@@ -190,6 +198,22 @@ impl Default for Report {
     }
 }
 
+fn show_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn show_nets<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(crate::report::net_name))
+}
+
+/// Addresses or CIDRs, as `--allow` takes them.
+fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| crate::cli::parse_net(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     crate::cli::parse_duration(&s).map_err(serde::de::Error::custom)
@@ -197,7 +221,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Read {
         path: String,
         #[source]
@@ -240,21 +264,10 @@ impl FileConfig {
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| line_of(text, s.start));
-            // Name the key on that line: "block_ttl: expected ...".
-            let key = text
-                .lines()
-                .nth(line.saturating_sub(1))
-                .and_then(|l| l.split_once('='))
-                .map(|(k, _)| k.trim())
-                .filter(|k| !k.is_empty() && line > 0);
-            let message = e.message().trim();
             ConfigError::Parse {
                 path: path.to_owned(),
                 line,
-                message: match key {
-                    Some(k) => format!("{k}: {message}"),
-                    None => message.to_owned(),
-                },
+                message: describe(&e, text, line),
             }
         })?;
         config
@@ -290,14 +303,10 @@ impl FileConfig {
             return Err((key, e.to_string()));
         }
         let d = &self.detection;
-        if d.max_sources < 1024 || d.max_sources > 64 * scanner_common::SOURCES_CAPACITY {
+        if !(MIN_SOURCES..=MAX_SOURCES).contains(&d.max_sources) {
             return Err((
                 "max_sources",
-                format!(
-                    "{} is not 1024-{}",
-                    d.max_sources,
-                    64 * scanner_common::SOURCES_CAPACITY
-                ),
+                format!("{} is not {MIN_SOURCES}-{MAX_SOURCES}", d.max_sources),
             ));
         }
         if d.fanout_ports == 0 {
@@ -311,14 +320,10 @@ impl FileConfig {
             return Err(("ipv6_prefix", format!("{} is not 0-128", a.ipv6_prefix)));
         }
         let r = &self.response;
-        if r.block_cap == 0 || r.block_cap > 16 * scanner_common::BLOCK_CAPACITY {
+        if r.block_cap == 0 || r.block_cap > MAX_BLOCK_CAP {
             return Err((
                 "block_cap",
-                format!(
-                    "{} is not 1-{}",
-                    r.block_cap,
-                    16 * scanner_common::BLOCK_CAPACITY
-                ),
+                format!("{} is not 1-{MAX_BLOCK_CAP}", r.block_cap),
             ));
         }
         if r.allowlist.len() > scanner_common::ALLOW_CAPACITY as usize / 2 {
@@ -334,6 +339,42 @@ impl FileConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// A TOML error as "section.key: `value`: what is wrong", naming the key
+/// also when the value sits on a later line than it (a multi-line array).
+fn describe(e: &toml::de::Error, text: &str, line: usize) -> String {
+    let message = e.message().trim();
+    // toml tells the key path only in its Display, and only without the
+    // input: "message\nin `section.key`".
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let path = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'))
+        .map(str::to_owned)
+        .or_else(|| {
+            // Errors before deserialising (syntax, duplicate keys): the key
+            // assigned on that line, if any.
+            text.lines()
+                .nth(line.checked_sub(1)?)?
+                .split_once('=')
+                .map(|(k, _)| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+        });
+    let value = e
+        .span()
+        .and_then(|s| text.get(s))
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 80 && !v.contains('\n'))
+        .filter(|v| !message.contains(v.trim_matches('"')));
+    match (path, value) {
+        (Some(k), Some(v)) => format!("{k}: `{v}`: {message}"),
+        (Some(k), None) => format!("{k}: {message}"),
+        (None, Some(v)) => format!("`{v}`: {message}"),
+        (None, None) => message.to_owned(),
     }
 }
 
@@ -433,15 +474,81 @@ mod tests {
     }
 
     #[test]
-    fn allowlists_parse_as_cidrs() {
+    fn allowlists_take_addresses_and_cidrs() {
         let c = FileConfig::parse(
-            "[response]\nallowlist = [\"198.18.0.0/24\", \"2001:db8::1/128\"]\n",
+            "[response]\nallowlist = [\"198.18.0.0/24\", \"2001:db8::1/128\", \"198.18.0.8\", \"2001:db8::9\"]\n",
             "f",
         )
         .unwrap();
-        assert_eq!(c.response.allowlist.len(), 2);
-        let e = FileConfig::parse("[response]\nallowlist = [\"198.18.0.300/24\"]\n", "f");
-        assert!(e.is_err_and(|e| e.to_string().starts_with("f:2:")));
+        let shown: Vec<String> = c.response.allowlist.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "198.18.0.0/24",
+                "2001:db8::1/128",
+                "198.18.0.8/32",
+                "2001:db8::9/128"
+            ]
+        );
+        let e = FileConfig::parse("[response]\nallowlist = [\"198.18.0.300/24\"]\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f:2: response.allowlist:"), "{e}");
+        assert!(e.contains("198.18.0.300/24"), "quotes the bad value: {e}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_quote_the_value() {
+        for (text, line, wanted) in [
+            (
+                "[detection]\nignore_ports = [\n  22,\n  70000,\n]\n",
+                4,
+                "detection.ignore_ports",
+            ),
+            ("[detection]\nignore_ports = [70000]\n", 2, "70000"),
+            (
+                "[detection]\nfanout_ports = 3\nfanout_ports = 4\n",
+                3,
+                "fanout_ports",
+            ),
+            (
+                "[report]\nmetrics_listen = \"nowhere\"\n",
+                2,
+                "`\"nowhere\"`",
+            ),
+            (
+                "[report]\nmetrics_listen = \"nowhere\"\n",
+                2,
+                "report.metrics_listen",
+            ),
+            (
+                "[response]\nallowlist = [\n \"198.18.0.0/24\",\n \"bad\"\n]\n",
+                2,
+                "\"bad\"",
+            ),
+            (
+                "[response]\nallowlist = [\n \"198.18.0.0/24\",\n \"bad\"\n]\n",
+                2,
+                "response.allowlist",
+            ),
+        ] {
+            let e = FileConfig::parse(text, "f").unwrap_err().to_string();
+            assert!(e.starts_with(&format!("f:{line}:")), "{text:?}: {e}");
+            assert!(e.contains(wanted), "{text:?} names {wanted}: {e}");
+        }
+    }
+
+    #[test]
+    fn effective_settings_print_as_toml_that_reads_back() {
+        let c = FileConfig::parse(
+            "[response]\nallowlist = [\"198.18.0.8\"]\nblock_ttl = \"90m\"\n[report]\nmetrics_listen = \"127.0.0.1:9464\"\n",
+            "f",
+        )
+        .unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("block_ttl = \"1h 30m\""), "{text}");
+        assert!(text.contains("allowlist = [\"198.18.0.8\"]"), "{text}");
+        assert_eq!(FileConfig::parse(&text, "printed").unwrap(), c);
     }
 
     #[test]

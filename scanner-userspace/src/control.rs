@@ -44,6 +44,8 @@ pub enum Request {
     Disallow {
         target: String,
     },
+    /// Every allowlist entry and its origin (`scanner allow --list`).
+    Allowlist {},
     /// Probes per destination port (`scanner ports`, `scanner top`), most
     /// probed first; all of them, or the first `limit`.
     PortHits {
@@ -151,21 +153,21 @@ async fn client(stream: AsyncUnixStream, calls: mpsc::Sender<Call>) -> std::io::
 
 #[derive(Debug, Error)]
 pub enum SocketError {
-    #[error("cannot create {dir}: {source}")]
+    #[error("cannot create {dir}")]
     Dir {
         dir: PathBuf,
         source: std::io::Error,
     },
     #[error("another daemon is already listening on {0}")]
     InUse(PathBuf),
-    #[error("cannot listen on {path}: {source}")]
+    #[error("cannot listen on {path}")]
     Bind {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("unknown group {0:?}")]
     UnknownGroup(String),
-    #[error("cannot set owner or mode of {path}: {source}")]
+    #[error("cannot set owner or mode of {path}")]
     Permissions {
         path: PathBuf,
         source: std::io::Error,
@@ -214,16 +216,14 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketErro
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the daemon at {path}: {source} (is `scanner run` running? is --socket right?)"
-    )]
+    #[error("cannot reach the daemon at {path} (is `scanner run` running? is --socket right?)")]
     Unreachable {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("permission denied on {0}: run as root or as a member of the socket's group")]
     Permission(PathBuf),
-    #[error("talking to the daemon: {0}")]
+    #[error("talking to the daemon")]
     Io(#[from] std::io::Error),
     #[error("the daemon's answer is not valid: {0}")]
     BadAnswer(String),

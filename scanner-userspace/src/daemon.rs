@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::{ConfigArgs, RunArgs},
-    config::{DEFAULT_FILE, FileConfig},
+    config::{ConfigError, DEFAULT_FILE, FileConfig},
     control::{self, Response},
     decisions::{self, Decisions},
     detect::{Detector, EntryId},
@@ -21,36 +21,67 @@ use crate::{
     metrics::{self, Metrics},
     notify,
     output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy, write},
-    pin::PinDir,
-    policy::{self, Change, Policy},
+    pin::{PinDir, PinError},
+    policy::{self, AllowOrigin, Change, Policy},
     poll::{CounterTable, Maps, PollError, monotonic_ns, take_map},
     ports::{self, PortBits},
     reload,
     report::{DaemonEvent, Reporter, net_name},
+    reported::Reported,
     requests::{State, handle},
     settings::{Settings, ephemeral_range},
 };
 
+/// The exit code for an error: 2 for usage errors (bad configuration, pins
+/// or an interface another daemon or program holds), 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|cause| {
+        cause.downcast_ref::<ConfigError>().is_some()
+            || matches!(
+                cause.downcast_ref::<PinError>(),
+                Some(PinError::InUse { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<load::LoadError>(),
+                Some(load::LoadError::Busy { .. } | load::LoadError::Pin(PinError::InUse { .. }))
+            )
+    });
+    if usage { 2 } else { 1 }
+}
+
+/// Whether `err` comes from writing to a closed pipe.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// `scanner config`.
 pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
+    use crate::commands::{out, outln};
     if args.print_default {
-        print!("{DEFAULT_FILE}");
-        return Ok(());
+        return out(DEFAULT_FILE);
     }
     if let Some(path) = &args.check {
         let config = FileConfig::load(Some(path))?;
         let steps = config.probabilities().steps()?;
-        println!("{}: ok", path.display());
-        println!("{config:#?}");
-        println!(
-            "TRW steps (1/1024 nat): open {} closed {} stealth {}; decide at {} (floor {}); {} closed ports decide",
-            steps.open,
-            steps.closed,
-            steps.stealth,
-            steps.upper,
-            steps.lower,
-            steps.closed_probes_to_decide()
-        );
+        let nats = |steps: i32| f64::from(steps) / 1024.0;
+        outln(&format!(
+            "# {}: ok. The settings it gives, defaults included:",
+            path.display()
+        ))?;
+        outln(&format!(
+            "# The walk decides at a score of {:.2}: {} closed ports in a row ({:+.2} each; a stealth probe {:+.2}, an open port {:+.2}, never below {:.2}).",
+            nats(steps.upper),
+            steps.closed_probes_to_decide(),
+            nats(steps.closed),
+            nats(steps.stealth),
+            nats(steps.open),
+            nats(steps.lower),
+        ))?;
+        out(&toml::to_string(&config).context("printing the settings")?)?;
     }
     Ok(())
 }
@@ -67,6 +98,9 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let config = settings.kernel(ephemeral)?;
     let response = &settings.file.response;
     let pins = PinDir::prepare(&args.pin_dir)?;
+    if pins.mounted_bpffs() {
+        warn_private_mount(&args.pin_dir);
+    }
     let capacity = load::Capacity {
         blocks: response.block_cap,
         sources: settings.file.detection.max_sources,
@@ -101,6 +135,9 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
     let mut decisions = Decisions::new(take_map::<RingBuf<_>>(&mut ebpf, EVENTS_MAP)?)
         .context("watching the EVENTS ring buffer")?;
+    // What an earlier daemon on these pins reported stays reported.
+    let mut reported = Reported::open(&pins).context("opening the pinned state")?;
+    let reported_ns = reported.get().context("opening the pinned state")?;
 
     let mut policy = Policy::new(
         take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
@@ -108,17 +145,21 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         response.block_cap,
     )
     .with_empty_flag(take_map::<Array<_, u32>>(&mut ebpf, BLOCKS_EMPTY_MAP)?);
-    for net in policy::default_allowlist()
-        .into_iter()
-        .chain(response.allowlist.iter().copied())
-    {
-        policy
-            .allow(net, monotonic_ns())
-            .with_context(|| format!("allowlisting {net}"))?;
-    }
+    // A dry run drops nothing, not even blocks kept from an earlier run.
+    policy
+        .set_enforcing(!response.dry_run)
+        .context("writing the BLOCKS_EMPTY map")?;
+    let restored = policy.restore(reported_ns, monotonic_ns());
+    allow_all(&mut policy, &policy::default_allowlist(), AllowOrigin::Host)?;
+    allow_all(&mut policy, &response.allowlist, AllowOrigin::Config)?;
     let allow: Vec<String> = policy.allowlist().iter().map(net_name).collect();
     tracing::info!(allowlist = %allow.join(" "), "never blocked, never counted");
-    if settings.blocks() {
+    if response.dry_run {
+        tracing::warn!(
+            kept = policy.active_blocks(),
+            "dry run: nothing is dropped; detections say what would be blocked"
+        );
+    } else if settings.blocks() {
         tracing::warn!(
             ttl = ?response.block_ttl,
             cap = response.block_cap,
@@ -157,10 +198,18 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
             mode,
             index: iface::lookup(name),
         });
-        emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None)?;
+        emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None);
     }
     warn_shared_counter_slots(&attached);
     let mut detector = Detector::new(settings.quiet_ns());
+    let resumed = detector.resume(reported_ns, &maps.decided().entries);
+    if resumed + restored > 0 {
+        tracing::info!(
+            detections = resumed,
+            blocks = restored,
+            "resumed what an earlier daemon reported: not reported again"
+        );
+    }
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::serve(listener, calls_tx));
     let metrics_server = metrics_listener.map(|l| {
@@ -170,6 +219,10 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(l, Arc::new(registry)))
     });
     let started = Instant::now();
+    // A pin file's times are those of its pinning: when counting began.
+    let counting_since = std::fs::metadata(pins.map(scanner_common::COUNTERS_MAP))
+        .and_then(|m| m.modified())
+        .ok();
     let mut history = PortHistory::default();
     // Sources tracked, as of the last full scan; when that was; the ring
     // buffer's dropped records then.
@@ -184,32 +237,27 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let mut tick = interval(settings.poll_interval());
     let mut refresh = interval(settings.file.report.open_ports_refresh);
     let ifaces: Vec<&str> = args.ifaces.iter().map(String::as_str).collect();
+    let detail = format!("watching {}; {}", ifaces.join(", "), blocking_state(&out));
     write(
         &mut out.reporter,
-        &DaemonEvent::now(
-            "daemon_started",
-            format!(
-                "watching {}; blocking {}",
-                ifaces.join(", "),
-                if out.blocking { "on" } else { "off" }
-            ),
-        ),
-    )?;
+        &DaemonEvent::now("daemon_started", detail),
+    );
     notify::tell(&format!("READY=1\nSTATUS=watching {}", ifaces.join(", ")));
+    // Why the loop stopped on its own, if it did.
+    let mut failure: Option<anyhow::Error> = None;
     loop {
         tokio::select! {
             batch = decisions.next_batch() => {
-                for d in batch.context("reading the EVENTS ring buffer")? {
-                    let id = EntryId { scope: d.scope, key: d.key };
-                    // Under a flood the entry may be evicted already: the
-                    // record itself still tells who and when.
-                    let stats = maps.entry(id).unwrap_or_else(|| decisions::stats_of(&d));
-                    let findings = detector.observe(monotonic_ns(), id, &stats);
-                    report(&mut out, &maps, &findings)?;
-                }
+                let batch = batch.context("reading the EVENTS ring buffer")?;
+                on_decisions(&batch, &maps, &mut detector, &mut out)?;
             }
             _ = tick.tick() => {
                 let began = Instant::now();
+                // Every decision made before `began_ns` is in the ring
+                // buffer by now, or was dropped there (counted, and a full
+                // scan follows): after this poll all of them are reported.
+                let began_ns = monotonic_ns();
+                on_decisions(&decisions.drain(), &maps, &mut detector, &mut out)?;
                 // Decisions arrive on the ring buffer; a poll only follows
                 // the scans already known. Every `full_every`, and at once
                 // when the ring buffer dropped a record, every entry is read
@@ -242,7 +290,21 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                     }
                 }
                 update_metrics(&mut out, counters, &attached, tracked);
-                watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out)?;
+                if let Err(e) = reported.set(began_ns.saturating_sub(RING_SLACK_NS)) {
+                    tracing::warn!("{:#}", anyhow::Error::from(e));
+                }
+                if !watch_interfaces(&mut attached, &mut ebpf, &pins, &args, &mut out) {
+                    failure = Some(anyhow::anyhow!(
+                        "no watched interface is left (removed, and --no-reattach is set)"
+                    ));
+                    break;
+                }
+                if !out.reporter.has_sink() && !out.blocking && metrics_server.is_none() {
+                    failure = Some(anyhow::anyhow!(
+                        "stdout is closed and there is no journal, no metrics and no blocking: nothing left to do"
+                    ));
+                    break;
+                }
             }
             _ = refresh.tick() => {
                 refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
@@ -250,7 +312,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                 if history.due(now) {
                     match maps.port_hits() {
                         Ok(current) => history.record(now, &current),
-                        Err(e) => tracing::warn!("reading probes per port: {e}"),
+                        Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
                     }
                 }
             }
@@ -262,6 +324,8 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                     detector: &detector,
                     ports: &history,
                     tracked,
+                    counting_since,
+                    prefixes: out.prefixes,
                 };
                 let answer = handle(request, &mut out, &mut maps, &state)
                     .unwrap_or_else(|e| Response::error(format!("{e:#}")));
@@ -280,11 +344,11 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                         }
                         settings = new;
                         tracing::info!("configuration reloaded: {summary}");
-                        write(&mut out.reporter, &DaemonEvent::now("config_reloaded", summary))?;
+                        write(&mut out.reporter, &DaemonEvent::now("config_reloaded", summary));
                     }
                     Err(e) => {
                         tracing::error!("configuration rejected, the previous one stays: {e:#}");
-                        write(&mut out.reporter, &DaemonEvent::now("config_rejected", format!("{e:#}")))?;
+                        write(&mut out.reporter, &DaemonEvent::now("config_rejected", format!("{e:#}")));
                     }
                 }
                 notify::tell("READY=1");
@@ -299,6 +363,9 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let mut findings = detector.poll(monotonic_ns(), &maps.decided().entries);
     findings.extend(detector.finish());
     report(&mut out, &maps, &findings)?;
+    if let Err(e) = reported.set(monotonic_ns()) {
+        tracing::warn!("{:#}", anyhow::Error::from(e));
+    }
     if let Ok(c) = maps.counters() {
         tracing::info!(
             seen = c.seen,
@@ -330,19 +397,97 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
             &a.name,
             a.mode.as_str(),
             None,
-        )?;
+        );
     }
     server.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }
     let _ = std::fs::remove_file(&args.socket);
-    write(
-        &mut out.reporter,
-        &DaemonEvent::now("daemon_stopped", "detached, exiting"),
-    )?;
-    tracing::info!("detached, exiting");
+    match failure {
+        None => {
+            write(
+                &mut out.reporter,
+                &DaemonEvent::now("daemon_stopped", "detached, exiting"),
+            );
+            tracing::info!("detached, exiting");
+            Ok(())
+        }
+        Some(e) => {
+            write(
+                &mut out.reporter,
+                &DaemonEvent::now("daemon_stopped", format!("detached: {e:#}")),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// How long after the kernel stamps a decision its ring buffer record is
+/// surely committed (reserve and submit are one program run apart).
+const RING_SLACK_NS: u64 = 10_000_000;
+
+/// Findings from ring buffer records, reported.
+fn on_decisions(
+    batch: &[scanner_common::Decision],
+    maps: &Maps,
+    detector: &mut Detector,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    for d in batch {
+        let id = EntryId {
+            scope: d.scope,
+            key: d.key,
+        };
+        // Under a flood the entry may be evicted already: the record itself
+        // still tells who and when.
+        let stats = maps.entry(id).unwrap_or_else(|| decisions::stats_of(d));
+        let findings = detector.observe(monotonic_ns(), id, &stats);
+        report(out, maps, &findings)?;
+    }
     Ok(())
+}
+
+fn allow_all(
+    policy: &mut Policy,
+    nets: &[ipnet::IpNet],
+    origin: AllowOrigin,
+) -> anyhow::Result<()> {
+    for net in nets {
+        policy
+            .allow(*net, monotonic_ns(), origin)
+            .with_context(|| format!("allowlisting {net}"))?;
+    }
+    Ok(())
+}
+
+/// "blocking on", "blocking off", or what a dry run does.
+pub fn blocking_state(out: &Output) -> String {
+    if out.dry_run {
+        format!(
+            "dry run: nothing is dropped ({} kept blocks not enforced)",
+            out.policy.active_blocks()
+        )
+    } else if out.blocking {
+        "blocking on".into()
+    } else {
+        "blocking off".into()
+    }
+}
+
+/// bpffs mounted by this daemon inside a mount namespace of its own (e.g.
+/// under `ip netns exec`) goes away with the namespace: say so.
+fn warn_private_mount(pin_dir: &std::path::Path) {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let private = matches!((ns("self"), ns("1")), (Some(me), Some(init)) if me != init);
+    if private {
+        tracing::warn!(
+            pin_dir = %pin_dir.display(),
+            "mounted bpffs at /sys/fs/bpf inside a private mount namespace (e.g. `ip netns exec`): pinned blocks and state will not outlive this namespace; mount bpffs where the daemon runs, or use a --pin-dir on a bpffs outside it"
+        );
+    } else {
+        tracing::info!(pin_dir = %pin_dir.display(), "mounted bpffs at /sys/fs/bpf");
+    }
 }
 
 /// The longest time between two polls that read every tracked source (the
@@ -401,18 +546,28 @@ fn reload_config(
         // Gone already (`scanner disallow`) is fine.
         let _ = out.policy.disallow(*net);
     }
-    for net in &plan.allow {
-        for change in out.policy.allow(*net, monotonic_ns())? {
+    // The host's own addresses may have changed: they stay allowlisted.
+    let host = policy::default_allowlist();
+    let allow = plan
+        .allow
+        .iter()
+        .map(|n| (n, AllowOrigin::Config))
+        .chain(host.iter().map(|n| (n, AllowOrigin::Host)));
+    for (net, origin) in allow {
+        for change in out.policy.allow(*net, monotonic_ns(), origin)? {
             if let Change::Unblocked { net: lifted, .. } = change {
                 emit(
                     out,
                     policy_event("unblocked", &lifted, "manual", None, false),
-                )?;
+                );
             }
         }
     }
     out.blocking = new.blocks();
     out.dry_run = new.file.response.dry_run;
+    out.policy
+        .set_enforcing(!out.dry_run)
+        .context("writing the BLOCKS_EMPTY map")?;
     out.block_ttl_s = new.file.response.block_ttl.as_secs();
     let summary = reload::summary(&new, &plan);
     Ok((new, summary))
@@ -434,7 +589,7 @@ fn update_metrics(
             }
             out.metrics.totals(table.total());
         }
-        Err(e) => tracing::warn!("reading counters: {e}"),
+        Err(e) => tracing::warn!("reading counters: {:#}", anyhow::Error::from(e)),
     }
     out.metrics.sources(sources);
     out.metrics.blocks_active(out.policy.active_blocks());
@@ -449,18 +604,23 @@ pub struct Attached {
 }
 
 /// Notices interfaces that went away (their XDP program went with them),
-/// and, with `--reattach`, attaches again when they come back.
+/// and attaches again when they come back (unless `--no-reattach`).
+/// Returns whether anything is still watched or awaited.
 fn watch_interfaces(
     attached: &mut [Attached],
     ebpf: &mut aya::Ebpf,
     pins: &PinDir,
     args: &RunArgs,
     out: &mut Output,
-) -> anyhow::Result<()> {
+) -> bool {
     for a in attached.iter_mut() {
         let now = iface::lookup(&a.name);
         if a.index.is_some() && a.index != now {
-            tracing::warn!(iface = %a.name, "interface removed: not watched until it comes back");
+            if args.no_reattach {
+                tracing::warn!(iface = %a.name, "interface removed: no longer watched (--no-reattach)");
+            } else {
+                tracing::warn!(iface = %a.name, "interface removed: watched again as soon as it is back");
+            }
             pins.release(&a.name);
             a.index = None;
             emit_interface(
@@ -469,12 +629,12 @@ fn watch_interfaces(
                 &a.name,
                 a.mode.as_str(),
                 Some("removed"),
-            )?;
+            );
         }
         let (None, Some(index)) = (a.index, now) else {
             continue;
         };
-        if !args.reattach {
+        if args.no_reattach {
             continue;
         }
         match pins.attach(ebpf, &a.name, args.xdp_mode) {
@@ -489,12 +649,14 @@ fn watch_interfaces(
                     &a.name,
                     mode.as_str(),
                     Some("reappeared"),
-                )?;
+                );
             }
-            Err(e) => tracing::warn!(iface = %a.name, "cannot attach again yet: {e}"),
+            Err(e) => {
+                tracing::warn!(iface = %a.name, "cannot attach again yet: {:#}", anyhow::Error::from(e))
+            }
         }
     }
-    Ok(())
+    !args.no_reattach || attached.iter().any(|a| a.index.is_some())
 }
 
 fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {

@@ -22,16 +22,26 @@ impl Decisions {
     /// Waits until the kernel has written, then returns every record there.
     pub async fn next_batch(&mut self) -> io::Result<Vec<Decision>> {
         let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut out = Vec::new();
-        while let Some(item) = ring.next() {
-            if let Some(d) = decode(&item) {
-                out.push(d);
-            }
-        }
+        let out = take_all(guard.get_inner_mut());
         guard.clear_ready();
         Ok(out)
     }
+
+    /// Every record there now, without waiting: a poll reads the ring
+    /// first, so every decision made before it started has been seen.
+    pub fn drain(&mut self) -> Vec<Decision> {
+        take_all(self.ring.get_mut())
+    }
+}
+
+fn take_all(ring: &mut RingBuf<MapData>) -> Vec<Decision> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Some(d) = decode(&item) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// What a record alone says about its entry, for when the entry itself is

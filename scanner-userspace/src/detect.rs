@@ -125,6 +125,30 @@ impl Detector {
         }
     }
 
+    /// Takes over the scans an earlier daemon reported: entries decided at
+    /// or before `reported_ns` are remembered without a `Detected` finding
+    /// (and as ended when they were already quiet then). Later decisions
+    /// are left for the next poll to report. Returns how many were resumed.
+    pub fn resume(&mut self, reported_ns: u64, entries: &[(EntryId, SourceStats)]) -> usize {
+        let mut resumed = 0;
+        for (id, stats) in entries {
+            if stats.decided_ns == 0 || stats.decided_ns > reported_ns {
+                continue;
+            }
+            let ended = stats.last_probe_ns.saturating_add(self.quiet_ns) <= reported_ns;
+            self.scans.insert(
+                *id,
+                Scan {
+                    decided_ns: stats.decided_ns,
+                    last: *stats,
+                    ended,
+                },
+            );
+            resumed += 1;
+        }
+        resumed
+    }
+
     /// Every entry with a scan remembered: what a poll between full scans
     /// looks up.
     pub fn ids(&self) -> Vec<EntryId> {
@@ -332,6 +356,36 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert!(matches!(f[0], Finding::Ended { id: i, .. } if i == id(1)));
         assert!(d.finish().is_empty());
+    }
+
+    #[test]
+    fn a_restart_resumes_what_was_reported_and_reports_what_was_not() {
+        let mut d = Detector::new(10 * S);
+        // Reported up to 100 s: id(1) decided before (still probing),
+        // id(2) decided and quiet before, id(3) decided after (while no
+        // daemon was reading).
+        let entries = [
+            (id(1), stats(50 * S, 30, 115 * S)),
+            (id(2), stats(20 * S, 8, 21 * S)),
+            (id(3), stats(120 * S, 5, 121 * S)),
+        ];
+        assert_eq!(d.resume(100 * S, &entries), 2);
+        assert_eq!(d.active(), 1, "id(2) had ended already");
+        let f = d.poll(122 * S, &entries);
+        assert!(
+            matches!(f[..], [Finding::Detected { id: i, .. }] if i == id(3)),
+            "only the unreported decision: {f:?}"
+        );
+        // The resumed running scan still ends, once.
+        let f = d.poll(130 * S, &entries);
+        let ended: Vec<EntryId> = f
+            .iter()
+            .filter_map(|f| match f {
+                Finding::Ended { id, .. } => Some(*id),
+                Finding::Detected { .. } => None,
+            })
+            .collect();
+        assert_eq!(ended, [id(1)], "{f:?}");
     }
 
     #[test]

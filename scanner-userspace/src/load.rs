@@ -33,7 +33,7 @@ pub enum LoadError {
         "the kernel verifier rejected the XDP program ({io_error}); last lines of the verifier log:\n{tail}"
     )]
     Verifier { io_error: io::Error, tail: String },
-    #[error("this kernel cannot load the XDP program ({during}): {source}")]
+    #[error("this kernel cannot load the XDP program ({during})")]
     Kernel {
         during: &'static str,
         #[source]
@@ -45,12 +45,17 @@ pub enum LoadError {
     MissingProgram(&'static str),
     #[error(transparent)]
     Pin(#[from] crate::pin::PinError),
-    #[error("cannot attach XDP to {iface} in {mode} mode: {detail}")]
+    #[error("cannot attach XDP to {iface} in {mode} mode")]
     Attach {
         iface: String,
         mode: &'static str,
-        detail: String,
+        #[source]
+        source: ProgramError,
     },
+    #[error(
+        "another XDP program is attached to {iface}: {other}; scanner does not replace it (detach it first, e.g. `ip link set dev {iface} xdp off`)"
+    )]
+    Busy { iface: String, other: String },
 }
 
 /// The mode an interface ended up attached in.
@@ -209,10 +214,17 @@ pub fn attach_link(
                 during: "attaching XDP",
             };
         }
+        if chain_has_errno(&e, &[libc::EBUSY, libc::EEXIST]) {
+            // Attached through netlink, or it would have been named already.
+            return LoadError::Busy {
+                iface: iface.to_owned(),
+                other: format!("one attached without a BPF link (`ip link show {iface}` names it)"),
+            };
+        }
         LoadError::Attach {
             iface: iface.to_owned(),
             mode: mode.as_str(),
-            detail: error_chain(&e),
+            source: e,
         }
     };
     match mode {
@@ -226,7 +238,13 @@ pub fn attach_link(
             .map_err(|e| attach_error(AttachedMode::Skb, e)),
         XdpModeArg::Auto => match program.attach(iface, XdpMode::Driver) {
             Ok(id) => Ok((AttachedMode::Native, id)),
-            Err(e) if chain_has_permission_error(&e) => Err(attach_error(AttachedMode::Native, e)),
+            // Missing privileges, or the hook is taken: skb mode fails alike.
+            Err(e)
+                if chain_has_permission_error(&e)
+                    || chain_has_errno(&e, &[libc::EBUSY, libc::EEXIST]) =>
+            {
+                Err(attach_error(AttachedMode::Native, e))
+            }
             Err(native) => {
                 tracing::warn!(
                     iface,
@@ -289,6 +307,20 @@ fn chain_has_permission_error(e: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(EbpfError::MapError(MapError::CreateError { io_error, .. })) =
             err.downcast_ref::<EbpfError>()
             && is_permission(io_error)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether any error in the chain is an OS error with one of `codes`.
+fn chain_has_errno(e: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && io.raw_os_error().is_some_and(|c| codes.contains(&c))
         {
             return true;
         }

@@ -1,11 +1,12 @@
-use std::{io::IsTerminal as _, process::ExitCode};
+use std::{
+    io::{IsTerminal as _, Write as _},
+    process::ExitCode,
+};
 
 use clap::Parser as _;
 use scanner_userspace::{
     cli::{Cli, Command, LogTarget},
-    commands,
-    config::ConfigError,
-    daemon, journal,
+    commands, daemon, journal,
 };
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     let to_journal = match init_logs(target) {
         Ok(j) => j,
         Err(err) => {
-            eprintln!("scanner: error: {err:#}");
+            let _ = writeln!(std::io::stderr(), "scanner: error: {err:#}");
             return ExitCode::from(2);
         }
     };
@@ -43,17 +44,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `scanner list | head -1`: the reader has what it wanted.
+        Err(err) if daemon::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             if to_journal {
                 tracing::error!("{err:#}");
             }
-            eprintln!("scanner: error: {err:#}");
-            // Bad configuration is a usage error, like bad arguments.
-            if err.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            // Never a panic over a closed stderr either.
+            let _ = writeln!(std::io::stderr(), "scanner: error: {err:#}");
+            ExitCode::from(daemon::exit_code(&err))
         }
     }
 }

@@ -4,12 +4,14 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use anyhow::Context as _;
-use scanner_common::{REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats};
+use scanner_common::{
+    BLOCK_REASON_SCAN, REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats,
+};
 
 use crate::{
     detect::{EntryId, Finding, kind_of},
     metrics::Metrics,
-    policy::{self, Change, Policy},
+    policy::{self, Change, Policy, PolicyError},
     poll::{Maps, monotonic_ns},
     report::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, net_name, timestamp},
 };
@@ -32,8 +34,8 @@ pub struct Output {
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
-pub fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) -> anyhow::Result<()> {
-    reporter.emit(event).context("writing an event to stdout")
+pub fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) {
+    reporter.emit(event);
 }
 
 pub fn emit_interface(
@@ -42,7 +44,7 @@ pub fn emit_interface(
     iface: &str,
     mode: &'static str,
     reason: Option<&'static str>,
-) -> anyhow::Result<()> {
+) {
     let event = Event::Interface(InterfaceEvent {
         ts: timestamp(SystemTime::now()),
         event,
@@ -64,7 +66,7 @@ pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Re
             out.metrics.detection(e.kind);
             tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
-        write(&mut out.reporter, &Event::Scan(e))?;
+        write(&mut out.reporter, &Event::Scan(e));
         if event == "scan_detected" && id.scope == SCOPE_SOURCE {
             respond(out, *id)?;
         }
@@ -78,16 +80,33 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
     let net = ipnet::IpNet::from(ip_of(&id.key));
     if out.dry_run {
         let event = policy_event("blocked", &net, "scan", Some(out.block_ttl_s), true);
-        return emit(out, event);
+        emit(out, event);
+        return Ok(());
     }
     if !out.blocking {
         return Ok(());
     }
     // The kernel blocked at the deciding probe; the sweep reports it.
     sweep_policy(out)?;
-    if !out.policy.is_blocked(&net) {
-        tracing::error!(source = %net_name(&net), cap = out.policy.cap(), "block refused: the block cap is reached; still reporting");
-        emit(out, policy_event("block_refused", &net, "cap", None, false))?;
+    if out.policy.is_blocked(&net) {
+        return Ok(());
+    }
+    // Decided before blocking was on, or the kernel's insert failed: block
+    // it here, unless the cap is what stopped it.
+    let ttl = std::time::Duration::from_secs(out.block_ttl_s);
+    match out
+        .policy
+        .block(net, Some(ttl), monotonic_ns(), BLOCK_REASON_SCAN)
+    {
+        Ok(_) => emit(
+            out,
+            policy_event("blocked", &net, "scan", Some(out.block_ttl_s), false),
+        ),
+        Err(PolicyError::CapReached(cap, _)) => {
+            tracing::error!(source = %net_name(&net), cap, "block refused: the block cap is reached; still reporting");
+            emit(out, policy_event("block_refused", &net, "cap", None, false));
+        }
+        Err(e) => return Err(e).context("blocking a detected source"),
     }
     Ok(())
 }
@@ -125,7 +144,7 @@ pub fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
                 false,
             ),
         };
-        emit(out, event)?;
+        emit(out, event);
     }
     Ok(lifted)
 }
@@ -147,7 +166,7 @@ pub fn policy_event(
     }
 }
 
-pub fn emit(out: &mut Output, event: PolicyEvent) -> anyhow::Result<()> {
+pub fn emit(out: &mut Output, event: PolicyEvent) {
     if event.event == "blocked" && !event.dry_run {
         out.metrics.block(event.reason);
         tracing::debug!(source = %event.source, reason = event.reason, "blocked");

@@ -8,8 +8,15 @@
 //! twice. A clean stop (SIGINT/SIGTERM) unpins and detaches the links but
 //! keeps the maps, so blocks resume, on their original schedule, at the next
 //! start.
+//!
+//! One daemon owns a pin directory at a time: it holds an exclusive flock
+//! on the directory for its whole life, so a second daemon started on the
+//! same pins is refused instead of taking over a live daemon's link.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf,
@@ -35,25 +42,43 @@ pub enum PinError {
         "{0} is not on a BPF filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`, or choose --pin-dir)"
     )]
     NotBpffs(PathBuf),
-    #[error("cannot mount bpffs at {BPFFS_ROOT}: {0}")]
-    Mount(nix::Error),
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot mount bpffs at {BPFFS_ROOT}")]
+    Mount(#[source] nix::Error),
+    #[error("cannot create {path}")]
     Create {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot pin the XDP link of {iface} at {path}: {detail}")]
+    #[error("cannot lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another scanner daemon{} is running on the pinned state in {path}: stop it first, or give this one its own --pin-dir",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse { path: PathBuf, holder: Option<u32> },
+    #[error("cannot pin the XDP link of {iface} at {path}")]
     Link {
         iface: String,
         path: PathBuf,
-        detail: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
-/// The directory of one layout version of pinned state.
-#[derive(Debug, Clone)]
+/// The directory of one layout version of pinned state, locked for this
+/// daemon while the value lives.
+#[derive(Debug)]
 pub struct PinDir {
     dir: PathBuf,
+    /// The directory, opened and flocked (the lock goes with the descriptor).
+    _lock: OwnedFd,
+    /// Whether this daemon mounted the bpffs it pins to.
+    mounted: bool,
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -61,8 +86,9 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 impl PinDir {
-    /// Prepares `base/v<STATE_VERSION>`. `base` must be on bpffs; for the
-    /// default location a missing bpffs is mounted at /sys/fs/bpf.
+    /// Prepares and locks `base/v<STATE_VERSION>`. `base` must be on bpffs;
+    /// for the default location a missing bpffs is mounted at /sys/fs/bpf.
+    /// Another live daemon on the same directory is [`PinError::InUse`].
     pub fn prepare(base: &Path) -> Result<Self, PinError> {
         // The nearest existing ancestor tells the filesystem.
         let mut probe = base.to_path_buf();
@@ -71,6 +97,7 @@ impl PinDir {
                 break;
             }
         }
+        let mut mounted = false;
         if !is_bpffs(&probe) {
             if base.starts_with(BPFFS_ROOT) && Path::new(BPFFS_ROOT).is_dir() {
                 nix::mount::mount(
@@ -81,6 +108,7 @@ impl PinDir {
                     None::<&str>,
                 )
                 .map_err(PinError::Mount)?;
+                mounted = true;
             } else {
                 return Err(PinError::NotBpffs(base.to_path_buf()));
             }
@@ -90,7 +118,17 @@ impl PinDir {
             path: dir.clone(),
             source,
         })?;
-        Ok(Self { dir })
+        let lock = lock(&dir)?;
+        Ok(Self {
+            dir,
+            _lock: lock,
+            mounted,
+        })
+    }
+
+    /// Whether this daemon mounted bpffs itself (none was mounted).
+    pub fn mounted_bpffs(&self) -> bool {
+        self.mounted
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
@@ -127,6 +165,15 @@ impl PinDir {
                     let _ = std::fs::remove_file(&path);
                 }
             }
+        }
+        // Nothing of ours is pinned for it: any XDP link there is another's.
+        if let Some(ifindex) = crate::iface::lookup(iface)
+            && let Some(other) = crate::xdp_owner::xdp_links_on(ifindex).into_iter().next()
+        {
+            return Err(LoadError::Busy {
+                iface: iface.to_owned(),
+                other: other.to_string(),
+            });
         }
         let (attached, link_id) = load::attach_link(ebpf, iface, mode)?;
         let path = self.link(iface, attached);
@@ -167,10 +214,78 @@ impl PinDir {
     }
 }
 
-fn pin_err(iface: &str, path: &Path, e: impl std::fmt::Display) -> LoadError {
+fn pin_err(
+    iface: &str,
+    path: &Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> LoadError {
     LoadError::Pin(PinError::Link {
         iface: iface.to_owned(),
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        source: Box::new(e),
     })
+}
+
+/// Opens `dir` and takes an exclusive, non-blocking flock on it.
+fn lock(dir: &Path) -> Result<OwnedFd, PinError> {
+    let fd: OwnedFd = std::fs::File::open(dir)
+        .map_err(|source| PinError::Lock {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .into();
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(fd);
+    }
+    let source = std::io::Error::last_os_error();
+    if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(PinError::InUse {
+            path: dir.to_path_buf(),
+            holder: lock_holder(dir),
+        });
+    }
+    Err(PinError::Lock {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// The pid holding a flock on `path`, from /proc/locks
+/// (`1: FLOCK  ADVISORY  WRITE 1234 00:27:18292 0 EOF`).
+fn lock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    parse_lock_holder(&std::fs::read_to_string("/proc/locks").ok()?, &id)
+}
+
+fn parse_lock_holder(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&id))
+            .then(|| f.get(4).and_then(|pid| pid.parse().ok()))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_holders_are_read_from_proc_locks() {
+        let locks = "1: POSIX  ADVISORY  WRITE 99 00:27:18292 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 12893 00:27:18292 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 7 00:28:1 0 EOF\n";
+        assert_eq!(parse_lock_holder(locks, "00:27:18292"), Some(12893));
+        assert_eq!(parse_lock_holder(locks, "00:28:1"), Some(7));
+        assert_eq!(parse_lock_holder(locks, "00:29:1"), None);
+    }
 }

@@ -10,8 +10,7 @@ use std::{
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 use scanner_common::{
-    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_MANUAL, BLOCK_REASON_SCAN, PolicyEntry, SourceKey,
-    policy_prefix_len,
+    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_SCAN, PolicyEntry, SourceKey, policy_prefix_len,
 };
 use thiserror::Error;
 
@@ -19,14 +18,42 @@ use thiserror::Error;
 pub enum PolicyError {
     #[error("{0} is allowlisted: it is never blocked")]
     Allowlisted(IpNet),
+    #[error("{net} covers allowlisted {allowed}: a block never touches an allowlisted host")]
+    CoversAllowlisted { net: IpNet, allowed: IpNet },
+    #[error(
+        "{net} is always allowlisted: {}",
+        if net.addr().is_loopback() { "loopback" } else { "it is this host's own address" }
+    )]
+    AlwaysAllowed { net: IpNet },
     #[error("the block cap ({0} entries) is reached: {1} was not blocked")]
     CapReached(u32, IpNet),
     #[error("no block for {0}")]
     NotBlocked(IpNet),
     #[error("{0} is not on the allowlist")]
     NotAllowlisted(IpNet),
-    #[error("rule maps: {0}")]
+    #[error("updating the rule maps")]
     Map(#[from] MapError),
+}
+
+/// Why an entry is on the allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllowOrigin {
+    /// Loopback or one of this host's addresses: always there.
+    Host,
+    /// The configuration file or `--allow`.
+    Config,
+    /// `scanner allow`.
+    Runtime,
+}
+
+impl AllowOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Config => "config",
+            Self::Runtime => "runtime",
+        }
+    }
 }
 
 /// The trie key of a network (host bits cleared).
@@ -74,12 +101,14 @@ pub type RuleMap = LpmTrie<MapData, SourceKey, PolicyEntry>;
 pub struct Policy {
     allow_map: RuleMap,
     map: RuleMap,
-    allow: Vec<IpNet>,
+    allow: Vec<(IpNet, AllowOrigin)>,
     /// Blocks as last seen, to notice the ones the kernel adds itself.
     blocks: HashMap<IpNet, PolicyEntry>,
     cap: u32,
     /// BLOCKS_EMPTY: lets packets skip the blocklist while it is empty.
     empty_flag: Option<Array<MapData, u32>>,
+    /// Whether blocks are enforced; a dry run keeps them, unenforced.
+    enforce: bool,
 }
 
 impl Policy {
@@ -92,7 +121,41 @@ impl Policy {
             blocks: HashMap::new(),
             cap,
             empty_flag: None,
+            enforce: true,
         }
+    }
+
+    /// Enforces blocks, or (a dry run) keeps them in the map but has the
+    /// kernel skip the blocklist, so nothing is dropped.
+    pub fn set_enforcing(&mut self, enforce: bool) -> Result<(), MapError> {
+        self.enforce = enforce;
+        let empty = self.blocks.is_empty();
+        self.set_empty(empty)
+    }
+
+    /// Takes over the blocks an earlier daemon left in the map without
+    /// reporting them again: those made at or before `reported_ns` were
+    /// reported then. Newer ones and expired ones are for the next sweep to
+    /// report. Returns the blocks taken over.
+    pub fn restore(&mut self, reported_ns: u64, now_ns: u64) -> usize {
+        let entries: Vec<(Key<SourceKey>, PolicyEntry)> =
+            self.map.iter().filter_map(Result::ok).collect();
+        let mut restored = 0;
+        for (key, entry) in entries {
+            if entry.created_ns <= reported_ns
+                && entry.blocks(now_ns)
+                && let Some(net) = net_of(&key)
+            {
+                self.blocks.insert(net, entry);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// The block on exactly `net`, if any.
+    pub fn block_of(&self, net: &IpNet) -> Option<&PolicyEntry> {
+        self.blocks.get(&net.trunc())
     }
 
     /// Manages BLOCKS_EMPTY: set while a sweep finds no block, so packets
@@ -102,15 +165,28 @@ impl Policy {
         self
     }
 
+    /// Sets BLOCKS_EMPTY: 1 (skip the blocklist) while it is empty, and
+    /// always while blocks are not enforced.
     fn set_empty(&mut self, empty: bool) -> Result<(), MapError> {
+        let skip = empty || !self.enforce;
         match &mut self.empty_flag {
-            Some(m) => m.set(0, u32::from(empty), 0),
+            Some(m) => m.set(0, u32::from(skip), 0),
             None => Ok(()),
         }
     }
 
-    pub fn allowlist(&self) -> &[IpNet] {
+    /// Every allowlisted network.
+    pub fn allowlist(&self) -> Vec<IpNet> {
+        self.allow.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Every allowlisted network and why it is there.
+    pub fn allow_entries(&self) -> &[(IpNet, AllowOrigin)] {
         &self.allow
+    }
+
+    pub fn enforcing(&self) -> bool {
+        self.enforce
     }
 
     pub fn active_blocks(&self) -> usize {
@@ -126,8 +202,14 @@ impl Policy {
         self.blocks.contains_key(&net.trunc())
     }
 
-    /// Allowlists `net`, lifting any block inside it.
-    pub fn allow(&mut self, net: IpNet, now_ns: u64) -> Result<Vec<Change>, PolicyError> {
+    /// Allowlists `net`, lifting any block inside it. An entry already there
+    /// keeps its origin, except that the host's own addresses stay `Host`.
+    pub fn allow(
+        &mut self,
+        net: IpNet,
+        now_ns: u64,
+        origin: AllowOrigin,
+    ) -> Result<Vec<Change>, PolicyError> {
         let net = net.trunc();
         let entry = PolicyEntry {
             action: ACTION_ALLOW,
@@ -136,8 +218,10 @@ impl Policy {
             expires_ns: 0,
         };
         self.allow_map.insert(&key_of(net), entry, 0)?;
-        if !self.allow.contains(&net) {
-            self.allow.push(net);
+        match self.allow.iter_mut().find(|(n, _)| *n == net) {
+            Some((_, o)) if origin == AllowOrigin::Host => *o = AllowOrigin::Host,
+            Some(_) => {}
+            None => self.allow.push((net, origin)),
         }
         let inside: Vec<IpNet> = self
             .blocks
@@ -157,12 +241,16 @@ impl Policy {
         Ok(changes)
     }
 
-    /// Removes `net` from the allowlist.
+    /// Removes `net` from the allowlist. Loopback and the host's own
+    /// addresses stay: they are refused.
     pub fn disallow(&mut self, net: IpNet) -> Result<(), PolicyError> {
         let net = net.trunc();
-        let Some(i) = self.allow.iter().position(|n| *n == net) else {
+        let Some(i) = self.allow.iter().position(|(n, _)| *n == net) else {
             return Err(PolicyError::NotAllowlisted(net));
         };
+        if self.allow[i].1 == AllowOrigin::Host {
+            return Err(PolicyError::AlwaysAllowed { net });
+        }
         self.allow_map.remove(&key_of(net))?;
         self.allow.remove(i);
         Ok(())
@@ -173,21 +261,25 @@ impl Policy {
         self.blocks.iter()
     }
 
-    /// Blocks `net` for `ttl` (None: until unblocked). Refused for
-    /// allowlisted networks and past the cap.
+    /// Blocks `net` for `ttl` (None: until unblocked), for `reason`
+    /// (`BLOCK_REASON_*`). Refused for allowlisted networks, networks that
+    /// cover an allowlisted one, and past the cap.
     pub fn block(
         &mut self,
         net: IpNet,
         ttl: Option<Duration>,
         now_ns: u64,
+        reason: u32,
     ) -> Result<Change, PolicyError> {
         let net = net.trunc();
-        if self
-            .allow
-            .iter()
-            .any(|a| a.contains(&net) || net.contains(a))
-        {
+        if self.allow.iter().any(|(a, _)| a.contains(&net)) {
             return Err(PolicyError::Allowlisted(net));
+        }
+        if let Some((allowed, _)) = self.allow.iter().find(|(a, _)| net.contains(a)) {
+            return Err(PolicyError::CoversAllowlisted {
+                net,
+                allowed: *allowed,
+            });
         }
         if !self.blocks.contains_key(&net) && self.blocks.len() >= self.cap as usize {
             return Err(PolicyError::CapReached(self.cap, net));
@@ -197,7 +289,7 @@ impl Policy {
         });
         let entry = PolicyEntry {
             action: ACTION_BLOCK,
-            reason: BLOCK_REASON_MANUAL,
+            reason,
             created_ns: now_ns,
             expires_ns,
         };
@@ -205,11 +297,7 @@ impl Policy {
         self.set_empty(false)?;
         self.map.insert(&key_of(net), entry, 0)?;
         self.blocks.insert(net, entry);
-        Ok(Change::Blocked {
-            net,
-            reason: BLOCK_REASON_MANUAL,
-            ttl,
-        })
+        Ok(Change::Blocked { net, reason, ttl })
     }
 
     /// Lifts the block on `net`.
@@ -250,7 +338,9 @@ impl Policy {
                 });
             }
         }
-        if self.blocks.is_empty() && self.empty_flag.is_some() {
+        if !self.enforce {
+            self.set_empty(true)?;
+        } else if self.blocks.is_empty() && self.empty_flag.is_some() {
             // Set, then look again: a block the kernel added in between
             // either is seen here (and the flag cleared) or cleared the
             // flag itself after we set it.
@@ -329,7 +419,7 @@ mod tests {
     #[test]
     fn reasons_have_names() {
         assert_eq!(reason_name(BLOCK_REASON_SCAN), "scan");
-        assert_eq!(reason_name(BLOCK_REASON_MANUAL), "manual");
+        assert_eq!(reason_name(scanner_common::BLOCK_REASON_MANUAL), "manual");
     }
 
     #[test]

@@ -21,13 +21,13 @@ use crate::{batch, detect::EntryId};
 pub enum PollError {
     #[error("map {0} is missing from the loaded object")]
     MissingMap(&'static str),
-    #[error("map {name}: {source}")]
+    #[error("opening map {name}")]
     Map {
         name: &'static str,
         #[source]
         source: MapError,
     },
-    #[error("reading map {name}: {source}")]
+    #[error("reading map {name}")]
     Batch {
         name: &'static str,
         #[source]

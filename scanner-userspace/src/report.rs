@@ -67,15 +67,16 @@ pub struct InterfaceEvent {
     pub reason: Option<&'static str>,
 }
 
-/// A source blocked (`blocked`), unblocked (`unblocked`), or a block that
-/// could not be made (`block_refused`).
+/// A source blocked (`blocked`), unblocked (`unblocked`), a block that
+/// could not be made (`block_refused`), or the allowlist changed
+/// (`allowlisted`, `disallowed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyEvent {
     pub ts: String,
     pub event: &'static str,
     pub source: String,
     /// `scan` or `manual` for blocks; `expired` or `manual` for unblocks;
-    /// `cap` or `allowlisted` for refusals.
+    /// `cap` for refusals; `manual` for allowlist changes.
     pub reason: &'static str,
     /// Seconds the block lasts, when it expires.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,7 +131,9 @@ pub fn ip_of(key: &SourceKey) -> IpAddr {
 /// one is connected.
 pub struct Reporter<W: Write> {
     format: EventFormat,
-    out: W,
+    /// None once writing to it failed (a closed pipe): events then go to
+    /// the journal only.
+    out: Option<W>,
     journal: Option<Journal>,
     /// The latest events, for `scanner top`.
     recent: std::collections::VecDeque<Event>,
@@ -143,7 +146,7 @@ impl<W: Write> Reporter<W> {
     pub fn new(format: EventFormat, out: W) -> Self {
         Self {
             format,
-            out,
+            out: Some(out),
             journal: None,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
         }
@@ -160,7 +163,15 @@ impl<W: Write> Reporter<W> {
         self.recent.iter()
     }
 
-    pub fn emit(&mut self, event: &Event) -> io::Result<()> {
+    /// Whether events still reach anyone: stdout or the journal.
+    pub fn has_sink(&self) -> bool {
+        self.out.is_some() || self.journal.is_some()
+    }
+
+    /// Records `event` for `scanner top` and writes it to every sink. A sink
+    /// that fails is dropped, said once in the log: a closed stdout or a
+    /// journal gone away never stops detection.
+    pub fn emit(&mut self, event: &Event) {
         if self.recent.len() == RECENT_EVENTS {
             self.recent.pop_front();
         }
@@ -174,15 +185,34 @@ impl<W: Write> Reporter<W> {
                 self.journal = None;
             }
         }
-        match self.format {
-            EventFormat::Json => {
-                serde_json::to_writer(&mut self.out, event)?;
-                writeln!(self.out)?;
-            }
-            EventFormat::Text => writeln!(self.out, "{}", text(event))?,
+        if let Some(out) = &mut self.out
+            && let Err(e) = write_line(out, self.format, event)
+        {
+            let also = if self.journal.is_some() {
+                "events go to the journal only"
+            } else {
+                "no event sink is left"
+            };
+            tracing::error!("writing events to stdout failed ({e}): {also}");
+            self.out = None;
         }
-        self.out.flush()
     }
+
+    /// The stdout sink, while it lasts.
+    pub fn output(&self) -> Option<&W> {
+        self.out.as_ref()
+    }
+}
+
+fn write_line(out: &mut impl Write, format: EventFormat, event: &Event) -> io::Result<()> {
+    match format {
+        EventFormat::Json => {
+            serde_json::to_writer(&mut *out, event)?;
+            writeln!(out)?;
+        }
+        EventFormat::Text => writeln!(out, "{}", text(event))?,
+    }
+    out.flush()
 }
 
 fn comma_list(ports: &[u16]) -> String {
@@ -233,6 +263,8 @@ pub fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, String)>)
                 ("blocked", true) => "would_block",
                 ("blocked", false) => "block",
                 ("unblocked", _) => "unblock",
+                ("allowlisted", _) => "allow",
+                ("disallowed", _) => "disallow",
                 _ => "block_refused",
             };
             fields.extend([
@@ -254,6 +286,8 @@ pub fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, String)>)
                 "would_block" => format!("dry run: would block {}{ttl}", e.source),
                 "block" => format!("blocked {} ({}){ttl}", e.source, e.reason),
                 "unblock" => format!("unblocked {} ({})", e.source, e.reason),
+                "allow" => format!("allowlisted {} ({})", e.source, e.reason),
+                "disallow" => format!("removed {} from the allowlist ({})", e.source, e.reason),
                 _ => format!("could not block {} ({})", e.source, e.reason),
             };
             (prio, message)
@@ -334,6 +368,8 @@ fn text(event: &Event) -> String {
                 ("blocked", true) => "WOULD BLOCK  ",
                 ("blocked", false) => "BLOCKED      ",
                 ("unblocked", _) => "unblocked    ",
+                ("allowlisted", _) => "allowlisted  ",
+                ("disallowed", _) => "disallowed   ",
                 _ => "BLOCK REFUSED",
             };
             let ttl = e.ttl_s.map(|t| format!(" ttl={t}s")).unwrap_or_default();
@@ -372,8 +408,8 @@ mod tests {
     #[test]
     fn json_lines_follow_the_schema() {
         let mut r = Reporter::new(EventFormat::Json, Vec::new());
-        r.emit(&scan()).ok();
-        let line = String::from_utf8(r.out).unwrap_or_default();
+        r.emit(&scan());
+        let line = String::from_utf8(r.out.unwrap_or_default()).unwrap_or_default();
         assert!(line.ends_with('\n') && line.lines().count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         assert_eq!(v["ts"], "2025-11-25T14:42:17.123Z");
@@ -395,12 +431,35 @@ mod tests {
     #[test]
     fn text_is_one_readable_line() {
         let mut r = Reporter::new(EventFormat::Text, Vec::new());
-        r.emit(&scan()).ok();
-        let line = String::from_utf8(r.out).unwrap_or_default();
+        r.emit(&scan());
+        let line = String::from_utf8(r.out.unwrap_or_default()).unwrap_or_default();
         assert_eq!(
             line,
             "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn decided_after=4 ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
         );
+    }
+
+    /// A writer whose reader has gone, like a closed pipe.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_is_dropped_and_events_still_recorded() {
+        let mut r = Reporter::new(EventFormat::Json, Closed);
+        assert!(r.has_sink());
+        r.emit(&scan());
+        assert!(!r.has_sink(), "the closed stdout is gone");
+        r.emit(&scan());
+        assert_eq!(r.recent().count(), 2, "scanner top still sees them");
     }
 
     #[test]

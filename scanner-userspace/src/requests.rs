@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use scanner_common::SCOPE_SOURCE;
+use scanner_common::{BLOCK_REASON_MANUAL, SCOPE_PREFIX, SCOPE_SOURCE};
 
 use crate::{
     cli::{parse_duration, parse_net},
@@ -11,7 +11,7 @@ use crate::{
     detect::{Detector, kind_of},
     hits::{PortHistory, most_probed},
     output::{Output, emit, host_key, policy_event},
-    policy::Change,
+    policy::{AllowOrigin, Change},
     poll::{Maps, monotonic_ns},
     report::{ip_of, net_name, timestamp},
 };
@@ -26,6 +26,11 @@ pub struct State<'a> {
     /// Sources tracked at the last full scan of the maps (a count of a
     /// million-entry map is not redone for every `scanner status`).
     pub tracked: usize,
+    /// When the pinned counters were created: packet counts run from then,
+    /// across daemon restarts.
+    pub counting_since: Option<SystemTime>,
+    /// Prefix lengths distributed scans are reported with (IPv4, IPv6).
+    pub prefixes: (u8, u8),
 }
 
 /// Answers one control request.
@@ -54,6 +59,7 @@ pub fn handle(
             Response::ok(serde_json::json!({
                 "interfaces": interfaces,
                 "uptime_s": state.started.elapsed().as_secs(),
+                "counting_since": state.counting_since.map(timestamp),
                 "packets": {
                     "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
                     "parse_failures": c.parse_failures, "allowed": c.allowed,
@@ -65,48 +71,56 @@ pub fn handle(
                 "blocks": out.policy.active_blocks(),
                 "block_cap": out.policy.cap(),
                 "blocking": out.blocking,
+                "dry_run": out.dry_run,
                 "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
             }))
         }
-        Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps))),
-        Request::Block { target: t, ttl } => {
-            let net = target(&t)?;
-            let ttl = match ttl {
-                Some(s) => parse_duration(&s).map_err(anyhow::Error::msg)?,
-                None => state.default_ttl,
-            };
-            out.policy.block(net, Some(ttl), monotonic_ns())?;
-            emit(
-                out,
-                policy_event("blocked", &net, "manual", Some(ttl.as_secs()), false),
-            )?;
-            Response::ok(serde_json::json!({"blocked": net_name(&net), "ttl_s": ttl.as_secs()}))
-        }
+        Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps, state))),
+        Request::Block { target: t, ttl } => block(out, &t, ttl.as_deref(), state.default_ttl)?,
         Request::Unblock { target: t } => {
             let net = target(&t)?;
             out.policy.unblock(net)?;
             if let Some(key) = host_key(&net) {
                 maps.forget(&key);
             }
-            emit(out, policy_event("unblocked", &net, "manual", None, false))?;
+            emit(out, policy_event("unblocked", &net, "manual", None, false));
             Response::ok(serde_json::json!({"unblocked": net_name(&net)}))
         }
         Request::Allow { target: t } => {
             let net = target(&t)?;
-            for change in out.policy.allow(net, monotonic_ns())? {
+            for change in out
+                .policy
+                .allow(net, monotonic_ns(), AllowOrigin::Runtime)?
+            {
                 if let Change::Unblocked { net: lifted, .. } = change {
                     emit(
                         out,
                         policy_event("unblocked", &lifted, "manual", None, false),
-                    )?;
+                    );
                 }
             }
+            emit(
+                out,
+                policy_event("allowlisted", &net, "manual", None, false),
+            );
             Response::ok(serde_json::json!({"allowed": net_name(&net)}))
         }
         Request::Disallow { target: t } => {
             let net = target(&t)?;
             out.policy.disallow(net)?;
+            emit(out, policy_event("disallowed", &net, "manual", None, false));
             Response::ok(serde_json::json!({"disallowed": net_name(&net)}))
+        }
+        Request::Allowlist {} => {
+            let entries: Vec<serde_json::Value> = out
+                .policy
+                .allow_entries()
+                .iter()
+                .map(|(net, origin)| {
+                    serde_json::json!({"address": net_name(net), "origin": origin.as_str()})
+                })
+                .collect();
+            Response::ok(serde_json::Value::Array(entries))
         }
         Request::Events {} => {
             let events: Vec<&crate::report::Event> = out.reporter.recent().collect();
@@ -122,9 +136,45 @@ pub fn handle(
     })
 }
 
+/// `scanner block`: blocks `t` for `ttl`, or the default TTL. A block
+/// already there that lasts longer is kept unless a TTL was asked for. In a
+/// dry run the block is recorded but not enforced, and says so.
+fn block(
+    out: &mut Output,
+    t: &str,
+    ttl: Option<&str>,
+    default_ttl: Duration,
+) -> anyhow::Result<Response> {
+    let net = parse_net(t).map_err(anyhow::Error::msg)?;
+    let asked = ttl
+        .map(|s| parse_duration(s).map_err(anyhow::Error::msg))
+        .transpose()?;
+    let ttl = asked.unwrap_or(default_ttl);
+    let now = monotonic_ns();
+    let wanted_until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+    if asked.is_none()
+        && let Some(existing) = out.policy.block_of(&net)
+        && (existing.expires_ns == 0 || existing.expires_ns >= wanted_until)
+    {
+        let left = (existing.expires_ns != 0)
+            .then(|| Duration::from_nanos(existing.expires_ns.saturating_sub(now)).as_secs());
+        return Ok(Response::ok(serde_json::json!({
+            "blocked": net_name(&net), "ttl_s": left, "kept": true, "dry_run": out.dry_run,
+        })));
+    }
+    out.policy.block(net, Some(ttl), now, BLOCK_REASON_MANUAL)?;
+    emit(
+        out,
+        policy_event("blocked", &net, "manual", Some(ttl.as_secs()), out.dry_run),
+    );
+    Ok(Response::ok(serde_json::json!({
+        "blocked": net_name(&net), "ttl_s": ttl.as_secs(), "kept": false, "dry_run": out.dry_run,
+    })))
+}
+
 /// Sources with evidence against them (a positive score or a decision),
-/// and every block, for `scanner list`.
-fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
+/// distributed scans, and every block, for `scanner list`.
+fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Value> {
     let now_mono = monotonic_ns();
     let wall = |mono: u64| -> String {
         let ago = Duration::from_nanos(now_mono.saturating_sub(mono));
@@ -150,9 +200,40 @@ fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
                 "ports": s.ports,
                 "probes": s.probes,
                 "score": s.score,
+                "sources": 1,
                 "first_seen": wall(s.first_seen_ns),
                 "last_seen": wall(s.last_seen_ns),
                 "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),
+            }),
+        ));
+    }
+    for id in state.detector.ids() {
+        if id.scope != SCOPE_PREFIX {
+            continue;
+        }
+        let Some(s) = maps.entry(id).filter(|s| s.decided_ns != 0) else {
+            continue;
+        };
+        let ip = ip_of(&id.key);
+        let len = if ip.is_ipv4() {
+            state.prefixes.0
+        } else {
+            state.prefixes.1
+        };
+        let net = ipnet::IpNet::new(ip, len).unwrap_or_else(|_| ipnet::IpNet::from(ip));
+        rows.push((
+            i64::from(s.score),
+            serde_json::json!({
+                "address": net.to_string(),
+                "state": "detected",
+                "kind": kind_of(SCOPE_PREFIX, &s).as_str(),
+                "ports": s.ports,
+                "probes": s.probes,
+                "score": s.score,
+                "sources": s.sources,
+                "first_seen": wall(s.first_seen_ns),
+                "last_seen": wall(s.last_seen_ns),
+                "block_expires": null,
             }),
         ));
     }
@@ -165,7 +246,7 @@ fn suspects(out: &Output, maps: &Maps) -> Vec<serde_json::Value> {
             serde_json::json!({
                 "address": net_name(net),
                 "state": "blocked",
-                "kind": null, "ports": null, "probes": null, "score": null,
+                "kind": null, "ports": null, "probes": null, "score": null, "sources": null,
                 "first_seen": null, "last_seen": null,
                 "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),
             }),

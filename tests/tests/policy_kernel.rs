@@ -9,11 +9,13 @@ use aya::{
     maps::{Array, LpmTrie, MapData},
 };
 use common::{XDP_DROP, XDP_PASS};
-use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, Config, SourceKey};
+use scanner_common::{
+    ALLOWLIST_MAP, BLOCK_REASON_MANUAL, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, Config, SourceKey,
+};
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
 use scanner_userspace::{
     load,
-    policy::{Change, Policy, PolicyError},
+    policy::{AllowOrigin, Change, Policy, PolicyError},
     poll::{Maps, monotonic_ns, take_map},
 };
 
@@ -62,7 +64,11 @@ impl Kernel {
 fn allowlisted_sources_pass_and_are_never_counted() -> anyhow::Result<()> {
     root_only!("allowlisted_sources_pass_and_are_never_counted");
     let mut k = Kernel::new(&Config::default(), 16)?;
-    k.policy.allow("198.18.0.0/28".parse()?, monotonic_ns())?;
+    k.policy.allow(
+        "198.18.0.0/28".parse()?,
+        monotonic_ns(),
+        AllowOrigin::Runtime,
+    )?;
     for port in 1..=50 {
         assert_eq!(k.send(&ipv4_tcp(5, port, SYN))?, XDP_PASS);
     }
@@ -74,8 +80,12 @@ fn allowlisted_sources_pass_and_are_never_counted() -> anyhow::Result<()> {
     assert_eq!((c.allowed, c.dropped), (50, 0));
     // And an allowlisted network cannot be blocked.
     assert!(matches!(
-        k.policy
-            .block("198.18.0.5/32".parse()?, None, monotonic_ns()),
+        k.policy.block(
+            "198.18.0.5/32".parse()?,
+            None,
+            monotonic_ns(),
+            BLOCK_REASON_MANUAL
+        ),
         Err(PolicyError::Allowlisted(_))
     ));
     Ok(())
@@ -86,10 +96,16 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
     root_only!("blocked_addresses_and_prefixes_are_dropped_until_they_expire");
     let mut k = Kernel::new(&Config::default(), 16)?;
     let now = monotonic_ns();
-    k.policy.block("198.18.0.7/32".parse()?, None, now)?;
-    k.policy.block("198.18.1.0/24".parse()?, None, now)?;
     k.policy
-        .block("198.18.0.8/32".parse()?, Some(Duration::from_nanos(1)), now)?;
+        .block("198.18.0.7/32".parse()?, None, now, BLOCK_REASON_MANUAL)?;
+    k.policy
+        .block("198.18.1.0/24".parse()?, None, now, BLOCK_REASON_MANUAL)?;
+    k.policy.block(
+        "198.18.0.8/32".parse()?,
+        Some(Duration::from_nanos(1)),
+        now,
+        BLOCK_REASON_MANUAL,
+    )?;
     assert_eq!(k.send(&ipv4_tcp(7, 80, SYN))?, XDP_DROP);
     let mut in_prefix = ipv4_tcp(7, 80, SYN);
     in_prefix[14 + 14] = 1; // 198.18.1.7
@@ -159,7 +175,8 @@ fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
     // The userspace cap agrees.
     k.policy.sweep(now)?;
     assert!(matches!(
-        k.policy.block("198.18.0.99/32".parse()?, None, now),
+        k.policy
+            .block("198.18.0.99/32".parse()?, None, now, BLOCK_REASON_MANUAL),
         Err(PolicyError::CapReached(2, _))
     ));
     Ok(())
@@ -191,8 +208,12 @@ fn an_empty_blocklist_is_skipped_until_a_block_appears() -> anyhow::Result<()> {
     k.policy.sweep(monotonic_ns())?;
     assert_eq!(k.blocks_empty()?, 1);
     // So does a block the daemon makes.
-    k.policy
-        .block("198.18.0.14/32".parse()?, None, monotonic_ns())?;
+    k.policy.block(
+        "198.18.0.14/32".parse()?,
+        None,
+        monotonic_ns(),
+        BLOCK_REASON_MANUAL,
+    )?;
     assert_eq!(k.blocks_empty()?, 0);
     assert_eq!(k.send(&ipv4_tcp(14, 80, SYN))?, XDP_DROP);
     Ok(())
