@@ -402,15 +402,8 @@ pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
 
 /// `scanner manpage [--dir DIR]`.
 pub fn manpage(args: &ManpageArgs) -> anyhow::Result<()> {
-    let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
     match &args.dir {
-        None => clap_mangen::Man::new(cmd)
-            .render(&mut std::io::stdout())
-            .context("writing the man page"),
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            clap_mangen::generate_to(cmd, dir)
-                .with_context(|| format!("writing man pages to {}", dir.display()))
-        }
+        None => out(&String::from_utf8_lossy(&crate::manual::main_page()?)),
+        Some(dir) => crate::manual::write_pages(dir),
     }
 }

@@ -87,6 +87,11 @@ pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
+    // Handlers first: a stop asked for while starting waits for the start,
+    // then detaches cleanly, instead of killing the daemon half-attached.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args);
     // Resolve every interface before touching the kernel: a typo attaches nothing.
     let mut names = HashMap::new();
@@ -100,6 +105,10 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let pins = PinDir::prepare(&args.pin_dir)?;
     if pins.mounted_bpffs() {
         warn_private_mount(&args.pin_dir);
+    }
+    // Another program on an interface: refuse before loading anything.
+    for name in &args.ifaces {
+        pins.check_free(name)?;
     }
     let capacity = load::Capacity {
         blocks: response.block_cap,
@@ -202,13 +211,24 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     }
     warn_shared_counter_slots(&attached);
     let mut detector = Detector::new(settings.quiet_ns());
-    let resumed = detector.resume(reported_ns, &maps.decided().entries);
+    // Catch up before saying ready: take over what an earlier daemon
+    // reported, and report at once what it did not (decisions and blocks
+    // the kernel made while no daemon read them).
+    let snapshot = maps.decided();
+    let resumed = detector.resume(reported_ns, &snapshot.entries);
     if resumed + restored > 0 {
         tracing::info!(
             detections = resumed,
             blocks = restored,
             "resumed what an earlier daemon reported: not reported again"
         );
+    }
+    let findings = detector.poll(monotonic_ns(), &snapshot.entries);
+    report(&mut out, &maps, &findings)?;
+    for net in sweep_policy(&mut out)? {
+        if let Some(key) = host_key(&net) {
+            maps.forget(&key);
+        }
     }
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::serve(listener, calls_tx));
@@ -231,9 +251,6 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let mut full_every = std::time::Duration::ZERO;
     let mut events_dropped = 0;
 
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = interval(settings.poll_interval());
     let mut refresh = interval(settings.file.report.open_ports_refresh);
     let ifaces: Vec<&str> = args.ifaces.iter().map(String::as_str).collect();
@@ -326,6 +343,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
                     tracked,
                     counting_since,
                     prefixes: out.prefixes,
+                    resumed: (resumed, restored),
                 };
                 let answer = handle(request, &mut out, &mut maps, &state)
                     .unwrap_or_else(|e| Response::error(format!("{e:#}")));
@@ -479,7 +497,10 @@ pub fn blocking_state(out: &Output) -> String {
 /// under `ip netns exec`) goes away with the namespace: say so.
 fn warn_private_mount(pin_dir: &std::path::Path) {
     let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
-    let private = matches!((ns("self"), ns("1")), (Some(me), Some(init)) if me != init);
+    // PID 1's namespace is the host's; where it cannot be read (a
+    // container), the parent's tells whether this process got one of its own.
+    let reference = ns("1").or_else(|| ns(&std::os::unix::process::parent_id().to_string()));
+    let private = matches!((ns("self"), reference), (Some(me), Some(other)) if me != other);
     if private {
         tracing::warn!(
             pin_dir = %pin_dir.display(),

@@ -16,6 +16,7 @@ pub mod hits;
 pub mod iface;
 pub mod journal;
 pub mod load;
+pub mod manual;
 pub mod metrics;
 pub mod notify;
 pub mod output;

@@ -148,6 +148,24 @@ impl PinDir {
             .find(|(path, _)| path.exists())
     }
 
+    /// Fails with [`LoadError::Busy`] when an XDP program that is not ours
+    /// (no link of it pinned here) holds `iface`: checked before anything
+    /// is loaded, and again before attaching.
+    pub fn check_free(&self, iface: &str) -> Result<(), LoadError> {
+        if self.pinned_link(iface).is_some() {
+            return Ok(());
+        }
+        if let Some(ifindex) = crate::iface::lookup(iface)
+            && let Some(other) = crate::xdp_owner::xdp_owner(ifindex)
+        {
+            return Err(LoadError::Busy {
+                iface: iface.to_owned(),
+                other: other.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Attaches to `iface`: takes over a link a previous daemon left pinned
     /// (swapping this program in), or attaches anew and pins the link.
     /// Returns the mode and whether an existing link was taken over.
@@ -166,15 +184,7 @@ impl PinDir {
                 }
             }
         }
-        // Nothing of ours is pinned for it: any XDP link there is another's.
-        if let Some(ifindex) = crate::iface::lookup(iface)
-            && let Some(other) = crate::xdp_owner::xdp_links_on(ifindex).into_iter().next()
-        {
-            return Err(LoadError::Busy {
-                iface: iface.to_owned(),
-                other: other.to_string(),
-            });
-        }
+        self.check_free(iface)?;
         let (attached, link_id) = load::attach_link(ebpf, iface, mode)?;
         let path = self.link(iface, attached);
         let program = load::program(ebpf)?;

@@ -129,8 +129,8 @@ impl Policy {
     /// kernel skip the blocklist, so nothing is dropped.
     pub fn set_enforcing(&mut self, enforce: bool) -> Result<(), MapError> {
         self.enforce = enforce;
-        let empty = self.blocks.is_empty();
-        self.set_empty(empty)
+        // Enforcing: look the blocklist up until a sweep finds it empty.
+        self.set_empty(false)
     }
 
     /// Takes over the blocks an earlier daemon left in the map without

@@ -31,6 +31,9 @@ pub struct State<'a> {
     pub counting_since: Option<SystemTime>,
     /// Prefix lengths distributed scans are reported with (IPv4, IPv6).
     pub prefixes: (u8, u8),
+    /// Detections and blocks taken over at start from an earlier daemon,
+    /// which had reported them.
+    pub resumed: (usize, usize),
 }
 
 /// Answers one control request.
@@ -60,6 +63,7 @@ pub fn handle(
                 "interfaces": interfaces,
                 "uptime_s": state.started.elapsed().as_secs(),
                 "counting_since": state.counting_since.map(timestamp),
+                "resumed": {"detections": state.resumed.0, "blocks": state.resumed.1},
                 "packets": {
                     "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
                     "parse_failures": c.parse_failures, "allowed": c.allowed,

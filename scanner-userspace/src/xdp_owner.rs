@@ -1,8 +1,9 @@
-//! Who holds an interface's XDP hook: the BPF links of type XDP attached to
-//! it, their programs, and the processes holding them open. Read only when
-//! an attach would collide, to name the other program instead of saying
-//! "File exists". aya 0.14 does not expose a link's interface, so the link
-//! info is read with the raw syscalls.
+//! Who holds an interface's XDP hook: the program attached to it (asked of
+//! rtnetlink, in this network namespace: interface indexes are per
+//! namespace, BPF link ids are not), the BPF link that holds it, and the
+//! processes holding that link open. Read before attaching, to name the
+//! other program instead of failing with "File exists". aya 0.14 exposes
+//! neither, so both are read with raw sockets and syscalls.
 
 use std::{
     fmt, io,
@@ -14,23 +15,32 @@ const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
 const BPF_LINK_TYPE_XDP: u32 = 6;
 
-/// An XDP program attached to an interface through a BPF link.
+/// The XDP program attached to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XdpOwner {
-    pub link_id: u32,
+    /// The BPF link that holds it; None when attached through netlink.
+    pub link_id: Option<u32>,
     pub program_id: u32,
     pub program: String,
-    /// Processes holding the link open (a pinned link may have none).
+    /// Processes holding the program open (the daemon that loaded it; a
+    /// program kept only by a pinned link has none).
     pub holders: Vec<(u32, String)>,
 }
 
 impl fmt::Display for XdpOwner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "program {:?} (id {}, link {})",
-            self.program, self.program_id, self.link_id
-        )?;
+        match self.link_id {
+            Some(link) => write!(
+                f,
+                "program {:?} (id {}, link {link})",
+                self.program, self.program_id
+            )?,
+            None => write!(
+                f,
+                "program {:?} (id {}, attached without a BPF link)",
+                self.program, self.program_id
+            )?,
+        }
         let held: Vec<String> = self
             .holders
             .iter()
@@ -73,26 +83,111 @@ fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-/// The XDP links attached to interface `ifindex` (empty when none, or when
-/// links cannot be listed).
-pub fn xdp_links_on(ifindex: u32) -> Vec<XdpOwner> {
-    let mut found = Vec::new();
+/// The XDP program on interface `ifindex` of this network namespace, if any.
+pub fn xdp_owner(ifindex: u32) -> Option<XdpOwner> {
+    let program_id = attached_program(ifindex)?;
+    let link_id = xdp_link_of(program_id, ifindex);
+    Some(XdpOwner {
+        link_id,
+        program_id,
+        program: program_name(program_id),
+        holders: holders_of_program(program_id),
+    })
+}
+
+/// The XDP link that attaches program `program_id` to `ifindex`.
+fn xdp_link_of(program_id: u32, ifindex: u32) -> Option<u32> {
     let mut attr = IdAttr::default();
     while bpf(BPF_LINK_GET_NEXT_ID, &mut attr).is_ok() {
         let id = attr.next_id;
         attr.id = id;
-        if let Some((program_id, link_ifindex)) = xdp_link_info(id)
-            && link_ifindex == ifindex
-        {
-            found.push(XdpOwner {
-                link_id: id,
-                program_id,
-                program: program_name(program_id),
-                holders: holders_of_link(id),
-            });
+        if xdp_link_info(id) == Some((program_id, ifindex)) {
+            return Some(id);
         }
     }
-    found
+    None
+}
+
+const NLMSG_ERROR: u16 = 2;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+/// Netlink attribute types carry flags in their top bits.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// The id of the XDP program on `ifindex`, asked of rtnetlink (RTM_GETLINK).
+fn attached_program(ifindex: u32) -> Option<u32> {
+    // SAFETY: a plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // struct nlmsghdr, then struct ifinfomsg naming the interface.
+    let mut request = Vec::with_capacity(32);
+    request.extend_from_slice(&32u32.to_ne_bytes());
+    request.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[0, 0, 0, 0]);
+    request.extend_from_slice(&i32::try_from(ifindex).ok()?.to_ne_bytes());
+    request.extend_from_slice(&[0; 8]);
+    // SAFETY: sending our own buffer of its length.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if usize::try_from(sent).ok() != Some(request.len()) {
+        return None;
+    }
+    let mut answer = vec![0u8; 64 * 1024];
+    // SAFETY: receiving into our own buffer of its length.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
+    answer.truncate(usize::try_from(got).ok()?);
+    xdp_program_in(&answer)
+}
+
+/// The XDP program id in an RTM_NEWLINK answer.
+fn xdp_program_in(answer: &[u8]) -> Option<u32> {
+    let u16_at =
+        |b: &[u8], at: usize| Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?));
+    let u32_at =
+        |b: &[u8], at: usize| Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    let len = usize::try_from(u32_at(answer, 0)?).ok()?;
+    let kind = u16_at(answer, 4)?;
+    if kind == NLMSG_ERROR || kind != RTM_NEWLINK {
+        return None;
+    }
+    // After the 16-byte nlmsghdr and the 16-byte ifinfomsg: attributes.
+    let xdp = attributes(answer.get(32..len.min(answer.len()))?)
+        .find(|(t, _)| *t == IFLA_XDP)?
+        .1;
+    let ids: Vec<(u16, u32)> = attributes(xdp)
+        .filter_map(|(t, v)| Some((t, u32_at(v, 0)?)))
+        .collect();
+    [IFLA_XDP_PROG_ID, IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID]
+        .iter()
+        .find_map(|want| ids.iter().find(|(t, id)| t == want && *id != 0))
+        .map(|(_, id)| *id)
+}
+
+/// Netlink attributes (struct rtattr: length, type, payload; 4-aligned).
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & NLA_TYPE_MASK;
+        let payload = bytes.get(4..len)?;
+        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, payload))
+    })
 }
 
 /// (program id, interface index) of link `id`, if it is an XDP link.
@@ -125,9 +220,9 @@ fn program_name(id: u32) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Processes with a descriptor of link `id` open (from /proc/*/fdinfo).
-fn holders_of_link(id: u32) -> Vec<(u32, String)> {
-    let wanted = format!("link_id:\t{id}\n");
+/// Processes with a descriptor of program `id` open (from /proc/*/fdinfo).
+fn holders_of_program(id: u32) -> Vec<(u32, String)> {
+    let wanted = format!("prog_id:\t{id}\n");
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -157,7 +252,7 @@ mod tests {
     #[test]
     fn owners_name_program_link_and_holders() {
         let o = XdpOwner {
-            link_id: 7,
+            link_id: Some(7),
             program_id: 42,
             program: "scanner".into(),
             holders: vec![(1234, "scanner".into())],
@@ -171,5 +266,36 @@ mod tests {
             ..o
         };
         assert_eq!(pinned.to_string(), "program \"scanner\" (id 42, link 7)");
+        let netlink = XdpOwner {
+            link_id: None,
+            ..pinned
+        };
+        assert!(
+            netlink
+                .to_string()
+                .ends_with("attached without a BPF link)")
+        );
+    }
+
+    #[test]
+    fn loopback_has_no_xdp_program_and_answers_parse() {
+        assert_eq!(xdp_owner(1), None, "nothing attaches XDP to lo");
+        // RTM_NEWLINK, ifinfomsg, then IFLA_XDP { ATTACHED=1, PROG_ID=42 }.
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&60u32.to_ne_bytes());
+        msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(&[0; 16]);
+        msg.extend_from_slice(&20u16.to_ne_bytes());
+        msg.extend_from_slice(&(IFLA_XDP | 0x8000).to_ne_bytes());
+        msg.extend_from_slice(&5u16.to_ne_bytes());
+        msg.extend_from_slice(&2u16.to_ne_bytes());
+        msg.extend_from_slice(&[1, 0, 0, 0]);
+        msg.extend_from_slice(&8u16.to_ne_bytes());
+        msg.extend_from_slice(&IFLA_XDP_PROG_ID.to_ne_bytes());
+        msg.extend_from_slice(&42u32.to_ne_bytes());
+        msg.extend_from_slice(&[0; 8]);
+        assert_eq!(xdp_program_in(&msg), Some(42));
+        assert_eq!(xdp_program_in(&msg[..40]), None, "cut short");
     }
 }

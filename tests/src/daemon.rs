@@ -77,6 +77,28 @@ pub fn scanner_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// `scanner <args> --socket <socket>` run here (not in a namespace):
+/// (success, stdout, stderr).
+pub fn cli(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = std::process::Command::new(scanner_binary()?)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// [`cli`] that must succeed; its stdout.
+pub fn cli_ok(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let (success, stdout, stderr) = cli(socket, args)?;
+    anyhow::ensure!(success, "scanner {args:?} failed: {stderr}");
+    Ok(stdout)
+}
+
 fn forward(stream: Stream, reader: impl Read, tx: Sender<(Stream, String)>) {
     for line in BufReader::new(reader).lines() {
         let Ok(line) = line else { break };
@@ -100,6 +122,25 @@ impl Daemon {
         wrapper: &[&str],
         env: &[(&str, &str)],
         args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(ns, wrapper, env, args, Stdio::piped())
+    }
+
+    /// [`Daemon::start`] with stdout a pipe nobody reads from any more (its
+    /// read end closed before the daemon starts): every write to it fails
+    /// with EPIPE. Only the log (stderr) is read.
+    pub fn start_with_closed_stdout(ns: &Netns, args: &[&str]) -> anyhow::Result<Self> {
+        let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+        drop(reader);
+        Self::spawn(ns, &[], &[], args, Stdio::from(writer))
+    }
+
+    fn spawn(
+        ns: &Netns,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+        stdout: Stdio,
     ) -> anyhow::Result<Self> {
         let bin = scanner_binary()?;
         let bin = bin.to_str().context("scanner path is not UTF-8")?;
@@ -133,16 +174,17 @@ impl Daemon {
             .args(&args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the scanner daemon")?;
         let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().context("daemon stdout")?;
         let err = child.stderr.take().context("daemon stderr")?;
-        let tx2 = tx.clone();
-        std::thread::spawn(move || forward(Stream::Stdout, out, tx));
-        std::thread::spawn(move || forward(Stream::Stderr, err, tx2));
+        if let Some(out) = child.stdout.take() {
+            let tx = tx.clone();
+            std::thread::spawn(move || forward(Stream::Stdout, out, tx));
+        }
+        std::thread::spawn(move || forward(Stream::Stderr, err, tx));
         Ok(Self {
             child,
             lines,
@@ -260,6 +302,67 @@ impl Daemon {
             bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Waits for a log (stderr) line containing `text`.
+    pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> anyhow::Result<String> {
+        if let Some(line) = self.stderr.iter().find(|l| l.contains(text)) {
+            return Ok(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((stream, line)) => {
+                    let hit = stream == Stream::Stderr && line.contains(text);
+                    self.record(stream, line.clone());
+                    if hit {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => bail!(
+                    "no log line with {text:?} within {timeout:?}; log:\n{}",
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// Every log (stderr) line so far.
+    pub fn log(&self) -> &[String] {
+        &self.stderr
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself; its status.
+    pub fn wait_status(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                while let Ok((stream, line)) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    self.record(stream, line);
+                }
+                return Ok(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "the daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            // Output arrives while it runs; its end is the exit.
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok((stream, line)) => self.record(stream, line),
+                Err(RecvTimeoutError::Timeout) => {}
+                // Every output closed: the process is on its way out.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.child.wait().context("reaping the daemon");
+                }
+            }
+        }
     }
 
     /// Waits until the program is attached to `iface`.

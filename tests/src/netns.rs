@@ -199,6 +199,25 @@ impl Lab {
         Ok(Self { attacker, server })
     }
 
+    /// The XDP programs attached to the server's interface, by id.
+    pub fn xdp_programs(&self) -> anyhow::Result<Vec<u64>> {
+        let out = self
+            .server
+            .ip(&["-j", "-d", "link", "show", Self::SERVER_IF])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let xdp = &json[0]["xdp"];
+        let mut ids: Vec<u64> = xdp["attached"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["prog"]["id"].as_u64())
+            .collect();
+        ids.extend(xdp["prog"]["id"].as_u64());
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Adds another address on the attacker's side (a second client).
     pub fn add_attacker_address(&self, cidr: &str) -> anyhow::Result<()> {
         self.attacker

@@ -97,7 +97,13 @@ impl Scenario {
     /// Starts a new daemon with the same arguments (after `kill9` or `stop`)
     /// and waits until it is attached.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.restart_with(&[])
+    }
+
+    /// [`Scenario::restart`] with `more` arguments this time.
+    pub fn restart_with(&mut self, more: &[&str]) -> anyhow::Result<()> {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend_from_slice(more);
         let mut daemon = Daemon::start(&self.lab.server, &args)?;
         daemon.wait_attached(Lab::SERVER_IF)?;
         self.daemon = daemon;
@@ -106,22 +112,7 @@ impl Scenario {
 
     /// The XDP programs attached to the server's interface, by id.
     pub fn xdp_programs(&self) -> anyhow::Result<Vec<u64>> {
-        let out = self
-            .lab
-            .server
-            .ip(&["-j", "-d", "link", "show", Lab::SERVER_IF])?;
-        let json: Value = serde_json::from_slice(&out.stdout)?;
-        let xdp = &json[0]["xdp"];
-        let mut ids: Vec<u64> = xdp["attached"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["prog"]["id"].as_u64())
-            .collect();
-        ids.extend(xdp["prog"]["id"].as_u64());
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+        self.lab.xdp_programs()
     }
 
     /// An nmap SYN scan of the server's `ports` from `source` (an address on

@@ -114,3 +114,38 @@ fn bad_configuration_exits_2_naming_file_line_and_key() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// `scanner ... | head -1`: a reader that goes away early is a normal end,
+/// never a panic.
+#[test]
+fn a_closed_pipe_is_a_normal_end() -> anyhow::Result<()> {
+    for args in [
+        &["completions", "bash"][..],
+        &["manpage"],
+        &["config", "--print-default"],
+        &["ports", "--socket", "/nonexistent/scanner.sock"],
+        &["--help"],
+    ] {
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let out = Command::new(scanner_binary()?)
+            .args(args)
+            .stdout(std::process::Stdio::from(writer))
+            .stderr(std::process::Stdio::piped())
+            .spawn()?
+            .wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?}: {err}", out.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    Ok(())
+}
+
+#[test]
+fn errors_say_their_cause_once() -> anyhow::Result<()> {
+    let (ok, err) = scanner(&["status", "--socket", "/nonexistent/scanner.sock"])?;
+    assert!(!ok);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("is `scanner run` running?"), "{err}");
+    Ok(())
+}

@@ -5,30 +5,17 @@ use std::{
     os::unix::net::UnixStream,
     path::Path,
     process::Command,
+    time::Duration,
 };
 
-use scanner_tests::{Lab, daemon::scanner_binary, require_root, scenario::Scenario};
+use scanner_tests::{
+    Lab,
+    daemon::{cli, cli_ok as ok, scanner_binary},
+    require_root,
+    scenario::Scenario,
+};
+use scanner_userspace::control::{Request, call};
 use serde_json::Value;
-
-/// `scanner <args> --socket <socket>`: (success, stdout, stderr).
-fn cli(socket: &Path, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let out = Command::new(scanner_binary()?)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-fn ok(socket: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let (success, stdout, stderr) = cli(socket, args)?;
-    anyhow::ensure!(success, "scanner {args:?} failed: {stderr}");
-    Ok(stdout)
-}
 
 fn entry(list: &Value, address: &str) -> Value {
     list.as_array()
@@ -50,7 +37,7 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
 
     let status = ok(&socket, &["status"])?;
     assert!(status.contains("veth-srv (native)"), "{status}");
-    assert!(status.contains("blocking:          false"), "{status}");
+    assert!(status.contains("blocking:          off"), "{status}");
 
     assert_eq!(
         sc.answered(None, "1-100")?,
@@ -76,7 +63,7 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
     );
 
     let out = ok(&socket, &["block", src, "--ttl", "1h"])?;
-    assert_eq!(out.trim(), format!("blocked {src} for 3600s"));
+    assert_eq!(out.trim(), format!("blocked {src} for 1h"));
     let blocked = sc.wait("blocked", src)?;
     assert_eq!(blocked["reason"], "manual", "{blocked}");
     assert_eq!(
@@ -110,6 +97,101 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
 
     sc.stop()?;
     assert!(!socket.exists(), "the socket is removed on exit");
+    Ok(())
+}
+
+#[test]
+fn the_allowlist_protects_this_host_and_blocks_are_never_shortened() -> anyhow::Result<()> {
+    if !require_root("the_allowlist_protects_this_host_and_blocks_are_never_shortened") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[22], &[], &[])?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let own = Lab::SERVER_V4;
+
+    // This host's own addresses and loopback stay allowlisted.
+    let (success, _, err) = cli(&socket, &["disallow", own])?;
+    assert!(!success && err.contains("always allowlisted"), "{err}");
+    let (success, _, err) = cli(&socket, &["disallow", "127.0.0.0/8"])?;
+    assert!(
+        !success && err.contains("always allowlisted: loopback"),
+        "{err}"
+    );
+    let (success, _, err) = cli(&socket, &["block", own])?;
+    assert!(
+        !success && err.contains(&format!("{own} is allowlisted")),
+        "{err}"
+    );
+    let (success, _, err) = cli(&socket, &["block", "0.0.0.0/0"])?;
+    assert!(
+        !success && err.contains("0.0.0.0/0 covers allowlisted"),
+        "says which allowlisted network it covers: {err}"
+    );
+    sc.daemon.signal(libc::SIGHUP)?;
+    sc.daemon
+        .wait_for_event(|e| e["event"] == "config_reloaded", Duration::from_secs(30))?;
+    let list: Value = serde_json::from_str(&ok(&socket, &["allow", "--list", "--json"])?)?;
+    let host = entry(&list, own);
+    assert_eq!(host["origin"], "host", "{list}");
+    assert_eq!(entry(&list, "127.0.0.0/8")["origin"], "host", "{list}");
+    let table = ok(&socket, &["allow", "--list"])?;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(own) && l.contains("always")),
+        "{table}"
+    );
+
+    // Allowlist changes are events.
+    ok(&socket, &["allow", "198.18.9.0/24"])?;
+    sc.wait("allowlisted", "198.18.9.0/24")?;
+    let list: Value = serde_json::from_str(&ok(&socket, &["allow", "--list", "--json"])?)?;
+    assert_eq!(entry(&list, "198.18.9.0/24")["origin"], "runtime", "{list}");
+    ok(&socket, &["disallow", "198.18.9.0/24"])?;
+    sc.wait("disallowed", "198.18.9.0/24")?;
+
+    // Prefixes lose their host bits; a longer block is kept unless a TTL
+    // is asked for.
+    let out = ok(&socket, &["block", "10.1.2.3/8", "--ttl", "2h"])?;
+    assert_eq!(out.trim(), "blocked 10.0.0.0/8 for 2h");
+    let out = ok(&socket, &["block", "10.9.9.9/8"])?;
+    assert!(
+        out.starts_with("10.0.0.0/8 is already blocked for 1h 59m") && out.contains("kept"),
+        "{out}"
+    );
+    let status = call(&socket, &Request::Status {})?;
+    assert_eq!(status["blocks"], 1, "{status}");
+    let out = ok(&socket, &["block", "10.0.0.0/8", "--ttl", "5m"])?;
+    assert_eq!(
+        out.trim(),
+        "blocked 10.0.0.0/8 for 5m",
+        "asked for: shortened"
+    );
+
+    // The table lines up, and a block without a scan shows dashes.
+    assert!(sc.answered(None, "1-100")? > 0);
+    sc.wait("scan_detected", Lab::ATTACKER_V4)?;
+    let table = ok(&socket, &["list"])?;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines.len() >= 3, "{table}");
+    for column in ["state", "kind", "first seen", "block expires"] {
+        let at = lines[0].find(column).unwrap_or(usize::MAX);
+        for line in &lines[1..] {
+            assert!(
+                line.len() > at
+                    && line.as_bytes()[at - 2..at] == *b"  "
+                    && line.as_bytes()[at] != b' ',
+                "column {column:?} at {at} in:\n{table}"
+            );
+        }
+    }
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with("10.0.0.0/8"))
+        .copied()
+        .unwrap_or_default();
+    assert!(!row.contains("null") && row.contains(" - "), "{row}");
+    sc.stop()?;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! An interface removed while attached: the daemon says so, keeps watching
-//! the others, and with --reattach attaches again when it comes back.
+//! the others, and attaches again when it comes back (unless told not to,
+//! and then it exits once nothing is left to watch).
 
 use std::time::Duration;
 
-use scanner_tests::{Lab, require_root, scenario::Scenario, traffic};
+use scanner_tests::{Daemon, Lab, require_root, scenario::Scenario, traffic};
 
 const EXTRA_IF: &str = "veth-x0";
 
@@ -25,7 +26,8 @@ fn a_removed_interface_is_reported_and_reattached_when_it_returns() -> anyhow::R
         add_extra_pair,
         &[],
         &[],
-        &["--iface", EXTRA_IF, "--reattach"],
+        // Reattaching is the default: no flag needed.
+        &["--iface", EXTRA_IF],
     )?;
     sc.daemon.wait_attached(EXTRA_IF)?;
 
@@ -56,5 +58,48 @@ fn a_removed_interface_is_reported_and_reattached_when_it_returns() -> anyhow::R
         "XDP is attached again: {json}"
     );
     sc.stop()?;
+    Ok(())
+}
+
+#[test]
+fn with_no_reattach_the_daemon_exits_once_nothing_is_watched() -> anyhow::Result<()> {
+    if !require_root("with_no_reattach_the_daemon_exits_once_nothing_is_watched") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    add_extra_pair(&lab)?;
+    let mut d = Daemon::start(
+        &lab.server,
+        &[
+            "run",
+            "--iface",
+            EXTRA_IF,
+            "--events",
+            "json",
+            "--poll-interval",
+            "200ms",
+            "--no-reattach",
+        ],
+    )?;
+    d.wait_attached(EXTRA_IF)?;
+    lab.server.ip(&["link", "del", EXTRA_IF])?;
+    let removed = d.wait_for_event(
+        |e| e["event"] == "detached" && e["iface"] == EXTRA_IF,
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(removed["reason"], "removed", "{removed}");
+    let status = d.wait_status(Duration::from_secs(30))?;
+    assert_eq!(status.code(), Some(1), "{}", d.log_tail());
+    let stopped = d
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "daemon_stopped")
+        .unwrap_or_default();
+    assert!(
+        stopped["detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("no watched interface is left")),
+        "{stopped}"
+    );
     Ok(())
 }

@@ -180,6 +180,7 @@ fn the_ports_audit_shows_services_owners_and_probes() -> anyhow::Result<()> {
         (telnet["open"].as_bool(), telnet["sources"].as_u64()),
         (Some(true), Some(1))
     );
+    assert_eq!(telnet["proto"], "tcp", "as `scanner ports --json` names it");
     let closed = probed
         .iter()
         .find(|h| h["port"] == 25)
@@ -207,6 +208,25 @@ fn the_ports_audit_shows_services_owners_and_probes() -> anyhow::Result<()> {
         line.contains("telnet") && line.contains("! all addresses") && line.contains("Telnet"),
         "{table}"
     );
+    // Both tables head their probe counts alike.
+    let probed = sc
+        .lab
+        .server
+        .command(bin.to_str().context("path")?)
+        .args(["ports", "--probed", "--socket"])
+        .arg(sc.daemon.socket())
+        .output()?;
+    let probed = String::from_utf8_lossy(&probed.stdout);
+    let counts = "probes last hour sources last hour";
+    for t in [&table, &probed] {
+        let header: Vec<&str> = t
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert!(header.join(" ").contains(counts), "{t}");
+    }
     sc.stop()?;
     Ok(())
 }

@@ -43,7 +43,43 @@ fn completions_and_man_pages_come_from_the_cli() -> anyhow::Result<()> {
     scanner(&["manpage", "--dir", dir.to_str().context("path")?])?;
     let ports = std::fs::read_to_string(dir.join("scanner-ports.1"))?;
     assert!(ports.contains("probed"), "{ports}");
+    // More than the --help text: what an operator looks up.
+    let main = std::fs::read_to_string(dir.join("scanner.1"))?;
+    for section in [
+        ".SH SIGNALS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        ".SH CONFIGURATION",
+        ".SH EVENTS",
+    ] {
+        assert!(main.contains(section), "scanner.1 lacks {section}");
+        assert!(man.contains(section), "scanner manpage lacks {section}");
+    }
+    assert!(
+        main.contains("SIGHUP") && main.contains("scan_detected") && main.contains("quiet_after")
+    );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A build with nothing to rebuild prints none of the nested eBPF build's
+/// lines: they are shown only when that build fails.
+#[test]
+fn a_build_with_nothing_to_do_is_quiet() -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The package this test was built with is up to date: cargo only checks.
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--package", "scanner-userspace"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let relayed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warning: scanner-userspace"))
+        .collect();
+    assert!(relayed.is_empty(), "nested build output shown:\n{err}");
     Ok(())
 }
 
@@ -151,10 +187,40 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     }
     let name = stdout(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Package"))?;
     assert_eq!(name.trim(), "scanner");
+    // Debian's synopsis (the Description's first line) is under 80 characters.
+    let description = stdout(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&deb)
+            .arg("Description"),
+    )?;
+    let synopsis = description.lines().next().unwrap_or_default();
+    assert!(
+        !synopsis.is_empty() && synopsis.chars().count() < 80,
+        "synopsis of {} characters: {synopsis:?}",
+        synopsis.chars().count()
+    );
+    assert!(
+        listing.contains("./usr/share/doc/scanner/changelog.Debian.gz"),
+        "no changelog in the .deb:\n{listing}"
+    );
     let unpacked = stage.join("deb");
     stdout(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
     let control = stage.join("control");
     stdout(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control))?;
+    // Removing or upgrading the package stops the daemon first.
+    let prerm = std::fs::read_to_string(control.join("prerm")).context("the .deb has no prerm")?;
+    assert!(
+        prerm.contains("systemctl stop scanner.service")
+            && prerm.contains("remove")
+            && prerm.contains("upgrade"),
+        "{prerm}"
+    );
+    let sh = Command::new("sh")
+        .arg("-n")
+        .arg(control.join("prerm"))
+        .status()?;
+    assert!(sh.success(), "prerm is not valid sh");
     let conf = std::fs::read_to_string(control.join("conffiles"))?;
     assert!(
         conf.contains("/etc/scanner/scanner.toml") && conf.contains("/etc/default/scanner"),

@@ -7,6 +7,7 @@ use scanner_tests::{
     scenario::{Scenario, about},
     traffic,
 };
+use scanner_userspace::control::{Request, call};
 use serde_json::Value;
 
 const OPEN_TCP: &[u16] = &[22, 80];
@@ -207,6 +208,17 @@ fn distributed(sources: &[String], v6: bool, prefix: &str) -> anyhow::Result<()>
         traffic::nmap(&sc.lab.attacker, &args)?;
     }
     let detected = sc.wait("scan_detected", prefix)?;
+    // `scanner list` shows the distributed scan too.
+    let list = call(sc.daemon.socket(), &Request::List {})?;
+    let row = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["address"] == prefix)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["kind"], "distributed", "{list}");
+    assert!(row["sources"].as_u64() >= Some(3), "{row}");
     let events = sc.stop()?;
     eprintln!(
         "distributed scan {prefix}: latency_us={}",

@@ -1,0 +1,145 @@
+//! `scanner manpage`: the man pages clap generates from the CLI, with the
+//! sections an operator looks for that `--help` does not have: signals,
+//! exit status, files, configuration keys and events.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::{cli::Cli, config::DEFAULT_FILE};
+
+/// scanner(1): clap's page, then the extra sections.
+pub fn main_page() -> anyhow::Result<Vec<u8>> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut page)
+        .context("rendering the man page")?;
+    page.extend_from_slice(extra_sections().as_bytes());
+    Ok(page)
+}
+
+/// scanner.1 and scanner-COMMAND.1 in `dir`.
+pub fn write_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("writing man pages to {}", dir.display()))?;
+    let main = dir.join("scanner.1");
+    std::fs::write(&main, main_page()?).with_context(|| format!("writing {}", main.display()))
+}
+
+/// Roff for literal text: backslashes escaped, and lines that start with a
+/// dot or a quote kept from being read as requests.
+fn literal(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let l = l.replace('\\', "\\e");
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `.TP` list: (term, text) pairs.
+fn items(list: &[(&str, &str)]) -> String {
+    list.iter()
+        .map(|(term, text)| format!(".TP\n\\fB{}\\fR\n{}\n", literal(term), literal(text)))
+        .collect()
+}
+
+fn extra_sections() -> String {
+    let mut s = String::new();
+    s.push_str(".SH SIGNALS\n");
+    s.push_str(&items(&[
+        (
+            "SIGINT, SIGTERM",
+            "Report every scan still open, detach the XDP program and exit 0. Pinned maps, blocks included, stay for the next start.",
+        ),
+        (
+            "SIGHUP",
+            "Reload the configuration file: thresholds, blocking, block TTL, dry run and the file's allowlist change without detaching or losing state. An invalid file is refused (a config_rejected event) and the old configuration stays.",
+        ),
+        (
+            "SIGKILL, a crash",
+            "The program stays attached through its pinned link and keeps dropping blocked sources; the next scanner run takes it over.",
+        ),
+    ]));
+    s.push_str(".SH EXIT STATUS\n");
+    s.push_str(&items(&[
+        ("0", "Stopped by SIGINT or SIGTERM; a client command succeeded, also when its reader closed the pipe early."),
+        (
+            "1",
+            "An error: the kernel refused the program, the daemon is unreachable, or the daemon stopped because nothing was left to watch (interfaces removed with --no-reattach) or to report to.",
+        ),
+        (
+            "2",
+            "A usage error, nothing attached: bad arguments or configuration, another daemon on the same pin directory, or another XDP program on the interface.",
+        ),
+    ]));
+    s.push_str(".SH FILES\n");
+    s.push_str(&items(&[
+        ("/etc/scanner/scanner.toml", "The configuration file (scanner config --print-default shows every key)."),
+        ("/etc/default/scanner", "SCANNER_ARGS for the systemd unit, e.g. --iface eth0."),
+        ("/run/scanner/scanner.sock", "The control socket of scanner status, list, block, allow, ports and top."),
+        (
+            "/sys/fs/bpf/scanner",
+            "Pinned maps (blocks, allowlist, sources, counters, what was reported) and, while the daemon runs, its XDP links. Locked by the running daemon; remove it, with the daemon stopped, to start afresh.",
+        ),
+        ("/var/log/scanner/events.jsonl", "Events as JSON lines when run by the systemd unit."),
+    ]));
+    s.push_str(".SH CONFIGURATION\nEvery key is optional; this is the default file, with what each key means:\n.PP\n.nf\n");
+    s.push_str(&literal(DEFAULT_FILE));
+    s.push_str("\n.fi\n");
+    s.push_str(".SH EVENTS\nOne JSON object per line on stdout with --events json (fields are added, never renamed), and one journal entry each with SCANNER_* fields.\n");
+    s.push_str(&items(&[
+        (
+            "scan_detected",
+            "The kernel decided a source (or a prefix: kind distributed) is scanning. Fields: ts, source, kind, ports, probes, top_ports, open_ports, open_hits, reason (trw or fanout), decided_after, sources, iface, latency_us, action (report, block, dry_run). Reported once: a restart does not report it again.",
+        ),
+        ("scan_ended", "The scan has been quiet for quiet_after; its totals."),
+        (
+            "blocked, unblocked, block_refused",
+            "Blocks made (reason scan or manual; dry_run true in a dry run), lifted (expired or manual) and refused (cap).",
+        ),
+        ("allowlisted, disallowed", "scanner allow and scanner disallow."),
+        ("attached, detached", "The program on an interface; reason removed or reappeared when the interface flaps."),
+        (
+            "daemon_started, daemon_stopped, config_reloaded, config_rejected",
+            "The daemon's life; detail says what it watches and whether it blocks.",
+        ),
+    ]));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_has_the_operator_sections() {
+        let page = String::from_utf8(main_page().unwrap_or_default()).unwrap_or_default();
+        for section in [
+            ".SH SIGNALS",
+            ".SH EXIT STATUS",
+            ".SH FILES",
+            ".SH CONFIGURATION",
+            ".SH EVENTS",
+        ] {
+            assert!(page.contains(section), "{section}");
+        }
+        assert!(
+            page.contains("block_ttl = \"1h\""),
+            "the configuration keys"
+        );
+    }
+
+    #[test]
+    fn literal_text_cannot_become_a_request() {
+        assert_eq!(literal(".x\n'y\na\\b"), "\\&.x\n\\&'y\na\\eb");
+    }
+}
