@@ -32,14 +32,18 @@ use crate::{
     settings::{Settings, ephemeral_range},
 };
 
-/// The exit code for an error: 2 for usage errors (bad configuration, pins
-/// or an interface another daemon or program holds), 1 otherwise.
+/// The exit code for an error: 2 for usage errors (bad configuration, pins,
+/// socket or an interface another daemon or program holds), 1 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|cause| {
         cause.downcast_ref::<ConfigError>().is_some()
             || matches!(
                 cause.downcast_ref::<PinError>(),
                 Some(PinError::InUse { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<control::SocketError>(),
+                Some(control::SocketError::InUse(_))
             )
             || matches!(
                 cause.downcast_ref::<load::LoadError>(),

@@ -16,23 +16,33 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error("{0} is allowlisted: it is never blocked")]
+    #[error("{} is allowlisted: it is never blocked", shown(.0))]
     Allowlisted(IpNet),
-    #[error("{net} covers allowlisted {allowed}: a block never touches an allowlisted host")]
+    #[error(
+        "{} covers allowlisted {}: a block never touches an allowlisted host",
+        shown(.net),
+        shown(.allowed)
+    )]
     CoversAllowlisted { net: IpNet, allowed: IpNet },
     #[error(
-        "{net} is always allowlisted: {}",
+        "{} is always allowlisted: {}",
+        shown(.net),
         if net.addr().is_loopback() { "loopback" } else { "it is this host's own address" }
     )]
     AlwaysAllowed { net: IpNet },
-    #[error("the block cap ({0} entries) is reached: {1} was not blocked")]
+    #[error("the block cap ({} entries) is reached: {} was not blocked", .0, shown(.1))]
     CapReached(u32, IpNet),
-    #[error("no block for {0}")]
+    #[error("no block for {}", shown(.0))]
     NotBlocked(IpNet),
-    #[error("{0} is not on the allowlist")]
+    #[error("{} is not on the allowlist", shown(.0))]
     NotAllowlisted(IpNet),
     #[error("updating the rule maps")]
     Map(#[from] MapError),
+}
+
+/// A host network as its address, others as a CIDR (as events show them).
+fn shown(net: &IpNet) -> String {
+    crate::report::net_name(net)
 }
 
 /// Why an entry is on the allowlist.
