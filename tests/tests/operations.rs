@@ -285,7 +285,7 @@ fn sighup_reloads_the_config_in_place() -> anyhow::Result<()> {
         .arg(sc.daemon.socket())
         .output()?;
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("for 420s"),
+        String::from_utf8_lossy(&out.stdout).contains("for 7m"),
         "old TTL kept"
     );
     let events = sc.stop()?;
