@@ -1,10 +1,6 @@
 //! Which traffic class a packet belongs to, and whether it is a probe.
 
-use crate::maps::{
-    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP,
-    CLASS_XMAS, Config,
-};
-use crate::parse::Transport;
+use crate::{Config, class, parse::Transport};
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -19,13 +15,13 @@ const TCP_CLASSIC: u8 = 0x3f;
 #[inline(always)]
 pub fn tcp_class(flags: u8) -> usize {
     match flags & TCP_CLASSIC {
-        f if f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN => CLASS_SYN,
-        0 => CLASS_NULL,
-        TCP_FIN => CLASS_FIN,
-        f if f == TCP_FIN | TCP_PSH | TCP_URG => CLASS_XMAS,
-        TCP_ACK => CLASS_ACK,
-        f if f == TCP_FIN | TCP_ACK => CLASS_MAIMON,
-        _ => CLASS_OTHER_TCP,
+        f if f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN => class::SYN,
+        0 => class::NULL,
+        TCP_FIN => class::FIN,
+        f if f == TCP_FIN | TCP_PSH | TCP_URG => class::XMAS,
+        TCP_ACK => class::ACK,
+        f if f == TCP_FIN | TCP_ACK => class::MAIMON,
+        _ => class::OTHER_TCP,
     }
 }
 
@@ -33,7 +29,7 @@ pub fn tcp_class(flags: u8) -> usize {
 /// aimed at a closed port is strong evidence of a scan on its own.
 #[inline(always)]
 pub fn is_stealth(class: usize) -> bool {
-    class == CLASS_FIN || class == CLASS_NULL || class == CLASS_XMAS
+    class == class::FIN || class == class::NULL || class == class::XMAS
 }
 
 /// Raw-packet scanners (nmap -sS, masscan, hping3) send bare SYNs with at
@@ -45,7 +41,7 @@ pub const STACK_SYN_MIN_HEADER: u8 = 28;
 /// Whether this TCP packet is a SYN from an operating system's stack.
 #[inline(always)]
 pub fn is_stack_syn(t: &Transport) -> bool {
-    t.is_tcp() && tcp_class(t.flags) == CLASS_SYN && t.header_len >= STACK_SYN_MIN_HEADER
+    t.is_tcp() && tcp_class(t.flags) == class::SYN && t.header_len >= STACK_SYN_MIN_HEADER
 }
 
 /// The `CLASS_*` index of a transport header.
@@ -54,7 +50,7 @@ pub fn class_of(t: &Transport) -> usize {
     if t.is_tcp() {
         tcp_class(t.flags)
     } else {
-        CLASS_UDP
+        class::UDP
     }
 }
 

@@ -6,7 +6,7 @@
 //! IPv6 extension lengths are small fields, and loops have fixed bounds), so
 //! the verifier can prove each access in range.
 
-use crate::maps::SourceKey;
+use crate::SourceKey;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IPV4: u16 = 0x0800;

@@ -4,9 +4,8 @@
 
 use proptest::prelude::*;
 use scanner_common::{
-    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_XMAS, Config,
-    ParseError, Parsed, Transport, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, parse,
-    tcp_class,
+    Config, ParseError, Parsed, Transport, class, is_accepted_traffic, is_probe, is_stack_syn,
+    is_stealth, parse, tcp_class,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -83,15 +82,15 @@ proptest! {
 
 #[test]
 fn tcp_flags_map_to_classes() {
-    assert_eq!(tcp_class(0x02), CLASS_SYN);
-    assert_eq!(tcp_class(0x02 | 0x40 | 0x80), CLASS_SYN); // ECN-setup SYN
-    assert_eq!(tcp_class(0x01), CLASS_FIN);
-    assert_eq!(tcp_class(0x00), CLASS_NULL);
-    assert_eq!(tcp_class(0x29), CLASS_XMAS);
-    assert_eq!(tcp_class(0x10), CLASS_ACK);
-    assert_eq!(tcp_class(0x11), CLASS_MAIMON); // FIN|ACK (Maimon, or a close)
-    assert_eq!(tcp_class(0x12), CLASS_OTHER_TCP); // SYN|ACK
-    assert_eq!(tcp_class(0x04), CLASS_OTHER_TCP); // RST
+    assert_eq!(tcp_class(0x02), class::SYN);
+    assert_eq!(tcp_class(0x02 | 0x40 | 0x80), class::SYN); // ECN-setup SYN
+    assert_eq!(tcp_class(0x01), class::FIN);
+    assert_eq!(tcp_class(0x00), class::NULL);
+    assert_eq!(tcp_class(0x29), class::XMAS);
+    assert_eq!(tcp_class(0x10), class::ACK);
+    assert_eq!(tcp_class(0x11), class::MAIMON); // FIN|ACK (Maimon, or a close)
+    assert_eq!(tcp_class(0x12), class::OTHER_TCP); // SYN|ACK
+    assert_eq!(tcp_class(0x04), class::OTHER_TCP); // RST
 }
 
 #[test]
@@ -130,8 +129,8 @@ fn accepted_connections_are_told_from_probes() {
 
 #[test]
 fn stealth_and_stack_syns_are_recognised() {
-    assert!(is_stealth(CLASS_FIN) && is_stealth(CLASS_NULL) && is_stealth(CLASS_XMAS));
-    assert!(!is_stealth(CLASS_SYN) && !is_stealth(CLASS_MAIMON) && !is_stealth(CLASS_ACK));
+    assert!(is_stealth(class::FIN) && is_stealth(class::NULL) && is_stealth(class::XMAS));
+    assert!(!is_stealth(class::SYN) && !is_stealth(class::MAIMON) && !is_stealth(class::ACK));
     let syn = |header_len| Transport::tcp(1, 80, 0x02, header_len);
     assert!(!is_stack_syn(&syn(24)), "nmap -sS: MSS only");
     assert!(!is_stack_syn(&syn(20)), "masscan, hping3: no options");

@@ -4,7 +4,14 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: the BPF target has atomic add but no fetch-add (atomic_xadd)"
+)]
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map helpers take pointers: keys and values go by reference, never copied onto the 512-byte stack"
+)]
 
 mod counters;
 mod frame;
@@ -13,7 +20,7 @@ mod track;
 mod verdict;
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use scanner_common::{COUNTER_ALLOWED, COUNTER_PARSE_FAILURES, COUNTER_SEEN, Parsed, parse};
+use scanner_common::{Parsed, counter, parse};
 
 use crate::{frame::XdpFrame, verdict::Rule};
 
@@ -25,7 +32,7 @@ pub fn scanner(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_scanner(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    counters::bump(ifindex, COUNTER_SEEN);
+    counters::bump(ifindex, counter::SEEN);
     // Match the parse result in place: binding the whole enum first makes
     // the compiler copy the unset bytes of the smaller variants, which the
     // verifier rejects.
@@ -43,7 +50,7 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
         Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source, now()), ifindex),
         Ok(Parsed::NotIp) => verdict::pass(ifindex),
         Err(_) => {
-            counters::bump(ifindex, COUNTER_PARSE_FAILURES);
+            counters::bump(ifindex, counter::PARSE_FAILURES);
             verdict::pass(ifindex)
         }
     }
@@ -68,7 +75,7 @@ fn apply(rule: Rule, ifindex: u32) -> u32 {
     match rule {
         // Allowlisted: never blocked, never counted.
         Rule::Allow => {
-            counters::bump(ifindex, COUNTER_ALLOWED);
+            counters::bump(ifindex, counter::ALLOWED);
             verdict::pass(ifindex)
         }
         Rule::Block => verdict::drop(ifindex),

@@ -6,9 +6,11 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use scanner_common::{
-    ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, Config, EVENTS_BYTES, PORT_BITS_WORDS,
-    PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PolicyEntry, PortHits, PortKey, PortSeen,
-    SOURCES_CAPACITY, SourceKey, SourceStats,
+    Config, PolicyEntry, PortHits, PortKey, PortSeen, SourceKey, SourceStats,
+    names::{
+        ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, PORT_BITS_WORDS,
+        PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, SOURCES_CAPACITY,
+    },
 };
 
 #[map]

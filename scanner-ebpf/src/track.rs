@@ -20,12 +20,10 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use scanner_common::{
-    BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, CLASS_COUNT,
-    COUNTER_EVENTS_DROPPED, Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers,
-    PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, REASON_FANOUT, REASON_NONE, REASON_TRW,
-    SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SCOPE_MEMBER, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey,
-    SourceStats, class_of, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
-    port_hits_index,
+    Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers, PREFIX_TRIALS_PER_SOURCE,
+    PortKey, PortSeen, SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SourceKey, SourceStats, bits, class,
+    class_of, counter, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
+    port_hits_index, reason, scope,
 };
 
 use crate::{
@@ -35,6 +33,9 @@ use crate::{
 };
 
 /// Adds without fetching: the BPF target has atomic add, not fetch-add.
+///
+/// # Safety
+/// `dst` points into a map value that stays valid while the program runs.
 #[inline(always)]
 unsafe fn add<T: Copy>(dst: *mut T, v: T) {
     // SAFETY: dst points into a map value that lives while the program runs.
@@ -73,9 +74,9 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     };
     let t = &h.transport;
     let (open_bits, ignored_bits) = if t.is_tcp() {
-        (BITS_TCP_OPEN, BITS_TCP_IGNORED)
+        (bits::TCP_OPEN, bits::TCP_IGNORED)
     } else {
-        (BITS_UDP_OPEN, BITS_UDP_IGNORED)
+        (bits::UDP_OPEN, bits::UDP_IGNORED)
     };
     let (port, proto) = (t.dport, t.proto);
     let class = class_of(&h.transport);
@@ -100,7 +101,7 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     // SAFETY: s points at this source's value in SOURCES, valid until we return.
     let (was_decided, trial) = unsafe {
         let was_decided = (*s).decided_ns != 0;
-        (was_decided, account(s, &h.source, SCOPE_SOURCE, &pkt, cfg))
+        (was_decided, account(s, &h.source, scope::SOURCE, &pkt, cfg))
     };
     if pkt.probe {
         count_port(&pkt, trial);
@@ -122,7 +123,7 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
             add(&raw mut (*p).sources, 1);
         }
         add(&raw mut (*s).prefix_trials, 1);
-        account(p, &prefix, SCOPE_PREFIX, &pkt, cfg);
+        account(p, &prefix, scope::PREFIX, &pkt, cfg);
     }
 }
 
@@ -165,6 +166,9 @@ fn entry(
 
 /// Counts the packet into `s` and decides if a threshold is crossed.
 /// Returns whether it was a trial: the first probe of its port in this life.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES or PREFIXES (from `entry`).
 #[inline(always)]
 unsafe fn account(
     s: *mut SourceStats,
@@ -186,7 +190,7 @@ unsafe fn account(
         }
         (*s).last_seen_ns = pkt.now;
         (*s).ifindex = pkt.ifindex;
-        if pkt.class < CLASS_COUNT {
+        if pkt.class < class::COUNT {
             add(&raw mut (*s).classes[pkt.class], 1);
         }
         if pkt.stack_syn {
@@ -212,6 +216,9 @@ unsafe fn account(
 }
 
 /// One TRW trial: the first probe of a port in this life.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES or PREFIXES.
 #[inline(always)]
 unsafe fn trial(s: *mut SourceStats, pkt: &Packet, cfg: &Config) {
     // SAFETY: the caller holds a live map value.
@@ -240,6 +247,11 @@ unsafe fn trial(s: *mut SourceStats, pkt: &Packet, cfg: &Config) {
     }
 }
 
+/// Decides the entry when its score or fan-out crosses a threshold: stamps
+/// it, blocks a source when configured to, and tells the daemon.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES or PREFIXES.
 #[inline(always)]
 unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, cfg: &Config) {
     // SAFETY: the caller holds a live map value.
@@ -248,17 +260,17 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         if cfg.upper <= 0 {
             return;
         }
-        if scope == SCOPE_PREFIX && (*s).sources < u32::from(cfg.min_sources) {
+        if scope == scope::PREFIX && (*s).sources < u32::from(cfg.min_sources) {
             return;
         }
         let reason = if (*s).score >= cfg.upper {
-            REASON_TRW
+            reason::TRW
         } else if (*s).window_ports >= cfg.fanout_ports {
-            REASON_FANOUT
+            reason::FANOUT
         } else {
-            REASON_NONE
+            reason::NONE
         };
-        if reason == REASON_NONE {
+        if reason == reason::NONE {
             return;
         }
         (*s).decided_ns = pkt.now;
@@ -266,7 +278,7 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         (*s).decided_ports = (*s).ports;
         // Block at once, before the scanner learns more ports. Prefixes are
         // reported, never blocked: that would hit innocent neighbours.
-        if scope == SCOPE_SOURCE && cfg.block_on_decide != 0 {
+        if scope == scope::SOURCE && cfg.block_on_decide != 0 {
             verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex);
         }
         let decision = Decision {
@@ -278,7 +290,7 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
             _pad: [0; 7],
         };
         if EVENTS.output::<Decision>(&decision, 0).is_err() {
-            counters::bump(pkt.ifindex, COUNTER_EVENTS_DROPPED);
+            counters::bump(pkt.ifindex, counter::EVENTS_DROPPED);
         }
     }
 }
@@ -309,7 +321,7 @@ fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
         source: *source,
         port: 0,
         proto: 0,
-        scope: SCOPE_MEMBER,
+        scope: scope::MEMBER,
     };
     match PORTS.get_ptr_mut(&mark) {
         // SAFETY: m points at the mark's value in PORTS.
@@ -334,6 +346,9 @@ fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
 
 /// Marks the (scope, address, protocol, port) pair as probed; returns whether
 /// it is new to the owner's life and to its current window.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES or PREFIXES.
 #[inline(always)]
 unsafe fn mark_port(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet) -> (bool, bool) {
     let pair = PortKey {

@@ -2,10 +2,7 @@
 //! then XDP_PASS or XDP_DROP.
 
 use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key};
-use scanner_common::{
-    ACTION_BLOCK, BLOCK_REASON_SCAN, COUNTER_BLOCKS_REFUSED, COUNTER_DROPPED, COUNTER_PASSED,
-    PolicyEntry, SourceKey,
-};
+use scanner_common::{PolicyEntry, SourceKey, action, block_reason, counter};
 
 use crate::{
     counters,
@@ -42,13 +39,13 @@ pub fn rule(source: &SourceKey, now: u64) -> Rule {
 pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
     let key = Key::new(128, *source);
     let entry = PolicyEntry {
-        action: ACTION_BLOCK,
-        reason: BLOCK_REASON_SCAN,
+        action: action::BLOCK,
+        reason: block_reason::SCAN,
         created_ns: now,
         expires_ns: if ttl_ns == 0 { 0 } else { now + ttl_ns },
     };
     if BLOCKLIST.insert(&key, &entry, 0).is_err() {
-        counters::bump(ifindex, COUNTER_BLOCKS_REFUSED);
+        counters::bump(ifindex, counter::BLOCKS_REFUSED);
         return;
     }
     if let Some(empty) = BLOCKS_EMPTY.get_ptr_mut(0) {
@@ -59,12 +56,12 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
 
 #[inline(always)]
 pub fn pass(ifindex: u32) -> u32 {
-    counters::bump(ifindex, COUNTER_PASSED);
+    counters::bump(ifindex, counter::PASSED);
     xdp_action::XDP_PASS
 }
 
 #[inline(always)]
 pub fn drop(ifindex: u32) -> u32 {
-    counters::bump(ifindex, COUNTER_DROPPED);
+    counters::bump(ifindex, counter::DROPPED);
     xdp_action::XDP_DROP
 }

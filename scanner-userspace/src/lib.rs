@@ -1,35 +1,24 @@
-//! The scanner daemon: load -> poll -> detect -> report.
+//! The scanner daemon and CLI, in layers: kernel access (`kernel`), the pure
+//! detection logic (`detect`), where events go (`sinks`), the control
+//! protocol (`control`), the open-ports audit (`audit`), the configuration
+//! (`config`), the daemon's loop (`daemon`: load -> poll -> detect -> report
+//! / respond) and the command line (`cli`). Lower layers never import the
+//! CLI.
 //!
-//! The binary (`scanner`) is a thin CLI over these modules; the integration
-//! tests use [`load`] directly to run the XDP program with BPF_PROG_TEST_RUN.
+//! The binary (`scanner`) is [`main`]. The integration tests drive the XDP
+//! program through [`kernel`] (BPF_PROG_TEST_RUN), read decisions as
+//! [`detect`] names them, and talk to a daemon through [`control`]; the rest
+//! is private to the crate.
+#![warn(unreachable_pub)]
 
-pub mod audit;
-pub mod batch;
-pub mod cli;
-pub mod commands;
-pub mod config;
+mod audit;
+mod cli;
+mod config;
 pub mod control;
-pub mod daemon;
-pub mod decisions;
+mod daemon;
 pub mod detect;
-pub mod hits;
-pub mod iface;
-pub mod journal;
-pub mod load;
-pub mod manual;
-pub mod metrics;
-pub mod notify;
-pub mod output;
-pub mod pin;
-pub mod policy;
-pub mod poll;
-pub mod ports;
-pub mod reload;
-pub mod report;
-pub mod reported;
-pub mod requests;
-pub mod services;
-pub mod settings;
-pub mod top;
-pub mod trw;
-pub mod xdp_owner;
+mod entry;
+pub mod kernel;
+mod sinks;
+
+pub use entry::main;

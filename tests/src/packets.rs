@@ -2,10 +2,7 @@
 //! parser on the host and against the XDP program in the kernel
 //! (BPF_PROG_TEST_RUN), so both agree on every case.
 
-use scanner_common::{
-    CLASS_ACK, CLASS_FIN, CLASS_NULL, CLASS_SYN, CLASS_UDP, CLASS_XMAS, IPPROTO_TCP, IPPROTO_UDP,
-    SourceKey,
-};
+use scanner_common::{IPPROTO_TCP, IPPROTO_UDP, SourceKey, class};
 
 pub const SYN: u8 = 0x02;
 pub const FIN: u8 = 0x01;
@@ -169,7 +166,7 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "ipv4 tcp syn",
             frame: ipv4_tcp(1, 22, SYN),
-            expect: tracked4(1, CLASS_SYN, IPPROTO_TCP, 22, true),
+            expect: tracked4(1, class::SYN, IPPROTO_TCP, 22, true),
         },
         Case {
             name: "ipv4 with options (ihl 15) and tcp fin",
@@ -178,12 +175,12 @@ pub fn cases() -> Vec<Case> {
                 &[],
                 &ipv4(v4(2), IPPROTO_TCP, 15, 0, &tcp(80, FIN, 5)),
             ),
-            expect: tracked4(2, CLASS_FIN, IPPROTO_TCP, 80, true),
+            expect: tracked4(2, class::FIN, IPPROTO_TCP, 80, true),
         },
         Case {
             name: "ipv4 udp",
             frame: eth(0x0800, &[], &ipv4(v4(3), IPPROTO_UDP, 5, 0, &udp(53))),
-            expect: tracked4(3, CLASS_UDP, IPPROTO_UDP, 53, true),
+            expect: tracked4(3, class::UDP, IPPROTO_UDP, 53, true),
         },
         Case {
             name: "802.1Q vlan, tcp null",
@@ -192,7 +189,7 @@ pub fn cases() -> Vec<Case> {
                 &[0x8100],
                 &ipv4(v4(4), IPPROTO_TCP, 5, 0, &tcp(23, 0, 5)),
             ),
-            expect: tracked4(4, CLASS_NULL, IPPROTO_TCP, 23, true),
+            expect: tracked4(4, class::NULL, IPPROTO_TCP, 23, true),
         },
         Case {
             name: "802.1ad + 802.1Q (QinQ), tcp xmas",
@@ -201,7 +198,7 @@ pub fn cases() -> Vec<Case> {
                 &[0x88a8, 0x8100],
                 &ipv4(v4(5), IPPROTO_TCP, 5, 0, &tcp(25, XMAS, 5)),
             ),
-            expect: tracked4(5, CLASS_XMAS, IPPROTO_TCP, 25, true),
+            expect: tracked4(5, class::XMAS, IPPROTO_TCP, 25, true),
         },
         Case {
             name: "ipv4 first fragment (MF, offset 0)",
@@ -210,7 +207,7 @@ pub fn cases() -> Vec<Case> {
                 &[],
                 &ipv4(v4(6), IPPROTO_TCP, 5, 0x2000, &tcp(1433, SYN, 5)),
             ),
-            expect: tracked4(6, CLASS_SYN, IPPROTO_TCP, 1433, true),
+            expect: tracked4(6, class::SYN, IPPROTO_TCP, 1433, true),
         },
         Case {
             name: "ipv4 non-first fragment",
@@ -224,22 +221,22 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "ack to an ephemeral port (a reply)",
             frame: ipv4_tcp(8, 40001, ACK),
-            expect: tracked4(8, CLASS_ACK, IPPROTO_TCP, 40001, false),
+            expect: tracked4(8, class::ACK, IPPROTO_TCP, 40001, false),
         },
         Case {
             name: "ack to a service port (ack scan probe)",
             frame: ipv4_tcp(9, 80, ACK),
-            expect: tracked4(9, CLASS_ACK, IPPROTO_TCP, 80, true),
+            expect: tracked4(9, class::ACK, IPPROTO_TCP, 80, true),
         },
         Case {
             name: "ipv6 tcp syn",
             frame: ipv6_tcp(1, 443, SYN),
-            expect: tracked6(1, CLASS_SYN, 443),
+            expect: tracked6(1, class::SYN, 443),
         },
         Case {
             name: "ipv6 hop-by-hop then tcp syn",
             frame: eth(0x86dd, &[], &ipv6(v6(2), 0, &hop_by_hop, &tcp(22, SYN, 5))),
-            expect: tracked6(2, CLASS_SYN, 22),
+            expect: tracked6(2, class::SYN, 22),
         },
         Case {
             name: "ipv6 first fragment then tcp syn",
@@ -248,7 +245,7 @@ pub fn cases() -> Vec<Case> {
                 &[],
                 &ipv6(v6(3), 44, &first_fragment_v6, &tcp(80, SYN, 5)),
             ),
-            expect: tracked6(3, CLASS_SYN, 80),
+            expect: tracked6(3, class::SYN, 80),
         },
         Case {
             name: "ipv6 non-first fragment",
@@ -267,14 +264,14 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "ipv4 jumbo frame",
             frame: jumbo_v4,
-            expect: tracked4(18, CLASS_SYN, IPPROTO_TCP, 8080, true),
+            expect: tracked4(18, class::SYN, IPPROTO_TCP, 8080, true),
         },
         Case {
             name: "ipv6 jumbo frame",
             frame: jumbo_v6,
             expect: Expect::Tracked {
                 source: SourceKey::from_v6(v6(6)),
-                class: CLASS_UDP,
+                class: class::UDP,
                 proto: IPPROTO_UDP,
                 dport: 161,
                 probe: true,

@@ -2,6 +2,7 @@
 
 mod demo;
 mod install;
+mod lint;
 mod setup;
 mod shell;
 
@@ -34,12 +35,19 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up if needed, then run every unit and integration test
-    /// (integration tests need root; extra arguments go to `cargo test`).
+    /// Set up if needed, lint (as `lint`), then run every unit and
+    /// integration test (integration tests need root; extra arguments go to
+    /// `cargo test`).
     Test {
+        /// Skip the lint step (CI runs `lint` on its own first).
+        #[arg(long)]
+        no_lint: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Check formatting (nightly rustfmt) and run clippy with warnings as
+    /// errors over the host crates and over the XDP program for the BPF target.
+    Lint,
     /// Two namespaces, the detector on one, a real nmap scan from the other:
     /// watch the scan get detected.
     Demo,
@@ -70,7 +78,8 @@ fn main() -> ExitCode {
         Task::Setup => setup::setup(),
         Task::Build { release } => shell::build_scanner(release).map(drop),
         Task::Run { args } => run(&args),
-        Task::Test { args } => test(&args),
+        Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Lint => setup::setup().and_then(|()| lint::lint()),
         Task::Demo => demo::demo(),
         Task::Bench => bench(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
@@ -106,8 +115,11 @@ fn bench() -> anyhow::Result<()> {
     shell::status(&mut cmd)
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
+fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
     setup::setup()?;
+    if !no_lint {
+        lint::lint()?;
+    }
     let bin = shell::build_scanner(false)?;
     if !scanner_tests::privilege::is_root() {
         eprintln!(

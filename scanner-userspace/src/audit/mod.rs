@@ -1,31 +1,19 @@
 //! `scanner ports`: the host's listening sockets, their services and risks,
 //! and how often scanners probe them (from the daemon's PORT_HITS counts).
 
+pub(crate) mod listeners;
+pub(crate) mod services;
+
 use std::{collections::HashMap, net::IpAddr};
 
 use scanner_common::IPPROTO_UDP;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{ports::Listener, services};
-
-/// Probes to one destination port, as the daemon reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortHit {
-    pub proto: u8,
-    pub port: u16,
-    /// Probes since the counts began (they survive daemon restarts).
-    pub probes: u64,
-    /// Distinct probing sources since the counts began.
-    pub sources: u64,
-    pub probes_last_hour: u64,
-    pub sources_last_hour: u64,
-    /// A listener takes this port on an exposed address.
-    pub open: bool,
-}
+use crate::{audit::listeners::Listener, detect::hits::PortHit};
 
 /// One listening socket in the audit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub proto: &'static str,
     pub port: u16,
     pub address: String,
@@ -50,17 +38,17 @@ pub struct AuditRow {
 
 /// The process that owns a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub pid: u32,
     pub name: String,
 }
 
-pub fn proto_name(proto: u8) -> &'static str {
+pub(crate) fn proto_name(proto: u8) -> &'static str {
     if proto == IPPROTO_UDP { "udp" } else { "tcp" }
 }
 
 /// The audit: one row per listener, sorted by protocol and port.
-pub fn rows(
+pub(crate) fn rows(
     listeners: &[Listener],
     owners: &HashMap<u64, Owner>,
     hits: Option<&[PortHit]>,
@@ -106,7 +94,7 @@ fn is_unspecified(addr: IpAddr) -> bool {
 
 /// Socket inode -> owning process, from /proc/<pid>/fd. Processes we may
 /// not look into (another user's, without CAP_SYS_PTRACE) are skipped.
-pub fn socket_owners() -> HashMap<u64, Owner> {
+pub(crate) fn socket_owners() -> HashMap<u64, Owner> {
     let mut owners = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return owners;
@@ -218,7 +206,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let owners = socket_owners();
-        let me = crate::ports::listeners()
+        let me = crate::audit::listeners::listeners()
             .into_iter()
             .find(|x| x.port == port)
             .and_then(|x| owners.get(&x.inode).cloned());

@@ -3,7 +3,7 @@
 
 /// A well-known service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Service {
+pub(crate) struct Service {
     pub name: &'static str,
     /// Why exposing it invites attack, for the commonly attacked services.
     pub risk: Option<&'static str>,
@@ -312,7 +312,7 @@ const TABLE: &[Row] = &[
 ];
 
 /// The service usually on `port` (`proto` is 6 for TCP, 17 for UDP).
-pub fn lookup(proto: u8, port: u16) -> Option<Service> {
+pub(crate) fn lookup(proto: u8, port: u16) -> Option<Service> {
     TABLE
         .iter()
         .find(|(tcp, udp, p, _, _)| *p == port && if proto == 17 { *udp } else { *tcp })

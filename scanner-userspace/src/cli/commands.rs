@@ -1,7 +1,6 @@
 //! The CLI side of the control socket: `scanner status`, `list`, `block`,
 //! `unblock`, `allow`, `disallow`, `ports`; and the generated completions
-//! and man pages.
-
+//! and man pages; `scanner config`.
 //!
 //! Output goes through [`out`]: a closed pipe (`scanner list | head -1`)
 //! ends the command as an error whose cause is EPIPE, which `main` treats as
@@ -14,18 +13,19 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    audit::{self, PortHit, proto_name},
+    audit::{self, listeners, proto_name, services},
     cli::{
-        AllowArgs, BlockArgs, ClientArgs, CompletionsArgs, ListArgs, ManpageArgs, PortsArgs,
-        TargetArgs,
+        AllowArgs, BlockArgs, ClientArgs, CompletionsArgs, ConfigArgs, ListArgs, ManpageArgs,
+        PortsArgs, TargetArgs,
     },
+    config::{DEFAULT_FILE, FileConfig},
     control::{Request, call},
-    ports, services,
+    detect::hits::PortHit,
 };
 
 /// Writes `text` to stdout; fails (with the io::Error as the cause) when
 /// stdout is gone.
-pub fn out(text: &str) -> anyhow::Result<()> {
+pub(crate) fn out(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -34,7 +34,7 @@ pub fn out(text: &str) -> anyhow::Result<()> {
 }
 
 /// [`out`] with a newline.
-pub fn outln(line: &str) -> anyhow::Result<()> {
+pub(crate) fn outln(line: &str) -> anyhow::Result<()> {
     out(&format!("{line}\n"))
 }
 
@@ -45,7 +45,7 @@ fn out_json(value: &impl Serialize) -> anyhow::Result<()> {
 
 /// Rows as a table: each column as wide as its widest cell, numbers (cells
 /// of `right` columns) aligned right; the last column is not padded.
-pub fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -83,7 +83,7 @@ fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
     call(&client.socket, request).map_err(anyhow::Error::from)
 }
 
-pub fn status(args: &ClientArgs) -> anyhow::Result<()> {
+pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
     let s = ask(args, &Request::Status {})?;
     let ifaces: Vec<String> = s["interfaces"]
         .as_array()
@@ -123,7 +123,7 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<()> {
     outln(&lines.join("\n"))
 }
 
-pub fn list(args: &ListArgs) -> anyhow::Result<()> {
+pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
     let list = ask(&args.client, &Request::List {})?;
     if args.json {
         return out_json(&list);
@@ -166,7 +166,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
     ))
 }
 
-pub fn block(args: &BlockArgs) -> anyhow::Result<()> {
+pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
     let request = Request::Block {
         target: args.target.to_string(),
         ttl: args.ttl.map(|t| humantime::format_duration(t).to_string()),
@@ -193,7 +193,7 @@ pub fn block(args: &BlockArgs) -> anyhow::Result<()> {
     outln(&said)
 }
 
-pub fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
+pub(crate) fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
     on_target(
         args,
         |target| Request::Unblock { target },
@@ -203,7 +203,7 @@ pub fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
 }
 
 /// `scanner allow TARGET`, or `scanner allow --list`.
-pub fn allow(args: &AllowArgs) -> anyhow::Result<()> {
+pub(crate) fn allow(args: &AllowArgs) -> anyhow::Result<()> {
     let Some(target) = args.target else {
         let list = ask(&args.client, &Request::Allowlist {})?;
         if args.json {
@@ -237,7 +237,7 @@ pub fn allow(args: &AllowArgs) -> anyhow::Result<()> {
     )
 }
 
-pub fn disallow(args: &TargetArgs) -> anyhow::Result<()> {
+pub(crate) fn disallow(args: &TargetArgs) -> anyhow::Result<()> {
     on_target(
         args,
         |target| Request::Disallow { target },
@@ -268,14 +268,14 @@ pub(crate) fn text(v: &Value) -> String {
 }
 
 /// Probes per port from the daemon, most probed first.
-pub fn port_hits(client: &ClientArgs, limit: Option<u32>) -> anyhow::Result<Vec<PortHit>> {
+pub(crate) fn port_hits(client: &ClientArgs, limit: Option<u32>) -> anyhow::Result<Vec<PortHit>> {
     let v = ask(client, &Request::PortHits { limit })?;
     serde_json::from_value(v).context("reading the daemon's port counts")
 }
 
 /// `scanner ports`: the audit of listening sockets, or (`--probed`) the
 /// most probed ports.
-pub fn ports(args: &PortsArgs) -> anyhow::Result<()> {
+pub(crate) fn ports(args: &PortsArgs) -> anyhow::Result<()> {
     if args.probed {
         let hits = port_hits(&args.client, Some(args.limit))?;
         return print_probed(&hits, args.json);
@@ -288,7 +288,7 @@ pub fn ports(args: &PortsArgs) -> anyhow::Result<()> {
         }
     };
     let rows = audit::rows(
-        &ports::listeners(),
+        &listeners::listeners(),
         &audit::socket_owners(),
         hits.as_deref(),
     );
@@ -392,8 +392,35 @@ fn print_probed(hits: &[PortHit], json: bool) -> anyhow::Result<()> {
     out(&table(&header, &[1, 4, 5, 6, 7], &rows))
 }
 
+/// `scanner config`.
+pub(crate) fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
+    if args.print_default {
+        return out(DEFAULT_FILE);
+    }
+    if let Some(path) = &args.check {
+        let config = FileConfig::load(Some(path))?;
+        let steps = config.probabilities().steps()?;
+        let nats = |steps: i32| f64::from(steps) / 1024.0;
+        outln(&format!(
+            "# {}: ok. The settings it gives, defaults included:",
+            path.display()
+        ))?;
+        outln(&format!(
+            "# The walk decides at a score of {:.2}: {} closed ports in a row ({:+.2} each; a stealth probe {:+.2}, an open port {:+.2}, never below {:.2}).",
+            nats(steps.upper),
+            steps.closed_probes_to_decide(),
+            nats(steps.closed),
+            nats(steps.stealth),
+            nats(steps.open),
+            nats(steps.lower),
+        ))?;
+        out(&toml::to_string(&config).context("printing the settings")?)?;
+    }
+    Ok(())
+}
+
 /// `scanner completions SHELL`.
-pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
+pub(crate) fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
     let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "scanner", &mut script);
@@ -401,9 +428,9 @@ pub fn completions(args: &CompletionsArgs) -> anyhow::Result<()> {
 }
 
 /// `scanner manpage [--dir DIR]`.
-pub fn manpage(args: &ManpageArgs) -> anyhow::Result<()> {
+pub(crate) fn manpage(args: &ManpageArgs) -> anyhow::Result<()> {
     match &args.dir {
-        None => out(&String::from_utf8_lossy(&crate::manual::main_page()?)),
-        Some(dir) => crate::manual::write_pages(dir),
+        None => out(&String::from_utf8_lossy(&crate::cli::manual::main_page()?)),
+        Some(dir) => crate::cli::manual::write_pages(dir),
     }
 }

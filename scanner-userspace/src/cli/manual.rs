@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::{cli::Cli, config::DEFAULT_FILE};
 
 /// scanner(1): clap's page, then the extra sections.
-pub fn main_page() -> anyhow::Result<Vec<u8>> {
+pub(crate) fn main_page() -> anyhow::Result<Vec<u8>> {
     let cmd = <Cli as clap::CommandFactory>::command();
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd)
@@ -20,7 +20,7 @@ pub fn main_page() -> anyhow::Result<Vec<u8>> {
 }
 
 /// scanner.1 and scanner-COMMAND.1 in `dir`.
-pub fn write_pages(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_pages(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = <Cli as clap::CommandFactory>::command();
     clap_mangen::generate_to(cmd, dir)

@@ -1,20 +1,34 @@
 //! Command-line interface. Doc comments here are the `--help` text.
 
+pub(crate) mod commands;
+pub(crate) mod manual;
+pub(crate) mod top;
+
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+pub(crate) use crate::{
+    config::parse_duration,
+    kernel::{load::XdpMode, policy::parse_net},
+    sinks::{events::EventFormat, journal::LogTarget},
+};
+use crate::{
+    config::settings::Overrides,
+    kernel::{load::LoadError, pin::PinError},
+};
 
 /// Host-based port-scan detector: an XDP program counts every inbound probe
 /// per source, and this daemon reports the sources that scan.
 #[derive(Debug, Parser)]
 #[command(name = "scanner", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Load the XDP program, attach it to interfaces, and report scans until
     /// SIGINT or SIGTERM (which detach it cleanly).
     Run(Box<RunArgs>),
@@ -49,7 +63,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct PortsArgs {
+pub(crate) struct PortsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Print JSON instead of a table.
@@ -65,7 +79,7 @@ pub struct PortsArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct TopArgs {
+pub(crate) struct TopArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Refresh interval, e.g. 1s, 500ms.
@@ -74,14 +88,14 @@ pub struct TopArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ManpageArgs {
+pub(crate) struct ManpageArgs {
     /// Write scanner.1 and scanner-<command>.1 into this folder instead of
     /// printing scanner.1.
     #[arg(long, value_name = "DIR")]
@@ -89,14 +103,14 @@ pub struct ManpageArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The daemon's control socket.
     #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// Print JSON instead of a table.
@@ -105,7 +119,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct BlockArgs {
+pub(crate) struct BlockArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
     #[arg(value_parser = parse_net)]
     pub target: ipnet::IpNet,
@@ -117,7 +131,7 @@ pub struct BlockArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct TargetArgs {
+pub(crate) struct TargetArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
     #[arg(value_parser = parse_net)]
     pub target: ipnet::IpNet,
@@ -126,7 +140,7 @@ pub struct TargetArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct AllowArgs {
+pub(crate) struct AllowArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
     #[arg(value_parser = parse_net, required_unless_present = "list", conflicts_with = "list")]
     pub target: Option<ipnet::IpNet>,
@@ -142,7 +156,7 @@ pub struct AllowArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Print a commented configuration file with every default.
     #[arg(long)]
     pub print_default: bool,
@@ -152,15 +166,15 @@ pub struct ConfigArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Interface to watch; repeat for several (e.g. --iface eth0 --iface eth1).
     #[arg(long = "iface", short = 'i', required = true, value_name = "IFACE")]
     pub ifaces: Vec<String>,
 
     /// XDP attach mode: native (in the driver), skb (generic, any interface),
     /// or auto (native, falling back to skb).
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
-    pub xdp_mode: XdpModeArg,
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    pub xdp_mode: XdpMode,
 
     /// Configuration file (TOML; `scanner config --print-default` shows
     /// every key). Default: /etc/scanner/scanner.toml if it exists.
@@ -251,50 +265,57 @@ pub struct RunArgs {
     pub socket_group: Option<String>,
 
     /// Where blocks and state are pinned (bpffs), to outlive restarts.
-    #[arg(long, default_value = crate::pin::DEFAULT_PIN_DIR, value_name = "DIR")]
+    #[arg(long, default_value = crate::kernel::pin::DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
 }
 
-/// An address (a /32 or /128) or a CIDR prefix, with any host bits cleared
-/// (`10.1.2.3/8` is `10.0.0.0/8`).
-pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    if let Ok(net) = s.parse::<ipnet::IpNet>() {
-        return Ok(net.trunc());
+/// The exit code for an error: 2 for usage errors (bad configuration, pins,
+/// socket or an interface another daemon or program holds), 1 otherwise.
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|cause| {
+        cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || matches!(
+                cause.downcast_ref::<PinError>(),
+                Some(PinError::InUse { .. })
+            )
+            || matches!(
+                cause.downcast_ref::<crate::control::server::SocketError>(),
+                Some(crate::control::server::SocketError::InUse(_))
+            )
+            || matches!(
+                cause.downcast_ref::<LoadError>(),
+                Some(LoadError::Busy { .. } | LoadError::Pin(PinError::InUse { .. }))
+            )
+    });
+    if usage { 2 } else { 1 }
+}
+
+/// Whether `err` comes from writing to a closed pipe.
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+impl RunArgs {
+    /// The settings these flags change on top of the configuration file.
+    pub(crate) fn overrides(&self) -> Overrides {
+        Overrides {
+            poll_interval: self.poll_interval,
+            quiet_after: self.quiet_after,
+            metrics_listen: self.metrics_listen,
+            fanout_ports: self.fanout_ports,
+            fanout_window: self.fanout_window,
+            max_sources: self.max_sources,
+            block: self.block,
+            dry_run: self.dry_run,
+            block_ttl: self.block_ttl,
+            block_cap: self.block_cap,
+            allow: self.allow.clone(),
+        }
     }
-    s.parse::<std::net::IpAddr>()
-        .map(ipnet::IpNet::from)
-        .map_err(|_| {
-            format!("{s:?} is not an IP address or CIDR (e.g. 198.51.100.7, 2001:db8::/64)")
-        })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum XdpModeArg {
-    Auto,
-    Native,
-    Skb,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogTarget {
-    Auto,
-    Journal,
-    Stderr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EventFormat {
-    Text,
-    Json,
-}
-
-/// Parses "1s", "250ms", "2m"; zero is refused (a zero interval would spin).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1s, 250ms, 2m)"))?;
-    if d.is_zero() {
-        return Err("must be greater than zero".into());
-    }
-    Ok(d)
 }
 
 #[cfg(test)]
@@ -320,7 +341,7 @@ mod tests {
             panic!("run with two interfaces should parse");
         };
         assert_eq!(args.ifaces, ["eth0", "eth1"]);
-        assert_eq!(args.xdp_mode, XdpModeArg::Auto);
+        assert_eq!(args.xdp_mode, XdpMode::Auto);
         assert_eq!(args.fanout_ports, None, "unset: the config file decides");
         let cli = Cli::try_parse_from(["scanner", "run", "-i", "lo", "--min-ports", "7"]);
         assert!(matches!(cli, Ok(Cli { command: Command::Run(a) }) if a.fanout_ports == Some(7)));
@@ -410,6 +431,36 @@ mod tests {
         assert!(
             Cli::try_parse_from(["scanner", "run", "-i", "lo", "--fanout-ports", "0"]).is_err()
         );
+    }
+
+    #[test]
+    fn run_flags_become_overrides() {
+        let cli = Cli::try_parse_from([
+            "scanner",
+            "run",
+            "-i",
+            "lo",
+            "--fanout-ports",
+            "50",
+            "--block",
+            "--dry-run",
+            "--allow",
+            "198.18.0.8",
+            "--block-ttl",
+            "2h",
+        ]);
+        let Ok(Cli {
+            command: Command::Run(args),
+        }) = cli
+        else {
+            panic!("run args");
+        };
+        let o = args.overrides();
+        assert_eq!(o.fanout_ports, Some(50));
+        assert!(o.block && o.dry_run);
+        assert_eq!(o.block_ttl, Some(Duration::from_secs(7200)));
+        assert_eq!(o.allow.len(), 1);
+        assert_eq!(o.poll_interval, None, "unset: the file decides");
     }
 
     #[test]

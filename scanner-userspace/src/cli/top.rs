@@ -16,15 +16,18 @@ use ratatui::{
 use serde_json::Value;
 
 use crate::{
-    audit::{PortHit, proto_name},
-    cli::TopArgs,
-    commands::{port_hits, text},
+    audit::proto_name,
+    cli::{
+        TopArgs,
+        commands::{port_hits, text},
+    },
     control::{Request, call},
+    detect::hits::PortHit,
 };
 
 /// What one refresh read from the daemon.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub status: Value,
     /// `scanner list` rows: suspects, detections and blocks, worst first.
     pub sources: Vec<Value>,
@@ -36,7 +39,7 @@ pub struct Snapshot {
 
 /// The dashboard's state between frames.
 #[derive(Debug, Default)]
-pub struct App {
+pub(crate) struct App {
     pub snapshot: Snapshot,
     pub table: TableState,
     /// The last thing a key did (or failed to do).
@@ -45,7 +48,7 @@ pub struct App {
 
 impl App {
     /// The address of the selected source.
-    pub fn selected(&self) -> Option<String> {
+    pub(crate) fn selected(&self) -> Option<String> {
         let row = self.snapshot.sources.get(self.table.selected()?)?;
         row["address"].as_str().map(str::to_owned)
     }
@@ -62,7 +65,7 @@ impl App {
     }
 }
 
-pub fn run(args: &TopArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: &TopArgs) -> anyhow::Result<()> {
     let socket = &args.client.socket;
     // Fail before touching the terminal when the daemon is not there.
     let mut last = fetch(args, None).context("reading the daemon")?;
@@ -183,7 +186,7 @@ fn event_line(e: &Value) -> String {
     format!("{time} {} {who}{kind}", text(&e["event"]))
 }
 
-pub fn draw(f: &mut Frame, app: &mut App) {
+pub(crate) fn draw(f: &mut Frame, app: &mut App) {
     let s = &app.snapshot;
     let [head, middle, bottom, keys] = Layout::vertical([
         Constraint::Length(3),

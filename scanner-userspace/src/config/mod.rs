@@ -1,6 +1,9 @@
 //! The configuration file (TOML). Every key is optional; unknown keys are
 //! refused by name; errors carry the file and line.
 
+pub(crate) mod reload;
+pub(crate) mod settings;
+
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -9,20 +12,20 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::trw::{Probabilities, TrwError};
+use crate::detect::trw::{Probabilities, TrwError};
 
 /// Where `scanner run` looks when `--config` is not given (absent: defaults).
-pub const DEFAULT_PATH: &str = "/etc/scanner/scanner.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/scanner/scanner.toml";
 
 /// Limits of `max_sources` (`--max-sources`).
-pub const MIN_SOURCES: u32 = 1024;
-pub const MAX_SOURCES: u32 = 64 * scanner_common::SOURCES_CAPACITY;
+pub(crate) const MIN_SOURCES: u32 = 1024;
+pub(crate) const MAX_SOURCES: u32 = 64 * scanner_common::names::SOURCES_CAPACITY;
 /// Largest `block_cap` (`--block-cap`).
-pub const MAX_BLOCK_CAP: u32 = 16 * scanner_common::BLOCK_CAPACITY;
+pub(crate) const MAX_BLOCK_CAP: u32 = 16 * scanner_common::names::BLOCK_CAPACITY;
 
 /// The commented default file `scanner config --print-default` prints. A test
 /// checks it parses to exactly [`FileConfig::default`].
-pub const DEFAULT_FILE: &str = r#"# scanner configuration. Every key is optional; the values shown are the defaults.
+pub(crate) const DEFAULT_FILE: &str = r#"# scanner configuration. Every key is optional; the values shown are the defaults.
 
 [detection]
 # Threshold Random Walk (Jung et al., IEEE S&P 2004). Each first probe of a
@@ -90,16 +93,16 @@ open_ports_refresh = "2s"
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub detection: Detection,
     pub aggregation: Aggregation,
-    pub response: Response,
+    pub response: ResponseConfig,
     pub report: Report,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Response {
+pub(crate) struct ResponseConfig {
     pub block: bool,
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub block_ttl: Duration,
@@ -109,12 +112,12 @@ pub struct Response {
     pub allowlist: Vec<ipnet::IpNet>,
 }
 
-impl Default for Response {
+impl Default for ResponseConfig {
     fn default() -> Self {
         Self {
             block: false,
             block_ttl: Duration::from_secs(3600),
-            block_cap: scanner_common::BLOCK_CAPACITY,
+            block_cap: scanner_common::names::BLOCK_CAPACITY,
             dry_run: false,
             allowlist: Vec::new(),
         }
@@ -123,7 +126,7 @@ impl Default for Response {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Detection {
+pub(crate) struct Detection {
     pub benign_open_probability: f64,
     pub scanner_open_probability: f64,
     pub detection_probability: f64,
@@ -140,7 +143,7 @@ pub struct Detection {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Aggregation {
+pub(crate) struct Aggregation {
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
     pub min_sources: u16,
@@ -148,7 +151,7 @@ pub struct Aggregation {
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Report {
+pub(crate) struct Report {
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub poll_interval: Duration,
     #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
@@ -172,7 +175,7 @@ impl Default for Detection {
             fanout_window: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(3600),
             ignore_ports: Vec::new(),
-            max_sources: scanner_common::SOURCES_CAPACITY,
+            max_sources: scanner_common::names::SOURCES_CAPACITY,
         }
     }
 }
@@ -203,24 +206,24 @@ fn show_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
 }
 
 fn show_nets<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(nets.iter().map(crate::report::net_name))
+    s.collect_seq(nets.iter().map(crate::kernel::policy::net_name))
 }
 
 /// Addresses or CIDRs, as `--allow` takes them.
 fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
-        .map(|s| crate::cli::parse_net(s).map_err(serde::de::Error::custom))
+        .map(|s| crate::kernel::policy::parse_net(s).map_err(serde::de::Error::custom))
         .collect()
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    crate::cli::parse_duration(&s).map_err(serde::de::Error::custom)
+    parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{path}: cannot read")]
     Read {
         path: String,
@@ -244,7 +247,7 @@ pub enum ConfigError {
 
 impl FileConfig {
     /// Reads `path`, or the default path if it exists, or the defaults.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
@@ -261,7 +264,7 @@ impl FileConfig {
     }
 
     /// Parses and validates TOML text; `path` names it in errors.
-    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| line_of(text, s.start));
             ConfigError::Parse {
@@ -281,7 +284,7 @@ impl FileConfig {
         Ok(config)
     }
 
-    pub fn probabilities(&self) -> Probabilities {
+    pub(crate) fn probabilities(&self) -> Probabilities {
         let d = &self.detection;
         Probabilities {
             benign_open: d.benign_open_probability,
@@ -326,10 +329,13 @@ impl FileConfig {
                 format!("{} is not 1-{MAX_BLOCK_CAP}", r.block_cap),
             ));
         }
-        if r.allowlist.len() > scanner_common::ALLOW_CAPACITY as usize / 2 {
+        if r.allowlist.len() > scanner_common::names::ALLOW_CAPACITY as usize / 2 {
             return Err((
                 "allowlist",
-                format!("at most {} entries", scanner_common::ALLOW_CAPACITY / 2),
+                format!(
+                    "at most {} entries",
+                    scanner_common::names::ALLOW_CAPACITY / 2
+                ),
             ));
         }
         if a.min_sources < 2 {
@@ -376,6 +382,15 @@ fn describe(e: &toml::de::Error, text: &str, line: usize) -> String {
         (None, Some(v)) => format!("`{v}`: {message}"),
         (None, None) => message.to_owned(),
     }
+}
+
+/// Parses "1s", "250ms", "2m"; zero is refused (a zero interval would spin).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1s, 250ms, 2m)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
 }
 
 /// 1-based line of byte `offset` in `text`.

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use crate::settings::Settings;
+use crate::config::settings::Settings;
 
 /// What a reload changes.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Allowlist entries the file gained and lost (runtime `scanner allow`
     /// entries are not the file's, and stay).
     pub allow: Vec<IpNet>,
@@ -19,7 +19,7 @@ pub struct Plan {
     pub restart_needed: Vec<&'static str>,
 }
 
-pub fn plan(old: &Settings, new: &Settings) -> Plan {
+pub(crate) fn plan(old: &Settings, new: &Settings) -> Plan {
     let set = |s: &Settings| -> BTreeSet<IpNet> {
         s.file.response.allowlist.iter().map(IpNet::trunc).collect()
     };
@@ -42,7 +42,7 @@ pub fn plan(old: &Settings, new: &Settings) -> Plan {
 }
 
 /// One line for the `config_reloaded` event.
-pub fn summary(new: &Settings, plan: &Plan) -> String {
+pub(crate) fn summary(new: &Settings, plan: &Plan) -> String {
     let d = &new.file.detection;
     let r = &new.file.response;
     let mut s = format!(
@@ -65,23 +65,11 @@ pub fn summary(new: &Settings, plan: &Plan) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-    use crate::{
-        cli::{Cli, Command, RunArgs},
-        config::FileConfig,
-    };
+    use crate::config::{FileConfig, settings::Overrides};
 
     fn settings(text: &str) -> Settings {
-        let Ok(Cli {
-            command: Command::Run(args),
-        }) = Cli::try_parse_from(["scanner", "run", "-i", "lo"])
-        else {
-            panic!("run args");
-        };
-        let args: RunArgs = *args;
-        Settings::new(FileConfig::parse(text, "t").unwrap(), &args)
+        Settings::new(FileConfig::parse(text, "t").unwrap(), &Overrides::default())
     }
 
     #[test]

@@ -6,10 +6,27 @@ use std::time::Duration;
 use anyhow::Context as _;
 use scanner_common::Config;
 
-use crate::{cli::RunArgs, config::FileConfig};
+use crate::config::FileConfig;
+
+/// What the command line sets on top of the file (`None`, `false`, empty:
+/// the file decides).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Overrides {
+    pub poll_interval: Option<Duration>,
+    pub quiet_after: Option<Duration>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub fanout_ports: Option<u32>,
+    pub fanout_window: Option<Duration>,
+    pub max_sources: Option<u32>,
+    pub block: bool,
+    pub dry_run: bool,
+    pub block_ttl: Option<Duration>,
+    pub block_cap: Option<u32>,
+    pub allow: Vec<ipnet::IpNet>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub file: FileConfig,
 }
 
@@ -19,7 +36,7 @@ fn nanos(d: Duration) -> u64 {
 
 impl Settings {
     /// The file's settings with the flags given on the command line on top.
-    pub fn new(mut file: FileConfig, args: &RunArgs) -> Self {
+    pub(crate) fn new(mut file: FileConfig, args: &Overrides) -> Self {
         if let Some(d) = args.poll_interval {
             file.report.poll_interval = d;
         }
@@ -52,25 +69,25 @@ impl Settings {
     }
 
     /// Whether the kernel blocks decided sources.
-    pub fn blocks(&self) -> bool {
+    pub(crate) fn blocks(&self) -> bool {
         self.file.response.block && !self.file.response.dry_run
     }
 
-    pub fn poll_interval(&self) -> Duration {
+    pub(crate) fn poll_interval(&self) -> Duration {
         self.file.report.poll_interval
     }
 
-    pub fn quiet_ns(&self) -> u64 {
+    pub(crate) fn quiet_ns(&self) -> u64 {
         nanos(self.file.report.quiet_after)
     }
 
-    pub fn prefix_lengths(&self) -> (u8, u8) {
+    pub(crate) fn prefix_lengths(&self) -> (u8, u8) {
         let a = &self.file.aggregation;
         (a.ipv4_prefix, a.ipv6_prefix)
     }
 
     /// The CONFIG map value for a host with this ephemeral port range.
-    pub fn kernel(&self, ephemeral: (u16, u16)) -> anyhow::Result<Config> {
+    pub(crate) fn kernel(&self, ephemeral: (u16, u16)) -> anyhow::Result<Config> {
         let steps = self
             .file
             .probabilities()
@@ -103,7 +120,7 @@ impl Settings {
 const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
 /// The host's ephemeral port range (it applies to IPv6 too).
-pub fn ephemeral_range() -> anyhow::Result<(u16, u16)> {
+pub(crate) fn ephemeral_range() -> anyhow::Result<(u16, u16)> {
     let text = std::fs::read_to_string(LOCAL_PORT_RANGE)
         .with_context(|| format!("reading {LOCAL_PORT_RANGE}"))?;
     parse_port_range(&text).with_context(|| format!("parsing {LOCAL_PORT_RANGE}: {text:?}"))
@@ -119,34 +136,22 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
     use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec!["scanner", "run", "-i", "lo"];
-        argv.extend_from_slice(extra);
-        match Cli::try_parse_from(argv) {
-            Ok(Cli {
-                command: Command::Run(a),
-            }) => *a,
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn defaults_give_the_kernel_defaults() {
-        let s = Settings::new(FileConfig::default(), &args(&[]));
+        let s = Settings::new(FileConfig::default(), &Overrides::default());
         assert_eq!(s.kernel((32768, 60999)).unwrap(), Config::default());
     }
 
     #[test]
     fn flags_override_the_file() {
-        let s = Settings::new(
-            FileConfig::default(),
-            &args(&["--fanout-ports", "50", "--quiet-after", "3s"]),
-        );
+        let flags = Overrides {
+            fanout_ports: Some(50),
+            quiet_after: Some(Duration::from_secs(3)),
+            ..Overrides::default()
+        };
+        let s = Settings::new(FileConfig::default(), &flags);
         assert_eq!(s.file.detection.fanout_ports, 50);
         assert_eq!(s.quiet_ns(), 3_000_000_000);
         let k = s.kernel((1024, 2048)).unwrap();
@@ -155,13 +160,20 @@ mod tests {
             (50, 1024, 2048)
         );
         assert_eq!(k.block_on_decide, 0, "report-only by default");
-        let s = Settings::new(
-            FileConfig::default(),
-            &args(&["--block", "--block-ttl", "2h"]),
-        );
+        let flags = Overrides {
+            block: true,
+            block_ttl: Some(Duration::from_secs(7200)),
+            ..Overrides::default()
+        };
+        let s = Settings::new(FileConfig::default(), &flags);
         let k = s.kernel((1024, 2048)).unwrap();
         assert_eq!((k.block_on_decide, k.block_ttl_ns), (1, 7_200_000_000_000));
-        let s = Settings::new(FileConfig::default(), &args(&["--block", "--dry-run"]));
+        let flags = Overrides {
+            block: true,
+            dry_run: true,
+            ..Overrides::default()
+        };
+        let s = Settings::new(FileConfig::default(), &flags);
         assert_eq!(
             s.kernel((1, 2)).unwrap().block_on_decide,
             0,

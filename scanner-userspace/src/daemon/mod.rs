@@ -1,102 +1,60 @@
 //! `scanner run`: load, attach, then poll -> detect -> report / block until
 //! a signal; and `scanner config`.
 
+pub(crate) mod interfaces;
+pub(crate) mod requests;
+pub(crate) mod respond;
+
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
-use scanner_common::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP};
+use scanner_common::names::{
+    ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cli::{ConfigArgs, RunArgs},
-    config::{ConfigError, DEFAULT_FILE, FileConfig},
+    audit::listeners,
+    cli::RunArgs,
+    config::{
+        FileConfig, reload,
+        settings::{Settings, ephemeral_range},
+    },
     control::{self, Response},
-    decisions::{self, Decisions},
-    detect::{Detector, EntryId},
-    hits::PortHistory,
-    iface,
-    journal::{self, Journal},
-    load,
-    metrics::{self, Metrics},
-    notify,
-    output::{Output, emit, emit_interface, host_key, policy_event, report, sweep_policy, write},
-    pin::{PinDir, PinError},
-    policy::{self, AllowOrigin, Change, Policy},
-    poll::{CounterTable, Maps, PollError, monotonic_ns, take_map},
-    ports::{self, PortBits},
-    reload,
-    report::{DaemonEvent, Reporter, net_name},
-    reported::Reported,
-    requests::{State, handle},
-    settings::{Settings, ephemeral_range},
+    daemon::{
+        interfaces::{warn_shared_counter_slots, watch_interfaces},
+        requests::{State, handle},
+        respond::{
+            Output, emit, emit_interface, host_key, policy_event, report, sweep_policy, write,
+        },
+    },
+    detect::{Detector, EntryId, hits::PortHistory},
+    kernel::{
+        decisions::{self, Decisions},
+        iface, load,
+        load::Attached,
+        maps::{CounterTable, Maps, PollError, monotonic_ns, take_map},
+        pin::PinDir,
+        policy::{self, AllowOrigin, Change, Policy, net_name},
+        port_bits::{self, PortBits},
+        reported::Reported,
+    },
+    sinks::{
+        events::{DaemonEvent, Reporter},
+        journal::{self, Journal},
+        metrics::{self, Metrics},
+        notify,
+    },
 };
 
-/// The exit code for an error: 2 for usage errors (bad configuration, pins,
-/// socket or an interface another daemon or program holds), 1 otherwise.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
-    let usage = err.chain().any(|cause| {
-        cause.downcast_ref::<ConfigError>().is_some()
-            || matches!(
-                cause.downcast_ref::<PinError>(),
-                Some(PinError::InUse { .. })
-            )
-            || matches!(
-                cause.downcast_ref::<control::SocketError>(),
-                Some(control::SocketError::InUse(_))
-            )
-            || matches!(
-                cause.downcast_ref::<load::LoadError>(),
-                Some(load::LoadError::Busy { .. } | load::LoadError::Pin(PinError::InUse { .. }))
-            )
-    });
-    if usage { 2 } else { 1 }
-}
-
-/// Whether `err` comes from writing to a closed pipe.
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// `scanner config`.
-pub fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
-    use crate::commands::{out, outln};
-    if args.print_default {
-        return out(DEFAULT_FILE);
-    }
-    if let Some(path) = &args.check {
-        let config = FileConfig::load(Some(path))?;
-        let steps = config.probabilities().steps()?;
-        let nats = |steps: i32| f64::from(steps) / 1024.0;
-        outln(&format!(
-            "# {}: ok. The settings it gives, defaults included:",
-            path.display()
-        ))?;
-        outln(&format!(
-            "# The walk decides at a score of {:.2}: {} closed ports in a row ({:+.2} each; a stealth probe {:+.2}, an open port {:+.2}, never below {:.2}).",
-            nats(steps.upper),
-            steps.closed_probes_to_decide(),
-            nats(steps.closed),
-            nats(steps.stealth),
-            nats(steps.open),
-            nats(steps.lower),
-        ))?;
-        out(&toml::to_string(&config).context("printing the settings")?)?;
-    }
-    Ok(())
-}
-
-pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     // Handlers first: a stop asked for while starting waits for the start,
     // then detaches cleanly, instead of killing the daemon half-attached.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args);
+    let mut settings = Settings::new(FileConfig::load(args.config.as_deref())?, &args.overrides());
     // Resolve every interface before touching the kernel: a typo attaches nothing.
     let mut names = HashMap::new();
     for name in &args.ifaces {
@@ -140,7 +98,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     let mut ebpf = load::load_pinned(&config, &capacity, Some(&pins))?;
     // Claim the control socket before attaching: a second daemon stops
     // here, attaching nothing.
-    let listener = control::bind(&args.socket, args.socket_group.as_deref())
+    let listener = control::server::bind(&args.socket, args.socket_group.as_deref())
         .context("opening the control socket")?;
     let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
@@ -235,7 +193,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
         }
     }
     let (calls_tx, mut calls) = tokio::sync::mpsc::channel(16);
-    let server = tokio::spawn(control::serve(listener, calls_tx));
+    let server = tokio::spawn(control::server::serve(listener, calls_tx));
     let metrics_server = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "serving Prometheus metrics at /metrics");
@@ -244,7 +202,7 @@ pub async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
     });
     let started = Instant::now();
     // A pin file's times are those of its pinning: when counting began.
-    let counting_since = std::fs::metadata(pins.map(scanner_common::COUNTERS_MAP))
+    let counting_since = std::fs::metadata(pins.map(scanner_common::names::COUNTERS_MAP))
         .and_then(|m| m.modified())
         .ok();
     let mut history = PortHistory::default();
@@ -484,7 +442,7 @@ fn allow_all(
 }
 
 /// "blocking on", "blocking off", or what a dry run does.
-pub fn blocking_state(out: &Output) -> String {
+fn blocking_state(out: &Output) -> String {
     if out.dry_run {
         format!(
             "dry run: nothing is dropped ({} kept blocks not enforced)",
@@ -528,23 +486,6 @@ fn interval(period: std::time::Duration) -> tokio::time::Interval {
     i
 }
 
-/// The kernel counts packets per interface in IFACE_SLOTS slots by ifindex:
-/// two watched interfaces in one slot share their per-interface counters.
-fn warn_shared_counter_slots(attached: &[Attached]) {
-    let slot = |a: &Attached| a.index.map(|i| i % scanner_common::IFACE_SLOTS);
-    for (i, a) in attached.iter().enumerate() {
-        for b in &attached[i + 1..] {
-            if slot(a).is_some() && slot(a) == slot(b) {
-                tracing::warn!(
-                    first = %a.name,
-                    second = %b.name,
-                    "these interfaces share a packet-counter slot: their per-interface metrics count both"
-                );
-            }
-        }
-    }
-}
-
 /// Reads the configuration file again and applies it: the kernel's
 /// thresholds, blocking and block TTL, the file's allowlist. State (tracked
 /// sources, blocks, detections) is kept. On any error nothing changes.
@@ -556,14 +497,16 @@ fn reload_config(
     out: &mut Output,
 ) -> anyhow::Result<(Settings, String)> {
     let file = FileConfig::load(args.config.as_deref())?;
-    let new = Settings::new(file, args);
+    let new = Settings::new(file, &args.overrides());
     let config = new.kernel(ephemeral)?;
     let plan = reload::plan(current, &new);
     // Check every new allowlist entry fits before changing anything.
-    if out.policy.allowlist().len() + plan.allow.len() > scanner_common::ALLOW_CAPACITY as usize {
+    if out.policy.allowlist().len() + plan.allow.len()
+        > scanner_common::names::ALLOW_CAPACITY as usize
+    {
         anyhow::bail!(
             "the allowlist would exceed {} entries",
-            scanner_common::ALLOW_CAPACITY
+            scanner_common::names::ALLOW_CAPACITY
         );
     }
     load::write_config(ebpf, &config).context("writing the CONFIG map")?;
@@ -620,77 +563,13 @@ fn update_metrics(
     out.metrics.blocks_active(out.policy.active_blocks());
 }
 
-/// An interface the daemon watches.
-pub struct Attached {
-    pub name: String,
-    pub mode: load::AttachedMode,
-    /// Its index while attached; None once it has been removed.
-    pub index: Option<u32>,
-}
-
-/// Notices interfaces that went away (their XDP program went with them),
-/// and attaches again when they come back (unless `--no-reattach`).
-/// Returns whether anything is still watched or awaited.
-fn watch_interfaces(
-    attached: &mut [Attached],
-    ebpf: &mut aya::Ebpf,
-    pins: &PinDir,
-    args: &RunArgs,
-    out: &mut Output,
-) -> bool {
-    for a in attached.iter_mut() {
-        let now = iface::lookup(&a.name);
-        if a.index.is_some() && a.index != now {
-            if args.no_reattach {
-                tracing::warn!(iface = %a.name, "interface removed: no longer watched (--no-reattach)");
-            } else {
-                tracing::warn!(iface = %a.name, "interface removed: watched again as soon as it is back");
-            }
-            pins.release(&a.name);
-            a.index = None;
-            emit_interface(
-                &mut out.reporter,
-                "detached",
-                &a.name,
-                a.mode.as_str(),
-                Some("removed"),
-            );
-        }
-        let (None, Some(index)) = (a.index, now) else {
-            continue;
-        };
-        if args.no_reattach {
-            continue;
-        }
-        match pins.attach(ebpf, &a.name, args.xdp_mode) {
-            Ok((mode, _)) => {
-                tracing::info!(iface = %a.name, mode = mode.as_str(), "interface is back: XDP program attached again");
-                a.mode = mode;
-                a.index = Some(index);
-                out.names.insert(index, a.name.clone());
-                emit_interface(
-                    &mut out.reporter,
-                    "attached",
-                    &a.name,
-                    mode.as_str(),
-                    Some("reappeared"),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(iface = %a.name, "cannot attach again yet: {:#}", anyhow::Error::from(e))
-            }
-        }
-    }
-    !args.no_reattach || attached.iter().any(|a| a.index.is_some())
-}
-
 fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {
-    let listeners = ports::listeners();
+    let listeners = listeners::listeners();
     let changed = bits
-        .update(&ports::bitmap(&listeners, ignored))
+        .update(&port_bits::bitmap(&listeners, ignored))
         .context("writing the PORT_BITS map")?;
     if changed > 0 {
-        let open: Vec<String> = ports::open_ports(&listeners)
+        let open: Vec<String> = listeners::open_ports(&listeners)
             .into_iter()
             .map(|(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
             .collect();

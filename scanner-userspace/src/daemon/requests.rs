@@ -2,22 +2,27 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use scanner_common::{BLOCK_REASON_MANUAL, SCOPE_PREFIX, SCOPE_SOURCE};
+use scanner_common::{block_reason, scope};
 
 use crate::{
     cli::{parse_duration, parse_net},
     control::{Request, Response},
-    daemon::Attached,
-    detect::{Detector, kind_of},
-    hits::{PortHistory, most_probed},
-    output::{Output, emit, host_key, policy_event},
-    policy::{AllowOrigin, Change},
-    poll::{Maps, monotonic_ns},
-    report::{ip_of, net_name, timestamp},
+    daemon::respond::{Output, emit, host_key, policy_event},
+    detect::{
+        Detector,
+        hits::{PortHistory, most_probed},
+        kind_of,
+    },
+    kernel::{
+        load::Attached,
+        maps::{Maps, monotonic_ns},
+        policy::{AllowOrigin, Change, net_name},
+    },
+    sinks::events::{ip_of, timestamp},
 };
 
 /// What control requests can see of the daemon.
-pub struct State<'a> {
+pub(crate) struct State<'a> {
     pub attached: &'a [Attached],
     pub started: Instant,
     pub default_ttl: Duration,
@@ -37,7 +42,7 @@ pub struct State<'a> {
 }
 
 /// Answers one control request.
-pub fn handle(
+pub(crate) fn handle(
     request: Request,
     out: &mut Output,
     maps: &mut Maps,
@@ -127,12 +132,12 @@ pub fn handle(
             Response::ok(serde_json::Value::Array(entries))
         }
         Request::Events {} => {
-            let events: Vec<&crate::report::Event> = out.reporter.recent().collect();
+            let events: Vec<&crate::sinks::events::Event> = out.reporter.recent().collect();
             Response::ok(serde_json::to_value(events)?)
         }
         Request::PortHits { limit } => {
             let current = maps.port_hits()?;
-            let open = crate::ports::open_ports(&crate::ports::listeners());
+            let open = crate::audit::listeners::open_ports(&crate::audit::listeners::listeners());
             let hits = state.ports.report(Instant::now(), &current, &open);
             let n = limit.map_or(usize::MAX, |l| l as usize);
             Response::ok(serde_json::to_value(most_probed(hits, n))?)
@@ -166,7 +171,8 @@ fn block(
             "blocked": net_name(&net), "ttl_s": left, "kept": true, "dry_run": out.dry_run,
         })));
     }
-    out.policy.block(net, Some(ttl), now, BLOCK_REASON_MANUAL)?;
+    out.policy
+        .block(net, Some(ttl), now, block_reason::MANUAL)?;
     emit(
         out,
         policy_event("blocked", &net, "manual", Some(ttl.as_secs()), out.dry_run),
@@ -200,7 +206,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
             serde_json::json!({
                 "address": net_name(&net),
                 "state": state,
-                "kind": kind_of(SCOPE_SOURCE, &s).as_str(),
+                "kind": kind_of(scope::SOURCE, &s).as_str(),
                 "ports": s.ports,
                 "probes": s.probes,
                 "score": s.score,
@@ -212,7 +218,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
         ));
     }
     for id in state.detector.ids() {
-        if id.scope != SCOPE_PREFIX {
+        if id.scope != scope::PREFIX {
             continue;
         }
         let Some(s) = maps.entry(id).filter(|s| s.decided_ns != 0) else {
@@ -230,7 +236,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
             serde_json::json!({
                 "address": net.to_string(),
                 "state": "detected",
-                "kind": kind_of(SCOPE_PREFIX, &s).as_str(),
+                "kind": kind_of(scope::PREFIX, &s).as_str(),
                 "ports": s.ports,
                 "probes": s.probes,
                 "score": s.score,

@@ -4,23 +4,25 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use anyhow::Context as _;
-use scanner_common::{
-    BLOCK_REASON_SCAN, REASON_FANOUT, SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, SourceStats,
-};
+use scanner_common::{SourceKey, SourceStats, block_reason, reason, scope};
 
 use crate::{
     detect::{EntryId, Finding, kind_of},
-    metrics::Metrics,
-    policy::{self, Change, Policy, PolicyError},
-    poll::{Maps, monotonic_ns},
-    report::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, net_name, timestamp},
+    kernel::{
+        maps::{Maps, monotonic_ns},
+        policy::{self, Change, Policy, PolicyError, net_name},
+    },
+    sinks::{
+        events::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, timestamp},
+        metrics::Metrics,
+    },
 };
 
 /// How many ports an event lists in `top_ports`.
 const TOP_PORTS: usize = 10;
 
 /// Everything the loop needs to turn findings into events and responses.
-pub struct Output {
+pub(crate) struct Output {
     pub reporter: Reporter<std::io::Stdout>,
     pub names: HashMap<u32, String>,
     pub prefixes: (u8, u8),
@@ -34,11 +36,11 @@ pub struct Output {
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
-pub fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) {
+pub(crate) fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) {
     reporter.emit(event);
 }
 
-pub fn emit_interface(
+pub(crate) fn emit_interface(
     reporter: &mut Reporter<std::io::Stdout>,
     event: &'static str,
     iface: &str,
@@ -55,7 +57,7 @@ pub fn emit_interface(
     write(reporter, &event)
 }
 
-pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
+pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
     for finding in findings {
         let (event, id, stats) = match finding {
             Finding::Detected { id, stats } => ("scan_detected", id, stats),
@@ -67,7 +69,7 @@ pub fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Re
             tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
         write(&mut out.reporter, &Event::Scan(e));
-        if event == "scan_detected" && id.scope == SCOPE_SOURCE {
+        if event == "scan_detected" && id.scope == scope::SOURCE {
             respond(out, *id)?;
         }
     }
@@ -96,7 +98,7 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
     let ttl = std::time::Duration::from_secs(out.block_ttl_s);
     match out
         .policy
-        .block(net, Some(ttl), monotonic_ns(), BLOCK_REASON_SCAN)
+        .block(net, Some(ttl), monotonic_ns(), block_reason::SCAN)
     {
         Ok(_) => emit(
             out,
@@ -112,13 +114,13 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
 }
 
 /// The source key of a host network (/32, /128).
-pub fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
+pub(crate) fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
     (net.prefix_len() == net.max_prefix_len()).then(|| policy::key_of(*net).data())
 }
 
 /// Reports blocks the kernel made and blocks that expired (now removed);
 /// returns the networks unblocked.
-pub fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
+pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
     let changes = out
         .policy
         .sweep(monotonic_ns())
@@ -149,7 +151,7 @@ pub fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
     Ok(lifted)
 }
 
-pub fn policy_event(
+pub(crate) fn policy_event(
     event: &'static str,
     net: &ipnet::IpNet,
     reason: &'static str,
@@ -166,7 +168,7 @@ pub fn policy_event(
     }
 }
 
-pub fn emit(out: &mut Output, event: PolicyEvent) {
+pub(crate) fn emit(out: &mut Output, event: PolicyEvent) {
     if event.event == "blocked" && !event.dry_run {
         out.metrics.block(event.reason);
         tracing::debug!(source = %event.source, reason = event.reason, "blocked");
@@ -181,7 +183,7 @@ fn scan_event(
     stats: &SourceStats,
     maps: &Maps,
 ) -> ScanEvent {
-    let prefix = id.scope == SCOPE_PREFIX;
+    let prefix = id.scope == scope::PREFIX;
     let source = if prefix {
         let ip = ip_of(&id.key);
         let len = if ip.is_ipv4() {
@@ -213,7 +215,7 @@ fn scan_event(
             .unwrap_or_else(|| format!("if{}", stats.ifindex)),
         open_ports,
         open_hits: stats.open_ports,
-        reason: if stats.reason == REASON_FANOUT {
+        reason: if stats.reason == reason::FANOUT {
             "fanout"
         } else {
             "trw"

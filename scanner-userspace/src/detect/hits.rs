@@ -7,8 +7,22 @@ use std::{
 };
 
 use scanner_common::{PortHits, port_of_hits_index};
+use serde::{Deserialize, Serialize};
 
-use crate::audit::PortHit;
+/// Probes to one destination port, as the daemon reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortHit {
+    pub proto: u8,
+    pub port: u16,
+    /// Probes since the counts began (they survive daemon restarts).
+    pub probes: u64,
+    /// Distinct probing sources since the counts began.
+    pub sources: u64,
+    pub probes_last_hour: u64,
+    pub sources_last_hour: u64,
+    /// A listener takes this port on an exposed address.
+    pub open: bool,
+}
 
 /// How often a snapshot is kept: "the last hour" is exact to this much.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);

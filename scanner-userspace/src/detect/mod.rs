@@ -8,17 +8,17 @@
 //! source has been quiet for `quiet_ns`, is evicted, starts a new life, or
 //! the daemon stops. A scan that resumes after ending is reported again.
 
+pub mod hits;
+pub mod trw;
+
 use std::collections::{HashMap, HashSet};
 
-use scanner_common::{
-    CLASS_ACK, CLASS_FIN, CLASS_MAIMON, CLASS_NULL, CLASS_OTHER_TCP, CLASS_SYN, CLASS_UDP,
-    CLASS_XMAS, SCOPE_PREFIX, SourceKey, SourceStats,
-};
+use scanner_common::{SourceKey, SourceStats, class, scope};
 
 /// A tracked entry: a source address, or a prefix of sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntryId {
-    /// `SCOPE_SOURCE` or `SCOPE_PREFIX`.
+    /// `scope::SOURCE` or `scope::PREFIX`.
     pub scope: u8,
     pub key: SourceKey,
 }
@@ -60,30 +60,30 @@ impl ScanKind {
 /// SYN-ACKs, data) answer rather than probe, and do not count: scanners
 /// reset the half-open connections they leave.
 pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
-    if scope == SCOPE_PREFIX {
+    if scope == scope::PREFIX {
         return ScanKind::Distributed;
     }
     let total: u64 = s
         .classes
         .iter()
         .enumerate()
-        .filter(|&(class, _)| class != CLASS_OTHER_TCP)
+        .filter(|&(class, _)| class != class::OTHER_TCP)
         .map(|(_, &c)| u64::from(c))
         .sum();
     let named = [
-        (CLASS_SYN, ScanKind::Syn),
-        (CLASS_FIN, ScanKind::Fin),
-        (CLASS_NULL, ScanKind::Null),
-        (CLASS_XMAS, ScanKind::Xmas),
-        (CLASS_MAIMON, ScanKind::Maimon),
-        (CLASS_ACK, ScanKind::Ack),
-        (CLASS_UDP, ScanKind::Udp),
+        (class::SYN, ScanKind::Syn),
+        (class::FIN, ScanKind::Fin),
+        (class::NULL, ScanKind::Null),
+        (class::XMAS, ScanKind::Xmas),
+        (class::MAIMON, ScanKind::Maimon),
+        (class::ACK, ScanKind::Ack),
+        (class::UDP, ScanKind::Udp),
     ];
     let dominant = named
         .into_iter()
         .find(|&(class, _)| total > 0 && u64::from(s.classes[class]) * 3 >= total * 2)
         .map_or(ScanKind::Mixed, |(_, kind)| kind);
-    if dominant == ScanKind::Syn && u64::from(s.stack_syns) * 2 > u64::from(s.classes[CLASS_SYN]) {
+    if dominant == ScanKind::Syn && u64::from(s.stack_syns) * 2 > u64::from(s.classes[class::SYN]) {
         return ScanKind::Connect;
     }
     dominant
@@ -255,7 +255,7 @@ impl Detector {
 
 #[cfg(test)]
 mod tests {
-    use scanner_common::SCOPE_SOURCE;
+    use scanner_common::scope;
 
     use super::*;
 
@@ -263,7 +263,7 @@ mod tests {
 
     fn id(last: u8) -> EntryId {
         EntryId {
-            scope: SCOPE_SOURCE,
+            scope: scope::SOURCE,
             key: SourceKey::from_v4([198, 18, 0, last]),
         }
     }
@@ -274,7 +274,7 @@ mod tests {
         s.decided_ns = decided;
         s.ports = ports;
         s.probes = ports;
-        s.classes[CLASS_SYN] = ports;
+        s.classes[class::SYN] = ports;
         s.last_probe_ns = last_probe;
         s
     }
@@ -396,29 +396,29 @@ mod tests {
             s
         };
         assert_eq!(
-            kind_of(SCOPE_SOURCE, &SourceStats::default()),
+            kind_of(scope::SOURCE, &SourceStats::default()),
             ScanKind::Mixed
         );
-        let mut syn = with(CLASS_SYN, 1000);
-        syn.classes[CLASS_OTHER_TCP] = 900; // RSTs (masscan resets a lot)
-        assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Syn);
+        let mut syn = with(class::SYN, 1000);
+        syn.classes[class::OTHER_TCP] = 900; // RSTs (masscan resets a lot)
+        assert_eq!(kind_of(scope::SOURCE, &syn), ScanKind::Syn);
         syn.stack_syns = 1000;
-        assert_eq!(kind_of(SCOPE_SOURCE, &syn), ScanKind::Connect);
-        let mut mixed = with(CLASS_UDP, 10);
-        mixed.classes[CLASS_FIN] = 10;
-        assert_eq!(kind_of(SCOPE_SOURCE, &mixed), ScanKind::Mixed);
+        assert_eq!(kind_of(scope::SOURCE, &syn), ScanKind::Connect);
+        let mut mixed = with(class::UDP, 10);
+        mixed.classes[class::FIN] = 10;
+        assert_eq!(kind_of(scope::SOURCE, &mixed), ScanKind::Mixed);
         for (class, kind) in [
-            (CLASS_FIN, ScanKind::Fin),
-            (CLASS_NULL, ScanKind::Null),
-            (CLASS_XMAS, ScanKind::Xmas),
-            (CLASS_MAIMON, ScanKind::Maimon),
-            (CLASS_ACK, ScanKind::Ack),
-            (CLASS_UDP, ScanKind::Udp),
+            (class::FIN, ScanKind::Fin),
+            (class::NULL, ScanKind::Null),
+            (class::XMAS, ScanKind::Xmas),
+            (class::MAIMON, ScanKind::Maimon),
+            (class::ACK, ScanKind::Ack),
+            (class::UDP, ScanKind::Udp),
         ] {
-            assert_eq!(kind_of(SCOPE_SOURCE, &with(class, 7)), kind);
+            assert_eq!(kind_of(scope::SOURCE, &with(class, 7)), kind);
         }
         assert_eq!(
-            kind_of(SCOPE_PREFIX, &with(CLASS_SYN, 7)),
+            kind_of(scope::PREFIX, &with(class::SYN, 7)),
             ScanKind::Distributed
         );
     }

@@ -72,7 +72,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decision> {
 
 #[cfg(test)]
 mod tests {
-    use scanner_common::{REASON_TRW, SourceKey};
+    use scanner_common::{SourceKey, reason};
 
     use super::*;
 
@@ -81,7 +81,7 @@ mod tests {
         let d = Decision {
             key: SourceKey::from_v4([198, 18, 0, 1]),
             ts_ns: 42,
-            reason: REASON_TRW,
+            reason: reason::TRW,
             ports: 4,
             scope: 0,
             _pad: [0; 7],
@@ -93,6 +93,6 @@ mod tests {
         assert_eq!(decode(bytes), Some(d));
         assert_eq!(decode(&bytes[..10]), None);
         let s = stats_of(&d);
-        assert_eq!((s.decided_ns, s.ports, s.reason), (42, 4, REASON_TRW));
+        assert_eq!((s.decided_ns, s.ports, s.reason), (42, 4, reason::TRW));
     }
 }

@@ -5,16 +5,17 @@ use std::io;
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, MapError},
-    programs::{ProgramError, Xdp, xdp::XdpMode},
+    programs::{ProgramError, Xdp, xdp},
 };
 use scanner_common::{
-    ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
-    Config, EVENTS_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
-    SOURCES_CAPACITY, SOURCES_MAP,
+    Config,
+    names::{
+        ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
+        EVENTS_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
+        SOURCES_CAPACITY, SOURCES_MAP,
+    },
 };
 use thiserror::Error;
-
-use crate::cli::XdpModeArg;
 
 /// The XDP object, built by build.rs (aya-build) for the BPF target.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanner"));
@@ -44,7 +45,7 @@ pub enum LoadError {
     #[error("program {0} is missing from the embedded XDP object (stale build?)")]
     MissingProgram(&'static str),
     #[error(transparent)]
-    Pin(#[from] crate::pin::PinError),
+    Pin(#[from] crate::kernel::pin::PinError),
     #[error("cannot attach XDP to {iface} in {mode} mode")]
     Attach {
         iface: String,
@@ -56,6 +57,23 @@ pub enum LoadError {
         "another XDP program is attached to {iface}: {other}; scanner does not replace it (detach it first, e.g. `ip link set dev {iface} xdp off`)"
     )]
     Busy { iface: String, other: String },
+}
+
+/// How to attach: native (in the driver), skb (generic, any interface), or
+/// auto (native, falling back to skb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    Auto,
+    Native,
+    Skb,
+}
+
+/// An interface the daemon watches.
+pub struct Attached {
+    pub name: String,
+    pub mode: AttachedMode,
+    /// Its index while attached; None once it has been removed.
+    pub index: Option<u32>,
 }
 
 /// The mode an interface ended up attached in.
@@ -134,7 +152,7 @@ impl Capacity {
 pub fn load_pinned(
     config: &Config,
     capacity: &Capacity,
-    pins: Option<&crate::pin::PinDir>,
+    pins: Option<&crate::kernel::pin::PinDir>,
 ) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
@@ -205,7 +223,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
 pub fn attach_link(
     ebpf: &mut Ebpf,
     iface: &str,
-    mode: XdpModeArg,
+    mode: XdpMode,
 ) -> Result<(AttachedMode, aya::programs::xdp::XdpLinkId), LoadError> {
     let program = program(ebpf)?;
     let attach_error = |mode: AttachedMode, e: ProgramError| {
@@ -228,15 +246,15 @@ pub fn attach_link(
         }
     };
     match mode {
-        XdpModeArg::Native => program
-            .attach(iface, XdpMode::Driver)
+        XdpMode::Native => program
+            .attach(iface, xdp::XdpMode::Driver)
             .map(|id| (AttachedMode::Native, id))
             .map_err(|e| attach_error(AttachedMode::Native, e)),
-        XdpModeArg::Skb => program
-            .attach(iface, XdpMode::Skb)
+        XdpMode::Skb => program
+            .attach(iface, xdp::XdpMode::Skb)
             .map(|id| (AttachedMode::Skb, id))
             .map_err(|e| attach_error(AttachedMode::Skb, e)),
-        XdpModeArg::Auto => match program.attach(iface, XdpMode::Driver) {
+        XdpMode::Auto => match program.attach(iface, xdp::XdpMode::Driver) {
             Ok(id) => Ok((AttachedMode::Native, id)),
             // Missing privileges, or the hook is taken: skb mode fails alike.
             Err(e)
@@ -248,11 +266,11 @@ pub fn attach_link(
             Err(native) => {
                 tracing::warn!(
                     iface,
-                    "native XDP unavailable ({}); falling back to skb (generic) mode",
-                    error_chain(&native)
+                    "native XDP unavailable ({:#}); falling back to skb (generic) mode",
+                    anyhow::Error::from(native)
                 );
                 program
-                    .attach(iface, XdpMode::Skb)
+                    .attach(iface, xdp::XdpMode::Skb)
                     .map(|id| (AttachedMode::Skb, id))
                     .map_err(|e| attach_error(AttachedMode::Skb, e))
             }
@@ -327,20 +345,6 @@ fn chain_has_errno(e: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool
         cur = err.source();
     }
     false
-}
-
-/// "outer: inner: innermost", for log lines.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// The last `n` non-empty lines of `log`.

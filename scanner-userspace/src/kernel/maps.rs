@@ -7,15 +7,17 @@ use aya::{
     maps::{HashMap, MapData, MapError},
 };
 use scanner_common::{
-    COUNTER_ALLOWED, COUNTER_BLOCKS_REFUSED, COUNTER_COUNT, COUNTER_DROPPED,
-    COUNTER_EVENTS_DROPPED, COUNTER_PARSE_FAILURES, COUNTER_PASSED, COUNTER_SEEN, COUNTERS_ENTRIES,
-    COUNTERS_MAP, IFACE_SLOTS, IPPROTO_TCP, IPPROTO_UDP, PORT_HITS_ENTRIES, PORT_HITS_MAP,
-    PORTS_MAP, PREFIXES_MAP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SCOPE_PREFIX, SCOPE_SOURCE,
-    SOURCES_MAP, SourceKey, SourceStats,
+    IPPROTO_TCP, IPPROTO_UDP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SourceKey, SourceStats,
+    counter,
+    names::{
+        COUNTERS_ENTRIES, COUNTERS_MAP, PORT_HITS_ENTRIES, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
+        SOURCES_MAP,
+    },
+    scope,
 };
 use thiserror::Error;
 
-use crate::{batch, detect::EntryId};
+use crate::{detect::EntryId, kernel::batch};
 
 #[derive(Debug, Error)]
 pub enum PollError {
@@ -70,18 +72,18 @@ impl Counters {
         let sum = |counter: u32| -> u64 {
             slots
                 .clone()
-                .map(|slot| (slot * COUNTER_COUNT + counter) as usize)
+                .map(|slot| (slot * counter::COUNT + counter) as usize)
                 .filter_map(|i| values.get(i))
                 .sum()
         };
         Self {
-            seen: sum(COUNTER_SEEN),
-            passed: sum(COUNTER_PASSED),
-            dropped: sum(COUNTER_DROPPED),
-            parse_failures: sum(COUNTER_PARSE_FAILURES),
-            events_dropped: sum(COUNTER_EVENTS_DROPPED),
-            blocks_refused: sum(COUNTER_BLOCKS_REFUSED),
-            allowed: sum(COUNTER_ALLOWED),
+            seen: sum(counter::SEEN),
+            passed: sum(counter::PASSED),
+            dropped: sum(counter::DROPPED),
+            parse_failures: sum(counter::PARSE_FAILURES),
+            events_dropped: sum(counter::EVENTS_DROPPED),
+            blocks_refused: sum(counter::BLOCKS_REFUSED),
+            allowed: sum(counter::ALLOWED),
         }
     }
 }
@@ -95,12 +97,12 @@ pub struct CounterTable {
 impl CounterTable {
     /// Everything, all interfaces together.
     pub fn total(&self) -> Counters {
-        Counters::of(&self.values, 0..IFACE_SLOTS)
+        Counters::of(&self.values, 0..counter::IFACE_SLOTS)
     }
 
     /// Packets that came in on `ifindex`.
     pub fn iface(&self, ifindex: u32) -> Counters {
-        let slot = ifindex % IFACE_SLOTS;
+        let slot = ifindex % counter::IFACE_SLOTS;
         Counters::of(&self.values, slot..slot + 1)
     }
 }
@@ -151,7 +153,7 @@ impl Maps {
     }
 
     fn table(&self, scope: u8) -> &HashMap<MapData, SourceKey, SourceStats> {
-        if scope == SCOPE_PREFIX {
+        if scope == scope::PREFIX {
             &self.prefixes
         } else {
             &self.sources
@@ -168,7 +170,7 @@ impl Maps {
         &self,
         keep: impl Fn(&SourceStats) -> bool,
     ) -> Vec<(SourceKey, SourceStats)> {
-        self.scope_entries(SCOPE_SOURCE, keep).1
+        self.scope_entries(scope::SOURCE, keep).1
     }
 
     /// Both maps streamed through once, in batches: how many sources are
@@ -178,9 +180,9 @@ impl Maps {
     pub fn decided(&self) -> Snapshot {
         let mut entries = Vec::new();
         let mut sources = 0;
-        for scope in [SCOPE_SOURCE, SCOPE_PREFIX] {
+        for scope in [scope::SOURCE, scope::PREFIX] {
             let (count, kept) = self.scope_entries(scope, |s| s.decided_ns != 0);
-            if scope == SCOPE_SOURCE {
+            if scope == scope::SOURCE {
                 sources = count;
             }
             entries.extend(
@@ -209,7 +211,7 @@ impl Maps {
         scope: u8,
         keep: impl Fn(&SourceStats) -> bool,
     ) -> (usize, Vec<(SourceKey, SourceStats)>) {
-        let fd = if scope == SCOPE_PREFIX {
+        let fd = if scope == scope::PREFIX {
             &self.fds.prefixes
         } else {
             &self.fds.sources
@@ -287,7 +289,7 @@ impl Maps {
     pub fn port(&self, source: SourceKey, proto: u8, port: u16) -> Option<PortSeen> {
         self.pair(
             EntryId {
-                scope: SCOPE_SOURCE,
+                scope: scope::SOURCE,
                 key: source,
             },
             proto,
@@ -308,7 +310,7 @@ impl Maps {
             COUNTERS_ENTRIES as usize,
         )
         .map_err(batch_err(COUNTERS_MAP))?;
-        let mut table = vec![0u64; (IFACE_SLOTS * COUNTER_COUNT) as usize];
+        let mut table = vec![0u64; (counter::IFACE_SLOTS * counter::COUNT) as usize];
         for (i, key) in keys.iter().enumerate() {
             let per_cpu = values
                 .get(i * self.cpus..(i + 1) * self.cpus)
@@ -379,15 +381,15 @@ mod tests {
 
     #[test]
     fn counters_sum_by_interface_slot() {
-        let mut values = vec![0u64; (IFACE_SLOTS * COUNTER_COUNT) as usize];
-        values[scanner_common::counter_index(3, COUNTER_SEEN) as usize] = 10;
-        values[scanner_common::counter_index(5, COUNTER_SEEN) as usize] = 7;
-        values[scanner_common::counter_index(5, COUNTER_DROPPED) as usize] = 2;
+        let mut values = vec![0u64; (counter::IFACE_SLOTS * counter::COUNT) as usize];
+        values[scanner_common::counter::index(3, counter::SEEN) as usize] = 10;
+        values[scanner_common::counter::index(5, counter::SEEN) as usize] = 7;
+        values[scanner_common::counter::index(5, counter::DROPPED) as usize] = 2;
         let table = CounterTable { values };
         assert_eq!(table.total().seen, 17);
         assert_eq!(table.iface(5).seen, 7);
         assert_eq!(table.iface(5).dropped, 2);
-        assert_eq!(table.iface(3 + IFACE_SLOTS).seen, 10, "slots wrap");
+        assert_eq!(table.iface(3 + counter::IFACE_SLOTS).seen, 10, "slots wrap");
         assert_eq!(table.iface(4), Counters::default());
     }
 

@@ -22,15 +22,15 @@ use aya::{
     Ebpf,
     programs::{
         Xdp,
-        links::{FdLink, LinkError, PinnedLink},
+        links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
 };
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
-use scanner_common::STATE_VERSION;
+use scanner_common::names::STATE_VERSION;
 use thiserror::Error;
 
-use crate::load::{self, AttachedMode, LoadError};
+use crate::kernel::load::{self, AttachedMode, LoadError};
 
 /// Where state is pinned unless `--pin-dir` says otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanner";
@@ -155,8 +155,8 @@ impl PinDir {
         if self.pinned_link(iface).is_some() {
             return Ok(());
         }
-        if let Some(ifindex) = crate::iface::lookup(iface)
-            && let Some(other) = crate::xdp_owner::xdp_owner(ifindex)
+        if let Some(ifindex) = crate::kernel::iface::lookup(iface)
+            && let Some(other) = crate::kernel::xdp_owner::xdp_owner(ifindex)
         {
             return Err(LoadError::Busy {
                 iface: iface.to_owned(),
@@ -173,13 +173,13 @@ impl PinDir {
         &self,
         ebpf: &mut Ebpf,
         iface: &str,
-        mode: crate::cli::XdpModeArg,
+        mode: load::XdpMode,
     ) -> Result<(AttachedMode, bool), LoadError> {
         if let Some((path, pinned_mode)) = self.pinned_link(iface) {
             match self.take_over(ebpf, &path) {
                 Ok(()) => return Ok((pinned_mode, true)),
                 Err(e) => {
-                    tracing::warn!(iface, "stale pinned link ({e}); attaching anew");
+                    tracing::warn!(iface, "stale pinned link ({e:#}); attaching anew");
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -205,12 +205,12 @@ impl PinDir {
         Ok((attached, false))
     }
 
-    fn take_over(&self, ebpf: &mut Ebpf, path: &Path) -> Result<(), String> {
-        let pinned = PinnedLink::from_pin(path).map_err(|e| e.to_string())?;
+    fn take_over(&self, ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<()> {
+        let pinned = PinnedLink::from_pin(path)?;
         let fd: FdLink = pinned.into();
-        let link = XdpLink::try_from(fd).map_err(|e: LinkError| e.to_string())?;
-        let program: &mut Xdp = load::program(ebpf).map_err(|e| e.to_string())?;
-        program.attach_to_link(link).map_err(|e| e.to_string())?;
+        let link = XdpLink::try_from(fd)?;
+        let program: &mut Xdp = load::program(ebpf)?;
+        program.attach_to_link(link)?;
         Ok(())
     }
 

@@ -9,40 +9,55 @@ use std::{
 
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
-use scanner_common::{
-    ACTION_ALLOW, ACTION_BLOCK, BLOCK_REASON_SCAN, PolicyEntry, SourceKey, policy_prefix_len,
-};
+use scanner_common::{PolicyEntry, SourceKey, action, block_reason, policy_prefix_len};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error("{} is allowlisted: it is never blocked", shown(.0))]
+    #[error("{} is allowlisted: it is never blocked", net_name(.0))]
     Allowlisted(IpNet),
     #[error(
         "{} covers allowlisted {}: a block never touches an allowlisted host",
-        shown(.net),
-        shown(.allowed)
+        net_name(.net),
+        net_name(.allowed)
     )]
     CoversAllowlisted { net: IpNet, allowed: IpNet },
     #[error(
         "{} is always allowlisted: {}",
-        shown(.net),
+        net_name(.net),
         if net.addr().is_loopback() { "loopback" } else { "it is this host's own address" }
     )]
     AlwaysAllowed { net: IpNet },
-    #[error("the block cap ({} entries) is reached: {} was not blocked", .0, shown(.1))]
+    #[error("the block cap ({} entries) is reached: {} was not blocked", .0, net_name(.1))]
     CapReached(u32, IpNet),
-    #[error("no block for {}", shown(.0))]
+    #[error("no block for {}", net_name(.0))]
     NotBlocked(IpNet),
-    #[error("{} is not on the allowlist", shown(.0))]
+    #[error("{} is not on the allowlist", net_name(.0))]
     NotAllowlisted(IpNet),
     #[error("updating the rule maps")]
     Map(#[from] MapError),
 }
 
-/// A host network as its address, others as a CIDR (as events show them).
-fn shown(net: &IpNet) -> String {
-    crate::report::net_name(net)
+/// An address (a /32 or /128) or a CIDR prefix, with any host bits cleared
+/// (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            format!("{s:?} is not an IP address or CIDR (e.g. 198.51.100.7, 2001:db8::/64)")
+        })
+}
+
+/// An address for a host network (`/32`, `/128`), else the CIDR.
+pub fn net_name(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 /// Why an entry is on the allowlist.
@@ -222,7 +237,7 @@ impl Policy {
     ) -> Result<Vec<Change>, PolicyError> {
         let net = net.trunc();
         let entry = PolicyEntry {
-            action: ACTION_ALLOW,
+            action: action::ALLOW,
             reason: 0,
             created_ns: now_ns,
             expires_ns: 0,
@@ -298,7 +313,7 @@ impl Policy {
             now_ns.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
         });
         let entry = PolicyEntry {
-            action: ACTION_BLOCK,
+            action: action::BLOCK,
             reason,
             created_ns: now_ns,
             expires_ns,
@@ -365,7 +380,7 @@ impl Policy {
 
 /// `scan` or `manual`.
 pub fn reason_name(reason: u32) -> &'static str {
-    if reason == BLOCK_REASON_SCAN {
+    if reason == block_reason::SCAN {
         "scan"
     } else {
         "manual"
@@ -428,8 +443,8 @@ mod tests {
 
     #[test]
     fn reasons_have_names() {
-        assert_eq!(reason_name(BLOCK_REASON_SCAN), "scan");
-        assert_eq!(reason_name(scanner_common::BLOCK_REASON_MANUAL), "manual");
+        assert_eq!(reason_name(block_reason::SCAN), "scan");
+        assert_eq!(reason_name(scanner_common::block_reason::MANUAL), "manual");
     }
 
     #[test]

@@ -1,103 +1,10 @@
-//! The host's listening ports, read from /proc/net, and the PORT_BITS
-//! bitmaps the XDP program consults to tell open ports from closed ones.
-
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+//! The PORT_BITS bitmaps the XDP program consults to tell open ports from
+//! closed (and ignored) ones, kept equal to the host's listeners.
 
 use aya::maps::{Array, MapData, MapError};
-use scanner_common::{
-    BITS_TCP_IGNORED, BITS_TCP_OPEN, BITS_UDP_IGNORED, BITS_UDP_OPEN, IPPROTO_TCP, IPPROTO_UDP,
-    PORT_BITS_WORDS, port_bit,
-};
+use scanner_common::{IPPROTO_TCP, bits, names::PORT_BITS_WORDS, port_bit};
 
-/// A socket waiting for traffic: TCP in LISTEN, or a bound unconnected UDP socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listener {
-    pub proto: u8,
-    pub addr: IpAddr,
-    pub port: u16,
-    /// The socket's inode (0 if unknown), to find the owning process.
-    pub inode: u64,
-}
-
-impl Listener {
-    /// Reachable from the network: not bound to a loopback address.
-    pub fn is_exposed(&self) -> bool {
-        match self.addr {
-            IpAddr::V4(a) => !a.is_loopback(),
-            IpAddr::V6(a) => {
-                !a.is_loopback() && a.to_ipv4_mapped().is_none_or(|v4| !v4.is_loopback())
-            }
-        }
-    }
-}
-
-const TCP_LISTEN: u8 = 0x0a;
-const UDP_UNCONNECTED: u8 = 0x07;
-
-/// Every listener in this network namespace (/proc/net/{tcp,tcp6,udp,udp6}).
-/// A file that cannot be read (e.g. IPv6 disabled) contributes nothing.
-pub fn listeners() -> Vec<Listener> {
-    let mut out = Vec::new();
-    for (file, proto, state) in [
-        ("/proc/net/tcp", IPPROTO_TCP, TCP_LISTEN),
-        ("/proc/net/tcp6", IPPROTO_TCP, TCP_LISTEN),
-        ("/proc/net/udp", IPPROTO_UDP, UDP_UNCONNECTED),
-        ("/proc/net/udp6", IPPROTO_UDP, UDP_UNCONNECTED),
-    ] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            out.extend(parse_proc_net(&text, proto, state));
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Parses /proc/net/{tcp,udp}[6] text, keeping sockets in `state`.
-pub fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let local = fields.nth(1)?;
-            let st = u8::from_str_radix(fields.nth(1)?, 16).ok()?;
-            if st != state {
-                return None;
-            }
-            let (addr, port) = local.split_once(':')?;
-            // tx:rx queue, tr:when, retransmits, uid, timeout, then the inode.
-            let inode = fields.nth(5).and_then(|i| i.parse().ok()).unwrap_or(0);
-            Some(Listener {
-                proto,
-                addr: parse_hex_addr(addr)?,
-                port: u16::from_str_radix(port, 16).ok()?,
-                inode,
-            })
-        })
-        .collect()
-}
-
-/// The kernel prints addresses as 32-bit words in host byte order.
-fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let w = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
-        Some(w.to_ne_bytes())
-    };
-    match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
-        32 => {
-            let mut b = [0u8; 16];
-            for i in 0..4 {
-                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
-}
+use crate::audit::listeners::Listener;
 
 /// The PORT_BITS contents for these listeners and ignored ports.
 pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
@@ -108,26 +15,17 @@ pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
     };
     for l in listeners.iter().filter(|l| l.is_exposed()) {
         let region = if l.proto == IPPROTO_TCP {
-            BITS_TCP_OPEN
+            bits::TCP_OPEN
         } else {
-            BITS_UDP_OPEN
+            bits::UDP_OPEN
         };
         set(region, l.port);
     }
     for &port in ignored {
-        set(BITS_TCP_IGNORED, port);
-        set(BITS_UDP_IGNORED, port);
+        set(bits::TCP_IGNORED, port);
+        set(bits::UDP_IGNORED, port);
     }
     words
-}
-
-/// Open (exposed) ports by protocol, for reports.
-pub fn open_ports(listeners: &[Listener]) -> BTreeSet<(u8, u16)> {
-    listeners
-        .iter()
-        .filter(|l| l.is_exposed())
-        .map(|l| (l.proto, l.port))
-        .collect()
 }
 
 /// Keeps PORT_BITS equal to the host's listeners, writing only changed words.
@@ -160,58 +58,40 @@ impl PortBits {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use scanner_common::IPPROTO_UDP;
+
     use super::*;
 
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
-   2: 020012C6:0050 010012C6:9C40 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
-";
-    const TCP6: &str = "  sl  local_address                         remote_address                        st
-   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000
-   1: 00000000000000000000000001000000:0277 00000000000000000000000000000000:0000 0A 00000000:00000000
-";
-
-    #[test]
-    fn listening_sockets_are_parsed_and_loopback_is_not_exposed() {
-        let v4 = parse_proc_net(TCP, IPPROTO_TCP, TCP_LISTEN);
-        assert_eq!(v4.len(), 2, "the established socket is not a listener");
-        assert_eq!(v4[0].addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        assert_eq!((v4[0].port, v4[0].inode), (22, 1));
-        assert_eq!(v4[1].addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert!(v4[0].is_exposed() && !v4[1].is_exposed());
-        let v6 = parse_proc_net(TCP6, IPPROTO_TCP, TCP_LISTEN);
-        assert_eq!((v6[0].port, v6[0].is_exposed()), (8080, true));
-        assert_eq!(v6[1].addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
-        assert!(!v6[1].is_exposed());
-        assert!(parse_proc_net("header\ngarbage line\n", IPPROTO_TCP, TCP_LISTEN).is_empty());
+    fn listener(proto: u8, addr: Ipv4Addr, port: u16) -> Listener {
+        Listener {
+            proto,
+            addr: IpAddr::V4(addr),
+            port,
+            inode: 0,
+        }
     }
 
     #[test]
     fn the_bitmap_marks_exposed_and_ignored_ports() {
-        let mut listeners = parse_proc_net(TCP, IPPROTO_TCP, TCP_LISTEN);
-        listeners.push(Listener {
-            proto: IPPROTO_UDP,
-            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            port: 53,
-            inode: 0,
-        });
+        let listeners = [
+            listener(IPPROTO_TCP, Ipv4Addr::UNSPECIFIED, 22),
+            listener(IPPROTO_TCP, Ipv4Addr::LOCALHOST, 5432),
+            listener(IPPROTO_UDP, Ipv4Addr::UNSPECIFIED, 53),
+        ];
         let words = bitmap(&listeners, &[9100]);
         let bit = |region, port| {
             let (i, mask) = port_bit(region, port);
             words[i as usize] & mask != 0
         };
-        assert!(bit(BITS_TCP_OPEN, 22));
+        assert!(bit(bits::TCP_OPEN, 22));
         assert!(
-            !bit(BITS_TCP_OPEN, 5432),
+            !bit(bits::TCP_OPEN, 5432),
             "loopback-only is closed to the network"
         );
-        assert!(bit(BITS_UDP_OPEN, 53) && !bit(BITS_TCP_OPEN, 53));
-        assert!(bit(BITS_TCP_IGNORED, 9100) && bit(BITS_UDP_IGNORED, 9100));
+        assert!(bit(bits::UDP_OPEN, 53) && !bit(bits::TCP_OPEN, 53));
+        assert!(bit(bits::TCP_IGNORED, 9100) && bit(bits::UDP_IGNORED, 9100));
         assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 4);
-        assert_eq!(
-            open_ports(&listeners).into_iter().collect::<Vec<_>>(),
-            [(IPPROTO_TCP, 22), (IPPROTO_UDP, 53)]
-        );
     }
 }

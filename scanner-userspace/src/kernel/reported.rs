@@ -10,10 +10,10 @@
 //! mark never outlives the times it compares with.
 
 use aya::maps::{Array, Map, MapData, MapError};
-use scanner_common::REPORTED_MAP;
+use scanner_common::names::REPORTED_MAP;
 use thiserror::Error;
 
-use crate::pin::PinDir;
+use crate::kernel::pin::PinDir;
 
 #[derive(Debug, Error)]
 pub enum ReportedError {

@@ -12,14 +12,18 @@ use std::{
 use scanner_common::SourceKey;
 use serde::Serialize;
 
-use crate::{
-    cli::EventFormat,
-    journal::{Journal, priority},
-};
+use crate::sinks::journal::{Journal, priority};
+
+/// How events are written on stdout: human text, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EventFormat {
+    Text,
+    Json,
+}
 
 /// A scan detected (`scan_detected`) or over (`scan_ended`, with its totals).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScanEvent {
+pub(crate) struct ScanEvent {
     pub ts: String,
     pub event: &'static str,
     pub source: String,
@@ -48,7 +52,7 @@ pub struct ScanEvent {
 /// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,
 /// `config_rejected` (the old configuration stays), `error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DaemonEvent {
+pub(crate) struct DaemonEvent {
     pub ts: String,
     pub event: &'static str,
     pub detail: String,
@@ -56,7 +60,7 @@ pub struct DaemonEvent {
 
 /// The program attached to (`attached`) or detached from (`detached`) an interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InterfaceEvent {
+pub(crate) struct InterfaceEvent {
     pub ts: String,
     pub event: &'static str,
     pub iface: String,
@@ -71,7 +75,7 @@ pub struct InterfaceEvent {
 /// could not be made (`block_refused`), or the allowlist changed
 /// (`allowlisted`, `disallowed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyEvent {
+pub(crate) struct PolicyEvent {
     pub ts: String,
     pub event: &'static str,
     pub source: String,
@@ -87,7 +91,7 @@ pub struct PolicyEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum Event {
+pub(crate) enum Event {
     Scan(ScanEvent),
     Interface(InterfaceEvent),
     Policy(PolicyEvent),
@@ -95,7 +99,7 @@ pub enum Event {
 }
 
 impl DaemonEvent {
-    pub fn now(event: &'static str, detail: impl Into<String>) -> Event {
+    pub(crate) fn now(event: &'static str, detail: impl Into<String>) -> Event {
         Event::Daemon(Self {
             ts: timestamp(SystemTime::now()),
             event,
@@ -104,22 +108,13 @@ impl DaemonEvent {
     }
 }
 
-/// An address for a host network (`/32`, `/128`), else the CIDR.
-pub fn net_name(net: &ipnet::IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
-}
-
 /// RFC 3339, UTC, milliseconds: `2026-11-25T14:42:17.123Z`.
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// The address a key stands for (IPv4-mapped keys are IPv4).
-pub fn ip_of(key: &SourceKey) -> IpAddr {
+pub(crate) fn ip_of(key: &SourceKey) -> IpAddr {
     match key.as_v4() {
         Some(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
         None => IpAddr::V6(Ipv6Addr::from(key.addr)),
@@ -129,7 +124,7 @@ pub fn ip_of(key: &SourceKey) -> IpAddr {
 /// Writes events in the chosen format, one line each, flushed at once so a
 /// reader sees a detection the moment it is made; and to the journal, when
 /// one is connected.
-pub struct Reporter<W: Write> {
+pub(crate) struct Reporter<W: Write> {
     format: EventFormat,
     /// None once writing to it failed (a closed pipe): events then go to
     /// the journal only.
@@ -140,10 +135,10 @@ pub struct Reporter<W: Write> {
 }
 
 /// Events kept for `scanner top`.
-pub const RECENT_EVENTS: usize = 50;
+pub(crate) const RECENT_EVENTS: usize = 50;
 
 impl<W: Write> Reporter<W> {
-    pub fn new(format: EventFormat, out: W) -> Self {
+    pub(crate) fn new(format: EventFormat, out: W) -> Self {
         Self {
             format,
             out: Some(out),
@@ -153,25 +148,25 @@ impl<W: Write> Reporter<W> {
     }
 
     /// Also sends every event to `journal`.
-    pub fn with_journal(mut self, journal: Option<Journal>) -> Self {
+    pub(crate) fn with_journal(mut self, journal: Option<Journal>) -> Self {
         self.journal = journal;
         self
     }
 
     /// The latest events, oldest first.
-    pub fn recent(&self) -> impl Iterator<Item = &Event> {
+    pub(crate) fn recent(&self) -> impl Iterator<Item = &Event> {
         self.recent.iter()
     }
 
     /// Whether events still reach anyone: stdout or the journal.
-    pub fn has_sink(&self) -> bool {
+    pub(crate) fn has_sink(&self) -> bool {
         self.out.is_some() || self.journal.is_some()
     }
 
     /// Records `event` for `scanner top` and writes it to every sink. A sink
     /// that fails is dropped, said once in the log: a closed stdout or a
     /// journal gone away never stops detection.
-    pub fn emit(&mut self, event: &Event) {
+    pub(crate) fn emit(&mut self, event: &Event) {
         if self.recent.len() == RECENT_EVENTS {
             self.recent.pop_front();
         }
@@ -197,11 +192,6 @@ impl<W: Write> Reporter<W> {
             self.out = None;
         }
     }
-
-    /// The stdout sink, while it lasts.
-    pub fn output(&self) -> Option<&W> {
-        self.out.as_ref()
-    }
 }
 
 fn write_line(out: &mut impl Write, format: EventFormat, event: &Event) -> io::Result<()> {
@@ -221,7 +211,7 @@ fn comma_list(ports: &[u16]) -> String {
 }
 
 /// An event as a journal entry: priority, a one-line MESSAGE, and fields.
-pub fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, String)>) {
+pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, String)>) {
     let mut fields = Vec::with_capacity(12);
     let (prio, message) = match event {
         Event::Scan(e) => {

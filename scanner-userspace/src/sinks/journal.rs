@@ -9,33 +9,40 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::cli::LogTarget;
-
 /// Where journald listens for native entries.
-pub const SOCKET: &str = "/run/systemd/journal/socket";
+pub(crate) const SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Where logs (and events besides stdout) go: the systemd journal, stderr,
+/// or auto (the journal when its socket exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogTarget {
+    Auto,
+    Journal,
+    Stderr,
+}
 
 /// The socket to use: `$SCANNER_JOURNAL_SOCKET` (containers, tests), else
 /// journald's own.
-pub fn socket_path() -> PathBuf {
+pub(crate) fn socket_path() -> PathBuf {
     std::env::var_os("SCANNER_JOURNAL_SOCKET")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(SOCKET))
 }
 
 /// Every entry names the tool, so `journalctl -t scanner` selects them.
-pub const IDENTIFIER: &str = "scanner";
+pub(crate) const IDENTIFIER: &str = "scanner";
 
 /// syslog priorities the events use.
-pub mod priority {
-    pub const ERR: u8 = 3;
-    pub const WARNING: u8 = 4;
-    pub const NOTICE: u8 = 5;
-    pub const INFO: u8 = 6;
+pub(crate) mod priority {
+    pub(crate) const ERR: u8 = 3;
+    pub(crate) const WARNING: u8 = 4;
+    pub(crate) const NOTICE: u8 = 5;
+    pub(crate) const INFO: u8 = 6;
 }
 
 /// Resolves `--log`: true when logs and events go to the journal. A socket
 /// file nobody listens on (journald stopped) counts as no journal.
-pub fn wanted(target: LogTarget, socket: &Path) -> Result<bool, JournalError> {
+pub(crate) fn wanted(target: LogTarget, socket: &Path) -> Result<bool, JournalError> {
     let listening = || UnixDatagram::unbound().and_then(|s| s.connect(socket));
     match target {
         LogTarget::Stderr => Ok(false),
@@ -51,7 +58,7 @@ pub fn wanted(target: LogTarget, socket: &Path) -> Result<bool, JournalError> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum JournalError {
+pub(crate) enum JournalError {
     #[error(
         "--log journal: no journal socket at {0} (is systemd-journald running? use --log stderr)"
     )]
@@ -62,13 +69,13 @@ pub enum JournalError {
 
 /// A connection to journald.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     socket: UnixDatagram,
     path: PathBuf,
 }
 
 impl Journal {
-    pub fn connect(path: &Path) -> io::Result<Self> {
+    pub(crate) fn connect(path: &Path) -> io::Result<Self> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
         Ok(Self {
@@ -77,19 +84,24 @@ impl Journal {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Sends one entry: MESSAGE, PRIORITY and SYSLOG_IDENTIFIER, then `fields`.
-    pub fn send(&self, priority: u8, message: &str, fields: &[(&str, String)]) -> io::Result<()> {
+    pub(crate) fn send(
+        &self,
+        priority: u8,
+        message: &str,
+        fields: &[(&str, String)],
+    ) -> io::Result<()> {
         let datagram = encode(priority, message, fields);
         self.socket.send(&datagram).map(|_| ())
     }
 }
 
 /// The datagram for one entry.
-pub fn encode(priority: u8, message: &str, fields: &[(&str, String)]) -> Vec<u8> {
+pub(crate) fn encode(priority: u8, message: &str, fields: &[(&str, String)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     field(&mut out, "MESSAGE", message);
     field(&mut out, "PRIORITY", &priority.to_string());

@@ -19,26 +19,26 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::poll::Counters;
+use crate::kernel::maps::Counters;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IfaceLabel {
+pub(crate) struct IfaceLabel {
     pub iface: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub(crate) struct KindLabel {
     pub kind: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
+pub(crate) struct ReasonLabel {
     pub reason: String,
 }
 
 /// The daemon's handles on its metrics; the registry goes to the server.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     seen: Family<IfaceLabel, Counter>,
     passed: Family<IfaceLabel, Counter>,
     dropped: Family<IfaceLabel, Counter>,
@@ -62,7 +62,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics and the registry that serves them.
-    pub fn new(capacity: u32) -> (Self, Registry) {
+    pub(crate) fn new(capacity: u32) -> (Self, Registry) {
         let m = Self {
             seen: Family::default(),
             passed: Family::default(),
@@ -158,7 +158,7 @@ impl Metrics {
     }
 
     /// Adds what the kernel counted on `iface` since the last update.
-    pub fn packets(&mut self, iface: &str, now: Counters) {
+    pub(crate) fn packets(&mut self, iface: &str, now: Counters) {
         let label = IfaceLabel {
             iface: iface.to_owned(),
         };
@@ -180,7 +180,7 @@ impl Metrics {
     }
 
     /// Global counters (not per interface).
-    pub fn totals(&mut self, now: Counters) {
+    pub(crate) fn totals(&mut self, now: Counters) {
         let last = &mut self.last_totals;
         self.events_dropped
             .inc_by(now.events_dropped.saturating_sub(last.events_dropped));
@@ -189,13 +189,13 @@ impl Metrics {
         *last = now;
     }
 
-    pub fn sources(&self, tracked: usize) {
+    pub(crate) fn sources(&self, tracked: usize) {
         self.sources.set(tracked as i64);
         let capacity = self.capacity.get().max(1) as f64;
         self.fill.set(tracked as f64 / capacity);
     }
 
-    pub fn detection(&self, kind: &str) {
+    pub(crate) fn detection(&self, kind: &str) {
         self.detections
             .get_or_create(&KindLabel {
                 kind: kind.to_owned(),
@@ -203,7 +203,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn block(&self, reason: &str) {
+    pub(crate) fn block(&self, reason: &str) {
         self.blocks
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
@@ -211,21 +211,21 @@ impl Metrics {
             .inc();
     }
 
-    pub fn blocks_active(&self, n: usize) {
+    pub(crate) fn blocks_active(&self, n: usize) {
         self.blocks_active.set(n as i64);
     }
 
-    pub fn poll_took(&self, d: Duration) {
+    pub(crate) fn poll_took(&self, d: Duration) {
         self.poll.observe(d.as_secs_f64());
     }
 
-    pub fn full_scan_took(&self, d: Duration) {
+    pub(crate) fn full_scan_took(&self, d: Duration) {
         self.full_scan.set(d.as_secs_f64());
     }
 }
 
 /// The registry in Prometheus/OpenMetrics text.
-pub fn render(registry: &Registry) -> String {
+pub(crate) fn render(registry: &Registry) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut text, registry);
@@ -233,7 +233,7 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub(crate) async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

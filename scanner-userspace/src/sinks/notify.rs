@@ -11,7 +11,7 @@ use std::{
 };
 
 /// Sends `state` (e.g. "READY=1") to the socket systemd named, if any.
-pub fn notify(state: &str) -> io::Result<bool> {
+pub(crate) fn notify(state: &str) -> io::Result<bool> {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return Ok(false);
     };
@@ -28,15 +28,15 @@ pub fn notify(state: &str) -> io::Result<bool> {
 
 /// Like [`notify`], logging a failure instead of returning it: systemd
 /// not hearing from us must not stop detection.
-pub fn tell(state: &str) {
+pub(crate) fn tell(state: &str) {
     if let Err(e) = notify(state) {
         tracing::warn!("sd_notify {state:?} failed: {e}");
     }
 }
 
 /// CLOCK_MONOTONIC in microseconds, for `RELOADING=1` + `MONOTONIC_USEC=`.
-pub fn monotonic_usec() -> u64 {
-    crate::poll::monotonic_ns() / 1000
+pub(crate) fn monotonic_usec() -> u64 {
+    crate::kernel::maps::monotonic_ns() / 1000
 }
 
 #[cfg(test)]

@@ -18,15 +18,16 @@ use aya::{
     programs::Xdp,
 };
 use scanner_common::{
-    ACTION_BLOCK, BITS_TCP_OPEN, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, Config, IPPROTO_UDP,
-    PORT_BITS_MAP, PolicyEntry, SOURCES_CAPACITY, SOURCES_MAP, SourceKey, SourceStats, port_bit,
+    Config, IPPROTO_UDP, PolicyEntry, SourceKey, SourceStats, action, bits,
+    names::{BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, PORT_BITS_MAP, SOURCES_CAPACITY, SOURCES_MAP},
+    port_bit,
 };
 use scanner_tests::{
     Netns,
     packets::{ACK, SYN, eth, ipv4, ipv4_tcp, ipv6_tcp, udp, v4},
     privilege::is_root,
 };
-use scanner_userspace::load;
+use scanner_userspace::kernel::load;
 
 const REPEAT: u32 = 2_000_000;
 const ROUNDS: usize = 5;
@@ -136,7 +137,7 @@ fn xdp_filter() -> anyhow::Result<(Netns, u32)> {
 fn fill(ebpf: &mut Ebpf, n: u32) -> anyhow::Result<()> {
     let mut sources: HashMap<&mut MapData, SourceKey, SourceStats> =
         HashMap::try_from(ebpf.map_mut(SOURCES_MAP).context("SOURCES")?)?;
-    let now = scanner_userspace::poll::monotonic_ns();
+    let now = scanner_userspace::kernel::maps::monotonic_ns();
     for i in 0..n {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
@@ -150,7 +151,7 @@ fn fill(ebpf: &mut Ebpf, n: u32) -> anyhow::Result<()> {
 fn prepare(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let mut bits: Array<&mut MapData, u64> =
         Array::try_from(ebpf.map_mut(PORT_BITS_MAP).context("PORT_BITS")?)?;
-    let (i, mask) = port_bit(BITS_TCP_OPEN, 80);
+    let (i, mask) = port_bit(bits::TCP_OPEN, 80);
     bits.set(i, mask, 0)?;
     Ok(())
 }
@@ -163,7 +164,7 @@ fn set_blocked(ebpf: &mut Ebpf, blocked: bool) -> anyhow::Result<()> {
         LpmTrie::try_from(ebpf.map_mut(BLOCKLIST_MAP).context("BLOCKLIST")?)?;
     if blocked {
         let entry = PolicyEntry {
-            action: ACTION_BLOCK,
+            action: action::BLOCK,
             ..PolicyEntry::default()
         };
         blocks.insert(&key, entry, 0)?;

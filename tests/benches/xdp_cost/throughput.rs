@@ -12,7 +12,7 @@ use aya::programs::{
 };
 use scanner_common::Config;
 use scanner_tests::{Lab, Netns};
-use scanner_userspace::load;
+use scanner_userspace::kernel::load;
 
 /// Packets per trafgen run (bounded: trafgen stops after this many, and a
 /// timeout stops it regardless).

@@ -1,11 +1,9 @@
 //! Helpers for the tests that drive the XDP program with BPF_PROG_TEST_RUN.
 //! (Here, not in the fixtures library: that library must build before
 //! `cargo xtask setup` has installed the eBPF toolchain.)
-// Each test crate that includes this module uses part of it.
-#![allow(dead_code)]
 
 use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
-use scanner_userspace::load;
+use scanner_userspace::kernel::load;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -24,7 +22,6 @@ pub fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
 }
 
 /// Returns from the test (skipping it) unless running as root.
-#[macro_export]
 macro_rules! root_only {
     ($name:literal) => {
         if !scanner_tests::require_root($name) {
@@ -32,3 +29,5 @@ macro_rules! root_only {
         }
     };
 }
+
+pub(crate) use root_only;

@@ -2,23 +2,26 @@
 //! Random Walk over open and closed ports, stealth probes, the fan-out rule,
 //! prefixes, idle timeout, and the ring buffer record of each decision.
 
-mod common;
-
 use aya::{
     Ebpf,
     maps::{Array, MapData, RingBuf},
 };
 use scanner_common::{
-    BITS_TCP_OPEN, Config, Decision, EVENTS_MAP, PORT_BITS_MAP, REASON_FANOUT, REASON_TRW,
-    SCOPE_PREFIX, SCOPE_SOURCE, SourceKey, port_bit,
+    Config, Decision, SourceKey, bits,
+    names::{EVENTS_MAP, PORT_BITS_MAP},
+    port_bit, reason, scope,
 };
 use scanner_tests::packets::{ACK, SYN, XMAS, ipv4_tcp, v4};
 use scanner_userspace::{
-    decisions::decode,
     detect::EntryId,
-    load,
-    poll::{Maps, take_map},
+    kernel::{
+        decisions::decode,
+        load,
+        maps::{Maps, take_map},
+    },
 };
+
+use crate::common::root_only;
 
 struct Kernel {
     ebpf: Ebpf,
@@ -43,7 +46,7 @@ impl Kernel {
 
     fn open_tcp(&mut self, ports: &[u16]) -> anyhow::Result<()> {
         for &port in ports {
-            let (i, mask) = port_bit(BITS_TCP_OPEN, port);
+            let (i, mask) = port_bit(bits::TCP_OPEN, port);
             let word = self.bits.get(&i, 0)?;
             self.bits.set(i, word | mask, 0)?;
         }
@@ -51,7 +54,10 @@ impl Kernel {
     }
 
     fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
-        assert_eq!(common::run(&self.ebpf, frame)?, common::XDP_PASS);
+        assert_eq!(
+            crate::common::run(&self.ebpf, frame)?,
+            crate::common::XDP_PASS
+        );
         Ok(())
     }
 
@@ -72,7 +78,7 @@ impl Kernel {
 
 fn source(n: u8) -> EntryId {
     EntryId {
-        scope: SCOPE_SOURCE,
+        scope: scope::SOURCE,
         key: SourceKey::from_v4(v4(n)),
     }
 }
@@ -94,14 +100,14 @@ fn four_closed_ports_decide_by_trw_and_emit_one_record() -> anyhow::Result<()> {
         .entry(source(1))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
     assert!(s.decided_ns > 0);
-    assert_eq!((s.reason, s.decided_ports), (REASON_TRW, 4));
+    assert_eq!((s.reason, s.decided_ports), (reason::TRW, 4));
     assert!(s.decided_ports <= 6, "decided within 6 probes");
     let d = k.decisions();
     assert_eq!(d.len(), 1, "one record per decision: {d:?}");
-    assert_eq!((d[0].key, d[0].scope), (source(1).key, SCOPE_SOURCE));
+    assert_eq!((d[0].key, d[0].scope), (source(1).key, scope::SOURCE));
     assert_eq!(
         (d[0].reason, d[0].ports, d[0].ts_ns),
-        (REASON_TRW, 4, s.decided_ns)
+        (reason::TRW, 4, s.decided_ns)
     );
     Ok(())
 }
@@ -151,7 +157,7 @@ fn the_score_floor_limits_banked_credit() -> anyhow::Result<()> {
         .maps
         .entry(source(3))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
-    assert!(s.decided_ns > 0 && s.reason == REASON_TRW);
+    assert!(s.decided_ns > 0 && s.reason == reason::TRW);
     Ok(())
 }
 
@@ -191,9 +197,9 @@ fn fan_out_decides_when_every_port_is_open() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
     assert_eq!(
         (s.reason, s.window_ports, s.decided_ports),
-        (REASON_FANOUT, 20, 20)
+        (reason::FANOUT, 20, 20)
     );
-    assert_eq!(k.decisions()[0].reason, REASON_FANOUT);
+    assert_eq!(k.decisions()[0].reason, reason::FANOUT);
     Ok(())
 }
 
@@ -213,7 +219,7 @@ fn a_scan_spread_over_a_prefix_decides_the_prefix() -> anyhow::Result<()> {
         assert_eq!(s.decided_ns, 0, "no single source is a scanner");
     }
     let prefix = EntryId {
-        scope: SCOPE_PREFIX,
+        scope: scope::PREFIX,
         key: SourceKey::from_v4([198, 18, 0, 0]),
     };
     let p = k
@@ -225,7 +231,7 @@ fn a_scan_spread_over_a_prefix_decides_the_prefix() -> anyhow::Result<()> {
     assert!(p.sources >= u32::from(Config::default().min_sources));
     let d = k.decisions();
     assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!((d[0].scope, d[0].key), (SCOPE_PREFIX, prefix.key));
+    assert_eq!((d[0].scope, d[0].key), (scope::PREFIX, prefix.key));
     Ok(())
 }
 
@@ -240,7 +246,7 @@ fn one_loud_scanner_does_not_make_its_prefix_distributed() -> anyhow::Result<()>
     k.syns(32, [80])?;
     let d = k.decisions();
     assert_eq!(d.len(), 1, "only the scanner itself: {d:?}");
-    assert_eq!(d[0].scope, SCOPE_SOURCE);
+    assert_eq!(d[0].scope, scope::SOURCE);
     Ok(())
 }
 
@@ -255,7 +261,7 @@ fn a_forgotten_source_is_still_one_source_of_its_prefix() -> anyhow::Result<()> 
         k.maps.forget(&SourceKey::from_v4(v4(40)));
     }
     let prefix = EntryId {
-        scope: SCOPE_PREFIX,
+        scope: scope::PREFIX,
         key: SourceKey::from_v4([198, 18, 0, 0]),
     };
     let p = k
@@ -272,7 +278,7 @@ fn a_forgotten_source_is_still_one_source_of_its_prefix() -> anyhow::Result<()> 
         .entry(prefix)
         .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
     assert_eq!(p.sources, 3, "{p:?}");
-    assert!(k.decisions().iter().all(|d| d.scope == SCOPE_PREFIX));
+    assert!(k.decisions().iter().all(|d| d.scope == scope::PREFIX));
     Ok(())
 }
 
@@ -371,7 +377,7 @@ fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
     assert_eq!((s.probes, s.ports), (0, 0), "a busy client of an open port");
     assert_eq!(
-        s.classes[scanner_common::CLASS_ACK],
+        s.classes[scanner_common::class::ACK],
         50,
         "still counted as traffic"
     );

@@ -1,13 +1,11 @@
 //! The XDP program in the kernel, driven with BPF_PROG_TEST_RUN: every parser
 //! case passes and leaves exactly the expected map updates.
 
-mod common;
-
-use scanner_common::{CLASS_SYN, Config, IPPROTO_TCP, SourceKey};
+use scanner_common::{Config, IPPROTO_TCP, SourceKey, class};
 use scanner_tests::packets::{ACK, Expect, SYN, cases, ipv4_tcp, v4};
-use scanner_userspace::{load, poll::Maps};
+use scanner_userspace::kernel::{load, maps::Maps};
 
-use common::{XDP_PASS, run};
+use crate::common::{XDP_PASS, run};
 
 #[test]
 fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
@@ -36,7 +34,7 @@ fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
         let s = maps
             .source(&source)
             .ok_or_else(|| anyhow::anyhow!("{}: source not tracked", case.name))?;
-        let mut classes = [0u32; scanner_common::CLASS_COUNT];
+        let mut classes = [0u32; scanner_common::class::COUNT];
         classes[class] = 1;
         assert_eq!(s.classes, classes, "{}", case.name);
         assert_eq!(s.probes, u32::from(probe), "{}", case.name);
@@ -91,7 +89,7 @@ fn fan_out_counts_each_port_once_per_window() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("not tracked"))?;
     assert_eq!((s.ports, s.window_ports), (3, 3));
     assert_eq!(s.probes, 5);
-    assert_eq!(s.classes[CLASS_SYN], 4);
+    assert_eq!(s.classes[class::SYN], 4);
     assert_eq!(&s.sample_ports[..3], &[22, 80, 443]);
     assert_eq!(
         maps.port(source, IPPROTO_TCP, 22).map(|p| p.probes),
@@ -134,7 +132,7 @@ fn every_truncation_of_every_case_passes_in_the_kernel() -> anyhow::Result<()> {
     if !scanner_tests::require_root("every_truncation_of_every_case_passes_in_the_kernel") {
         return Ok(());
     }
-    let ebpf = scanner_userspace::load::load(&Config::default())?;
+    let ebpf = scanner_userspace::kernel::load::load(&Config::default())?;
     let mut runs = 0;
     for case in cases() {
         // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.

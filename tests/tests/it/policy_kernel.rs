@@ -2,22 +2,22 @@
 
 use std::time::Duration;
 
-mod common;
-
 use aya::{
     Ebpf,
     maps::{Array, LpmTrie, MapData},
 };
-use common::{XDP_DROP, XDP_PASS};
 use scanner_common::{
-    ALLOWLIST_MAP, BLOCK_REASON_MANUAL, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, Config, SourceKey,
+    Config, SourceKey, block_reason,
+    names::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP},
 };
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
-use scanner_userspace::{
+use scanner_userspace::kernel::{
     load,
+    maps::{Maps, monotonic_ns, take_map},
     policy::{AllowOrigin, Change, Policy, PolicyError},
-    poll::{Maps, monotonic_ns, take_map},
 };
+
+use crate::common::{XDP_DROP, XDP_PASS, root_only};
 
 struct Kernel {
     ebpf: Ebpf,
@@ -56,7 +56,7 @@ impl Kernel {
     }
 
     fn send(&self, frame: &[u8]) -> anyhow::Result<u32> {
-        common::run(&self.ebpf, frame)
+        crate::common::run(&self.ebpf, frame)
     }
 }
 
@@ -84,7 +84,7 @@ fn allowlisted_sources_pass_and_are_never_counted() -> anyhow::Result<()> {
             "198.18.0.5/32".parse()?,
             None,
             monotonic_ns(),
-            BLOCK_REASON_MANUAL
+            block_reason::MANUAL
         ),
         Err(PolicyError::Allowlisted(_))
     ));
@@ -97,14 +97,14 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
     let mut k = Kernel::new(&Config::default(), 16)?;
     let now = monotonic_ns();
     k.policy
-        .block("198.18.0.7/32".parse()?, None, now, BLOCK_REASON_MANUAL)?;
+        .block("198.18.0.7/32".parse()?, None, now, block_reason::MANUAL)?;
     k.policy
-        .block("198.18.1.0/24".parse()?, None, now, BLOCK_REASON_MANUAL)?;
+        .block("198.18.1.0/24".parse()?, None, now, block_reason::MANUAL)?;
     k.policy.block(
         "198.18.0.8/32".parse()?,
         Some(Duration::from_nanos(1)),
         now,
-        BLOCK_REASON_MANUAL,
+        block_reason::MANUAL,
     )?;
     assert_eq!(k.send(&ipv4_tcp(7, 80, SYN))?, XDP_DROP);
     let mut in_prefix = ipv4_tcp(7, 80, SYN);
@@ -176,7 +176,7 @@ fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
     k.policy.sweep(now)?;
     assert!(matches!(
         k.policy
-            .block("198.18.0.99/32".parse()?, None, now, BLOCK_REASON_MANUAL),
+            .block("198.18.0.99/32".parse()?, None, now, block_reason::MANUAL),
         Err(PolicyError::CapReached(2, _))
     ));
     Ok(())
@@ -212,7 +212,7 @@ fn an_empty_blocklist_is_skipped_until_a_block_appears() -> anyhow::Result<()> {
         "198.18.0.14/32".parse()?,
         None,
         monotonic_ns(),
-        BLOCK_REASON_MANUAL,
+        block_reason::MANUAL,
     )?;
     assert_eq!(k.blocks_empty()?, 0);
     assert_eq!(k.send(&ipv4_tcp(14, 80, SYN))?, XDP_DROP);

@@ -57,7 +57,10 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
         .wait_for_event(|e| e["event"] == "daemon_started", Duration::from_secs(30))?;
     let status = call(sc.daemon.socket(), &Request::Status {})?;
     assert_eq!(
-        (status["blocks"].as_u64(), status["resumed"]["blocks"].as_u64()),
+        (
+            status["blocks"].as_u64(),
+            status["resumed"]["blocks"].as_u64()
+        ),
         (Some(1), Some(1)),
         "{status}"
     );
@@ -151,7 +154,7 @@ fn repeated_crashes_during_a_scan_keep_blocks_and_never_attach_twice() -> anyhow
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty());
     let links: Vec<String> =
-        std::fs::read_dir(pins.join(format!("v{}", scanner_common::STATE_VERSION)))?
+        std::fs::read_dir(pins.join(format!("v{}", scanner_common::names::STATE_VERSION)))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("link-"))

@@ -1,0 +1,73 @@
+//! Map names and capacities, in one place for the kernel and the daemon.
+
+use crate::counter;
+
+/// Per-source statistics, an LRU hash keyed by [`crate::SourceKey`].
+pub const SOURCES_MAP: &str = "SOURCES";
+/// Per-prefix statistics (sources aggregated by /24 or /64), same types.
+pub const PREFIXES_MAP: &str = "PREFIXES";
+/// Per-(scope, address, protocol, port) first-seen marks, keyed by [`crate::PortKey`].
+pub const PORTS_MAP: &str = "PORTS";
+/// The host's open and ignored ports as bitmaps (see [`crate::bits`]).
+pub const PORT_BITS_MAP: &str = "PORT_BITS";
+/// Per-CPU counters per interface slot, indexed by [`counter::index`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Probes and distinct probing sources per destination port, for the
+/// open-ports audit: an array indexed by [`crate::port_hits_index`].
+pub const PORT_HITS_MAP: &str = "PORT_HITS";
+/// One [`crate::Config`] entry written by the daemon before it attaches.
+pub const CONFIG_MAP: &str = "CONFIG";
+/// Ring buffer of [`crate::Decision`]s: the kernel tells the daemon at once.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Allowlist rules by address or CIDR prefix: an LPM trie keyed by
+/// [`crate::SourceKey`] with [`crate::PolicyEntry`] values.
+pub const ALLOWLIST_MAP: &str = "ALLOWLIST";
+/// Block rules, likewise. A map of its own, sized to the block cap, so the
+/// kernel itself can never hold more blocks than the cap.
+pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
+/// One u32: 1 while the kernel is to skip BLOCKLIST: while it is known to be
+/// empty, and throughout a dry run. The daemon sets it (and checks again)
+/// when a sweep finds no block; every insert, the kernel's or the daemon's,
+/// clears it outside a dry run. 0, the default, means "look it up".
+pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
+/// One u64 the daemon creates and pins itself (the XDP program never sees
+/// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
+/// have been reported, so a restarted daemon does not report them again.
+pub const REPORTED_MAP: &str = "REPORTED";
+
+/// Layout version of the pinned maps: bumped whenever a pinned map's key,
+/// value or type changes, so a new daemon never opens an old layout.
+pub const STATE_VERSION: u32 = 2;
+/// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
+pub const PINNED_MAPS: [&str; 7] = [
+    ALLOWLIST_MAP,
+    BLOCKLIST_MAP,
+    SOURCES_MAP,
+    PREFIXES_MAP,
+    PORTS_MAP,
+    COUNTERS_MAP,
+    PORT_HITS_MAP,
+];
+
+/// Default number of tracked sources (LRU: the least recently seen is evicted).
+pub const SOURCES_CAPACITY: u32 = 1 << 20;
+/// Default number of (source, port) pairs remembered for the fan-out count.
+///
+/// A full nmap scan of 65,535 ports uses 65,535 entries, so a million pairs
+/// keep a few such scans and thousands of ordinary clients exact at once.
+pub const PORTS_CAPACITY: u32 = 1 << 20;
+/// Default number of tracked prefixes.
+pub const PREFIXES_CAPACITY: u32 = 1 << 18;
+/// Ring buffer size: 256 KiB holds thousands of decisions between reads.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// Default cap on blocked entries (BLOCKLIST's size); when full, new blocks
+/// fail loudly, nothing is evicted.
+pub const BLOCK_CAPACITY: u32 = 65_536;
+/// Size of ALLOWLIST.
+pub const ALLOW_CAPACITY: u32 = 4_096;
+/// Size of COUNTERS.
+pub const COUNTERS_ENTRIES: u32 = counter::IFACE_SLOTS * counter::COUNT;
+/// Size of PORT_HITS: every TCP port, then every UDP port.
+pub const PORT_HITS_ENTRIES: u32 = 2 * 65_536;
+/// Size of PORT_BITS: four regions of 1,024 u64 words (65,536 bits) each.
+pub const PORT_BITS_WORDS: u32 = 4 * 1024;

@@ -1,0 +1,143 @@
+//! The host's listening sockets, read from /proc/net: the ports it exposes.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use scanner_common::{IPPROTO_TCP, IPPROTO_UDP};
+
+/// A socket waiting for traffic: TCP in LISTEN, or a bound unconnected UDP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    pub proto: u8,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// The socket's inode (0 if unknown), to find the owning process.
+    pub inode: u64,
+}
+
+impl Listener {
+    /// Reachable from the network: not bound to a loopback address.
+    pub fn is_exposed(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(a) => !a.is_loopback(),
+            IpAddr::V6(a) => {
+                !a.is_loopback() && a.to_ipv4_mapped().is_none_or(|v4| !v4.is_loopback())
+            }
+        }
+    }
+}
+
+const TCP_LISTEN: u8 = 0x0a;
+const UDP_UNCONNECTED: u8 = 0x07;
+
+/// Every listener in this network namespace (/proc/net/{tcp,tcp6,udp,udp6}).
+/// A file that cannot be read (e.g. IPv6 disabled) contributes nothing.
+pub(crate) fn listeners() -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (file, proto, state) in [
+        ("/proc/net/tcp", IPPROTO_TCP, TCP_LISTEN),
+        ("/proc/net/tcp6", IPPROTO_TCP, TCP_LISTEN),
+        ("/proc/net/udp", IPPROTO_UDP, UDP_UNCONNECTED),
+        ("/proc/net/udp6", IPPROTO_UDP, UDP_UNCONNECTED),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            out.extend(parse_proc_net(&text, proto, state));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Parses /proc/net/{tcp,udp}[6] text, keeping sockets in `state`.
+pub(crate) fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let st = u8::from_str_radix(fields.nth(1)?, 16).ok()?;
+            if st != state {
+                return None;
+            }
+            let (addr, port) = local.split_once(':')?;
+            // tx:rx queue, tr:when, retransmits, uid, timeout, then the inode.
+            let inode = fields.nth(5).and_then(|i| i.parse().ok()).unwrap_or(0);
+            Some(Listener {
+                proto,
+                addr: parse_hex_addr(addr)?,
+                port: u16::from_str_radix(port, 16).ok()?,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// The kernel prints addresses as 32-bit words in host byte order.
+fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
+    }
+}
+
+/// Open (exposed) ports by protocol, for reports.
+pub(crate) fn open_ports(listeners: &[Listener]) -> BTreeSet<(u8, u16)> {
+    listeners
+        .iter()
+        .filter(|l| l.is_exposed())
+        .map(|l| (l.proto, l.port))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
+   2: 020012C6:0050 010012C6:9C40 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000
+   1: 00000000000000000000000001000000:0277 00000000000000000000000000000000:0000 0A 00000000:00000000
+";
+
+    #[test]
+    fn listening_sockets_are_parsed_and_loopback_is_not_exposed() {
+        let v4 = parse_proc_net(TCP, IPPROTO_TCP, TCP_LISTEN);
+        assert_eq!(v4.len(), 2, "the established socket is not a listener");
+        assert_eq!(v4[0].addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!((v4[0].port, v4[0].inode), (22, 1));
+        assert_eq!(v4[1].addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(v4[0].is_exposed() && !v4[1].is_exposed());
+        let v6 = parse_proc_net(TCP6, IPPROTO_TCP, TCP_LISTEN);
+        assert_eq!((v6[0].port, v6[0].is_exposed()), (8080, true));
+        assert_eq!(v6[1].addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert!(!v6[1].is_exposed());
+        assert!(parse_proc_net("header\ngarbage line\n", IPPROTO_TCP, TCP_LISTEN).is_empty());
+    }
+
+    #[test]
+    fn open_ports_are_the_exposed_ones() {
+        let listeners = parse_proc_net(TCP, IPPROTO_TCP, TCP_LISTEN);
+        assert_eq!(
+            open_ports(&listeners).into_iter().collect::<Vec<_>>(),
+            [(IPPROTO_TCP, 22)]
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Every integration test, in one binary (one link instead of one per
+//! area): a module per area. Tests that need root and network namespaces
+//! skip, saying so, without it.
+
+mod common;
+
+mod benign_traffic;
+mod blocking;
+mod cli_errors;
+mod control;
+mod decisions_kernel;
+mod flood;
+mod interfaces;
+mod journal;
+mod operations;
+mod operator_trust;
+mod packaging;
+mod parser_host;
+mod parser_kernel;
+mod policy_kernel;
+mod restart;
+mod scan_detection;
+mod scan_families;
