@@ -1,0 +1,346 @@
+//! The running daemon's events: decisions from the ring buffer, polls,
+//! open-port refreshes, control requests, SIGHUP reloads, until a stop
+//! signal or nothing is left to watch or to report to.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::{
+    audit::listeners,
+    cli::RunArgs,
+    config::{FileConfig, reload, settings::Settings},
+    control::Response,
+    daemon::{
+        Daemon, Signals,
+        interfaces::watch_interfaces,
+        requests::{State, handle},
+        respond::{Output, emit, host_key, policy_event, report, sweep_policy, write},
+    },
+    detect::{Detector, EntryId},
+    kernel::{
+        decisions,
+        load::{self, Attached},
+        maps::{CounterTable, Maps, PollError, monotonic_ns},
+        policy::{self, AllowOrigin, Change},
+        port_bits::{self, PortBits},
+    },
+    sinks::{events::DaemonEvent, notify},
+};
+
+/// The longest time between two polls that read every tracked source (the
+/// safety net for ring buffer records lost, and the count of tracked
+/// sources); other polls only look up the scans already detected.
+const FULL_SCAN_MAX: Duration = Duration::from_secs(30);
+/// Even an empty map costs a walk of its buckets: not at every poll.
+const FULL_SCAN_MIN: Duration = Duration::from_secs(2);
+
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+impl Daemon {
+    /// Serves until a stop signal (Ok(None)) or until it must stop on its
+    /// own (Ok(Some(why))); a failing map read ends it with an error.
+    pub(super) async fn serve(
+        &mut self,
+        signals: &mut Signals,
+    ) -> anyhow::Result<Option<anyhow::Error>> {
+        let mut tick = interval(self.settings.poll_interval());
+        let mut refresh = interval(self.settings.file.report.open_ports_refresh);
+        loop {
+            tokio::select! {
+                batch = self.decisions.next_batch() => {
+                    let batch = batch.context("reading the EVENTS ring buffer")?;
+                    on_decisions(&batch, &self.maps, &mut self.detector, &mut self.out)?;
+                }
+                _ = tick.tick() => {
+                    if let Some(why) = self.poll()? {
+                        return Ok(Some(why));
+                    }
+                }
+                _ = refresh.tick() => self.refresh()?,
+                Some((request, reply)) = self.calls.recv() => {
+                    let answer = self.answer(request);
+                    let _ = reply.send(answer);
+                }
+                _ = signals.hangup.recv() => {
+                    let (poll_before, refresh_before) =
+                        (self.settings.poll_interval(), self.settings.file.report.open_ports_refresh);
+                    self.reload();
+                    if self.settings.poll_interval() != poll_before {
+                        tick = interval(self.settings.poll_interval());
+                    }
+                    if self.settings.file.report.open_ports_refresh != refresh_before {
+                        refresh = interval(self.settings.file.report.open_ports_refresh);
+                    }
+                }
+                _ = signals.interrupt.recv() => return Ok(None),
+                _ = signals.terminate.recv() => return Ok(None),
+            }
+        }
+    }
+
+    /// One poll: the ring buffer drained, the scans known (or, now and
+    /// then, every tracked entry) read and reported, expired blocks lifted,
+    /// metrics and the reported mark updated, interfaces checked. Returns
+    /// why the daemon must stop, if it must.
+    fn poll(&mut self) -> anyhow::Result<Option<anyhow::Error>> {
+        let began = Instant::now();
+        // Every decision made before `began_ns` is in the ring buffer by
+        // now, or was dropped there (counted, and a full scan follows):
+        // after this poll all of them are reported.
+        let began_ns = monotonic_ns();
+        on_decisions(
+            &self.decisions.drain(),
+            &self.maps,
+            &mut self.detector,
+            &mut self.out,
+        )?;
+        // Decisions arrive on the ring buffer; a poll only follows the scans
+        // already known. Every `full_every`, and at once when the ring
+        // buffer dropped a record, every entry is read (only decided ones
+        // are kept: a scan the detector knows that is gone from them was
+        // evicted or started anew).
+        let counters = self.maps.counter_table();
+        let scans = &mut self.scans;
+        let dropped = counters
+            .as_ref()
+            .map_or(scans.events_dropped, |c| c.total().events_dropped);
+        let full = scans
+            .last
+            .is_none_or(|t: Instant| t.elapsed() >= scans.every)
+            || dropped != scans.events_dropped;
+        let entries = if full {
+            let snapshot = self.maps.decided();
+            let took = began.elapsed();
+            self.out.metrics.full_scan_took(took);
+            // At most 1% of a core on full scans: a small map is read every
+            // 2 s, a million sources every 30 s.
+            scans.every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
+            (scans.tracked, scans.last, scans.events_dropped) =
+                (snapshot.sources, Some(Instant::now()), dropped);
+            snapshot.entries
+        } else {
+            self.maps.decided_among(&self.detector.ids())
+        };
+        let findings = self.detector.poll(monotonic_ns(), &entries);
+        self.out.metrics.poll_took(began.elapsed());
+        report(&mut self.out, &self.maps, &findings)?;
+        for net in sweep_policy(&mut self.out)? {
+            // A lifted block starts the source afresh: if it scans on, it is
+            // decided, and blocked, again.
+            if let Some(key) = host_key(&net) {
+                self.maps.forget(&key);
+            }
+        }
+        update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
+        if let Err(e) = self.reported.set(began_ns.saturating_sub(RING_SLACK_NS)) {
+            tracing::warn!("{:#}", anyhow::Error::from(e));
+        }
+        if !watch_interfaces(
+            &mut self.attached,
+            &mut self.ebpf,
+            &self.pins,
+            &self.args,
+            &mut self.out,
+        ) {
+            return Ok(Some(anyhow::anyhow!(
+                "no watched interface is left (removed, and --no-reattach is set)"
+            )));
+        }
+        if !self.out.reporter.has_sink() && !self.out.blocking && self.metrics_server.is_none() {
+            return Ok(Some(anyhow::anyhow!(
+                "stdout is closed and there is no journal, no metrics and no blocking: nothing left to do"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// The host's open ports into the kernel; now and then a snapshot of
+    /// the probes per port, for "the last hour".
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        refresh_open_ports(
+            &mut self.port_bits,
+            &self.settings.file.detection.ignore_ports,
+        )?;
+        let now = Instant::now();
+        if self.history.due(now) {
+            match self.maps.port_hits() {
+                Ok(current) => self.history.record(now, &current),
+                Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to one control request.
+    fn answer(&mut self, request: crate::control::Request) -> Response {
+        let state = State {
+            attached: &self.attached,
+            started: self.started,
+            default_ttl: self.settings.file.response.block_ttl,
+            detector: &self.detector,
+            ports: &self.history,
+            tracked: self.scans.tracked,
+            counting_since: self.counting_since,
+            prefixes: self.out.prefixes,
+            resumed: self.resumed,
+        };
+        handle(request, &mut self.out, &mut self.maps, &state)
+            .unwrap_or_else(|e| Response::error(format!("{e:#}")))
+    }
+
+    /// SIGHUP: the configuration file again, applied in place, or refused
+    /// with the old one kept.
+    fn reload(&mut self) {
+        notify::tell(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            notify::monotonic_usec()
+        ));
+        match reload_config(
+            &self.args,
+            &self.settings,
+            self.ephemeral,
+            &mut self.ebpf,
+            &mut self.out,
+        ) {
+            Ok((new, summary)) => {
+                self.detector.set_quiet_ns(new.quiet_ns());
+                self.settings = new;
+                tracing::info!("configuration reloaded: {summary}");
+                write(
+                    &mut self.out.reporter,
+                    &DaemonEvent::now("config_reloaded", summary),
+                );
+            }
+            Err(e) => {
+                tracing::error!("configuration rejected, the previous one stays: {e:#}");
+                write(
+                    &mut self.out.reporter,
+                    &DaemonEvent::now("config_rejected", format!("{e:#}")),
+                );
+            }
+        }
+        notify::tell("READY=1");
+    }
+}
+
+/// How long after the kernel stamps a decision its ring buffer record is
+/// surely committed (reserve and submit are one program run apart).
+const RING_SLACK_NS: u64 = 10_000_000;
+
+/// Findings from ring buffer records, reported.
+pub(super) fn on_decisions(
+    batch: &[scanner_common::Decision],
+    maps: &Maps,
+    detector: &mut Detector,
+    out: &mut Output,
+) -> anyhow::Result<()> {
+    for d in batch {
+        let id = EntryId {
+            scope: d.scope,
+            key: d.key,
+        };
+        // Under a flood the entry may be evicted already: the record itself
+        // still tells who and when.
+        let stats = maps.entry(id).unwrap_or_else(|| decisions::stats_of(d));
+        let findings = detector.observe(monotonic_ns(), id, &stats);
+        report(out, maps, &findings)?;
+    }
+    Ok(())
+}
+
+/// Reads the configuration file again and applies it: the kernel's
+/// thresholds, blocking and block TTL, the file's allowlist. State (tracked
+/// sources, blocks, detections) is kept. On any error nothing changes.
+fn reload_config(
+    args: &RunArgs,
+    current: &Settings,
+    ephemeral: (u16, u16),
+    ebpf: &mut aya::Ebpf,
+    out: &mut Output,
+) -> anyhow::Result<(Settings, String)> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let new = Settings::new(file, &args.overrides());
+    let config = new.kernel(ephemeral)?;
+    let plan = reload::plan(current, &new);
+    // Check every new allowlist entry fits before changing anything.
+    if out.policy.allowlist().len() + plan.allow.len()
+        > scanner_common::names::ALLOW_CAPACITY as usize
+    {
+        anyhow::bail!(
+            "the allowlist would exceed {} entries",
+            scanner_common::names::ALLOW_CAPACITY
+        );
+    }
+    load::write_config(ebpf, &config).context("writing the CONFIG map")?;
+    for net in &plan.disallow {
+        // Gone already (`scanner disallow`) is fine.
+        let _ = out.policy.disallow(*net);
+    }
+    // The host's own addresses may have changed: they stay allowlisted.
+    let host = policy::default_allowlist();
+    let allow = plan
+        .allow
+        .iter()
+        .map(|n| (n, AllowOrigin::Config))
+        .chain(host.iter().map(|n| (n, AllowOrigin::Host)));
+    for (net, origin) in allow {
+        for change in out.policy.allow(*net, monotonic_ns(), origin)? {
+            if let Change::Unblocked { net: lifted, .. } = change {
+                emit(
+                    out,
+                    policy_event("unblocked", &lifted, "manual", None, false),
+                );
+            }
+        }
+    }
+    out.blocking = new.blocks();
+    out.dry_run = new.file.response.dry_run;
+    out.policy
+        .set_enforcing(!out.dry_run)
+        .context("writing the BLOCKS_EMPTY map")?;
+    out.block_ttl_s = new.file.response.block_ttl.as_secs();
+    let summary = reload::summary(&new, &plan);
+    Ok((new, summary))
+}
+
+/// Kernel counters per interface, tracked sources and blocks, for /metrics.
+fn update_metrics(
+    out: &mut Output,
+    counters: Result<CounterTable, PollError>,
+    attached: &[Attached],
+    sources: usize,
+) {
+    match counters {
+        Ok(table) => {
+            for a in attached {
+                if let Some(index) = a.index {
+                    out.metrics.packets(&a.name, table.iface(index));
+                }
+            }
+            out.metrics.totals(table.total());
+        }
+        Err(e) => tracing::warn!("reading counters: {:#}", anyhow::Error::from(e)),
+    }
+    out.metrics.sources(sources);
+    out.metrics.blocks_active(out.policy.active_blocks());
+}
+
+pub(super) fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {
+    let listeners = listeners::listeners();
+    let changed = bits
+        .update(&port_bits::bitmap(&listeners, ignored))
+        .context("writing the PORT_BITS map")?;
+    if changed > 0 {
+        let open: Vec<String> = listeners::open_ports(&listeners)
+            .into_iter()
+            .map(|(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
+            .collect();
+        tracing::debug!(open = %open.join(" "), "open ports updated");
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Stopping `scanner run`: a final poll, every open scan closed, the links
+//! unpinned and the program detached; the maps, blocks included, stay
+//! pinned for the next start.
+
+use crate::{
+    daemon::{
+        Daemon,
+        respond::{emit_interface, report, sweep_policy, write},
+    },
+    kernel::maps::monotonic_ns,
+    sinks::{events::DaemonEvent, notify},
+};
+
+impl Daemon {
+    /// Detaches and exits: Ok after a stop signal, the reason as the error
+    /// when the daemon stopped on its own.
+    pub(super) fn shutdown(mut self, failure: Option<anyhow::Error>) -> anyhow::Result<()> {
+        notify::tell("STOPPING=1");
+        // Nothing lost on the way out: a final poll, then close every open scan.
+        let mut findings = self
+            .detector
+            .poll(monotonic_ns(), &self.maps.decided().entries);
+        findings.extend(self.detector.finish());
+        report(&mut self.out, &self.maps, &findings)?;
+        if let Err(e) = self.reported.set(monotonic_ns()) {
+            tracing::warn!("{:#}", anyhow::Error::from(e));
+        }
+        if let Ok(c) = self.maps.counters() {
+            tracing::info!(
+                seen = c.seen,
+                passed = c.passed,
+                dropped = c.dropped,
+                parse_failures = c.parse_failures,
+                events_dropped = c.events_dropped,
+                "packet counters"
+            );
+        }
+        // A clean stop detaches: unpin the links, then dropping the object
+        // closes them. The maps stay pinned, blocks included, for the next start.
+        sweep_policy(&mut self.out)?;
+        if self.out.policy.active_blocks() > 0 {
+            tracing::info!(
+                blocks = self.out.policy.active_blocks(),
+                pin_dir = %self.args.pin_dir.display(),
+                "blocks kept for the next start"
+            );
+        }
+        for a in &self.attached {
+            self.pins.release(&a.name);
+        }
+        drop(self.ebpf);
+        for a in self.attached.iter().filter(|a| a.index.is_some()) {
+            emit_interface(
+                &mut self.out.reporter,
+                "detached",
+                &a.name,
+                a.mode.as_str(),
+                None,
+            );
+        }
+        self.server.abort();
+        if let Some(m) = &self.metrics_server {
+            m.abort();
+        }
+        let _ = std::fs::remove_file(&self.args.socket);
+        match failure {
+            None => {
+                write(
+                    &mut self.out.reporter,
+                    &DaemonEvent::now("daemon_stopped", "detached, exiting"),
+                );
+                tracing::info!("detached, exiting");
+                Ok(())
+            }
+            Some(e) => {
+                write(
+                    &mut self.out.reporter,
+                    &DaemonEvent::now("daemon_stopped", format!("detached: {e:#}")),
+                );
+                Err(e)
+            }
+        }
+    }
+}
