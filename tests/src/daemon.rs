@@ -245,26 +245,46 @@ impl Daemon {
     /// Waits for a stdout line matching `pred`; earlier lines are kept.
     pub fn wait_for_line(
         &mut self,
+        pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        self.wait_on(Stream::Stdout, pred, timeout)
+    }
+
+    /// Waits for a log (stderr) line containing `text`.
+    pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_on(Stream::Stderr, |l| l.contains(text), timeout)
+    }
+
+    /// Waits for a line of `stream` matching `pred`, among those read so far
+    /// and those to come.
+    fn wait_on(
+        &mut self,
+        stream: Stream,
         mut pred: impl FnMut(&str) -> bool,
         timeout: Duration,
     ) -> anyhow::Result<String> {
-        if let Some(line) = self.stdout.iter().find(|l| pred(l)) {
+        let seen = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        if let Some(line) = seen.iter().find(|l| pred(l)) {
             return Ok(line.clone());
         }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok((stream, line)) => {
-                    let hit = stream == Stream::Stdout && pred(&line);
-                    self.record(stream, line.clone());
+                Ok((from, line)) => {
+                    let hit = from == stream && pred(&line);
+                    self.record(from, line.clone());
                     if hit {
                         return Ok(line);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     bail!(
-                        "no matching daemon output within {timeout:?}; stdout so far:\n{}\nlog:\n{}",
+                        "no matching daemon {stream:?} line within {timeout:?}; stdout so far:\n{}\nlog:\n{}",
                         self.stdout.join("\n"),
                         self.log_tail()
                     )
@@ -302,30 +322,6 @@ impl Daemon {
             bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
         }
         Ok(())
-    }
-
-    /// Waits for a log (stderr) line containing `text`.
-    pub fn wait_for_log(&mut self, text: &str, timeout: Duration) -> anyhow::Result<String> {
-        if let Some(line) = self.stderr.iter().find(|l| l.contains(text)) {
-            return Ok(line.clone());
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((stream, line)) => {
-                    let hit = stream == Stream::Stderr && line.contains(text);
-                    self.record(stream, line.clone());
-                    if hit {
-                        return Ok(line);
-                    }
-                }
-                Err(_) => bail!(
-                    "no log line with {text:?} within {timeout:?}; log:\n{}",
-                    self.log_tail()
-                ),
-            }
-        }
     }
 
     /// Every log (stderr) line so far.

@@ -16,6 +16,20 @@ use crate::{Daemon, Lab, traffic};
 /// 15 s, and detection needs four).
 pub const DETECT_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// `scanner run` on the server's interface as the scenarios run it: JSON
+/// events, quick polls, scans ended after 2 s of quiet.
+pub const RUN_ARGS: [&str; 9] = [
+    "run",
+    "--iface",
+    Lab::SERVER_IF,
+    "--events",
+    "json",
+    "--poll-interval",
+    "200ms",
+    "--quiet-after",
+    "2s",
+];
+
 pub struct Scenario {
     pub daemon: Daemon,
     args: Vec<String>,
@@ -58,17 +72,7 @@ impl Scenario {
                     .with_context(|| format!("binding udp {addr}"))?,
             );
         }
-        let mut args = vec![
-            "run",
-            "--iface",
-            Lab::SERVER_IF,
-            "--events",
-            "json",
-            "--poll-interval",
-            "200ms",
-            "--quiet-after",
-            "2s",
-        ];
+        let mut args = RUN_ARGS.to_vec();
         args.extend_from_slice(extra);
         let mut daemon = Daemon::start(&lab.server, &args)?;
         daemon.wait_attached(Lab::SERVER_IF)?;

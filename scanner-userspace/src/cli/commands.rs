@@ -83,6 +83,20 @@ fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
     call(&client.socket, request).map_err(anyhow::Error::from)
 }
 
+/// Asks for a list: with `json`, prints it and returns None; else its rows.
+fn ask_rows(
+    client: &ClientArgs,
+    request: &Request,
+    json: bool,
+) -> anyhow::Result<Option<Vec<Value>>> {
+    let list = ask(client, request)?;
+    if json {
+        out_json(&list)?;
+        return Ok(None);
+    }
+    Ok(Some(list.as_array().cloned().unwrap_or_default()))
+}
+
 pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
     let s = ask(args, &Request::Status {})?;
     let ifaces: Vec<String> = s["interfaces"]
@@ -124,14 +138,11 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
-    let list = ask(&args.client, &Request::List {})?;
-    if args.json {
-        return out_json(&list);
-    }
+    let Some(list) = ask_rows(&args.client, &Request::List {}, args.json)? else {
+        return Ok(());
+    };
     let rows: Vec<Vec<String>> = list
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .map(|e| {
             [
                 "address",
@@ -205,14 +216,11 @@ pub(crate) fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
 /// `scanner allow TARGET`, or `scanner allow --list`.
 pub(crate) fn allow(args: &AllowArgs) -> anyhow::Result<()> {
     let Some(target) = args.target else {
-        let list = ask(&args.client, &Request::Allowlist {})?;
-        if args.json {
-            return out_json(&list);
-        }
+        let Some(list) = ask_rows(&args.client, &Request::Allowlist {}, args.json)? else {
+            return Ok(());
+        };
         let rows: Vec<Vec<String>> = list
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|e| {
                 let why = match e["origin"].as_str() {
                     Some("host") => "always: loopback or this host's address",

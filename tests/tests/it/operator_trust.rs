@@ -10,7 +10,7 @@ use scanner_tests::{
     Daemon, Lab,
     daemon::{SOCKET_DIR, cli_ok, pin_dir, scanner_binary},
     require_root,
-    scenario::{Scenario, about},
+    scenario::{RUN_ARGS, Scenario, about},
     traffic,
 };
 use scanner_userspace::control::{Request, call};
@@ -114,15 +114,7 @@ fn a_closed_stdout_never_stops_protection() -> anyhow::Result<()> {
     }
     let lab = Lab::new()?;
     let _ssh = traffic::listen(&lab.server, "[::]:22".parse()?)?;
-    let run = [
-        "run",
-        "--iface",
-        Lab::SERVER_IF,
-        "--events",
-        "json",
-        "--poll-interval",
-        "200ms",
-    ];
+    let run = RUN_ARGS;
     // Blocking on: the daemon goes on without its stdout.
     let mut d = Daemon::start_with_closed_stdout(&lab.server, &[&run[..], &["--block"]].concat())?;
     d.wait_for_log("writing events to stdout failed", Duration::from_secs(60))?;
