@@ -137,44 +137,30 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
     outln(&lines.join("\n"))
 }
 
+/// `scanner list` columns: the JSON field, its header.
+const LIST_COLUMNS: [(&str, &str); 9] = [
+    ("address", "address"),
+    ("state", "state"),
+    ("kind", "kind"),
+    ("sources", "sources"),
+    ("ports", "ports"),
+    ("probes", "probes"),
+    ("first_seen", "first seen"),
+    ("last_seen", "last seen"),
+    ("block_expires", "block expires"),
+];
+
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
     let Some(list) = ask_rows(&args.client, &Request::List {}, args.json)? else {
         return Ok(());
     };
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|e| {
-            [
-                "address",
-                "state",
-                "kind",
-                "sources",
-                "ports",
-                "probes",
-                "first_seen",
-                "last_seen",
-                "block_expires",
-            ]
-            .iter()
-            .map(|k| text(&e[*k]))
-            .collect()
-        })
+        .map(|e| LIST_COLUMNS.iter().map(|(key, _)| text(&e[*key])).collect())
         .collect();
-    out(&table(
-        &[
-            "address",
-            "state",
-            "kind",
-            "sources",
-            "ports",
-            "probes",
-            "first seen",
-            "last seen",
-            "block expires",
-        ],
-        &[3, 4, 5],
-        &rows,
-    ))
+    let header: Vec<&str> = LIST_COLUMNS.iter().map(|(_, h)| *h).collect();
+    // sources, ports and probes are counts: right-aligned.
+    out(&table(&header, &[3, 4, 5], &rows))
 }
 
 pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
