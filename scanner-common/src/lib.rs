@@ -19,6 +19,7 @@ pub mod hits;
 pub mod names;
 pub mod parse;
 pub mod policy;
+pub mod protect;
 pub mod reason;
 pub mod scope;
 pub mod source;

@@ -30,6 +30,11 @@ pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
 /// when a sweep finds no block; every insert, the kernel's or the daemon's,
 /// clears it outside a dry run. 0, the default, means "look it up".
 pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
+/// Sources never blocked even when decided (the host's gateways and DNS
+/// resolvers): a hash of [`crate::SourceKey`] to a `protect::*` reason, read
+/// by the kernel only at a decision, never per packet. Detection and reports
+/// go on; blocking skips them. Rewritten by the daemon at every start.
+pub const PROTECTED_MAP: &str = "PROTECTED";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.
@@ -65,6 +70,8 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 pub const BLOCK_CAPACITY: u32 = 65_536;
 /// Size of ALLOWLIST.
 pub const ALLOW_CAPACITY: u32 = 4_096;
+/// Size of PROTECTED.
+pub const PROTECTED_CAPACITY: u32 = 1_024;
 /// Size of COUNTERS.
 pub const COUNTERS_ENTRIES: u32 = counter::IFACE_SLOTS * counter::COUNT;
 /// Size of PORT_HITS: every TCP port, then every UDP port.

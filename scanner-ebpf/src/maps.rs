@@ -3,13 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use scanner_common::{
     Config, PolicyEntry, PortHits, PortKey, PortSeen, SourceKey, SourceStats,
     names::{
         ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, PORT_BITS_WORDS,
-        PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, SOURCES_CAPACITY,
+        PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PROTECTED_CAPACITY, SOURCES_CAPACITY,
     },
 };
 
@@ -64,6 +64,10 @@ pub static BLOCKLIST: LpmTrie<SourceKey, PolicyEntry> =
 /// 1 while BLOCKLIST is known to be empty (see `BLOCKS_EMPTY_MAP`).
 #[map]
 pub static BLOCKS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Sources a decision never blocks (gateways, resolvers), with why.
+#[map]
+pub static PROTECTED: HashMap<SourceKey, u32> = HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
 
 /// Decisions, for the daemon to report within milliseconds.
 #[map]

@@ -28,7 +28,7 @@ use scanner_common::{
 
 use crate::{
     counters,
-    maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORT_HITS, PORTS, PREFIXES, SOURCES},
+    maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORT_HITS, PORTS, PREFIXES, PROTECTED, SOURCES},
     verdict,
 };
 
@@ -278,7 +278,9 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         (*s).decided_ports = (*s).ports;
         // Block at once, before the scanner learns more ports. Prefixes are
         // reported, never blocked: that would hit innocent neighbours.
-        if scope == scope::SOURCE && cfg.block_on_decide != 0 {
+        // A protected source (a gateway, a resolver) is reported, never
+        // blocked: its address is the one a spoofed scan would borrow.
+        if scope == scope::SOURCE && cfg.block_on_decide != 0 && PROTECTED.get_ptr(key).is_none() {
             verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex);
         }
         let decision = Decision {

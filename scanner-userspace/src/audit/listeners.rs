@@ -75,6 +75,40 @@ pub(crate) fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> 
         .collect()
 }
 
+const TCP_ESTABLISHED: u8 = 0x01;
+
+/// The remote addresses of this namespace's established TCP connections
+/// (IPv4-mapped ones as IPv4).
+pub(crate) fn established_peers() -> BTreeSet<IpAddr> {
+    let mut peers = BTreeSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            peers.extend(parse_peers(&text, TCP_ESTABLISHED));
+        }
+    }
+    peers
+}
+
+/// The remote addresses of the sockets in `state`.
+fn parse_peers(text: &str, state: u8) -> Vec<IpAddr> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let remote = fields.nth(2)?;
+            let st = u8::from_str_radix(fields.next()?, 16).ok()?;
+            if st != state {
+                return None;
+            }
+            let ip = parse_hex_addr(remote.split_once(':')?.0)?;
+            Some(match ip {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                v4 => v4,
+            })
+        })
+        .collect()
+}
+
 /// The kernel prints addresses as 32-bit words in host byte order.
 fn parse_hex_addr(hex: &str) -> Option<IpAddr> {
     let word = |i: usize| -> Option<[u8; 4]> {
@@ -130,6 +164,16 @@ mod tests {
         assert_eq!(v6[1].addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert!(!v6[1].is_exposed());
         assert!(parse_proc_net("header\ngarbage line\n", IPPROTO_TCP, TCP_LISTEN).is_empty());
+    }
+
+    #[test]
+    fn established_peers_are_the_remote_ends() {
+        // Line 2 of TCP is established with 198.18.0.1.
+        assert_eq!(
+            parse_peers(TCP, TCP_ESTABLISHED),
+            [IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))]
+        );
+        assert!(parse_peers(TCP6, TCP_ESTABLISHED).is_empty());
     }
 
     #[test]

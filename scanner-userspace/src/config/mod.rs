@@ -79,6 +79,12 @@ dry_run = false
 # Never blocked and never counted (addresses or CIDRs). Loopback and this
 # host's own addresses are always included.
 allowlist = []
+# Never blocked, but still detected and reported (action "protected"): a
+# spoofed scan must not make this host cut off its default gateways, its DNS
+# resolvers, or a peer it has an established TCP connection with.
+protect_gateways = true
+protect_resolvers = true
+protect_established = true
 
 [report]
 # How often the daemon reads the maps (decisions arrive at once regardless).
@@ -110,6 +116,9 @@ pub(crate) struct ResponseConfig {
     pub dry_run: bool,
     #[serde(deserialize_with = "nets", serialize_with = "show_nets")]
     pub allowlist: Vec<ipnet::IpNet>,
+    pub protect_gateways: bool,
+    pub protect_resolvers: bool,
+    pub protect_established: bool,
 }
 
 impl Default for ResponseConfig {
@@ -120,6 +129,9 @@ impl Default for ResponseConfig {
             block_cap: scanner_common::names::BLOCK_CAPACITY,
             dry_run: false,
             allowlist: Vec::new(),
+            protect_gateways: true,
+            protect_resolvers: true,
+            protect_established: true,
         }
     }
 }

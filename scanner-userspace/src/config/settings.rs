@@ -68,6 +68,16 @@ impl Settings {
         Self { file }
     }
 
+    /// Which sources are never blocked.
+    pub(crate) fn protection(&self) -> crate::kernel::protect::Protection {
+        let r = &self.file.response;
+        crate::kernel::protect::Protection {
+            gateways: r.protect_gateways,
+            resolvers: r.protect_resolvers,
+            established: r.protect_established,
+        }
+    }
+
     /// Whether the kernel blocks decided sources.
     pub(crate) fn blocks(&self) -> bool {
         self.file.response.block && !self.file.response.dry_run

@@ -195,10 +195,12 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
     for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
         let net = ipnet::IpNet::from(ip_of(&key));
         let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
-        let state = match (block, s.decided_ns) {
-            (Some(_), _) => "blocked",
-            (None, 0) => "watching",
-            (None, _) => "detected",
+        let protected = out.protected_scans.get(&net.addr()).copied();
+        let state = match (block, s.decided_ns, protected) {
+            (Some(_), _, _) => "blocked",
+            (None, 0, _) => "watching",
+            (None, _, Some(_)) => "protected",
+            (None, _, None) => "detected",
         };
         listed.insert(net);
         rows.push((
@@ -211,6 +213,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
                 "probes": s.probes,
                 "score": s.score,
                 "sources": 1,
+                "protected": protected,
                 "first_seen": wall(s.first_seen_ns),
                 "last_seen": wall(s.last_seen_ns),
                 "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),

@@ -1,7 +1,7 @@
 //! Findings and rule changes turned into events, and the response to a
 //! detection: the block the kernel made, or what a dry run would do.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{collections::HashMap, net::IpAddr, time::SystemTime};
 
 use anyhow::Context as _;
 use scanner_common::{SourceKey, SourceStats, block_reason, reason, scope};
@@ -11,6 +11,7 @@ use crate::{
     kernel::{
         maps::{Maps, monotonic_ns},
         policy::{self, Change, Policy, PolicyError, net_name},
+        protect::{self, Protected},
     },
     sinks::{
         events::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, timestamp},
@@ -33,6 +34,11 @@ pub(crate) struct Output {
     pub dry_run: bool,
     pub block_ttl_s: u64,
     pub metrics: Metrics,
+    /// Sources never blocked (gateways, resolvers, established peers).
+    pub protected: Protected,
+    /// Detected sources found protected, and why, while their scan runs
+    /// (for `scanner list`).
+    pub protected_scans: HashMap<IpAddr, &'static str>,
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
@@ -63,15 +69,56 @@ pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> any
             Finding::Detected { id, stats } => ("scan_detected", id, stats),
             Finding::Ended { id, stats } => ("scan_ended", id, stats),
         };
-        let e = scan_event(out, event, *id, stats, maps);
+        let ip = ip_of(&id.key);
+        let source = id.scope == scope::SOURCE;
+        // Whether the source is protected is decided once, at its detection.
+        let protected = match event {
+            "scan_detected" if source => {
+                let why = out.protected.reason(ip).map(protect::reason_name);
+                match why {
+                    Some(why) => out.protected_scans.insert(ip, why),
+                    None => out.protected_scans.remove(&ip),
+                };
+                why
+            }
+            _ if source => out.protected_scans.get(&ip).copied(),
+            _ => None,
+        };
+        if event == "scan_ended" {
+            out.protected_scans.remove(&ip);
+        }
+        let e = scan_event(out, event, *id, stats, maps, protected);
         if event == "scan_detected" {
             out.metrics.detection(e.kind);
             tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
         }
         write(&mut out.reporter, &Event::Scan(e));
-        if event == "scan_detected" && id.scope == scope::SOURCE {
-            respond(out, *id)?;
+        if event == "scan_detected" && source {
+            match protected {
+                Some(why) => spare(out, ip, why)?,
+                None => respond(out, *id)?,
+            }
         }
+    }
+    Ok(())
+}
+
+/// A protected source was detected: it is not blocked. The kernel does not
+/// block gateways and resolvers; an established peer it may have blocked at
+/// the deciding probe, and that block is lifted here, before it is ever
+/// reported (or, if a sweep reported it already, with an `unblocked` event).
+fn spare(out: &mut Output, ip: IpAddr, why: &'static str) -> anyhow::Result<()> {
+    tracing::warn!(source = %ip, protected = why, "protected source detected: reported, not blocked");
+    let net = ipnet::IpNet::from(ip);
+    if out
+        .policy
+        .lift_scan_block(net)
+        .context("lifting a protected source's block")?
+    {
+        emit(
+            out,
+            policy_event("unblocked", &net, "protected", None, false),
+        );
     }
     Ok(())
 }
@@ -182,6 +229,7 @@ fn scan_event(
     id: EntryId,
     stats: &SourceStats,
     maps: &Maps,
+    protected: Option<&'static str>,
 ) -> ScanEvent {
     let prefix = id.scope == scope::PREFIX;
     let source = if prefix {
@@ -226,9 +274,11 @@ fn scan_event(
         // Prefixes found by the distributed rule are reported, never blocked.
         action: match (prefix, out.dry_run, out.blocking) {
             (true, _, _) => "report",
+            (false, true, _) | (false, false, true) if protected.is_some() => "protected",
             (false, true, _) => "dry_run",
             (false, false, true) => "block",
             (false, false, false) => "report",
         },
+        protected,
     }
 }

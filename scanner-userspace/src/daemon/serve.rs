@@ -16,6 +16,7 @@ use crate::{
         interfaces::watch_interfaces,
         requests::{State, handle},
         respond::{Output, emit, host_key, policy_event, report, sweep_policy, write},
+        start::log_protected,
     },
     detect::{Detector, EntryId},
     kernel::{
@@ -129,6 +130,15 @@ impl Daemon {
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
         report(&mut self.out, &self.maps, &findings)?;
+        // Decisions made while this poll ran go first: a block the kernel
+        // made at a deciding probe is reported after its detection, which
+        // may find the source protected and lift it.
+        on_decisions(
+            &self.decisions.drain(),
+            &self.maps,
+            &mut self.detector,
+            &mut self.out,
+        )?;
         for net in sweep_policy(&mut self.out)? {
             // A lifted block starts the source afresh: if it scans on, it is
             // decided, and blocked, again.
@@ -166,6 +176,7 @@ impl Daemon {
             &mut self.port_bits,
             &self.settings.file.detection.ignore_ports,
         )?;
+        log_protected(&mut self.out.protected)?;
         let now = Instant::now();
         if self.history.due(now) {
             match self.maps.port_hits() {
@@ -209,6 +220,10 @@ impl Daemon {
         ) {
             Ok((new, summary)) => {
                 self.detector.set_quiet_ns(new.quiet_ns());
+                self.out.protected.set_kinds(new.protection());
+                if let Err(e) = log_protected(&mut self.out.protected) {
+                    tracing::warn!("{e:#}");
+                }
                 self.settings = new;
                 tracing::info!("configuration reloaded: {summary}");
                 write(

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
 use scanner_common::names::{
-    ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP,
+    ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP, PROTECTED_MAP,
 };
 
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
         pin::PinDir,
         policy::{self, AllowOrigin, Policy, net_name},
         port_bits::PortBits,
+        protect::{Protected, reason_name},
         reported::Reported,
     },
     sinks::{
@@ -129,6 +130,13 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
             "blocking is on: detected sources are dropped in the kernel"
         );
     }
+    // Gateways and resolvers are in the kernel's map before the first
+    // packet is judged.
+    let mut protected = Protected::new(
+        take_map::<aya::maps::HashMap<_, _, _>>(&mut ebpf, PROTECTED_MAP)?,
+        settings.protection(),
+    );
+    log_protected(&mut protected)?;
     let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
         reporter: Reporter::new(args.events, std::io::stdout()).with_journal(journal),
@@ -139,6 +147,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         dry_run: response.dry_run,
         block_ttl_s: response.block_ttl.as_secs(),
         metrics,
+        protected,
+        protected_scans: HashMap::new(),
     };
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
@@ -271,4 +281,17 @@ fn warn_private_mount(pin_dir: &std::path::Path) {
     } else {
         tracing::info!(pin_dir = %pin_dir.display(), "mounted bpffs at /sys/fs/bpf");
     }
+}
+
+/// Re-reads the protected gateways and resolvers into the kernel; logs
+/// them when they changed.
+pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<()> {
+    if let Some(now) = protected.refresh().context("writing the PROTECTED map")? {
+        let shown: Vec<String> = now
+            .iter()
+            .map(|(ip, why)| format!("{ip} ({})", reason_name(*why)))
+            .collect();
+        tracing::info!(protected = %shown.join(" "), "never blocked (still reported): gateways and resolvers");
+    }
+    Ok(())
 }

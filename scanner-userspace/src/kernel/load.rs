@@ -12,7 +12,7 @@ use scanner_common::{
     names::{
         ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
         EVENTS_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
-        SOURCES_CAPACITY, SOURCES_MAP,
+        PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP,
     },
 };
 use thiserror::Error;
@@ -178,6 +178,7 @@ pub fn load_pinned(
         ALLOWLIST_MAP,
         BLOCKLIST_MAP,
         BLOCKS_EMPTY_MAP,
+        PROTECTED_MAP,
     ] {
         if ebpf.map(name).is_none() {
             return Err(LoadError::MissingMap(name));

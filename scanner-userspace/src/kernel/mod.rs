@@ -11,5 +11,6 @@ pub mod maps;
 pub mod pin;
 pub mod policy;
 pub mod port_bits;
+pub mod protect;
 pub mod reported;
 pub mod xdp_owner;

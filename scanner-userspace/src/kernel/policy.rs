@@ -325,6 +325,20 @@ impl Policy {
         Ok(Change::Blocked { net, reason, ttl })
     }
 
+    /// Lifts a block the kernel made on exactly `net`, whether or not a
+    /// sweep has seen it yet. Returns whether it had been reported (then an
+    /// `unblocked` event is owed).
+    pub fn lift_scan_block(&mut self, net: IpNet) -> Result<bool, PolicyError> {
+        let net = net.trunc();
+        let reported = self.blocks.remove(&net).is_some();
+        match self.map.remove(&key_of(net)) {
+            Ok(()) => Ok(reported),
+            // Never there (not blocked, or blocking off): nothing to lift.
+            Err(_) if !reported => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Lifts the block on `net`.
     pub fn unblock(&mut self, net: IpNet) -> Result<Change, PolicyError> {
         let net = net.trunc();

@@ -45,8 +45,13 @@ pub(crate) struct ScanEvent {
     /// `scan_detected`: microseconds from the deciding probe to this event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
-    /// What the daemon does about it: `report`, `block` or `dry_run`.
+    /// What the daemon does about it: `report`, `block`, `dry_run`, or
+    /// `protected` (it would block, but the source is never blocked).
     pub action: &'static str,
+    /// Why the source is never blocked: `gateway`, `resolver` or
+    /// `established`; absent for other sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected: Option<&'static str>,
 }
 
 /// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,
@@ -228,6 +233,9 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
                 ("SCANNER_REASON", e.reason.to_owned()),
                 ("SCANNER_SOURCES", e.sources.to_string()),
             ]);
+            if let Some(why) = e.protected {
+                fields.push(("SCANNER_PROTECTED", why.to_owned()));
+            }
             if e.event == "scan_detected" {
                 let message = format!(
                     "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}; action {}",
@@ -337,8 +345,12 @@ fn text(event: &Event) -> String {
             } else {
                 String::new()
             };
+            let protected = e
+                .protected
+                .map(|why| format!(" protected={why}"))
+                .unwrap_or_default();
             format!(
-                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}",
+                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}{protected}",
                 e.ts,
                 e.source,
                 e.kind,
@@ -392,6 +404,7 @@ mod tests {
             sources: 1,
             latency_us: Some(850),
             action: "block",
+            protected: None,
         })
     }
 

@@ -18,6 +18,7 @@ mod packaging;
 mod parser_host;
 mod parser_kernel;
 mod policy_kernel;
+mod protected;
 mod restart;
 mod scan_detection;
 mod scan_families;

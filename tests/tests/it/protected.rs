@@ -1,0 +1,166 @@
+//! Blocks a spoofed scan cannot aim: scans that borrow the address of the
+//! server's default gateway, of its DNS resolver, or of a peer with an open
+//! TCP session are reported as `protected` and never blocked, while a real
+//! scanner in the same run is.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use scanner_tests::{Lab, require_root, scenario::Scenario};
+use scanner_userspace::control::{Request, call};
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+const GATEWAY: &str = "198.18.0.3";
+const RESOLVER: &str = "198.18.0.4";
+const PEER: &str = "198.18.0.5";
+
+/// /etc/netns/NAME: what `ip netns exec NAME` mounts over /etc (here, the
+/// server's resolv.conf). Removed on drop.
+struct NetnsEtc(PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP session from `PEER` to the server's port 22, opened inside the
+/// attacker's namespace.
+fn session(lab: &Lab) -> anyhow::Result<TcpStream> {
+    let server: SocketAddr = format!("{}:22", Lab::SERVER_V4).parse()?;
+    let local: SocketAddr = format!("{PEER}:0").parse()?;
+    lab.attacker.enter(|| -> anyhow::Result<TcpStream> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&local.into())?;
+        socket.connect_timeout(&server.into(), Duration::from_secs(10))?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(stream)
+    })?
+}
+
+/// One round trip over the session: the peer writes, the server echoes.
+fn exchange(client: &mut TcpStream, server: &mut TcpStream, round: u8) -> anyhow::Result<()> {
+    client.write_all(&[round])?;
+    let mut byte = [0u8];
+    server.read_exact(&mut byte)?;
+    server.write_all(&byte)?;
+    client.read_exact(&mut byte)?;
+    anyhow::ensure!(byte == [round], "echoed {byte:?}");
+    Ok(())
+}
+
+#[test]
+fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> anyhow::Result<()> {
+    if !require_root("spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked") {
+        return Ok(());
+    }
+    let mut etc = None;
+    let mut sc = Scenario::start_with(
+        |lab| {
+            // The server's default gateway and resolver are attacker-side
+            // addresses: anyone there can borrow them.
+            lab.server
+                .ip(&["route", "add", "default", "via", GATEWAY])?;
+            let dir = PathBuf::from("/etc/netns").join(lab.server.name());
+            std::fs::create_dir_all(&dir)?;
+            etc = Some(NetnsEtc(dir.clone()));
+            std::fs::write(dir.join("resolv.conf"), format!("nameserver {RESOLVER}\n"))?;
+            for ip in [GATEWAY, RESOLVER, PEER] {
+                lab.add_attacker_address(&format!("{ip}/24"))?;
+            }
+            Ok(())
+        },
+        &[22, 80],
+        &[],
+        &["--block"],
+    )?;
+    let status = call(sc.daemon.socket(), &Request::Status {})?;
+    assert_eq!(status["blocking"], true, "{status}");
+
+    // A long-lived session from the peer, exchanging data.
+    let mut client = session(&sc.lab)?;
+    let (mut server, from) = sc.listener(22)?.accept().context("accepting the session")?;
+    // The listener is on [::]: an IPv4 peer shows IPv4-mapped.
+    assert_eq!(from.ip().to_canonical().to_string(), PEER);
+    server.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(&mut client, &mut server, 1)?;
+
+    for (source, why) in [
+        (GATEWAY, "gateway"),
+        (RESOLVER, "resolver"),
+        (PEER, "established"),
+    ] {
+        let answered = sc.answered(Some(source), "1-200")?;
+        // Gateways and resolvers are never blocked at all. An established
+        // peer is found at its decision: the kernel's block at the deciding
+        // probe is lifted within milliseconds.
+        if why != "established" {
+            assert_eq!(
+                answered, 200,
+                "{source}: a protected source is never dropped"
+            );
+        }
+        let detected = sc.wait("scan_detected", source)?;
+        assert_eq!(
+            (detected["action"].as_str(), detected["protected"].as_str()),
+            (Some("protected"), Some(why)),
+            "{detected}"
+        );
+        // Still answered after its detection, and again later.
+        assert_eq!(sc.answered(Some(source), "22,80")?, 2, "{source}");
+    }
+    // The session goes on.
+    exchange(&mut client, &mut server, 2)?;
+
+    // A real scanner in the same run is blocked.
+    assert!(sc.answered(None, "1-1000")? < 10);
+    let blocked = sc.wait("blocked", Lab::ATTACKER_V4)?;
+    assert_eq!(blocked["reason"], "scan", "{blocked}");
+
+    let list = call(sc.daemon.socket(), &Request::List {})?;
+    for (source, why) in [
+        (GATEWAY, "gateway"),
+        (RESOLVER, "resolver"),
+        (PEER, "established"),
+    ] {
+        let row: Value = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["address"] == source)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            (row["state"].as_str(), row["protected"].as_str()),
+            (Some("protected"), Some(why)),
+            "{list}"
+        );
+    }
+    let status = call(sc.daemon.socket(), &Request::Status {})?;
+    assert_eq!(status["blocks"], 1, "only the real scanner: {status}");
+    let events = sc.stop()?;
+    for source in [GATEWAY, RESOLVER] {
+        let blocks: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["source"] == source && e["event"] == "blocked")
+            .collect();
+        assert!(blocks.is_empty(), "{source} blocked: {blocks:?}");
+    }
+    // The peer's block, if a sweep saw it before its detection was read,
+    // was lifted as protected; none is left.
+    let peer: Vec<&str> = events
+        .iter()
+        .filter(|e| e["source"] == PEER && (e["event"] == "blocked" || e["event"] == "unblocked"))
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(peer.is_empty() || peer == ["scan", "protected"], "{peer:?}");
+    drop(etc);
+    Ok(())
+}
