@@ -19,6 +19,9 @@ use crate::{
     },
 };
 
+/// Most protected detections remembered for `scanner list`.
+const PROTECTED_SCANS: usize = 4096;
+
 /// How many ports an event lists in `top_ports`.
 const TOP_PORTS: usize = 10;
 
@@ -36,7 +39,7 @@ pub(crate) struct Output {
     pub metrics: Metrics,
     /// Sources never blocked (gateways, resolvers, established peers).
     pub protected: Protected,
-    /// Detected sources found protected, and why, while their scan runs
+    /// Detected sources found protected at their latest detection, and why
     /// (for `scanner list`).
     pub protected_scans: HashMap<IpAddr, &'static str>,
 }
@@ -76,7 +79,13 @@ pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> any
             "scan_detected" if source => {
                 let why = out.protected.reason(ip).map(protect::reason_name);
                 match why {
-                    Some(why) => out.protected_scans.insert(ip, why),
+                    Some(why) => {
+                        // A handful in practice; bounded all the same.
+                        if out.protected_scans.len() >= PROTECTED_SCANS {
+                            out.protected_scans.clear();
+                        }
+                        out.protected_scans.insert(ip, why)
+                    }
                     None => out.protected_scans.remove(&ip),
                 };
                 why
@@ -84,9 +93,6 @@ pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> any
             _ if source => out.protected_scans.get(&ip).copied(),
             _ => None,
         };
-        if event == "scan_ended" {
-            out.protected_scans.remove(&ip);
-        }
         let e = scan_event(out, event, *id, stats, maps, protected);
         if event == "scan_detected" {
             out.metrics.detection(e.kind);

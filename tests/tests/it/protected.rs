@@ -124,6 +124,8 @@ fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> any
     let blocked = sc.wait("blocked", Lab::ATTACKER_V4)?;
     assert_eq!(blocked["reason"], "scan", "{blocked}");
 
+    // Listed as protected, also once their scans have ended.
+    sc.wait("scan_ended", GATEWAY)?;
     let list = call(sc.daemon.socket(), &Request::List {})?;
     for (source, why) in [
         (GATEWAY, "gateway"),
