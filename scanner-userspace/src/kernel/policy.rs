@@ -325,18 +325,22 @@ impl Policy {
         Ok(Change::Blocked { net, reason, ttl })
     }
 
-    /// Lifts a block the kernel made on exactly `net`, whether or not a
-    /// sweep has seen it yet. Returns whether it had been reported (then an
-    /// `unblocked` event is owed).
+    /// Lifts the block a detection made on exactly `net` (reason `scan`),
+    /// whether or not a sweep has seen it yet; any other block, a manual one
+    /// above all, stays. Returns whether the lifted block had been reported
+    /// (then an `unblocked` event is owed).
     pub fn lift_scan_block(&mut self, net: IpNet) -> Result<bool, PolicyError> {
         let net = net.trunc();
-        let reported = self.blocks.remove(&net).is_some();
-        match self.map.remove(&key_of(net)) {
-            Ok(()) => Ok(reported),
-            // Never there (not blocked, or blocking off): nothing to lift.
-            Err(_) if !reported => Ok(false),
-            Err(e) => Err(e.into()),
+        let key = key_of(net);
+        // The longest match: a scan block is a host entry, so a covering
+        // prefix found here means there is none.
+        match self.map.get(&key, 0) {
+            Ok(entry) if entry.reason == block_reason::SCAN => {}
+            _ => return Ok(false),
         }
+        let reported = self.blocks.remove(&net).is_some();
+        self.map.remove(&key)?;
+        Ok(reported)
     }
 
     /// Lifts the block on `net`.

@@ -127,6 +127,30 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
 }
 
 #[test]
+fn lifting_a_protected_sources_block_spares_manual_blocks() -> anyhow::Result<()> {
+    root_only!("lifting_a_protected_sources_block_spares_manual_blocks");
+    let mut k = Kernel::new(&Config::default(), 16)?;
+    let now = monotonic_ns();
+    // A detection's block, not yet seen by a sweep: lifted, nothing owed.
+    let scanned = "198.18.0.30/32".parse()?;
+    k.policy.block(scanned, None, now, block_reason::SCAN)?;
+    assert_eq!(k.send(&ipv4_tcp(30, 22, SYN))?, XDP_DROP);
+    assert!(k.policy.lift_scan_block(scanned)?);
+    assert_eq!(k.send(&ipv4_tcp(30, 22, SYN))?, XDP_PASS);
+    assert!(!k.policy.lift_scan_block(scanned)?, "nothing left to lift");
+    // An operator's block, on the host or on its network, stays.
+    let manual = "198.18.0.31/32".parse()?;
+    k.policy.block(manual, None, now, block_reason::MANUAL)?;
+    assert!(!k.policy.lift_scan_block(manual)?);
+    assert_eq!(k.send(&ipv4_tcp(31, 22, SYN))?, XDP_DROP);
+    k.policy
+        .block("198.18.0.32/30".parse()?, None, now, block_reason::MANUAL)?;
+    assert!(!k.policy.lift_scan_block("198.18.0.33/32".parse()?)?);
+    assert_eq!(k.send(&ipv4_tcp(33, 22, SYN))?, XDP_DROP);
+    Ok(())
+}
+
+#[test]
 fn the_kernel_blocks_at_the_deciding_probe() -> anyhow::Result<()> {
     root_only!("the_kernel_blocks_at_the_deciding_probe");
     let config = Config {
