@@ -94,12 +94,7 @@ impl Daemon {
         // now, or was dropped there (counted, and a full scan follows):
         // after this poll all of them are reported.
         let began_ns = monotonic_ns();
-        on_decisions(
-            &self.decisions.drain(),
-            &self.maps,
-            &mut self.detector,
-            &mut self.out,
-        )?;
+        self.drain_ring()?;
         // Decisions arrive on the ring buffer; a poll only follows the scans
         // already known. Every `full_every`, and at once when the ring
         // buffer dropped a record, every entry is read (only decided ones
@@ -133,12 +128,7 @@ impl Daemon {
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
-        on_decisions(
-            &self.decisions.drain(),
-            &self.maps,
-            &mut self.detector,
-            &mut self.out,
-        )?;
+        self.drain_ring()?;
         for net in sweep_policy(&mut self.out)? {
             // A lifted block starts the source afresh: if it scans on, it is
             // decided, and blocked, again.
@@ -167,6 +157,16 @@ impl Daemon {
             )));
         }
         Ok(None)
+    }
+
+    /// Reports what the ring buffer holds now, without waiting.
+    fn drain_ring(&mut self) -> anyhow::Result<()> {
+        on_decisions(
+            &self.decisions.drain(),
+            &self.maps,
+            &mut self.detector,
+            &mut self.out,
+        )
     }
 
     /// The host's open ports into the kernel; now and then a snapshot of
