@@ -170,3 +170,11 @@ impl Scenario {
 pub fn about<'a>(events: &'a [Value], source: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["source"] == source).collect()
 }
+
+/// How many `event`s there are about `source`.
+pub fn count(events: &[Value], source: &str, event: &str) -> usize {
+    about(events, source)
+        .into_iter()
+        .filter(|e| e["event"] == event)
+        .count()
+}

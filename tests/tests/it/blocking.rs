@@ -4,7 +4,7 @@
 
 use scanner_tests::{
     Lab, require_root,
-    scenario::{Scenario, about},
+    scenario::{Scenario, about, count},
 };
 
 const OPEN_TCP: &[u16] = &[22, 80];
@@ -36,10 +36,7 @@ fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyho
     assert_eq!(sc.answered(None, "22,80")?, 2);
 
     let events = sc.stop()?;
-    let blocks = about(&events, src)
-        .into_iter()
-        .filter(|e| e["event"] == "blocked")
-        .count();
+    let blocks = count(&events, src, "blocked");
     assert_eq!(blocks, 1, "one block: {events:?}");
     Ok(())
 }

@@ -10,7 +10,7 @@ use scanner_tests::{
     Daemon, Lab,
     daemon::{SOCKET_DIR, cli_ok, pin_dir, scanner_binary},
     require_root,
-    scenario::{RUN_ARGS, Scenario, about},
+    scenario::{RUN_ARGS, Scenario, about, count},
     traffic,
 };
 use scanner_userspace::control::{Request, call};
@@ -247,10 +247,7 @@ fn a_restart_resumes_instead_of_reporting_old_scans_again() -> anyhow::Result<()
         about(&events, src).is_empty(),
         "the old scan again: {events:#?}"
     );
-    let detections = about(&events, second)
-        .into_iter()
-        .filter(|e| e["event"] == "scan_detected")
-        .count();
+    let detections = count(&events, second, "scan_detected");
     assert_eq!(detections, 1, "{events:#?}");
     let status = call(sc.daemon.socket(), &Request::Status {})?;
     assert_eq!(status["blocks"], 2, "{status}");
@@ -295,10 +292,7 @@ fn one_host_blocked_again_and_again_is_not_a_distributed_scan() -> anyhow::Resul
         distributed.is_empty(),
         "one host as many sources: {distributed:#?}"
     );
-    let detections = about(&events, src)
-        .into_iter()
-        .filter(|e| e["event"] == "scan_detected")
-        .count();
+    let detections = count(&events, src, "scan_detected");
     assert_eq!(detections, 4, "decided again after each expiry");
     Ok(())
 }
