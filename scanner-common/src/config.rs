@@ -38,9 +38,13 @@ pub struct Config {
     pub fanout_ports: u32,
     /// Block a source in the kernel the moment it is decided (1) or not (0).
     pub block_on_decide: u32,
-    pub _pad: u32,
+    /// Slots in FIRST_PROBES (the loader writes the map's real size here).
+    pub first_probe_slots: u32,
     /// How long such a block lasts; 0 means until removed.
     pub block_ttl_ns: u64,
+    /// Secret key of the first-probe slot hash ([`crate::first::slot_of`]),
+    /// chosen at random when the maps are created.
+    pub hash_seed: u64,
 }
 
 impl Default for Config {
@@ -62,8 +66,9 @@ impl Default for Config {
             lower: -4705,
             fanout_ports: 20,
             block_on_decide: 0,
-            _pad: 0,
+            first_probe_slots: crate::names::FIRST_PROBES_CAPACITY,
             block_ttl_ns: 3_600_000_000_000,
+            hash_seed: 0,
         }
     }
 }
@@ -72,4 +77,4 @@ impl Default for Config {
 // SAFETY: repr(C), Copy, no implicit padding (size asserted below).
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 72);

@@ -1,6 +1,8 @@
 //! Packet counters (COUNTERS, per CPU), by interface slot.
 
 pub const SEEN: u32 = 0;
+/// Not counted by the kernel (one update per packet saved): the daemon
+/// derives it as SEEN - DROPPED.
 pub const PASSED: u32 = 1;
 pub const DROPPED: u32 = 2;
 pub const PARSE_FAILURES: u32 = 3;
@@ -8,7 +10,9 @@ pub const PARSE_FAILURES: u32 = 3;
 pub const EVENTS_DROPPED: u32 = 4;
 /// Blocks the kernel could not add because BLOCKLIST was full (the block cap).
 pub const BLOCKS_REFUSED: u32 = 5;
-/// Packets from allowlisted sources (passed, never counted).
+/// Packets from allowlisted sources (passed, never counted): probes from
+/// their second port on (a first probe is remembered before any rule is
+/// looked up), and packets a block would have dropped.
 pub const ALLOWED: u32 = 6;
 /// How many counters each interface slot has.
 pub const COUNT: u32 = 7;

@@ -2,8 +2,14 @@
 
 use crate::counter;
 
-/// Per-source statistics, an LRU hash keyed by [`crate::SourceKey`].
+/// Per-source statistics of admitted sources (suspects: those that probed a
+/// second port while their first probe was remembered), an LRU hash keyed
+/// by [`crate::SourceKey`].
 pub const SOURCES_MAP: &str = "SOURCES";
+/// First probes of sources not yet admitted: a `BPF_F_MMAPABLE` array of
+/// [`crate::first::FirstProbe`] slots (see [`crate::first`]), which the
+/// daemon reads through an mmap.
+pub const FIRST_PROBES_MAP: &str = "FIRST_PROBES";
 /// Per-prefix statistics (sources aggregated by /24 or /64), same types.
 pub const PREFIXES_MAP: &str = "PREFIXES";
 /// Per-(scope, address, protocol, port) first-seen marks, keyed by [`crate::PortKey`].
@@ -35,6 +41,11 @@ pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
 /// by the kernel only at a decision, never per packet. Detection and reports
 /// go on; blocking skips them. Rewritten by the daemon at every start.
 pub const PROTECTED_MAP: &str = "PROTECTED";
+/// A one-slot program array holding the `scanner_admit` program, which the
+/// XDP program tail-calls to count the probe that admitted a source. Pinned
+/// so the slot stays filled while no daemon runs (the kernel empties a
+/// program array when no user holds it).
+pub const ADMITTED_MAP: &str = "ADMITTED";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.
@@ -42,11 +53,17 @@ pub const REPORTED_MAP: &str = "REPORTED";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.
-pub const STATE_VERSION: u32 = 2;
+///
+/// 3: first probes in FIRST_PROBES, SOURCES holds admitted sources only (a
+/// version-2 daemon's blocks and allowlist are migrated, see the daemon's
+/// `kernel::migrate`).
+pub const STATE_VERSION: u32 = 3;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 9] = [
+    ADMITTED_MAP,
     ALLOWLIST_MAP,
     BLOCKLIST_MAP,
+    FIRST_PROBES_MAP,
     SOURCES_MAP,
     PREFIXES_MAP,
     PORTS_MAP,
@@ -54,15 +71,40 @@ pub const PINNED_MAPS: [&str; 7] = [
     PORT_HITS_MAP,
 ];
 
-/// Default number of tracked sources (LRU: the least recently seen is evicted).
+/// Default number of tracked sources (`--max-sources`): first-probe slots
+/// and admitted sources together. Every other per-source capacity follows
+/// from it (the functions below), so one setting sizes the kernel state.
 pub const SOURCES_CAPACITY: u32 = 1 << 20;
-/// Default number of (source, port) pairs remembered for the fan-out count.
-///
-/// A full nmap scan of 65,535 ports uses 65,535 entries, so a million pairs
-/// keep a few such scans and thousands of ordinary clients exact at once.
-pub const PORTS_CAPACITY: u32 = 1 << 20;
-/// Default number of tracked prefixes.
-pub const PREFIXES_CAPACITY: u32 = 1 << 18;
+/// Admitted sources (SOURCES entries, LRU) out of `sources`: one in 32, at
+/// least 1,024 and at most half. Only sources that probed two ports get
+/// here: scanners, and clients of several services.
+pub const fn suspects(sources: u32) -> u32 {
+    let n = sources / 32;
+    let n = if n < 1024 { 1024 } else { n };
+    if n > sources / 2 { sources / 2 } else { n }
+}
+/// FIRST_PROBES slots out of `sources`: the rest.
+pub const fn first_probe_slots(sources: u32) -> u32 {
+    sources - suspects(sources)
+}
+/// (source, port) pairs remembered for the fan-out count (PORTS, LRU): two
+/// per admitted source. A scan blocked at its deciding probe uses a handful;
+/// a long report-only scan reuses its own oldest pairs.
+pub const fn port_pairs(sources: u32) -> u32 {
+    2 * suspects(sources)
+}
+/// Tracked prefixes (PREFIXES, LRU): one per four admitted sources.
+pub const fn prefixes(sources: u32) -> u32 {
+    suspects(sources) / 4
+}
+/// SOURCES entries at the default capacity.
+pub const SUSPECTS_CAPACITY: u32 = suspects(SOURCES_CAPACITY);
+/// FIRST_PROBES slots at the default capacity.
+pub const FIRST_PROBES_CAPACITY: u32 = first_probe_slots(SOURCES_CAPACITY);
+/// PORTS entries at the default capacity.
+pub const PORTS_CAPACITY: u32 = port_pairs(SOURCES_CAPACITY);
+/// PREFIXES entries at the default capacity.
+pub const PREFIXES_CAPACITY: u32 = prefixes(SOURCES_CAPACITY);
 /// Ring buffer size: 256 KiB holds thousands of decisions between reads.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Default cap on blocked entries (BLOCKLIST's size); when full, new blocks

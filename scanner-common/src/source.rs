@@ -38,6 +38,23 @@ impl SourceKey {
         Self { addr }
     }
 
+    /// The address as two native-endian words (for hashing).
+    #[inline(always)]
+    pub fn words(&self) -> (u64, u64) {
+        let a = &self.addr;
+        (
+            u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+        )
+    }
+
+    /// Equality in two word compares: `==` on the byte array may become a
+    /// `bcmp` call, which the BPF target does not have.
+    #[inline(always)]
+    pub fn same(&self, other: &Self) -> bool {
+        self.words() == other.words()
+    }
+
     /// Whether this key is IPv4-mapped.
     #[inline(always)]
     pub fn is_v4(&self) -> bool {

@@ -1,5 +1,5 @@
-//! The XDP program. Every inbound frame goes parse -> verdict (allow and
-//! block rules) -> track. Malformed or unknown frames pass untouched: a
+//! The XDP program. Every inbound frame goes parse -> verdict (block and
+//! allow rules) -> track. Malformed or unknown frames pass untouched: a
 //! detector must never be the reason a packet was lost.
 #![no_std]
 #![no_main]
@@ -14,6 +14,7 @@
 )]
 
 mod counters;
+mod first;
 mod frame;
 mod maps;
 mod track;
@@ -22,13 +23,16 @@ mod verdict;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use scanner_common::{Parsed, counter, parse};
 
-use crate::{frame::XdpFrame, verdict::Rule};
+use crate::{frame::XdpFrame, maps::ADMITTED, track::Tracked, verdict::Rule};
 
 #[xdp]
 pub fn scanner(ctx: XdpContext) -> u32 {
     try_scanner(&ctx)
 }
 
+/// parse -> verdict -> track. A packet that asks about no port (an accepted
+/// connection's ACK or data, a reply) carries no evidence: while nothing is
+/// blocked it costs the parse, a few array reads and one counter.
 #[inline(always)]
 fn try_scanner(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -37,23 +41,41 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
     // the compiler copy the unset bytes of the smaller variants, which the
     // verifier rejects.
     match parse(&XdpFrame(ctx)) {
-        Ok(Parsed::Transport(h)) => {
-            let now = now();
-            match verdict::rule(&h.source, now) {
-                Rule::None => {
-                    track::track(&h, now, ifindex);
-                    verdict::pass(ifindex)
+        Ok(Parsed::Transport(h)) => match verdict::rule(&h.source) {
+            Rule::None => {
+                match track::track(&h, ifindex) {
+                    Tracked::Counted => {}
+                    Tracked::Allowlisted => counters::bump(ifindex, counter::ALLOWED),
+                    // SAFETY: a tail call with this program's own context;
+                    // on failure (no program in the slot) it returns and the
+                    // packet passes with its probe uncounted.
+                    Tracked::Admitted => unsafe {
+                        let _ = ADMITTED.tail_call(ctx, 0);
+                    },
                 }
-                rule => apply(rule, ifindex),
+                verdict::pass()
             }
-        }
-        Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source, now()), ifindex),
-        Ok(Parsed::NotIp) => verdict::pass(ifindex),
+            rule => apply(rule, ifindex),
+        },
+        Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source), ifindex),
+        Ok(Parsed::NotIp) => verdict::pass(),
         Err(_) => {
             counters::bump(ifindex, counter::PARSE_FAILURES);
-            verdict::pass(ifindex)
+            verdict::pass()
         }
     }
+}
+
+/// The second run for the probe that admitted a source (tail-called by
+/// `scanner`, never attached): the source's entry exists now, so the probe
+/// is counted into it like any later one. Rules were applied by the first
+/// run, and the packet was counted as seen there.
+#[xdp]
+pub fn scanner_admit(ctx: XdpContext) -> u32 {
+    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx)) {
+        let _ = track::track(&h, ctx.ingress_ifindex() as u32);
+    }
+    verdict::pass()
 }
 
 /// Benchmark baseline: the cheapest possible XDP program, measured beside
@@ -64,7 +86,7 @@ pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: a helper call with no arguments.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -76,10 +98,10 @@ fn apply(rule: Rule, ifindex: u32) -> u32 {
         // Allowlisted: never blocked, never counted.
         Rule::Allow => {
             counters::bump(ifindex, counter::ALLOWED);
-            verdict::pass(ifindex)
+            verdict::pass()
         }
         Rule::Block => verdict::drop(ifindex),
-        Rule::None => verdict::pass(ifindex),
+        Rule::None => verdict::pass(),
     }
 }
 

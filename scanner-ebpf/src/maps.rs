@@ -3,19 +3,32 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use scanner_common::{
-    Config, PolicyEntry, PortHits, PortKey, PortSeen, SourceKey, SourceStats,
+    Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen, SourceKey, SourceStats,
     names::{
-        ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, PORT_BITS_WORDS,
-        PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PROTECTED_CAPACITY, SOURCES_CAPACITY,
+        ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, FIRST_PROBES_CAPACITY,
+        PORT_BITS_WORDS, PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PROTECTED_CAPACITY,
+        SUSPECTS_CAPACITY,
     },
 };
 
+/// `BPF_F_MMAPABLE`: the daemon maps the array into its memory and reads
+/// every slot without a system call.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// First probes waiting for a second (see `scanner_common::first`). Sized by
+/// the loader; the daemon writes the size into CONFIG.
+#[map]
+pub static FIRST_PROBES: Array<FirstProbe> =
+    Array::with_max_entries(FIRST_PROBES_CAPACITY, BPF_F_MMAPABLE);
+
+/// Admitted sources: those that probed a second port while their first
+/// probe was still in FIRST_PROBES.
 #[map]
 pub static SOURCES: LruHashMap<SourceKey, SourceStats> =
-    LruHashMap::with_max_entries(SOURCES_CAPACITY, 0);
+    LruHashMap::with_max_entries(SUSPECTS_CAPACITY, 0);
 
 /// Sources aggregated by prefix, to see scans spread over many addresses.
 #[map]
@@ -68,6 +81,11 @@ pub static BLOCKS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
 /// Sources a decision never blocks (gateways, resolvers), with why.
 #[map]
 pub static PROTECTED: HashMap<SourceKey, u32> = HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
+
+/// Slot 0: the `scanner_admit` program, which `scanner` tail-calls to
+/// count the probe that admitted a source (the loader puts it there).
+#[map]
+pub static ADMITTED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Decisions, for the daemon to report within milliseconds.
 #[map]

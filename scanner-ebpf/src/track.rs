@@ -1,5 +1,9 @@
 //! Per-source and per-prefix accounting, and the decision.
 //!
+//! Only probes are counted, and only admitted sources (see [`crate::first`])
+//! have an entry: a source's first probe waits in FIRST_PROBES and is
+//! replayed into the entry when its second probe admits it.
+//!
 //! Each probe's first arrival at a (source, port) pair is one trial of a
 //! sequential hypothesis test (Threshold Random Walk, Jung et al., IEEE S&P
 //! 2004): an open port is evidence of a benign client, a closed one of a
@@ -28,6 +32,7 @@ use scanner_common::{
 
 use crate::{
     counters,
+    first::{self, Admission},
     maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORT_HITS, PORTS, PREFIXES, PROTECTED, SOURCES},
     verdict,
 };
@@ -43,16 +48,28 @@ unsafe fn add<T: Copy>(dst: *mut T, v: T) {
 }
 
 /// What one packet contributes, worked out once for the source and its prefix.
-struct Packet {
-    now: u64,
-    ifindex: u32,
-    class: usize,
-    probe: bool,
-    open: bool,
-    stealth: bool,
-    stack_syn: bool,
-    port: u16,
-    proto: u8,
+pub struct Packet {
+    pub now: u64,
+    pub ifindex: u32,
+    pub class: usize,
+    pub probe: bool,
+    pub open: bool,
+    pub stealth: bool,
+    pub stack_syn: bool,
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// What tracking made of a packet.
+#[derive(PartialEq, Eq)]
+pub enum Tracked {
+    /// Counted (or nothing to count: not a probe).
+    Counted,
+    /// From an allowlisted source: passed, never counted.
+    Allowlisted,
+    /// The source was admitted and its first probe counted: this probe is
+    /// still to be counted, by the `scanner_admit` program.
+    Admitted,
 }
 
 /// The daemon's settings, read in place (the BPF stack is only 512 bytes).
@@ -68,9 +85,21 @@ fn port_flag(region: u32, port: u16) -> bool {
 }
 
 #[inline(always)]
-pub fn track(h: &Headers, now: u64, ifindex: u32) {
+fn idle_ns(cfg: &Config) -> u64 {
+    if cfg.idle_ns == 0 {
+        DEFAULT_IDLE_NS
+    } else {
+        cfg.idle_ns
+    }
+}
+
+/// Counts a packet. Only probes carry evidence: anything else returns after
+/// the port-bitmap reads. A probe from an admitted source is counted into
+/// its entry; any other waits in FIRST_PROBES (see [`crate::first`]).
+#[inline(always)]
+pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     let Some(cfg) = config() else {
-        return;
+        return Tracked::Counted;
     };
     let t = &h.transport;
     let (open_bits, ignored_bits) = if t.is_tcp() {
@@ -78,33 +107,81 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     } else {
         (bits::UDP_OPEN, bits::UDP_IGNORED)
     };
-    let (port, proto) = (t.dport, t.proto);
-    let class = class_of(&h.transport);
+    let port = t.dport;
     // Bitmap reads only for packets that ask about a port: replies skip them.
-    let asks = is_probe(&h.transport, cfg);
-    let open = asks && port_flag(open_bits, port);
-    let probe = asks && !is_accepted_traffic(&h.transport, open) && !port_flag(ignored_bits, port);
+    if !is_probe(t, cfg) {
+        return Tracked::Counted;
+    }
+    let open = port_flag(open_bits, port);
+    if is_accepted_traffic(t, open) || port_flag(ignored_bits, port) {
+        return Tracked::Counted;
+    }
+    let class = class_of(t);
     let pkt = Packet {
-        now,
+        now: crate::now(),
         ifindex,
         class,
-        probe,
-        open: probe && open,
+        probe: true,
+        open,
         stealth: is_stealth(class),
-        stack_syn: is_stack_syn(&h.transport),
+        stack_syn: is_stack_syn(t),
         port,
-        proto,
+        proto: t.proto,
     };
-    let Some(s) = entry(&SOURCES, &h.source, cfg, &pkt) else {
-        return;
+    let idle = idle_ns(cfg);
+    let s = match SOURCES.get_ptr_mut(&h.source) {
+        // SAFETY: a live map value.
+        Some(s) if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle => s,
+        _ => match first::admit(&h.source, &pkt, cfg, idle) {
+            Admission::Held { new_port } => {
+                count_port(&pkt, new_port);
+                return Tracked::Counted;
+            }
+            Admission::Allowlisted => return Tracked::Allowlisted,
+            Admission::Admit(first) => {
+                let Some(s) = start(&SOURCES, &h.source, &first) else {
+                    return Tracked::Counted;
+                };
+                // The first probe, as if the entry had existed then (it
+                // went into PORT_HITS when it arrived); the caller then
+                // runs the program again for this one (a tail call), which
+                // now finds the entry.
+                // SAFETY: s is the live value just created.
+                unsafe { record(s, &h.source, &first, cfg, false) };
+                return Tracked::Admitted;
+            }
+        },
     };
+    // SAFETY: s points at this source's value in SOURCES.
+    unsafe { record(s, &h.source, &pkt, cfg, true) };
+    Tracked::Counted
+}
+
+/// Counts one probe into an admitted source's entry and, for its first
+/// trials, into its prefix's.
+///
+/// It runs once per program run: an admitted source's first probe and the
+/// probe that admitted it are counted by two runs (a tail call between
+/// them), since two copies in one program are more paths than the verifier
+/// walks.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES.
+#[inline(always)]
+unsafe fn record(
+    s: *mut SourceStats,
+    source: &SourceKey,
+    pkt: &Packet,
+    cfg: &Config,
+    count_hits: bool,
+) {
     // SAFETY: s points at this source's value in SOURCES, valid until we return.
     let (was_decided, trial) = unsafe {
         let was_decided = (*s).decided_ns != 0;
-        (was_decided, account(s, &h.source, scope::SOURCE, &pkt, cfg))
+        (was_decided, account(s, source, scope::SOURCE, pkt, cfg))
     };
-    if pkt.probe {
-        count_port(&pkt, trial);
+    if count_hits {
+        count_port(pkt, trial);
     }
     // Each undecided source feeds its prefix its first few trials only: a
     // decided source is reported on its own, and one loud scanner must not
@@ -113,17 +190,17 @@ pub fn track(h: &Headers, now: u64, ifindex: u32) {
     if !trial || was_decided || unsafe { (*s).prefix_trials } >= PREFIX_TRIALS_PER_SOURCE {
         return;
     }
-    let prefix = h.source.prefix(cfg.prefix_v4, cfg.prefix_v6);
-    let Some(p) = entry(&PREFIXES, &prefix, cfg, &pkt) else {
+    let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);
+    let Some(p) = entry(&PREFIXES, &prefix, cfg, pkt) else {
         return;
     };
     // SAFETY: s and p point at live map values.
     unsafe {
-        if (*s).prefix_trials == 0 && new_member(&h.source, (*p).first_seen_ns) {
+        if (*s).prefix_trials == 0 && new_member(source, (*p).first_seen_ns) {
             add(&raw mut (*p).sources, 1);
         }
         add(&raw mut (*s).prefix_trials, 1);
-        account(p, &prefix, scope::PREFIX, &pkt, cfg);
+        account(p, &prefix, scope::PREFIX, pkt, cfg);
     }
 }
 
@@ -136,20 +213,25 @@ fn entry(
     cfg: &Config,
     pkt: &Packet,
 ) -> Option<*mut SourceStats> {
-    let idle_ns = if cfg.idle_ns == 0 {
-        DEFAULT_IDLE_NS
-    } else {
-        cfg.idle_ns
-    };
     if let Some(s) = map.get_ptr_mut(key) {
         // SAFETY: a live map value.
-        if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns {
+        if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns(cfg) {
             return Some(s);
         }
     }
-    // New, or idle too long: start from the all-zero value. The helper copies
-    // it, so no 160-byte value is built on the 512-byte stack and no memset
-    // loop reaches the verifier. BPF_ANY replaces an idle entry.
+    start(map, key, pkt)
+}
+
+/// A new life for `key` in `map`, from `pkt` on.
+#[inline(always)]
+fn start(
+    map: &LruHashMap<SourceKey, SourceStats>,
+    key: &SourceKey,
+    pkt: &Packet,
+) -> Option<*mut SourceStats> {
+    // Start from the all-zero value. The helper copies it, so no 160-byte
+    // value is built on the 512-byte stack and no memset loop reaches the
+    // verifier. BPF_ANY replaces an idle entry.
     let blank = BLANK.get_ptr(0)?;
     // SAFETY: BLANK's slot is never written, so it is all zeros.
     let _ = map.insert(key, unsafe { &*blank }, BPF_ANY as u64);
@@ -271,6 +353,12 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
             reason::NONE
         };
         if reason == reason::NONE {
+            return;
+        }
+        // Sources are checked against the allowlist when admitted; one
+        // allowlisted since (the daemon forgets those it finds) is never
+        // decided. One trie lookup per decision, none per probe.
+        if scope == scope::SOURCE && verdict::allowlisted(key) {
             return;
         }
         (*s).decided_ns = pkt.now;

@@ -121,8 +121,10 @@ impl Settings {
             fanout_ports: d.fanout_ports,
             // A dry run blocks nothing: the daemon only says what it would.
             block_on_decide: u32::from(self.blocks()),
-            _pad: 0,
+            // Both set by the loader, from the map it loaded.
+            first_probe_slots: 0,
             block_ttl_ns: nanos(self.file.response.block_ttl),
+            hash_seed: 0,
         })
     }
 }

@@ -108,6 +108,7 @@ pub(crate) fn handle(
                     );
                 }
             }
+            maps.forget_where(|k| net.contains(&ip_of(k)));
             emit(
                 out,
                 policy_event("allowlisted", &net, "manual", None, false),

@@ -219,6 +219,7 @@ impl Daemon {
             &mut self.out,
         ) {
             Ok((new, summary)) => {
+                super::start::forget_allowlisted(&mut self.maps, &self.out.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
                 self.out.protected.set_kinds(new.protection());
                 if let Err(e) = log_protected(&mut self.out.protected) {

@@ -89,6 +89,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         None => None,
     };
     let mut ebpf = load::load_pinned(&config, &capacity, Some(&pins))?;
+    crate::kernel::migrate::migrate(&pins, &mut ebpf);
     // Claim the control socket before attaching: a second daemon stops
     // here, attaching nothing.
     let listener = control::server::bind(&args.socket, args.socket_group.as_deref())
@@ -116,6 +117,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let restored = policy.restore(reported_ns, monotonic_ns());
     allow_all(&mut policy, &policy::default_allowlist(), AllowOrigin::Host)?;
     allow_all(&mut policy, &response.allowlist, AllowOrigin::Config)?;
+    forget_allowlisted(&mut maps, &policy);
     let allow: Vec<String> = policy.allowlist().iter().map(net_name).collect();
     tracing::info!(allowlist = %allow.join(" "), "never blocked, never counted");
     if response.dry_run {
@@ -236,6 +238,20 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         scans: FullScans::default(),
         resumed: (resumed, restored),
     })
+}
+
+/// Forgets admitted sources the allowlist now covers: pinned from a run
+/// with another allowlist, or admitted before a rule was added. The kernel
+/// checks the allowlist when it admits a source, not on every probe.
+pub(super) fn forget_allowlisted(maps: &mut Maps, policy: &Policy) {
+    let nets = policy.allowlist();
+    let n = maps.forget_where(|k| {
+        let ip = crate::sinks::events::ip_of(k);
+        nets.iter().any(|net| net.contains(&ip))
+    });
+    if n > 0 {
+        tracing::info!("{n} tracked sources are allowlisted now: forgotten");
+    }
 }
 
 fn allow_all(

@@ -4,15 +4,16 @@ use std::io;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{Array, MapError},
+    maps::{Array, MapError, ProgramArray},
     programs::{ProgramError, Xdp, xdp},
 };
 use scanner_common::{
     Config,
     names::{
-        ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
-        EVENTS_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
-        PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP,
+        ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP,
+        EVENTS_MAP, FIRST_PROBES_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP,
+        PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots, port_pairs,
+        prefixes, suspects,
     },
 };
 use thiserror::Error;
@@ -22,6 +23,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Name of the `#[xdp]` function in scanner-ebpf.
 pub const PROGRAM: &str = "scanner";
+/// The program `scanner` tail-calls to count the probe that admitted a
+/// source (never attached; it sits in the ADMITTED program array).
+pub const ADMIT_PROGRAM: &str = "scanner_admit";
 
 const PERMISSION_HINT: &str =
     "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (e.g. with AmbientCapabilities)";
@@ -157,7 +161,11 @@ pub fn load_pinned(
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(BLOCKLIST_MAP, capacity.blocks);
-    loader.map_max_entries(SOURCES_MAP, capacity.sources);
+    // One setting sizes every per-source map (see scanner_common::names).
+    loader.map_max_entries(FIRST_PROBES_MAP, first_probe_slots(capacity.sources));
+    loader.map_max_entries(SOURCES_MAP, suspects(capacity.sources));
+    loader.map_max_entries(PORTS_MAP, port_pairs(capacity.sources));
+    loader.map_max_entries(PREFIXES_MAP, prefixes(capacity.sources));
     if let Some(pins) = pins {
         for name in PINNED_MAPS {
             loader.map_pin_path(name, pins.map(name));
@@ -167,6 +175,8 @@ pub fn load_pinned(
         .load(OBJECT)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
+        ADMITTED_MAP,
+        FIRST_PROBES_MAP,
         SOURCES_MAP,
         PREFIXES_MAP,
         PORTS_MAP,
@@ -184,7 +194,7 @@ pub fn load_pinned(
             return Err(LoadError::MissingMap(name));
         }
     }
-    program(&mut ebpf)?.load().map_err(|e| match e {
+    let verifier = |e: ProgramError| match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
@@ -193,21 +203,72 @@ pub fn load_pinned(
             tail: tail(&verifier_log.to_string(), 20),
         },
         other => classify(other, "loading the XDP program"),
-    })?;
+    };
+    program(&mut ebpf)?.load().map_err(verifier)?;
+    let admit: &mut Xdp = ebpf
+        .program_mut(ADMIT_PROGRAM)
+        .ok_or(LoadError::MissingProgram(ADMIT_PROGRAM))?
+        .try_into()
+        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+    admit.load().map_err(verifier)?;
+    let admit_fd = admit
+        .fd()
+        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+        .map_err(|e| classify(e, "reading the program"))?;
+    let slot = ebpf
+        .map_mut(ADMITTED_MAP)
+        .ok_or(LoadError::MissingMap(ADMITTED_MAP))?;
+    ProgramArray::try_from(slot)
+        .and_then(|mut slot| slot.set(0, &admit_fd, 0))
+        .map_err(|e| classify(e, "filling the ADMITTED program array"))?;
     write_config(&mut ebpf, config)?;
     Ok(ebpf)
 }
 
-/// Writes `config` into the CONFIG map (also used to change it while running).
+/// Writes `config` into the CONFIG map (also used to change it while running),
+/// with the two fields that belong to the loaded maps rather than to the
+/// settings: FIRST_PROBES' real size (a pinned map keeps the size it was
+/// created with) and the slot hash's secret seed (kept once chosen, so
+/// slots stay where they are across reloads).
 pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
+    let slots = match ebpf.map(FIRST_PROBES_MAP) {
+        Some(aya::maps::Map::Array(data)) => data
+            .info()
+            .map_err(|e| classify(e, "reading the FIRST_PROBES map's size"))?
+            .max_entries(),
+        _ => return Err(LoadError::MissingMap(FIRST_PROBES_MAP)),
+    };
     let map = ebpf
         .map_mut(CONFIG_MAP)
         .ok_or(LoadError::MissingMap(CONFIG_MAP))?;
     let mut array: Array<_, Config> =
         Array::try_from(map).map_err(|e| classify(e, "opening the CONFIG map"))?;
+    let seed = match array.get(&0, 0) {
+        Ok(current) if current.hash_seed != 0 => current.hash_seed,
+        _ => random_seed(),
+    };
+    let config = Config {
+        first_probe_slots: slots,
+        hash_seed: seed,
+        ..*config
+    };
     array
         .set(0, config, 0)
         .map_err(|e: MapError| classify(e, "writing the CONFIG map"))
+}
+
+/// A random non-zero u64 from the kernel's generator.
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: a valid buffer of the length given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let seed = u64::from_ne_bytes(bytes);
+    if n == 8 && seed != 0 {
+        seed
+    } else {
+        // No entropy (never on Linux 3.17+): the clock still varies per host.
+        crate::kernel::maps::monotonic_ns() | 1
+    }
 }
 
 /// The loaded XDP program.

@@ -4,20 +4,23 @@ use std::os::fd::{AsFd as _, OwnedFd};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError},
+    maps::{Array, HashMap, Map, MapData, MapError},
 };
 use scanner_common::{
-    IPPROTO_TCP, IPPROTO_UDP, PortHits, PortKey, PortSeen, SAMPLE_PORTS, SourceKey, SourceStats,
-    counter,
+    Config, DEFAULT_IDLE_NS, IPPROTO_TCP, IPPROTO_UDP, PortHits, PortKey, PortSeen, SAMPLE_PORTS,
+    SourceKey, SourceStats, counter,
     names::{
-        COUNTERS_ENTRIES, COUNTERS_MAP, PORT_HITS_ENTRIES, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP,
-        SOURCES_MAP,
+        CONFIG_MAP, COUNTERS_ENTRIES, COUNTERS_MAP, FIRST_PROBES_MAP, PORT_HITS_ENTRIES,
+        PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
     },
     scope,
 };
 use thiserror::Error;
 
-use crate::{detect::EntryId, kernel::batch};
+use crate::{
+    detect::EntryId,
+    kernel::{batch, first::FirstProbes},
+};
 
 #[derive(Debug, Error)]
 pub enum PollError {
@@ -76,10 +79,13 @@ impl Counters {
                 .filter_map(|i| values.get(i))
                 .sum()
         };
+        // The kernel counts no passed packets (a counter update on every
+        // packet saved): every packet seen and not dropped was passed.
+        let (seen, dropped) = (sum(counter::SEEN), sum(counter::DROPPED));
         Self {
-            seen: sum(counter::SEEN),
-            passed: sum(counter::PASSED),
-            dropped: sum(counter::DROPPED),
+            seen,
+            passed: seen.saturating_sub(dropped),
+            dropped,
             parse_failures: sum(counter::PARSE_FAILURES),
             events_dropped: sum(counter::EVENTS_DROPPED),
             blocks_refused: sum(counter::BLOCKS_REFUSED),
@@ -110,7 +116,8 @@ impl CounterTable {
 /// One pass over the maps.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Sources tracked (SOURCES entries).
+    /// Sources tracked: admitted ones (SOURCES entries) and those whose
+    /// first probe is remembered (live FIRST_PROBES slots).
     pub sources: usize,
     /// The entries kept (sources first, then prefixes).
     pub entries: Vec<(EntryId, SourceStats)>,
@@ -129,6 +136,10 @@ pub struct Maps {
     sources: HashMap<MapData, SourceKey, SourceStats>,
     prefixes: HashMap<MapData, SourceKey, SourceStats>,
     ports: HashMap<MapData, PortKey, PortSeen>,
+    first: FirstProbes,
+    /// CONFIG, read for the idle timeout (it stays in the object: the
+    /// daemon rewrites it on reload).
+    config: Array<MapData, Config>,
     fds: Fds,
     cpus: usize,
 }
@@ -142,11 +153,19 @@ impl Maps {
             counters: fd(COUNTERS_MAP)?,
             port_hits: fd(PORT_HITS_MAP)?,
         };
+        let first_fd = fd(FIRST_PROBES_MAP)?;
+        let first = FirstProbes::map(first_fd.as_fd()).map_err(batch_err(FIRST_PROBES_MAP))?;
+        let config_fd = fd(CONFIG_MAP)?;
+        let config = MapData::from_fd(config_fd)
+            .and_then(|data| Array::try_from(Map::Array(data)))
+            .map_err(map_err(CONFIG_MAP))?;
         // aya has no LruHashMap type in userspace: LRU maps read as HashMap.
         Ok(Self {
             sources: take_map(ebpf, SOURCES_MAP)?,
             prefixes: take_map(ebpf, PREFIXES_MAP)?,
             ports: take_map(ebpf, PORTS_MAP)?,
+            first,
+            config,
             fds,
             cpus: batch::possible_cpus().map_err(batch_err(COUNTERS_MAP))?,
         })
@@ -173,17 +192,18 @@ impl Maps {
         self.scope_entries(scope::SOURCE, keep).1
     }
 
-    /// Both maps streamed through once, in batches: how many sources are
-    /// tracked, and the entries the kernel decided (all the detector needs;
-    /// a million undecided sources are counted, not copied). Entries the
-    /// kernel evicts while we read are skipped.
+    /// Both maps streamed through once, in batches, and the first probes
+    /// walked through their mmap: how many sources are tracked, and the
+    /// entries the kernel decided (all the detector needs; a million
+    /// undecided sources are counted, not copied). Entries the kernel evicts
+    /// while we read are skipped.
     pub fn decided(&self) -> Snapshot {
         let mut entries = Vec::new();
-        let mut sources = 0;
+        let mut sources = self.waiting();
         for scope in [scope::SOURCE, scope::PREFIX] {
             let (count, kept) = self.scope_entries(scope, |s| s.decided_ns != 0);
             if scope == scope::SOURCE {
-                sources = count;
+                sources += count;
             }
             entries.extend(
                 kept.into_iter()
@@ -245,6 +265,25 @@ impl Maps {
         }
     }
 
+    /// Sources whose first probe waits in FIRST_PROBES (not yet admitted).
+    pub fn waiting(&self) -> usize {
+        let idle_ns = match self.config.get(&0, 0) {
+            Ok(c) if c.idle_ns != 0 => c.idle_ns,
+            _ => DEFAULT_IDLE_NS,
+        };
+        self.first.live(monotonic_ns(), idle_ns)
+    }
+
+    /// The first probe of `key` waiting in its slot (live or idle), if the
+    /// slot holds it.
+    pub fn first_probe(&self, key: &SourceKey) -> Option<scanner_common::FirstProbe> {
+        let c = self.config.get(&0, 0).ok()?;
+        let slot = scanner_common::first::slot_of(key, c.hash_seed, c.first_probe_slots);
+        self.first
+            .get(slot as usize)
+            .filter(|p| p.seen_ns != 0 && p.source.same(key))
+    }
+
     /// Probes per destination port, indexed by `port_hits_index`.
     pub fn port_hits(&self) -> Result<Vec<PortHits>, PollError> {
         let (keys, values) =
@@ -267,6 +306,21 @@ impl Maps {
     /// Forgets a source: its next packet starts a new life.
     pub fn forget(&mut self, key: &SourceKey) {
         let _ = self.sources.remove(key);
+    }
+
+    /// Forgets every admitted source `covered` selects (those a new allow
+    /// rule covers: the kernel checks the allowlist when it admits a
+    /// source, not on every probe). Returns how many were forgotten.
+    pub fn forget_where(&mut self, covered: impl Fn(&SourceKey) -> bool) -> usize {
+        let keys: Vec<SourceKey> = self
+            .sources
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| covered(k))
+            .collect();
+        keys.iter()
+            .filter(|k| self.sources.remove(k).is_ok())
+            .count()
     }
 
     /// One source's stats, if tracked.
@@ -336,6 +390,9 @@ impl Maps {
                     .sum();
                 (port, probes)
             })
+            // A port whose pairs are gone (evicted, or the entry itself
+            // is, and the stats came from the decision record) is unknown.
+            .filter(|&(_, probes)| probes > 0)
             .collect();
         rank_ports(&counted, n)
     }

@@ -5,9 +5,11 @@
 
 pub mod batch;
 pub mod decisions;
+pub mod first;
 pub mod iface;
 pub mod load;
 pub mod maps;
+pub mod migrate;
 pub mod pin;
 pub mod policy;
 pub mod port_bits;

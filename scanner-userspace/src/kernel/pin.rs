@@ -135,6 +135,18 @@ impl PinDir {
         self.dir.join(name)
     }
 
+    /// The directory of layout `version` beside this one, when it exists.
+    pub fn sibling(&self, version: u32) -> Option<PathBuf> {
+        let dir = self.dir.parent()?.join(format!("v{version}"));
+        dir.is_dir().then_some(dir)
+    }
+
+    /// Locks `dir` like a daemon's own pin directory: None while a daemon
+    /// holds it.
+    pub fn lock_other(dir: &Path) -> Option<OwnedFd> {
+        lock(dir).ok()
+    }
+
     /// bpffs holds only BPF objects, so the attach mode is in the name.
     fn link(&self, iface: &str, mode: AttachedMode) -> PathBuf {
         self.dir.join(format!("link-{iface}-{}", mode.as_str()))

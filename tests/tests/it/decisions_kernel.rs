@@ -166,7 +166,14 @@ fn two_stealth_probes_decide_on_their_own() -> anyhow::Result<()> {
     root_only!("two_stealth_probes_decide_on_their_own");
     let mut k = Kernel::new(&Config::default())?;
     k.send(&ipv4_tcp(4, 21, XMAS))?;
-    assert_eq!(k.maps.entry(source(4)).map(|s| s.decided_ns), Some(0));
+    // One probe waits in the source's first-probe slot, as a stealth probe.
+    assert_eq!(k.maps.entry(source(4)), None);
+    let first = k
+        .maps
+        .first_probe(&source(4).key)
+        .ok_or_else(|| anyhow::anyhow!("first probe not remembered"))?;
+    assert_eq!(first.port, 21);
+    assert!(first.traits & scanner_common::first::STEALTH != 0);
     k.send(&ipv4_tcp(4, 23, XMAS))?;
     let s = k
         .maps
@@ -289,15 +296,34 @@ fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
         idle_ns: 1,
         ..Config::default()
     };
-    let k = Kernel::new(&config)?;
+    let mut k = Kernel::new(&config)?;
     k.syns(6, [1, 2, 3, 4, 5, 6])?;
+    // Every probe came after an "idle" gap: each one is a first probe
+    // again, replacing the last in the slot; the source is never admitted.
+    assert_eq!(k.maps.entry(source(6)), None);
+    let first = k
+        .maps
+        .first_probe(&source(6).key)
+        .ok_or_else(|| anyhow::anyhow!("first probe not remembered"))?;
+    assert_eq!(first.port, 6);
+    assert!(k.decisions().is_empty());
+    // An admitted source idle too long starts afresh too: it waits in its
+    // slot again instead of adding to the old entry.
+    load::write_config(&mut k.ebpf, &Config::default())?;
+    k.syns(7, [1, 2])?;
     let s = k
         .maps
-        .entry(source(6))
+        .entry(source(7))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
-    // Every probe came after an "idle" gap: each one starts afresh.
-    assert_eq!((s.ports, s.probes, s.decided_ns), (1, 1, 0));
-    assert_eq!(s.sample_ports[0], 6);
+    assert_eq!((s.ports, s.probes), (2, 2));
+    load::write_config(&mut k.ebpf, &config)?;
+    k.syns(7, [3])?;
+    let s = k
+        .maps
+        .entry(source(7))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((s.ports, s.probes), (2, 2), "the idle entry is not added to");
+    assert_eq!(k.maps.first_probe(&source(7).key).map(|p| p.port), Some(3));
     Ok(())
 }
 
@@ -371,22 +397,18 @@ fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
     for _ in 0..50 {
         k.send(&ipv4_tcp(1, 80, ACK))?;
     }
-    let s = k
-        .maps
-        .entry(source(1))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
-    assert_eq!((s.probes, s.ports), (0, 0), "a busy client of an open port");
-    assert_eq!(
-        s.classes[scanner_common::class::ACK],
-        50,
-        "still counted as traffic"
-    );
+    // A busy client of an open port leaves no trace: no entry, no slot.
+    assert_eq!(k.maps.entry(source(1)), None, "a busy client of an open port");
+    assert_eq!(k.maps.first_probe(&source(1).key), None);
     // ACKs to closed ports are an ACK scan's probes.
     k.send(&ipv4_tcp(1, 81, ACK))?;
+    assert_eq!(k.maps.first_probe(&source(1).key).map(|p| p.port), Some(81));
+    k.send(&ipv4_tcp(1, 82, ACK))?;
     let s = k
         .maps
         .entry(source(1))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
-    assert_eq!((s.probes, s.ports), (1, 1));
+    assert_eq!((s.probes, s.ports), (2, 2));
+    assert_eq!(s.classes[scanner_common::class::ACK], 2);
     Ok(())
 }

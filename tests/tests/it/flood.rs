@@ -145,3 +145,73 @@ fn a_spoofed_flood_with_a_real_scan_in_it() -> anyhow::Result<()> {
     assert!(peak < 512 * 1024, "daemon memory bounded: {peak} KiB");
     Ok(())
 }
+
+/// Spoofed sources that each probe two closed ports: every one is admitted,
+/// so SOURCES (512 entries at `--max-sources 1024`) turns over dozens of
+/// times during the scan, and the first-probe slots far more often.
+const EVICTING: usize = 30_000;
+
+#[test]
+fn a_flood_sized_to_evict_the_scanners_entry_still_decides_the_scan() -> anyhow::Result<()> {
+    if !require_root("a_flood_sized_to_evict_the_scanners_entry_still_decides_the_scan") {
+        return Ok(());
+    }
+    let mut sc = Scenario::start(&[22, 80], &[], &["--block", "--max-sources", "1024"])?;
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(2 * EVICTING);
+    for (i, src) in traffic::spoofed_sources(11).take(EVICTING).enumerate() {
+        let port = 2000 + (i % 20000) as u16;
+        frames.push(syn(src, port));
+        frames.push(syn(src, port + 1));
+    }
+    let total = frames.len();
+    let sent = std::thread::scope(|s| -> anyhow::Result<usize> {
+        let flood = s.spawn(|| {
+            traffic::send_frames(
+                &sc.lab.attacker,
+                Lab::ATTACKER_IF,
+                frames.into_iter(),
+                Duration::from_secs(60),
+            )
+        });
+        traffic::nmap(
+            &sc.lab.attacker,
+            &[
+                "-sS",
+                "--max-retries",
+                "0",
+                "-p1-1000",
+                Lab::SERVER_V4,
+            ],
+        )?;
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
+    })?;
+    assert_eq!(sent, total, "the whole flood was sent");
+    let detected = sc.wait("scan_detected", Lab::ATTACKER_V4)?;
+    sc.wait("blocked", Lab::ATTACKER_V4)?;
+    let events = sc.stop()?;
+    let decided_after = detected["decided_after"].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "evicting flood: {sent} frames, scanner decided after {decided_after} ports: {detected}"
+    );
+    assert!(
+        decided_after <= 6,
+        "decided within 6 probes despite the flood: {detected}"
+    );
+    // Two closed ports decide no single address (their /24 prefixes, each
+    // probed by many spoofed addresses, are reported as distributed scans).
+    let spoofed_decisions: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "scan_detected"
+                && e["source"] != Lab::ATTACKER_V4
+                && e["sources"].as_u64() == Some(1)
+        })
+        .collect();
+    assert!(
+        spoofed_decisions.is_empty(),
+        "two closed ports per source decide nothing: {spoofed_decisions:?}"
+    );
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod control;
 mod decisions_kernel;
 mod flood;
 mod interfaces;
+mod memory;
 mod journal;
 mod operations;
 mod operator_trust;

@@ -1,0 +1,133 @@
+//! The first-probe table: where a source's first probe waits for its second.
+//!
+//! Most sources a server sees probe one port (a client of one service) or are
+//! spoofed (a SYN flood from random addresses). Giving each a hash-map entry
+//! costs an LRU insert per packet and ~240 bytes per source. Instead a
+//! source's first probe is written into a slot of a fixed array (FIRST_PROBES),
+//! picked by a keyed hash of the address; the source earns a per-source entry
+//! (SOURCES) only when a second probe of another port arrives while the slot
+//! still holds its first one. The first probe is then replayed into the new
+//! entry, so every count and decision is the same as if the source had been
+//! tracked from its first packet. A flood of one-packet sources costs one
+//! array write each and never touches SOURCES; a flood that overwrites a
+//! scanner's slot delays its admission by one probe at most per overwrite,
+//! and a scanner already admitted is out of the flood's reach.
+//!
+//! Slots are written with plain stores by any CPU: a torn slot (two sources
+//! writing it at once) at worst replays a wrong port once, or misses one
+//! admission.
+
+use crate::{SourceKey, class};
+
+/// `FirstProbe::traits`: the first probe hit an open port.
+pub const OPEN: u8 = 0x08;
+/// `FirstProbe::traits`: it was a stealth probe (FIN, NULL, Xmas).
+pub const STEALTH: u8 = 0x10;
+/// `FirstProbe::traits`: it was a SYN from an operating system's stack.
+pub const STACK_SYN: u8 = 0x20;
+/// `FirstProbe::traits`: the low bits hold the probe's `class::*`.
+pub const CLASS_MASK: u8 = 0x07;
+
+const _: () = assert!(class::COUNT <= CLASS_MASK as usize + 1);
+
+/// One slot of FIRST_PROBES: a source's first probe, not yet followed by a
+/// second one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirstProbe {
+    /// The probing source.
+    pub source: SourceKey,
+    /// `bpf_ktime_get_ns()` of the probe; 0 marks a free slot.
+    pub seen_ns: u64,
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// `class::*` in the low bits, and `OPEN`, `STEALTH`, `STACK_SYN`.
+    pub traits: u8,
+    /// Interface index the probe came in on.
+    pub ifindex: u32,
+}
+
+impl FirstProbe {
+    /// Whether the slot holds a probe of `source` seen at most `idle_ns`
+    /// before `now_ns`.
+    #[inline(always)]
+    pub fn holds(&self, source: &SourceKey, now_ns: u64, idle_ns: u64) -> bool {
+        self.seen_ns != 0 && now_ns.saturating_sub(self.seen_ns) <= idle_ns && self.source.same(source)
+    }
+
+    /// Whether the slot holds any probe seen at most `idle_ns` before `now_ns`.
+    #[inline(always)]
+    pub fn live(&self, now_ns: u64, idle_ns: u64) -> bool {
+        self.seen_ns != 0 && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+    }
+}
+
+/// The FIRST_PROBES slot of `source` in a table of `slots` slots, under the
+/// daemon's secret `seed` (so a flood cannot aim at a chosen source's slot).
+/// A multiply-xorshift mix of the address folded to 64 bits, then a
+/// multiply-shift range reduction: no division, no loop.
+#[inline(always)]
+pub fn slot_of(source: &SourceKey, seed: u64, slots: u32) -> u32 {
+    let (hi, lo) = source.words();
+    let mut h = (hi ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= lo.wrapping_add(seed.rotate_left(32));
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 31;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^= h >> 29;
+    (((h >> 32) * u64::from(slots)) >> 32) as u32
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, no implicit padding (size asserted below).
+unsafe impl aya::Pod for FirstProbe {}
+
+const _: () = assert!(core::mem::size_of::<FirstProbe>() == 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_spread_and_stay_in_range() {
+        let slots = 1000u32;
+        let mut counts = [0u32; 1000];
+        for i in 0..100_000u32 {
+            let b = i.to_be_bytes();
+            let s = slot_of(&SourceKey::from_v4([198, 18 + b[1] % 2, b[2], b[3]]), 7, slots);
+            assert!(s < slots);
+            counts[s as usize] += 1;
+        }
+        // 100 per slot on average: a fair spread keeps every slot near it.
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        assert!(min >= Some(&50) && max <= Some(&160), "{min:?}..{max:?}");
+    }
+
+    #[test]
+    fn the_seed_moves_sources_between_slots() {
+        let k = SourceKey::from_v4([198, 18, 0, 7]);
+        let mut moved = [0u32; 64];
+        for (seed, slot) in moved.iter_mut().enumerate() {
+            *slot = slot_of(&k, seed as u64, 1 << 20);
+        }
+        moved.sort_unstable();
+        let distinct = 1 + moved.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(distinct > 60, "{moved:?}");
+    }
+
+    #[test]
+    fn a_slot_holds_one_source_until_idle() {
+        let k = SourceKey::from_v4([198, 18, 0, 7]);
+        let p = FirstProbe {
+            source: k,
+            seen_ns: 1_000,
+            ..FirstProbe::default()
+        };
+        assert!(p.holds(&k, 1_500, 500));
+        assert!(!p.holds(&k, 1_501, 500), "idle too long");
+        assert!(!p.holds(&SourceKey::from_v4([198, 18, 0, 8]), 1_500, 500));
+        assert!(!FirstProbe::default().holds(&SourceKey::default(), 0, 500));
+        assert!(p.live(1_200, 500) && !FirstProbe::default().live(0, 500));
+    }
+}

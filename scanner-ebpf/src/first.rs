@@ -1,0 +1,64 @@
+//! The first-probe stage (see `scanner_common::first`): a source's first
+//! probe waits in its FIRST_PROBES slot; a probe of another port while it
+//! is still there admits the source, and the first probe is handed back to
+//! be replayed into the new entry.
+
+use scanner_common::{Config, SourceKey, first, first::slot_of};
+
+use crate::{maps::FIRST_PROBES, track::Packet, verdict};
+
+/// What became of a probe from a source without an entry.
+pub enum Admission {
+    /// Remembered (or already remembered): `new_port` when this probe is
+    /// the first of its port in the source's life.
+    Held { new_port: bool },
+    /// The source is allowlisted: nothing is kept.
+    Allowlisted,
+    /// Admitted: create the entry, replay this first probe, then count the
+    /// current one.
+    Admit(Packet),
+}
+
+#[inline(always)]
+pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Admission {
+    let index = slot_of(source, cfg.hash_seed, cfg.first_probe_slots);
+    // No slot (no size configured): fail open, nothing is tracked.
+    let Some(slot) = FIRST_PROBES.get_ptr_mut(index) else {
+        return Admission::Held { new_port: false };
+    };
+    // SAFETY: slot points at a live FIRST_PROBES value.
+    unsafe {
+        if (*slot).holds(source, pkt.now, idle_ns) {
+            if (*slot).port == pkt.port && (*slot).proto == pkt.proto {
+                return Admission::Held { new_port: false };
+            }
+            if verdict::allowlisted(source) {
+                return Admission::Allowlisted;
+            }
+            let traits = (*slot).traits;
+            let first = Packet {
+                now: (*slot).seen_ns,
+                ifindex: (*slot).ifindex,
+                class: usize::from(traits & first::CLASS_MASK),
+                probe: true,
+                open: traits & first::OPEN != 0,
+                stealth: traits & first::STEALTH != 0,
+                stack_syn: traits & first::STACK_SYN != 0,
+                port: (*slot).port,
+                proto: (*slot).proto,
+            };
+            (*slot).seen_ns = 0;
+            return Admission::Admit(first);
+        }
+        (*slot).source = *source;
+        (*slot).seen_ns = pkt.now;
+        (*slot).port = pkt.port;
+        (*slot).proto = pkt.proto;
+        (*slot).traits = (pkt.class as u8 & first::CLASS_MASK)
+            | if pkt.open { first::OPEN } else { 0 }
+            | if pkt.stealth { first::STEALTH } else { 0 }
+            | if pkt.stack_syn { first::STACK_SYN } else { 0 };
+        (*slot).ifindex = pkt.ifindex;
+    }
+    Admission::Held { new_port: true }
+}
