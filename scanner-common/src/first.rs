@@ -53,7 +53,9 @@ impl FirstProbe {
     /// before `now_ns`.
     #[inline(always)]
     pub fn holds(&self, source: &SourceKey, now_ns: u64, idle_ns: u64) -> bool {
-        self.seen_ns != 0 && now_ns.saturating_sub(self.seen_ns) <= idle_ns && self.source.same(source)
+        self.seen_ns != 0
+            && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+            && self.source.same(source)
     }
 
     /// Whether the slot holds any probe seen at most `idle_ns` before `now_ns`.
@@ -95,7 +97,11 @@ mod tests {
         let mut counts = [0u32; 1000];
         for i in 0..100_000u32 {
             let b = i.to_be_bytes();
-            let s = slot_of(&SourceKey::from_v4([198, 18 + b[1] % 2, b[2], b[3]]), 7, slots);
+            let s = slot_of(
+                &SourceKey::from_v4([198, 18 + b[1] % 2, b[2], b[3]]),
+                7,
+                slots,
+            );
             assert!(s < slots);
             counts[s as usize] += 1;
         }

@@ -50,7 +50,7 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     // on failure (no program in the slot) it returns and the
                     // packet passes with its probe uncounted.
                     Tracked::Admitted => unsafe {
-                        let _ = ADMITTED.tail_call(ctx, 0);
+                        ADMITTED.tail_call(ctx, 0);
                     },
                 }
                 verdict::pass()

@@ -251,8 +251,10 @@ pub(crate) struct RunArgs {
     #[arg(long, hide = true, conflicts_with = "no_reattach")]
     pub reattach: bool,
 
-    /// Sources tracked at once (LRU beyond) [default: 1048576, 1024 to
-    /// 67108864] [config: detection.max_sources].
+    /// Sources tracked at once: first-probe slots, and one in 32 for
+    /// sources that probed two ports (LRU beyond); ~50 bytes of kernel
+    /// memory each [default: 1048576, 1024 to 67108864] [config:
+    /// detection.max_sources].
     #[arg(long, value_parser = clap::value_parser!(u32).range(i64::from(crate::config::MIN_SOURCES)..=i64::from(crate::config::MAX_SOURCES)))]
     pub max_sources: Option<u32>,
 

@@ -52,8 +52,10 @@ idle_timeout = "1h"
 # Destination ports never counted as probes (e.g. a port your monitoring
 # sweeps), for TCP and UDP.
 ignore_ports = []
-# Sources tracked at once. When full, the least recently seen source is
-# forgotten (LRU), so a flood of spoofed sources cannot exhaust memory.
+# Sources tracked at once: a source's first probe waits in a fixed slot
+# table, and one in 32 entries is kept for sources that probed a second port
+# (least recently seen forgotten first), so a flood of spoofed sources cannot
+# exhaust memory. About 50 bytes of kernel memory per source.
 max_sources = 1048576
 
 [aggregation]

@@ -48,7 +48,8 @@ impl FirstProbes {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<FirstProbe>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let base = NonNull::new(ptr.cast::<FirstProbe>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Self { base, slots, bytes })
     }
 

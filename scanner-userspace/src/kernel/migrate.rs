@@ -79,7 +79,11 @@ pub fn migrate(pins: &PinDir, ebpf: &mut Ebpf) -> Option<Migrated> {
         m.blocks,
         m.allows,
         m.port_hits,
-        if m.reported { ", the reported mark" } else { "" },
+        if m.reported {
+            ", the reported mark"
+        } else {
+            ""
+        },
         if failed.is_empty() {
             String::new()
         } else {
@@ -111,8 +115,7 @@ fn copy_rules(old: &Path, name: &'static str, ebpf: &mut Ebpf) -> anyhow::Result
         .map_mut(name)
         .ok_or_else(|| anyhow::anyhow!("no map {name}"))?;
     let mut to: LpmTrie<&mut MapData, SourceKey, PolicyEntry> = LpmTrie::try_from(map)?;
-    let entries: Vec<(Key<SourceKey>, PolicyEntry)> =
-        from.iter().filter_map(Result::ok).collect();
+    let entries: Vec<(Key<SourceKey>, PolicyEntry)> = from.iter().filter_map(Result::ok).collect();
     let mut n = 0;
     for (key, value) in entries {
         if to.get(&key, 0).is_err() {

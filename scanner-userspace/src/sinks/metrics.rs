@@ -121,7 +121,7 @@ impl Metrics {
         );
         r.register(
             "sources_capacity",
-            "Capacity of the SOURCES map (LRU beyond it)",
+            "Sources tracked at most: first-probe slots and admitted sources (LRU beyond)",
             m.capacity.clone(),
         );
         r.register(

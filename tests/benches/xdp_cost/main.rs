@@ -413,7 +413,11 @@ fn main() -> anyhow::Result<()> {
     )?;
     for r in &veth {
         let ratio = r.pps[2] / r.pps[1].max(1.0);
-        let bar = if r.traffic.contains("flood") { 0.85 } else { 0.9 };
+        let bar = if r.traffic.contains("flood") {
+            0.85
+        } else {
+            0.9
+        };
         writeln!(
             md,
             "| veth throughput at least {:.0}% of XDP_PASS ({}) | {:.0}% | {} |",

@@ -322,7 +322,11 @@ fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
         .maps
         .entry(source(7))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
-    assert_eq!((s.ports, s.probes), (2, 2), "the idle entry is not added to");
+    assert_eq!(
+        (s.ports, s.probes),
+        (2, 2),
+        "the idle entry is not added to"
+    );
     assert_eq!(k.maps.first_probe(&source(7).key).map(|p| p.port), Some(3));
     Ok(())
 }
@@ -398,7 +402,11 @@ fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
         k.send(&ipv4_tcp(1, 80, ACK))?;
     }
     // A busy client of an open port leaves no trace: no entry, no slot.
-    assert_eq!(k.maps.entry(source(1)), None, "a busy client of an open port");
+    assert_eq!(
+        k.maps.entry(source(1)),
+        None,
+        "a busy client of an open port"
+    );
     assert_eq!(k.maps.first_probe(&source(1).key), None);
     // ACKs to closed ports are an ACK scan's probes.
     k.send(&ipv4_tcp(1, 81, ACK))?;

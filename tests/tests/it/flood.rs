@@ -175,13 +175,7 @@ fn a_flood_sized_to_evict_the_scanners_entry_still_decides_the_scan() -> anyhow:
         });
         traffic::nmap(
             &sc.lab.attacker,
-            &[
-                "-sS",
-                "--max-retries",
-                "0",
-                "-p1-1000",
-                Lab::SERVER_V4,
-            ],
+            &["-sS", "--max-retries", "0", "-p1-1000", Lab::SERVER_V4],
         )?;
         flood
             .join()

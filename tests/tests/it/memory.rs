@@ -27,10 +27,8 @@ fn memlock(ebpf: &mut aya::Ebpf) -> anyhow::Result<Vec<(String, u64)>> {
     for id in ids {
         let info = MapInfo::from_id(id)?;
         let fd = info.fd()?;
-        let text = std::fs::read_to_string(format!(
-            "/proc/self/fdinfo/{}",
-            fd.as_fd().as_raw_fd()
-        ))?;
+        let text =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))?;
         let bytes = text
             .lines()
             .find_map(|l| l.strip_prefix("memlock:"))
@@ -52,7 +50,11 @@ fn kernel_memory_at_default_capacities_is_under_64_mib() -> anyhow::Result<()> {
         .iter()
         .map(|(n, b)| format!("{n} {:.1} MiB", mib(*b)))
         .collect();
-    eprintln!("kernel memory {:.1} MiB: {}", mib(total), listing.join(", "));
+    eprintln!(
+        "kernel memory {:.1} MiB: {}",
+        mib(total),
+        listing.join(", ")
+    );
     assert!(
         first_probe_slots(SOURCES_CAPACITY) + suspects(SOURCES_CAPACITY) >= 1 << 20,
         "at least 1,048,576 sources by default"

@@ -40,7 +40,11 @@ fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
         expected_waiting.push(source);
         let first = first.ok_or_else(|| anyhow::anyhow!("{}: probe not remembered", case.name))?;
         assert_eq!(
-            (first.port, first.proto, usize::from(first.traits & first::CLASS_MASK)),
+            (
+                first.port,
+                first.proto,
+                usize::from(first.traits & first::CLASS_MASK)
+            ),
             (dport, proto, class),
             "{}",
             case.name

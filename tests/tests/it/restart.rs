@@ -162,3 +162,106 @@ fn repeated_crashes_during_a_scan_keep_blocks_and_never_attach_twice() -> anyhow
     assert!(links.is_empty(), "stale links left: {links:?}");
     Ok(())
 }
+
+/// Hex bytes for `bpftool map update ... key hex ...`.
+fn hex(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bpftool(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("bpftool").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_new_daemon_over_the_previous_layouts_pins_migrates_its_blocks() -> anyhow::Result<()> {
+    if !require_root("a_new_daemon_over_the_previous_layouts_pins_migrates_its_blocks") {
+        return Ok(());
+    }
+    let mut old_dir = None;
+    let mut sc = Scenario::start_with(
+        |lab| {
+            // What a version-2 daemon leaves pinned: a permanent block of the
+            // attacker in BLOCKLIST (same layout), and a SOURCES map of the
+            // old layout that must not be opened.
+            let dir = scanner_tests::daemon::pin_dir(&lab.server)?.join("v2");
+            std::fs::create_dir_all(&dir)?;
+            let blocklist = dir.join("BLOCKLIST");
+            let sources = dir.join("SOURCES");
+            let (b, s) = (
+                blocklist.to_str().unwrap_or_default(),
+                sources.to_str().unwrap_or_default(),
+            );
+            bpftool(&[
+                "map",
+                "create",
+                b,
+                "type",
+                "lpm_trie",
+                "key",
+                "20",
+                "value",
+                "24",
+                "entries",
+                "16",
+                "name",
+                "BLOCKLIST",
+                "flags",
+                "1",
+            ])?;
+            let mut key = 128u32.to_ne_bytes().to_vec();
+            key.extend_from_slice(&scanner_common::SourceKey::from_v4([198, 18, 0, 1]).addr);
+            let entry = scanner_common::PolicyEntry {
+                action: scanner_common::action::BLOCK,
+                reason: scanner_common::block_reason::MANUAL,
+                created_ns: 1,
+                expires_ns: 0,
+            };
+            // SAFETY: PolicyEntry is plain repr(C) data without padding.
+            let value = unsafe {
+                std::slice::from_raw_parts(
+                    (&raw const entry).cast::<u8>(),
+                    size_of::<scanner_common::PolicyEntry>(),
+                )
+            };
+            let mut args = vec!["map", "update", "pinned", b, "key", "hex"];
+            let (k, v) = (hex(&key), hex(value));
+            args.extend(k.iter().map(String::as_str));
+            args.extend(["value", "hex"]);
+            args.extend(v.iter().map(String::as_str));
+            bpftool(&args)?;
+            bpftool(&[
+                "map", "create", s, "type", "lru_hash", "key", "16", "value", "160", "entries",
+                "64", "name", "SOURCES",
+            ])?;
+            old_dir = Some(dir);
+            Ok(())
+        },
+        &[22, 80],
+        &[],
+        &["--block"],
+    )?;
+    let line = sc
+        .daemon
+        .wait_for_log("migrated", Duration::from_secs(10))?;
+    assert!(
+        line.contains("1 blocks") && line.contains("start fresh"),
+        "one line says what was carried over: {line}"
+    );
+    let status = call(sc.daemon.socket(), &Request::Status {})?;
+    assert_eq!(status["blocks"].as_u64(), Some(1), "{status}");
+    assert_eq!(
+        sc.answered(None, "22,80")?,
+        0,
+        "the migrated block is enforced"
+    );
+    let old = old_dir.ok_or_else(|| anyhow::anyhow!("no old directory"))?;
+    assert!(!old.exists(), "the old layout's pins are removed");
+    sc.stop()?;
+    Ok(())
+}
