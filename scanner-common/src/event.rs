@@ -15,7 +15,10 @@ pub struct Decision {
     pub ports: u32,
     /// `scope::SOURCE` or `scope::PREFIX`.
     pub scope: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+    /// Interface the deciding probe came in on (for a report when the
+    /// entry itself is evicted before the daemon reads it).
+    pub ifindex: u32,
 }
 
 #[cfg(feature = "user")]

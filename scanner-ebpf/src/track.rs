@@ -12,8 +12,12 @@
 //! threshold decides the entry once and tells the daemon through EVENTS.
 //!
 //! Counters a source's packets can bump from several CPUs at once (RSS spreads
-//! one source's flows over queues) use atomic adds; timestamps and resets are
-//! plain stores, where the last writer winning is harmless. Another CPU may
+//! one source's flows over queues) use atomic adds where a decision or a
+//! shared total depends on them (distinct ports, fan-out, score, open ports,
+//! prefix sources, PORT_HITS). Counts that only describe (probes, packets by
+//! class, per-pair probes) are plain increments: a rare lost increment costs
+//! no decision, and a locked add on every probe costs every probe. Timestamps
+//! and resets are plain stores, where the last writer winning is harmless. Another CPU may
 //! have stored a timestamp later than this packet's `now`: elapsed times
 //! saturate at zero, so that never reads as a long idle gap.
 
@@ -273,16 +277,16 @@ unsafe fn account(
         (*s).last_seen_ns = pkt.now;
         (*s).ifindex = pkt.ifindex;
         if pkt.class < class::COUNT {
-            add(&raw mut (*s).classes[pkt.class], 1);
+            (*s).classes[pkt.class] = (*s).classes[pkt.class].wrapping_add(1);
         }
         if pkt.stack_syn {
-            add(&raw mut (*s).stack_syns, 1);
+            (*s).stack_syns = (*s).stack_syns.wrapping_add(1);
         }
         if !pkt.probe {
             return false;
         }
         (*s).last_probe_ns = pkt.now;
-        add(&raw mut (*s).probes, 1);
+        (*s).probes = (*s).probes.wrapping_add(1);
         let (first_in_life, first_in_window) = mark_port(s, key, scope, pkt);
         if first_in_window {
             add(&raw mut (*s).window_ports, 1);
@@ -377,7 +381,8 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
             reason,
             ports: (*s).ports,
             scope,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            ifindex: pkt.ifindex,
         };
         if EVENTS.output::<Decision>(&decision, 0).is_err() {
             counters::bump(pkt.ifindex, counter::EVENTS_DROPPED);
@@ -459,10 +464,10 @@ unsafe fn mark_port(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packe
                 (true, true)
             } else if (*p).window_start_ns != window {
                 (*p).window_start_ns = window;
-                add(&raw mut (*p).probes, 1);
+                (*p).probes = (*p).probes.wrapping_add(1);
                 (false, true)
             } else {
-                add(&raw mut (*p).probes, 1);
+                (*p).probes = (*p).probes.wrapping_add(1);
                 (false, false)
             }
         },

@@ -127,6 +127,10 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
             text(&s["counting_since"])
         ),
         format!("sources tracked:   {}", s["sources_tracked"]),
+        format!(
+            "kernel memory:     {:.1} MiB (the maps)",
+            s["kernel_memory_bytes"].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+        ),
         format!("active detections: {}", s["active_detections"]),
         format!(
             "blocks:            {} (cap {})",

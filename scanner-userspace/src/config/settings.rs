@@ -121,8 +121,9 @@ impl Settings {
             fanout_ports: d.fanout_ports,
             // A dry run blocks nothing: the daemon only says what it would.
             block_on_decide: u32::from(self.blocks()),
-            // Both set by the loader, from the map it loaded.
-            first_probe_slots: 0,
+            // The loader writes the loaded map's real size (a pinned map
+            // keeps its own) and the slot hash's seed.
+            first_probe_slots: scanner_common::names::first_probe_slots(d.max_sources),
             block_ttl_ns: nanos(self.file.response.block_ttl),
             hash_seed: 0,
         })

@@ -92,4 +92,6 @@ struct Daemon {
     scans: FullScans,
     /// Detections and blocks taken over from an earlier daemon.
     resumed: (usize, usize),
+    /// Kernel memory of the maps, in bytes (memlock), measured at start.
+    kernel_memory: u64,
 }

@@ -39,6 +39,8 @@ pub(crate) struct State<'a> {
     /// Detections and blocks taken over at start from an earlier daemon,
     /// which had reported them.
     pub resumed: (usize, usize),
+    /// Kernel memory of the maps, in bytes.
+    pub kernel_memory: u64,
 }
 
 /// Answers one control request.
@@ -76,6 +78,7 @@ pub(crate) fn handle(
                 "events_dropped": c.events_dropped,
                 "blocks_refused": c.blocks_refused,
                 "sources_tracked": state.tracked,
+                "kernel_memory_bytes": state.kernel_memory,
                 "active_detections": state.detector.active(),
                 "blocks": out.policy.active_blocks(),
                 "block_cap": out.policy.cap(),

@@ -199,6 +199,7 @@ impl Daemon {
             counting_since: self.counting_since,
             prefixes: self.out.prefixes,
             resumed: self.resumed,
+            kernel_memory: self.kernel_memory,
         };
         handle(request, &mut self.out, &mut self.maps, &state)
             .unwrap_or_else(|e| Response::error(format!("{e:#}")))

@@ -152,6 +152,25 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         protected,
         protected_scans: HashMap::new(),
     };
+    // The first "last hour" baseline of probes per port, before any probe
+    // this daemon's program sees: counts from before it started are old.
+    let mut history = PortHistory::default();
+    match maps.port_hits() {
+        Ok(current) => history.record(Instant::now(), &current),
+        Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
+    }
+    let kernel_memory: u64 = match load::map_memory(&mut ebpf) {
+        Ok(maps) => maps.iter().map(|(_, bytes)| bytes).sum(),
+        Err(e) => {
+            tracing::debug!("kernel memory of the maps: {e:#}");
+            0
+        }
+    };
+    tracing::info!(
+        "kernel maps hold {:.1} MiB for {} sources",
+        kernel_memory as f64 / (1024.0 * 1024.0),
+        capacity.sources
+    );
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
         let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {
@@ -234,9 +253,10 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         metrics_server,
         started,
         counting_since,
-        history: PortHistory::default(),
+        history,
         scans: FullScans::default(),
         resumed: (resumed, restored),
+        kernel_memory,
     })
 }
 

@@ -57,6 +57,7 @@ pub fn stats_of(d: &Decision) -> SourceStats {
         probes: d.ports,
         decided_ports: d.ports,
         reason: d.reason,
+        ifindex: d.ifindex,
         ..SourceStats::default()
     }
 }
@@ -84,7 +85,8 @@ mod tests {
             reason: reason::TRW,
             ports: 4,
             scope: 0,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            ifindex: 3,
         };
         // SAFETY: viewing a plain-data struct as bytes.
         let bytes = unsafe {
@@ -94,5 +96,6 @@ mod tests {
         assert_eq!(decode(&bytes[..10]), None);
         let s = stats_of(&d);
         assert_eq!((s.decided_ns, s.ports, s.reason), (42, 4, reason::TRW));
+        assert_eq!(s.ifindex, 3, "the interface survives an evicted entry");
     }
 }

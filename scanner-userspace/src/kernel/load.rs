@@ -257,6 +257,33 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
         .map_err(|e: MapError| classify(e, "writing the CONFIG map"))
 }
 
+/// Kernel memory of every map the loaded XDP program uses, by map name, as
+/// the kernel accounts it (`memlock` in each map's fdinfo: what `bpftool
+/// map show` prints).
+pub fn map_memory(ebpf: &mut Ebpf) -> Result<Vec<(String, u64)>, LoadError> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let ids = program(ebpf)?
+        .info()
+        .and_then(|info| info.map_ids().map_err(ProgramError::from))
+        .map_err(|e| classify(e, "reading the program's maps"))?
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let info =
+            aya::maps::MapInfo::from_id(id).map_err(|e| classify(e, "reading a map's info"))?;
+        let fd = info.fd().map_err(|e| classify(e, "opening a map"))?;
+        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+            .map_err(|e| classify(e, "reading a map's fdinfo"))?;
+        let bytes = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((info.name_as_str().unwrap_or("?").to_owned(), bytes));
+    }
+    Ok(out)
+}
+
 /// A random non-zero u64 from the kernel's generator.
 fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use scanner_tests::{Daemon, Lab, journald, traffic};
+use scanner_tests::{Daemon, Lab, capture::Capture, journald, traffic};
 use scanner_userspace::control::{Request, call};
 
 use crate::median;
@@ -25,6 +25,26 @@ pub struct Run {
     pub detect_ms: f64,
     pub drop_ms: f64,
     pub scanlogd_ms: Option<f64>,
+    /// The same, from the scan's first probe reaching the server (a capture
+    /// on the server's interface).
+    pub detect_probe_ms: Option<f64>,
+    pub drop_probe_ms: Option<f64>,
+    pub scanlogd_probe_ms: Option<f64>,
+}
+
+/// A capture of the attacker's probes and the server's answers.
+fn capture(lab: &Lab) -> anyhow::Result<Capture> {
+    Capture::start(
+        &lab.server,
+        Lab::SERVER_IF,
+        crate::learned::v4(Lab::ATTACKER_V4)?,
+        crate::learned::v4(Lab::SERVER_V4)?,
+        Duration::from_secs(60),
+    )
+}
+
+fn after_ms(first: Option<SystemTime>, t: SystemTime) -> Option<f64> {
+    first.map(|f| since_ms(f, t))
 }
 
 fn since_ms(t0: SystemTime, t: SystemTime) -> f64 {
@@ -75,7 +95,9 @@ fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
 }
 
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
-fn side_by_side() -> anyhow::Result<(f64, Option<f64>)> {
+/// (from nmap's start, from the first probe) for scanner and scanlogd.
+#[allow(clippy::type_complexity)]
+fn side_by_side() -> anyhow::Result<((f64, Option<f64>), (Option<f64>, Option<f64>))> {
     let lab = Lab::new()?;
     let mut daemon = daemon(&lab, false)?;
     let out = lab
@@ -86,9 +108,12 @@ fn side_by_side() -> anyhow::Result<(f64, Option<f64>)> {
     if !out.status.success() {
         bail!("scanlogd: {}", String::from_utf8_lossy(&out.stderr));
     }
+    let probes = capture(&lab)?;
     let t0 = SystemTime::now();
     traffic::nmap(&lab.attacker, NMAP)?;
-    let detect_ms = since_ms(t0, detected(&mut daemon)?);
+    let detected_at = detected(&mut daemon)?;
+    let detect_ms = since_ms(t0, detected_at);
+    let first = probes.finish()?.first_probe;
     let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
     let from_attacker = |e: &serde_json::Value| {
         e["MESSAGE"]
@@ -103,6 +128,7 @@ fn side_by_side() -> anyhow::Result<(f64, Option<f64>)> {
         .filter(|e| from_attacker(e))
         .map(|e| (realtime_us(e) - since) / 1000.0)
         .reduce(f64::min);
+    let scanlogd_at = scanlogd_ms.map(|ms| t0 + Duration::from_secs_f64(ms / 1000.0));
     // scanlogd daemonized: stop it through the namespace's process list.
     let pids = std::process::Command::new("ip")
         .args(["netns", "pids", lab.server.name()])
@@ -116,11 +142,18 @@ fn side_by_side() -> anyhow::Result<(f64, Option<f64>)> {
         }
     }
     daemon.stop()?;
-    Ok((detect_ms, scanlogd_ms))
+    Ok((
+        (detect_ms, scanlogd_ms),
+        (
+            after_ms(first, detected_at),
+            scanlogd_at.and_then(|t| after_ms(first, t)),
+        ),
+    ))
 }
 
-/// Time to the first packet the kernel dropped, with `--block`.
-fn first_drop() -> anyhow::Result<f64> {
+/// Time to the first packet the kernel dropped, with `--block`: from
+/// nmap's start, and from the first probe.
+fn first_drop() -> anyhow::Result<(f64, Option<f64>)> {
     let lab = Lab::new()?;
     let mut daemon = daemon(&lab, true)?;
     // Seen by polling the kernel's counters through the control socket.
@@ -140,29 +173,35 @@ fn first_drop() -> anyhow::Result<f64> {
             None
         })
     };
+    let probes = capture(&lab)?;
     let t0 = SystemTime::now();
     traffic::nmap(&lab.attacker, NMAP)?;
     detected(&mut daemon)?;
     done.store(true, Ordering::Relaxed);
+    let first = probes.finish()?.first_probe;
     let dropped = watcher
         .join()
         .ok()
         .flatten()
         .context("no packet was dropped")?;
     daemon.stop()?;
-    Ok(since_ms(t0, dropped))
+    Ok((since_ms(t0, dropped), after_ms(first, dropped)))
 }
 
 fn one(run: usize) -> anyhow::Result<Run> {
-    let (detect_ms, scanlogd_ms) = side_by_side()?;
-    let drop_ms = first_drop()?;
+    let ((detect_ms, scanlogd_ms), (detect_probe_ms, scanlogd_probe_ms)) = side_by_side()?;
+    let (drop_ms, drop_probe_ms) = first_drop()?;
     eprintln!(
-        "detect run {run}: scanner {detect_ms:.1} ms, first drop {drop_ms:.1} ms, scanlogd {scanlogd_ms:?} ms"
+        "detect run {run}: scanner {detect_ms:.1} ms ({detect_probe_ms:?} from the first probe), \
+         first drop {drop_ms:.1} ms ({drop_probe_ms:?}), scanlogd {scanlogd_ms:?} ms ({scanlogd_probe_ms:?})"
     );
     Ok(Run {
         detect_ms,
         drop_ms,
         scanlogd_ms,
+        detect_probe_ms,
+        drop_probe_ms,
+        scanlogd_probe_ms,
     })
 }
 
@@ -192,7 +231,14 @@ pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
          the first packet the kernel dropped (the daemon's counters polled every \
          millisecond). scanlogd only logs; it cannot block.\n"
     )?;
+    writeln!(
+        md,
+        "Each time is given from nmap's start (mostly nmap's own start-up) and, in \
+         parentheses, from the scan's first probe reaching the server (an AF_PACKET capture \
+         on the server's interface): the time the attacker actually has.\n"
+    )?;
     let cell = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
+    let pair = |a: Option<f64>, b: Option<f64>| format!("{} ({})", cell(a), cell(b));
     writeln!(
         md,
         "| | scanner: detected (ms) | scanner: first drop (ms) | scanlogd: logged (ms) |"
@@ -201,19 +247,20 @@ pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     for (i, r) in runs.iter().enumerate() {
         writeln!(
             md,
-            "| run {} | {:.1} | {:.1} | {} |",
+            "| run {} | {} | {} | {} |",
             i + 1,
-            r.detect_ms,
-            r.drop_ms,
-            cell(r.scanlogd_ms)
+            pair(Some(r.detect_ms), r.detect_probe_ms),
+            pair(Some(r.drop_ms), r.drop_probe_ms),
+            pair(r.scanlogd_ms, r.scanlogd_probe_ms)
         )?;
     }
+    let med = |f: &dyn Fn(&Run) -> Option<f64>| median(runs.iter().filter_map(f).collect());
     writeln!(
         md,
         "| **median** | **{}** | **{}** | **{}** |\n",
-        cell(median(runs.iter().map(|r| r.detect_ms).collect())),
-        cell(median(runs.iter().map(|r| r.drop_ms).collect())),
-        cell(median(runs.iter().filter_map(|r| r.scanlogd_ms).collect())),
+        pair(med(&|r| Some(r.detect_ms)), med(&|r| r.detect_probe_ms)),
+        pair(med(&|r| Some(r.drop_ms)), med(&|r| r.drop_probe_ms)),
+        pair(med(&|r| r.scanlogd_ms), med(&|r| r.scanlogd_probe_ms)),
     )?;
     Ok(())
 }

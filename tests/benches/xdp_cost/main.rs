@@ -7,6 +7,7 @@
 
 mod daemon_cost;
 mod detect_time;
+mod learned;
 mod throughput;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
@@ -374,6 +375,8 @@ fn main() -> anyhow::Result<()> {
     daemon_cost::markdown(&mut md, &daemon)?;
     let detect = detect_time::measure()?;
     detect_time::markdown(&mut md, &detect)?;
+    let learned = learned::measure()?;
+    learned::markdown(&mut md, &learned)?;
     // Targets (issue 11), from this run's figures.
     let (ack, ack_pass, ack_filter) = first[1];
     let (known, _, known_filter) = first[2];
@@ -443,10 +446,18 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| daemon CPU with 1M sources at most 1% of a core | {:.2}% | {} |\n",
+        "| daemon CPU with 1M sources at most 1% of a core | {:.2}% | {} |",
         full.cpu,
         status(full.cpu <= 1.0)
     )?;
+    for (scan, answered) in learned::answered_medians(&learned) {
+        writeln!(
+            md,
+            "| at most 5 ports answered before the block ({scan}) | {answered} (median) | {} |",
+            status(answered <= 5)
+        )?;
+    }
+    writeln!(md)?;
     if let Some(ms) = detect_time::detect_median(&detect) {
         eprintln!("median time to detect: {ms:.1} ms");
     }

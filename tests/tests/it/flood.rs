@@ -116,6 +116,11 @@ fn a_spoofed_flood_with_a_real_scan_in_it() -> anyhow::Result<()> {
         blocks, BLOCK_CAP,
         "the cap is reached and respected: {status}"
     );
+    let kernel = status["kernel_memory_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        kernel > 0 && kernel < 8 << 20,
+        "the maps for {MAX_SOURCES} sources, as the kernel counts them: {status}"
+    );
     let events = sc.stop()?;
     let detections = events
         .iter()
@@ -157,8 +162,16 @@ fn a_flood_sized_to_evict_the_scanners_entry_still_decides_the_scan() -> anyhow:
         return Ok(());
     }
     let mut sc = Scenario::start(&[22, 80], &[], &["--block", "--max-sources", "1024"])?;
+    // Distinct addresses (a random draw repeats some, and an address that
+    // comes back with two more ports is a scanner), 198.18.1.1 onwards.
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(2 * EVICTING);
-    for (i, src) in traffic::spoofed_sources(11).take(EVICTING).enumerate() {
+    for i in 0..EVICTING {
+        let [_, _, hi, lo] = u32::try_from(i)?.to_be_bytes();
+        let (third, fourth) = (
+            1 + (usize::from(hi) * 256 + usize::from(lo)) / 250,
+            1 + i % 250,
+        );
+        let src = [198, 18, u8::try_from(third)?, u8::try_from(fourth)?];
         let port = 2000 + (i % 20000) as u16;
         frames.push(syn(src, port));
         frames.push(syn(src, port + 1));
