@@ -264,7 +264,7 @@ pub fn map_memory(ebpf: &mut Ebpf) -> Result<Vec<(String, u64)>, LoadError> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let ids = program(ebpf)?
         .info()
-        .and_then(|info| info.map_ids().map_err(ProgramError::from))
+        .and_then(|info| info.map_ids())
         .map_err(|e| classify(e, "reading the program's maps"))?
         .unwrap_or_default();
     let mut out = Vec::with_capacity(ids.len());
