@@ -11,3 +11,6 @@ pub const ACK: usize = 5;
 pub const OTHER_TCP: usize = 6;
 pub const UDP: usize = 7;
 pub const COUNT: usize = 8;
+
+// The kernel indexes `classes` with `class & (COUNT - 1)`: a power of two.
+const _: () = assert!(COUNT.is_power_of_two());

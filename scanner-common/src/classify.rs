@@ -71,6 +71,19 @@ pub fn is_accepted_traffic(t: &Transport, open: bool) -> bool {
     open && t.is_tcp() && t.flags & TCP_ACK != 0 && t.flags & TCP_SYN == 0
 }
 
+/// Whether a first probe of an open port is evidence of a benign client
+/// (the Threshold Random Walk's "success"). TRW counts a connection that
+/// completes; a probe only predicts it. An operating system's SYN (full
+/// option set) or a UDP request will be followed by the exchange it asks
+/// for. A bare raw-packet SYN is what SYN scanners (nmap -sS, masscan,
+/// zmap) send to every port and reset after the SYN-ACK, so it predicts
+/// nothing benign: counting it would let the open ports a scan happens to
+/// hit first buy it more closed ports before it is decided.
+#[inline(always)]
+pub fn earns_benign_credit(class: usize, stack_syn: bool) -> bool {
+    class != class::SYN || stack_syn
+}
+
 /// Whether a packet counts toward a source's fan-out: it asks about a port
 /// rather than answers something the host sent.
 ///

@@ -25,6 +25,9 @@ pub const OPEN: u8 = 0x08;
 pub const STEALTH: u8 = 0x10;
 /// `FirstProbe::traits`: it was a SYN from an operating system's stack.
 pub const STACK_SYN: u8 = 0x20;
+/// `FirstProbe::traits`: it earns benign credit if its port is open
+/// (`classify::earns_benign_credit`).
+pub const CREDIT: u8 = 0x40;
 /// `FirstProbe::traits`: the low bits hold the probe's `class::*`.
 pub const CLASS_MASK: u8 = 0x07;
 
@@ -42,7 +45,7 @@ pub struct FirstProbe {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// `class::*` in the low bits, and `OPEN`, `STEALTH`, `STACK_SYN`.
+    /// `class::*` in the low bits, and `OPEN`, `STEALTH`, `STACK_SYN`, `CREDIT`.
     pub traits: u8,
     /// Interface index the probe came in on.
     pub ifindex: u32,

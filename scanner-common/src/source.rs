@@ -155,7 +155,9 @@ pub struct SourceStats {
     pub prefix_trials: u32,
     /// Interface index the latest packet arrived on.
     pub ifindex: u32,
-    pub _pad: u32,
+    /// 1 when the kernel blocked the source at its decision (its deciding
+    /// probe is dropped too), else 0.
+    pub blocked: u32,
     /// The first `SAMPLE_PORTS` distinct ports, in arrival order.
     pub sample_ports: [u16; SAMPLE_PORTS],
     /// The first `SAMPLE_OPEN_PORTS` distinct open ports probed.
@@ -182,7 +184,7 @@ impl SourceStats {
             sources: 0,
             prefix_trials: 0,
             ifindex,
-            _pad: 0,
+            blocked: 0,
             sample_ports: [0; SAMPLE_PORTS],
             open_sample: [0; SAMPLE_OPEN_PORTS],
         }

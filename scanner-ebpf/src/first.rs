@@ -22,7 +22,8 @@ pub enum Admission {
 #[inline(always)]
 pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Admission {
     let index = slot_of(source, cfg.hash_seed, cfg.first_probe_slots);
-    // No slot (no size configured): fail open, nothing is tracked.
+    // No slot (never: the loader writes the map's real size into CONFIG):
+    // fail open, nothing is kept.
     let Some(slot) = FIRST_PROBES.get_ptr_mut(index) else {
         return Admission::Held { new_port: false };
     };
@@ -40,12 +41,16 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
                 now: (*slot).seen_ns,
                 ifindex: (*slot).ifindex,
                 class: usize::from(traits & first::CLASS_MASK),
-                probe: true,
                 open: traits & first::OPEN != 0,
                 stealth: traits & first::STEALTH != 0,
                 stack_syn: traits & first::STACK_SYN != 0,
                 port: (*slot).port,
                 proto: (*slot).proto,
+                open_step: if traits & first::CREDIT != 0 {
+                    cfg.step_open
+                } else {
+                    0
+                },
             };
             (*slot).seen_ns = 0;
             return Admission::Admit(first);
@@ -57,7 +62,8 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
         (*slot).traits = (pkt.class as u8 & first::CLASS_MASK)
             | if pkt.open { first::OPEN } else { 0 }
             | if pkt.stealth { first::STEALTH } else { 0 }
-            | if pkt.stack_syn { first::STACK_SYN } else { 0 };
+            | if pkt.stack_syn { first::STACK_SYN } else { 0 }
+            | if pkt.open_step != 0 { first::CREDIT } else { 0 };
         (*slot).ifindex = pkt.ifindex;
     }
     Admission::Held { new_port: true }

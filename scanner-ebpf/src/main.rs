@@ -42,19 +42,21 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
     // verifier rejects.
     match parse(&XdpFrame(ctx)) {
         Ok(Parsed::Transport(h)) => match verdict::rule(&h.source) {
-            Rule::None => {
-                match track::track(&h, ifindex) {
-                    Tracked::Counted => {}
-                    Tracked::Allowlisted => counters::bump(ifindex, counter::ALLOWED),
-                    // SAFETY: a tail call with this program's own context;
-                    // on failure (no program in the slot) it returns and the
-                    // packet passes with its probe uncounted.
-                    Tracked::Admitted => unsafe {
-                        ADMITTED.tail_call(ctx, 0);
-                    },
+            Rule::None => match track::track(&h, ifindex) {
+                Tracked::Counted => verdict::pass(),
+                Tracked::Allowlisted => {
+                    counters::bump(ifindex, counter::ALLOWED);
+                    verdict::pass()
                 }
-                verdict::pass()
-            }
+                Tracked::Admitted => {
+                    // SAFETY: a tail call with this program's own context;
+                    // on failure (no program in the slot) it returns and
+                    // the packet passes with its probe uncounted.
+                    unsafe { ADMITTED.tail_call(ctx, 0) };
+                    verdict::pass()
+                }
+                Tracked::Blocked => verdict::drop(ifindex),
+            },
             rule => apply(rule, ifindex),
         },
         Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source), ifindex),
@@ -72,10 +74,13 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
 /// run, and the packet was counted as seen there.
 #[xdp]
 pub fn scanner_admit(ctx: XdpContext) -> u32 {
-    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx)) {
-        let _ = track::track(&h, ctx.ingress_ifindex() as u32);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match parse(&XdpFrame(&ctx)) {
+        Ok(Parsed::Transport(h)) if track::track(&h, ifindex) == Tracked::Blocked => {
+            verdict::drop(ifindex)
+        }
+        _ => verdict::pass(),
     }
-    verdict::pass()
 }
 
 /// Benchmark baseline: the cheapest possible XDP program, measured beside

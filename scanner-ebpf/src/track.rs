@@ -30,8 +30,8 @@ use aya_ebpf::{
 use scanner_common::{
     Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, Headers, PREFIX_TRIALS_PER_SOURCE,
     PortKey, PortSeen, SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SourceKey, SourceStats, bits, class,
-    class_of, counter, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
-    port_hits_index, reason, scope,
+    class_of, counter, earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn,
+    is_stealth, port_bit, port_hits_index, reason, scope,
 };
 
 use crate::{
@@ -56,12 +56,17 @@ pub struct Packet {
     pub now: u64,
     pub ifindex: u32,
     pub class: usize,
-    pub probe: bool,
     pub open: bool,
     pub stealth: bool,
     pub stack_syn: bool,
     pub port: u16,
     pub proto: u8,
+    /// The score step this probe earns if its port is open: the configured
+    /// benign step for an operating system's SYN or a UDP request, 0 for a
+    /// bare raw-packet SYN, which is what SYN scanners send to every port
+    /// (see `classify::earns_benign_credit`). Worked out once, where the
+    /// packet is read, so the walk itself has no extra branch.
+    pub open_step: i32,
 }
 
 /// What tracking made of a packet.
@@ -74,6 +79,8 @@ pub enum Tracked {
     /// The source was admitted and its first probe counted: this probe is
     /// still to be counted, by the `scanner_admit` program.
     Admitted,
+    /// This probe decided the source a scanner and blocked it: drop it.
+    Blocked,
 }
 
 /// The daemon's settings, read in place (the BPF stack is only 512 bytes).
@@ -125,12 +132,16 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         now: crate::now(),
         ifindex,
         class,
-        probe: true,
         open,
         stealth: is_stealth(class),
         stack_syn: is_stack_syn(t),
         port,
         proto: t.proto,
+        open_step: if earns_benign_credit(class, is_stack_syn(t)) {
+            cfg.step_open
+        } else {
+            0
+        },
     };
     let idle = idle_ns(cfg);
     let s = match SOURCES.get_ptr_mut(&h.source) {
@@ -158,6 +169,14 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     };
     // SAFETY: s points at this source's value in SOURCES.
     unsafe { record(s, &h.source, &pkt, cfg, true) };
+    // The probe that decided and blocked the source is dropped with the
+    // rest: the scanner learns nothing from the probe that gave it away.
+    // (Read back from the entry rather than returned up from the decision:
+    // fewer paths for the verifier.)
+    // SAFETY: as above.
+    if unsafe { (*s).blocked != 0 && (*s).decided_ns == pkt.now } {
+        return Tracked::Blocked;
+    }
     Tracked::Counted
 }
 
@@ -276,15 +295,11 @@ unsafe fn account(
         }
         (*s).last_seen_ns = pkt.now;
         (*s).ifindex = pkt.ifindex;
-        if pkt.class < class::COUNT {
-            (*s).classes[pkt.class] = (*s).classes[pkt.class].wrapping_add(1);
-        }
-        if pkt.stack_syn {
-            (*s).stack_syns = (*s).stack_syns.wrapping_add(1);
-        }
-        if !pkt.probe {
-            return false;
-        }
+        // Branch-free where it can be: every branch here is walked by the
+        // verifier for the source and again for its prefix.
+        let c = pkt.class & (class::COUNT - 1);
+        (*s).classes[c] = (*s).classes[c].wrapping_add(1);
+        (*s).stack_syns = (*s).stack_syns.wrapping_add(u32::from(pkt.stack_syn));
         (*s).last_probe_ns = pkt.now;
         (*s).probes = (*s).probes.wrapping_add(1);
         let (first_in_life, first_in_window) = mark_port(s, key, scope, pkt);
@@ -320,7 +335,9 @@ unsafe fn trial(s: *mut SourceStats, pkt: &Packet, cfg: &Config) {
             if o < SAMPLE_OPEN_PORTS {
                 (*s).open_sample[o] = pkt.port;
             }
-            cfg.step_open
+            // Benign evidence only from a client's probe (see
+            // `Packet::open_step`).
+            pkt.open_step
         } else if pkt.stealth {
             cfg.step_stealth
         } else {
@@ -372,8 +389,12 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         // reported, never blocked: that would hit innocent neighbours.
         // A protected source (a gateway, a resolver) is reported, never
         // blocked: its address is the one a spoofed scan would borrow.
-        if scope == scope::SOURCE && cfg.block_on_decide != 0 && PROTECTED.get_ptr(key).is_none() {
-            verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex);
+        if scope == scope::SOURCE
+            && cfg.block_on_decide != 0
+            && PROTECTED.get_ptr(key).is_none()
+            && verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex)
+        {
+            (*s).blocked = 1;
         }
         let decision = Decision {
             key: *key,

@@ -45,10 +45,11 @@ pub fn allowlisted(source: &SourceKey) -> bool {
     ALLOWLIST.get(&Key::new(128, *source)).is_some()
 }
 
-/// Blocks `source` from now on, for `ttl_ns` (0: until removed). A full map
-/// refuses the block and counts it: nothing is evicted to make room.
+/// Blocks `source` from now on, for `ttl_ns` (0: until removed); returns
+/// whether it is blocked. A full map refuses the block and counts it:
+/// nothing is evicted to make room.
 #[inline(always)]
-pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
+pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) -> bool {
     let key = Key::new(128, *source);
     let entry = PolicyEntry {
         action: action::BLOCK,
@@ -58,12 +59,13 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) {
     };
     if BLOCKLIST.insert(&key, &entry, 0).is_err() {
         counters::bump(ifindex, counter::BLOCKS_REFUSED);
-        return;
+        return false;
     }
     if let Some(empty) = BLOCKS_EMPTY.get_ptr_mut(0) {
         // SAFETY: the map's only slot; a plain store of 0 is all we need.
         unsafe { *empty = 0 };
     }
+    true
 }
 
 /// XDP_PASS. Passed packets are not counted: the daemon derives them

@@ -142,7 +142,7 @@ fn read(
         let Ok(n) = usize::try_from(n) else {
             continue; // timeout (EAGAIN) or interrupted: look at the flag again
         };
-        let at = SystemTime::now();
+        let at = stamp(fd).unwrap_or_else(SystemTime::now);
         if let Some(seg) = tcp_of(&buf[..n]) {
             if seg.src == scanner && seg.dst == server && seg.flags & (SYN | ACK | RST) == SYN {
                 learned.first_probe.get_or_insert(at);
@@ -158,6 +158,26 @@ fn read(
         }
     }
     Ok(learned)
+}
+
+/// The kernel's receive time of the last packet read from `fd`
+/// (SIOCGSTAMPNS): when it crossed the interface, not when this thread
+/// got to it.
+fn stamp(fd: &OwnedFd) -> Option<SystemTime> {
+    const SIOCGSTAMPNS: libc::c_ulong = 0x8907;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec for the ioctl to fill.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSTAMPNS, &raw mut ts) };
+    (r == 0).then(|| {
+        SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(ts.tv_sec).unwrap_or(0),
+                u32::try_from(ts.tv_nsec).unwrap_or(0),
+            )
+    })
 }
 
 struct Segment {

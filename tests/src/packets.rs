@@ -96,6 +96,17 @@ pub fn ipv4_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
     )
 }
 
+/// A SYN as an operating system's connect() sends it: a 40-byte header
+/// (MSS, SACK, timestamps, window scale), unlike a raw-packet scanner's
+/// bare SYN.
+pub fn ipv4_stack_syn(src: u8, dport: u16) -> Vec<u8> {
+    eth(
+        0x0800,
+        &[],
+        &ipv4(v4(src), IPPROTO_TCP, 5, 0, &tcp(dport, SYN, 10)),
+    )
+}
+
 pub fn ipv6_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
     eth(
         0x86dd,

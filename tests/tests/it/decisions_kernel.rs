@@ -11,7 +11,7 @@ use scanner_common::{
     names::{EVENTS_MAP, PORT_BITS_MAP},
     port_bit, reason, scope,
 };
-use scanner_tests::packets::{ACK, SYN, XMAS, ipv4_tcp, v4};
+use scanner_tests::packets::{ACK, SYN, XMAS, ipv4_stack_syn, ipv4_tcp, v4};
 use scanner_userspace::{
     detect::EntryId,
     kernel::{
@@ -67,6 +67,13 @@ impl Kernel {
             .try_for_each(|p| self.send(&ipv4_tcp(src, p, SYN)))
     }
 
+    /// Connections as an operating system opens them (full SYN options).
+    fn connects(&self, src: u8, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
+        ports
+            .into_iter()
+            .try_for_each(|p| self.send(&ipv4_stack_syn(src, p)))
+    }
+
     fn decisions(&mut self) -> Vec<Decision> {
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
@@ -119,9 +126,9 @@ fn clients_of_open_ports_are_never_decided() -> anyhow::Result<()> {
     k.open_tcp(&[22, 80, 443])?;
     // Many connections to open services, and two mistakes.
     for _ in 0..50 {
-        k.syns(2, [22, 80, 443])?;
+        k.connects(2, [22, 80, 443])?;
     }
-    k.syns(2, [8080, 8443])?;
+    k.connects(2, [8080, 8443])?;
     let s = k
         .maps
         .entry(source(2))
@@ -131,6 +138,39 @@ fn clients_of_open_ports_are_never_decided() -> anyhow::Result<()> {
     assert_eq!(&s.open_sample[..3], &[22, 80, 443]);
     assert!(s.score < 0, "open ports are benign evidence: {}", s.score);
     assert!(k.decisions().is_empty());
+    Ok(())
+}
+
+#[test]
+fn raw_syns_to_open_ports_buy_a_scanner_no_credit() -> anyhow::Result<()> {
+    root_only!("raw_syns_to_open_ports_buy_a_scanner_no_credit");
+    let mut k = Kernel::new(&Config::default())?;
+    k.open_tcp(&[22, 80, 443])?;
+    // A SYN scanner whose first probes hit the open ports: bare SYNs, what
+    // it sends to every port, so no benign evidence. Four closed ports
+    // still decide it.
+    k.syns(7, [22, 80, 443, 1, 2, 3])?;
+    let s = k
+        .maps
+        .entry(source(7))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((s.open_ports, s.decided_ns), (3, 0), "{s:?}");
+    k.syns(7, [4])?;
+    let s = k
+        .maps
+        .entry(source(7))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(s.decided_ns > 0, "decided at the fourth closed port: {s:?}");
+    assert_eq!(s.decided_ports, 7);
+    // The same ports opened by an operating system's connect() are a
+    // client's: its three open ports outweigh three closed ones.
+    k.connects(8, [22, 80, 443, 1, 2, 3, 4])?;
+    let s = k
+        .maps
+        .entry(source(8))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(s.decided_ns, 0, "{s:?}");
+    assert!(s.score < Config::default().upper);
     Ok(())
 }
 
@@ -145,7 +185,7 @@ fn the_score_floor_limits_banked_credit() -> anyhow::Result<()> {
     let mut k = Kernel::new(&config)?;
     let ports: Vec<u16> = (1000..1100).collect();
     k.open_tcp(&ports)?;
-    k.syns(3, ports)?;
+    k.connects(3, ports)?;
     let s = k
         .maps
         .entry(source(3))

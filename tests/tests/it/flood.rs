@@ -38,6 +38,31 @@ fn peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Sends every frame of `frames` from the attacker while `nmap` (these
+/// arguments, against the server) runs; returns how many were sent, after
+/// checking that was all of them.
+fn flood_during_scan(lab: &Lab, frames: Vec<Vec<u8>>, nmap: &[&str]) -> anyhow::Result<usize> {
+    let total = frames.len();
+    let sent = std::thread::scope(|s| -> anyhow::Result<usize> {
+        let flood = s.spawn(|| {
+            traffic::send_frames(
+                &lab.attacker,
+                Lab::ATTACKER_IF,
+                frames.into_iter(),
+                Duration::from_secs(60),
+            )
+        });
+        let mut args = nmap.to_vec();
+        args.push(Lab::SERVER_V4);
+        traffic::nmap(&lab.attacker, &args)?;
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
+    })?;
+    assert_eq!(sent, total, "the whole flood was sent");
+    Ok(sent)
+}
+
 #[test]
 fn a_spoofed_flood_with_a_real_scan_in_it() -> anyhow::Result<()> {
     if !require_root("a_spoofed_flood_with_a_real_scan_in_it") {
@@ -74,34 +99,19 @@ fn a_spoofed_flood_with_a_real_scan_in_it() -> anyhow::Result<()> {
             frames.push(syn([198, 19, 200, 1 + n / 5], 1 + u16::from(n % 5)));
         }
     }
-    let total = frames.len();
-    let sent = std::thread::scope(|s| -> anyhow::Result<usize> {
-        let flood = s.spawn(|| {
-            traffic::send_frames(
-                &sc.lab.attacker,
-                Lab::ATTACKER_IF,
-                frames.into_iter(),
-                Duration::from_secs(60),
-            )
-        });
-        // The real scan, during the flood.
-        traffic::nmap(
-            &sc.lab.attacker,
-            &[
-                "-sS",
-                "--min-rate",
-                "2000",
-                "--max-retries",
-                "0",
-                "-p1-1000",
-                Lab::SERVER_V4,
-            ],
-        )?;
-        flood
-            .join()
-            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
-    })?;
-    assert_eq!(sent, total, "the whole flood was sent");
+    // The real scan, during the flood.
+    let sent = flood_during_scan(
+        &sc.lab,
+        frames,
+        &[
+            "-sS",
+            "--min-rate",
+            "2000",
+            "--max-retries",
+            "0",
+            "-p1-1000",
+        ],
+    )?;
     sc.wait("scan_detected", Lab::ATTACKER_V4)?;
 
     let status = call(&socket, &Request::Status {})?;
@@ -166,35 +176,17 @@ fn a_flood_sized_to_evict_the_scanners_entry_still_decides_the_scan() -> anyhow:
     // comes back with two more ports is a scanner), 198.18.1.1 onwards.
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(2 * EVICTING);
     for i in 0..EVICTING {
-        let [_, _, hi, lo] = u32::try_from(i)?.to_be_bytes();
-        let (third, fourth) = (
-            1 + (usize::from(hi) * 256 + usize::from(lo)) / 250,
-            1 + i % 250,
-        );
-        let src = [198, 18, u8::try_from(third)?, u8::try_from(fourth)?];
+        let src = [
+            198,
+            18,
+            u8::try_from(1 + i / 250)?,
+            u8::try_from(1 + i % 250)?,
+        ];
         let port = 2000 + (i % 20000) as u16;
         frames.push(syn(src, port));
         frames.push(syn(src, port + 1));
     }
-    let total = frames.len();
-    let sent = std::thread::scope(|s| -> anyhow::Result<usize> {
-        let flood = s.spawn(|| {
-            traffic::send_frames(
-                &sc.lab.attacker,
-                Lab::ATTACKER_IF,
-                frames.into_iter(),
-                Duration::from_secs(60),
-            )
-        });
-        traffic::nmap(
-            &sc.lab.attacker,
-            &["-sS", "--max-retries", "0", "-p1-1000", Lab::SERVER_V4],
-        )?;
-        flood
-            .join()
-            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?
-    })?;
-    assert_eq!(sent, total, "the whole flood was sent");
+    let sent = flood_during_scan(&sc.lab, frames, &["-sS", "--max-retries", "0", "-p1-1000"])?;
     let detected = sc.wait("scan_detected", Lab::ATTACKER_V4)?;
     sc.wait("blocked", Lab::ATTACKER_V4)?;
     let events = sc.stop()?;
