@@ -196,7 +196,8 @@ pub fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          the server, by an AF_PACKET capture on its interface), so what the scan learned, \
          open or closed. The server listens on {OPEN:?}. With `--block`: {RUNS} runs each \
          against a fresh daemon, every run listed; decided: the kernel's decision after \
-         the scan's first probe reached the server. Without blocking: the same scan \
+         the scan's first probe reached the server (the daemon's event time, less the \
+         latency it reports, against the capture's kernel timestamp: millisecond resolution). Without blocking: the same scan \
          against a detector that only logs (scanner without `--block`; scanlogd cannot \
          block either, so it leaves the scanner the same answers). psad, which can block \
          through iptables, is not installed on this machine and was not measured.\n"
@@ -219,7 +220,11 @@ pub fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
             r.scan,
             list(&r.answered),
             list(&r.open),
-            median(r.decided_ms.clone()).map_or("-".to_owned(), |m| format!("{m:.2}")),
+            median(r.decided_ms.clone()).map_or("-".to_owned(), |m| if m < 1.0 {
+                "< 1".to_owned()
+            } else {
+                format!("{m:.1}")
+            }),
             r.unblocked,
             r.unblocked_open
         )?;
