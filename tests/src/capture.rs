@@ -15,15 +15,12 @@ use std::{
 };
 
 use anyhow::Context as _;
+use scanner_common::{IPPROTO_TCP, TCP_ACK as ACK, TCP_RST as RST, TCP_SYN as SYN};
 
 use crate::Netns;
 
 const ETH_P_ALL: u16 = 0x0003;
 const ETH_P_IP: u16 = 0x0800;
-const PROTO_TCP: u8 = 6;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
 
 /// What the capture saw between the scanner and the server.
 #[derive(Debug, Default, Clone)]
@@ -194,7 +191,7 @@ fn tcp_of(frame: &[u8]) -> Option<Segment> {
     }
     let ip = &frame[14..];
     let ihl = usize::from(ip.first()? & 0x0f) * 4;
-    if ip.len() < ihl + 14 || ip[9] != PROTO_TCP {
+    if ip.len() < ihl + 14 || ip[9] != IPPROTO_TCP {
         return None;
     }
     let tcp = &ip[ihl..];
@@ -215,7 +212,7 @@ mod tests {
         let mut f = vec![0u8; 14 + 20 + 20];
         f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
         f[14] = 0x45;
-        f[14 + 9] = PROTO_TCP;
+        f[14 + 9] = IPPROTO_TCP;
         f[14 + 12..14 + 16].copy_from_slice(&[198, 18, 0, 2]);
         f[14 + 16..14 + 20].copy_from_slice(&[198, 18, 0, 1]);
         f[34..36].copy_from_slice(&80u16.to_be_bytes());

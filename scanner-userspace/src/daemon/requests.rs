@@ -41,6 +41,9 @@ pub(crate) struct State<'a> {
     pub resumed: (usize, usize),
     /// Kernel memory of the maps, in bytes.
     pub kernel_memory: u64,
+    /// CLOCK_MONOTONIC time up to which every decision and block has been
+    /// reported (the pinned REPORTED mark); 0 before the first poll.
+    pub reported_ns: u64,
 }
 
 /// Answers one control request.
@@ -79,6 +82,10 @@ pub(crate) fn handle(
                 "blocks_refused": c.blocks_refused,
                 "sources_tracked": state.tracked,
                 "kernel_memory_bytes": state.kernel_memory,
+                // Decisions and blocks up to here are reported: a restart,
+                // even after a crash, does not report them again.
+                "reported_until": (state.reported_ns != 0)
+                    .then(|| wall_past(monotonic_ns(), state.reported_ns)),
                 "active_detections": state.detector.active(),
                 "blocks": out.policy.active_blocks(),
                 "block_cap": out.policy.cap(),
@@ -190,10 +197,7 @@ fn block(
 /// distributed scans, and every block, for `scanner list`.
 fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Value> {
     let now_mono = monotonic_ns();
-    let wall = |mono: u64| -> String {
-        let ago = Duration::from_nanos(now_mono.saturating_sub(mono));
-        timestamp(SystemTime::now() - ago)
-    };
+    let wall = |mono: u64| wall_past(now_mono, mono);
     let mut rows: Vec<(i64, serde_json::Value)> = Vec::new();
     let mut listed = std::collections::HashSet::new();
     for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
@@ -274,6 +278,10 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
 }
 
 /// The wall-clock time of a future monotonic instant.
+fn wall_past(now_mono: u64, at_mono: u64) -> String {
+    timestamp(SystemTime::now() - Duration::from_nanos(now_mono.saturating_sub(at_mono)))
+}
+
 fn wall_future(now_mono: u64, at_mono: u64) -> String {
     timestamp(SystemTime::now() + Duration::from_nanos(at_mono.saturating_sub(now_mono)))
 }

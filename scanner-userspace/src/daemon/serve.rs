@@ -200,6 +200,7 @@ impl Daemon {
             prefixes: self.out.prefixes,
             resumed: self.resumed,
             kernel_memory: self.kernel_memory,
+            reported_ns: self.reported.get().unwrap_or(0),
         };
         handle(request, &mut self.out, &mut self.maps, &state)
             .unwrap_or_else(|e| Response::error(format!("{e:#}")))

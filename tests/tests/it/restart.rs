@@ -28,6 +28,26 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
     let src = Lab::ATTACKER_V4;
     assert!(sc.answered(None, "1-1000")? < 10);
     let blocked = sc.wait("blocked", src)?;
+    // The block is reported; wait until the pinned mark says so too (a poll
+    // advances it), so the next daemon takes it over rather than reporting
+    // it again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = call(sc.daemon.socket(), &Request::Status {})?;
+        let until = status["reported_until"]
+            .as_str()
+            .map(humantime::parse_rfc3339);
+        if let Some(Ok(t)) = until
+            && t >= parse_ts(&blocked)?
+        {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the reported mark never passed the block: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before = sc.xdp_programs()?;
     assert_eq!(before.len(), 1, "{before:?}");
 
