@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use scanner_common::{
-    Config, ParseError, Parsed, Transport, class, is_accepted_traffic, is_probe, is_stack_syn,
-    is_stealth, parse, tcp_class,
+    Config, ParseError, Parsed, Transport, class, earns_benign_credit, is_accepted_traffic,
+    is_probe, is_stack_syn, is_stealth, parse, tcp_class,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -137,4 +137,16 @@ fn stealth_and_stack_syns_are_recognised() {
     assert!(is_stack_syn(&syn(40)), "Linux connect()");
     assert!(is_stack_syn(&syn(32)), "Windows connect()");
     assert!(!is_stack_syn(&Transport::udp(1, 2)));
+}
+
+#[test]
+fn only_a_clients_probe_earns_benign_credit() {
+    // An operating system's SYN and a UDP request to an open port are a
+    // client's; a bare raw-packet SYN is what SYN scanners send everywhere.
+    assert!(earns_benign_credit(class::SYN, true));
+    assert!(!earns_benign_credit(class::SYN, false));
+    assert!(earns_benign_credit(class::UDP, false));
+    // Other probes to open ports (ACK scans of open ports never count as
+    // probes at all) keep the configured credit.
+    assert!(earns_benign_credit(class::FIN, false));
 }
