@@ -79,9 +79,13 @@ pub fn is_accepted_traffic(t: &Transport, open: bool) -> bool {
 /// zmap) send to every port and reset after the SYN-ACK, so it predicts
 /// nothing benign: counting it would let the open ports a scan happens to
 /// hit first buy it more closed ports before it is decided.
+///
+/// Nothing else earns it: FIN, NULL, Xmas and other odd TCP probes of an
+/// open port come from no client (an ACK or FIN|ACK there is an accepted
+/// connection's traffic and no probe at all).
 #[inline(always)]
 pub fn earns_benign_credit(class: usize, stack_syn: bool) -> bool {
-    class != class::SYN || stack_syn
+    class == class::UDP || (class == class::SYN && stack_syn)
 }
 
 /// Whether a packet counts toward a source's fan-out: it asks about a port

@@ -42,8 +42,9 @@ pub struct Config {
     pub first_probe_slots: u32,
     /// How long such a block lasts; 0 means until removed.
     pub block_ttl_ns: u64,
-    /// Secret key of the first-probe slot hash ([`crate::first::slot_of`]),
-    /// chosen at random when the maps are created.
+    /// Secret key of the first-probe slot hash ([`crate::first::slot_of`]):
+    /// the loader derives it from the pinned FIRST_PROBES map and this boot's
+    /// random id, so it holds for the map's life.
     pub hash_seed: u64,
 }
 

@@ -7,11 +7,15 @@
 //! picked by a keyed hash of the address; the source earns a per-source entry
 //! (SOURCES) only when a second probe of another port arrives while the slot
 //! still holds its first one. The first probe is then replayed into the new
-//! entry, so every count and decision is the same as if the source had been
+//! entry, so the source's counts and decision are the same as if it had been
 //! tracked from its first packet. A flood of one-packet sources costs one
 //! array write each and never touches SOURCES; a flood that overwrites a
-//! scanner's slot delays its admission by one probe at most per overwrite,
-//! and a scanner already admitted is out of the flood's reach.
+//! scanner's slot delays its admission by one probe per overwrite. Sources
+//! that probe two ports are admitted, so a spoofed flood of those competes
+//! with real scanners for SOURCES (LRU: an active scanner is the most
+//! recently seen). What this gives up: an address that probes a single port
+//! is never admitted, so it feeds no prefix; a distributed scan must send two
+//! ports from some of its addresses to be seen as one.
 //!
 //! Slots are written with plain stores by any CPU: a torn slot (two sources
 //! writing it at once) at worst replays a wrong port once, or misses one

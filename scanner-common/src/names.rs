@@ -87,11 +87,14 @@ pub const fn suspects(sources: u32) -> u32 {
 pub const fn first_probe_slots(sources: u32) -> u32 {
     sources - suspects(sources)
 }
-/// (source, port) pairs remembered for the fan-out count (PORTS, LRU): two
-/// per admitted source. A scan blocked at its deciding probe uses a handful;
-/// a long report-only scan reuses its own oldest pairs.
+/// (source, port) pairs remembered for the fan-out count (PORTS, LRU): four
+/// per admitted source, which uses two or three (its ports, its prefix
+/// membership mark, its prefix's pairs). A scan blocked at its deciding
+/// probe uses a handful. Eviction is global and by recency: a long
+/// report-only scan pushes out the pairs touched longest ago, and a pair
+/// forgotten that way counts once more if its source probes it again.
 pub const fn port_pairs(sources: u32) -> u32 {
-    2 * suspects(sources)
+    4 * suspects(sources)
 }
 /// Tracked prefixes (PREFIXES, LRU): one per four admitted sources.
 pub const fn prefixes(sources: u32) -> u32 {

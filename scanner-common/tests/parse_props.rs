@@ -146,7 +146,8 @@ fn only_a_clients_probe_earns_benign_credit() {
     assert!(earns_benign_credit(class::SYN, true));
     assert!(!earns_benign_credit(class::SYN, false));
     assert!(earns_benign_credit(class::UDP, false));
-    // Other probes to open ports (ACK scans of open ports never count as
-    // probes at all) keep the configured credit.
-    assert!(earns_benign_credit(class::FIN, false));
+    // Stealth and odd TCP probes come from no client.
+    assert!(!earns_benign_credit(class::FIN, false));
+    assert!(!earns_benign_credit(class::XMAS, false));
+    assert!(!earns_benign_credit(class::OTHER_TCP, true));
 }

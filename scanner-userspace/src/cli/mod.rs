@@ -198,7 +198,7 @@ pub(crate) struct RunArgs {
 
     /// Distinct ports within one window that decide on their own
     /// [default: 20] [config: detection.fanout_ports].
-    #[arg(long, alias = "min-ports", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, alias = "min-ports", value_parser = clap::value_parser!(u32).range(2..))]
     pub fanout_ports: Option<u32>,
 
     /// Fan-out window [default: 60s] [config: detection.fanout_window].

@@ -326,8 +326,10 @@ impl FileConfig {
                 format!("{} is not {MIN_SOURCES}-{MAX_SOURCES}", d.max_sources),
             ));
         }
-        if d.fanout_ports == 0 {
-            return Err(("fanout_ports", "must be at least 1".into()));
+        // One port decides nothing: a source's first probe waits to be
+        // admitted by a second.
+        if d.fanout_ports < 2 {
+            return Err(("fanout_ports", "must be at least 2".into()));
         }
         let a = &self.aggregation;
         if a.ipv4_prefix > 32 {

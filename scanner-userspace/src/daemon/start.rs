@@ -171,6 +171,9 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         kernel_memory as f64 / (1024.0 * 1024.0),
         capacity.sources
     );
+    // Everything the new programs read is filled: the attached program (an
+    // earlier daemon's, until it is swapped) may tail-call the new one now.
+    load::arm_admission(&mut ebpf)?;
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
         let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {

@@ -132,7 +132,9 @@ pub fn load(config: &Config) -> Result<Ebpf, LoadError> {
 
 /// [`load`], with room for `block_cap` blocks in BLOCKLIST.
 pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError> {
-    load_pinned(config, &Capacity::with_blocks(block_cap), None)
+    let mut ebpf = load_pinned(config, &Capacity::with_blocks(block_cap), None)?;
+    arm_admission(&mut ebpf)?;
+    Ok(ebpf)
 }
 
 /// Map sizes chosen at load time.
@@ -211,6 +213,21 @@ pub fn load_pinned(
         .try_into()
         .map_err(|e: ProgramError| classify(e, "reading the program"))?;
     admit.load().map_err(verifier)?;
+    write_config(&mut ebpf, config)?;
+    Ok(ebpf)
+}
+
+/// Puts this load's `scanner_admit` into the ADMITTED program array, where
+/// the attached `scanner` tail-calls it. The array is pinned and shared with
+/// a program still attached from an earlier daemon, so the daemon does this
+/// only once the maps the new program reads (open ports, protected sources)
+/// are filled, just before it attaches.
+pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let admit: &mut Xdp = ebpf
+        .program_mut(ADMIT_PROGRAM)
+        .ok_or(LoadError::MissingProgram(ADMIT_PROGRAM))?
+        .try_into()
+        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
     let admit_fd = admit
         .fd()
         .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
@@ -220,22 +237,22 @@ pub fn load_pinned(
         .ok_or(LoadError::MissingMap(ADMITTED_MAP))?;
     ProgramArray::try_from(slot)
         .and_then(|mut slot| slot.set(0, &admit_fd, 0))
-        .map_err(|e| classify(e, "filling the ADMITTED program array"))?;
-    write_config(&mut ebpf, config)?;
-    Ok(ebpf)
+        .map_err(|e| classify(e, "filling the ADMITTED program array"))
 }
 
 /// Writes `config` into the CONFIG map (also used to change it while running),
 /// with the two fields that belong to the loaded maps rather than to the
 /// settings: FIRST_PROBES' real size (a pinned map keeps the size it was
-/// created with) and the slot hash's secret seed (kept once chosen, so
-/// slots stay where they are across reloads).
+/// created with) and the slot hash's secret seed (tied to that map, so
+/// slots stay where they are across reloads and restarts).
 pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
-    let slots = match ebpf.map(FIRST_PROBES_MAP) {
-        Some(aya::maps::Map::Array(data)) => data
-            .info()
-            .map_err(|e| classify(e, "reading the FIRST_PROBES map's size"))?
-            .max_entries(),
+    let (slots, first_id) = match ebpf.map(FIRST_PROBES_MAP) {
+        Some(aya::maps::Map::Array(data)) => {
+            let info = data
+                .info()
+                .map_err(|e| classify(e, "reading the FIRST_PROBES map's size"))?;
+            (info.max_entries(), info.id())
+        }
         _ => return Err(LoadError::MissingMap(FIRST_PROBES_MAP)),
     };
     let map = ebpf
@@ -245,7 +262,7 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
         Array::try_from(map).map_err(|e| classify(e, "opening the CONFIG map"))?;
     let seed = match array.get(&0, 0) {
         Ok(current) if current.hash_seed != 0 => current.hash_seed,
-        _ => random_seed(),
+        _ => seed_for(first_id),
     };
     let config = Config {
         first_probe_slots: slots,
@@ -284,18 +301,19 @@ pub fn map_memory(ebpf: &mut Ebpf) -> Result<Vec<(String, u64)>, LoadError> {
     Ok(out)
 }
 
-/// A random non-zero u64 from the kernel's generator.
-fn random_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: a valid buffer of the length given.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    let seed = u64::from_ne_bytes(bytes);
-    if n == 8 && seed != 0 {
-        seed
-    } else {
-        // No entropy (never on Linux 3.17+): the clock still varies per host.
-        crate::kernel::maps::monotonic_ns() | 1
-    }
+/// The slot hash's seed for the FIRST_PROBES map with id `map_id`: the
+/// same for as long as that (pinned) map lives, so a restarted daemon finds
+/// the first probes where the last one's program put them, and secret from
+/// the network: it mixes in this boot's random id (/proc/sys/kernel/random/
+/// boot_id), which a remote sender never sees. A new map, or a reboot, gets
+/// a new seed.
+fn seed_for(map_id: u32) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    boot.trim().hash(&mut h);
+    map_id.hash(&mut h);
+    h.finish() | 1
 }
 
 /// The loaded XDP program.

@@ -71,7 +71,13 @@ pub fn migrate(pins: &PinDir, ebpf: &mut Ebpf) -> Option<Migrated> {
         Ok(n) => m.port_hits = n,
         Err(e) => failed.push(format!("port audit: {e:#}")),
     }
-    let removed = std::fs::remove_dir_all(&old);
+    // The old directory goes only when everything came over: what did not
+    // stays there for the operator (the log line says what).
+    let removed = if failed.is_empty() {
+        std::fs::remove_dir_all(&old).map(|()| true)
+    } else {
+        Ok(false)
+    };
     tracing::warn!(
         "pinned state of layout v{PREVIOUS_VERSION} in {} migrated: {} blocks, {} allowlist \
          entries, {} ports' probe counts{}; tracked sources start fresh (their layout changed){}{}",
@@ -90,7 +96,8 @@ pub fn migrate(pins: &PinDir, ebpf: &mut Ebpf) -> Option<Migrated> {
             format!("; not carried over: {}", failed.join("; "))
         },
         match removed {
-            Ok(()) => String::new(),
+            Ok(true) => String::new(),
+            Ok(false) => "; the old directory is kept".to_owned(),
             Err(e) => format!("; could not remove it: {e}"),
         }
     );
@@ -119,7 +126,8 @@ fn copy_rules(old: &Path, name: &'static str, ebpf: &mut Ebpf) -> anyhow::Result
     let mut n = 0;
     for (key, value) in entries {
         if to.get(&key, 0).is_err() {
-            to.insert(&key, value, 0)?;
+            to.insert(&key, value, 0)
+                .map_err(|e| anyhow::anyhow!("{n} copied, then: {e}"))?;
             n += 1;
         }
     }
