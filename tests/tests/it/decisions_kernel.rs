@@ -67,6 +67,20 @@ impl Kernel {
             .try_for_each(|p| self.send(&ipv4_tcp(src, p, SYN)))
     }
 
+    /// Source `n`'s entry (198.18.0.n), which must be tracked.
+    fn source(&self, n: u8) -> anyhow::Result<scanner_common::SourceStats> {
+        self.maps
+            .entry(source(n))
+            .ok_or_else(|| anyhow::anyhow!("198.18.0.{n} untracked"))
+    }
+
+    /// Source `n`'s first probe, which must be waiting in its slot.
+    fn first_probe(&self, n: u8) -> anyhow::Result<scanner_common::FirstProbe> {
+        self.maps
+            .first_probe(&source(n).key)
+            .ok_or_else(|| anyhow::anyhow!("198.18.0.{n}'s first probe not remembered"))
+    }
+
     /// Connections as an operating system opens them (full SYN options).
     fn connects(&self, src: u8, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
         ports
@@ -95,17 +109,11 @@ fn four_closed_ports_decide_by_trw_and_emit_one_record() -> anyhow::Result<()> {
     root_only!("four_closed_ports_decide_by_trw_and_emit_one_record");
     let mut k = Kernel::new(&Config::default())?;
     k.syns(1, [21, 22, 23])?;
-    let s = k
-        .maps
-        .entry(source(1))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(1)?;
     assert_eq!(s.decided_ns, 0, "three closed ports are not enough");
     assert!(k.decisions().is_empty());
     k.syns(1, [25, 80, 110])?;
-    let s = k
-        .maps
-        .entry(source(1))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(1)?;
     assert!(s.decided_ns > 0);
     assert_eq!((s.reason, s.decided_ports), (reason::TRW, 4));
     assert!(s.decided_ports <= 6, "decided within 6 probes");
@@ -129,10 +137,7 @@ fn clients_of_open_ports_are_never_decided() -> anyhow::Result<()> {
         k.connects(2, [22, 80, 443])?;
     }
     k.connects(2, [8080, 8443])?;
-    let s = k
-        .maps
-        .entry(source(2))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(2)?;
     assert_eq!(s.decided_ns, 0);
     assert_eq!((s.ports, s.open_ports), (5, 3));
     assert_eq!(&s.open_sample[..3], &[22, 80, 443]);
@@ -150,25 +155,16 @@ fn raw_syns_to_open_ports_buy_a_scanner_no_credit() -> anyhow::Result<()> {
     // it sends to every port, so no benign evidence. Four closed ports
     // still decide it.
     k.syns(7, [22, 80, 443, 1, 2, 3])?;
-    let s = k
-        .maps
-        .entry(source(7))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(7)?;
     assert_eq!((s.open_ports, s.decided_ns), (3, 0), "{s:?}");
     k.syns(7, [4])?;
-    let s = k
-        .maps
-        .entry(source(7))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(7)?;
     assert!(s.decided_ns > 0, "decided at the fourth closed port: {s:?}");
     assert_eq!(s.decided_ports, 7);
     // The same ports opened by an operating system's connect() are a
     // client's: its three open ports outweigh three closed ones.
     k.connects(8, [22, 80, 443, 1, 2, 3, 4])?;
-    let s = k
-        .maps
-        .entry(source(8))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(8)?;
     assert_eq!(s.decided_ns, 0, "{s:?}");
     assert!(s.score < Config::default().upper);
     Ok(())
@@ -186,17 +182,11 @@ fn the_score_floor_limits_banked_credit() -> anyhow::Result<()> {
     let ports: Vec<u16> = (1000..1100).collect();
     k.open_tcp(&ports)?;
     k.connects(3, ports)?;
-    let s = k
-        .maps
-        .entry(source(3))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(3)?;
     assert_eq!(s.score, Config::default().lower);
     // ... so a switch to scanning closed ports is still caught within 7 probes.
     k.syns(3, 1..=7)?;
-    let s = k
-        .maps
-        .entry(source(3))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(3)?;
     assert!(s.decided_ns > 0 && s.reason == reason::TRW);
     Ok(())
 }
@@ -208,17 +198,11 @@ fn two_stealth_probes_decide_on_their_own() -> anyhow::Result<()> {
     k.send(&ipv4_tcp(4, 21, XMAS))?;
     // One probe waits in the source's first-probe slot, as a stealth probe.
     assert_eq!(k.maps.entry(source(4)), None);
-    let first = k
-        .maps
-        .first_probe(&source(4).key)
-        .ok_or_else(|| anyhow::anyhow!("first probe not remembered"))?;
+    let first = k.first_probe(4)?;
     assert_eq!(first.port, 21);
     assert!(first.traits & scanner_common::first::STEALTH != 0);
     k.send(&ipv4_tcp(4, 23, XMAS))?;
-    let s = k
-        .maps
-        .entry(source(4))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(4)?;
     assert!(s.decided_ns > 0);
     assert_eq!(s.decided_ports, 2);
     assert_eq!(k.decisions().len(), 1);
@@ -238,10 +222,7 @@ fn fan_out_decides_when_every_port_is_open() -> anyhow::Result<()> {
     k.syns(5, ports[..19].iter().copied())?;
     assert_eq!(k.maps.entry(source(5)).map(|s| s.decided_ns), Some(0));
     k.syns(5, [ports[19]])?;
-    let s = k
-        .maps
-        .entry(source(5))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(5)?;
     assert_eq!(
         (s.reason, s.window_ports, s.decided_ports),
         (reason::FANOUT, 20, 20)
@@ -259,10 +240,7 @@ fn a_scan_spread_over_a_prefix_decides_the_prefix() -> anyhow::Result<()> {
         k.syns(n, [u16::from(n) * 2, u16::from(n) * 2 + 1])?;
     }
     for n in 10..20u8 {
-        let s = k
-            .maps
-            .entry(source(n))
-            .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+        let s = k.source(n)?;
         assert_eq!(s.decided_ns, 0, "no single source is a scanner");
     }
     let prefix = EntryId {
@@ -341,27 +319,18 @@ fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
     // Every probe came after an "idle" gap: each one is a first probe
     // again, replacing the last in the slot; the source is never admitted.
     assert_eq!(k.maps.entry(source(6)), None);
-    let first = k
-        .maps
-        .first_probe(&source(6).key)
-        .ok_or_else(|| anyhow::anyhow!("first probe not remembered"))?;
+    let first = k.first_probe(6)?;
     assert_eq!(first.port, 6);
     assert!(k.decisions().is_empty());
     // An admitted source idle too long starts afresh too: it waits in its
     // slot again instead of adding to the old entry.
     load::write_config(&mut k.ebpf, &Config::default())?;
     k.syns(7, [1, 2])?;
-    let s = k
-        .maps
-        .entry(source(7))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(7)?;
     assert_eq!((s.ports, s.probes), (2, 2));
     load::write_config(&mut k.ebpf, &config)?;
     k.syns(7, [3])?;
-    let s = k
-        .maps
-        .entry(source(7))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(7)?;
     assert_eq!(
         (s.ports, s.probes),
         (2, 2),
@@ -452,10 +421,7 @@ fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
     k.send(&ipv4_tcp(1, 81, ACK))?;
     assert_eq!(k.maps.first_probe(&source(1).key).map(|p| p.port), Some(81));
     k.send(&ipv4_tcp(1, 82, ACK))?;
-    let s = k
-        .maps
-        .entry(source(1))
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let s = k.source(1)?;
     assert_eq!((s.probes, s.ports), (2, 2));
     assert_eq!(s.classes[scanner_common::class::ACK], 2);
     Ok(())
