@@ -128,26 +128,26 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         return Tracked::Counted;
     }
     let class = class_of(t);
+    let stack_syn = is_stack_syn(t);
     let pkt = Packet {
         now: crate::now(),
         ifindex,
         class,
         open,
         stealth: is_stealth(class),
-        stack_syn: is_stack_syn(t),
+        stack_syn,
         port,
         proto: t.proto,
-        open_step: if earns_benign_credit(class, is_stack_syn(t)) {
+        open_step: if earns_benign_credit(class, stack_syn) {
             cfg.step_open
         } else {
             0
         },
     };
     let idle = idle_ns(cfg);
-    let s = match SOURCES.get_ptr_mut(&h.source) {
-        // SAFETY: a live map value.
-        Some(s) if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle => s,
-        _ => match first::admit(&h.source, &pkt, cfg, idle) {
+    let s = match live(&SOURCES, &h.source, pkt.now, idle) {
+        Some(s) => s,
+        None => match first::admit(&h.source, &pkt, cfg, idle) {
             Admission::Held { new_port } => {
                 count_port(&pkt, new_port);
                 return Tracked::Counted;
@@ -236,13 +236,21 @@ fn entry(
     cfg: &Config,
     pkt: &Packet,
 ) -> Option<*mut SourceStats> {
-    if let Some(s) = map.get_ptr_mut(key) {
-        // SAFETY: a live map value.
-        if pkt.now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns(cfg) {
-            return Some(s);
-        }
-    }
-    start(map, key, pkt)
+    live(map, key, pkt.now, idle_ns(cfg)).or_else(|| start(map, key, pkt))
+}
+
+/// The entry for `key`, unless it is missing or was last seen more than
+/// `idle_ns` before `now` (an idle entry starts a new life).
+#[inline(always)]
+fn live(
+    map: &LruHashMap<SourceKey, SourceStats>,
+    key: &SourceKey,
+    now: u64,
+    idle_ns: u64,
+) -> Option<*mut SourceStats> {
+    let s = map.get_ptr_mut(key)?;
+    // SAFETY: a live map value.
+    (now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns).then_some(s)
 }
 
 /// A new life for `key` in `map`, from `pkt` on.

@@ -124,9 +124,15 @@ pub fn tool(
     }
 }
 
-/// masscan from the attacker to the server's `ports` (e.g. "1-1000"). It
-/// needs the server's MAC as its "router", and never exits by itself.
+/// masscan from the attacker to the server's `ports` (e.g. "1-1000") at
+/// 2,000 packets per second. It needs the server's MAC as its "router", and
+/// never exits by itself.
 pub fn masscan(lab: &crate::Lab, ports: &str) -> anyhow::Result<Output> {
+    masscan_at(lab, ports, 2000)
+}
+
+/// [`masscan`] at `rate` packets per second.
+pub fn masscan_at(lab: &crate::Lab, ports: &str, rate: u32) -> anyhow::Result<Output> {
     let link = lab
         .server
         .ip(&["-j", "link", "show", crate::Lab::SERVER_IF])?;
@@ -135,6 +141,7 @@ pub fn masscan(lab: &crate::Lab, ports: &str) -> anyhow::Result<Output> {
         .as_str()
         .context("no MAC address for the server's veth")?
         .to_owned();
+    let rate = rate.to_string();
     tool(
         &lab.attacker,
         30,
@@ -144,7 +151,7 @@ pub fn masscan(lab: &crate::Lab, ports: &str) -> anyhow::Result<Output> {
             "-p",
             ports,
             "--rate",
-            "2000",
+            &rate,
             "--router-mac",
             &mac,
             "-e",

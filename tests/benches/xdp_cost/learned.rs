@@ -52,33 +52,7 @@ fn nmap(lab: &Lab, timing: &str) -> anyhow::Result<()> {
 }
 
 fn masscan(lab: &Lab) -> anyhow::Result<()> {
-    let link = lab.server.ip(&["-j", "link", "show", Lab::SERVER_IF])?;
-    let json: serde_json::Value = serde_json::from_slice(&link.stdout)?;
-    let mac = json[0]["address"]
-        .as_str()
-        .context("no MAC address for the server's veth")?
-        .to_owned();
-    traffic::tool(
-        &lab.attacker,
-        10,
-        "masscan",
-        &[
-            Lab::SERVER_V4,
-            "-p",
-            "1-1000",
-            "--rate",
-            "100000",
-            "--router-mac",
-            &mac,
-            "-e",
-            Lab::ATTACKER_IF,
-            "--adapter-ip",
-            Lab::ATTACKER_V4,
-            "--wait",
-            "1",
-        ],
-        &[124],
-    )?;
+    traffic::masscan_at(lab, "1-1000", 100_000)?;
     Ok(())
 }
 
