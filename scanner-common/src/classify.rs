@@ -1,6 +1,9 @@
 //! Which traffic class a packet belongs to, and whether it is a probe.
 
-use crate::{Config, class, parse::Transport};
+use crate::{
+    Config, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SCTP_COOKIE_ECHO, SCTP_INIT, class,
+    parse::Transport,
+};
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -11,10 +14,18 @@ pub const TCP_URG: u8 = 0x20;
 /// The six classic flags; ECE and CWR (ECN) are ignored for classification.
 const TCP_CLASSIC: u8 = 0x3f;
 
+/// SYN with FIN or RST, or FIN with RST: no TCP stack sends these together.
+#[inline(always)]
+pub fn is_invalid_tcp(flags: u8) -> bool {
+    (flags & TCP_SYN != 0 && flags & (TCP_FIN | TCP_RST) != 0)
+        || flags & (TCP_FIN | TCP_RST) == TCP_FIN | TCP_RST
+}
+
 /// The `CLASS_*` index of a TCP packet with these flags.
 #[inline(always)]
 pub fn tcp_class(flags: u8) -> usize {
     match flags & TCP_CLASSIC {
+        f if is_invalid_tcp(f) => class::INVALID_FLAGS,
         f if f & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN => class::SYN,
         0 => class::NULL,
         TCP_FIN => class::FIN,
@@ -25,11 +36,21 @@ pub fn tcp_class(flags: u8) -> usize {
     }
 }
 
-/// FIN without ACK, NULL and Xmas: no real TCP stack sends these, so one
-/// aimed at a closed port is strong evidence of a scan on its own.
+/// FIN without ACK, NULL, Xmas, impossible flag sets, a transport header
+/// split across fragments, an SCTP COOKIE ECHO with no association: no real
+/// stack sends these to a closed port, so one is strong evidence of a scan
+/// on its own.
 #[inline(always)]
 pub fn is_stealth(class: usize) -> bool {
-    class == class::FIN || class == class::NULL || class == class::XMAS
+    matches!(
+        class,
+        class::FIN
+            | class::NULL
+            | class::XMAS
+            | class::FRAGMENTED
+            | class::SCTP_COOKIE
+            | class::INVALID_FLAGS
+    )
 }
 
 /// Raw-packet scanners (nmap -sS, masscan, hping3) send bare SYNs with at
@@ -41,16 +62,24 @@ pub const STACK_SYN_MIN_HEADER: u8 = 28;
 /// Whether this TCP packet is a SYN from an operating system's stack.
 #[inline(always)]
 pub fn is_stack_syn(t: &Transport) -> bool {
-    t.is_tcp() && tcp_class(t.flags) == class::SYN && t.header_len >= STACK_SYN_MIN_HEADER
+    t.is_tcp()
+        && t.cut == 0
+        && tcp_class(t.flags) == class::SYN
+        && t.header_len >= STACK_SYN_MIN_HEADER
 }
 
 /// The `CLASS_*` index of a transport header.
 #[inline(always)]
 pub fn class_of(t: &Transport) -> usize {
-    if t.is_tcp() {
-        tcp_class(t.flags)
-    } else {
-        class::UDP
+    if t.cut != 0 {
+        return class::FRAGMENTED;
+    }
+    match t.proto {
+        IPPROTO_TCP => tcp_class(t.flags),
+        IPPROTO_UDP => class::UDP,
+        IPPROTO_SCTP if t.flags == SCTP_COOKIE_ECHO => class::SCTP_COOKIE,
+        IPPROTO_SCTP => class::SCTP_INIT,
+        _ => class::PROTOCOL,
     }
 }
 
@@ -80,12 +109,14 @@ pub fn is_accepted_traffic(t: &Transport, open: bool) -> bool {
 /// nothing benign: counting it would let the open ports a scan happens to
 /// hit first buy it more closed ports before it is decided.
 ///
-/// Nothing else earns it: FIN, NULL, Xmas and other odd TCP probes of an
-/// open port come from no client (an ACK or FIN|ACK there is an accepted
-/// connection's traffic and no probe at all).
+/// An SCTP INIT is a request like UDP's (SCTP has no connect()-style
+/// option set to tell a client by). Nothing else earns it: FIN, NULL, Xmas,
+/// fragments and other odd probes of an open port come from no client (an
+/// ACK or FIN|ACK there is an accepted connection's traffic and no probe at
+/// all).
 #[inline(always)]
 pub fn earns_benign_credit(class: usize, stack_syn: bool) -> bool {
-    class == class::UDP || (class == class::SYN && stack_syn)
+    class == class::UDP || class == class::SCTP_INIT || (class == class::SYN && stack_syn)
 }
 
 /// Whether a packet counts toward a source's fan-out: it asks about a port
@@ -96,15 +127,31 @@ pub fn earns_benign_credit(class: usize, stack_syn: bool) -> bool {
 /// - RST is an answer (or a scanner tearing down a half-open probe).
 /// - TCP with ACK and UDP are probes only when aimed at a non-ephemeral
 ///   port: on ephemeral ports they are replies to the host's own clients.
+/// - Flags no stack sends together, and a header cut by fragmentation,
+///   always count.
+/// - SCTP counts when it opens an association (INIT, COOKIE ECHO); other
+///   chunks belong to one.
+/// - Another IP protocol sent to this host's own address counts (the
+///   parser leaves out ICMP, IGMP and multicast).
 #[inline(always)]
 pub fn is_probe(t: &Transport, cfg: &Config) -> bool {
-    if !t.is_tcp() {
-        !is_ephemeral(t.dport, cfg)
-    } else if t.flags & TCP_RST != 0 {
-        false
-    } else if t.flags & TCP_ACK == 0 {
-        true
-    } else {
-        !is_ephemeral(t.dport, cfg)
+    if t.cut != 0 {
+        return true;
+    }
+    match t.proto {
+        IPPROTO_TCP => {
+            if is_invalid_tcp(t.flags) {
+                true
+            } else if t.flags & TCP_RST != 0 {
+                false
+            } else if t.flags & TCP_ACK == 0 {
+                true
+            } else {
+                !is_ephemeral(t.dport, cfg)
+            }
+        }
+        IPPROTO_UDP => !is_ephemeral(t.dport, cfg),
+        IPPROTO_SCTP => t.flags == SCTP_INIT || t.flags == SCTP_COOKIE_ECHO,
+        _ => true,
     }
 }

@@ -14,8 +14,11 @@ pub const BLOCKS_REFUSED: u32 = 5;
 /// their second port on (a first probe is remembered before any rule is
 /// looked up), and packets a block would have dropped.
 pub const ALLOWED: u32 = 6;
+/// Fragments other than the first (they carry no transport header): passed
+/// or dropped by the source's rules, never tracked as probes.
+pub const FRAGMENTS: u32 = 7;
 /// How many counters each interface slot has.
-pub const COUNT: u32 = 7;
+pub const COUNT: u32 = 8;
 /// Interfaces are counted apart in this many slots (by ifindex modulo the
 /// slot count): one array index per packet, no hash lookup.
 pub const IFACE_SLOTS: u32 = 64;

@@ -24,16 +24,16 @@
 use crate::{SourceKey, class};
 
 /// `FirstProbe::traits`: the first probe hit an open port.
-pub const OPEN: u8 = 0x08;
-/// `FirstProbe::traits`: it was a stealth probe (FIN, NULL, Xmas).
-pub const STEALTH: u8 = 0x10;
+pub const OPEN: u8 = 0x10;
+/// `FirstProbe::traits`: it was a stealth probe (`classify::is_stealth`).
+pub const STEALTH: u8 = 0x20;
 /// `FirstProbe::traits`: it was a SYN from an operating system's stack.
-pub const STACK_SYN: u8 = 0x20;
+pub const STACK_SYN: u8 = 0x40;
 /// `FirstProbe::traits`: it earns benign credit if its port is open
 /// (`classify::earns_benign_credit`).
-pub const CREDIT: u8 = 0x40;
+pub const CREDIT: u8 = 0x80;
 /// `FirstProbe::traits`: the low bits hold the probe's `class::*`.
-pub const CLASS_MASK: u8 = 0x07;
+pub const CLASS_MASK: u8 = 0x0f;
 
 const _: () = assert!(class::COUNT <= CLASS_MASK as usize + 1);
 

@@ -11,23 +11,26 @@ pub struct PortHits {
     pub sources: u64,
 }
 
-/// The PORT_HITS index of a destination port.
+/// The PORT_HITS index of a destination port (of a protocol number, for
+/// `IPPROTO_ANY`).
 #[inline(always)]
 pub const fn port_hits_index(proto: u8, port: u16) -> u32 {
-    if proto == crate::IPPROTO_UDP {
-        65_536 + port as u32
-    } else {
-        port as u32
+    match proto {
+        crate::IPPROTO_UDP => 65_536 + port as u32,
+        crate::IPPROTO_SCTP => 2 * 65_536 + port as u32,
+        crate::IPPROTO_ANY => 3 * 65_536 + (port & 0xff) as u32,
+        _ => port as u32,
     }
 }
 
 /// The (protocol, port) of a PORT_HITS index: the inverse of [`port_hits_index`].
 #[inline(always)]
 pub const fn port_of_hits_index(index: u32) -> (u8, u16) {
-    if index >= 65_536 {
-        (crate::IPPROTO_UDP, (index - 65_536) as u16)
-    } else {
-        (crate::IPPROTO_TCP, index as u16)
+    match index >> 16 {
+        0 => (crate::IPPROTO_TCP, index as u16),
+        1 => (crate::IPPROTO_UDP, index as u16),
+        2 => (crate::IPPROTO_SCTP, index as u16),
+        _ => (crate::IPPROTO_ANY, (index & 0xff) as u16),
     }
 }
 
@@ -45,12 +48,17 @@ mod tests {
 
     #[test]
     fn port_hits_indexes_turn_back_into_ports() {
-        for proto in [crate::IPPROTO_TCP, crate::IPPROTO_UDP] {
+        for proto in [crate::IPPROTO_TCP, crate::IPPROTO_UDP, crate::IPPROTO_SCTP] {
             for port in [0, 1, 22, 65_535] {
                 let index = port_hits_index(proto, port);
                 assert!(index < PORT_HITS_ENTRIES);
                 assert_eq!(port_of_hits_index(index), (proto, port));
             }
+        }
+        for number in [0, 47, 255] {
+            let index = port_hits_index(crate::IPPROTO_ANY, number);
+            assert!(index < PORT_HITS_ENTRIES);
+            assert_eq!(port_of_hits_index(index), (crate::IPPROTO_ANY, number));
         }
     }
 }

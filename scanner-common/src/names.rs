@@ -54,10 +54,12 @@ pub const REPORTED_MAP: &str = "REPORTED";
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.
 ///
-/// 3: first probes in FIRST_PROBES, SOURCES holds admitted sources only (a
-/// version-2 daemon's blocks and allowlist are migrated, see the daemon's
+/// 3: first probes in FIRST_PROBES, SOURCES holds admitted sources only.
+/// 4: sixteen traffic classes and a fragment count per source; PORT_HITS
+/// covers SCTP ports and IP protocols (a version-3 daemon's blocks,
+/// allowlist and port counts are migrated, see the daemon's
 /// `kernel::migrate`).
-pub const STATE_VERSION: u32 = 3;
+pub const STATE_VERSION: u32 = 4;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
 pub const PINNED_MAPS: [&str; 9] = [
     ADMITTED_MAP,
@@ -119,7 +121,8 @@ pub const ALLOW_CAPACITY: u32 = 4_096;
 pub const PROTECTED_CAPACITY: u32 = 1_024;
 /// Size of COUNTERS.
 pub const COUNTERS_ENTRIES: u32 = counter::IFACE_SLOTS * counter::COUNT;
-/// Size of PORT_HITS: every TCP port, then every UDP port.
-pub const PORT_HITS_ENTRIES: u32 = 2 * 65_536;
-/// Size of PORT_BITS: four regions of 1,024 u64 words (65,536 bits) each.
-pub const PORT_BITS_WORDS: u32 = 4 * 1024;
+/// Size of PORT_HITS: every TCP port, every UDP port, every SCTP port, then
+/// every IP protocol number.
+pub const PORT_HITS_ENTRIES: u32 = 3 * 65_536 + 256;
+/// Size of PORT_BITS: six regions of 1,024 u64 words (65,536 bits) each.
+pub const PORT_BITS_WORDS: u32 = crate::bits::REGIONS * 1024;

@@ -15,6 +15,18 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IGMP: u8 = 2;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// Not a protocol on the wire: the tracker's name for "some IP protocol it
+/// has no transport parser for" (255 is reserved by IANA). Such a packet's
+/// `dport` holds its protocol number, so an IP protocol scan (nmap `-sO`)
+/// fans out over protocol numbers the way a port scan fans out over ports.
+pub const IPPROTO_ANY: u8 = 255;
+/// SCTP chunk types that open an association (see `classify::is_probe`).
+pub const SCTP_INIT: u8 = 1;
+pub const SCTP_COOKIE_ECHO: u8 = 10;
 
 /// VLAN tags skipped (802.1Q, and 802.1ad QinQ outer + inner).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -43,12 +55,16 @@ impl Frame for [u8] {
 /// compiler copy uninitialised registers, which the verifier rejects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transport {
-    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_SCTP`, or `IPPROTO_ANY` for
+    /// any other protocol (its number is then in `dport`).
     pub proto: u8,
-    /// TCP flags; 0 for UDP.
+    /// TCP flags; the first chunk's type for SCTP; 0 otherwise.
     pub flags: u8,
-    /// TCP header length in bytes (data offset × 4); 0 for UDP.
+    /// TCP header length in bytes (data offset × 4); 0 otherwise.
     pub header_len: u8,
+    /// 1 when this is a first fragment that ends inside its transport
+    /// header: only the ports were read (flags and chunk type are 0).
+    pub cut: u8,
     pub sport: u16,
     pub dport: u16,
 }
@@ -59,6 +75,7 @@ impl Transport {
             proto: IPPROTO_TCP,
             flags,
             header_len,
+            cut: 0,
             sport,
             dport,
         }
@@ -69,8 +86,45 @@ impl Transport {
             proto: IPPROTO_UDP,
             flags: 0,
             header_len: 0,
+            cut: 0,
             sport,
             dport,
+        }
+    }
+
+    /// SCTP, with the type of its first chunk.
+    pub const fn sctp(sport: u16, dport: u16, chunk: u8) -> Self {
+        Self {
+            proto: IPPROTO_SCTP,
+            flags: chunk,
+            header_len: 0,
+            cut: 0,
+            sport,
+            dport,
+        }
+    }
+
+    /// A first fragment cut inside the `proto` header: ports only.
+    pub const fn cut(proto: u8, sport: u16, dport: u16) -> Self {
+        Self {
+            proto,
+            flags: 0,
+            header_len: 0,
+            cut: 1,
+            sport,
+            dport,
+        }
+    }
+
+    /// A packet of IP protocol `number`, which has no parser here.
+    pub const fn protocol(number: u8) -> Self {
+        Self {
+            proto: IPPROTO_ANY,
+            flags: 0,
+            header_len: 0,
+            cut: 0,
+            sport: 0,
+            dport: number as u16,
         }
     }
 
@@ -79,7 +133,7 @@ impl Transport {
     }
 }
 
-/// A parsed TCP or UDP packet.
+/// A parsed TCP, UDP or SCTP packet, or one of another IP protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Headers {
     pub source: SourceKey,
@@ -91,11 +145,15 @@ pub struct Headers {
 pub enum Parsed {
     /// Not IP (ARP, LLDP, more VLAN tags than we skip, ...).
     NotIp,
-    /// IP without a TCP/UDP header we can read: a non-first fragment, ICMP,
-    /// ESP, or more extension headers than we skip. Its source still counts
-    /// for allow and block rules.
+    /// IP that asks about no port or protocol: ICMP, IGMP, a protocol other
+    /// than TCP/UDP/SCTP sent to a multicast or broadcast address, or more
+    /// extension headers than we skip. Its source still counts for allow
+    /// and block rules.
     Untracked(SourceKey),
-    /// TCP or UDP.
+    /// A fragment other than the first: no transport header. Counted for
+    /// its source, and subject to its rules.
+    Fragment(SourceKey),
+    /// TCP, UDP, SCTP, or another protocol sent to this host's own address.
     Transport(Headers),
 }
 
@@ -158,22 +216,38 @@ fn parse_ipv4<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
     // The options, if any, must be in the frame too.
     read::<1, F>(f, off + ihl - 1)?;
     let source = SourceKey::from_v4([ip[12], ip[13], ip[14], ip[15]]);
-    if be16(&ip, 6) & 0x1fff != 0 {
+    let fragment = be16(&ip, 6);
+    if fragment & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
-        return Ok(Parsed::Untracked(source));
+        return Ok(Parsed::Fragment(source));
     }
-    parse_transport(f, off + ihl, ip[9], source)
+    // A first fragment (more-fragments set) carries the transport bytes up
+    // to its IP length; Ethernet padding past it must not be read as header.
+    let room = if fragment & 0x2000 != 0 {
+        usize::from(be16(&ip, 2)).saturating_sub(ihl)
+    } else {
+        UNFRAGMENTED
+    };
+    // Multicast (224/4) and the broadcast address.
+    let unicast = ip[16] < 224;
+    parse_transport(f, off + ihl, ip[9], source, room, unicast)
 }
+
+/// `room` of a packet that is not a first fragment: the header is whole.
+const UNFRAGMENTED: usize = usize::MAX;
 
 #[inline(always)]
 fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
-    let ip = read::<24, F>(f, off)?;
+    let ip = read::<40, F>(f, off)?;
     if ip[0] >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
     let mut next = ip[6];
     let mut src = [0u8; 16];
     src.copy_from_slice(&ip[8..24]);
+    let end = off + 40 + usize::from(be16(&ip, 4));
+    let unicast = ip[24] != 0xff;
+    let mut first_fragment = false;
     let mut off = off + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
@@ -193,24 +267,52 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
             44 => {
                 let ext = read::<4, F>(f, off)?;
                 if be16(&ext, 2) & 0xfff8 != 0 {
-                    return Ok(Parsed::Untracked(SourceKey::from_v6(src)));
+                    return Ok(Parsed::Fragment(SourceKey::from_v6(src)));
                 }
+                first_fragment = ext[3] & 1 != 0;
                 next = ext[0];
                 off += 8;
             }
             _ => break,
         }
     }
-    parse_transport(f, off, next, SourceKey::from_v6(src))
+    let room = if first_fragment {
+        end.saturating_sub(off)
+    } else {
+        UNFRAGMENTED
+    };
+    parse_transport(f, off, next, SourceKey::from_v6(src), room, unicast)
 }
 
+/// The transport header at `off`. `room`: the bytes of it a first fragment
+/// carries (`UNFRAGMENTED` otherwise); `unicast`: sent to one address, not
+/// to a group.
 #[inline(always)]
 fn parse_transport<F: Frame + ?Sized>(
     f: &F,
     off: usize,
     proto: u8,
     source: SourceKey,
+    room: usize,
+    unicast: bool,
 ) -> Result<Parsed> {
+    let whole = match proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        // Common header and the first chunk's type.
+        IPPROTO_SCTP => 13,
+        _ => 0,
+    };
+    if room < whole {
+        // A first fragment that splits its transport header: no stack
+        // sends one. Its ports come first; without them it is nothing.
+        if room < 4 {
+            return Ok(Parsed::Untracked(source));
+        }
+        let ports = read::<4, F>(f, off)?;
+        let transport = Transport::cut(proto, be16(&ports, 0), be16(&ports, 2));
+        return Ok(Parsed::Transport(Headers { source, transport }));
+    }
     let transport = match proto {
         IPPROTO_TCP => {
             let tcp = read::<20, F>(f, off)?;
@@ -225,7 +327,18 @@ fn parse_transport<F: Frame + ?Sized>(
             let udp = read::<8, F>(f, off)?;
             Transport::udp(be16(&udp, 0), be16(&udp, 2))
         }
-        // ICMP, ESP, an extension header past our bound, ...
+        IPPROTO_SCTP => {
+            let sctp = read::<13, F>(f, off)?;
+            Transport::sctp(be16(&sctp, 0), be16(&sctp, 2), sctp[12])
+        }
+        // Ping, errors and group membership ask about no port or protocol;
+        // an IPv6 extension header here is one past the bound we skip.
+        IPPROTO_ICMP | IPPROTO_IGMP | IPPROTO_ICMPV6 | 0 | 43 | 44 | 51 | 60 => {
+            return Ok(Parsed::Untracked(source));
+        }
+        // Any other protocol aimed at this host's address: one probe of
+        // that protocol (ESP, GRE, ... and nmap -sO's empty packets).
+        _ if unicast => Transport::protocol(proto),
         _ => return Ok(Parsed::Untracked(source)),
     };
     Ok(Parsed::Transport(Headers { source, transport }))

@@ -158,6 +158,10 @@ pub struct SourceStats {
     /// 1 when the kernel blocked the source at its decision (its deciding
     /// probe is dropped too), else 0.
     pub blocked: u32,
+    /// Fragments other than the first (no transport header) seen from an
+    /// admitted source: fragmented probes' tails, or a fragment flood.
+    pub fragments: u32,
+    pub _pad: u32,
     /// The first `SAMPLE_PORTS` distinct ports, in arrival order.
     pub sample_ports: [u16; SAMPLE_PORTS],
     /// The first `SAMPLE_OPEN_PORTS` distinct open ports probed.
@@ -185,6 +189,8 @@ impl SourceStats {
             prefix_trials: 0,
             ifindex,
             blocked: 0,
+            fragments: 0,
+            _pad: 0,
             sample_ports: [0; SAMPLE_PORTS],
             open_sample: [0; SAMPLE_OPEN_PORTS],
         }
@@ -198,7 +204,8 @@ pub struct PortKey {
     /// A source address, or a prefix when `scope` is `scope::PREFIX`.
     pub source: SourceKey,
     pub port: u16,
-    /// IP protocol number (6 TCP, 17 UDP).
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP; `IPPROTO_ANY` when
+    /// `port` is itself a protocol number).
     pub proto: u8,
     /// `scope::SOURCE`, `scope::PREFIX` or `scope::MEMBER`.
     pub scope: u8,
@@ -232,7 +239,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 16);
 const _: () = assert!(
     core::mem::size_of::<SourceStats>()
-        == 5 * 8 + 4 * class::COUNT + 12 * 4 + 2 * (SAMPLE_PORTS + SAMPLE_OPEN_PORTS)
+        == 5 * 8 + 4 * class::COUNT + 14 * 4 + 2 * (SAMPLE_PORTS + SAMPLE_OPEN_PORTS)
 );
 const _: () = assert!(core::mem::size_of::<SourceStats>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<PortKey>() == 20);

@@ -60,6 +60,10 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
             rule => apply(rule, ifindex),
         },
         Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source), ifindex),
+        Ok(Parsed::Fragment(source)) => {
+            track::fragment(&source, ifindex);
+            apply(verdict::rule(&source), ifindex)
+        }
         Ok(Parsed::NotIp) => verdict::pass(),
         Err(_) => {
             counters::bump(ifindex, counter::PARSE_FAILURES);

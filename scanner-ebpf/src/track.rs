@@ -113,11 +113,8 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         return Tracked::Counted;
     };
     let t = &h.transport;
-    let (open_bits, ignored_bits) = if t.is_tcp() {
-        (bits::TCP_OPEN, bits::TCP_IGNORED)
-    } else {
-        (bits::UDP_OPEN, bits::UDP_IGNORED)
-    };
+    // Protocols without ports read past the bitmap: never open or ignored.
+    let (open_bits, ignored_bits) = bits::regions(t.proto);
     let port = t.dport;
     // Bitmap reads only for packets that ask about a port: replies skip them.
     if !is_probe(t, cfg) {
@@ -178,6 +175,18 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         return Tracked::Blocked;
     }
     Tracked::Counted
+}
+
+/// Counts a fragment other than the first: per interface, and for its
+/// source when the source is admitted (one lookup; such fragments are rare
+/// outside fragmented probes and floods).
+#[inline(always)]
+pub fn fragment(source: &SourceKey, ifindex: u32) {
+    counters::bump(ifindex, counter::FRAGMENTS);
+    if let Some(s) = SOURCES.get_ptr_mut(source) {
+        // SAFETY: s points at this source's value in SOURCES.
+        unsafe { (*s).fragments = (*s).fragments.wrapping_add(1) };
+    }
 }
 
 /// Counts one probe into an admitted source's entry and, for its first

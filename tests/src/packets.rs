@@ -2,12 +2,16 @@
 //! parser on the host and against the XDP program in the kernel
 //! (BPF_PROG_TEST_RUN), so both agree on every case.
 
-use scanner_common::{IPPROTO_TCP, IPPROTO_UDP, SourceKey, class};
+use scanner_common::{
+    IPPROTO_ANY, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SCTP_COOKIE_ECHO, SCTP_INIT, SourceKey,
+    class,
+};
 
 pub const SYN: u8 = 0x02;
 pub const FIN: u8 = 0x01;
 pub const ACK: u8 = 0x10;
 pub const XMAS: u8 = 0x29;
+pub const RST: u8 = 0x04;
 
 const SERVER_V4: [u8; 4] = [198, 18, 0, 2];
 const SERVER_V6: [u8; 16] = v6(2);
@@ -80,6 +84,49 @@ pub fn tcp(dport: u16, flags: u8, words: u8) -> Vec<u8> {
     h
 }
 
+/// An SCTP common header and one chunk of type `chunk` (4-byte chunk header).
+pub fn sctp(dport: u16, chunk: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 16];
+    h[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[12] = chunk;
+    h[14..16].copy_from_slice(&4u16.to_be_bytes());
+    h
+}
+
+/// The first fragment of a TCP probe cut after `bytes` bytes of its header
+/// (nmap `-f` cuts at 8, `-ff` at 16), padded to Ethernet's 60-byte minimum
+/// as a real NIC delivers it: the padding must not be read as header.
+pub fn ipv4_tiny_fragment(src: u8, dport: u16, flags: u8, bytes: usize) -> Vec<u8> {
+    let tcp = tcp(dport, flags, 5);
+    let mut f = eth(
+        0x0800,
+        &[],
+        &ipv4(v4(src), IPPROTO_TCP, 5, 0x2000, &tcp[..bytes]),
+    );
+    if f.len() < 60 {
+        f.resize(60, 0);
+    }
+    f
+}
+
+/// The same over IPv6: a fragment header (offset 0, more fragments), then
+/// `bytes` bytes of the TCP header.
+pub fn ipv6_tiny_fragment(src: u8, dport: u16, flags: u8, bytes: usize) -> Vec<u8> {
+    let tcp = tcp(dport, flags, 5);
+    let first = [IPPROTO_TCP, 0, 0x00, 0x01, 0, 0, 0, 9];
+    eth(0x86dd, &[], &ipv6(v6(src), 44, &first, &tcp[..bytes]))
+}
+
+/// The rest of a fragmented packet (offset 8 bytes, no more fragments).
+pub fn ipv4_later_fragment(src: u8) -> Vec<u8> {
+    eth(
+        0x0800,
+        &[],
+        &ipv4(v4(src), IPPROTO_TCP, 5, 0x0001, &[0u8; 12]),
+    )
+}
+
 pub fn udp(dport: u16) -> Vec<u8> {
     let mut h = vec![0u8; 8];
     h[0..2].copy_from_slice(&40000u16.to_be_bytes());
@@ -128,6 +175,8 @@ pub enum Expect {
     },
     NotIp,
     Untracked,
+    /// A fragment other than the first.
+    Fragment,
     ParseFailure,
 }
 
@@ -144,6 +193,20 @@ fn tracked4(src: u8, class: usize, proto: u8, dport: u16, probe: bool) -> Expect
         proto,
         dport,
         probe,
+    }
+}
+
+fn probe4(src: u8, class: usize, proto: u8, dport: u16) -> Expect {
+    tracked4(src, class, proto, dport, true)
+}
+
+fn tracked_v6(src: u8, class: usize, proto: u8, dport: u16) -> Expect {
+    Expect::Tracked {
+        source: SourceKey::from_v6(v6(src)),
+        class,
+        proto,
+        dport,
+        probe: true,
     }
 }
 
@@ -227,7 +290,7 @@ pub fn cases() -> Vec<Case> {
                 &[],
                 &ipv4(v4(7), IPPROTO_TCP, 5, 0x0010, &tcp(21, SYN, 5)),
             ),
-            expect: Expect::Untracked,
+            expect: Expect::Fragment,
         },
         Case {
             name: "ack to an ephemeral port (a reply)",
@@ -265,7 +328,7 @@ pub fn cases() -> Vec<Case> {
                 &[],
                 &ipv6(v6(4), 44, &later_fragment_v6, &tcp(80, SYN, 5)),
             ),
-            expect: Expect::Untracked,
+            expect: Expect::Fragment,
         },
         Case {
             name: "ipv6 extension chain longer than the bound",
@@ -355,6 +418,119 @@ pub fn cases() -> Vec<Case> {
                 }),
             ),
             expect: Expect::ParseFailure,
+        },
+        Case {
+            name: "ipv4 tiny first fragment, 8 bytes of tcp (nmap -f), padded frame",
+            frame: ipv4_tiny_fragment(19, 3389, SYN, 8),
+            expect: probe4(19, class::FRAGMENTED, IPPROTO_TCP, 3389),
+        },
+        Case {
+            name: "ipv4 first fragment with 16 bytes of tcp (nmap -ff)",
+            frame: ipv4_tiny_fragment(20, 445, SYN, 16),
+            expect: probe4(20, class::FRAGMENTED, IPPROTO_TCP, 445),
+        },
+        Case {
+            name: "ipv4 first fragment with 2 bytes of tcp: no ports",
+            frame: ipv4_tiny_fragment(21, 445, SYN, 2),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "ipv6 tiny first fragment, 8 bytes of tcp",
+            frame: ipv6_tiny_fragment(7, 5900, FIN, 8),
+            expect: tracked_v6(7, class::FRAGMENTED, IPPROTO_TCP, 5900),
+        },
+        Case {
+            name: "ipv4 later fragment of a tiny probe",
+            frame: ipv4_later_fragment(22),
+            expect: Expect::Fragment,
+        },
+        Case {
+            name: "sctp init (nmap -sY)",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(23), IPPROTO_SCTP, 5, 0, &sctp(3868, SCTP_INIT)),
+            ),
+            expect: probe4(23, class::SCTP_INIT, IPPROTO_SCTP, 3868),
+        },
+        Case {
+            name: "sctp cookie echo (nmap -sZ)",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(24), IPPROTO_SCTP, 5, 0, &sctp(2905, SCTP_COOKIE_ECHO)),
+            ),
+            expect: probe4(24, class::SCTP_COOKIE, IPPROTO_SCTP, 2905),
+        },
+        Case {
+            name: "sctp data of an association: not a probe",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(25), IPPROTO_SCTP, 5, 0, &sctp(3868, 0)),
+            ),
+            expect: tracked4(25, class::SCTP_INIT, IPPROTO_SCTP, 3868, false),
+        },
+        Case {
+            name: "sctp over ipv6",
+            frame: eth(
+                0x86dd,
+                &[],
+                &ipv6(v6(8), IPPROTO_SCTP, &[], &sctp(9899, SCTP_INIT)),
+            ),
+            expect: tracked_v6(8, class::SCTP_INIT, IPPROTO_SCTP, 9899),
+        },
+        Case {
+            name: "sctp first fragment cut after 8 bytes",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(32), IPPROTO_SCTP, 5, 0x2000, &sctp(3868, SCTP_INIT)[..8]),
+            ),
+            expect: probe4(32, class::FRAGMENTED, IPPROTO_SCTP, 3868),
+        },
+        Case {
+            name: "gre to this host (an ip protocol probe, nmap -sO)",
+            frame: eth(0x0800, &[], &ipv4(v4(26), 47, 5, 0, &[])),
+            expect: probe4(26, class::PROTOCOL, IPPROTO_ANY, 47),
+        },
+        Case {
+            name: "ipv6 no-next-header to this host (nmap -6 -sO)",
+            frame: eth(0x86dd, &[], &ipv6(v6(9), 59, &[], &[])),
+            expect: tracked_v6(9, class::PROTOCOL, IPPROTO_ANY, 59),
+        },
+        Case {
+            name: "vrrp to its multicast group: not a probe of this host",
+            frame: eth(0x0800, &[], &{
+                let mut h = ipv4(v4(27), 112, 5, 0, &[0u8; 8]);
+                h[16..20].copy_from_slice(&[224, 0, 0, 18]);
+                h
+            }),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "igmp: never a probe",
+            frame: eth(
+                0x0800,
+                &[],
+                &ipv4(v4(28), 2, 5, 0, &[0x11, 0, 0, 0, 0, 0, 0, 0]),
+            ),
+            expect: Expect::Untracked,
+        },
+        Case {
+            name: "tcp syn+fin (nmap --scanflags SYNFIN)",
+            frame: ipv4_tcp(29, 8443, SYN | FIN),
+            expect: probe4(29, class::INVALID_FLAGS, IPPROTO_TCP, 8443),
+        },
+        Case {
+            name: "tcp every flag (URGACKPSHRSTSYNFIN): a probe despite the RST",
+            frame: ipv4_tcp(30, 40002, 0x3f),
+            expect: probe4(30, class::INVALID_FLAGS, IPPROTO_TCP, 40002),
+        },
+        Case {
+            name: "tcp rst: an answer",
+            frame: ipv4_tcp(31, 80, RST),
+            expect: tracked4(31, class::OTHER_TCP, IPPROTO_TCP, 80, false),
         },
         Case {
             name: "wrong ip version",

@@ -5,9 +5,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use scanner_common::{IPPROTO_TCP, IPPROTO_UDP};
+use scanner_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
-/// A socket waiting for traffic: TCP in LISTEN, or a bound unconnected UDP socket.
+/// A socket waiting for traffic: TCP in LISTEN, a bound unconnected UDP
+/// socket, or an SCTP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listener {
     pub proto: u8,
@@ -46,6 +47,10 @@ pub(crate) fn listeners() -> Vec<Listener> {
             out.extend(parse_proc_net(&text, proto, state));
         }
     }
+    // Present only while the sctp module is loaded.
+    if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
+        out.extend(parse_sctp_eps(&text));
+    }
     out.sort();
     out.dedup();
     out
@@ -69,6 +74,38 @@ pub(crate) fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> 
                 proto,
                 addr: parse_hex_addr(addr)?,
                 port: u16::from_str_radix(port, 16).ok()?,
+                inode,
+            })
+        })
+        .collect()
+}
+
+/// Parses /proc/net/sctp/eps: one line per SCTP endpoint (listening or
+/// not, SCTP has no LISTEN state of its own there), with its decimal local
+/// port, inode, and its local addresses in text. An endpoint bound to
+/// several addresses is reachable from the network if any is not loopback.
+pub(crate) fn parse_sctp_eps(text: &str) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(5)?.parse().ok()?;
+            let inode = fields.get(7).and_then(|i| i.parse().ok()).unwrap_or(0);
+            let addrs: Vec<IpAddr> = fields
+                .iter()
+                .skip(8)
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            let addr = addrs
+                .iter()
+                .find(|a| !a.is_loopback())
+                .or(addrs.first())
+                .copied()
+                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+            Some(Listener {
+                proto: IPPROTO_SCTP,
+                addr,
+                port,
                 inode,
             })
         })
@@ -164,6 +201,27 @@ mod tests {
         assert_eq!(v6[1].addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert!(!v6[1].is_exposed());
         assert!(parse_proc_net("header\ngarbage line\n", IPPROTO_TCP, TCP_LISTEN).is_empty());
+    }
+
+    #[test]
+    fn sctp_endpoints_are_listeners() {
+        // As net/sctp/proc.c prints them: decimal port, inode, addresses.
+        let eps = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS
+ffff8881022c8000 ffff888103a1c000 2   10  29   3868      0 31337 198.18.0.2 2001:db8::2
+ffff8881022c9000 ffff888103a1d000 2   10  30   9899      0 31338 127.0.0.1
+garbage
+";
+        let l = parse_sctp_eps(eps);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[0].proto, l[0].port, l[0].inode),
+            (IPPROTO_SCTP, 3868, 31337)
+        );
+        assert!(l[0].is_exposed() && !l[1].is_exposed());
+        assert_eq!(
+            open_ports(&l).into_iter().collect::<Vec<_>>(),
+            [(IPPROTO_SCTP, 3868)]
+        );
     }
 
     #[test]

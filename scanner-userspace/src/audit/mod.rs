@@ -6,7 +6,7 @@ pub(crate) mod services;
 
 use std::{collections::HashMap, net::IpAddr};
 
-use scanner_common::IPPROTO_UDP;
+use scanner_common::{IPPROTO_ANY, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
 use crate::{audit::listeners::Listener, detect::hits::PortHit};
@@ -43,8 +43,16 @@ pub(crate) struct Owner {
     pub name: String,
 }
 
+/// The name of a protocol as reports show it; `ip` for `IPPROTO_ANY`,
+/// whose "port" is an IP protocol number (`ip/47` is GRE).
 pub(crate) fn proto_name(proto: u8) -> &'static str {
-    if proto == IPPROTO_UDP { "udp" } else { "tcp" }
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_SCTP => "sctp",
+        IPPROTO_ANY => "ip",
+        _ => "?",
+    }
 }
 
 /// The audit: one row per listener, sorted by protocol and port.

@@ -77,6 +77,7 @@ pub(crate) fn handle(
                 "packets": {
                     "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
                     "parse_failures": c.parse_failures, "allowed": c.allowed,
+                    "fragments": c.fragments,
                 },
                 "events_dropped": c.events_dropped,
                 "blocks_refused": c.blocks_refused,
@@ -222,6 +223,8 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
                 "score": s.score,
                 "sources": 1,
                 "protected": protected,
+                "decoy_group": out.decoys.group_of(&key).map(|g| g.iter().map(|k| ip_of(k).to_string()).collect::<Vec<_>>()),
+                "fragments": s.fragments,
                 "first_seen": wall(s.first_seen_ns),
                 "last_seen": wall(s.last_seen_ns),
                 "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),

@@ -1,13 +1,21 @@
 //! Findings and rule changes turned into events, and the response to a
 //! detection: the block the kernel made, or what a dry run would do.
 
-use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context as _;
 use scanner_common::{SourceKey, SourceStats, block_reason, reason, scope};
 
 use crate::{
-    detect::{EntryId, Finding, kind_of},
+    detect::{
+        EntryId, Finding,
+        decoy::{Decoys, Released},
+        kind_of,
+    },
     kernel::{
         maps::{Maps, monotonic_ns},
         policy::{self, Change, Policy, PolicyError, net_name},
@@ -24,6 +32,11 @@ const PROTECTED_SCANS: usize = 4096;
 
 /// How many ports an event lists in `top_ports`.
 const TOP_PORTS: usize = 10;
+
+/// The undecided sources are read at most this often while detections are
+/// held for their decoy group: a storm of decisions costs one map read per
+/// interval, not one per decision.
+const UNDECIDED_READ_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything the loop needs to turn findings into events and responses.
 pub(crate) struct Output {
@@ -42,6 +55,10 @@ pub(crate) struct Output {
     /// Detected sources found protected at their latest detection, and why
     /// (for `scanner list`).
     pub protected_scans: HashMap<IpAddr, &'static str>,
+    /// Source detections held for their decoy group, and the groups found.
+    pub decoys: Decoys,
+    /// The latest read of the undecided sources, while detections are held.
+    pub undecided: Option<(Instant, Vec<SourceStats>)>,
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
@@ -66,44 +83,114 @@ pub(crate) fn emit_interface(
     write(reporter, &event)
 }
 
+/// Reports findings. A source's detection is held until its decoy group is
+/// known (at once, unless an undecided source matches it; see
+/// `detect::decoy`); everything else is reported in order.
 pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
+    let now = monotonic_ns();
     for finding in findings {
-        let (event, id, stats) = match finding {
-            Finding::Detected { id, stats } => ("scan_detected", id, stats),
-            Finding::Ended { id, stats } => ("scan_ended", id, stats),
-        };
-        let ip = ip_of(&id.key);
-        let source = id.scope == scope::SOURCE;
-        // Whether the source is protected is decided once, at its detection.
-        let protected = match event {
-            "scan_detected" if source => {
-                let why = out.protected.reason(ip).map(protect::reason_name);
-                match why {
-                    Some(why) => {
-                        // A handful in practice; bounded all the same.
-                        if out.protected_scans.len() >= PROTECTED_SCANS {
-                            out.protected_scans.clear();
-                        }
-                        out.protected_scans.insert(ip, why)
-                    }
-                    None => out.protected_scans.remove(&ip),
-                };
-                why
+        match finding {
+            Finding::Detected { id, stats } if id.scope == scope::SOURCE => {
+                out.decoys.hold(*id, *stats, now)
             }
-            _ if source => out.protected_scans.get(&ip).copied(),
-            _ => None,
-        };
-        let e = scan_event(out, event, *id, stats, maps, protected);
-        if event == "scan_detected" {
-            out.metrics.detection(e.kind);
-            tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
+            Finding::Ended { id, .. } if out.decoys.is_held(id) => {
+                release(out, maps, true)?;
+                report_one(out, maps, finding, None, false)?;
+            }
+            _ => report_one(out, maps, finding, None, false)?,
         }
-        write(&mut out.reporter, &Event::Scan(e));
-        if event == "scan_detected" && source {
-            match protected {
-                Some(why) => spare(out, ip, why)?,
-                None => respond(out, *id)?,
-            }
+    }
+    release(out, maps, false)
+}
+
+/// Reports the held detections that are ready (all of them with `force`:
+/// the daemon is stopping).
+pub(crate) fn release(out: &mut Output, maps: &Maps, force: bool) -> anyhow::Result<()> {
+    if !out.decoys.holding() {
+        out.undecided = None;
+        return Ok(());
+    }
+    let stale = out
+        .undecided
+        .as_ref()
+        .is_none_or(|(at, _)| at.elapsed() >= UNDECIDED_READ_EVERY);
+    if stale && !force {
+        let undecided = maps
+            .sources_where(|s| s.decided_ns == 0)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        out.undecided = Some((Instant::now(), undecided));
+    }
+    let undecided = out
+        .undecided
+        .as_ref()
+        .map_or(&[][..], |(_, u)| u.as_slice());
+    for r in out.decoys.release(monotonic_ns(), undecided, force) {
+        let Released {
+            id,
+            stats,
+            group,
+            joined,
+        } = r;
+        report_one(
+            out,
+            maps,
+            &Finding::Detected { id, stats },
+            group.as_deref(),
+            joined,
+        )?;
+    }
+    Ok(())
+}
+
+/// Reports one finding: its event, and for a source's detection the
+/// response. `group`: its decoy group; `joined`: another member was
+/// reported already (the group is counted once in the metrics).
+fn report_one(
+    out: &mut Output,
+    maps: &Maps,
+    finding: &Finding,
+    group: Option<&[SourceKey]>,
+    joined: bool,
+) -> anyhow::Result<()> {
+    let (event, id, stats) = match finding {
+        Finding::Detected { id, stats } => ("scan_detected", id, stats),
+        Finding::Ended { id, stats } => ("scan_ended", id, stats),
+    };
+    let ip = ip_of(&id.key);
+    let source = id.scope == scope::SOURCE;
+    // Whether the source is protected is decided once, at its detection.
+    let protected = match event {
+        "scan_detected" if source => {
+            let why = out.protected.reason(ip).map(protect::reason_name);
+            match why {
+                Some(why) => {
+                    // A handful in practice; bounded all the same.
+                    if out.protected_scans.len() >= PROTECTED_SCANS {
+                        out.protected_scans.clear();
+                    }
+                    out.protected_scans.insert(ip, why)
+                }
+                None => out.protected_scans.remove(&ip),
+            };
+            why
+        }
+        _ if source => out.protected_scans.get(&ip).copied(),
+        _ => None,
+    };
+    let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
+    let mut e = scan_event(out, event, *id, stats, maps, protected);
+    e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
+    if event == "scan_detected" && !joined {
+        out.metrics.detection(e.kind);
+        tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
+    }
+    write(&mut out.reporter, &Event::Scan(e));
+    if event == "scan_detected" && source {
+        match protected {
+            Some(why) => spare(out, ip, why)?,
+            None => respond(out, *id)?,
         }
     }
     Ok(())
@@ -286,5 +373,7 @@ fn scan_event(
             (false, false, false) => "report",
         },
         protected,
+        decoy_group: None,
+        fragments: (stats.fragments > 0).then_some(stats.fragments),
     }
 }

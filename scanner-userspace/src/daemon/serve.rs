@@ -137,7 +137,12 @@ impl Daemon {
             }
         }
         update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
-        if let Err(e) = self.reported.set(began_ns.saturating_sub(RING_SLACK_NS)) {
+        // A detection held for its decoy group is not reported yet.
+        let mut reported_ns = began_ns.saturating_sub(RING_SLACK_NS);
+        if let Some(held) = self.out.decoys.earliest_held_ns() {
+            reported_ns = reported_ns.min(held.saturating_sub(1));
+        }
+        if let Err(e) = self.reported.set(reported_ns) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }
         if !watch_interfaces(
@@ -257,6 +262,8 @@ pub(super) fn on_decisions(
     detector: &mut Detector,
     out: &mut Output,
 ) -> anyhow::Result<()> {
+    // One report for the batch: decoys decided together are grouped there.
+    let mut findings = Vec::new();
     for d in batch {
         let id = EntryId {
             scope: d.scope,
@@ -265,10 +272,12 @@ pub(super) fn on_decisions(
         // Under a flood the entry may be evicted already: the record itself
         // still tells who and when.
         let stats = maps.entry(id).unwrap_or_else(|| decisions::stats_of(d));
-        let findings = detector.observe(monotonic_ns(), id, &stats);
-        report(out, maps, &findings)?;
+        findings.extend(detector.observe(monotonic_ns(), id, &stats));
     }
-    Ok(())
+    if findings.is_empty() {
+        return Ok(());
+    }
+    report(out, maps, &findings)
 }
 
 /// Reads the configuration file again and applies it: the kernel's

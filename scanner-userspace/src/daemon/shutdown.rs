@@ -5,7 +5,7 @@
 use crate::{
     daemon::{
         Daemon,
-        respond::{emit_interface, report, sweep_policy, write},
+        respond::{emit_interface, release, report, sweep_policy, write},
     },
     kernel::maps::monotonic_ns,
     sinks::{events::DaemonEvent, notify},
@@ -22,6 +22,7 @@ impl Daemon {
             .poll(monotonic_ns(), &self.maps.decided().entries);
         findings.extend(self.detector.finish());
         report(&mut self.out, &self.maps, &findings)?;
+        release(&mut self.out, &self.maps, true)?;
         if let Err(e) = self.reported.set(monotonic_ns()) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }

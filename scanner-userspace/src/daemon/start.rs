@@ -151,6 +151,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         metrics,
         protected,
         protected_scans: HashMap::new(),
+        decoys: Default::default(),
+        undecided: None,
     };
     // The first "last hour" baseline of probes per port, before any probe
     // this daemon's program sees: counts from before it started are old.

@@ -8,6 +8,7 @@
 //! source has been quiet for `quiet_ns`, is evicted, starts a new life, or
 //! the daemon stops. A scan that resumes after ending is reported again.
 
+pub mod decoy;
 pub mod hits;
 pub mod trw;
 
@@ -33,6 +34,16 @@ pub enum ScanKind {
     Maimon,
     Ack,
     Udp,
+    /// First fragments that split their transport header (nmap `-f`).
+    Fragmented,
+    /// SCTP INIT probes (nmap `-sY`).
+    SctpInit,
+    /// SCTP COOKIE ECHO probes (nmap `-sZ`).
+    SctpCookieEcho,
+    /// Packets of many IP protocols (nmap `-sO`).
+    IpProtocol,
+    /// TCP flag sets no stack sends (nmap `--scanflags SYNFIN`, ...).
+    InvalidFlags,
     Mixed,
     Distributed,
 }
@@ -48,6 +59,11 @@ impl ScanKind {
             Self::Maimon => "maimon",
             Self::Ack => "ack",
             Self::Udp => "udp",
+            Self::Fragmented => "fragmented",
+            Self::SctpInit => "sctp-init",
+            Self::SctpCookieEcho => "sctp-cookie-echo",
+            Self::IpProtocol => "ip-protocol",
+            Self::InvalidFlags => "invalid-flags",
             Self::Mixed => "mixed",
             Self::Distributed => "distributed",
         }
@@ -78,6 +94,11 @@ pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
         (class::MAIMON, ScanKind::Maimon),
         (class::ACK, ScanKind::Ack),
         (class::UDP, ScanKind::Udp),
+        (class::FRAGMENTED, ScanKind::Fragmented),
+        (class::SCTP_INIT, ScanKind::SctpInit),
+        (class::SCTP_COOKIE, ScanKind::SctpCookieEcho),
+        (class::PROTOCOL, ScanKind::IpProtocol),
+        (class::INVALID_FLAGS, ScanKind::InvalidFlags),
     ];
     let dominant = named
         .into_iter()
@@ -414,6 +435,11 @@ mod tests {
             (class::MAIMON, ScanKind::Maimon),
             (class::ACK, ScanKind::Ack),
             (class::UDP, ScanKind::Udp),
+            (class::FRAGMENTED, ScanKind::Fragmented),
+            (class::SCTP_INIT, ScanKind::SctpInit),
+            (class::SCTP_COOKIE, ScanKind::SctpCookieEcho),
+            (class::PROTOCOL, ScanKind::IpProtocol),
+            (class::INVALID_FLAGS, ScanKind::InvalidFlags),
         ] {
             assert_eq!(kind_of(scope::SOURCE, &with(class, 7)), kind);
         }

@@ -7,8 +7,8 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError},
 };
 use scanner_common::{
-    Config, DEFAULT_IDLE_NS, IPPROTO_TCP, IPPROTO_UDP, PortHits, PortKey, PortSeen, SAMPLE_PORTS,
-    SourceKey, SourceStats, counter,
+    Config, DEFAULT_IDLE_NS, IPPROTO_ANY, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PortHits,
+    PortKey, PortSeen, SAMPLE_PORTS, SourceKey, SourceStats, counter,
     names::{
         CONFIG_MAP, COUNTERS_ENTRIES, COUNTERS_MAP, FIRST_PROBES_MAP, PORT_HITS_ENTRIES,
         PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
@@ -67,6 +67,8 @@ pub struct Counters {
     pub events_dropped: u64,
     pub blocks_refused: u64,
     pub allowed: u64,
+    /// Fragments other than the first (no transport header to track).
+    pub fragments: u64,
 }
 
 impl Counters {
@@ -90,6 +92,7 @@ impl Counters {
             events_dropped: sum(counter::EVENTS_DROPPED),
             blocks_refused: sum(counter::BLOCKS_REFUSED),
             allowed: sum(counter::ALLOWED),
+            fragments: sum(counter::FRAGMENTS),
         }
     }
 }
@@ -382,7 +385,7 @@ impl Maps {
         let counted: Vec<(u16, u32)> = stats.sample_ports[..sampled]
             .iter()
             .map(|&port| {
-                let probes = [IPPROTO_TCP, IPPROTO_UDP]
+                let probes = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ANY]
                     .into_iter()
                     .filter_map(|proto| self.pair(id, proto, port))
                     .filter(|seen| seen.life_ns == stats.first_seen_ns)

@@ -2,7 +2,7 @@
 //!
 //! A new layout lives in its own `v<N>` directory, so a daemon never opens
 //! maps whose key, value or type changed. What an operator would miss is
-//! carried over from `v2`: blocks (with their original expiry), runtime
+//! carried over from `v3`: blocks (with their original expiry), runtime
 //! allowlist entries, the "reported up to" mark (so nothing is reported
 //! twice) and the per-port probe counts of the open-ports audit. Tracked
 //! sources start fresh: their layout changed. The old directory is removed,
@@ -26,7 +26,7 @@ use scanner_common::{
 use crate::kernel::{batch, pin::PinDir};
 
 /// The layout this version migrates from.
-pub const PREVIOUS_VERSION: u32 = 2;
+pub const PREVIOUS_VERSION: u32 = 3;
 
 /// What was carried over.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! closed (and ignored) ones, kept equal to the host's listeners.
 
 use aya::maps::{Array, MapData, MapError};
-use scanner_common::{IPPROTO_TCP, bits, names::PORT_BITS_WORDS, port_bit};
+use scanner_common::{bits, names::PORT_BITS_WORDS, port_bit};
 
 use crate::audit::listeners::Listener;
 
@@ -11,19 +11,18 @@ pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
     let mut words = vec![0u64; PORT_BITS_WORDS as usize];
     let mut set = |region, port| {
         let (i, mask) = port_bit(region, port);
-        words[i as usize] |= mask;
+        // A protocol without ports has no region (`bits::NONE`).
+        if let Some(w) = words.get_mut(i as usize) {
+            *w |= mask;
+        }
     };
     for l in listeners.iter().filter(|l| l.is_exposed()) {
-        let region = if l.proto == IPPROTO_TCP {
-            bits::TCP_OPEN
-        } else {
-            bits::UDP_OPEN
-        };
-        set(region, l.port);
+        set(bits::regions(l.proto).0, l.port);
     }
     for &port in ignored {
         set(bits::TCP_IGNORED, port);
         set(bits::UDP_IGNORED, port);
+        set(bits::SCTP_IGNORED, port);
     }
     words
 }
@@ -60,7 +59,7 @@ impl PortBits {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use scanner_common::IPPROTO_UDP;
+    use scanner_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
     use super::*;
 
@@ -79,6 +78,7 @@ mod tests {
             listener(IPPROTO_TCP, Ipv4Addr::UNSPECIFIED, 22),
             listener(IPPROTO_TCP, Ipv4Addr::LOCALHOST, 5432),
             listener(IPPROTO_UDP, Ipv4Addr::UNSPECIFIED, 53),
+            listener(IPPROTO_SCTP, Ipv4Addr::UNSPECIFIED, 3868),
         ];
         let words = bitmap(&listeners, &[9100]);
         let bit = |region, port| {
@@ -91,7 +91,9 @@ mod tests {
             "loopback-only is closed to the network"
         );
         assert!(bit(bits::UDP_OPEN, 53) && !bit(bits::TCP_OPEN, 53));
+        assert!(bit(bits::SCTP_OPEN, 3868) && !bit(bits::TCP_OPEN, 3868));
         assert!(bit(bits::TCP_IGNORED, 9100) && bit(bits::UDP_IGNORED, 9100));
-        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 4);
+        assert!(bit(bits::SCTP_IGNORED, 9100));
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 6);
     }
 }

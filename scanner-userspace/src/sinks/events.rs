@@ -52,6 +52,15 @@ pub(crate) struct ScanEvent {
     /// `established`; absent for other sources.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protected: Option<&'static str>,
+    /// Every address of the decoy group this source belongs to (itself
+    /// included): one scan sent from all of them (nmap `-D`). Absent for a
+    /// source scanning alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoy_group: Option<Vec<String>>,
+    /// Fragments other than the first seen from the source (fragmented
+    /// probes' tails); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragments: Option<u32>,
 }
 
 /// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,
@@ -236,6 +245,12 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
             if let Some(why) = e.protected {
                 fields.push(("SCANNER_PROTECTED", why.to_owned()));
             }
+            if let Some(group) = &e.decoy_group {
+                fields.push(("SCANNER_DECOY_GROUP", group.join(",")));
+            }
+            if let Some(n) = e.fragments {
+                fields.push(("SCANNER_FRAGMENTS", n.to_string()));
+            }
             if e.event == "scan_detected" {
                 let message = format!(
                     "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}; action {}",
@@ -349,8 +364,13 @@ fn text(event: &Event) -> String {
                 .protected
                 .map(|why| format!(" protected={why}"))
                 .unwrap_or_default();
+            let decoys = e
+                .decoy_group
+                .as_ref()
+                .map(|g| format!(" decoy_group={}", g.join(",")))
+                .unwrap_or_default();
             format!(
-                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}{protected}",
+                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}{protected}{decoys}",
                 e.ts,
                 e.source,
                 e.kind,
@@ -405,6 +425,8 @@ mod tests {
             latency_us: Some(850),
             action: "block",
             protected: None,
+            decoy_group: None,
+            fragments: None,
         })
     }
 

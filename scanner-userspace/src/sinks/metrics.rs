@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     passed: Family<IfaceLabel, Counter>,
     dropped: Family<IfaceLabel, Counter>,
     parse_failures: Family<IfaceLabel, Counter>,
+    fragments: Family<IfaceLabel, Counter>,
     events_dropped: Counter,
     blocks_refused: Counter,
     sources: Gauge,
@@ -68,6 +69,7 @@ impl Metrics {
             passed: Family::default(),
             dropped: Family::default(),
             parse_failures: Family::default(),
+            fragments: Family::default(),
             events_dropped: Counter::default(),
             blocks_refused: Counter::default(),
             sources: Gauge::default(),
@@ -103,6 +105,11 @@ impl Metrics {
             "parse_failures",
             "Malformed packets (passed)",
             m.parse_failures.clone(),
+        );
+        r.register(
+            "fragments",
+            "Fragments other than the first: no transport header, passed or dropped by their source's rules",
+            m.fragments.clone(),
         );
         r.register(
             "events_dropped",
@@ -176,6 +183,7 @@ impl Metrics {
             now.parse_failures,
             last.parse_failures,
         );
+        add(&self.fragments, now.fragments, last.fragments);
         *last = now;
     }
 

@@ -7,11 +7,14 @@ use aya::{
     maps::{Array, MapData, RingBuf},
 };
 use scanner_common::{
-    Config, Decision, SourceKey, bits,
+    Config, Decision, IPPROTO_ANY, SourceKey, bits, class,
     names::{EVENTS_MAP, PORT_BITS_MAP},
-    port_bit, reason, scope,
+    port_bit, port_hits_index, reason, scope,
 };
-use scanner_tests::packets::{ACK, SYN, XMAS, ipv4_stack_syn, ipv4_tcp, v4};
+use scanner_tests::packets::{
+    ACK, FIN, SYN, XMAS, eth, ipv4, ipv4_later_fragment, ipv4_stack_syn, ipv4_tcp,
+    ipv4_tiny_fragment, ipv6_tiny_fragment, v4,
+};
 use scanner_userspace::{
     detect::EntryId,
     kernel::{
@@ -424,5 +427,110 @@ fn acks_of_accepted_connections_are_not_probes() -> anyhow::Result<()> {
     let s = k.source(1)?;
     assert_eq!((s.probes, s.ports), (2, 2));
     assert_eq!(s.classes[scanner_common::class::ACK], 2);
+    Ok(())
+}
+
+#[test]
+fn tiny_fragments_decide_like_stealth_probes_and_their_tails_are_counted() -> anyhow::Result<()> {
+    root_only!("tiny_fragments_decide_like_stealth_probes_and_their_tails_are_counted");
+    let mut k = Kernel::new(&Config::default())?;
+    // nmap -f: the first fragment carries 8 bytes of TCP (ports, no flags).
+    k.send(&ipv4_tiny_fragment(40, 21, SYN, 8))?;
+    k.send(&ipv4_later_fragment(40))?;
+    let first = k.first_probe(40)?;
+    assert_eq!(
+        usize::from(first.traits & scanner_common::first::CLASS_MASK),
+        class::FRAGMENTED
+    );
+    assert!(first.traits & scanner_common::first::STEALTH != 0);
+    k.send(&ipv4_tiny_fragment(40, 23, SYN, 8))?;
+    k.send(&ipv4_later_fragment(40))?;
+    let s = k.source(40)?;
+    assert!(s.decided_ns > 0, "two cut headers decide, like two FINs");
+    assert_eq!((s.decided_ports, s.classes[class::FRAGMENTED]), (2, 2));
+    assert_eq!(s.fragments, 1, "the tail seen once the source was admitted");
+    assert_eq!(k.maps.counters()?.fragments, 2);
+    // The same over IPv6 fragment headers.
+    let v6 = EntryId {
+        scope: scope::SOURCE,
+        key: SourceKey::from_v6(scanner_tests::packets::v6(40)),
+    };
+    k.send(&ipv6_tiny_fragment(40, 21, FIN, 8))?;
+    k.send(&ipv6_tiny_fragment(40, 23, FIN, 8))?;
+    let s = k
+        .maps
+        .entry(v6)
+        .ok_or_else(|| anyhow::anyhow!("the IPv6 source is untracked"))?;
+    assert!(
+        s.decided_ns > 0 && s.classes[class::FRAGMENTED] == 2,
+        "{s:?}"
+    );
+    assert_eq!(k.decisions().len(), 2);
+    Ok(())
+}
+
+#[test]
+fn protocols_fan_out_like_ports_but_a_tunnel_peer_is_not_a_scan() -> anyhow::Result<()> {
+    root_only!("protocols_fan_out_like_ports_but_a_tunnel_peer_is_not_a_scan");
+    let mut k = Kernel::new(&Config::default())?;
+    let proto = |src: u8, number: u8| eth(0x0800, &[], &ipv4(v4(src), number, 5, 0, &[0; 8]));
+    // A tunnel peer: GRE and ESP, over and over.
+    for _ in 0..50 {
+        k.send(&proto(42, 47))?;
+        k.send(&proto(42, 50))?;
+    }
+    let s = k.source(42)?;
+    assert_eq!((s.decided_ns, s.ports), (0, 2), "{s:?}");
+    // nmap -sO: one protocol after another, none answered.
+    for number in [3, 7, 9, 12] {
+        k.send(&proto(43, number))?;
+    }
+    let s = k.source(43)?;
+    assert!(s.decided_ns > 0 && s.reason == reason::TRW, "{s:?}");
+    assert_eq!(s.classes[class::PROTOCOL], 4);
+    let hits = k.maps.port_hits()?;
+    let gre = hits[port_hits_index(IPPROTO_ANY, 47) as usize];
+    assert_eq!((gre.probes, gre.sources), (50, 1));
+    assert_eq!(k.decisions().len(), 1);
+    Ok(())
+}
+
+/// nmap -T0 waits five minutes between probes. Nothing in the kernel's
+/// decision depends on the time between probes except the idle timeout
+/// (default one hour: a source is forgotten only after an hour of silence)
+/// and the fan-out window (one minute: -T0 never fans out). This runs the
+/// same walk with every time scaled down 6,000-fold: probes 50 ms apart
+/// against a 600 ms idle timeout and a 10 ms window, as five minutes stand
+/// to one hour and one minute.
+#[test]
+fn paranoid_timing_t0_is_decided_within_six_probes_time_scaled() -> anyhow::Result<()> {
+    root_only!("paranoid_timing_t0_is_decided_within_six_probes_time_scaled");
+    const SCALE: u64 = 6_000;
+    let config = Config {
+        idle_ns: scanner_common::DEFAULT_IDLE_NS / SCALE,
+        window_ns: scanner_common::DEFAULT_WINDOW_NS / SCALE,
+        ..Config::default()
+    };
+    let gap = std::time::Duration::from_nanos(300_000_000_000 / SCALE);
+    let mut k = Kernel::new(&config)?;
+    let mut probes = 0;
+    for port in [21, 23, 25, 110, 139, 445] {
+        if probes > 0 {
+            std::thread::sleep(gap);
+        }
+        k.syns(44, [port])?;
+        probes += 1;
+        if k.maps.entry(source(44)).is_some_and(|s| s.decided_ns != 0) {
+            break;
+        }
+    }
+    let s = k.source(44)?;
+    assert!(s.decided_ns > 0, "not decided after {probes} probes: {s:?}");
+    assert!(
+        probes <= 6 && s.decided_ports == 4,
+        "{probes} probes: {s:?}"
+    );
+    assert_eq!(s.window_ports, 1, "every probe in a window of its own");
+    assert_eq!(k.decisions().len(), 1);
     Ok(())
 }

@@ -22,4 +22,6 @@ mod policy_kernel;
 mod protected;
 mod restart;
 mod scan_detection;
+#[macro_use]
 mod scan_families;
+mod scan_types;

@@ -65,6 +65,11 @@ fn every_case_passes_with_the_expected_map_updates() -> anyhow::Result<()> {
         .count() as u64;
     assert_eq!((c.seen, c.passed, c.dropped), (n, n, 0));
     assert_eq!(c.parse_failures, failures);
+    let fragments = cases
+        .iter()
+        .filter(|c| c.expect == Expect::Fragment)
+        .count() as u64;
+    assert_eq!(c.fragments, fragments, "later fragments are counted");
     Ok(())
 }
 

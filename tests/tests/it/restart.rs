@@ -206,10 +206,13 @@ fn a_new_daemon_over_the_previous_layouts_pins_migrates_its_blocks() -> anyhow::
     let mut old_dir = None;
     let mut sc = Scenario::start_with(
         |lab| {
-            // What a version-2 daemon leaves pinned: a permanent block of the
+            // What the previous version's daemon leaves pinned: a permanent block of the
             // attacker in BLOCKLIST (same layout), and a SOURCES map of the
             // old layout that must not be opened.
-            let dir = scanner_tests::daemon::pin_dir(&lab.server)?.join("v2");
+            let dir = scanner_tests::daemon::pin_dir(&lab.server)?.join(format!(
+                "v{}",
+                scanner_userspace::kernel::migrate::PREVIOUS_VERSION
+            ));
             std::fs::create_dir_all(&dir)?;
             let blocklist = dir.join("BLOCKLIST");
             let sources = dir.join("SOURCES");

@@ -14,7 +14,7 @@ const OPEN_TCP: &[u16] = &[22, 80];
 const OPEN_UDP: &[u16] = &[53];
 
 /// Runs `scan` against a fresh scenario and checks the detection of `source`.
-fn detected_as(
+pub(crate) fn detected_as(
     source: &str,
     kind: &str,
     scan: impl FnOnce(&Lab) -> anyhow::Result<()>,
@@ -46,10 +46,11 @@ fn detected_as(
     Ok((detected, ended))
 }
 
-fn nmap(args: &'static [&'static str]) -> impl FnOnce(&Lab) -> anyhow::Result<()> {
+pub(crate) fn nmap(args: &'static [&'static str]) -> impl FnOnce(&Lab) -> anyhow::Result<()> {
     move |lab| traffic::nmap(&lab.attacker, args).map(drop)
 }
 
+/// One scan family: the real tool against a fresh scenario, detected as `$kind`.
 macro_rules! family {
     ($name:ident, $source:expr, $kind:literal, $scan:expr) => {
         #[test]
