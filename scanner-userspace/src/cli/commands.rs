@@ -142,7 +142,7 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 /// `scanner list` columns: the JSON field, its header.
-const LIST_COLUMNS: [(&str, &str); 9] = [
+const LIST_COLUMNS: [(&str, &str); 10] = [
     ("address", "address"),
     ("state", "state"),
     ("kind", "kind"),
@@ -152,6 +152,7 @@ const LIST_COLUMNS: [(&str, &str); 9] = [
     ("first_seen", "first seen"),
     ("last_seen", "last seen"),
     ("block_expires", "block expires"),
+    ("decoy_group", "decoy group"),
 ];
 
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
@@ -261,6 +262,7 @@ pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }

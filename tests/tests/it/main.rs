@@ -9,6 +9,7 @@ mod blocking;
 mod cli_errors;
 mod control;
 mod decisions_kernel;
+mod decoys;
 mod flood;
 mod interfaces;
 mod journal;
