@@ -152,3 +152,41 @@ family!(
     "fragmented",
     nmap(&["--scanflags", "SYNFIN", "-f", "-p1-200", "198.18.0.2"])
 );
+
+// The TCP families of `scan_families` over IPv6 (xmas and udp are there).
+family!(
+    nmap_syn_over_ipv6,
+    V6,
+    "syn",
+    nmap(&["-6", "-sS", "-p1-200", "2001:db8::2"])
+);
+family!(
+    nmap_connect_over_ipv6,
+    V6,
+    "connect",
+    nmap(&["-6", "-sT", "-p1-200", "2001:db8::2"])
+);
+family!(
+    nmap_ack_over_ipv6,
+    V6,
+    "ack",
+    nmap(&["-6", "-sA", "-p1-200", "2001:db8::2"])
+);
+family!(
+    nmap_maimon_over_ipv6,
+    V6,
+    "maimon",
+    nmap(&["-6", "-sM", "-p1-200", "2001:db8::2"])
+);
+family!(
+    nmap_null_over_ipv6,
+    V6,
+    "null",
+    nmap(&["-6", "-sN", "-p1-200", "2001:db8::2"])
+);
+family!(
+    nmap_fin_over_ipv6,
+    V6,
+    "fin",
+    nmap(&["-6", "-sF", "-p1-200", "2001:db8::2"])
+);
