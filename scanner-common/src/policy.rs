@@ -13,6 +13,8 @@ pub mod block_reason {
     pub const SCAN: u32 = 1;
     /// `scanner block`.
     pub const MANUAL: u32 = 2;
+    /// A ban decision pulled from a CrowdSec Local API.
+    pub const CROWDSEC: u32 = 3;
 }
 
 /// An allow or block rule. The key's prefix length gives its scope: /128 for one

@@ -1,7 +1,7 @@
 //! The scanner daemon and CLI, in layers: kernel access (`kernel`), the pure
 //! detection logic (`detect`), where events go (`sinks`), the control
 //! protocol (`control`), the open-ports audit (`audit`), the configuration
-//! (`config`), the daemon's loop (`daemon`: load -> poll -> detect -> report
+//! (`config`), the CrowdSec fleet link (`fleet`), the daemon's loop (`daemon`: load -> poll -> detect -> report
 //! / respond) and the command line (`cli`). Lower layers never import the
 //! CLI.
 //!
@@ -18,6 +18,7 @@ pub mod control;
 mod daemon;
 pub mod detect;
 mod entry;
+mod fleet;
 pub mod kernel;
 mod sinks;
 

@@ -6,6 +6,7 @@
 //! 198.18.0.0/15 and 2001:db8::/32 only.
 
 pub mod capture;
+pub mod crowdsec;
 pub mod daemon;
 pub mod journald;
 pub mod netns;

@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     // `cargo xtask bench`: trafgen for veth throughput, scanlogd to compare.
     "netsniff-ng",
     "scanlogd",
+    // The fleet tests run a real CrowdSec Local API (see `preseed_crowdsec`).
+    "crowdsec",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -73,13 +75,49 @@ fn install_packages() -> anyhow::Result<()> {
         );
     }
     println!("setup: installing Debian packages: {}", missing.join(" "));
-    status(Command::new("apt-get").arg("update").arg("-q"))?;
-    status(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    let policy = if missing.contains(&"crowdsec") {
+        preseed_crowdsec()?
+    } else {
+        None
+    };
+    let installed = status(Command::new("apt-get").arg("update").arg("-q")).and_then(|()| {
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if let Some(path) = policy {
+        let _ = std::fs::remove_file(path);
+    }
+    installed
+}
+
+/// Debian's crowdsec postinst registers with CrowdSec's online service
+/// unless its credentials file is non-empty (there is no network here), and
+/// would start the service: a placeholder file, and a policy-rc.d that
+/// forbids starts for the install (returned, to be removed after, when
+/// this made it). The tests run their own Local API, offline.
+fn preseed_crowdsec() -> anyhow::Result<Option<&'static str>> {
+    let credentials = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    let empty = std::fs::metadata(credentials).map_or(true, |m| m.len() == 0);
+    if empty {
+        std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+        std::fs::write(
+            credentials,
+            "# offline: no Central API (written by cargo xtask setup)\nurl: http://127.0.0.1:1/\nlogin: offline\npassword: offline\n",
+        )
+        .with_context(|| format!("writing {}", credentials.display()))?;
+    }
+    let policy = "/usr/sbin/policy-rc.d";
+    if std::path::Path::new(policy).exists() {
+        return Ok(None);
+    }
+    std::fs::write(policy, "#!/bin/sh\nexit 101\n").with_context(|| format!("writing {policy}"))?;
+    std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .with_context(|| format!("making {policy} executable"))?;
+    Ok(Some(policy))
 }
 
 fn install_rust_src() -> anyhow::Result<()> {

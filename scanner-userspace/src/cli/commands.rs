@@ -115,6 +115,20 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
     } else {
         "off: report only"
     };
+    let c = &s["crowdsec"];
+    let crowdsec = if c.is_null() {
+        "off".to_owned()
+    } else {
+        format!(
+            "{} (last pull {}, {} alerts pushed, {} queued, {} pull / {} push errors)",
+            text(&c["url"]),
+            text(&c["last_sync"]),
+            c["alerts_pushed"],
+            c["push_queue"],
+            c["pull_errors"],
+            c["push_errors"]
+        )
+    };
     let lines = [
         format!("interfaces:        {}", ifaces.join(", ")),
         format!("daemon uptime:     {}s", s["uptime_s"]),
@@ -137,12 +151,13 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
             s["blocks"], s["block_cap"]
         ),
         format!("blocking:          {blocking}"),
+        format!("crowdsec:          {crowdsec}"),
     ];
     outln(&lines.join("\n"))
 }
 
 /// `scanner list` columns: the JSON field, its header.
-const LIST_COLUMNS: [(&str, &str); 10] = [
+const LIST_COLUMNS: [(&str, &str); 11] = [
     ("address", "address"),
     ("state", "state"),
     ("kind", "kind"),
@@ -152,6 +167,7 @@ const LIST_COLUMNS: [(&str, &str); 10] = [
     ("first_seen", "first seen"),
     ("last_seen", "last seen"),
     ("block_expires", "block expires"),
+    ("block_origin", "blocked by"),
     ("decoy_group", "decoy group"),
 ];
 

@@ -104,7 +104,7 @@ fn extra_sections() -> String {
         ("scan_ended", "The scan has been quiet for quiet_after; its totals."),
         (
             "blocked, unblocked, block_refused",
-            "Blocks made (reason scan or manual; dry_run true in a dry run), lifted (expired or manual) and refused (cap).",
+            "Blocks made (reason and origin scan, manual or crowdsec; dry_run true in a dry run), lifted (reason expired, manual, protected or crowdsec; origin whose block it was) and refused (reason cap, or allowlist for a CrowdSec decision).",
         ),
         ("allowlisted, disallowed", "scanner allow and scanner disallow."),
         ("attached, detached", "The program on an interface; reason removed or reappeared when the interface flaps."),

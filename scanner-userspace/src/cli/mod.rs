@@ -288,6 +288,9 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
                 cause.downcast_ref::<LoadError>(),
                 Some(LoadError::Busy { .. } | LoadError::Pin(PinError::InUse { .. }))
             )
+            || cause
+                .downcast_ref::<crate::fleet::FleetError>()
+                .is_some_and(crate::fleet::FleetError::is_usage)
     });
     if usage { 2 } else { 1 }
 }

@@ -1,6 +1,7 @@
 //! The configuration file (TOML). Every key is optional; unknown keys are
 //! refused by name; errors carry the file and line.
 
+pub(crate) mod crowdsec;
 pub(crate) mod reload;
 pub(crate) mod settings;
 
@@ -97,6 +98,24 @@ quiet_after = "2m"
 open_ports_refresh = "2s"
 # Serve Prometheus metrics on this address (GET /metrics); off when unset.
 # metrics_listen = "127.0.0.1:9464"
+
+[crowdsec]
+# Share detections and blocks with other servers through a CrowdSec Local
+# API (see the README's "Fleet"). Off while url is unset.
+# url = "http://127.0.0.1:8080/"
+# Bouncer: pull the Local API's ban decisions and drop them in XDP. The key
+# from `cscli bouncers add NAME -o raw`, in a file only its owner can read.
+# bouncer_key_file = "/etc/scanner/crowdsec-bouncer.key"
+# Signal source: push each detection as an alert (with a ban decision when
+# this daemon blocks). `cscli machines add NAME --password ...`.
+# machine_id = "web-1"
+# password_file = "/etc/scanner/crowdsec-machine.password"
+# How often decisions are pulled.
+pull_interval = "2s"
+# Alerts kept while the Local API cannot be reached.
+push_queue = 10000
+# CA certificates for an https url (default: the system's).
+# ca_file = "/etc/scanner/crowdsec-ca.pem"
 "#;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -106,6 +125,7 @@ pub(crate) struct FileConfig {
     pub aggregation: Aggregation,
     pub response: ResponseConfig,
     pub report: Report,
+    pub crowdsec: crowdsec::CrowdSecConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -360,7 +380,7 @@ impl FileConfig {
                 "must be at least 2 (one source is reported on its own)".into(),
             ));
         }
-        Ok(())
+        self.crowdsec.validate()
     }
 }
 

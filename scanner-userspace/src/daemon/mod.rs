@@ -2,6 +2,7 @@
 //! until a signal. [`start`] checks, loads, attaches and catches up;
 //! [`serve`] handles the events; [`shutdown`] detaches.
 
+pub(crate) mod crowdsec;
 pub(crate) mod interfaces;
 pub(crate) mod requests;
 pub(crate) mod respond;

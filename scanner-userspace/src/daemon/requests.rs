@@ -93,17 +93,24 @@ pub(crate) fn handle(
                 "blocking": out.blocking,
                 "dry_run": out.dry_run,
                 "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
+                "crowdsec": out.fleet.as_ref().map(crate::daemon::crowdsec::status),
             }))
         }
         Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps, state))),
         Request::Block { target: t, ttl } => block(out, &t, ttl.as_deref(), state.default_ttl)?,
         Request::Unblock { target: t } => {
             let net = target(&t)?;
-            out.policy.unblock(net)?;
+            let origin = match out.policy.unblock(net)? {
+                Change::Unblocked { reason, .. } => crate::kernel::policy::reason_name(reason),
+                Change::Blocked { .. } => "manual",
+            };
             if let Some(key) = host_key(&net) {
                 maps.forget(&key);
             }
-            emit(out, policy_event("unblocked", &net, "manual", None, false));
+            emit(
+                out,
+                policy_event("unblocked", &net, "manual", None, false).of(origin),
+            );
             Response::ok(serde_json::json!({"unblocked": net_name(&net)}))
         }
         Request::Allow { target: t } => {
@@ -112,10 +119,16 @@ pub(crate) fn handle(
                 .policy
                 .allow(net, monotonic_ns(), AllowOrigin::Runtime)?
             {
-                if let Change::Unblocked { net: lifted, .. } = change {
+                if let Change::Unblocked {
+                    net: lifted,
+                    reason,
+                    ..
+                } = change
+                {
                     emit(
                         out,
-                        policy_event("unblocked", &lifted, "manual", None, false),
+                        policy_event("unblocked", &lifted, "manual", None, false)
+                            .of(crate::kernel::policy::reason_name(reason)),
                     );
                 }
             }
@@ -228,6 +241,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
                 "first_seen": wall(s.first_seen_ns),
                 "last_seen": wall(s.last_seen_ns),
                 "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),
+                "block_origin": block.map(|(_, e)| crate::kernel::policy::reason_name(e.reason)),
             }),
         ));
     }
@@ -273,6 +287,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
                 "kind": null, "ports": null, "probes": null, "score": null, "sources": null,
                 "first_seen": null, "last_seen": null,
                 "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),
+                "block_origin": crate::kernel::policy::reason_name(e.reason),
             }),
         ));
     }

@@ -59,6 +59,10 @@ pub(crate) struct Output {
     pub decoys: Decoys,
     /// The latest read of the undecided sources, while detections are held.
     pub undecided: Option<(Instant, Vec<SourceStats>)>,
+    /// The CrowdSec link, when configured.
+    pub fleet: Option<crate::fleet::Fleet>,
+    /// The CrowdSec decisions behind blocks.
+    pub enforced: crate::daemon::crowdsec::Enforced,
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
@@ -186,6 +190,9 @@ fn report_one(
         out.metrics.detection(e.kind);
         tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
     }
+    if event == "scan_detected" {
+        crate::daemon::crowdsec::push(out, &e, stats);
+    }
     write(&mut out.reporter, &Event::Scan(e));
     if event == "scan_detected" && source {
         match protected {
@@ -210,7 +217,7 @@ fn spare(out: &mut Output, ip: IpAddr, why: &'static str) -> anyhow::Result<()> 
     {
         emit(
             out,
-            policy_event("unblocked", &net, "protected", None, false),
+            policy_event("unblocked", &net, "protected", None, false).of("scan"),
         );
     }
     Ok(())
@@ -246,7 +253,10 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
         ),
         Err(PolicyError::CapReached(cap, _)) => {
             tracing::error!(source = %net_name(&net), cap, "block refused: the block cap is reached; still reporting");
-            emit(out, policy_event("block_refused", &net, "cap", None, false));
+            emit(
+                out,
+                policy_event("block_refused", &net, "cap", None, false).of("scan"),
+            );
         }
         Err(e) => return Err(e).context("blocking a detected source"),
     }
@@ -278,13 +288,18 @@ pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>
                 ttl.map(|t| t.as_secs()),
                 false,
             ),
-            Change::Unblocked { net, expired } => policy_event(
+            Change::Unblocked {
+                net,
+                expired,
+                reason,
+            } => policy_event(
                 "unblocked",
                 &net,
                 if expired { "expired" } else { "manual" },
                 None,
                 false,
-            ),
+            )
+            .of(policy::reason_name(reason)),
         };
         emit(out, event);
     }
@@ -303,8 +318,18 @@ pub(crate) fn policy_event(
         event,
         source: net_name(net),
         reason,
+        // A block's reason is its origin; other events say it with `of`.
+        origin: (event == "blocked").then_some(reason),
         ttl_s,
         dry_run,
+    }
+}
+
+impl PolicyEvent {
+    /// The event about a block of `origin` (`scan`, `manual`, `crowdsec`).
+    pub(crate) fn of(mut self, origin: &'static str) -> Self {
+        self.origin = Some(origin);
+        self
     }
 }
 

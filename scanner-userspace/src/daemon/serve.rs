@@ -63,6 +63,9 @@ impl Daemon {
                     }
                 }
                 _ = refresh.tick() => self.refresh()?,
+                Some(pulled) = crate::fleet::next_pull(&mut self.out.fleet) => {
+                    crate::daemon::crowdsec::enforce(&mut self.out, pulled)?;
+                }
                 Some((request, reply)) = self.calls.recv() => {
                     let answer = self.answer(request);
                     let _ = reply.send(answer);
@@ -70,7 +73,7 @@ impl Daemon {
                 _ = signals.hangup.recv() => {
                     let (poll_before, refresh_before) =
                         (self.settings.poll_interval(), self.settings.file.report.open_ports_refresh);
-                    self.reload();
+                    self.reload().await;
                     if self.settings.poll_interval() != poll_before {
                         tick = interval(self.settings.poll_interval());
                     }
@@ -213,7 +216,7 @@ impl Daemon {
 
     /// SIGHUP: the configuration file again, applied in place, or refused
     /// with the old one kept.
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         notify::tell(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             notify::monotonic_usec()
@@ -225,7 +228,10 @@ impl Daemon {
             &mut self.ebpf,
             &mut self.out,
         ) {
-            Ok((new, summary)) => {
+            Ok((new, mut summary)) => {
+                if new.file.crowdsec != self.settings.file.crowdsec {
+                    summary.push_str(&self.restart_fleet(&new.file.crowdsec).await);
+                }
                 super::start::forget_allowlisted(&mut self.maps, &self.out.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
                 self.out.protected.set_kinds(new.protection());
@@ -248,6 +254,29 @@ impl Daemon {
             }
         }
         notify::tell("READY=1");
+    }
+}
+
+impl Daemon {
+    /// The `[crowdsec]` section changed: the link starts again with the new
+    /// one (its first pull lists every active decision, so blocks of
+    /// decisions deleted meanwhile are lifted). Returns what to add to the
+    /// reload's summary.
+    async fn restart_fleet(&mut self, section: &crate::config::crowdsec::CrowdSecConfig) -> String {
+        self.out.fleet = None;
+        self.out.metrics.fleet_restarted();
+        match crate::fleet::Fleet::start(section).await {
+            Ok(Some(fleet)) => {
+                self.out.fleet = Some(fleet);
+                "; CrowdSec link restarted".into()
+            }
+            Ok(None) => "; CrowdSec link off".into(),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                tracing::error!("CrowdSec link not restarted: {e:#}");
+                format!("; CrowdSec link off: {e:#}")
+            }
+        }
     }
 }
 
@@ -317,10 +346,16 @@ fn reload_config(
         .chain(host.iter().map(|n| (n, AllowOrigin::Host)));
     for (net, origin) in allow {
         for change in out.policy.allow(*net, monotonic_ns(), origin)? {
-            if let Change::Unblocked { net: lifted, .. } = change {
+            if let Change::Unblocked {
+                net: lifted,
+                reason,
+                ..
+            } = change
+            {
                 emit(
                     out,
-                    policy_event("unblocked", &lifted, "manual", None, false),
+                    policy_event("unblocked", &lifted, "manual", None, false)
+                        .of(policy::reason_name(reason)),
                 );
             }
         }
@@ -355,6 +390,26 @@ fn update_metrics(
     }
     out.metrics.sources(sources);
     out.metrics.blocks_active(out.policy.active_blocks());
+    let mut by_origin = [("scan", 0), ("manual", 0), ("crowdsec", 0)];
+    for (_, entry) in out.policy.blocks() {
+        let origin = crate::kernel::policy::reason_name(entry.reason);
+        if let Some(slot) = by_origin.iter_mut().find(|(o, _)| *o == origin) {
+            slot.1 += 1;
+        }
+    }
+    out.metrics.blocks_by_origin(&by_origin);
+    if let Some(fleet) = &out.fleet {
+        let s = fleet.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        out.metrics.fleet(crate::sinks::metrics::FleetFigures {
+            last_sync_s: get(&s.last_sync_s),
+            pull_errors: get(&s.pull_errors),
+            push_errors: get(&s.push_errors),
+            pushed: get(&s.pushed),
+            push_dropped: get(&s.push_dropped),
+            queued: fleet.queued(),
+        });
+    }
 }
 
 pub(super) fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {

@@ -139,6 +139,11 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         settings.protection(),
     );
     log_protected(&mut protected)?;
+    // A Local API that refuses the bouncer key or the machine's password
+    // stops the start (exit 2); one that cannot be reached is retried.
+    let fleet = crate::fleet::Fleet::start(&settings.file.crowdsec)
+        .await
+        .context("starting the CrowdSec link")?;
     let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
         reporter: Reporter::new(args.events, std::io::stdout()).with_journal(journal),
@@ -153,6 +158,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         protected_scans: HashMap::new(),
         decoys: Default::default(),
         undecided: None,
+        fleet,
+        enforced: Default::default(),
     };
     // The first "last hour" baseline of probes per port, before any probe
     // this daemon's program sees: counts from before it started are old.

@@ -117,6 +117,8 @@ pub enum Change {
     Unblocked {
         net: IpNet,
         expired: bool,
+        /// `block_reason::*` of the lifted block: whose block it was.
+        reason: u32,
     },
 }
 
@@ -257,10 +259,11 @@ impl Policy {
         let mut changes = Vec::new();
         for b in inside {
             self.map.remove(&key_of(b))?;
-            self.blocks.remove(&b);
+            let reason = self.blocks.remove(&b).map_or(0, |e| e.reason);
             changes.push(Change::Unblocked {
                 net: b,
                 expired: false,
+                reason,
             });
         }
         Ok(changes)
@@ -346,13 +349,14 @@ impl Policy {
     /// Lifts the block on `net`.
     pub fn unblock(&mut self, net: IpNet) -> Result<Change, PolicyError> {
         let net = net.trunc();
-        if self.blocks.remove(&net).is_none() {
+        let Some(entry) = self.blocks.remove(&net) else {
             return Err(PolicyError::NotBlocked(net));
-        }
+        };
         self.map.remove(&key_of(net))?;
         Ok(Change::Unblocked {
             net,
             expired: false,
+            reason: entry.reason,
         })
     }
 
@@ -367,7 +371,11 @@ impl Policy {
             if !entry.blocks(now_ns) {
                 self.map.remove(&key)?;
                 self.blocks.remove(&net);
-                changes.push(Change::Unblocked { net, expired: true });
+                changes.push(Change::Unblocked {
+                    net,
+                    expired: true,
+                    reason: entry.reason,
+                });
                 continue;
             }
             if self.blocks.insert(net, entry).is_none() {
@@ -398,10 +406,10 @@ impl Policy {
 
 /// `scan` or `manual`.
 pub fn reason_name(reason: u32) -> &'static str {
-    if reason == block_reason::SCAN {
-        "scan"
-    } else {
-        "manual"
+    match reason {
+        block_reason::SCAN => "scan",
+        block_reason::CROWDSEC => "crowdsec",
+        _ => "manual",
     }
 }
 

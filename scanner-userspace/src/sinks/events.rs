@@ -93,9 +93,14 @@ pub(crate) struct PolicyEvent {
     pub ts: String,
     pub event: &'static str,
     pub source: String,
-    /// `scan` or `manual` for blocks; `expired` or `manual` for unblocks;
-    /// `cap` for refusals; `manual` for allowlist changes.
+    /// `scan`, `manual` or `crowdsec` for blocks; `expired`, `manual`,
+    /// `protected` or `crowdsec` (the decision was deleted) for unblocks;
+    /// `cap` or `allowlist` for refusals; `manual` for allowlist changes.
     pub reason: &'static str,
+    /// Whose block it is (or was, or would have been): `scan`, `manual` or
+    /// `crowdsec`. Absent for allowlist changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
     /// Seconds the block lasts, when it expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
@@ -288,6 +293,9 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
             ]);
             if let Some(ttl) = e.ttl_s {
                 fields.push(("SCANNER_TTL_S", ttl.to_string()));
+            }
+            if let Some(origin) = e.origin {
+                fields.push(("SCANNER_ORIGIN", origin.to_owned()));
             }
             let ttl = e.ttl_s.map(|t| format!(" for {t}s")).unwrap_or_default();
             let prio = if action == "block_refused" {
@@ -516,13 +524,15 @@ mod tests {
                 ts: String::new(),
                 event,
                 source: "198.18.0.1".into(),
-                reason: "scan",
+                reason: "crowdsec",
+                origin: Some("crowdsec"),
                 ttl_s: Some(60),
                 dry_run,
             })
         };
         let (prio, _, fields) = journal_entry(&block("blocked", false));
         assert_eq!(prio, priority::NOTICE);
+        assert!(fields.contains(&("SCANNER_ORIGIN", "crowdsec".into())));
         assert!(fields.contains(&("SCANNER_ACTION", "block".into())));
         assert!(fields.contains(&("SCANNER_TTL_S", "60".into())));
         let (_, _, fields) = journal_entry(&block("blocked", true));

@@ -36,6 +36,36 @@ pub(crate) struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginLabel {
+    pub origin: String,
+}
+
+/// What the CrowdSec tasks did, as totals since they started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FleetFigures {
+    /// Unix time of the last successful pull (0: none yet).
+    pub last_sync_s: u64,
+    pub pull_errors: u64,
+    pub push_errors: u64,
+    pub pushed: u64,
+    pub push_dropped: u64,
+    pub queued: usize,
+}
+
+/// The CrowdSec metrics (0 while the `[crowdsec]` section is off).
+#[derive(Debug, Clone, Default)]
+struct FleetMetrics {
+    last_sync: Gauge,
+    queue: Gauge,
+    pull_errors: Counter,
+    push_errors: Counter,
+    pushed: Counter,
+    push_dropped: Counter,
+    /// Totals already added.
+    last: FleetFigures,
+}
+
 /// The daemon's handles on its metrics; the registry goes to the server.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
@@ -51,7 +81,9 @@ pub(crate) struct Metrics {
     fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     detections: Family<KindLabel, Counter>,
     blocks_active: Gauge,
+    blocks_by_origin: Family<OriginLabel, Gauge>,
     blocks: Family<ReasonLabel, Counter>,
+    fleet: FleetMetrics,
     poll: Histogram,
     full_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Kernel totals already added, per interface: the kernel counts from
@@ -77,7 +109,9 @@ impl Metrics {
             fill: Gauge::default(),
             detections: Family::default(),
             blocks_active: Gauge::default(),
+            blocks_by_origin: Family::default(),
             blocks: Family::default(),
+            fleet: FleetMetrics::default(),
             // 100 µs to ~3 s.
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             full_scan: Gauge::default(),
@@ -148,8 +182,43 @@ impl Metrics {
         );
         r.register(
             "blocks",
-            "Blocks made, by reason (scan, manual)",
+            "Blocks made, by reason (scan, manual, crowdsec)",
             m.blocks.clone(),
+        );
+        r.register(
+            "blocks_enforced",
+            "Blocks in force now, by origin (scan, manual, crowdsec)",
+            m.blocks_by_origin.clone(),
+        );
+        r.register(
+            "crowdsec_last_sync_timestamp_seconds",
+            "When decisions were last pulled from the CrowdSec Local API (Unix time; 0: never)",
+            m.fleet.last_sync.clone(),
+        );
+        r.register(
+            "crowdsec_push_queue",
+            "Alerts waiting to be pushed to the CrowdSec Local API",
+            m.fleet.queue.clone(),
+        );
+        r.register(
+            "crowdsec_pull_errors",
+            "Failed pulls of CrowdSec decisions",
+            m.fleet.pull_errors.clone(),
+        );
+        r.register(
+            "crowdsec_push_errors",
+            "Failed alert pushes and logins to the CrowdSec Local API",
+            m.fleet.push_errors.clone(),
+        );
+        r.register(
+            "crowdsec_alerts_pushed",
+            "Alerts the CrowdSec Local API accepted",
+            m.fleet.pushed.clone(),
+        );
+        r.register(
+            "crowdsec_alerts_dropped",
+            "Alerts dropped because the push queue was full",
+            m.fleet.push_dropped.clone(),
         );
         r.register(
             "poll_duration_seconds",
@@ -221,6 +290,37 @@ impl Metrics {
 
     pub(crate) fn blocks_active(&self, n: usize) {
         self.blocks_active.set(n as i64);
+    }
+
+    /// Blocks in force by origin (every origin is written, 0 included).
+    pub(crate) fn blocks_by_origin(&self, counts: &[(&str, usize)]) {
+        for (origin, n) in counts {
+            self.blocks_by_origin
+                .get_or_create(&OriginLabel {
+                    origin: (*origin).to_owned(),
+                })
+                .set(*n as i64);
+        }
+    }
+
+    /// Adds what the CrowdSec tasks did since the last update.
+    pub(crate) fn fleet(&mut self, now: FleetFigures) {
+        let f = &mut self.fleet;
+        f.last_sync.set(now.last_sync_s as i64);
+        f.queue.set(now.queued as i64);
+        f.pull_errors
+            .inc_by(now.pull_errors.saturating_sub(f.last.pull_errors));
+        f.push_errors
+            .inc_by(now.push_errors.saturating_sub(f.last.push_errors));
+        f.pushed.inc_by(now.pushed.saturating_sub(f.last.pushed));
+        f.push_dropped
+            .inc_by(now.push_dropped.saturating_sub(f.last.push_dropped));
+        f.last = now;
+    }
+
+    /// The CrowdSec tasks restarted (a reload): their totals start at 0.
+    pub(crate) fn fleet_restarted(&mut self) {
+        self.fleet.last = FleetFigures::default();
     }
 
     pub(crate) fn poll_took(&self, d: Duration) {

@@ -121,7 +121,8 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
     let changes = k.policy.sweep(monotonic_ns())?;
     assert!(changes.contains(&Change::Unblocked {
         net: "198.18.0.8/32".parse()?,
-        expired: true
+        expired: true,
+        reason: block_reason::MANUAL,
     }));
     assert_eq!(k.policy.active_blocks(), 2);
     k.policy.unblock("198.18.0.7/32".parse()?)?;

@@ -1,0 +1,211 @@
+//! The daemon's side of the CrowdSec link (see `fleet`): ban decisions
+//! pulled from the Local API enforced in the blocklist, and detections
+//! pushed as alerts.
+//!
+//! Blocks keep their origin: a decision never overwrites a block this host
+//! made itself (scan or manual), the allowlist wins (refused, with a
+//! `block_refused` event), and the block cap holds. A block from CrowdSec
+//! is lifted when every decision behind it is deleted, or when a start-up
+//! pull no longer lists it.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, SystemTime},
+};
+
+use ipnet::IpNet;
+use scanner_common::{SourceStats, block_reason};
+
+use crate::{
+    daemon::respond::{Output, emit, policy_event},
+    fleet::{
+        Pulled,
+        alert::{Alert, Detection},
+        decision::Target,
+    },
+    kernel::{
+        maps::monotonic_ns,
+        policy::{Change, PolicyError, net_name, parse_net},
+    },
+    sinks::events::ScanEvent,
+};
+
+/// Which decisions stand behind each block from CrowdSec.
+#[derive(Debug, Default)]
+pub(crate) struct Enforced {
+    ids: HashMap<IpNet, BTreeSet<i64>>,
+    /// Decisions of other types or scopes, counted (logged the first time).
+    ignored: HashMap<String, u64>,
+}
+
+/// Enforces one pull of the decision stream.
+pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
+    let Pulled { startup, stream } = pulled;
+    let new = stream.new.unwrap_or_default();
+    if startup {
+        // Every active decision is in `new`: a block from CrowdSec that is
+        // not was deleted while no daemon pulled.
+        let active: HashSet<IpNet> = new
+            .iter()
+            .filter_map(|d| match d.target() {
+                Target::Ban(net, _) => Some(net.trunc()),
+                _ => None,
+            })
+            .collect();
+        let stale: Vec<IpNet> = out
+            .policy
+            .blocks()
+            .filter(|(net, e)| e.reason == block_reason::CROWDSEC && !active.contains(net))
+            .map(|(net, _)| *net)
+            .collect();
+        out.enforced.ids.clear();
+        for net in stale {
+            lift(out, net)?;
+        }
+    }
+    // Deletions first: a value deleted and decided again in one pull stays.
+    for d in stream.deleted.unwrap_or_default() {
+        if let Target::Ban(net, _) | Target::Expired(net) = d.target() {
+            let net = net.trunc();
+            let left = out.enforced.ids.get_mut(&net).map(|ids| {
+                ids.remove(&d.id);
+                ids.len()
+            });
+            if left == Some(0) {
+                out.enforced.ids.remove(&net);
+                lift(out, net)?;
+            }
+        }
+    }
+    for d in new {
+        match d.target() {
+            Target::Ban(net, ttl) => ban(out, net.trunc(), ttl, d.id)?,
+            Target::Expired(_) => {}
+            Target::Other => {
+                let what = format!("{} of scope {}", d.kind, d.scope);
+                let n = out.enforced.ignored.entry(what.clone()).or_default();
+                if *n == 0 {
+                    tracing::info!(decision = %what, value = %d.value, "CrowdSec decision not enforced: only bans of an Ip or a Range are (counted, logged once)");
+                }
+                *n += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A ban of `net` for `ttl`, by decision `id`.
+fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<()> {
+    out.enforced.ids.entry(net).or_default().insert(id);
+    let now = monotonic_ns();
+    let until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+    match out.policy.block_of(&net) {
+        // This host's own block stays as it is, with its origin.
+        Some(e) if e.reason != block_reason::CROWDSEC => return Ok(()),
+        // Already enforced at least this long.
+        Some(e) if e.expires_ns == 0 || e.expires_ns >= until => return Ok(()),
+        _ => {}
+    }
+    let known = out.policy.block_of(&net).is_some();
+    if out.dry_run {
+        if !known {
+            emit(
+                out,
+                policy_event("blocked", &net, "crowdsec", Some(ttl.as_secs()), true),
+            );
+        }
+        return Ok(());
+    }
+    match out
+        .policy
+        .block(net, Some(ttl), now, block_reason::CROWDSEC)
+    {
+        Ok(_) if known => {}
+        Ok(_) => emit(
+            out,
+            policy_event("blocked", &net, "crowdsec", Some(ttl.as_secs()), false),
+        ),
+        Err(
+            e @ (PolicyError::Allowlisted(_)
+            | PolicyError::CoversAllowlisted { .. }
+            | PolicyError::AlwaysAllowed { .. }),
+        ) => {
+            tracing::warn!("CrowdSec decision refused: {e}");
+            emit(
+                out,
+                policy_event("block_refused", &net, "allowlist", None, false).of("crowdsec"),
+            );
+        }
+        Err(e @ PolicyError::CapReached(..)) => {
+            tracing::error!("CrowdSec decision refused: {e}");
+            emit(
+                out,
+                policy_event("block_refused", &net, "cap", None, false).of("crowdsec"),
+            );
+        }
+        Err(e) => return Err(anyhow::Error::from(e).context("enforcing a CrowdSec decision")),
+    }
+    Ok(())
+}
+
+/// Lifts a block from CrowdSec on `net` (never a block of another origin).
+fn lift(out: &mut Output, net: IpNet) -> anyhow::Result<()> {
+    if out
+        .policy
+        .block_of(&net)
+        .is_none_or(|e| e.reason != block_reason::CROWDSEC)
+    {
+        return Ok(());
+    }
+    if let Change::Unblocked { .. } = out.policy.unblock(net)? {
+        emit(
+            out,
+            policy_event("unblocked", &net, "crowdsec", None, false).of("crowdsec"),
+        );
+    }
+    Ok(())
+}
+
+/// The link's state for `scanner status`.
+pub(crate) fn status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = fleet.stats();
+    let last = s.last_sync_s.load(Relaxed);
+    serde_json::json!({
+        "url": fleet.url(),
+        "bouncer": fleet.pulling(),
+        "machine": fleet.pushing(),
+        "last_sync": (last != 0).then(|| crate::sinks::events::timestamp(
+            std::time::UNIX_EPOCH + Duration::from_secs(last)
+        )),
+        "pull_errors": s.pull_errors.load(Relaxed),
+        "push_errors": s.push_errors.load(Relaxed),
+        "alerts_pushed": s.pushed.load(Relaxed),
+        "alerts_dropped": s.push_dropped.load(Relaxed),
+        "push_queue": fleet.queued(),
+    })
+}
+
+/// Pushes a detection to the fleet, with a ban when this host blocked it.
+pub(crate) fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
+    let Some(fleet) = out.fleet.as_ref().filter(|f| f.pushing()) else {
+        return;
+    };
+    let Ok(source) = parse_net(&e.source) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let age = Duration::from_nanos(monotonic_ns().saturating_sub(stats.first_seen_ns));
+    let detection = Detection {
+        source,
+        kind: e.kind,
+        ports: e.ports,
+        probes: e.probes,
+        top_ports: e.top_ports.clone(),
+        started: now.checked_sub(age).unwrap_or(now),
+        decided: now,
+        ban: (e.action == "block").then(|| Duration::from_secs(out.block_ttl_s)),
+    };
+    tracing::debug!(source = %net_name(&source), "pushing the detection to CrowdSec");
+    fleet.push(Alert::of(&detection));
+}

@@ -1,0 +1,194 @@
+//! The Local API over HTTP: the bouncer's decision stream, the machine's
+//! login, alert pushes. Every request is bounded in time, so a slow or
+//! hung Local API costs a retry, never a stall.
+
+use std::{path::Path, time::Duration};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::fleet::{alert::Alert, decision::Stream};
+
+/// The longest any one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub(crate) enum LapiError {
+    /// 401/403: a wrong key or password. Retrying does not help.
+    #[error("the CrowdSec Local API at {url} refused {what} ({status}: {message})")]
+    Refused {
+        url: String,
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("the CrowdSec Local API at {url} answered {status} to {what}: {message}")]
+    Status {
+        url: String,
+        what: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("cannot reach the CrowdSec Local API at {url} ({what})")]
+    Unreachable {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("reading the CA file {path}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA file {path} holds no usable certificate")]
+    BadCa {
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("setting up the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+impl LapiError {
+    /// A wrong credential: retrying cannot help.
+    pub(crate) fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
+/// A login's answer: the JWT and when it expires.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Login {
+    pub(crate) token: String,
+    /// RFC 3339.
+    pub(crate) expire: String,
+}
+
+/// A client of one Local API.
+#[derive(Debug, Clone)]
+pub(crate) struct Lapi {
+    http: reqwest::Client,
+    /// The base URL, ending in `/`.
+    base: String,
+}
+
+impl Lapi {
+    pub(crate) fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, LapiError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(3))
+            .user_agent(concat!("scanner/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|source| LapiError::CaFile {
+                path: shown.clone(),
+                source,
+            })?;
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| LapiError::BadCa {
+                    path: shown,
+                    source,
+                })?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let base = if url.ends_with('/') {
+            url.to_owned()
+        } else {
+            format!("{url}/")
+        };
+        Ok(Self {
+            http: builder.build().map_err(LapiError::Client)?,
+            base,
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// One pull of the decision stream: everything active with `startup`,
+    /// else what changed since the last pull.
+    pub(crate) async fn stream(&self, key: &str, startup: bool) -> Result<Stream, LapiError> {
+        let what = "the bouncer's decision stream";
+        let url = format!("{}v1/decisions/stream?startup={startup}", self.base);
+        let request = self.http.get(url).header("X-Api-Key", key);
+        self.json(request, what).await
+    }
+
+    /// Logs in as a machine.
+    pub(crate) async fn login(&self, machine_id: &str, password: &str) -> Result<Login, LapiError> {
+        let what = "the machine's login";
+        let body = serde_json::json!({
+            "machine_id": machine_id,
+            "password": password,
+            "scenarios": [crate::fleet::alert::PORT_SCAN, crate::fleet::alert::DISTRIBUTED_SCAN],
+        });
+        let request = self
+            .http
+            .post(format!("{}v1/watchers/login", self.base))
+            .json(&body);
+        self.json(request, what).await
+    }
+
+    /// Pushes alerts; the Local API answers with their ids.
+    pub(crate) async fn push(
+        &self,
+        token: &str,
+        alerts: &[Alert],
+    ) -> Result<Vec<String>, LapiError> {
+        let what = "an alert push";
+        let request = self
+            .http
+            .post(format!("{}v1/alerts", self.base))
+            .bearer_auth(token)
+            .json(alerts);
+        self.json(request, what).await
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<T, LapiError> {
+        let unreachable = |source| LapiError::Unreachable {
+            url: self.base.clone(),
+            what,
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return response.json().await.map_err(unreachable);
+        }
+        let body = response.text().await.unwrap_or_default();
+        // {"message": ...} or {"code": .., "message": ...}
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(body)
+            .chars()
+            .take(200)
+            .collect();
+        let url = self.base.clone();
+        Err(if status == 401 || status == 403 {
+            LapiError::Refused {
+                url,
+                what,
+                status,
+                message,
+            }
+        } else {
+            LapiError::Status {
+                url,
+                what,
+                status,
+                message,
+            }
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! The fleet: detections and blocks shared with other servers through a
+//! CrowdSec Local API. As a bouncer the daemon pulls ban decisions and
+//! hands them to the main loop, which enforces them in the XDP blocklist;
+//! as a machine (signal source) it pushes each detection as an alert, with
+//! a ban decision when it blocked the source.
+//!
+//! Both run as tasks beside the main loop: a Local API that is down or slow
+//! never slows detection or local blocking. Pushes wait in a bounded queue
+//! (overflow counted), pulls retry with backoff, and decisions already
+//! enforced stay until their own expiry.
+
+pub(crate) mod alert;
+pub(crate) mod decision;
+pub(crate) mod lapi;
+mod tasks;
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use thiserror::Error;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{
+    config::crowdsec::CrowdSecConfig,
+    fleet::{alert::Alert, decision::Stream, lapi::Lapi},
+};
+
+#[derive(Debug, Error)]
+pub(crate) enum FleetError {
+    #[error("reading {what} {path}")]
+    Read {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{what} {path} can be read by others (mode {mode:o}): it must be readable by its owner only (chmod 600)"
+    )]
+    Exposed {
+        what: &'static str,
+        path: String,
+        mode: u32,
+    },
+    #[error("{what} {path} is empty")]
+    Empty { what: &'static str, path: String },
+    #[error(transparent)]
+    Lapi(#[from] lapi::LapiError),
+}
+
+impl FleetError {
+    /// A wrong setting or credential, not a passing fault: `scanner run`
+    /// exits 2 for it.
+    pub(crate) fn is_usage(&self) -> bool {
+        match self {
+            Self::Lapi(e) => e.is_refused(),
+            _ => true,
+        }
+    }
+}
+
+/// Reads a secret from a file only its owner can read; the value is never
+/// logged.
+fn secret(what: &'static str, path: &Path) -> Result<String, FleetError> {
+    let shown = path.display().to_string();
+    let read = |source| FleetError::Read {
+        what,
+        path: shown.clone(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(FleetError::Exposed {
+            what,
+            path: shown,
+            mode: mode & 0o777,
+        });
+    }
+    let value = std::fs::read_to_string(path)
+        .map_err(read)?
+        .trim()
+        .to_owned();
+    if value.is_empty() {
+        return Err(FleetError::Empty { what, path: shown });
+    }
+    Ok(value)
+}
+
+/// What the tasks did, for the metrics (read by the main loop at each poll).
+#[derive(Debug, Default)]
+pub(crate) struct FleetStats {
+    /// Unix time of the last successful pull, in seconds (0: none yet).
+    pub(crate) last_sync_s: AtomicU64,
+    pub(crate) pull_errors: AtomicU64,
+    pub(crate) push_errors: AtomicU64,
+    pub(crate) pushed: AtomicU64,
+    /// Alerts dropped because the queue was full.
+    pub(crate) push_dropped: AtomicU64,
+}
+
+/// A pull of the decision stream, for the main loop to enforce.
+#[derive(Debug)]
+pub(crate) struct Pulled {
+    /// The first pull after a start: `new` is every active decision, so a
+    /// fleet block missing from it was lifted while nobody listened.
+    pub(crate) startup: bool,
+    pub(crate) stream: Stream,
+}
+
+/// The running fleet tasks.
+pub(crate) struct Fleet {
+    config: CrowdSecConfig,
+    pulled: Option<mpsc::Receiver<Pulled>>,
+    alerts: Option<mpsc::Sender<Alert>>,
+    stats: Arc<FleetStats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// How many pulls may wait for the main loop (each is a whole delta).
+const PULLS_WAITING: usize = 16;
+
+impl Fleet {
+    /// Starts the tasks the section asks for, after one check of each
+    /// credential: a Local API that refuses them is an error (exit 2), one
+    /// that cannot be reached is a warning (the tasks keep trying).
+    pub(crate) async fn start(config: &CrowdSecConfig) -> Result<Option<Self>, FleetError> {
+        let Some(url) = &config.url else {
+            return Ok(None);
+        };
+        let lapi = Lapi::new(url, config.ca_file.as_deref())?;
+        let key = config
+            .bouncer_key_file
+            .as_deref()
+            .map(|p| secret("the bouncer key file", p))
+            .transpose()?;
+        let machine = match (&config.machine_id, &config.password_file) {
+            (Some(id), Some(p)) => Some((id.clone(), secret("the machine password file", p)?)),
+            _ => None,
+        };
+        let stats = Arc::new(FleetStats::default());
+        let mut fleet = Self {
+            config: config.clone(),
+            pulled: None,
+            alerts: None,
+            stats: stats.clone(),
+            tasks: Vec::new(),
+        };
+        if let Some(key) = key {
+            let first = match lapi.stream(&key, true).await {
+                Ok(stream) => Some(stream),
+                Err(e) if e.is_refused() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(
+                        "{:#}; pulling again in the background",
+                        anyhow::Error::from(e)
+                    );
+                    None
+                }
+            };
+            let (tx, rx) = mpsc::channel(PULLS_WAITING);
+            fleet.pulled = Some(rx);
+            fleet.tasks.push(tokio::spawn(tasks::pull(
+                lapi.clone(),
+                key,
+                config.pull_interval,
+                first,
+                tx,
+                stats.clone(),
+            )));
+            tracing::info!(url = %lapi.url(), every = %humantime::format_duration(config.pull_interval), "pulling CrowdSec decisions");
+        }
+        if let Some((id, password)) = machine {
+            let login = match lapi.login(&id, &password).await {
+                Ok(login) => Some(login),
+                Err(e) if e.is_refused() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(
+                        "{:#}; logging in again in the background",
+                        anyhow::Error::from(e)
+                    );
+                    None
+                }
+            };
+            let (tx, rx) = mpsc::channel(config.push_queue);
+            fleet.alerts = Some(tx);
+            fleet.tasks.push(tokio::spawn(tasks::push(
+                lapi.clone(),
+                (id.clone(), password),
+                login,
+                rx,
+                stats,
+            )));
+            tracing::info!(url = %lapi.url(), machine = %id, "pushing detections to CrowdSec");
+        }
+        Ok(Some(fleet))
+    }
+
+    pub(crate) fn stats(&self) -> &FleetStats {
+        &self.stats
+    }
+
+    /// The Local API's URL.
+    pub(crate) fn url(&self) -> &str {
+        self.config.url.as_deref().unwrap_or_default()
+    }
+
+    /// Whether decisions are pulled.
+    pub(crate) fn pulling(&self) -> bool {
+        self.pulled.is_some()
+    }
+
+    /// Whether detections are pushed.
+    pub(crate) fn pushing(&self) -> bool {
+        self.alerts.is_some()
+    }
+
+    /// Queues an alert; when the queue is full it is dropped, counted and
+    /// logged: detection never waits for the Local API.
+    pub(crate) fn push(&self, alert: Alert) {
+        let Some(tx) = &self.alerts else {
+            return;
+        };
+        if tx.try_send(alert).is_err() {
+            let dropped = self.stats.push_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    queue = self.config.push_queue,
+                    "CrowdSec push queue full: alert dropped"
+                );
+            }
+        }
+    }
+
+    /// Alerts waiting to be pushed.
+    pub(crate) fn queued(&self) -> usize {
+        self.alerts
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+
+    /// The next pull to enforce; pending forever when not a bouncer.
+    pub(crate) async fn next_pull(&mut self) -> Option<Pulled> {
+        match &mut self.pulled {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The next pull of an optional fleet (pending forever without one).
+pub(crate) async fn next_pull(fleet: &mut Option<Fleet>) -> Option<Pulled> {
+    match fleet {
+        Some(f) => f.next_pull().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Backoff after `failures` failures in a row: doubling from `base`, at
+/// most a minute.
+pub(crate) fn backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn secrets_must_be_private_and_non_empty() {
+        let dir = std::env::temp_dir().join(format!("scanner-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"0123abcd\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = secret("the bouncer key file", &path).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        assert!(e.is_usage());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(secret("k", &path).unwrap(), "0123abcd");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(secret("k", &path), Err(FleetError::Empty { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let s = Duration::from_secs(2);
+        assert_eq!(backoff(s, 0), s);
+        assert_eq!(backoff(s, 2), Duration::from_secs(8));
+        assert_eq!(backoff(s, 30), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,384 @@
+//! The fleet through a real CrowdSec Local API (Debian's crowdsec, run
+//! alone in a namespace): a scanner blocked on one server is dropped by the
+//! other from its first probe; `cscli` decisions are enforced and lifted,
+//! the allowlist and the block cap hold; a Local API that is down costs
+//! nothing locally and gets its alert later; a wrong key stops the start.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use scanner_tests::{
+    Daemon, Netns,
+    crowdsec::{FleetLab, LAPI_PORT, LAPI_V4, Lapi, secret_file},
+    require_root,
+    scenario::RUN_ARGS,
+    traffic,
+};
+use scanner_userspace::control::{Request, call};
+use serde_json::Value;
+
+const ATTACKER: &str = "198.18.0.1";
+/// Every wait: a pull interval is 2 s, a scan a few seconds.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A directory for one test's secrets and config files, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("scanner-fleet-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config file whose `[crowdsec]` section uses `key` as the bouncer key
+/// and `name` (if any) as the machine.
+fn config(dir: &Path, name: &str, key: &str, machine: Option<&str>) -> anyhow::Result<PathBuf> {
+    let key_file = secret_file(dir, &format!("{name}.key"), key)?;
+    let mut text = format!(
+        "[crowdsec]\nurl = \"http://{LAPI_V4}:{LAPI_PORT}/\"\nbouncer_key_file = \"{}\"\npull_interval = \"2s\"\n",
+        key_file.display()
+    );
+    if let Some(password) = machine {
+        let pw_file = secret_file(dir, &format!("{name}.password"), password)?;
+        text.push_str(&format!(
+            "machine_id = \"{name}\"\npassword_file = \"{}\"\n",
+            pw_file.display()
+        ));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// A server's daemon, registered with the Local API as bouncer and machine.
+fn server(
+    lab: &FleetLab,
+    lapi: &Lapi,
+    ns: &Netns,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<Daemon> {
+    let key = lapi.bouncer_key(&lab.lapi, name)?;
+    let password = format!("{name}-password");
+    lapi.add_machine(&lab.lapi, name, &password)?;
+    let config = config(dir, name, &key, Some(&password))?;
+    let mut args: Vec<&str> = RUN_ARGS.to_vec();
+    let config = config.to_string_lossy().into_owned();
+    args.extend(["--config", &config]);
+    args.extend_from_slice(extra);
+    let mut daemon = Daemon::start(ns, &args)?;
+    daemon.wait_attached(FleetLab::SERVER_IF)?;
+    Ok(daemon)
+}
+
+fn event(e: &Value, event: &str, source: &str) -> bool {
+    e["event"] == event && e["source"] == source
+}
+
+fn wall(e: &Value) -> anyhow::Result<SystemTime> {
+    let ts = e["ts"].as_str().unwrap_or_default();
+    Ok(humantime::parse_rfc3339(ts)?)
+}
+
+/// How many of `ports` on `target` answered an nmap SYN scan from the attacker.
+fn answered(lab: &FleetLab, target: &str, ports: &str) -> anyhow::Result<usize> {
+    let out = traffic::nmap(
+        &lab.attacker,
+        &[
+            "-sS",
+            "--max-retries",
+            "0",
+            "--min-rate",
+            "5000",
+            "-p",
+            ports,
+            "-oG",
+            "-",
+            target,
+        ],
+    )?;
+    Ok(traffic::answered_ports(&String::from_utf8_lossy(
+        &out.stdout,
+    )))
+}
+
+#[test]
+fn a_scanner_blocked_on_one_server_is_dropped_by_the_other_from_its_first_probe()
+-> anyhow::Result<()> {
+    if !require_root("a_scanner_blocked_on_one_server_is_dropped_by_the_other_from_its_first_probe")
+    {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("two-servers")?;
+    let mut a = server(&lab, &lapi, &lab.a, &dir.0, "server-a", &["--block"])?;
+    let mut b = server(&lab, &lapi, &lab.b, &dir.0, "server-b", &["--block"])?;
+
+    traffic::nmap(
+        &lab.attacker,
+        &["-sS", "--max-retries", "0", "-p1-200", FleetLab::A_V4],
+    )?;
+    let detected = a.wait_for_event(|e| event(e, "scan_detected", ATTACKER), WAIT)?;
+    assert_eq!(detected["action"], "block", "{detected}");
+    let blocked = b.wait_for_event(|e| event(e, "blocked", ATTACKER), WAIT)?;
+    assert_eq!(
+        (blocked["reason"].as_str(), blocked["origin"].as_str()),
+        (Some("crowdsec"), Some("crowdsec")),
+        "{blocked}"
+    );
+    let latency = wall(&blocked)?
+        .duration_since(wall(&detected)?)
+        .unwrap_or_default();
+    eprintln!(
+        "fleet: detected on A -> blocked on B in {} ms (pull interval 2 s)",
+        latency.as_millis()
+    );
+
+    // B drops the scanner from its first probe: nmap sees nothing answer.
+    assert_eq!(answered(&lab, FleetLab::B_V4, "1-200")?, 0);
+    // A's alert is in the Local API, with its ban.
+    let alerts = lapi.alerts(&lab.lapi)?;
+    let alert = alerts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["source"]["value"] == ATTACKER && a["scenario"] == "scanner/port-scan")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(alert["machine_id"], "server-a", "{alerts}");
+    assert_eq!(alert["decisions"][0]["type"], "ban", "{alert}");
+    // B's list tells whose block it is.
+    let list = call(b.socket(), &Request::List {})?;
+    let row = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["address"] == ATTACKER)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(row["block_origin"], "crowdsec", "{list}");
+    a.stop()?;
+    let events_b = b.events();
+    b.stop()?;
+    assert!(
+        !events_b.iter().any(|e| event(e, "scan_detected", ATTACKER)),
+        "B never saw the scan it dropped"
+    );
+    Ok(())
+}
+
+#[test]
+fn cscli_decisions_are_enforced_and_lifted_within_the_allowlist_and_the_cap() -> anyhow::Result<()>
+{
+    if !require_root("cscli_decisions_are_enforced_and_lifted_within_the_allowlist_and_the_cap") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("decisions")?;
+    let mut a = server(
+        &lab,
+        &lapi,
+        &lab.a,
+        &dir.0,
+        "server-a",
+        &["--block-cap", "4", "--allow", "198.18.0.7"],
+    )?;
+    // A decision before anything is blocked: enforced within a pull.
+    let asked = Instant::now();
+    lapi.cscli(
+        &lab.lapi,
+        &["decisions", "add", "--ip", ATTACKER, "--duration", "1h"],
+    )?;
+    let blocked = a.wait_for_event(|e| event(e, "blocked", ATTACKER), WAIT)?;
+    eprintln!(
+        "fleet: cscli decision enforced in {} ms (pull interval 2 s)",
+        asked.elapsed().as_millis()
+    );
+    assert_eq!(blocked["origin"], "crowdsec", "{blocked}");
+    assert!(
+        blocked["ttl_s"]
+            .as_u64()
+            .is_some_and(|t| (3500..=3600).contains(&t)),
+        "{blocked}"
+    );
+    assert_eq!(answered(&lab, FleetLab::A_V4, "22,80")?, 0, "dropped");
+    for (flag, value) in [
+        ("--range", "198.18.0.64/26"),
+        ("--ip", "2001:db8::1"),
+        ("--range", "2001:db8:0:1::/64"),
+    ] {
+        lapi.cscli(&lab.lapi, &["decisions", "add", flag, value])?;
+        a.wait_for_event(
+            |e| event(e, "blocked", value) && e["origin"] == "crowdsec",
+            WAIT,
+        )?;
+    }
+    // The allowlist wins; the cap (4) holds.
+    lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", "198.18.0.7"])?;
+    let refused = a.wait_for_event(|e| event(e, "block_refused", "198.18.0.7"), WAIT)?;
+    assert_eq!(
+        (refused["reason"].as_str(), refused["origin"].as_str()),
+        (Some("allowlist"), Some("crowdsec")),
+        "{refused}"
+    );
+    lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", "198.18.0.77"])?;
+    let refused = a.wait_for_event(|e| event(e, "block_refused", "198.18.0.77"), WAIT)?;
+    assert_eq!(refused["reason"], "cap", "{refused}");
+    let status = call(a.socket(), &Request::Status {})?;
+    assert_eq!(status["blocks"], 4, "{status}");
+
+    // Deleting the decision lifts the block.
+    lapi.cscli(&lab.lapi, &["decisions", "delete", "--ip", ATTACKER])?;
+    let lifted = a.wait_for_event(|e| event(e, "unblocked", ATTACKER), WAIT)?;
+    assert_eq!(lifted["reason"], "crowdsec", "{lifted}");
+    assert_eq!(
+        answered(&lab, FleetLab::A_V4, "22,80")?,
+        2,
+        "answered again"
+    );
+    a.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_local_api_that_is_down_costs_nothing_locally_and_gets_its_alert_later() -> anyhow::Result<()> {
+    if !require_root("a_local_api_that_is_down_costs_nothing_locally_and_gets_its_alert_later") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let mut lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("down")?;
+    let mut a = server(&lab, &lapi, &lab.a, &dir.0, "server-a", &["--block"])?;
+    lapi.stop();
+    traffic::nmap(
+        &lab.attacker,
+        &["-sS", "--max-retries", "0", "-p1-200", FleetLab::A_V4],
+    )?;
+    let detected = a.wait_for_event(|e| event(e, "scan_detected", ATTACKER), WAIT)?;
+    assert!(
+        detected["latency_us"]
+            .as_u64()
+            .is_some_and(|us| us < 1_000_000),
+        "detection does not wait for the Local API: {detected}"
+    );
+    a.wait_for_event(|e| event(e, "blocked", ATTACKER), WAIT)?;
+    assert_eq!(
+        answered(&lab, FleetLab::A_V4, "22,80")?,
+        0,
+        "blocked locally"
+    );
+
+    lapi.run(&lab.lapi)?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let alerts = lapi.alerts(&lab.lapi)?;
+        if alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["source"]["value"] == ATTACKER)
+        {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the queued alert never reached the Local API: {alerts}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    a.stop()?;
+    Ok(())
+}
+
+#[test]
+fn a_wrong_bouncer_key_or_a_readable_key_file_stops_the_start_with_exit_2() -> anyhow::Result<()> {
+    if !require_root("a_wrong_bouncer_key_or_a_readable_key_file_stops_the_start_with_exit_2") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let _lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("bad-key")?;
+    let wrong = config(&dir.0, "wrong", "0123456789abcdef0123456789abcdef", None)?;
+    let readable = config(&dir.0, "readable", "0123456789abcdef0123456789abcdef", None)?;
+    std::fs::set_permissions(
+        dir.0.join("readable.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    for (config, says) in [(&wrong, "403"), (&readable, "chmod 600")] {
+        let mut args: Vec<&str> = RUN_ARGS.to_vec();
+        let config = config.to_string_lossy().into_owned();
+        args.extend(["--config", &config]);
+        let mut daemon = Daemon::start(&lab.a, &args)?;
+        let status = daemon.wait_status(WAIT)?;
+        let log = daemon.log().join("\n");
+        assert_eq!(status.code(), Some(2), "{log}");
+        assert!(log.contains(says), "the error says why: {log}");
+        assert!(
+            !log.contains("0123456789abcdef"),
+            "the key is never logged: {log}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn sighup_turns_the_link_on_and_status_shows_it() -> anyhow::Result<()> {
+    if !require_root("sighup_turns_the_link_on_and_status_shows_it") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("sighup")?;
+    let path = dir.0.join("scanner.toml");
+    std::fs::write(&path, "[response]\nblock = true\n")?;
+    let shown = path.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = RUN_ARGS.to_vec();
+    args.extend(["--config", &shown]);
+    let mut a = Daemon::start(&lab.a, &args)?;
+    a.wait_attached(FleetLab::SERVER_IF)?;
+    let status = call(a.socket(), &Request::Status {})?;
+    assert!(status["crowdsec"].is_null(), "{status}");
+
+    let key = lapi.bouncer_key(&lab.lapi, "server-a")?;
+    let with_link = config(&dir.0, "server-a", &key, None)?;
+    let section = std::fs::read_to_string(&with_link)?;
+    std::fs::write(&path, format!("[response]\nblock = true\n\n{section}"))?;
+    a.signal(libc::SIGHUP)?;
+    let reloaded = a.wait_for_event(|e| e["event"] == "config_reloaded", WAIT)?;
+    assert!(
+        reloaded["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("CrowdSec link restarted")),
+        "{reloaded}"
+    );
+    lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", ATTACKER])?;
+    a.wait_for_event(
+        |e| event(e, "blocked", ATTACKER) && e["origin"] == "crowdsec",
+        WAIT,
+    )?;
+    let status = call(a.socket(), &Request::Status {})?;
+    let c = &status["crowdsec"];
+    assert_eq!(
+        (c["bouncer"].as_bool(), c["machine"].as_bool()),
+        (Some(true), Some(false)),
+        "{status}"
+    );
+    assert!(c["last_sync"].is_string(), "{status}");
+    a.stop()?;
+    Ok(())
+}
