@@ -25,6 +25,7 @@ pub const LAPI_PORT: u16 = 8080;
 pub struct Lapi {
     dir: PathBuf,
     listen: String,
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -32,6 +33,16 @@ impl Lapi {
     /// Starts a Local API inside `ns`, listening on `addr:port`, with its
     /// state in a fresh directory; returns once it answers /health.
     pub fn start(ns: &Netns, addr: &str, port: u16) -> anyhow::Result<Self> {
+        Self::start_with(ns, addr, port, None)
+    }
+
+    /// [`Lapi::start`] serving https with this certificate and key (PEM).
+    pub fn start_with(
+        ns: &Netns,
+        addr: &str,
+        port: u16,
+        tls: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("scanner-lapi-{}-{}", std::process::id(), ns.name()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -44,8 +55,13 @@ impl Lapi {
                 "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n\
                  config_paths:\n  config_dir: {d}\n  data_dir: {d}\n  hub_dir: {d}/hub\n  index_path: {d}/hub/.index.json\n\
                  db_config:\n  type: sqlite\n  db_path: {d}/crowdsec.db\n  use_wal: false\n\
-                 api:\n  client:\n    credentials_path: {d}/local_api_credentials.yaml\n  \
-                 server:\n    listen_uri: {listen}\n    profiles_path: {d}/profiles.yaml\n    console_path: {d}/console.yaml\n"
+                 api:\n  client:\n    insecure_skip_verify: true\n    credentials_path: {d}/local_api_credentials.yaml\n  \
+                 server:\n    listen_uri: {listen}\n    profiles_path: {d}/profiles.yaml\n    console_path: {d}/console.yaml\n{tls}",
+                tls = tls.map_or(String::new(), |(cert, key)| format!(
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n",
+                    cert.display(),
+                    key.display()
+                ))
             ),
         )?;
         std::fs::write(
@@ -55,10 +71,12 @@ impl Lapi {
         let mut lapi = Self {
             dir,
             listen,
+            tls: tls.is_some(),
             child: None,
         };
         lapi.run(ns)?;
         // cscli's own machine: `decisions` and `alerts` go through the API.
+        let url = lapi.url();
         lapi.cscli(
             ns,
             &[
@@ -67,6 +85,8 @@ impl Lapi {
                 "cscli-local",
                 "--password",
                 "cscli-local-pw",
+                "-u",
+                &url,
             ],
         )?;
         Ok(lapi)
@@ -100,7 +120,7 @@ impl Lapi {
             {
                 bail!("crowdsec exited ({status}): {}", self.log_tail());
             }
-            if ns.enter(|| health(&self.listen))? {
+            if ns.enter(|| health(&self.listen, self.tls))? {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -161,7 +181,8 @@ impl Lapi {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/", self.listen)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.listen)
     }
 
     fn log_tail(&self) -> String {
@@ -178,8 +199,9 @@ impl Drop for Lapi {
     }
 }
 
-/// Whether `GET /health` answers 200 at `listen` (from this thread's namespace).
-fn health(listen: &str) -> bool {
+/// Whether `GET /health` answers 200 at `listen` (from this thread's
+/// namespace); for https, whether it accepts connections.
+fn health(listen: &str, tls: bool) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(
         &match listen.parse() {
             Ok(a) => a,
@@ -189,6 +211,9 @@ fn health(listen: &str) -> bool {
     ) else {
         return false;
     };
+    if tls {
+        return true;
+    }
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     if s.write_all(
         format!("GET /health HTTP/1.1\r\nHost: {listen}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -200,6 +225,61 @@ fn health(listen: &str) -> bool {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out.starts_with("HTTP/1.1 200")
+}
+
+/// A test CA and a certificate it signed for `ip` (PEM files in `dir`):
+/// (CA certificate, certificate, key). Made with the openssl command.
+pub fn certificates(dir: &Path, ip: &str) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let ext = p("ext.cnf");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n"),
+    )?;
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args)).map(drop);
+    let (ca_key, ca, key, csr, cert) = (
+        p("ca.key"),
+        p("ca.pem"),
+        p("lapi.key"),
+        p("lapi.csr"),
+        p("lapi.pem"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=scanner test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ])?;
+    openssl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=lapi", "-keyout", &key, "-out", &csr,
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ])?;
+    Ok((ca.into(), cert.into(), key.into()))
 }
 
 /// Writes a secret file only its owner can read.

@@ -15,7 +15,9 @@ use crate::shell;
 
 pub fn lint() -> anyhow::Result<()> {
     let root = shell::workspace_root();
-    println!("lint: layers (kernel/, detect/, sinks/, fleet/ never import cli/; no module import cycles)");
+    println!(
+        "lint: layers (kernel/, detect/, sinks/, fleet/ never import cli/; no module import cycles)"
+    );
     layers(&root.join("scanner-userspace").join("src"))?;
     println!("lint: rustfmt (nightly)");
     shell::status(nightly().args(["fmt", "--all", "--", "--check"]))?;

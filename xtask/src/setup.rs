@@ -31,8 +31,10 @@ const PACKAGES: &[&str] = &[
     // `cargo xtask bench`: trafgen for veth throughput, scanlogd to compare.
     "netsniff-ng",
     "scanlogd",
-    // The fleet tests run a real CrowdSec Local API (see `preseed_crowdsec`).
+    // The fleet tests run a real CrowdSec Local API (see `preseed_crowdsec`),
+    // over https with a test CA made by openssl.
     "crowdsec",
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -382,3 +382,53 @@ fn sighup_turns_the_link_on_and_status_shows_it() -> anyhow::Result<()> {
     a.stop()?;
     Ok(())
 }
+
+#[test]
+fn an_https_local_api_is_trusted_through_ca_file() -> anyhow::Result<()> {
+    if !require_root("an_https_local_api_is_trusted_through_ca_file") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let dir = Dir::new("tls")?;
+    let (ca, cert, key) = scanner_tests::crowdsec::certificates(&dir.0, LAPI_V4)?;
+    let lapi = Lapi::start_with(&lab.lapi, LAPI_V4, 8443, Some((&cert, &key)))?;
+    let bouncer = lapi.bouncer_key(&lab.lapi, "server-a")?;
+    let key_file = secret_file(&dir.0, "a.key", &bouncer)?;
+    let path = dir.0.join("a.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[crowdsec]\nurl = \"{}\"\nbouncer_key_file = \"{}\"\nca_file = \"{}\"\n",
+            lapi.url(),
+            key_file.display(),
+            ca.display()
+        ),
+    )?;
+    let shown = path.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = RUN_ARGS.to_vec();
+    args.extend(["--config", &shown]);
+    let mut a = Daemon::start(&lab.a, &args)?;
+    a.wait_attached(FleetLab::SERVER_IF)?;
+    lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", ATTACKER])?;
+    a.wait_for_event(
+        |e| event(e, "blocked", ATTACKER) && e["origin"] == "crowdsec",
+        WAIT,
+    )?;
+    a.stop()?;
+    // Without the CA the certificate is not trusted: a warning, and the
+    // daemon keeps trying (it is not a wrong key).
+    std::fs::write(
+        &path,
+        format!(
+            "[crowdsec]\nurl = \"{}\"\nbouncer_key_file = \"{}\"\n",
+            lapi.url(),
+            key_file.display()
+        ),
+    )?;
+    let mut a = Daemon::start(&lab.a, &args)?;
+    a.wait_attached(FleetLab::SERVER_IF)?;
+    let line = a.wait_for_log("cannot reach the CrowdSec Local API", WAIT)?;
+    assert!(line.contains("pulling again"), "{line}");
+    a.stop()?;
+    Ok(())
+}
