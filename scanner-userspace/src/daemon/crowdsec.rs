@@ -30,10 +30,17 @@ use crate::{
     sinks::events::ScanEvent,
 };
 
-/// Which decisions stand behind each block from CrowdSec.
+/// The decisions behind a network's ban, and when the longest ends.
+#[derive(Debug, Default)]
+struct Behind {
+    ids: BTreeSet<i64>,
+    until_ns: u64,
+}
+
+/// Which decisions stand behind each network CrowdSec bans.
 #[derive(Debug, Default)]
 pub(crate) struct Enforced {
-    ids: HashMap<IpNet, BTreeSet<i64>>,
+    ids: HashMap<IpNet, Behind>,
     /// Decisions of other types or scopes, counted (logged the first time).
     ignored: HashMap<String, u64>,
 }
@@ -67,9 +74,9 @@ pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
     for d in stream.deleted.unwrap_or_default() {
         if let Target::Ban(net, _) | Target::Expired(net) = d.target() {
             let net = net.trunc();
-            let left = out.enforced.ids.get_mut(&net).map(|ids| {
-                ids.remove(&d.id);
-                ids.len()
+            let left = out.enforced.ids.get_mut(&net).map(|behind| {
+                behind.ids.remove(&d.id);
+                behind.ids.len()
             });
             if left == Some(0) {
                 out.enforced.ids.remove(&net);
@@ -96,9 +103,11 @@ pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
 
 /// A ban of `net` for `ttl`, by decision `id`.
 fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<()> {
-    out.enforced.ids.entry(net).or_default().insert(id);
     let now = monotonic_ns();
     let until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
+    let behind = out.enforced.ids.entry(net).or_default();
+    behind.ids.insert(id);
+    behind.until_ns = behind.until_ns.max(until);
     match out.policy.block_of(&net) {
         // This host's own block stays as it is, with its origin.
         Some(e) if e.reason != block_reason::CROWDSEC => return Ok(()),
@@ -144,6 +153,28 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
             );
         }
         Err(e) => return Err(anyhow::Error::from(e).context("enforcing a CrowdSec decision")),
+    }
+    Ok(())
+}
+
+/// Blocks that were just lifted (`lifted`, by expiry or by hand) while a
+/// CrowdSec ban still covers them: this host's own shorter block ran out,
+/// the fleet's ban goes on for the time it has left.
+pub(crate) fn reinstate(out: &mut Output, lifted: &[IpNet]) -> anyhow::Result<()> {
+    let now = monotonic_ns();
+    for net in lifted {
+        let Some(behind) = out.enforced.ids.get(net) else {
+            continue;
+        };
+        // Less than a second left: let it go.
+        if behind.until_ns <= now.saturating_add(1_000_000_000)
+            || out.policy.block_of(net).is_some()
+        {
+            continue;
+        }
+        let left = Duration::from_nanos(behind.until_ns - now);
+        let (net, id) = (*net, behind.ids.iter().next().copied().unwrap_or_default());
+        ban(out, net, left, id)?;
     }
     Ok(())
 }

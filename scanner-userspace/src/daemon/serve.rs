@@ -132,13 +132,15 @@ impl Daemon {
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
-        for net in sweep_policy(&mut self.out)? {
+        let lifted = sweep_policy(&mut self.out)?;
+        for net in &lifted {
             // A lifted block starts the source afresh: if it scans on, it is
             // decided, and blocked, again.
-            if let Some(key) = host_key(&net) {
+            if let Some(key) = host_key(net) {
                 self.maps.forget(&key);
             }
         }
+        crate::daemon::crowdsec::reinstate(&mut self.out, &lifted)?;
         update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
         // A detection held for its decoy group is not reported yet.
         let mut reported_ns = began_ns.saturating_sub(RING_SLACK_NS);

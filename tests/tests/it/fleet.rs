@@ -432,3 +432,50 @@ fn an_https_local_api_is_trusted_through_ca_file() -> anyhow::Result<()> {
     a.stop()?;
     Ok(())
 }
+
+#[test]
+fn a_fleet_ban_outlasts_this_hosts_shorter_block() -> anyhow::Result<()> {
+    if !require_root("a_fleet_ban_outlasts_this_hosts_shorter_block") {
+        return Ok(());
+    }
+    let lab = FleetLab::new()?;
+    let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
+    let dir = Dir::new("outlast")?;
+    let mut a = server(
+        &lab,
+        &lapi,
+        &lab.a,
+        &dir.0,
+        "server-a",
+        &["--block", "--block-ttl", "3s"],
+    )?;
+    traffic::nmap(
+        &lab.attacker,
+        &["-sS", "--max-retries", "0", "-p1-200", FleetLab::A_V4],
+    )?;
+    let own = a.wait_for_event(|e| event(e, "blocked", ATTACKER), WAIT)?;
+    assert_eq!(own["origin"], "scan", "{own}");
+    // The fleet bans it for an hour: this host's block keeps its origin...
+    lapi.cscli(
+        &lab.lapi,
+        &["decisions", "add", "--ip", ATTACKER, "--duration", "1h"],
+    )?;
+    // ...and when it expires, the fleet's ban takes over.
+    let expired = a.wait_for_event(|e| event(e, "unblocked", ATTACKER), WAIT)?;
+    assert_eq!(
+        (expired["reason"].as_str(), expired["origin"].as_str()),
+        (Some("expired"), Some("scan")),
+        "{expired}"
+    );
+    let fleet = a.wait_for_event(
+        |e| event(e, "blocked", ATTACKER) && e["origin"] == "crowdsec",
+        WAIT,
+    )?;
+    assert!(
+        fleet["ttl_s"].as_u64().is_some_and(|t| t > 3000),
+        "the ban's remaining time: {fleet}"
+    );
+    assert_eq!(answered(&lab, FleetLab::A_V4, "22,80")?, 0);
+    a.stop()?;
+    Ok(())
+}
