@@ -45,6 +45,8 @@ pub fn main() -> ExitCode {
         Command::Disallow(a) => commands::disallow(&a),
         Command::Ports(a) => commands::ports(&a),
         Command::Top(a) => top::run(&a),
+        Command::History(a) => cli::history::history(&a),
+        Command::Report(a) => cli::history::report_command(&a),
         Command::Completions(a) => commands::completions(&a),
         Command::Manpage(a) => commands::manpage(&a),
     };

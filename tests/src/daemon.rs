@@ -161,6 +161,11 @@ impl Daemon {
             if !args.contains(&"--log") {
                 args.extend(["--log", "stderr"]);
             }
+            // Tests keep history only where they test it, in a file of
+            // their own: never in the machine's /var/lib/scanner.
+            if !args.contains(&"--history") && !args.contains(&"--no-history") {
+                args.push("--no-history");
+            }
         }
         // `ip netns exec` execs the program: the child's pid is the daemon's
         // (wrappers like setpriv exec it too).

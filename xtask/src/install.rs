@@ -101,6 +101,20 @@ fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> 
             0o644,
             false,
         ),
+        // Monitoring: a Grafana dashboard and Prometheus alert rules over
+        // the daemon's metrics.
+        (
+            root.join("packaging/grafana-dashboard.json"),
+            share.join("scanner/grafana-dashboard.json"),
+            0o644,
+            false,
+        ),
+        (
+            root.join("packaging/prometheus-alerts.yml"),
+            share.join("scanner/prometheus-alerts.yml"),
+            0o644,
+            false,
+        ),
     ];
     for page in fs::read_dir(assets.join("man")).context("reading the man pages")? {
         let page = page?.path();

@@ -35,6 +35,10 @@ const PACKAGES: &[&str] = &[
     // over https with a test CA made by openssl.
     "crowdsec",
     "openssl",
+    // The history report is rendered by a real browser in the tests, and
+    // the alert rules checked by promtool.
+    "chromium",
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -77,11 +81,12 @@ fn install_packages() -> anyhow::Result<()> {
         );
     }
     println!("setup: installing Debian packages: {}", missing.join(" "));
-    let policy = if missing.contains(&"crowdsec") {
-        preseed_crowdsec()?
-    } else {
-        None
-    };
+    if missing.contains(&"crowdsec") {
+        preseed_crowdsec()?;
+    }
+    // Nothing an install brings is started (crowdsec, prometheus): the
+    // tests run their own.
+    let policy = forbid_service_starts()?;
     let installed = status(Command::new("apt-get").arg("update").arg("-q")).and_then(|()| {
         status(
             Command::new("apt-get")
@@ -97,11 +102,9 @@ fn install_packages() -> anyhow::Result<()> {
 }
 
 /// Debian's crowdsec postinst registers with CrowdSec's online service
-/// unless its credentials file is non-empty (there is no network here), and
-/// would start the service: a placeholder file, and a policy-rc.d that
-/// forbids starts for the install (returned, to be removed after, when
-/// this made it). The tests run their own Local API, offline.
-fn preseed_crowdsec() -> anyhow::Result<Option<&'static str>> {
+/// unless its credentials file is non-empty, and there is no network here:
+/// a placeholder file first. The tests run their own Local API, offline.
+fn preseed_crowdsec() -> anyhow::Result<()> {
     let credentials = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
     let empty = std::fs::metadata(credentials).map_or(true, |m| m.len() == 0);
     if empty {
@@ -112,6 +115,12 @@ fn preseed_crowdsec() -> anyhow::Result<Option<&'static str>> {
         )
         .with_context(|| format!("writing {}", credentials.display()))?;
     }
+    Ok(())
+}
+
+/// A policy-rc.d that forbids service starts during the install, when none
+/// exists; returned, to be removed after.
+fn forbid_service_starts() -> anyhow::Result<Option<&'static str>> {
     let policy = "/usr/sbin/policy-rc.d";
     if std::path::Path::new(policy).exists() {
         return Ok(None);

@@ -55,6 +55,16 @@ pub(crate) fn proto_name(proto: u8) -> &'static str {
     }
 }
 
+/// The protocol number of a name [`proto_name`] gives.
+pub(crate) fn proto_number(name: &str) -> u8 {
+    match name {
+        "udp" => IPPROTO_UDP,
+        "sctp" => IPPROTO_SCTP,
+        "ip" => IPPROTO_ANY,
+        _ => IPPROTO_TCP,
+    }
+}
+
 /// The audit: one row per listener, sorted by protocol and port.
 pub(crate) fn rows(
     listeners: &[Listener],

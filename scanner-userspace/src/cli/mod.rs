@@ -1,6 +1,7 @@
 //! Command-line interface. Doc comments here are the `--help` text.
 
 pub(crate) mod commands;
+pub(crate) mod history;
 pub(crate) mod manual;
 pub(crate) mod top;
 
@@ -55,6 +56,13 @@ pub(crate) enum Command {
     /// A live dashboard of the running daemon: top sources, probed ports,
     /// packet rates, events and blocks.
     Top(TopArgs),
+    /// What the history file holds: detections, blocks and port changes,
+    /// filtered by source, port, kind and time (no daemon needed).
+    History(history::HistoryArgs),
+    /// A report of a period from the history: probes per port over time,
+    /// scans per day, top sources, exposed ports, port changes; one
+    /// self-contained HTML page (--html FILE) or JSON (--json).
+    Report(history::ReportArgs),
     /// Print shell completions, e.g. `scanner completions bash >
     /// /usr/share/bash-completion/completions/scanner`.
     Completions(CompletionsArgs),
@@ -214,6 +222,16 @@ pub(crate) struct RunArgs {
     /// [config: report.metrics_listen].
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Keep the history (events, probes per port per hour, listening-port
+    /// changes) in this SQLite file [default: /var/lib/scanner/history.db]
+    /// [config: report.history].
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+
+    /// Keep no history.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
 
     /// Block detected sources in the kernel (XDP_DROP) the moment they are
     /// decided. Off by default: report only [config: response.block].

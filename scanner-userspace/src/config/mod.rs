@@ -98,6 +98,11 @@ quiet_after = "2m"
 open_ports_refresh = "2s"
 # Serve Prometheus metrics on this address (GET /metrics); off when unset.
 # metrics_listen = "127.0.0.1:9464"
+# History of events, probes per port per hour and listening-port changes
+# (SQLite), for `scanner history` and `scanner report`; "" turns it off.
+history = "/var/lib/scanner/history.db"
+# Rows older than this are deleted.
+history_retention = "90days"
 
 [crowdsec]
 # Share detections and blocks with other servers through a CrowdSec Local
@@ -194,6 +199,10 @@ pub(crate) struct Report {
     pub open_ports_refresh: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The history file; empty: no history.
+    pub history: PathBuf,
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub history_retention: Duration,
 }
 
 impl Default for Detection {
@@ -231,6 +240,8 @@ impl Default for Report {
             quiet_after: Duration::from_secs(120),
             open_ports_refresh: Duration::from_secs(2),
             metrics_listen: None,
+            history: PathBuf::from(crate::history::DEFAULT_PATH),
+            history_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`serve`] handles the events; [`shutdown`] detaches.
 
 pub(crate) mod crowdsec;
+pub(crate) mod history;
 pub(crate) mod interfaces;
 pub(crate) mod requests;
 pub(crate) mod respond;
@@ -90,6 +91,10 @@ struct Daemon {
     /// When the pinned counters were created.
     counting_since: Option<SystemTime>,
     history: PortHistory,
+    /// Probes per port into the history's hours.
+    port_hours: history::PortHours,
+    /// The listening sockets, watched for changes.
+    listening: history::Listening,
     scans: FullScans,
     /// Detections and blocks taken over from an earlier daemon.
     resumed: (usize, usize),

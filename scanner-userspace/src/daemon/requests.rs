@@ -94,6 +94,7 @@ pub(crate) fn handle(
                 "dry_run": out.dry_run,
                 "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
                 "crowdsec": out.fleet.as_ref().map(crate::daemon::crowdsec::status),
+                "history": out.reporter.history().map(|h| h.path().display().to_string()),
             }))
         }
         Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps, state))),

@@ -182,10 +182,12 @@ impl Daemon {
     /// The host's open ports into the kernel; now and then a snapshot of
     /// the probes per port, for "the last hour".
     fn refresh(&mut self) -> anyhow::Result<()> {
-        refresh_open_ports(
+        let listeners = refresh_open_ports(
             &mut self.port_bits,
             &self.settings.file.detection.ignore_ports,
         )?;
+        self.listening.update(&mut self.out, &listeners, false);
+        self.port_hours.record(&self.maps, &self.out, false);
         log_protected(&mut self.out.protected)?;
         let now = Instant::now();
         if self.history.due(now) {
@@ -400,6 +402,12 @@ fn update_metrics(
         }
     }
     out.metrics.blocks_by_origin(&by_origin);
+    if let Some(h) = out.reporter.history() {
+        let s = h.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let (errors, written) = (get(&s.errors), get(&s.written));
+        out.metrics.history(errors, written);
+    }
     if let Some(fleet) = &out.fleet {
         let s = fleet.stats();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -414,7 +422,11 @@ fn update_metrics(
     }
 }
 
-pub(super) fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow::Result<()> {
+/// Writes the host's open ports into PORT_BITS; returns the listeners read.
+pub(super) fn refresh_open_ports(
+    bits: &mut PortBits,
+    ignored: &[u16],
+) -> anyhow::Result<Vec<listeners::Listener>> {
     let listeners = listeners::listeners();
     let changed = bits
         .update(&port_bits::bitmap(&listeners, ignored))
@@ -426,5 +438,5 @@ pub(super) fn refresh_open_ports(bits: &mut PortBits, ignored: &[u16]) -> anyhow
             .collect();
         tracing::debug!(open = %open.join(" "), "open ports updated");
     }
-    Ok(())
+    Ok(listeners)
 }

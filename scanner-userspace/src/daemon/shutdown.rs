@@ -23,6 +23,7 @@ impl Daemon {
         findings.extend(self.detector.finish());
         report(&mut self.out, &self.maps, &findings)?;
         release(&mut self.out, &self.maps, true)?;
+        self.port_hours.record(&self.maps, &self.out, true);
         if let Err(e) = self.reported.set(monotonic_ns()) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }

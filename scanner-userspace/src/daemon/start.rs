@@ -97,7 +97,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
     // Know the open ports before the first packet is judged.
-    refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
+    let listeners = refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;
     let decisions = Decisions::new(take_map::<RingBuf<_>>(&mut ebpf, EVENTS_MAP)?)
         .context("watching the EVENTS ring buffer")?;
     // What an earlier daemon on these pins reported stays reported.
@@ -144,9 +144,12 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let fleet = crate::fleet::Fleet::start(&settings.file.crowdsec)
         .await
         .context("starting the CrowdSec link")?;
+    let (history_writer, stored_listening) = super::history::open(&args, &settings);
     let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
-        reporter: Reporter::new(args.events, std::io::stdout()).with_journal(journal),
+        reporter: Reporter::new(args.events, std::io::stdout())
+            .with_journal(journal)
+            .with_history(history_writer),
         names,
         prefixes: settings.prefix_lengths(),
         policy,
@@ -235,6 +238,12 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         }
         tokio::spawn(metrics::serve(l, Arc::new(registry)))
     });
+    // Listening ports: what changed while no daemon watched is reported
+    // now; the hours of probes start from the counts as they are.
+    let (mut listening, from_history) =
+        super::history::Listening::new(stored_listening, &listeners);
+    listening.update(&mut out, &listeners, !from_history);
+    let port_hours = super::history::PortHours::new(&maps);
     let started = Instant::now();
     // A pin file's times are those of its pinning: when counting began.
     let counting_since = std::fs::metadata(pins.map(scanner_common::names::COUNTERS_MAP))
@@ -266,6 +275,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         started,
         counting_since,
         history,
+        port_hours,
+        listening,
         scans: FullScans::default(),
         resumed: (resumed, restored),
         kernel_memory,

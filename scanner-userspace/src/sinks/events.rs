@@ -108,6 +108,30 @@ pub(crate) struct PolicyEvent {
     pub dry_run: bool,
 }
 
+/// A listening socket appeared (`port_opened`) or went away
+/// (`port_closed`): what this host exposes changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct PortEvent {
+    pub ts: String,
+    pub event: &'static str,
+    pub proto: &'static str,
+    pub port: u16,
+    /// The bound address (`0.0.0.0` or `::`: every address).
+    pub address: String,
+    pub all_addresses: bool,
+    /// Reachable from the network (not loopback only).
+    pub exposed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<&'static str>,
+    /// The audit's note on a commonly attacked service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<&'static str>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub(crate) enum Event {
@@ -115,6 +139,20 @@ pub(crate) enum Event {
     Interface(InterfaceEvent),
     Policy(PolicyEvent),
     Daemon(DaemonEvent),
+    Port(PortEvent),
+}
+
+impl Event {
+    /// The `event` field.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Scan(e) => e.event,
+            Self::Interface(e) => e.event,
+            Self::Policy(e) => e.event,
+            Self::Daemon(e) => e.event,
+            Self::Port(e) => e.event,
+        }
+    }
 }
 
 impl DaemonEvent {
@@ -151,6 +189,8 @@ pub(crate) struct Reporter<W: Write> {
     journal: Option<Journal>,
     /// The latest events, for `scanner top`.
     recent: std::collections::VecDeque<Event>,
+    /// Every event also goes into the history file, when it is kept.
+    history: Option<crate::history::writer::Writer>,
 }
 
 /// Events kept for `scanner top`.
@@ -163,7 +203,19 @@ impl<W: Write> Reporter<W> {
             out: Some(out),
             journal: None,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
+            history: None,
         }
+    }
+
+    /// Also records every event in the history file.
+    pub(crate) fn with_history(mut self, history: Option<crate::history::writer::Writer>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// The history writer, when history is kept.
+    pub(crate) fn history(&self) -> Option<&crate::history::writer::Writer> {
+        self.history.as_ref()
     }
 
     /// Also sends every event to `journal`.
@@ -190,6 +242,9 @@ impl<W: Write> Reporter<W> {
             self.recent.pop_front();
         }
         self.recent.push_back(event.clone());
+        if let Some(history) = &self.history {
+            history.send(crate::history::Record::Event(history_row(event)));
+        }
         if let Some(journal) = &self.journal {
             let (prio, message, fields) = journal_entry(event);
             // A journal that went away must not stop detection: say so once
@@ -210,6 +265,26 @@ impl<W: Write> Reporter<W> {
             tracing::error!("writing events to stdout failed ({e}): {also}");
             self.out = None;
         }
+    }
+}
+
+/// An event as the history stores it: its JSON line, and the fields
+/// queries filter on.
+fn history_row(event: &Event) -> crate::history::EventRow {
+    let (source, kind, proto, port) = match event {
+        Event::Scan(e) => (Some(e.source.clone()), Some(e.kind.to_owned()), None, None),
+        Event::Policy(e) => (Some(e.source.clone()), None, None, None),
+        Event::Port(e) => (None, None, Some(e.proto.to_owned()), Some(e.port)),
+        Event::Interface(_) | Event::Daemon(_) => (None, None, None, None),
+    };
+    crate::history::EventRow {
+        ts_ms: crate::history::unix_ms(SystemTime::now()),
+        event: event.name().to_owned(),
+        source,
+        kind,
+        proto,
+        port,
+        json: serde_json::to_string(event).unwrap_or_default(),
     }
 }
 
@@ -330,6 +405,42 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
                 format!("{} {} in {} mode{reason}", e.event, e.iface, e.mode),
             )
         }
+        Event::Port(e) => {
+            fields.extend([
+                ("SCANNER_EVENT", e.event.to_owned()),
+                ("SCANNER_PROTO", e.proto.to_owned()),
+                ("SCANNER_PORT", e.port.to_string()),
+                ("SCANNER_ADDRESS", e.address.clone()),
+            ]);
+            if let Some(p) = &e.process {
+                fields.push(("SCANNER_PROCESS", p.clone()));
+            }
+            if let Some(r) = e.risk {
+                fields.push(("SCANNER_RISK", r.to_owned()));
+            }
+            let what = if e.event == "port_opened" {
+                "now listening"
+            } else {
+                "no longer listening"
+            };
+            let by = e
+                .process
+                .as_ref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            let risk = e.risk.map(|r| format!(": {r}")).unwrap_or_default();
+            // A commonly attacked service newly reachable on every address
+            // is what an admin must hear about first.
+            let prio = if e.event == "port_opened" && e.risk.is_some() && e.all_addresses {
+                priority::WARNING
+            } else {
+                priority::NOTICE
+            };
+            (
+                prio,
+                format!("{}/{} on {}{by} {what}{risk}", e.proto, e.port, e.address),
+            )
+        }
         Event::Daemon(e) => {
             fields.push(("SCANNER_EVENT", e.event.to_owned()));
             let prio = match e.event {
@@ -406,6 +517,18 @@ fn text(event: &Event) -> String {
             format!("{} {what} {} reason={}{ttl}", e.ts, e.source, e.reason)
         }
         Event::Daemon(e) => format!("{} {} {}", e.ts, e.event, e.detail),
+        Event::Port(e) => {
+            let process = e
+                .process
+                .as_ref()
+                .map(|p| format!(" process={p}"))
+                .unwrap_or_default();
+            let risk = e.risk.map(|r| format!(" risk=\"{r}\"")).unwrap_or_default();
+            format!(
+                "{} {} {}/{} address={}{process}{risk}",
+                e.ts, e.event, e.proto, e.port, e.address
+            )
+        }
     }
 }
 

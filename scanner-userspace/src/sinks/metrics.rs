@@ -84,6 +84,10 @@ pub(crate) struct Metrics {
     blocks_by_origin: Family<OriginLabel, Gauge>,
     blocks: Family<ReasonLabel, Counter>,
     fleet: FleetMetrics,
+    history_errors: Counter,
+    history_written: Counter,
+    /// History totals already added: (errors, written).
+    history_last: (u64, u64),
     poll: Histogram,
     full_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Kernel totals already added, per interface: the kernel counts from
@@ -112,6 +116,9 @@ impl Metrics {
             blocks_by_origin: Family::default(),
             blocks: Family::default(),
             fleet: FleetMetrics::default(),
+            history_errors: Counter::default(),
+            history_written: Counter::default(),
+            history_last: (0, 0),
             // 100 µs to ~3 s.
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             full_scan: Gauge::default(),
@@ -189,6 +196,16 @@ impl Metrics {
             "blocks_enforced",
             "Blocks in force now, by origin (scan, manual, crowdsec)",
             m.blocks_by_origin.clone(),
+        );
+        r.register(
+            "history_write_errors",
+            "History records not written (database error, or the writer behind); detection goes on",
+            m.history_errors.clone(),
+        );
+        r.register(
+            "history_records",
+            "Records written to the history database",
+            m.history_written.clone(),
         );
         r.register(
             "crowdsec_last_sync_timestamp_seconds",
@@ -318,6 +335,14 @@ impl Metrics {
         f.last = now;
     }
 
+    /// Adds the history writer's totals since the last update.
+    pub(crate) fn history(&mut self, errors: u64, written: u64) {
+        let (e, w) = self.history_last;
+        self.history_errors.inc_by(errors.saturating_sub(e));
+        self.history_written.inc_by(written.saturating_sub(w));
+        self.history_last = (errors, written);
+    }
+
     /// The CrowdSec tasks restarted (a reload): their totals start at 0.
     pub(crate) fn fleet_restarted(&mut self) {
         self.fleet.last = FleetFigures::default();
@@ -392,6 +417,54 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `scanner_*` name in `text`.
+    fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("scanner_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_shipped_dashboard_and_alerts_use_only_metrics_the_daemon_serves() {
+        let (mut m, registry) = Metrics::new(1024);
+        // Families show once they have a member.
+        m.packets("eth0", counters(10, 1));
+        m.detection("syn");
+        m.block("scan");
+        m.blocks_by_origin(&[("scan", 1)]);
+        let text = render(&registry);
+        // Families, as `# TYPE name kind` lines name them (empty ones too).
+        let families: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let dashboard = include_str!("../../../packaging/grafana-dashboard.json");
+        let _: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let alerts = include_str!("../../../packaging/prometheus-alerts.yml");
+        let used = names_in(dashboard);
+        let used: Vec<String> = used.into_iter().chain(names_in(alerts)).collect();
+        assert!(used.len() > 10, "{used:?}");
+        for name in used {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(family) || families.contains(name.as_str()),
+                "{name} is not a metric the daemon serves: {families:?}"
+            );
+        }
+    }
 
     fn counters(seen: u64, dropped: u64) -> Counters {
         Counters {

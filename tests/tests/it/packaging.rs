@@ -130,6 +130,10 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
         "usr/share/fish/vendor_completions.d/scanner.fish",
         "usr/share/man/man1/scanner.1",
         "usr/share/man/man1/scanner-run.1",
+        "usr/share/man/man1/scanner-history.1",
+        "usr/share/man/man1/scanner-report.1",
+        "usr/share/scanner/grafana-dashboard.json",
+        "usr/share/scanner/prometheus-alerts.yml",
     ];
     for f in files {
         assert!(stage.join(f).exists(), "{f} not installed");
@@ -152,6 +156,7 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
         "ExecReload=/bin/kill -HUP",
         "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
         "ProtectSystem=strict",
+        "StateDirectory=scanner",
     ] {
         assert!(text.contains(want), "unit lacks {want}");
     }
@@ -230,5 +235,23 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     assert!(version.starts_with("scanner "));
     verify_unit(&unpacked.join("lib/systemd/system/scanner.service"))?;
     let _ = std::fs::remove_dir_all(&stage);
+    Ok(())
+}
+
+#[test]
+fn promtool_accepts_the_shipped_alert_rules() -> anyhow::Result<()> {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/prometheus-alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .context("running promtool (package prometheus: cargo xtask setup installs it)")?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
     Ok(())
 }

@@ -1,0 +1,257 @@
+//! The daemon's side of the history (see `history`): the file opened at
+//! start (a file that cannot be used is a warning, never a stop), probes
+//! per port added to their hour, and the listening ports watched for
+//! changes (`port_opened` / `port_closed` events).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
+
+use scanner_common::{PortHits, port_of_hits_index};
+
+use crate::{
+    audit::{self, AuditRow, listeners::Listener},
+    cli::RunArgs,
+    config::settings::Settings,
+    daemon::respond::{Output, write},
+    history::{ListeningRow, PortHour, Record, Store, hour_of, writer::Writer},
+    kernel::maps::Maps,
+    sinks::events::{Event, PortEvent, timestamp},
+};
+
+/// How often probes per port are added to their hour.
+const PORT_HOURS_EVERY: Duration = Duration::from_secs(60);
+
+/// Opens the history the settings ask for; also returns the listening
+/// sockets it last recorded (to report what changed while no daemon ran).
+/// A file that cannot be used is logged, and the daemon runs without.
+pub(crate) fn open(
+    args: &RunArgs,
+    settings: &Settings,
+) -> (Option<Writer>, Option<Vec<ListeningRow>>) {
+    let path: PathBuf = match (&args.history, args.no_history) {
+        (_, true) => return (None, None),
+        (Some(p), false) => p.clone(),
+        (None, false) => settings.file.report.history.clone(),
+    };
+    if path.as_os_str().is_empty() {
+        return (None, None);
+    }
+    match Store::open(&path) {
+        Ok(store) => {
+            let known = store.listening().ok().filter(|l| !l.is_empty());
+            tracing::info!(path = %path.display(), "keeping history");
+            let retention = settings.file.report.history_retention;
+            (Some(Writer::spawn(store, path, retention)), known)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "history off: {:#}; detection and blocking go on",
+                anyhow::Error::from(e)
+            );
+            (None, None)
+        }
+    }
+}
+
+/// Probes per port since the last look, added to the current hour.
+pub(crate) struct PortHours {
+    last: Option<Vec<PortHits>>,
+    at: Option<Instant>,
+}
+
+impl PortHours {
+    /// Starts from the counts as they are now: probes before this daemon
+    /// are not this hour's.
+    pub(crate) fn new(maps: &Maps) -> Self {
+        Self {
+            last: maps.port_hits().ok(),
+            at: Some(Instant::now()),
+        }
+    }
+
+    /// Records the probes since the last time, every minute (or `now`:
+    /// the daemon is stopping).
+    pub(crate) fn record(&mut self, maps: &Maps, out: &Output, force: bool) {
+        let Some(writer) = out.reporter.history() else {
+            return;
+        };
+        if !force && self.at.is_some_and(|t| t.elapsed() < PORT_HOURS_EVERY) {
+            return;
+        }
+        self.at = Some(Instant::now());
+        let Ok(now) = maps.port_hits() else {
+            return;
+        };
+        let hour_s = hour_of(SystemTime::now());
+        if let Some(last) = &self.last {
+            for (i, (n, l)) in now.iter().zip(last).enumerate() {
+                // A count that went down was reset (maps made anew).
+                let probes = n.probes.checked_sub(l.probes).unwrap_or(n.probes);
+                if probes == 0 {
+                    continue;
+                }
+                let sources = n.sources.checked_sub(l.sources).unwrap_or(n.sources);
+                let (proto, port) = port_of_hits_index(i as u32);
+                writer.send(Record::Probes(PortHour {
+                    hour_s,
+                    proto,
+                    port,
+                    probes,
+                    sources,
+                }));
+            }
+        }
+        self.last = Some(now);
+    }
+}
+
+type Key = (&'static str, u16, String);
+
+/// The listening sockets as last seen, to tell what changed.
+pub(crate) struct Listening {
+    known: BTreeMap<Key, AuditRow>,
+}
+
+fn key(r: &AuditRow) -> Key {
+    (r.proto, r.port, r.address.clone())
+}
+
+impl Listening {
+    /// Starts from what the history recorded last (changes since are
+    /// reported at the first look), else from what listens now.
+    pub(crate) fn new(stored: Option<Vec<ListeningRow>>, listeners: &[Listener]) -> (Self, bool) {
+        match stored {
+            Some(rows) => {
+                let known = rows
+                    .iter()
+                    .filter_map(|r| serde_json::from_str::<StoredRow>(&r.json).ok())
+                    .map(|r| r.into_row())
+                    .map(|r| (key(&r), r))
+                    .collect();
+                (Self { known }, true)
+            }
+            None => {
+                let rows = audit::rows(listeners, &audit::socket_owners(), None);
+                (
+                    Self {
+                        known: rows.into_iter().map(|r| (key(&r), r)).collect(),
+                    },
+                    false,
+                )
+            }
+        }
+    }
+
+    /// Compares `listeners` with what was known: an event for each socket
+    /// that appeared or went away, and the new set into the history.
+    pub(crate) fn update(&mut self, out: &mut Output, listeners: &[Listener], record_anyway: bool) {
+        let now: std::collections::BTreeSet<Key> = listeners
+            .iter()
+            .map(|l| (audit::proto_name(l.proto), l.port, l.addr.to_string()))
+            .collect();
+        let known: std::collections::BTreeSet<Key> = self.known.keys().cloned().collect();
+        if now == known {
+            if record_anyway {
+                self.record(out);
+            }
+            return;
+        }
+        // Owners only when something changed: it walks /proc.
+        let rows = audit::rows(listeners, &audit::socket_owners(), None);
+        let current: BTreeMap<Key, AuditRow> = rows.into_iter().map(|r| (key(&r), r)).collect();
+        for (k, row) in &current {
+            if !self.known.contains_key(k) {
+                emit(out, "port_opened", row);
+            }
+        }
+        for (k, row) in &self.known {
+            if !current.contains_key(k) {
+                emit(out, "port_closed", row);
+            }
+        }
+        self.known = current;
+        self.record(out);
+    }
+
+    fn record(&self, out: &Output) {
+        if let Some(writer) = out.reporter.history() {
+            let rows = self
+                .known
+                .values()
+                .map(|r| ListeningRow {
+                    proto: r.proto.to_owned(),
+                    port: r.port,
+                    address: r.address.clone(),
+                    json: serde_json::to_string(r).unwrap_or_default(),
+                })
+                .collect();
+            writer.send(Record::Listening(rows));
+        }
+    }
+}
+
+fn emit(out: &mut Output, event: &'static str, row: &AuditRow) {
+    if event == "port_opened" {
+        tracing::info!(port = %format!("{}/{}", row.proto, row.port), address = %row.address, "now listening");
+    } else {
+        tracing::info!(port = %format!("{}/{}", row.proto, row.port), address = %row.address, "no longer listening");
+    }
+    write(
+        &mut out.reporter,
+        &Event::Port(PortEvent {
+            ts: timestamp(SystemTime::now()),
+            event,
+            proto: row.proto,
+            port: row.port,
+            address: row.address.clone(),
+            all_addresses: row.all_addresses,
+            exposed: row.exposed,
+            process: row.process.clone(),
+            pid: row.pid,
+            service: row.service,
+            risk: row.risk,
+        }),
+    );
+}
+
+/// An audit row as stored (strings owned: read back from the file).
+#[derive(serde::Deserialize)]
+struct StoredRow {
+    proto: String,
+    port: u16,
+    address: String,
+    #[serde(default)]
+    all_addresses: bool,
+    #[serde(default)]
+    exposed: bool,
+    #[serde(default)]
+    process: Option<String>,
+    #[serde(default)]
+    pid: Option<u32>,
+}
+
+impl StoredRow {
+    /// As an audit row; the service and risk come from the table again.
+    fn into_row(self) -> AuditRow {
+        let proto = audit::proto_number(&self.proto);
+        let service = audit::services::lookup(proto, self.port);
+        AuditRow {
+            proto: audit::proto_name(proto),
+            port: self.port,
+            address: self.address,
+            all_addresses: self.all_addresses,
+            exposed: self.exposed,
+            service: service.map(|s| s.name),
+            risk: service.and_then(|s| s.risk),
+            process: self.process,
+            pid: self.pid,
+            probes: None,
+            sources: None,
+            probes_last_hour: None,
+            sources_last_hour: None,
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! `scanner report`: the history of a period turned into what a person
+//! looks at. One model ([`Report`]), printed as JSON or as one
+//! self-contained HTML page (`html`) with inline SVG charts (`svg`).
+
+mod html;
+mod svg;
+
+use std::collections::{BTreeMap, HashMap};
+
+pub(crate) use html::render;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::history::store::{HistoryError, Store};
+
+/// Ports drawn in the probes-over-time chart.
+const TOP_PORTS: usize = 10;
+/// Sources listed.
+const TOP_SOURCES: usize = 25;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub host: String,
+    pub generated: String,
+    pub since: String,
+    pub totals: Totals,
+    /// The hours of the period, Unix seconds (the charts' x axis).
+    pub hours: Vec<i64>,
+    /// The most probed ports, probes per hour of `hours`.
+    pub ports: Vec<Series>,
+    pub scans_per_day: Vec<Day>,
+    pub sources: Vec<SourceRow>,
+    pub exposed: Vec<ExposedRow>,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Totals {
+    pub scans: usize,
+    pub sources: usize,
+    pub blocks: usize,
+    pub probes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Series {
+    /// `tcp/22`.
+    pub label: String,
+    pub total: u64,
+    pub probes: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Day {
+    /// `2026-11-25`.
+    pub day: String,
+    pub kinds: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SourceRow {
+    pub source: String,
+    pub kind: String,
+    pub scans: u64,
+    pub ports: u64,
+    pub probes: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub blocked: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ExposedRow {
+    pub proto: String,
+    pub port: u16,
+    pub address: String,
+    pub service: Option<String>,
+    pub risk: Option<String>,
+    pub process: Option<String>,
+    pub probes: u64,
+    pub sources: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Change {
+    pub ts: String,
+    /// `port_opened` or `port_closed`.
+    pub event: String,
+    pub proto: String,
+    pub port: u16,
+    pub address: String,
+    pub process: Option<String>,
+    pub risk: Option<String>,
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+fn ts_of(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The report of everything since `since_ms` (Unix ms), as of `now_ms`.
+pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report, HistoryError> {
+    let events = store.events(since_ms)?;
+    let since_hour = (since_ms / 1000) - (since_ms / 1000).rem_euclid(3600);
+    let port_hours = store.port_hours(since_hour)?;
+    let now_hour = (now_ms / 1000) - (now_ms / 1000).rem_euclid(3600);
+    let hours: Vec<i64> = (0..)
+        .map(|i| since_hour + i * 3600)
+        .take_while(|h| *h <= now_hour)
+        .collect();
+
+    // Probes per port: totals, then the top ports' hourly series.
+    let name = |proto: u8, port: u16| format!("{}/{port}", crate::audit::proto_name(proto));
+    let mut totals_by_port: HashMap<(u8, u16), (u64, u64)> = HashMap::new();
+    for p in &port_hours {
+        let t = totals_by_port.entry((p.proto, p.port)).or_default();
+        t.0 += p.probes;
+        t.1 += p.sources;
+    }
+    let mut ranked: Vec<((u8, u16), (u64, u64))> =
+        totals_by_port.iter().map(|(k, v)| (*k, *v)).collect();
+    ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    let ports: Vec<Series> = ranked
+        .iter()
+        .take(TOP_PORTS)
+        .map(|((proto, port), (total, _))| {
+            let mut probes = vec![0u64; hours.len()];
+            for p in port_hours
+                .iter()
+                .filter(|p| p.proto == *proto && p.port == *port)
+            {
+                if let Ok(i) = usize::try_from((p.hour_s - since_hour) / 3600)
+                    && let Some(slot) = probes.get_mut(i)
+                {
+                    *slot += p.probes;
+                }
+            }
+            Series {
+                label: name(*proto, *port),
+                total: *total,
+                probes,
+            }
+        })
+        .collect();
+
+    // Scans per day by kind, sources, blocks and port changes, from events.
+    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut sources: HashMap<String, SourceRow> = HashMap::new();
+    let mut changes = Vec::new();
+    let mut totals = Totals::default();
+    for e in &events {
+        let v: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
+        let ts = ts_of(e.ts_ms);
+        match e.event.as_str() {
+            "scan_detected" => {
+                totals.scans += 1;
+                let kind = e.kind.clone().unwrap_or_else(|| "mixed".into());
+                *days
+                    .entry(ts[..10].to_owned())
+                    .or_default()
+                    .entry(kind.clone())
+                    .or_default() += 1;
+                let source = e.source.clone().unwrap_or_default();
+                let row = sources.entry(source.clone()).or_insert_with(|| SourceRow {
+                    source,
+                    kind: kind.clone(),
+                    scans: 0,
+                    ports: 0,
+                    probes: 0,
+                    first_seen: ts.clone(),
+                    last_seen: ts.clone(),
+                    blocked: false,
+                });
+                row.scans += 1;
+                row.kind = kind;
+                row.last_seen = ts;
+                row.ports = row.ports.max(v["ports"].as_u64().unwrap_or(0));
+                row.probes = row.probes.max(v["probes"].as_u64().unwrap_or(0));
+            }
+            "scan_ended" => {
+                if let Some(row) = e.source.as_ref().and_then(|s| sources.get_mut(s)) {
+                    row.last_seen = ts;
+                    row.ports = row.ports.max(v["ports"].as_u64().unwrap_or(0));
+                    row.probes = row.probes.max(v["probes"].as_u64().unwrap_or(0));
+                }
+            }
+            "blocked" if v["dry_run"] != true => {
+                totals.blocks += 1;
+                if let Some(row) = e.source.as_ref().and_then(|s| sources.get_mut(s)) {
+                    row.blocked = true;
+                }
+            }
+            "port_opened" | "port_closed" => changes.push(Change {
+                ts,
+                event: e.event.clone(),
+                proto: e.proto.clone().unwrap_or_default(),
+                port: e.port.unwrap_or(0),
+                address: text(&v["address"]).unwrap_or_default(),
+                process: text(&v["process"]),
+                risk: text(&v["risk"]),
+            }),
+            _ => {}
+        }
+    }
+    totals.sources = sources.len();
+    totals.probes = port_hours.iter().map(|p| p.probes).sum();
+    let mut sources: Vec<SourceRow> = sources.into_values().collect();
+    sources.sort_by(|a, b| (b.scans, b.ports, &a.source).cmp(&(a.scans, a.ports, &b.source)));
+    sources.truncate(TOP_SOURCES);
+
+    let exposed = store
+        .listening()?
+        .into_iter()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(&l.json).unwrap_or(Value::Null);
+            if v["exposed"] == false {
+                return None;
+            }
+            let proto = crate::audit::proto_number(&l.proto);
+            let (probes, sources) = totals_by_port
+                .get(&(proto, l.port))
+                .copied()
+                .unwrap_or_default();
+            Some(ExposedRow {
+                proto: l.proto,
+                port: l.port,
+                address: l.address,
+                service: text(&v["service"]),
+                risk: text(&v["risk"]),
+                process: text(&v["process"]),
+                probes,
+                sources,
+            })
+        })
+        .collect();
+
+    Ok(Report {
+        host: hostname(),
+        generated: ts_of(now_ms),
+        since: ts_of(since_ms),
+        totals,
+        hours,
+        ports,
+        scans_per_day: days
+            .into_iter()
+            .map(|(day, kinds)| Day { day, kinds })
+            .collect(),
+        sources,
+        exposed,
+        changes,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::store::{EventRow, ListeningRow, PortHour, Record};
+
+    pub(super) fn sample(name: &str) -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("scanner-report-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("h.db");
+        let mut s = Store::open(&path).unwrap();
+        let h0 = 1_795_600_800; // an hour start
+        let ev = |ms: i64, event: &str, source: &str, json: Value| {
+            Record::Event(EventRow {
+                ts_ms: ms,
+                event: event.into(),
+                source: Some(source.into()),
+                kind: json["kind"].as_str().map(str::to_owned),
+                proto: json["proto"].as_str().map(str::to_owned),
+                port: json["port"].as_u64().map(|p| p as u16),
+                json: json.to_string(),
+            })
+        };
+        s.write(&[
+            ev(h0 * 1000 + 5, "scan_detected", "198.18.0.1", serde_json::json!({"kind":"syn","ports":4,"probes":4})),
+            ev(h0 * 1000 + 9, "blocked", "198.18.0.1", serde_json::json!({"dry_run":false})),
+            ev(h0 * 1000 + 3_700_000, "scan_detected", "198.18.0.5", serde_json::json!({"kind":"fin","ports":2,"probes":2})),
+            ev(h0 * 1000 + 3_800_000, "port_opened", "", serde_json::json!({"proto":"tcp","port":23,"address":"0.0.0.0","risk":"Telnet: cleartext"})),
+            Record::Probes(PortHour { hour_s: h0, proto: 6, port: 22, probes: 30, sources: 3 }),
+            Record::Probes(PortHour { hour_s: h0 + 3600, proto: 6, port: 23, probes: 50, sources: 2 }),
+            Record::Listening(vec![ListeningRow {
+                proto: "tcp".into(),
+                port: 23,
+                address: "0.0.0.0".into(),
+                json: serde_json::json!({"exposed":true,"service":"telnet","risk":"Telnet: cleartext","process":"telnetd"}).to_string(),
+            }]),
+        ])
+        .unwrap();
+        (s, dir)
+    }
+
+    #[test]
+    fn the_report_gathers_ports_days_sources_exposure_and_changes() {
+        let (s, dir) = sample("model");
+        let h0 = 1_795_600_800i64;
+        let r = build(&s, h0 * 1000, (h0 + 7200) * 1000).unwrap();
+        assert_eq!(r.hours.len(), 3);
+        assert_eq!(r.ports[0].label, "tcp/23", "most probed first");
+        assert_eq!(r.ports[0].probes, vec![0, 50, 0]);
+        assert_eq!(
+            (
+                r.totals.scans,
+                r.totals.sources,
+                r.totals.blocks,
+                r.totals.probes
+            ),
+            (2, 2, 1, 80)
+        );
+        assert_eq!(r.scans_per_day.len(), 1);
+        assert_eq!(r.scans_per_day[0].kinds.get("fin"), Some(&1));
+        let first = r.sources.iter().find(|s| s.source == "198.18.0.1").unwrap();
+        assert!(first.blocked && first.kind == "syn");
+        assert_eq!(r.exposed[0].probes, 50);
+        assert_eq!(r.exposed[0].service.as_deref(), Some("telnet"));
+        assert_eq!(
+            (r.changes[0].event.as_str(), r.changes[0].port),
+            ("port_opened", 23)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
