@@ -19,7 +19,7 @@ mod daemon;
 pub mod detect;
 mod entry;
 mod fleet;
-mod history;
+pub mod history;
 pub mod kernel;
 mod sinks;
 

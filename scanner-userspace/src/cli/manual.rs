@@ -91,6 +91,14 @@ fn extra_sections() -> String {
             "Pinned maps (blocks, allowlist, sources, counters, what was reported) and, while the daemon runs, its XDP links. Locked by the running daemon; remove it, with the daemon stopped, to start afresh.",
         ),
         ("/var/log/scanner/events.jsonl", "Events as JSON lines when run by the systemd unit."),
+        (
+            "/var/lib/scanner/history.db",
+            "The history (SQLite): every event, probes per port per hour, the listening ports; read by scanner history and scanner report (report.history, --history, --no-history).",
+        ),
+        (
+            "/usr/share/scanner/grafana-dashboard.json, /usr/share/scanner/prometheus-alerts.yml",
+            "A Grafana dashboard and Prometheus alert rules over the metrics.",
+        ),
     ]));
     s.push_str(".SH CONFIGURATION\nEvery key is optional; this is the default file, with what each key means:\n.PP\n.nf\n");
     s.push_str(&literal(DEFAULT_FILE));
@@ -107,6 +115,10 @@ fn extra_sections() -> String {
             "Blocks made (reason and origin scan, manual or crowdsec; dry_run true in a dry run), lifted (reason expired, manual, protected or crowdsec; origin whose block it was) and refused (reason cap, or allowlist for a CrowdSec decision).",
         ),
         ("allowlisted, disallowed", "scanner allow and scanner disallow."),
+        (
+            "port_opened, port_closed",
+            "A socket started or stopped listening: proto, port, address, all_addresses, exposed, process, pid, service, risk. A commonly attacked port newly open on every address is a journal warning.",
+        ),
         ("attached, detached", "The program on an interface; reason removed or reappeared when the interface flaps."),
         (
             "daemon_started, daemon_stopped, config_reloaded, config_rejected",

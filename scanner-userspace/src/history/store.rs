@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub(crate) enum HistoryError {
+pub enum HistoryError {
     #[error("creating the history directory {path}")]
     Dir {
         path: String,
@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS listening (
 
 /// One event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EventRow {
+pub struct EventRow {
     pub ts_ms: i64,
     pub event: String,
     pub source: Option<String>,
@@ -88,7 +88,7 @@ pub(crate) struct EventRow {
 
 /// Probes of one port in one hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PortHour {
+pub struct PortHour {
     /// Start of the hour, Unix seconds.
     pub hour_s: i64,
     pub proto: u8,
@@ -100,7 +100,7 @@ pub(crate) struct PortHour {
 
 /// A listening socket as last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ListeningRow {
+pub struct ListeningRow {
     pub proto: String,
     pub port: u16,
     pub address: String,
@@ -110,7 +110,7 @@ pub(crate) struct ListeningRow {
 
 /// What the daemon writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Record {
+pub enum Record {
     Event(EventRow),
     /// Added to the port's hour.
     Probes(PortHour),
@@ -118,13 +118,13 @@ pub(crate) enum Record {
     Listening(Vec<ListeningRow>),
 }
 
-pub(crate) struct Store {
+pub struct Store {
     conn: Connection,
 }
 
 impl Store {
     /// Opens (creating it and its directory if needed) for the daemon.
-    pub(crate) fn open(path: &Path) -> Result<Self, HistoryError> {
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir {
@@ -161,7 +161,7 @@ impl Store {
     }
 
     /// Opens an existing file for reading only (the CLI).
-    pub(crate) fn open_read_only(path: &Path) -> Result<Self, HistoryError> {
+    pub fn open_read_only(path: &Path) -> Result<Self, HistoryError> {
         let shown = path.display().to_string();
         if !path.exists() {
             return Err(HistoryError::Missing { path: shown });
@@ -183,7 +183,7 @@ impl Store {
     }
 
     /// Writes a batch in one transaction.
-    pub(crate) fn write(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
+    pub fn write(&mut self, batch: &[Record]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut event = tx.prepare_cached(
@@ -225,7 +225,7 @@ impl Store {
     }
 
     /// Deletes what is older than `before_ms` (Unix ms); returns the rows.
-    pub(crate) fn prune(&mut self, before_ms: i64) -> rusqlite::Result<usize> {
+    pub fn prune(&mut self, before_ms: i64) -> rusqlite::Result<usize> {
         let events = self
             .conn
             .execute("DELETE FROM events WHERE ts_ms < ?1", [before_ms])?;
@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// Events at or after `since_ms`, oldest first.
-    pub(crate) fn events(&self, since_ms: i64) -> rusqlite::Result<Vec<EventRow>> {
+    pub fn events(&self, since_ms: i64) -> rusqlite::Result<Vec<EventRow>> {
         let mut q = self.conn.prepare(
             "SELECT ts_ms, event, source, kind, proto, port, json FROM events WHERE ts_ms >= ?1 ORDER BY ts_ms, id",
         )?;
@@ -256,7 +256,7 @@ impl Store {
     }
 
     /// Port hours at or after `since_s`, oldest first.
-    pub(crate) fn port_hours(&self, since_s: i64) -> rusqlite::Result<Vec<PortHour>> {
+    pub fn port_hours(&self, since_s: i64) -> rusqlite::Result<Vec<PortHour>> {
         let mut q = self.conn.prepare(
             "SELECT hour_s, proto, port, probes, sources FROM port_hours WHERE hour_s >= ?1 ORDER BY hour_s, proto, port",
         )?;
@@ -273,7 +273,7 @@ impl Store {
     }
 
     /// The listening sockets as last seen.
-    pub(crate) fn listening(&self) -> rusqlite::Result<Vec<ListeningRow>> {
+    pub fn listening(&self) -> rusqlite::Result<Vec<ListeningRow>> {
         let mut q = self.conn.prepare(
             "SELECT proto, port, address, json FROM listening ORDER BY proto, port, address",
         )?;

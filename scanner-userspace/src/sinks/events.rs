@@ -641,6 +641,45 @@ mod tests {
     }
 
     #[test]
+    fn a_risky_port_newly_open_to_all_is_a_warning() {
+        let port = |event, address: &str, all, risk| {
+            Event::Port(PortEvent {
+                ts: String::new(),
+                event,
+                proto: "tcp",
+                port: 23,
+                address: address.into(),
+                all_addresses: all,
+                exposed: true,
+                process: Some("telnetd".into()),
+                pid: Some(7),
+                service: Some("telnet"),
+                risk,
+            })
+        };
+        let telnet = Some("Telnet: clear-text logins");
+        let (prio, message, fields) = journal_entry(&port("port_opened", "0.0.0.0", true, telnet));
+        assert_eq!(prio, priority::WARNING);
+        assert!(
+            message.contains("tcp/23 on 0.0.0.0 (telnetd) now listening"),
+            "{message}"
+        );
+        assert!(fields.contains(&("SCANNER_PORT", "23".into())));
+        assert!(fields.contains(&("SCANNER_RISK", "Telnet: clear-text logins".into())));
+        let (prio, _, _) = journal_entry(&port("port_opened", "198.18.0.2", false, telnet));
+        assert_eq!(prio, priority::NOTICE, "one address only");
+        let (prio, _, _) = journal_entry(&port("port_closed", "0.0.0.0", true, telnet));
+        assert_eq!(prio, priority::NOTICE);
+        let (prio, _, _) = journal_entry(&port("port_opened", "0.0.0.0", true, None));
+        assert_eq!(prio, priority::NOTICE, "no known risk");
+        let json = serde_json::to_value(port("port_opened", "::", true, telnet)).unwrap();
+        assert_eq!(
+            (json["event"].as_str(), json["pid"].as_u64()),
+            (Some("port_opened"), Some(7))
+        );
+    }
+
+    #[test]
     fn blocks_are_notices_and_refusals_errors() {
         let block = |event, dry_run| {
             Event::Policy(PolicyEvent {

@@ -7,6 +7,7 @@
 
 mod daemon_cost;
 mod detect_time;
+mod history_cost;
 mod learned;
 mod throughput;
 
@@ -373,6 +374,13 @@ fn main() -> anyhow::Result<()> {
     throughput::markdown(&mut md, &veth)?;
     let daemon = daemon_cost::measure()?;
     daemon_cost::markdown(&mut md, &daemon)?;
+    let scratch =
+        std::env::temp_dir().join(format!("scanner-bench-history-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let history_cost = history_cost::cost(&scratch)?;
+    let history_size = history_cost::size(&scratch)?;
+    history_cost::markdown(&mut md, &history_cost, &history_size)?;
+    let _ = std::fs::remove_dir_all(&scratch);
     let detect = detect_time::measure()?;
     detect_time::markdown(&mut md, &detect)?;
     let learned = learned::measure()?;
