@@ -215,7 +215,14 @@ fn a_damaged_history_file_is_a_warning_and_detection_goes_on() -> anyhow::Result
     // A path that cannot be a file (its directory is a file): the same.
     let blocked = dir.0.join("history.db").join("x.db");
     let blocked_s = blocked.to_string_lossy().into_owned();
-    sc.restart_with(&["--history", &blocked_s]).ok();
+    let mut sc = Scenario::start(&[22, 80], &[], &["--history", &blocked_s])?;
+    let line = sc
+        .daemon
+        .wait_for_log("history off", Duration::from_secs(10))?;
+    assert!(line.contains("creating the history directory"), "{line}");
+    scan_from(&sc, None, "1-100")?;
+    sc.wait("scan_detected", Lab::ATTACKER_V4)?;
+    sc.stop()?;
     Ok(())
 }
 
