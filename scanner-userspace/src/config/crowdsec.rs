@@ -54,6 +54,12 @@ impl Default for CrowdSecConfig {
 impl CrowdSecConfig {
     /// The checks a file can fail: (key, what is wrong).
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.pull_interval < std::time::Duration::from_millis(500) {
+            return Err((
+                "pull_interval",
+                "must be at least 500ms (every pull is a request to the Local API)".into(),
+            ));
+        }
         if self.push_queue == 0 || self.push_queue > MAX_PUSH_QUEUE {
             return Err((
                 "push_queue",

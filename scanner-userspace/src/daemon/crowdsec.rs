@@ -9,7 +9,7 @@
 //! pull no longer lists it.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, SystemTime},
 };
 
@@ -30,11 +30,18 @@ use crate::{
     sinks::events::ScanEvent,
 };
 
-/// The decisions behind a network's ban, and when the longest ends.
+/// The decisions behind a network's ban: id -> when it ends
+/// (CLOCK_MONOTONIC ns).
 #[derive(Debug, Default)]
 struct Behind {
-    ids: BTreeSet<i64>,
-    until_ns: u64,
+    ids: BTreeMap<i64, u64>,
+}
+
+impl Behind {
+    /// When the longest of them ends.
+    fn until_ns(&self) -> u64 {
+        self.ids.values().copied().max().unwrap_or(0)
+    }
 }
 
 /// Which decisions stand behind each network CrowdSec bans.
@@ -43,6 +50,15 @@ pub(crate) struct Enforced {
     ids: HashMap<IpNet, Behind>,
     /// Decisions of other types or scopes, counted (logged the first time).
     ignored: HashMap<String, u64>,
+    /// Bans refused in the current pull: (allowlist, cap), logged once.
+    refused: (usize, usize),
+}
+
+/// The blocks CrowdSec's bans may fill at most: a quarter of the cap stays
+/// for this host's own blocks, so a Local API carrying big blocklists never
+/// keeps this host from blocking the scanner in front of it.
+pub(crate) fn fleet_cap(cap: u32) -> usize {
+    (cap - cap / 4).max(1) as usize
 }
 
 /// Enforces one pull of the decision stream.
@@ -70,17 +86,23 @@ pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
             lift(out, net)?;
         }
     }
+    out.enforced.refused = (0, 0);
     // Deletions first: a value deleted and decided again in one pull stays.
     for d in stream.deleted.unwrap_or_default() {
         if let Target::Ban(net, _) | Target::Expired(net) = d.target() {
             let net = net.trunc();
             let left = out.enforced.ids.get_mut(&net).map(|behind| {
                 behind.ids.remove(&d.id);
-                behind.ids.len()
+                (behind.ids.len(), behind.until_ns())
             });
-            if left == Some(0) {
-                out.enforced.ids.remove(&net);
-                lift(out, net)?;
+            match left {
+                Some((0, _)) => {
+                    out.enforced.ids.remove(&net);
+                    lift(out, net)?;
+                }
+                // The longest decision left ends sooner: so does the block.
+                Some((_, until)) => shorten(out, net, until)?,
+                None => {}
             }
         }
     }
@@ -98,6 +120,42 @@ pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
             }
         }
     }
+    let (allowlist, cap) = out.enforced.refused;
+    if allowlist > 0 {
+        tracing::warn!(
+            refused = allowlist,
+            "CrowdSec bans refused: they cover allowlisted addresses"
+        );
+    }
+    if cap > 0 {
+        tracing::error!(
+            refused = cap,
+            limit = fleet_cap(out.policy.cap()),
+            "CrowdSec bans refused: their share of the block cap is full (a quarter stays for this host's own blocks)"
+        );
+    }
+    Ok(())
+}
+
+/// A block from CrowdSec on `net` that outlasts every decision left behind
+/// it ends when the longest of them does.
+fn shorten(out: &mut Output, net: IpNet, until_ns: u64) -> anyhow::Result<()> {
+    let now = monotonic_ns();
+    let Some(e) = out.policy.block_of(&net).copied() else {
+        return Ok(());
+    };
+    if e.reason != block_reason::CROWDSEC || (e.expires_ns != 0 && e.expires_ns <= until_ns) {
+        return Ok(());
+    }
+    if until_ns <= now {
+        return lift(out, net);
+    }
+    out.policy.block(
+        net,
+        Some(Duration::from_nanos(until_ns - now)),
+        now,
+        block_reason::CROWDSEC,
+    )?;
     Ok(())
 }
 
@@ -106,8 +164,7 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
     let now = monotonic_ns();
     let until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
     let behind = out.enforced.ids.entry(net).or_default();
-    behind.ids.insert(id);
-    behind.until_ns = behind.until_ns.max(until);
+    behind.ids.insert(id, until);
     match out.policy.block_of(&net) {
         // This host's own block stays as it is, with its origin.
         Some(e) if e.reason != block_reason::CROWDSEC => return Ok(()),
@@ -125,10 +182,21 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
         }
         return Ok(());
     }
-    match out
+    // The allowlist is the first reason to refuse, the fleet's share of the
+    // cap the second.
+    let allowed = out
         .policy
-        .block(net, Some(ttl), now, block_reason::CROWDSEC)
-    {
+        .allowlist()
+        .iter()
+        .any(|a| a.contains(&net) || net.contains(a));
+    let full = !known && !allowed && out.policy.active_blocks() >= fleet_cap(out.policy.cap());
+    let blocked = if full {
+        Err(PolicyError::CapReached(out.policy.cap(), net))
+    } else {
+        out.policy
+            .block(net, Some(ttl), now, block_reason::CROWDSEC)
+    };
+    match blocked {
         Ok(_) if known => {}
         Ok(_) => emit(
             out,
@@ -139,14 +207,16 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
             | PolicyError::CoversAllowlisted { .. }
             | PolicyError::AlwaysAllowed { .. }),
         ) => {
-            tracing::warn!("CrowdSec decision refused: {e}");
+            tracing::debug!("CrowdSec decision refused: {e}");
+            out.enforced.refused.0 += 1;
             emit(
                 out,
                 policy_event("block_refused", &net, "allowlist", None, false).of("crowdsec"),
             );
         }
         Err(e @ PolicyError::CapReached(..)) => {
-            tracing::error!("CrowdSec decision refused: {e}");
+            tracing::debug!("CrowdSec decision refused: {e}");
+            out.enforced.refused.1 += 1;
             emit(
                 out,
                 policy_event("block_refused", &net, "cap", None, false).of("crowdsec"),
@@ -157,7 +227,7 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
     Ok(())
 }
 
-/// Blocks that were just lifted (`lifted`, by expiry or by hand) while a
+/// Blocks that were just lifted by their expiry (`lifted`) while a
 /// CrowdSec ban still covers them: this host's own shorter block ran out,
 /// the fleet's ban goes on for the time it has left.
 pub(crate) fn reinstate(out: &mut Output, lifted: &[IpNet]) -> anyhow::Result<()> {
@@ -166,15 +236,29 @@ pub(crate) fn reinstate(out: &mut Output, lifted: &[IpNet]) -> anyhow::Result<()
         let Some(behind) = out.enforced.ids.get(net) else {
             continue;
         };
+        let until = behind.until_ns();
         // Less than a second left: let it go.
-        if behind.until_ns <= now.saturating_add(1_000_000_000)
-            || out.policy.block_of(net).is_some()
-        {
+        if until <= now.saturating_add(1_000_000_000) || out.policy.block_of(net).is_some() {
             continue;
         }
-        let left = Duration::from_nanos(behind.until_ns - now);
-        let (net, id) = (*net, behind.ids.iter().next().copied().unwrap_or_default());
+        let left = Duration::from_nanos(until - now);
+        let (net, id) = (*net, behind.ids.keys().next().copied().unwrap_or_default());
         ban(out, net, left, id)?;
+    }
+    Ok(())
+}
+
+/// Lifts every block from CrowdSec (the link stopped pulling).
+pub(crate) fn lift_all(out: &mut Output) -> anyhow::Result<()> {
+    out.enforced.ids.clear();
+    let fleet: Vec<IpNet> = out
+        .policy
+        .blocks()
+        .filter(|(_, e)| e.reason == block_reason::CROWDSEC)
+        .map(|(net, _)| *net)
+        .collect();
+    for net in fleet {
+        lift(out, net)?;
     }
     Ok(())
 }
@@ -217,7 +301,10 @@ pub(crate) fn status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
     })
 }
 
-/// Pushes a detection to the fleet, with a ban when this host blocked it.
+/// Pushes a detection to the fleet, with a ban when this host blocked the
+/// source for its scan. Members of a decoy group are pushed without one:
+/// all but one of them are borrowed addresses, and a fleet-wide ban would
+/// hand the decoys' owner the very attack the group reveals.
 pub(crate) fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
     let Some(fleet) = out.fleet.as_ref().filter(|f| f.pushing()) else {
         return;
@@ -235,7 +322,13 @@ pub(crate) fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
         top_ports: e.top_ports.clone(),
         started: now.checked_sub(age).unwrap_or(now),
         decided: now,
-        ban: (e.action == "block").then(|| Duration::from_secs(out.block_ttl_s)),
+        ban: (e.decoy_group.is_none()
+            && !out.dry_run
+            && out
+                .policy
+                .block_of(&source)
+                .is_some_and(|b| b.reason == block_reason::SCAN))
+        .then(|| Duration::from_secs(out.block_ttl_s)),
     };
     tracing::debug!(source = %net_name(&source), "pushing the detection to CrowdSec");
     fleet.push(Alert::of(&detection));

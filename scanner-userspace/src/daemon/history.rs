@@ -86,6 +86,7 @@ impl PortHours {
             return;
         };
         let hour_s = hour_of(SystemTime::now());
+        let mut hours = Vec::new();
         if let Some(last) = &self.last {
             for (i, (n, l)) in now.iter().zip(last).enumerate() {
                 // A count that went down was reset (maps made anew).
@@ -95,14 +96,18 @@ impl PortHours {
                 }
                 let sources = n.sources.checked_sub(l.sources).unwrap_or(n.sources);
                 let (proto, port) = port_of_hits_index(i as u32);
-                writer.send(Record::Probes(PortHour {
+                hours.push(PortHour {
                     hour_s,
                     proto,
                     port,
                     probes,
                     sources,
-                }));
+                });
             }
+        }
+        // One record for the minute: a scan of every port is one record.
+        if !hours.is_empty() {
+            writer.send(Record::Probes(hours));
         }
         self.last = Some(now);
     }

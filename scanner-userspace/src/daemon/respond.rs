@@ -57,8 +57,9 @@ pub(crate) struct Output {
     pub protected_scans: HashMap<IpAddr, &'static str>,
     /// Source detections held for their decoy group, and the groups found.
     pub decoys: Decoys,
-    /// The latest read of the undecided sources, while detections are held.
-    pub undecided: Option<(Instant, Vec<SourceStats>)>,
+    /// The latest read of the undecided sources that could join a held
+    /// detection's group: when, how long it took, what it found.
+    pub undecided: Option<(Instant, Duration, Vec<SourceStats>)>,
     /// The CrowdSec link, when configured.
     pub fleet: Option<crate::fleet::Fleet>,
     /// The CrowdSec decisions behind blocks.
@@ -117,19 +118,31 @@ pub(crate) fn release(out: &mut Output, maps: &Maps, force: bool) -> anyhow::Res
     let stale = out
         .undecided
         .as_ref()
-        .is_none_or(|(at, _)| at.elapsed() >= UNDECIDED_READ_EVERY);
+        .is_none_or(|(at, took, _)| at.elapsed() >= (*took * 100).max(UNDECIDED_READ_EVERY));
     if stale && !force {
+        // Only what could be a held detection's member is copied: an
+        // undecided source of two ports or more that started near one.
+        let starts = out.decoys.held_starts();
+        let began = Instant::now();
         let undecided = maps
-            .sources_where(|s| s.decided_ns == 0)
+            .sources_where(|s| {
+                s.decided_ns == 0
+                    && s.ports >= crate::detect::decoy::MIN_SHARED_PORTS as u32
+                    && starts
+                        .iter()
+                        .any(|t| t.abs_diff(s.first_seen_ns) <= crate::detect::decoy::WINDOW_NS)
+            })
             .into_iter()
             .map(|(_, s)| s)
             .collect();
-        out.undecided = Some((Instant::now(), undecided));
+        // Reads are spaced by what they cost (1% of a core at most), like
+        // full scans.
+        out.undecided = Some((Instant::now(), began.elapsed(), undecided));
     }
     let undecided = out
         .undecided
         .as_ref()
-        .map_or(&[][..], |(_, u)| u.as_slice());
+        .map_or(&[][..], |(_, _, u)| u.as_slice());
     for r in out.decoys.release(monotonic_ns(), undecided, force) {
         let Released {
             id,
@@ -190,15 +203,17 @@ fn report_one(
         out.metrics.detection(e.kind);
         tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
     }
-    if event == "scan_detected" {
-        crate::daemon::crowdsec::push(out, &e, stats);
-    }
+    let pushed = (event == "scan_detected").then(|| e.clone());
     write(&mut out.reporter, &Event::Scan(e));
     if event == "scan_detected" && source {
         match protected {
             Some(why) => spare(out, ip, why)?,
             None => respond(out, *id)?,
         }
+    }
+    // After the response: the alert carries a ban only for a block made.
+    if let Some(e) = pushed {
+        crate::daemon::crowdsec::push(out, &e, stats);
     }
     Ok(())
 }

@@ -267,12 +267,18 @@ impl Daemon {
     /// decisions deleted meanwhile are lifted). Returns what to add to the
     /// reload's summary.
     async fn restart_fleet(&mut self, section: &crate::config::crowdsec::CrowdSecConfig) -> String {
-        self.out.fleet = None;
+        if let Some(old) = self.out.fleet.take() {
+            let queued = old.queued();
+            if queued > 0 {
+                tracing::warn!(queued, "CrowdSec link restarted: queued alerts dropped");
+            }
+        }
         self.out.metrics.fleet_restarted();
-        match crate::fleet::Fleet::start(section).await {
+        // No network wait here: the tasks check the credentials themselves.
+        let summary = match crate::fleet::Fleet::start_unchecked(section).await {
             Ok(Some(fleet)) => {
                 self.out.fleet = Some(fleet);
-                "; CrowdSec link restarted".into()
+                "; CrowdSec link restarted".to_owned()
             }
             Ok(None) => "; CrowdSec link off".into(),
             Err(e) => {
@@ -280,7 +286,19 @@ impl Daemon {
                 tracing::error!("CrowdSec link not restarted: {e:#}");
                 format!("; CrowdSec link off: {e:#}")
             }
+        };
+        // No bouncer any more: the fleet's blocks go (its first pull would
+        // have reconciled them otherwise).
+        if !self
+            .out
+            .fleet
+            .as_ref()
+            .is_some_and(crate::fleet::Fleet::pulling)
+            && let Err(e) = crate::daemon::crowdsec::lift_all(&mut self.out)
+        {
+            tracing::warn!("lifting CrowdSec blocks: {e:#}");
         }
+        summary
     }
 }
 

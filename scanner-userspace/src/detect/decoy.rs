@@ -84,6 +84,11 @@ impl Decoys {
         !self.held.is_empty()
     }
 
+    /// When each held detection's source started probing.
+    pub fn held_starts(&self) -> Vec<u64> {
+        self.held.iter().map(|h| h.stats.first_seen_ns).collect()
+    }
+
     /// When the earliest held detection was decided: the daemon's
     /// "reported up to" mark must stay before it.
     pub fn earliest_held_ns(&self) -> Option<u64> {

@@ -29,6 +29,15 @@ pub(crate) enum LapiError {
         status: u16,
         message: String,
     },
+    #[error(
+        "the CrowdSec Local API at {url} sent an answer to {what} that is not what it should be"
+    )]
+    Decode {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("cannot reach the CrowdSec Local API at {url} ({what})")]
     Unreachable {
         url: String,
@@ -48,6 +57,8 @@ pub(crate) enum LapiError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("the CA file {path} holds no PEM certificate")]
+    NoCa { path: String },
     #[error("setting up the HTTP client")]
     Client(#[source] reqwest::Error),
 }
@@ -56,6 +67,20 @@ impl LapiError {
     /// A wrong credential: retrying cannot help.
     pub(crate) fn is_refused(&self) -> bool {
         matches!(self, Self::Refused { .. })
+    }
+
+    /// A request the Local API will never take (4xx other than auth,
+    /// timeout and rate limit): sending it again cannot help.
+    pub(crate) fn is_rejected(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
+
+    /// A wrong setting rather than a passing fault.
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused { .. } | Self::CaFile { .. } | Self::BadCa { .. } | Self::NoCa { .. }
+        )
     }
 }
 
@@ -87,12 +112,17 @@ impl Lapi {
                 path: shown.clone(),
                 source,
             })?;
-            for cert in
+            let certs =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| LapiError::BadCa {
-                    path: shown,
+                    path: shown.clone(),
                     source,
-                })?
-            {
+                })?;
+            // A DER file or a key parses to nothing: say so, rather than
+            // fall back to the system's CAs and fail later.
+            if certs.is_empty() {
+                return Err(LapiError::NoCa { path: shown });
+            }
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -163,7 +193,11 @@ impl Lapi {
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         if response.status().is_success() {
-            return response.json().await.map_err(unreachable);
+            return response.json().await.map_err(|source| LapiError::Decode {
+                url: self.base.clone(),
+                what,
+                source,
+            });
         }
         let body = response.text().await.unwrap_or_default();
         // {"message": ...} or {"code": .., "message": ...}

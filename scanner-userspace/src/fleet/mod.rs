@@ -60,7 +60,7 @@ impl FleetError {
     /// exits 2 for it.
     pub(crate) fn is_usage(&self) -> bool {
         match self {
-            Self::Lapi(e) => e.is_refused(),
+            Self::Lapi(e) => e.is_usage(),
             _ => true,
         }
     }
@@ -139,6 +139,19 @@ impl Fleet {
     /// credential: a Local API that refuses them is an error (exit 2), one
     /// that cannot be reached is a warning (the tasks keep trying).
     pub(crate) async fn start(config: &CrowdSecConfig) -> Result<Option<Self>, FleetError> {
+        Self::start_with(config, true).await
+    }
+
+    /// [`Fleet::start`] without the checks against the Local API (a reload:
+    /// the main loop must not wait on the network); the tasks say what is
+    /// wrong, and keep trying.
+    pub(crate) async fn start_unchecked(
+        config: &CrowdSecConfig,
+    ) -> Result<Option<Self>, FleetError> {
+        Self::start_with(config, false).await
+    }
+
+    async fn start_with(config: &CrowdSecConfig, check: bool) -> Result<Option<Self>, FleetError> {
         let Some(url) = &config.url else {
             return Ok(None);
         };
@@ -161,8 +174,12 @@ impl Fleet {
             tasks: Vec::new(),
         };
         if let Some(key) = key {
-            let first = match lapi.stream(&key, true).await {
-                Ok(stream) => Some(stream),
+            let first = match if check {
+                lapi.stream(&key, true).await.map(Some)
+            } else {
+                Ok(None)
+            } {
+                Ok(stream) => stream,
                 Err(e) if e.is_refused() => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(
@@ -185,8 +202,12 @@ impl Fleet {
             tracing::info!(url = %lapi.url(), every = %humantime::format_duration(config.pull_interval), "pulling CrowdSec decisions");
         }
         if let Some((id, password)) = machine {
-            let login = match lapi.login(&id, &password).await {
-                Ok(login) => Some(login),
+            let login = match if check {
+                lapi.login(&id, &password).await.map(Some)
+            } else {
+                Ok(None)
+            } {
+                Ok(login) => login,
                 Err(e) if e.is_refused() => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(

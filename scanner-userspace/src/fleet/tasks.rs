@@ -87,15 +87,41 @@ pub(crate) async fn pull(
             Err(e) => {
                 stats.pull_errors.fetch_add(1, Ordering::Relaxed);
                 failed(&mut failures, &e, backoff(every, 6));
+                // The Local API may have moved this bouncer's "last pull"
+                // on before the answer was lost: the changes of that pull
+                // would never come again. The next pull asks for everything.
+                startup = true;
             }
         }
     }
 }
 
-/// Whether a login's token must be renewed before use.
-fn expiring(login: &Login) -> bool {
-    humantime::parse_rfc3339_weak(&login.expire)
-        .map_or(true, |at| SystemTime::now() + RENEW_BEFORE >= at)
+/// A token, and when to renew it (by this host's monotonic clock).
+struct Token {
+    token: String,
+    renew_at: std::time::Instant,
+}
+
+/// A token lives an hour by default; used when `expire` cannot be read
+/// (crowdsec writes it in the Local API's time zone).
+const TOKEN_LIFE: Duration = Duration::from_secs(3600);
+
+impl Token {
+    fn of(login: Login) -> Self {
+        let left = humantime::parse_rfc3339_weak(&login.expire)
+            .ok()
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .filter(|left| *left <= 24 * TOKEN_LIFE)
+            .unwrap_or(TOKEN_LIFE);
+        Self {
+            token: login.token,
+            renew_at: std::time::Instant::now() + left.saturating_sub(RENEW_BEFORE),
+        }
+    }
+
+    fn expiring(&self) -> bool {
+        std::time::Instant::now() >= self.renew_at
+    }
 }
 
 /// Pushes queued alerts in batches, logging in (again) when the token is
@@ -104,10 +130,11 @@ fn expiring(login: &Login) -> bool {
 pub(crate) async fn push(
     lapi: Lapi,
     (machine_id, password): (String, String),
-    mut login: Option<Login>,
+    login: Option<Login>,
     mut rx: mpsc::Receiver<Alert>,
     stats: Arc<FleetStats>,
 ) {
+    let mut login = login.map(Token::of);
     let base = Duration::from_secs(1);
     let mut failures = 0u32;
     while let Some(first) = rx.recv().await {
@@ -123,11 +150,12 @@ pub(crate) async fn push(
                 tokio::time::sleep(backoff(base, failures)).await;
             }
             let token = match &login {
-                Some(l) if !expiring(l) => l.token.clone(),
+                Some(t) if !t.expiring() => t.token.clone(),
                 _ => match lapi.login(&machine_id, &password).await {
                     Ok(l) => {
-                        let token = l.token.clone();
-                        login = Some(l);
+                        let t = Token::of(l);
+                        let token = t.token.clone();
+                        login = Some(t);
                         token
                     }
                     Err(e) => {
@@ -146,6 +174,17 @@ pub(crate) async fn push(
                     stats
                         .pushed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if e.is_rejected() => {
+                    // The Local API will never take this batch: drop it,
+                    // rather than hold every later alert behind it.
+                    stats.push_errors.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .push_dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::error!("{e}; {} alerts dropped", batch.len());
+                    failures = 0;
                     break;
                 }
                 Err(e) => {

@@ -33,11 +33,31 @@ pub enum HistoryError {
         source: rusqlite::Error,
     },
     #[error(
+        "{path} was written by a newer scanner (history layout {found}; this one reads {SCHEMA_VERSION})"
+    )]
+    Newer { path: String, found: i64 },
+    #[error(
         "there is no history database at {path} (the daemon writes it; --history names another)"
     )]
     Missing { path: String },
     #[error("reading the history database")]
     Query(#[from] rusqlite::Error),
+}
+
+/// Names a failure to read the file: damaged (or not SQLite at all), or
+/// anything else (locked, unreadable) with its cause.
+fn classify(path: &str, source: rusqlite::Error) -> HistoryError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => HistoryError::NotHistory {
+            path: path.to_owned(),
+            source,
+        },
+        _ => HistoryError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    }
 }
 
 /// Layout version, in `PRAGMA user_version`.
@@ -112,8 +132,8 @@ pub struct ListeningRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Event(EventRow),
-    /// Added to the port's hour.
-    Probes(PortHour),
+    /// Added to their ports' hours (a minute's worth at once).
+    Probes(Vec<PortHour>),
     /// The listening sockets now (replaces the stored set).
     Listening(Vec<ListeningRow>),
 }
@@ -136,10 +156,7 @@ impl Store {
             path: shown.clone(),
             source,
         })?;
-        let not_history = |source| HistoryError::NotHistory {
-            path: shown.clone(),
-            source,
-        };
+        let not_history = |source| classify(&shown, source);
         // The first statements read the header: a file that is not SQLite
         // fails here, before anything is written.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -152,7 +169,10 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(not_history)?;
         if version > SCHEMA_VERSION {
-            return Err(not_history(rusqlite::Error::InvalidQuery));
+            return Err(HistoryError::Newer {
+                path: shown,
+                found: version,
+            });
         }
         conn.execute_batch(SCHEMA).map_err(not_history)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -175,9 +195,15 @@ impl Store {
             source,
         })?;
         conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
-            .map_err(|source| HistoryError::NotHistory {
-                path: shown,
-                source,
+            .map_err(|source| match source {
+                // A file without our tables: another SQLite database.
+                rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                    HistoryError::NotHistory {
+                        path: shown.clone(),
+                        source,
+                    }
+                }
+                other => classify(&shown, other),
             })?;
         Ok(Self { conn })
     }
@@ -200,14 +226,16 @@ impl Store {
                             e.ts_ms, e.event, e.source, e.kind, e.proto, e.port, e.json
                         ])?;
                     }
-                    Record::Probes(p) => {
-                        probes.execute(params![
-                            p.hour_s,
-                            p.proto,
-                            p.port,
-                            i64::try_from(p.probes).unwrap_or(i64::MAX),
-                            i64::try_from(p.sources).unwrap_or(i64::MAX)
-                        ])?;
+                    Record::Probes(hours) => {
+                        for p in hours {
+                            probes.execute(params![
+                                p.hour_s,
+                                p.proto,
+                                p.port,
+                                i64::try_from(p.probes).unwrap_or(i64::MAX),
+                                i64::try_from(p.sources).unwrap_or(i64::MAX)
+                            ])?;
+                        }
                     }
                     Record::Listening(rows) => {
                         tx.execute("DELETE FROM listening", [])?;
@@ -317,13 +345,13 @@ mod tests {
         let path = temp("roundtrip");
         let mut s = Store::open(&path).unwrap();
         let hour = |h: i64, probes| {
-            Record::Probes(PortHour {
+            Record::Probes(vec![PortHour {
                 hour_s: h * 3600,
                 proto: 6,
                 port: 22,
                 probes,
                 sources: 1,
-            })
+            }])
         };
         s.write(&[event(1_000, "198.18.0.1"), hour(1, 5), hour(1, 7)])
             .unwrap();

@@ -102,6 +102,8 @@ pub fn cost(dir: &Path) -> anyhow::Result<Cost> {
                 "run",
                 "--iface",
                 Lab::SERVER_IF,
+                "--events",
+                "json",
                 "--metrics-listen",
                 &listen,
             ],
@@ -181,19 +183,21 @@ pub fn size(dir: &Path) -> anyhow::Result<Size> {
         }
         if (second + 1) % 600 == 0 {
             let hour_s = (ts_ms / 1000) - (ts_ms / 1000).rem_euclid(3600);
+            let mut hours = Vec::new();
             for (port, c) in counts.iter_mut().enumerate() {
                 if *c > 0 {
-                    batch.push(Record::Probes(PortHour {
+                    hours.push(PortHour {
                         hour_s,
                         proto: 6,
                         port: port as u16,
                         probes: *c,
                         sources: *c,
-                    }));
+                    });
                     port_rows.insert((hour_s, port));
                     *c = 0;
                 }
             }
+            batch.push(Record::Probes(hours));
         }
         store.write(&batch)?;
     }

@@ -217,18 +217,14 @@ fn cscli_decisions_are_enforced_and_lifted_within_the_allowlist_and_the_cap() ->
         "{blocked}"
     );
     assert_eq!(answered(&lab, FleetLab::A_V4, "22,80")?, 0, "dropped");
-    for (flag, value) in [
-        ("--range", "198.18.0.64/26"),
-        ("--ip", "2001:db8::1"),
-        ("--range", "2001:db8:0:1::/64"),
-    ] {
+    for (flag, value) in [("--range", "198.18.0.64/26"), ("--ip", "2001:db8::1")] {
         lapi.cscli(&lab.lapi, &["decisions", "add", flag, value])?;
         a.wait_for_event(
             |e| event(e, "blocked", value) && e["origin"] == "crowdsec",
             WAIT,
         )?;
     }
-    // The allowlist wins; the cap (4) holds.
+    // The allowlist wins.
     lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", "198.18.0.7"])?;
     let refused = a.wait_for_event(|e| event(e, "block_refused", "198.18.0.7"), WAIT)?;
     assert_eq!(
@@ -236,9 +232,19 @@ fn cscli_decisions_are_enforced_and_lifted_within_the_allowlist_and_the_cap() ->
         (Some("allowlist"), Some("crowdsec")),
         "{refused}"
     );
-    lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", "198.18.0.77"])?;
-    let refused = a.wait_for_event(|e| event(e, "block_refused", "198.18.0.77"), WAIT)?;
+    // The cap (4) holds, and the fleet may fill three quarters of it: a
+    // quarter stays for this host's own blocks.
+    lapi.cscli(
+        &lab.lapi,
+        &["decisions", "add", "--range", "2001:db8:0:1::/64"],
+    )?;
+    let refused = a.wait_for_event(|e| event(e, "block_refused", "2001:db8:0:1::/64"), WAIT)?;
     assert_eq!(refused["reason"], "cap", "{refused}");
+    let status = call(a.socket(), &Request::Status {})?;
+    assert_eq!(status["blocks"], 3, "{status}");
+    // This host's own block still fits.
+    let (ok, said, err) = scanner_tests::daemon::cli(a.socket(), &["block", "198.18.0.99"])?;
+    assert!(ok, "{said}{err}");
     let status = call(a.socket(), &Request::Status {})?;
     assert_eq!(status["blocks"], 4, "{status}");
 

@@ -289,8 +289,10 @@ mod tests {
             ev(h0 * 1000 + 9, "blocked", "198.18.0.1", serde_json::json!({"dry_run":false})),
             ev(h0 * 1000 + 3_700_000, "scan_detected", "198.18.0.5", serde_json::json!({"kind":"fin","ports":2,"probes":2})),
             ev(h0 * 1000 + 3_800_000, "port_opened", "", serde_json::json!({"proto":"tcp","port":23,"address":"0.0.0.0","risk":"Telnet: cleartext"})),
-            Record::Probes(PortHour { hour_s: h0, proto: 6, port: 22, probes: 30, sources: 3 }),
-            Record::Probes(PortHour { hour_s: h0 + 3600, proto: 6, port: 23, probes: 50, sources: 2 }),
+            Record::Probes(vec![
+                PortHour { hour_s: h0, proto: 6, port: 22, probes: 30, sources: 3 },
+                PortHour { hour_s: h0 + 3600, proto: 6, port: 23, probes: 50, sources: 2 },
+            ]),
             Record::Listening(vec![ListeningRow {
                 proto: "tcp".into(),
                 port: 23,
