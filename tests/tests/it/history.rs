@@ -111,7 +111,10 @@ fn history_outlives_a_restart_and_answers_by_source_port_and_in_a_report() -> an
         Duration::from_secs(30),
     )?;
 
-    // A second run on the same file: the scanner comes back.
+    // A second run on the same file: the scanner comes back after its scan
+    // ended (a probe within quiet_after of the last one would continue it).
+    sc.wait("scan_ended", Lab::ATTACKER_V4)?;
+    sc.wait("scan_ended", OTHER)?;
     sc.stop()?;
     sc.restart()?;
     scan_from(&sc, None, "200-300")?;
