@@ -186,6 +186,12 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     // Everything the new programs read is filled: the attached program (an
     // earlier daemon's, until it is swapped) may tail-call the new one now.
     load::arm_admission(&mut ebpf)?;
+    // Take over what an earlier daemon reported as the maps stood before
+    // this daemon's program counts anything: a probe arriving between the
+    // attach and the snapshot would make a scan that had ended look as if
+    // it never stopped (and its resumption would go unreported).
+    let mut detector = Detector::new(settings.quiet_ns());
+    let resumed = detector.resume(reported_ns, &maps.decided().entries);
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
         let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {
@@ -210,12 +216,10 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None);
     }
     warn_shared_counter_slots(&attached);
-    let mut detector = Detector::new(settings.quiet_ns());
-    // Catch up before saying ready: take over what an earlier daemon
-    // reported, and report at once what it did not (decisions and blocks
-    // the kernel made while no daemon read them).
+    // Catch up before saying ready: report at once what the earlier daemon
+    // did not (decisions and blocks the kernel made while no daemon read
+    // them).
     let snapshot = maps.decided();
-    let resumed = detector.resume(reported_ns, &snapshot.entries);
     if resumed + restored > 0 {
         tracing::info!(
             detections = resumed,
