@@ -125,7 +125,8 @@ pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
         .collect();
     let hours: Vec<Value> = match args.port {
         Some(port) => store
-            .port_hours(since / 1000)?
+            // The hour `since` falls in counts: its probes may be after it.
+            .port_hours((since / 1000) - (since / 1000).rem_euclid(3600))?
             .into_iter()
             .filter(|h| h.port == port)
             .map(|h| {

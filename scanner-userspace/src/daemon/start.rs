@@ -192,6 +192,9 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     // it never stopped (and its resumption would go unreported).
     let mut detector = Detector::new(settings.quiet_ns());
     let resumed = detector.resume(reported_ns, &maps.decided().entries);
+    // Likewise the probes per port: what the kernel counted before now
+    // belongs to earlier runs (each records its own at its stop).
+    let port_hours = super::history::PortHours::new(&maps);
     let mut attached: Vec<Attached> = Vec::new();
     for name in &args.ifaces {
         let (mode, taken_over) = match pins.attach(&mut ebpf, name, args.xdp_mode) {
@@ -243,11 +246,10 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         tokio::spawn(metrics::serve(l, Arc::new(registry)))
     });
     // Listening ports: what changed while no daemon watched is reported
-    // now; the hours of probes start from the counts as they are.
+    // now.
     let (mut listening, from_history) =
         super::history::Listening::new(stored_listening, &listeners);
     listening.update(&mut out, &listeners, !from_history);
-    let port_hours = super::history::PortHours::new(&maps);
     let started = Instant::now();
     // A pin file's times are those of its pinning: when counting began.
     let counting_since = std::fs::metadata(pins.map(scanner_common::names::COUNTERS_MAP))
