@@ -18,3 +18,22 @@ pub mod traffic;
 pub use daemon::Daemon;
 pub use netns::{Lab, Netns};
 pub use privilege::require_root;
+
+/// A scratch directory under the system's temp dir, unique to this process
+/// and `name`, removed on drop (also when a test fails).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("scanner-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

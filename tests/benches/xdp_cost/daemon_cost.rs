@@ -30,7 +30,7 @@ pub struct Row {
 
 /// CPU time of every thread of `pid`, in ns (schedstat: precise, unlike
 /// the 10 ms ticks of /proc/pid/stat).
-fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = std::fs::read_to_string(task?.path().join("schedstat"))?;

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use scanner_tests::{Daemon, Lab};
 use scanner_userspace::history::{EventRow, PortHour, Record, Store};
 
-use crate::throughput;
+use crate::{daemon_cost::cpu_ns, throughput};
 
 const WINDOW: Duration = Duration::from_secs(60);
 const METRICS_PORT: u16 = 9465;
@@ -34,19 +34,6 @@ pub struct Size {
     pub write_s: f64,
 }
 
-fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
-}
-
 fn tracked(lab: &Lab) -> f64 {
     scanner_tests::traffic::scrape_metrics(&lab.server, METRICS_PORT)
         .ok()
@@ -54,8 +41,8 @@ fn tracked(lab: &Lab) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A daemon on the lab's pins; its CPU over the window once it tracks them all.
-fn window(lab: &Lab, history: &[&str]) -> anyhow::Result<(f64, f64)> {
+/// A daemon on the lab's pins with its metrics served, attached.
+fn start(lab: &Lab, extra: &[&str]) -> anyhow::Result<Daemon> {
     let listen = format!("127.0.0.1:{METRICS_PORT}");
     let mut args = vec![
         "run",
@@ -66,9 +53,15 @@ fn window(lab: &Lab, history: &[&str]) -> anyhow::Result<(f64, f64)> {
         "--metrics-listen",
         &listen,
     ];
-    args.extend_from_slice(history);
+    args.extend_from_slice(extra);
     let mut daemon = Daemon::start(&lab.server, &args)?;
     daemon.wait_attached(Lab::SERVER_IF)?;
+    Ok(daemon)
+}
+
+/// A daemon on the lab's pins; its CPU over the window once it tracks them all.
+fn window(lab: &Lab, history: &[&str]) -> anyhow::Result<(f64, f64)> {
+    let mut daemon = start(lab, history)?;
     let deadline = Instant::now() + Duration::from_secs(90);
     while tracked(lab) < 0.9 * SOURCES as f64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
@@ -95,20 +88,7 @@ pub fn cost(dir: &Path) -> anyhow::Result<Cost> {
     let db = dir.join("history.db");
     let db_s = db.to_string_lossy().into_owned();
     {
-        let listen = format!("127.0.0.1:{METRICS_PORT}");
-        let mut d = Daemon::start(
-            &lab.server,
-            &[
-                "run",
-                "--iface",
-                Lab::SERVER_IF,
-                "--events",
-                "json",
-                "--metrics-listen",
-                &listen,
-            ],
-        )?;
-        d.wait_attached(Lab::SERVER_IF)?;
+        let mut d = start(&lab, &[])?;
         throughput::blast(&lab, &syn_file, SOURCES)?;
         d.stop()?;
     }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use scanner_tests::{
-    Daemon, Netns,
+    Daemon, Netns, TempDir,
     crowdsec::{FleetLab, LAPI_PORT, LAPI_V4, Lapi, secret_file},
     require_root,
     scenario::RUN_ARGS,
@@ -22,25 +22,6 @@ use serde_json::Value;
 const ATTACKER: &str = "198.18.0.1";
 /// Every wait: a pull interval is 2 s, a scan a few seconds.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A directory for one test's secrets and config files, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> anyhow::Result<Self> {
-        let path =
-            std::env::temp_dir().join(format!("scanner-fleet-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A config file whose `[crowdsec]` section uses `key` as the bouncer key
 /// and `name` (if any) as the machine.
@@ -62,6 +43,23 @@ fn config(dir: &Path, name: &str, key: &str, machine: Option<&str>) -> anyhow::R
     Ok(path)
 }
 
+/// `scanner run` on a fleet server with `config` and `extra` arguments
+/// (not waited for: a start refused is what some tests look for).
+fn run_with(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let config = config.to_string_lossy().into_owned();
+    let mut args: Vec<&str> = RUN_ARGS.to_vec();
+    args.extend(["--config", &config]);
+    args.extend_from_slice(extra);
+    Daemon::start(ns, &args)
+}
+
+/// [`run_with`], attached.
+fn attached(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let mut daemon = run_with(ns, config, extra)?;
+    daemon.wait_attached(FleetLab::SERVER_IF)?;
+    Ok(daemon)
+}
+
 /// A server's daemon, registered with the Local API as bouncer and machine.
 fn server(
     lab: &FleetLab,
@@ -75,13 +73,7 @@ fn server(
     let password = format!("{name}-password");
     lapi.add_machine(&lab.lapi, name, &password)?;
     let config = config(dir, name, &key, Some(&password))?;
-    let mut args: Vec<&str> = RUN_ARGS.to_vec();
-    let config = config.to_string_lossy().into_owned();
-    args.extend(["--config", &config]);
-    args.extend_from_slice(extra);
-    let mut daemon = Daemon::start(ns, &args)?;
-    daemon.wait_attached(FleetLab::SERVER_IF)?;
-    Ok(daemon)
+    attached(ns, &config, extra)
 }
 
 fn event(e: &Value, event: &str, source: &str) -> bool {
@@ -124,7 +116,7 @@ fn a_scanner_blocked_on_one_server_is_dropped_by_the_other_from_its_first_probe(
     }
     let lab = FleetLab::new()?;
     let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("two-servers")?;
+    let dir = TempDir::new("two-servers")?;
     let mut a = server(&lab, &lapi, &lab.a, &dir.0, "server-a", &["--block"])?;
     let mut b = server(&lab, &lapi, &lab.b, &dir.0, "server-b", &["--block"])?;
 
@@ -189,7 +181,7 @@ fn cscli_decisions_are_enforced_and_lifted_within_the_allowlist_and_the_cap() ->
     }
     let lab = FleetLab::new()?;
     let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("decisions")?;
+    let dir = TempDir::new("decisions")?;
     let mut a = server(
         &lab,
         &lapi,
@@ -268,7 +260,7 @@ fn a_local_api_that_is_down_costs_nothing_locally_and_gets_its_alert_later() -> 
     }
     let lab = FleetLab::new()?;
     let mut lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("down")?;
+    let dir = TempDir::new("down")?;
     let mut a = server(&lab, &lapi, &lab.a, &dir.0, "server-a", &["--block"])?;
     lapi.stop();
     traffic::nmap(
@@ -318,7 +310,7 @@ fn a_wrong_bouncer_key_or_a_readable_key_file_stops_the_start_with_exit_2() -> a
     }
     let lab = FleetLab::new()?;
     let _lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("bad-key")?;
+    let dir = TempDir::new("bad-key")?;
     let wrong = config(&dir.0, "wrong", "0123456789abcdef0123456789abcdef", None)?;
     let readable = config(&dir.0, "readable", "0123456789abcdef0123456789abcdef", None)?;
     std::fs::set_permissions(
@@ -326,10 +318,7 @@ fn a_wrong_bouncer_key_or_a_readable_key_file_stops_the_start_with_exit_2() -> a
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
     for (config, says) in [(&wrong, "403"), (&readable, "chmod 600")] {
-        let mut args: Vec<&str> = RUN_ARGS.to_vec();
-        let config = config.to_string_lossy().into_owned();
-        args.extend(["--config", &config]);
-        let mut daemon = Daemon::start(&lab.a, &args)?;
+        let mut daemon = run_with(&lab.a, config, &[])?;
         let status = daemon.wait_status(WAIT)?;
         let log = daemon.log().join("\n");
         assert_eq!(status.code(), Some(2), "{log}");
@@ -349,14 +338,10 @@ fn sighup_turns_the_link_on_and_status_shows_it() -> anyhow::Result<()> {
     }
     let lab = FleetLab::new()?;
     let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("sighup")?;
+    let dir = TempDir::new("sighup")?;
     let path = dir.0.join("scanner.toml");
     std::fs::write(&path, "[response]\nblock = true\n")?;
-    let shown = path.to_string_lossy().into_owned();
-    let mut args: Vec<&str> = RUN_ARGS.to_vec();
-    args.extend(["--config", &shown]);
-    let mut a = Daemon::start(&lab.a, &args)?;
-    a.wait_attached(FleetLab::SERVER_IF)?;
+    let mut a = attached(&lab.a, &path, &[])?;
     let status = call(a.socket(), &Request::Status {})?;
     assert!(status["crowdsec"].is_null(), "{status}");
 
@@ -395,7 +380,7 @@ fn an_https_local_api_is_trusted_through_ca_file() -> anyhow::Result<()> {
         return Ok(());
     }
     let lab = FleetLab::new()?;
-    let dir = Dir::new("tls")?;
+    let dir = TempDir::new("tls")?;
     let (ca, cert, key) = scanner_tests::crowdsec::certificates(&dir.0, LAPI_V4)?;
     let lapi = Lapi::start_with(&lab.lapi, LAPI_V4, 8443, Some((&cert, &key)))?;
     let bouncer = lapi.bouncer_key(&lab.lapi, "server-a")?;
@@ -410,11 +395,7 @@ fn an_https_local_api_is_trusted_through_ca_file() -> anyhow::Result<()> {
             ca.display()
         ),
     )?;
-    let shown = path.to_string_lossy().into_owned();
-    let mut args: Vec<&str> = RUN_ARGS.to_vec();
-    args.extend(["--config", &shown]);
-    let mut a = Daemon::start(&lab.a, &args)?;
-    a.wait_attached(FleetLab::SERVER_IF)?;
+    let mut a = attached(&lab.a, &path, &[])?;
     lapi.cscli(&lab.lapi, &["decisions", "add", "--ip", ATTACKER])?;
     a.wait_for_event(
         |e| event(e, "blocked", ATTACKER) && e["origin"] == "crowdsec",
@@ -431,8 +412,7 @@ fn an_https_local_api_is_trusted_through_ca_file() -> anyhow::Result<()> {
             key_file.display()
         ),
     )?;
-    let mut a = Daemon::start(&lab.a, &args)?;
-    a.wait_attached(FleetLab::SERVER_IF)?;
+    let mut a = attached(&lab.a, &path, &[])?;
     let line = a.wait_for_log("cannot reach the CrowdSec Local API", WAIT)?;
     assert!(line.contains("pulling again"), "{line}");
     a.stop()?;
@@ -446,7 +426,7 @@ fn a_fleet_ban_outlasts_this_hosts_shorter_block() -> anyhow::Result<()> {
     }
     let lab = FleetLab::new()?;
     let lapi = Lapi::start(&lab.lapi, LAPI_V4, LAPI_PORT)?;
-    let dir = Dir::new("outlast")?;
+    let dir = TempDir::new("outlast")?;
     let mut a = server(
         &lab,
         &lapi,

@@ -12,28 +12,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use scanner_tests::{Lab, daemon::scanner_binary, require_root, scenario::Scenario, traffic};
+use scanner_tests::{
+    Lab, TempDir, daemon::scanner_binary, require_root, scenario::Scenario, traffic,
+};
 use serde_json::Value;
 
 const OTHER: &str = "198.18.0.5";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> anyhow::Result<Self> {
-        let p =
-            std::env::temp_dir().join(format!("scanner-history-it-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p)?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `scanner ARGS`: (success, stdout, stderr).
 fn scanner(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
@@ -76,7 +60,7 @@ fn history_outlives_a_restart_and_answers_by_source_port_and_in_a_report() -> an
     if !require_root("history_outlives_a_restart_and_answers_by_source_port_and_in_a_report") {
         return Ok(());
     }
-    let dir = Dir::new("restart")?;
+    let dir = TempDir::new("restart")?;
     let db = dir.0.join("history.db");
     let db_s = db.to_string_lossy().into_owned();
     let mut sc = Scenario::start(&[22, 80], &[], &["--history", &db_s])?;
@@ -201,7 +185,7 @@ fn a_damaged_history_file_is_a_warning_and_detection_goes_on() -> anyhow::Result
     if !require_root("a_damaged_history_file_is_a_warning_and_detection_goes_on") {
         return Ok(());
     }
-    let dir = Dir::new("damaged")?;
+    let dir = TempDir::new("damaged")?;
     let db = dir.0.join("history.db");
     std::fs::write(&db, vec![0x5a; 16384])?;
     let db_s = db.to_string_lossy().into_owned();
