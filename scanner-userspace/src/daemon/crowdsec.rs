@@ -283,21 +283,19 @@ fn lift(out: &mut Output, net: IpNet) -> anyhow::Result<()> {
 
 /// The link's state for `scanner status`.
 pub(crate) fn status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = fleet.stats();
-    let last = s.last_sync_s.load(Relaxed);
+    let f = fleet.figures();
     serde_json::json!({
         "url": fleet.url(),
         "bouncer": fleet.pulling(),
         "machine": fleet.pushing(),
-        "last_sync": (last != 0).then(|| crate::sinks::events::timestamp(
-            std::time::UNIX_EPOCH + Duration::from_secs(last)
+        "last_sync": (f.last_sync_s != 0).then(|| crate::sinks::events::timestamp(
+            std::time::UNIX_EPOCH + Duration::from_secs(f.last_sync_s)
         )),
-        "pull_errors": s.pull_errors.load(Relaxed),
-        "push_errors": s.push_errors.load(Relaxed),
-        "alerts_pushed": s.pushed.load(Relaxed),
-        "alerts_dropped": s.push_dropped.load(Relaxed),
-        "push_queue": fleet.queued(),
+        "pull_errors": f.pull_errors,
+        "push_errors": f.push_errors,
+        "alerts_pushed": f.pushed,
+        "alerts_dropped": f.push_dropped,
+        "push_queue": f.queued,
     })
 }
 

@@ -426,17 +426,8 @@ fn update_metrics(
         let (errors, written) = (get(&s.errors), get(&s.written));
         out.metrics.history(errors, written);
     }
-    if let Some(fleet) = &out.fleet {
-        let s = fleet.stats();
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        out.metrics.fleet(crate::sinks::metrics::FleetFigures {
-            last_sync_s: get(&s.last_sync_s),
-            pull_errors: get(&s.pull_errors),
-            push_errors: get(&s.push_errors),
-            pushed: get(&s.pushed),
-            push_dropped: get(&s.push_dropped),
-            queued: fleet.queued(),
-        });
+    if let Some(figures) = out.fleet.as_ref().map(crate::fleet::Fleet::figures) {
+        out.metrics.fleet(figures);
     }
 }
 

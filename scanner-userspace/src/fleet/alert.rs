@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::sinks::events::comma_list;
+
 /// Scenario of a single source's scan.
 pub(crate) const PORT_SCAN: &str = "scanner/port-scan";
 /// Scenario of a scan spread over a prefix.
@@ -86,11 +88,6 @@ pub(crate) struct Decision {
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn comma_list(ports: &[u16]) -> String {
-    let v: Vec<String> = ports.iter().map(u16::to_string).collect();
-    v.join(",")
 }
 
 impl Alert {

@@ -231,10 +231,6 @@ impl Fleet {
         Ok(Some(fleet))
     }
 
-    pub(crate) fn stats(&self) -> &FleetStats {
-        &self.stats
-    }
-
     /// The Local API's URL.
     pub(crate) fn url(&self) -> &str {
         self.config.url.as_deref().unwrap_or_default()
@@ -265,6 +261,21 @@ impl Fleet {
                     "CrowdSec push queue full: alert dropped"
                 );
             }
+        }
+    }
+
+    /// What the tasks did so far, read once for the metrics and for
+    /// `scanner status`.
+    pub(crate) fn figures(&self) -> crate::sinks::metrics::FleetFigures {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        crate::sinks::metrics::FleetFigures {
+            last_sync_s: get(&s.last_sync_s),
+            pull_errors: get(&s.pull_errors),
+            push_errors: get(&s.push_errors),
+            pushed: get(&s.pushed),
+            push_dropped: get(&s.push_dropped),
+            queued: self.queued(),
         }
     }
 

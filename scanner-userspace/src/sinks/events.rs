@@ -299,7 +299,8 @@ fn write_line(out: &mut impl Write, format: EventFormat, event: &Event) -> io::R
     out.flush()
 }
 
-fn comma_list(ports: &[u16]) -> String {
+/// Ports as `22,80,443`.
+pub(crate) fn comma_list(ports: &[u16]) -> String {
     let v: Vec<String> = ports.iter().map(u16::to_string).collect();
     v.join(",")
 }

@@ -47,23 +47,28 @@ fn metrics(lab: &Lab) -> anyhow::Result<std::collections::HashMap<String, f64>> 
     scanner_tests::traffic::scrape_metrics(&lab.server, METRICS_PORT)
 }
 
+/// The daemon on the lab's server, its metrics on 127.0.0.1:`port`, with
+/// `extra` arguments; attached.
+pub fn start(lab: &Lab, port: u16, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "run",
+        "--iface",
+        Lab::SERVER_IF,
+        "--events",
+        "json",
+        "--metrics-listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    let mut daemon = Daemon::start(&lab.server, &args)?;
+    daemon.wait_attached(Lab::SERVER_IF)?;
+    Ok(daemon)
+}
+
 pub fn measure() -> anyhow::Result<Vec<Row>> {
     let lab = Lab::new()?;
-    let port = METRICS_PORT.to_string();
-    let listen = format!("127.0.0.1:{port}");
-    let mut daemon = Daemon::start(
-        &lab.server,
-        &[
-            "run",
-            "--iface",
-            Lab::SERVER_IF,
-            "--events",
-            "json",
-            "--metrics-listen",
-            &listen,
-        ],
-    )?;
-    daemon.wait_attached(Lab::SERVER_IF)?;
+    let mut daemon = start(&lab, METRICS_PORT, &[])?;
     let (_, syn) = throughput::configs(
         throughput::mac(&lab.server, Lab::SERVER_IF)?,
         throughput::mac(&lab.attacker, Lab::ATTACKER_IF)?,

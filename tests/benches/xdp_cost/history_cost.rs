@@ -13,7 +13,10 @@ use anyhow::Context as _;
 use scanner_tests::{Daemon, Lab};
 use scanner_userspace::history::{EventRow, PortHour, Record, Store};
 
-use crate::{daemon_cost::cpu_ns, throughput};
+use crate::{
+    daemon_cost::{self, cpu_ns},
+    throughput,
+};
 
 const WINDOW: Duration = Duration::from_secs(60);
 const METRICS_PORT: u16 = 9465;
@@ -43,20 +46,7 @@ fn tracked(lab: &Lab) -> f64 {
 
 /// A daemon on the lab's pins with its metrics served, attached.
 fn start(lab: &Lab, extra: &[&str]) -> anyhow::Result<Daemon> {
-    let listen = format!("127.0.0.1:{METRICS_PORT}");
-    let mut args = vec![
-        "run",
-        "--iface",
-        Lab::SERVER_IF,
-        "--events",
-        "json",
-        "--metrics-listen",
-        &listen,
-    ];
-    args.extend_from_slice(extra);
-    let mut daemon = Daemon::start(&lab.server, &args)?;
-    daemon.wait_attached(Lab::SERVER_IF)?;
-    Ok(daemon)
+    daemon_cost::start(lab, METRICS_PORT, extra)
 }
 
 /// A daemon on the lab's pins; its CPU over the window once it tracks them all.
