@@ -58,11 +58,27 @@ pub fn main() -> ExitCode {
             if to_journal {
                 tracing::error!("{err:#}");
             }
+            // Under systemd stderr is the journal too: one line is enough.
             // Never a panic over a closed stderr either.
-            let _ = writeln!(std::io::stderr(), "scanner: error: {err:#}");
+            if !(to_journal && stderr_is_journal()) {
+                let _ = writeln!(std::io::stderr(), "scanner: error: {err:#}");
+            }
             ExitCode::from(cli::exit_code(&err))
         }
     }
+}
+
+/// Whether stderr is the journal's stream: systemd names it in
+/// JOURNAL_STREAM ("device:inode") when it connects stdout or stderr there.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream.to_string_lossy() == format!("{}:{}", stderr.dev(), stderr.ino())
 }
 
 /// Logs go to stderr, or to the journal (`--log`); stdout carries only the

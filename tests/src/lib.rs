@@ -1,11 +1,12 @@
 //! Fixtures for the integration tests and `cargo xtask demo`: network
 //! namespaces joined by veth (torn down on drop), the daemon running inside
-//! one of them, and bounded traffic generators.
+//! one of them, a booted Debian container, and bounded traffic generators.
 //!
 //! Test traffic stays between namespaces these fixtures create, on
 //! 198.18.0.0/15 and 2001:db8::/32 only.
 
 pub mod capture;
+pub mod container;
 pub mod crowdsec;
 pub mod daemon;
 pub mod journald;

@@ -1,6 +1,8 @@
-//! `cargo xtask install` and `cargo xtask package`: the binary, the systemd
-//! unit, the example configuration, shell completions and man pages, laid
-//! out the same way in a file system or in a .deb (cargo-deb).
+//! `cargo xtask install`, `cargo xtask uninstall` and `cargo xtask package`:
+//! the binary, the systemd unit, the example configuration, logrotate and
+//! sysusers files, shell completions and man pages, laid out the same way in
+//! a file system or in a .deb (cargo-deb). An install writes a manifest of
+//! what it wrote, which uninstall reads back.
 
 use std::{
     fs,
@@ -84,6 +86,18 @@ fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> 
             true,
         ),
         (
+            root.join("packaging/scanner.logrotate"),
+            "etc/logrotate.d/scanner".into(),
+            0o644,
+            true,
+        ),
+        (
+            root.join("packaging/scanner.sysusers"),
+            prefix.join("lib/sysusers.d/scanner.conf"),
+            0o644,
+            false,
+        ),
+        (
             assets.join("completions/scanner.bash"),
             share.join("bash-completion/completions/scanner"),
             0o644,
@@ -124,14 +138,22 @@ fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> 
     Ok(v)
 }
 
+/// The list of what an install wrote, relative to the root; the last line
+/// `group scanner` when the install created that group.
+const MANIFEST: &str = "share/scanner/install-manifest";
+const GROUP: &str = "scanner";
+const GROUP_LINE: &str = "group scanner";
+
 /// `cargo xtask install`: everything under `destdir` (default `/`).
 pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
     let bin = shell::build_scanner(true)?;
     let assets = generate(&bin)?;
     let root = destdir.unwrap_or(Path::new("/"));
     let bin_path = prefix.join("bin/scanner");
+    let mut written = Vec::new();
     for (src, dest, mode, keep) in items(&bin, &assets, prefix)? {
         let to = root.join(&dest);
+        written.push(dest.clone());
         if keep && to.exists() {
             println!("install: kept {} (already there)", to.display());
             continue;
@@ -152,6 +174,25 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
         fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
         println!("install: {}", to.display());
     }
+    let mut manifest: Vec<String> = written
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    // An earlier install that created the group still owns it.
+    let manifest_path = root
+        .join(prefix.strip_prefix("/").unwrap_or(prefix))
+        .join(MANIFEST);
+    let created_before =
+        fs::read_to_string(&manifest_path).is_ok_and(|m| m.lines().any(|l| l == GROUP_LINE));
+    // The unit runs with group scanner; only a real install creates it.
+    if destdir.is_none() && (ensure_group()? || created_before) {
+        manifest.push(GROUP_LINE.to_owned());
+    }
+    if let Some(dir) = manifest_path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(&manifest_path, manifest.join("\n") + "\n")
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
     if destdir.is_none() && Path::new("/run/systemd/system").exists() {
         shell::status(Command::new("systemctl").arg("daemon-reload"))?;
         println!(
@@ -159,6 +200,122 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates group scanner when it is missing; true when it did.
+fn ensure_group() -> anyhow::Result<bool> {
+    let known = Command::new("getent")
+        .args(["group", GROUP])
+        .output()
+        .context("running getent")?;
+    if known.status.success() {
+        return Ok(false);
+    }
+    shell::status(Command::new("groupadd").args(["--system", GROUP]))?;
+    println!("install: created group {GROUP}");
+    Ok(true)
+}
+
+/// `cargo xtask uninstall`: stops and disables the service, then removes
+/// every file the install under `destdir` wrote (read from its manifest).
+/// The configuration files stay unless `purge`, which also removes them,
+/// the history, the events files, the pinned state, and the group scanner
+/// if the install created it.
+pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::Result<()> {
+    let root = destdir.unwrap_or(Path::new("/"));
+    let manifest_path = root
+        .join(prefix.strip_prefix("/").unwrap_or(prefix))
+        .join(MANIFEST);
+    let manifest = fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "reading {} (nothing installed there by `cargo xtask install`?)",
+            manifest_path.display()
+        )
+    })?;
+    let live = destdir.is_none() && Path::new("/run/systemd/system").exists();
+    if live {
+        // Stopping detaches the XDP program; a unit that is not loaded is fine.
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "scanner.service"])
+            .status();
+    }
+    let kept = |p: &Path| !purge && p.starts_with("etc");
+    for line in manifest
+        .lines()
+        .filter(|l| !l.is_empty() && *l != GROUP_LINE)
+    {
+        let rel = PathBuf::from(line);
+        let path = root.join(&rel);
+        if kept(&rel) {
+            println!(
+                "uninstall: kept {} (configuration; --purge removes it)",
+                path.display()
+            );
+            continue;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => println!("uninstall: {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+        remove_empty_parents(root, &rel);
+    }
+    if purge {
+        for dir in ["var/lib/scanner", "var/log/scanner", "sys/fs/bpf/scanner"] {
+            let path = root.join(dir);
+            if path.exists() {
+                fs::remove_dir_all(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                println!("uninstall: {}", path.display());
+            }
+        }
+    }
+    fs::remove_file(&manifest_path)
+        .with_context(|| format!("removing {}", manifest_path.display()))?;
+    remove_empty_parents(
+        root,
+        manifest_path.strip_prefix(root).unwrap_or(&manifest_path),
+    );
+    if purge && manifest.lines().any(|l| l == GROUP_LINE) && destdir.is_none() {
+        shell::status(Command::new("groupdel").arg(GROUP))?;
+        println!("uninstall: removed group {GROUP}");
+    }
+    if live {
+        shell::status(Command::new("systemctl").arg("daemon-reload"))?;
+    }
+    Ok(())
+}
+
+/// Removes the directories above `rel` that the removal left empty, up to
+/// the well-known ones (usr/share, etc, ...), which stay.
+fn remove_empty_parents(root: &Path, rel: &Path) {
+    const KEEP: &[&str] = &[
+        "etc",
+        "usr",
+        "usr/bin",
+        "usr/share",
+        "usr/lib",
+        "lib",
+        "usr/local",
+        "usr/local/bin",
+        "usr/local/share",
+        "usr/local/lib",
+        "etc/systemd",
+        "etc/systemd/system",
+        "lib/systemd",
+        "lib/systemd/system",
+    ];
+    let mut dir = rel.parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() || KEEP.iter().any(|k| Path::new(k) == d) {
+            break;
+        }
+        // Not empty (or not there): stop climbing.
+        if fs::remove_dir(root.join(d)).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
 }
 
 /// `cargo xtask package`: a .deb with the same files, via cargo-deb.
@@ -172,7 +329,6 @@ pub fn package() -> anyhow::Result<PathBuf> {
             "--package",
             "scanner-userspace",
             "--no-build",
-            "--no-strip",
             "--output",
             "target/debian",
         ])

@@ -52,8 +52,9 @@ enum Task {
     /// watch the scan get detected.
     Demo,
     /// Install the binary, the systemd unit (packaging/scanner.service), the
-    /// example config (/etc/scanner/scanner.toml, kept if present), shell
-    /// completions and man pages.
+    /// example config (/etc/scanner/scanner.toml, kept if present), the
+    /// logrotate and sysusers files, shell completions and man pages; creates
+    /// group scanner. `uninstall` undoes it.
     Install {
         /// Installation prefix for the binary and shared files.
         #[arg(long, default_value = "/usr")]
@@ -61,6 +62,21 @@ enum Task {
         /// Stage everything under this folder instead of /.
         #[arg(long)]
         destdir: Option<std::path::PathBuf>,
+    },
+    /// Undo `cargo xtask install`: stop and disable the service, remove what
+    /// the install wrote (its manifest lists it). Configuration files stay.
+    Uninstall {
+        /// The prefix the install used.
+        #[arg(long, default_value = "/usr")]
+        prefix: std::path::PathBuf,
+        /// The folder the install staged under.
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+        /// Also remove the configuration files, the history, the events
+        /// files, the pinned state and the group scanner if the install
+        /// created it.
+        #[arg(long)]
+        purge: bool,
     },
     /// Build a .deb (cargo-deb, installed on first use) with the same files
     /// as `install`; written to target/debian.
@@ -83,6 +99,11 @@ fn main() -> ExitCode {
         Task::Demo => demo::demo(),
         Task::Bench => bench(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
+        Task::Uninstall {
+            prefix,
+            destdir,
+            purge,
+        } => install::uninstall(&prefix, destdir.as_deref(), purge),
         Task::Package => install::package().map(drop),
     };
     match result {

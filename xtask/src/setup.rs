@@ -39,6 +39,12 @@ const PACKAGES: &[&str] = &[
     // the alert rules checked by promtool.
     "chromium",
     "prometheus",
+    // The service test boots Debian 12 under its own systemd
+    // (debootstrap, systemd-nspawn), installs the .deb there, and checks it
+    // with lintian.
+    "debootstrap",
+    "systemd-container",
+    "lintian",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

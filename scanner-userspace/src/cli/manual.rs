@@ -78,7 +78,7 @@ fn extra_sections() -> String {
         ),
         (
             "2",
-            "A usage error, nothing attached: bad arguments or configuration, another daemon on the same pin directory or control socket, or another XDP program on the interface.",
+            "A usage error, nothing attached: bad arguments or configuration, another daemon on the same pin directory or control socket, no BPF filesystem at the pin directory (and none may be mounted), or another XDP program on the interface. scanner.service does not restart after it (RestartPreventExitStatus=2).",
         ),
     ]));
     s.push_str(".SH FILES\n");

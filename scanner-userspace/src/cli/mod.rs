@@ -193,6 +193,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value_t = EventFormat::Text)]
     pub events: EventFormat,
 
+    /// Also append every event, as one JSON line, to this file (created with
+    /// mode 0640; opened again on SIGHUP, after logrotate moved it).
+    #[arg(long, value_name = "FILE")]
+    pub events_file: Option<PathBuf>,
+
     /// Where logs and events go besides stdout: the systemd journal (native
     /// protocol, with SCANNER_* fields), stderr, or auto (the journal when
     /// its socket exists).
@@ -290,13 +295,17 @@ pub(crate) struct RunArgs {
 }
 
 /// The exit code for an error: 2 for usage errors (bad configuration, pins,
-/// socket or an interface another daemon or program holds), 1 otherwise.
+/// no bpffs to pin to, an events file that cannot be opened, socket or an interface another daemon or program
+/// holds: restarting changes nothing), 1 otherwise.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|cause| {
         cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<crate::sinks::file::OpenError>()
+                .is_some()
             || matches!(
                 cause.downcast_ref::<PinError>(),
-                Some(PinError::InUse { .. })
+                Some(PinError::InUse { .. } | PinError::NotBpffs(_) | PinError::Mount(_))
             )
             || matches!(
                 cause.downcast_ref::<crate::control::server::SocketError>(),

@@ -218,13 +218,20 @@ impl Daemon {
             .unwrap_or_else(|e| Response::error(format!("{e:#}")))
     }
 
-    /// SIGHUP: the configuration file again, applied in place, or refused
-    /// with the old one kept.
+    /// SIGHUP: the events file opened again (logrotate moved it), and the
+    /// configuration file again, applied in place, or refused with the old
+    /// one kept.
     async fn reload(&mut self) {
         notify::tell(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             notify::monotonic_usec()
         ));
+        if let Err(e) = self.out.reporter.reopen_file() {
+            tracing::error!(
+                "{:#}, events go on to the file open before",
+                anyhow::Error::from(e)
+            );
+        }
         match reload_config(
             &self.args,
             &self.settings,

@@ -39,6 +39,7 @@ use crate::{
     },
     sinks::{
         events::{DaemonEvent, Reporter},
+        file::EventsFile,
         journal::{self, Journal},
         metrics::{self, Metrics},
         notify,
@@ -78,6 +79,11 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     } else {
         None
     };
+    let events_file = args
+        .events_file
+        .as_deref()
+        .map(EventsFile::open)
+        .transpose()?;
     // Claim the metrics port before loading anything: a taken port fails
     // the start, attaching nothing.
     let metrics_listener = match settings.file.report.metrics_listen {
@@ -149,6 +155,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let mut out = Output {
         reporter: Reporter::new(args.events, std::io::stdout())
             .with_journal(journal)
+            .with_file(events_file)
             .with_history(history_writer),
         names,
         prefixes: settings.prefix_lengths(),

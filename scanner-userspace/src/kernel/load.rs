@@ -276,29 +276,74 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
 
 /// Kernel memory of every map the loaded XDP program uses, by map name, as
 /// the kernel accounts it (`memlock` in each map's fdinfo: what `bpftool
-/// map show` prints).
+/// map show` prints). Read from this process's own map descriptors: opening
+/// a map by id (BPF_MAP_GET_FD_BY_ID) needs CAP_SYS_ADMIN, which the
+/// systemd unit does not grant.
 pub fn map_memory(ebpf: &mut Ebpf) -> Result<Vec<(String, u64)>, LoadError> {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    let ids = program(ebpf)?
-        .info()
-        .and_then(|info| info.map_ids())
-        .map_err(|e| classify(e, "reading the program's maps"))?
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
+    use std::os::fd::AsFd as _;
+    let program = program(ebpf)?;
+    let fd = program
+        .fd()
+        .map_err(|e| classify(e, "reading the program's maps"))?;
+    let ids =
+        crate::kernel::xdp_owner::program_map_ids(fd.as_fd()).map_err(|e| LoadError::Kernel {
+            during: "reading the program's maps",
+            source: Box::new(e),
+        })?;
+    let mut out: Vec<(u32, String, u64)> = Vec::with_capacity(ids.len());
+    // A directory that cannot be listed counts nothing, as a map it lists
+    // that closes meanwhile does.
+    for entry in std::fs::read_dir("/proc/self/fdinfo")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Some((id, bytes)) = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| map_fdinfo(&text))
+        else {
+            continue;
+        };
+        if !ids.contains(&id) || out.iter().any(|(seen, ..)| *seen == id) {
+            continue;
+        }
+        // The name, from the map itself; a descriptor reused by another
+        // object since its fdinfo was read tells another id, and is skipped.
         let info =
-            aya::maps::MapInfo::from_id(id).map_err(|e| classify(e, "reading a map's info"))?;
-        let fd = info.fd().map_err(|e| classify(e, "opening a map"))?;
-        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
-            .map_err(|e| classify(e, "reading a map's fdinfo"))?;
-        let bytes = text
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        out.push((info.name_as_str().unwrap_or("?").to_owned(), bytes));
+            dup_fd(fd).and_then(|owned| aya::maps::MapData::from_fd(owned).ok()?.info().ok());
+        if let Some(info) = info.filter(|info| info.id() == id) {
+            out.push((id, info.name_as_str().unwrap_or("?").to_owned(), bytes));
+        }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .map(|(_, name, bytes)| (name, bytes))
+        .collect())
+}
+
+/// A BPF map descriptor's (map_id, memlock) from its fdinfo text; None for
+/// any other descriptor.
+fn map_fdinfo(text: &str) -> Option<(u32, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let id = field("map_id:")?.parse().ok()?;
+    let bytes = field("memlock:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some((id, bytes))
+}
+
+/// A descriptor of our own that refers to what `fd` refers to now.
+fn dup_fd(fd: std::os::fd::RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: fcntl on any number is sound: a closed one answers EBADF.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    // SAFETY: a descriptor fcntl just created, owned by nothing else.
+    (dup >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })
 }
 
 /// The slot hash's seed for the FIRST_PROBES map with id `map_id`: the
@@ -463,6 +508,15 @@ fn tail(log: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_fdinfo_gives_its_id_and_memory() {
+        let map = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t1\nkey_size:\t4\nvalue_size:\t8\nmax_entries:\t1024\nmap_flags:\t0x0\nmap_extra:\t0x0\nmemlock:\t86016\nmap_id:\t42\nfrozen:\t0\n";
+        assert_eq!(map_fdinfo(map), Some((42, 86016)));
+        let prog = "pos:\t0\nflags:\t02000002\nprog_type:\t6\nprog_id:\t7\nmemlock:\t4096\n";
+        assert_eq!(map_fdinfo(prog), None);
+        assert_eq!(map_fdinfo("pos:\t0\nflags:\t02\n"), None);
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {

@@ -42,7 +42,12 @@ pub enum PinError {
         "{0} is not on a BPF filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`, or choose --pin-dir)"
     )]
     NotBpffs(PathBuf),
-    #[error("cannot mount bpffs at {BPFFS_ROOT}")]
+    /// Under systemd, the unit's seccomp filter answers mount(2) with EPERM:
+    /// a bpffs mounted inside the service's own mount namespace would vanish
+    /// with it, so the host must provide one.
+    #[error(
+        "{BPFFS_ROOT} is not a BPF filesystem and this process may not mount one: mount it before starting (`mount -t bpf bpf {BPFFS_ROOT}`, as systemd does on a booted host; in a container, bind the host's in)"
+    )]
     Mount(#[source] nix::Error),
     #[error("cannot create {path}")]
     Create {

@@ -212,6 +212,36 @@ fn xdp_link_info(id: u32) -> Option<(u32, u32)> {
     (info[0] == BPF_LINK_TYPE_XDP).then_some((info[2], info[4]))
 }
 
+/// The ids of the maps program `fd` uses, asked of the descriptor itself
+/// (BPF_OBJ_GET_INFO_BY_FD): aya's `ProgramInfo::map_ids` opens the program
+/// again by id, which needs CAP_SYS_ADMIN.
+pub fn program_map_ids(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    // struct bpf_prog_info up to map_ids: nr_map_ids is u32 13, map_ids
+    // (a pointer) u32s 14-15. Zeroed, and no longer than needed.
+    const NR_MAP_IDS: usize = 13;
+    const MAP_IDS: usize = 14;
+    let too_many = || io::Error::other("too many maps");
+    let ask = |ids: &mut [u32]| -> io::Result<u32> {
+        let mut info = [0u32; 16];
+        info[NR_MAP_IDS] = u32::try_from(ids.len()).map_err(|_| too_many())?;
+        let ptr = ids.as_mut_ptr() as u64;
+        info[MAP_IDS] = ptr as u32;
+        info[MAP_IDS + 1] = (ptr >> 32) as u32;
+        let mut attr = InfoAttr {
+            bpf_fd: u32::try_from(fd.as_raw_fd()).map_err(|_| too_many())?,
+            info_len: u32::try_from(std::mem::size_of_val(&info)).map_err(|_| too_many())?,
+            info: info.as_mut_ptr() as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        Ok(info[NR_MAP_IDS])
+    };
+    let count = ask(&mut [])?;
+    let mut ids = vec![0u32; count as usize];
+    let filled = ask(&mut ids)?;
+    ids.truncate(filled as usize);
+    Ok(ids)
+}
+
 fn program_name(id: u32) -> String {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)

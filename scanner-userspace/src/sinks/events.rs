@@ -12,7 +12,10 @@ use std::{
 use scanner_common::SourceKey;
 use serde::Serialize;
 
-use crate::sinks::journal::{Journal, priority};
+use crate::sinks::{
+    file::{EventsFile, OpenError},
+    journal::{Journal, priority},
+};
 
 /// How events are written on stdout: human text, or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -187,6 +190,8 @@ pub(crate) struct Reporter<W: Write> {
     /// the journal only.
     out: Option<W>,
     journal: Option<Journal>,
+    /// Every event as a JSON line in `--events-file`.
+    file: Option<EventsFile>,
     /// The latest events, for `scanner top`.
     recent: std::collections::VecDeque<Event>,
     /// Every event also goes into the history file, when it is kept.
@@ -202,6 +207,7 @@ impl<W: Write> Reporter<W> {
             format,
             out: Some(out),
             journal: None,
+            file: None,
             recent: std::collections::VecDeque::with_capacity(RECENT_EVENTS),
             history: None,
         }
@@ -224,14 +230,30 @@ impl<W: Write> Reporter<W> {
         self
     }
 
+    /// Also appends every event, as a JSON line, to `file`.
+    pub(crate) fn with_file(mut self, file: Option<EventsFile>) -> Self {
+        self.file = file;
+        self
+    }
+
+    /// Opens the events file again (SIGHUP, after a rotation); what failed
+    /// is returned and the old file kept.
+    pub(crate) fn reopen_file(&mut self) -> Result<(), OpenError> {
+        match &mut self.file {
+            Some(file) => file.reopen(),
+            None => Ok(()),
+        }
+    }
+
     /// The latest events, oldest first.
     pub(crate) fn recent(&self) -> impl Iterator<Item = &Event> {
         self.recent.iter()
     }
 
-    /// Whether events still reach anyone: stdout or the journal.
+    /// Whether events still reach anyone: stdout, the journal or the
+    /// events file.
     pub(crate) fn has_sink(&self) -> bool {
-        self.out.is_some() || self.journal.is_some()
+        self.out.is_some() || self.journal.is_some() || self.file.is_some()
     }
 
     /// Records `event` for `scanner top` and writes it to every sink. A sink
@@ -253,6 +275,12 @@ impl<W: Write> Reporter<W> {
                 tracing::error!(socket = %journal.path().display(), "journal write failed, events go to stdout only: {e}");
                 self.journal = None;
             }
+        }
+        if let Some(file) = &mut self.file
+            && let Ok(mut line) = serde_json::to_vec(event)
+        {
+            line.push(b'\n');
+            file.append(&line);
         }
         if let Some(out) = &mut self.out
             && let Err(e) = write_line(out, self.format, event)

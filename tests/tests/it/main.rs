@@ -28,3 +28,4 @@ mod scan_detection;
 #[macro_use]
 mod scan_families;
 mod scan_types;
+mod service;

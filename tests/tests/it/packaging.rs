@@ -83,7 +83,13 @@ fn a_build_with_nothing_to_do_is_quiet() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask` tasks here share target/assets: one at a time.
+static XTASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn xtask(args: &[&str]) -> anyhow::Result<String> {
+    let _one = XTASK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     stdout(
@@ -125,6 +131,8 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
         "lib/systemd/system/scanner.service",
         "etc/scanner/scanner.toml",
         "etc/default/scanner",
+        "etc/logrotate.d/scanner",
+        "usr/lib/sysusers.d/scanner.conf",
         "usr/share/bash-completion/completions/scanner",
         "usr/share/zsh/vendor-completions/_scanner",
         "usr/share/fish/vendor_completions.d/scanner.fish",
@@ -153,8 +161,12 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     for want in [
         "Type=notify",
         "ExecStart=/usr/bin/scanner run",
-        "ExecReload=/bin/kill -HUP",
-        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON",
+        "ExecReload=/bin/sh -c \"kill -HUP ${MAINPID}\"",
+        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+        "SystemCallErrorNumber=EPERM",
+        "RestartPreventExitStatus=2",
+        "--events-file /var/log/scanner/events.jsonl",
+        "Group=scanner",
         "ProtectSystem=strict",
         "StateDirectory=scanner",
     ] {
@@ -171,13 +183,7 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     );
 
     // The .deb holds the same files, the configs as conffiles.
-    let out = xtask(&["package"])?;
-    let deb = PathBuf::from(
-        out.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("package: "))
-            .context("no .deb named")?,
-    );
+    let deb = package()?;
     let listing = stdout(Command::new("dpkg-deb").arg("-c").arg(&deb))?;
     for f in files {
         let f = if f.contains("/man1/") {
@@ -216,7 +222,7 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     // Removing or upgrading the package stops the daemon first.
     let prerm = std::fs::read_to_string(control.join("prerm")).context("the .deb has no prerm")?;
     assert!(
-        prerm.contains("systemctl stop scanner.service")
+        prerm.contains("deb-systemd-invoke stop scanner.service")
             && prerm.contains("remove")
             && prerm.contains("upgrade"),
         "{prerm}"
@@ -228,7 +234,9 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     assert!(sh.success(), "prerm is not valid sh");
     let conf = std::fs::read_to_string(control.join("conffiles"))?;
     assert!(
-        conf.contains("/etc/scanner/scanner.toml") && conf.contains("/etc/default/scanner"),
+        conf.contains("/etc/scanner/scanner.toml")
+            && conf.contains("/etc/default/scanner")
+            && conf.contains("/etc/logrotate.d/scanner"),
         "{conf}"
     );
     let version = stdout(Command::new(unpacked.join("usr/bin/scanner")).arg("--version"))?;
@@ -236,6 +244,115 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
     verify_unit(&unpacked.join("lib/systemd/system/scanner.service"))?;
     let _ = std::fs::remove_dir_all(&stage);
     Ok(())
+}
+
+/// `cargo xtask package` once for every test that needs the .deb.
+pub(crate) fn package() -> anyhow::Result<PathBuf> {
+    static DEB: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = DEB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(deb) = built.as_ref() {
+        return Ok(deb.clone());
+    }
+    let out = xtask(&["package"])?;
+    let deb = PathBuf::from(
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("package: "))
+            .context("no .deb named")?,
+    );
+    *built = Some(deb.clone());
+    Ok(deb)
+}
+
+/// lintian, as Debian's archive runs it: no error, no warning (nothing is
+/// overridden), pedantic tags included.
+#[test]
+fn lintian_accepts_the_deb() -> anyhow::Result<()> {
+    if !scanner_tests::require_root("lintian_accepts_the_deb") {
+        return Ok(());
+    }
+    let deb = package()?;
+    let out = Command::new("lintian")
+        .args(["--pedantic", "--display-info", "--fail-on", "error,warning"])
+        .arg(&deb)
+        .output()
+        .context("running lintian (cargo xtask setup installs it)")?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    let tags: Vec<&str> = said
+        .lines()
+        .filter(|l| ["E:", "W:", "I:", "P:"].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert!(
+        out.status.success() && tags.is_empty(),
+        "lintian on {}:\n{said}{}",
+        deb.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `cargo xtask uninstall` removes what `cargo xtask install` wrote (the
+/// configuration stays), and with --purge the configuration too: nothing
+/// of the install is left.
+#[test]
+fn uninstall_undoes_install() -> anyhow::Result<()> {
+    if !scanner_tests::require_root("uninstall_undoes_install") {
+        return Ok(());
+    }
+    let stage = scanner_tests::TempDir::new("uninstall")?;
+    let dest = stage.0.to_str().context("path")?;
+    // Something of the operator's beside the install stays untouched.
+    std::fs::create_dir_all(stage.0.join("usr/bin"))?;
+    std::fs::write(stage.0.join("usr/bin/other"), "x")?;
+    xtask(&["install", "--destdir", dest])?;
+    let manifest = std::fs::read_to_string(stage.0.join("usr/share/scanner/install-manifest"))?;
+    assert!(
+        manifest.lines().any(|l| l == "usr/bin/scanner"),
+        "{manifest}"
+    );
+    xtask(&["uninstall", "--destdir", dest])?;
+    let left = files_under(&stage.0)?;
+    assert_eq!(
+        left,
+        [
+            "etc/default/scanner",
+            "etc/logrotate.d/scanner",
+            "etc/scanner/scanner.toml",
+            "usr/bin/other"
+        ],
+        "after uninstall"
+    );
+    xtask(&["install", "--destdir", dest])?;
+    xtask(&["uninstall", "--destdir", dest, "--purge"])?;
+    assert_eq!(
+        files_under(&stage.0)?,
+        ["usr/bin/other"],
+        "after uninstall --purge"
+    );
+    // Nothing installed: said, not a silent success.
+    let again = xtask(&["uninstall", "--destdir", dest]);
+    assert!(again.is_err(), "a second uninstall succeeded");
+    Ok(())
+}
+
+/// Every file below `dir`, relative and sorted.
+fn files_under(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir)?.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[test]
