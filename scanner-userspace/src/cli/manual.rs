@@ -90,7 +90,10 @@ fn extra_sections() -> String {
             "/sys/fs/bpf/scanner",
             "Pinned maps (blocks, allowlist, sources, counters, what was reported) and, while the daemon runs, its XDP links. Locked by the running daemon; remove it, with the daemon stopped, to start afresh.",
         ),
-        ("/var/log/scanner/events.jsonl", "Events as JSON lines when run by the systemd unit."),
+        (
+            "/var/log/scanner/events.jsonl",
+            "Events as JSON lines (--events-file in the systemd unit), mode 0640, group scanner; opened again on SIGHUP, rotated by /etc/logrotate.d/scanner.",
+        ),
         (
             "/var/lib/scanner/history.db",
             "The history (SQLite): every event, probes per port per hour, the listening ports; read by scanner history and scanner report (report.history, --history, --no-history).",

@@ -169,7 +169,8 @@ fn the_deb_runs_as_a_service_under_a_real_systemd() -> anyhow::Result<()> {
     );
 
     // The socket's group: a member runs the CLI, anyone else is refused.
-    ct.sh("useradd --no-create-home --groups scanner alice && useradd --no-create-home bob")?;
+    ct.sh("useradd --no-create-home alice && useradd --no-create-home bob")?;
+    ct.sh("usermod --append --groups scanner alice")?;
     ct.sh("setpriv --reuid alice --regid alice --init-groups scanner list")?;
     let bob = ct.run(&[
         "setpriv",
