@@ -179,14 +179,14 @@ impl Container {
     }
 
     /// `systemctl is-system-running --wait`, once systemd answers on its
-    /// socket at all (until then systemctl cannot connect): the state the
+    /// socket at all (until then systemctl says "offline"): the state the
     /// boot ended in.
     fn wait_for_boot(&self) -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let out = self.run(&["systemctl", "is-system-running", "--wait"])?;
             let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            if !state.is_empty() && state != "starting" && state != "initializing" {
+            if !["", "offline", "initializing", "starting"].contains(&state.as_str()) {
                 return Ok(state);
             }
             if Instant::now() >= deadline {
