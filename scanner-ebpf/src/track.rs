@@ -166,14 +166,42 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     };
     // SAFETY: s points at this source's value in SOURCES.
     unsafe { record(s, &h.source, &pkt, cfg, true) };
+    // SAFETY: as above.
+    if unsafe { (*s).blocked == 0 } {
+        return Tracked::Counted;
+    }
     // The probe that decided and blocked the source is dropped with the
     // rest: the scanner learns nothing from the probe that gave it away.
     // (Read back from the entry rather than returned up from the decision:
     // fewer paths for the verifier.)
     // SAFETY: as above.
-    if unsafe { (*s).blocked != 0 && (*s).decided_ns == pkt.now } {
+    if unsafe { (*s).decided_ns == pkt.now } {
         return Tracked::Blocked;
     }
+    // A probe from a source this program blocked reaches tracking only once
+    // that block has lapsed (the verdict drops it while it lasts): the
+    // scanner carries on, so it is blocked again from this probe on, the
+    // same scan (the daemon reports the new block, not a new detection).
+    // SAFETY: as above.
+    unsafe { reblock(s, &h.source, &pkt, cfg) }
+}
+
+/// Blocks a decided source again whose block lapsed, as its decision did;
+/// `Blocked` when it is. A source that is protected now, or blocking that
+/// was turned off, is passed and not tried again.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES.
+#[inline(always)]
+unsafe fn reblock(s: *mut SourceStats, key: &SourceKey, pkt: &Packet, cfg: &Config) -> Tracked {
+    if cfg.block_on_decide != 0
+        && PROTECTED.get_ptr(key).is_none()
+        && verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex)
+    {
+        return Tracked::Blocked;
+    }
+    // SAFETY: the caller holds a live map value.
+    unsafe { (*s).blocked = 0 };
     Tracked::Counted
 }
 

@@ -230,9 +230,9 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
 /// Blocks that were just lifted by their expiry (`lifted`) while a
 /// CrowdSec ban still covers them: this host's own shorter block ran out,
 /// the fleet's ban goes on for the time it has left.
-pub(crate) fn reinstate(out: &mut Output, lifted: &[IpNet]) -> anyhow::Result<()> {
+pub(crate) fn reinstate(out: &mut Output, lifted: &[(IpNet, u32)]) -> anyhow::Result<()> {
     let now = monotonic_ns();
-    for net in lifted {
+    for (net, _) in lifted {
         let Some(behind) = out.enforced.ids.get(net) else {
             continue;
         };

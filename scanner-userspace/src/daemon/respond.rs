@@ -91,13 +91,19 @@ pub(crate) fn emit_interface(
 /// Reports findings. A source's detection is held until its decoy group is
 /// known (at once, unless an undecided source matches it; see
 /// `detect::decoy`); everything else is reported in order.
-pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> anyhow::Result<()> {
+pub(crate) fn report(
+    out: &mut Output,
+    maps: &mut Maps,
+    findings: &[Finding],
+) -> anyhow::Result<()> {
     let now = monotonic_ns();
     for finding in findings {
         match finding {
-            Finding::Detected { id, stats } if id.scope == scope::SOURCE => {
-                out.decoys.hold(*id, *stats, now)
-            }
+            Finding::Detected {
+                id,
+                stats,
+                since_ns,
+            } if id.scope == scope::SOURCE => out.decoys.hold(*id, *stats, *since_ns, now),
             Finding::Ended { id, .. } if out.decoys.is_held(id) => {
                 release(out, maps, true)?;
                 report_one(out, maps, finding, None, false)?;
@@ -110,7 +116,7 @@ pub(crate) fn report(out: &mut Output, maps: &Maps, findings: &[Finding]) -> any
 
 /// Reports the held detections that are ready (all of them with `force`:
 /// the daemon is stopping).
-pub(crate) fn release(out: &mut Output, maps: &Maps, force: bool) -> anyhow::Result<()> {
+pub(crate) fn release(out: &mut Output, maps: &mut Maps, force: bool) -> anyhow::Result<()> {
     if !out.decoys.holding() {
         out.undecided = None;
         return Ok(());
@@ -147,13 +153,18 @@ pub(crate) fn release(out: &mut Output, maps: &Maps, force: bool) -> anyhow::Res
         let Released {
             id,
             stats,
+            detected_ns,
             group,
             joined,
         } = r;
         report_one(
             out,
             maps,
-            &Finding::Detected { id, stats },
+            &Finding::Detected {
+                id,
+                stats,
+                since_ns: detected_ns,
+            },
             group.as_deref(),
             joined,
         )?;
@@ -166,14 +177,18 @@ pub(crate) fn release(out: &mut Output, maps: &Maps, force: bool) -> anyhow::Res
 /// reported already (the group is counted once in the metrics).
 fn report_one(
     out: &mut Output,
-    maps: &Maps,
+    maps: &mut Maps,
     finding: &Finding,
     group: Option<&[SourceKey]>,
     joined: bool,
 ) -> anyhow::Result<()> {
-    let (event, id, stats) = match finding {
-        Finding::Detected { id, stats } => ("scan_detected", id, stats),
-        Finding::Ended { id, stats } => ("scan_ended", id, stats),
+    let (event, id, stats, since_ns) = match finding {
+        Finding::Detected {
+            id,
+            stats,
+            since_ns,
+        } => ("scan_detected", id, stats, Some(*since_ns)),
+        Finding::Ended { id, stats } => ("scan_ended", id, stats, None),
     };
     let ip = ip_of(&id.key);
     let source = id.scope == scope::SOURCE;
@@ -198,6 +213,8 @@ fn report_one(
     };
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
     let mut e = scan_event(out, event, *id, stats, maps, protected);
+    // From the probe this detection stands for to now.
+    e.latency_us = since_ns.map(|t| monotonic_ns().saturating_sub(t) / 1000);
     e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
     if event == "scan_detected" && !joined {
         out.metrics.detection(e.kind);
@@ -207,7 +224,7 @@ fn report_one(
     write(&mut out.reporter, &Event::Scan(e));
     if event == "scan_detected" && source {
         match protected {
-            Some(why) => spare(out, ip, why)?,
+            Some(why) => spare(out, maps, ip, why)?,
             None => respond(out, *id)?,
         }
     }
@@ -222,9 +239,12 @@ fn report_one(
 /// block gateways and resolvers; an established peer it may have blocked at
 /// the deciding probe, and that block is lifted here, before it is ever
 /// reported (or, if a sweep reported it already, with an `unblocked` event).
-fn spare(out: &mut Output, ip: IpAddr, why: &'static str) -> anyhow::Result<()> {
+fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: &'static str) -> anyhow::Result<()> {
     tracing::warn!(source = %ip, protected = why, "protected source detected: reported, not blocked");
     let net = ipnet::IpNet::from(ip);
+    // Or the kernel would block it again at its next probe, as it does a
+    // scanner whose block lapsed.
+    maps.unmark_blocked(&protect::key_of(ip));
     if out
         .policy
         .lift_scan_block(net)
@@ -284,16 +304,16 @@ pub(crate) fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
 }
 
 /// Reports blocks the kernel made and blocks that expired (now removed);
-/// returns the networks unblocked.
-pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>> {
+/// returns the networks unblocked, with their block's reason.
+pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<(ipnet::IpNet, u32)>> {
     let changes = out
         .policy
         .sweep(monotonic_ns())
         .context("reading the BLOCKLIST map")?;
     let mut lifted = Vec::new();
     for change in changes {
-        if let Change::Unblocked { net, .. } = &change {
-            lifted.push(*net);
+        if let Change::Unblocked { net, reason, .. } = &change {
+            lifted.push((*net, *reason));
         }
         let event = match change {
             Change::Blocked { net, reason, ttl } => policy_event(
@@ -319,6 +339,21 @@ pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<ipnet::IpNet>
         emit(out, event);
     }
     Ok(lifted)
+}
+
+/// After blocks lapsed (`lifted`, from [`sweep_policy`]): a source whose
+/// block was not the kernel's own starts afresh, so if it scans on it is
+/// decided, and blocked, again. A scanner the kernel blocked at its decision
+/// keeps its entry: the kernel blocks it again at its next probe, the same
+/// scan.
+pub(crate) fn forget_lifted(maps: &mut Maps, lifted: &[(ipnet::IpNet, u32)]) {
+    for (net, reason) in lifted {
+        if *reason != block_reason::SCAN
+            && let Some(key) = host_key(net)
+        {
+            maps.forget(&key);
+        }
+    }
 }
 
 pub(crate) fn policy_event(
@@ -379,8 +414,6 @@ fn scan_event(
     let open = (stats.open_ports as usize).min(stats.open_sample.len());
     let mut open_ports = stats.open_sample[..open].to_vec();
     open_ports.sort_unstable();
-    let latency_us =
-        (event == "scan_detected").then(|| monotonic_ns().saturating_sub(stats.decided_ns) / 1000);
     ScanEvent {
         ts: timestamp(SystemTime::now()),
         event,
@@ -403,7 +436,7 @@ fn scan_event(
         },
         decided_after: stats.decided_ports,
         sources: if prefix { stats.sources } else { 1 },
-        latency_us,
+        latency_us: None,
         // Prefixes found by the distributed rule are reported, never blocked.
         action: match (prefix, out.dry_run, out.blocking) {
             (true, _, _) => "report",

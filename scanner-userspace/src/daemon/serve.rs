@@ -15,7 +15,7 @@ use crate::{
         Daemon, Signals,
         interfaces::watch_interfaces,
         requests::{State, handle},
-        respond::{Output, emit, host_key, policy_event, report, sweep_policy, write},
+        respond::{Output, emit, forget_lifted, policy_event, report, sweep_policy, write},
         start::log_protected,
     },
     detect::{Detector, EntryId},
@@ -55,7 +55,7 @@ impl Daemon {
             tokio::select! {
                 batch = self.decisions.next_batch() => {
                     let batch = batch.context("reading the EVENTS ring buffer")?;
-                    on_decisions(&batch, &self.maps, &mut self.detector, &mut self.out)?;
+                    on_decisions(&batch, &mut self.maps, &mut self.detector, &mut self.out)?;
                 }
                 _ = tick.tick() => {
                     if let Some(why) = self.poll()? {
@@ -127,19 +127,13 @@ impl Daemon {
         };
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
-        report(&mut self.out, &self.maps, &findings)?;
+        report(&mut self.out, &mut self.maps, &findings)?;
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
         let lifted = sweep_policy(&mut self.out)?;
-        for net in &lifted {
-            // A lifted block starts the source afresh: if it scans on, it is
-            // decided, and blocked, again.
-            if let Some(key) = host_key(net) {
-                self.maps.forget(&key);
-            }
-        }
+        forget_lifted(&mut self.maps, &lifted);
         crate::daemon::crowdsec::reinstate(&mut self.out, &lifted)?;
         update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
         // A detection held for its decoy group is not reported yet.
@@ -173,7 +167,7 @@ impl Daemon {
     fn drain_ring(&mut self) -> anyhow::Result<()> {
         on_decisions(
             &self.decisions.drain(),
-            &self.maps,
+            &mut self.maps,
             &mut self.detector,
             &mut self.out,
         )
@@ -316,7 +310,7 @@ const RING_SLACK_NS: u64 = 10_000_000;
 /// Findings from ring buffer records, reported.
 pub(super) fn on_decisions(
     batch: &[scanner_common::Decision],
-    maps: &Maps,
+    maps: &mut Maps,
     detector: &mut Detector,
     out: &mut Output,
 ) -> anyhow::Result<()> {

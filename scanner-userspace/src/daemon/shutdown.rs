@@ -21,8 +21,8 @@ impl Daemon {
             .detector
             .poll(monotonic_ns(), &self.maps.decided().entries);
         findings.extend(self.detector.finish());
-        report(&mut self.out, &self.maps, &findings)?;
-        release(&mut self.out, &self.maps, true)?;
+        report(&mut self.out, &mut self.maps, &findings)?;
+        release(&mut self.out, &mut self.maps, true)?;
         self.port_hours.record(&self.maps, &self.out, true);
         if let Err(e) = self.reported.set(monotonic_ns()) {
             tracing::warn!("{:#}", anyhow::Error::from(e));

@@ -22,7 +22,7 @@ use crate::{
     daemon::{
         Daemon, FullScans,
         interfaces::warn_shared_counter_slots,
-        respond::{Output, emit_interface, host_key, report, sweep_policy, write},
+        respond::{Output, emit_interface, forget_lifted, report, sweep_policy, write},
         serve::refresh_open_ports,
     },
     detect::{Detector, hits::PortHistory},
@@ -238,12 +238,9 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         );
     }
     let findings = detector.poll(monotonic_ns(), &snapshot.entries);
-    report(&mut out, &maps, &findings)?;
-    for net in sweep_policy(&mut out)? {
-        if let Some(key) = host_key(&net) {
-            maps.forget(&key);
-        }
-    }
+    report(&mut out, &mut maps, &findings)?;
+    let lifted = sweep_policy(&mut out)?;
+    forget_lifted(&mut maps, &lifted);
     let (calls_tx, calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::server::serve(listener, calls_tx));
     let metrics_server = metrics_listener.map(|l| {

@@ -45,6 +45,8 @@ pub fn same_scan(a: &SourceStats, b: &SourceStats) -> bool {
 pub struct Released {
     pub id: EntryId,
     pub stats: SourceStats,
+    /// The probe the detection stands for (see `Finding::Detected`).
+    pub detected_ns: u64,
     pub group: Option<Vec<SourceKey>>,
     /// Another member of its group was reported before: the group is one
     /// scan, counted once.
@@ -55,6 +57,7 @@ pub struct Released {
 struct Held {
     id: EntryId,
     stats: SourceStats,
+    detected_ns: u64,
     since_ns: u64,
 }
 
@@ -69,11 +72,12 @@ pub struct Decoys {
 
 impl Decoys {
     /// Holds a source's detection until its group is known.
-    pub fn hold(&mut self, id: EntryId, stats: SourceStats, now_ns: u64) {
+    pub fn hold(&mut self, id: EntryId, stats: SourceStats, detected_ns: u64, now_ns: u64) {
         self.held.retain(|h| h.id != id);
         self.held.push(Held {
             id,
             stats,
+            detected_ns,
             since_ns: now_ns,
         });
     }
@@ -145,6 +149,7 @@ impl Decoys {
             out.push(Released {
                 id: h.id,
                 stats: h.stats,
+                detected_ns: h.detected_ns,
                 group,
                 joined,
             });
@@ -223,7 +228,7 @@ mod tests {
     #[test]
     fn a_lone_scan_is_reported_at_once_without_a_group() {
         let mut d = Decoys::default();
-        d.hold(id(1), probed(0, &ORDER, true), MS);
+        d.hold(id(1), probed(0, &ORDER, true), 0, MS);
         let unrelated = probed(0, &[22, 80], false);
         let r = d.release(MS, &[unrelated], false);
         assert_eq!(r.len(), 1);
@@ -235,13 +240,13 @@ mod tests {
     fn a_detection_waits_for_its_undecided_members_then_all_list_the_group() {
         let mut d = Decoys::default();
         // The first decoy is decided; the others are one probe behind.
-        d.hold(id(6), probed(0, &ORDER, true), MS);
+        d.hold(id(6), probed(0, &ORDER, true), 0, MS);
         let behind = [probed(0, &ORDER[..3], false), probed(0, &ORDER[..3], false)];
         assert!(d.release(MS, &behind, false).is_empty(), "held");
         assert!(d.holding());
         // Both are decided now.
-        d.hold(id(1), probed(0, &ORDER, true), 2 * MS);
-        d.hold(id(7), probed(0, &ORDER, true), 2 * MS);
+        d.hold(id(1), probed(0, &ORDER, true), 0, 2 * MS);
+        d.hold(id(7), probed(0, &ORDER, true), 0, 2 * MS);
         let r = d.release(2 * MS, &[], false);
         let all = vec![id(1).key, id(6).key, id(7).key];
         assert_eq!(r.len(), 3);
@@ -255,7 +260,7 @@ mod tests {
     #[test]
     fn a_held_detection_is_reported_after_the_settle_time_anyway() {
         let mut d = Decoys::default();
-        d.hold(id(1), probed(0, &ORDER, true), MS);
+        d.hold(id(1), probed(0, &ORDER, true), 0, MS);
         let stuck = [probed(0, &ORDER[..3], false)];
         assert!(d.release(MS + SETTLE_NS / 2, &stuck, false).is_empty());
         let r = d.release(MS + SETTLE_NS, &stuck, false);
@@ -265,10 +270,10 @@ mod tests {
     #[test]
     fn a_late_member_joins_the_group_reported_before() {
         let mut d = Decoys::default();
-        d.hold(id(1), probed(0, &ORDER, true), MS);
-        d.hold(id(6), probed(0, &ORDER, true), MS);
+        d.hold(id(1), probed(0, &ORDER, true), 0, MS);
+        d.hold(id(6), probed(0, &ORDER, true), 0, MS);
         assert_eq!(d.release(MS, &[], false).len(), 2);
-        d.hold(id(7), probed(5 * MS, &ORDER, true), 10 * MS);
+        d.hold(id(7), probed(5 * MS, &ORDER, true), 0, 10 * MS);
         let r = d.release(10 * MS, &[], false);
         let all = vec![id(1).key, id(6).key, id(7).key];
         assert_eq!((r[0].group.as_ref(), r[0].joined), (Some(&all), true));
@@ -278,7 +283,7 @@ mod tests {
     #[test]
     fn forcing_releases_everything() {
         let mut d = Decoys::default();
-        d.hold(id(1), probed(0, &ORDER, true), MS);
+        d.hold(id(1), probed(0, &ORDER, true), 0, MS);
         let stuck = [probed(0, &ORDER[..3], false)];
         assert_eq!(d.release(MS, &stuck, true).len(), 1);
         assert!(!d.holding());

@@ -113,8 +113,15 @@ pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
 /// Something to report about an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finding {
-    /// The kernel decided this entry is scanning (or it resumed after ending).
-    Detected { id: EntryId, stats: SourceStats },
+    /// The kernel decided this entry is scanning (or it resumed after
+    /// ending). `since_ns`: the probe this detection stands for, which its
+    /// latency is measured from: the deciding probe, or for a resumed scan
+    /// the latest probe, the one that showed it resumed.
+    Detected {
+        id: EntryId,
+        stats: SourceStats,
+        since_ns: u64,
+    },
     /// A detected scan is over; `stats` are its final figures.
     Ended { id: EntryId, stats: SourceStats },
 }
@@ -251,15 +258,27 @@ impl Detector {
         }
         let scan = match self.scans.get_mut(&id) {
             Some(scan) => {
-                if scan.ended && stats.last_probe_ns > scan.last.last_probe_ns {
+                // A source the kernel blocked that probes on once its
+                // block lapsed is blocked again by the kernel: the same
+                // scan, reported as a block, not as a new detection.
+                if scan.ended && stats.last_probe_ns > scan.last.last_probe_ns && stats.blocked == 0
+                {
                     scan.ended = false;
-                    out.push(Finding::Detected { id, stats: *stats });
+                    out.push(Finding::Detected {
+                        id,
+                        stats: *stats,
+                        since_ns: stats.last_probe_ns,
+                    });
                 }
                 scan.last = *stats;
                 scan
             }
             None => {
-                out.push(Finding::Detected { id, stats: *stats });
+                out.push(Finding::Detected {
+                    id,
+                    stats: *stats,
+                    since_ns: stats.decided_ns,
+                });
                 self.scans.entry(id).or_insert(Scan {
                     decided_ns: stats.decided_ns,
                     last: *stats,
@@ -346,7 +365,36 @@ mod tests {
         let mut d = Detector::new(10 * S);
         d.poll(20 * S, &[(id(1), stats(S, 10, 5 * S))]);
         let f = d.poll(40 * S, &[(id(1), stats(S, 12, 39 * S))]);
-        assert!(matches!(f[..], [Finding::Detected { stats, .. }] if stats.ports == 12));
+        // Its latency runs from the probe that showed it resumed, not from
+        // the decision half a minute before.
+        assert!(
+            matches!(f[..], [Finding::Detected { stats, since_ns, .. }] if stats.ports == 12 && since_ns == 39 * S),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_decision_is_measured_from_its_deciding_probe() {
+        let mut d = Detector::new(10 * S);
+        let f = d.observe(3 * S, id(1), &stats(2 * S, 4, 3 * S));
+        assert!(matches!(f[..], [Finding::Detected { since_ns, .. }] if since_ns == 2 * S));
+    }
+
+    #[test]
+    fn a_blocked_scan_that_carries_on_past_its_block_is_one_scan() {
+        let mut d = Detector::new(10 * S);
+        let mut blocked = stats(S, 4, S);
+        blocked.blocked = 1;
+        assert_eq!(d.observe(S, id(1), &blocked).len(), 1);
+        // Quiet while blocked (its probes are dropped before they count).
+        let f = d.poll(20 * S, &[(id(1), blocked)]);
+        assert!(matches!(f[..], [Finding::Ended { .. }]), "{f:?}");
+        // The block lapsed, it probed on and the kernel blocked it again:
+        // no second detection.
+        let mut carried_on = stats(S, 9, 45 * S);
+        carried_on.blocked = 1;
+        assert!(d.poll(46 * S, &[(id(1), carried_on)]).is_empty());
+        assert_eq!(d.active(), 0);
     }
 
     #[test]

@@ -311,6 +311,22 @@ impl Maps {
         let _ = self.sources.remove(key);
     }
 
+    /// Tells the kernel a source's block was lifted on purpose (a protected
+    /// source spared): it is not blocked again when it probes on, as a
+    /// source whose block lapsed is. The entry is read and written back
+    /// (BPF_EXIST): a probe the kernel counts in between loses its
+    /// increments, once per spared detection.
+    pub fn unmark_blocked(&mut self, key: &SourceKey) {
+        if let Ok(mut stats) = self.sources.get(key, 0)
+            && stats.blocked != 0
+        {
+            stats.blocked = 0;
+            // BPF_EXIST: never re-creates an entry evicted meanwhile.
+            const BPF_EXIST: u64 = 2;
+            let _ = self.sources.insert(key, stats, BPF_EXIST);
+        }
+    }
+
     /// Forgets every admitted source `covered` selects (those a new allow
     /// rule covers: the kernel checks the allowlist when it admits a
     /// source, not on every probe). Returns how many were forgotten.

@@ -1,5 +1,6 @@
 //! Blocking in the kernel: a scanner is cut off within a few ports, sees
-//! nothing while blocked, and sees the host again when the block expires;
+//! nothing while blocked, and is blocked again at its first probe when it
+//! carries on after the block expired, the same scan;
 //! allowlisted hosts are never blocked; a dry run blocks nothing.
 
 use scanner_tests::{
@@ -10,8 +11,8 @@ use scanner_tests::{
 const OPEN_TCP: &[u16] = &[22, 80];
 
 #[test]
-fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyhow::Result<()> {
-    if !require_root("a_blocked_scanner_sees_little_then_nothing_until_the_block_expires") {
+fn a_blocked_scanner_sees_little_then_nothing_even_after_the_block_expires() -> anyhow::Result<()> {
+    if !require_root("a_blocked_scanner_sees_little_then_nothing_even_after_the_block_expires") {
         return Ok(());
     }
     let mut sc = Scenario::start(OPEN_TCP, &[], &["--block", "--block-ttl", "15s"])?;
@@ -30,14 +31,32 @@ fn a_blocked_scanner_sees_little_then_nothing_until_the_block_expires() -> anyho
     // While blocked: every port filtered.
     assert_eq!(sc.answered(None, "1-50")?, 0);
 
-    // Expiry lifts the block; the host answers again.
+    // The block lapses; the scanner carries on and is dropped again at its
+    // first probe: the kernel decided it already.
     let unblocked = sc.wait("unblocked", src)?;
     assert_eq!(unblocked["reason"], "expired", "{unblocked}");
-    assert_eq!(sc.answered(None, "22,80")?, 2);
+    assert_eq!(
+        sc.answered(None, "22,80,100-150")?,
+        0,
+        "answered after the block lapsed"
+    );
+    let mut blocks = 0;
+    let again = sc.daemon.wait_for_event(
+        |e| {
+            if e["event"] == "blocked" && e["source"] == src {
+                blocks += 1;
+            }
+            blocks == 2
+        },
+        std::time::Duration::from_secs(30),
+    )?;
+    assert_eq!(again["reason"], "scan", "{again}");
+    assert_eq!(again["ttl_s"], 15, "{again}");
 
+    // One scan, blocked twice: not a second detection.
     let events = sc.stop()?;
-    let blocks = count(&events, src, "blocked");
-    assert_eq!(blocks, 1, "one block: {events:?}");
+    assert_eq!(count(&events, src, "scan_detected"), 1, "{events:?}");
+    assert_eq!(count(&events, src, "blocked"), 2, "{events:?}");
     Ok(())
 }
 

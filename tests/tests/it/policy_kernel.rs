@@ -178,6 +178,76 @@ fn the_kernel_blocks_at_the_deciding_probe() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A scanner whose block lapsed, still probing, is dropped again at its
+/// first probe: the kernel decided it, and blocks it again with the same
+/// lifetime, without a new decision. One the daemon spared (a protected
+/// source whose block it lifted) is not.
+#[test]
+fn a_scanner_whose_block_lapsed_is_blocked_again_at_its_next_probe() -> anyhow::Result<()> {
+    root_only!("a_scanner_whose_block_lapsed_is_blocked_again_at_its_next_probe");
+    let ttl = Duration::from_millis(300);
+    let config = Config {
+        block_on_decide: 1,
+        block_ttl_ns: ttl.as_nanos() as u64,
+        ..Config::default()
+    };
+    let mut k = Kernel::new(&config, 16)?;
+    for port in 1..=4 {
+        k.send(&ipv4_tcp(9, port, SYN))?;
+    }
+    let decided = k
+        .maps
+        .source(&SourceKey::from_v4(v4(9)))
+        .map(|s| s.decided_ns);
+    assert!(decided.is_some_and(|t| t != 0), "not decided");
+    assert_eq!(k.send(&ipv4_tcp(9, 5, SYN))?, XDP_DROP, "blocked");
+    k.policy.sweep(monotonic_ns())?;
+    std::thread::sleep(ttl + Duration::from_millis(50));
+    // The lapsed block is swept away, as the daemon's poll does.
+    let changes = k.policy.sweep(monotonic_ns())?;
+    assert!(
+        matches!(&changes[..], [Change::Unblocked { expired: true, .. }]),
+        "{changes:?}"
+    );
+    assert_eq!(
+        k.send(&ipv4_tcp(9, 6, SYN))?,
+        XDP_DROP,
+        "the first probe after the block lapsed passed"
+    );
+    let changes = k.policy.sweep(monotonic_ns())?;
+    assert!(
+        matches!(&changes[..], [Change::Blocked { reason: 1, ttl: Some(t), .. }] if *t == ttl),
+        "blocked again for its TTL: {changes:?}"
+    );
+    assert_eq!(
+        k.maps
+            .source(&SourceKey::from_v4(v4(9)))
+            .map(|s| s.decided_ns),
+        decided,
+        "the same decision"
+    );
+    assert_eq!(k.send(&ipv4_tcp(9, 7, SYN))?, XDP_DROP);
+
+    // Spared: its block lifted on purpose, it is not blocked again.
+    for port in 1..=4 {
+        k.send(&ipv4_tcp(10, port, SYN))?;
+    }
+    k.policy.sweep(monotonic_ns())?;
+    assert!(
+        k.policy
+            .lift_scan_block(ipnet::IpNet::from(std::net::IpAddr::from([198, 18, 0, 10])))?
+    );
+    k.maps.unmark_blocked(&SourceKey::from_v4(v4(10)));
+    for port in 5..=8 {
+        assert_eq!(
+            k.send(&ipv4_tcp(10, port, SYN))?,
+            XDP_PASS,
+            "spared source blocked again"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn a_full_blocklist_refuses_new_blocks_and_counts_them() -> anyhow::Result<()> {
     root_only!("a_full_blocklist_refuses_new_blocks_and_counts_them");

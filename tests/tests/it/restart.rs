@@ -105,7 +105,17 @@ fn block_survives(crash: bool) -> anyhow::Result<()> {
         held >= Duration::from_secs(TTL - 1) && held <= Duration::from_secs(TTL + 3),
         "block held {held:?}, not {TTL}s"
     );
-    assert_eq!(sc.answered(None, "22,80")?, 2);
+    // The new daemon's program knows it decided the source: a scanner that
+    // carries on is blocked again at its first probe.
+    assert_eq!(
+        sc.answered(None, "22,80")?,
+        0,
+        "answered after the block lapsed"
+    );
+    sc.daemon.wait_for_event(
+        |e| e["event"] == "blocked" && e["source"] == src && e["reason"] == "scan",
+        Duration::from_secs(30),
+    )?;
     sc.stop()?;
     assert!(sc.xdp_programs()?.is_empty(), "detached on the final stop");
     Ok(())
