@@ -50,6 +50,10 @@ pub const ADMITTED_MAP: &str = "ADMITTED";
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.
 pub const REPORTED_MAP: &str = "REPORTED";
+/// Pinned beside REPORTED, by the daemon: the scans decided at or before
+/// this CLOCK_MONOTONIC time were reported as ended by a clean stop, so the
+/// next daemon does not end them again.
+pub const SCANS_ENDED_MAP: &str = "SCANS_ENDED";
 
 /// Layout version of the pinned maps: bumped whenever a pinned map's key,
 /// value or type changes, so a new daemon never opens an old layout.

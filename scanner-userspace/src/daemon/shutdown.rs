@@ -16,7 +16,10 @@ impl Daemon {
     /// when the daemon stopped on its own.
     pub(super) fn shutdown(mut self, failure: Option<anyhow::Error>) -> anyhow::Result<()> {
         notify::tell("STOPPING=1");
-        // Nothing lost on the way out: a final poll, then close every open scan.
+        // Nothing lost on the way out: a final poll, then close every open
+        // scan. Whatever was decided before this read is ended here, and
+        // the mark tells the next daemon not to end it again.
+        let read_ns = monotonic_ns();
         let mut findings = self
             .detector
             .poll(monotonic_ns(), &self.maps.decided().entries);
@@ -25,6 +28,9 @@ impl Daemon {
         release(&mut self.out, &mut self.maps, true)?;
         self.port_hours.record(&self.maps, &self.out, true);
         if let Err(e) = self.reported.set(monotonic_ns()) {
+            tracing::warn!("{:#}", anyhow::Error::from(e));
+        }
+        if let Err(e) = self.reported.set_ended(read_ns) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }
         if let Ok(c) = self.maps.counters() {

@@ -198,7 +198,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     // attach and the snapshot would make a scan that had ended look as if
     // it never stopped (and its resumption would go unreported).
     let mut detector = Detector::new(settings.quiet_ns());
-    let resumed = detector.resume(reported_ns, &maps.decided().entries);
+    let ended_ns = reported.ended().context("opening the pinned state")?;
+    let resumed = detector.resume(reported_ns, ended_ns, &maps.decided().entries);
     // Likewise the probes per port: what the kernel counted before now
     // belongs to earlier runs (each records its own at its stop).
     let port_hours = super::history::PortHours::new(&maps);

@@ -155,15 +155,23 @@ impl Detector {
 
     /// Takes over the scans an earlier daemon reported: entries decided at
     /// or before `reported_ns` are remembered without a `Detected` finding
-    /// (and as ended when they were already quiet then). Later decisions
-    /// are left for the next poll to report. Returns how many were resumed.
-    pub fn resume(&mut self, reported_ns: u64, entries: &[(EntryId, SourceStats)]) -> usize {
+    /// (and as ended when they were already quiet then, or when a clean
+    /// stop reported them ended: decided at or before `ended_ns`). Later
+    /// decisions are left for the next poll to report. Returns how many
+    /// were resumed.
+    pub fn resume(
+        &mut self,
+        reported_ns: u64,
+        ended_ns: u64,
+        entries: &[(EntryId, SourceStats)],
+    ) -> usize {
         let mut resumed = 0;
         for (id, stats) in entries {
             if stats.decided_ns == 0 || stats.decided_ns > reported_ns {
                 continue;
             }
-            let ended = stats.last_probe_ns.saturating_add(self.quiet_ns) <= reported_ns;
+            let ended = stats.decided_ns <= ended_ns
+                || stats.last_probe_ns.saturating_add(self.quiet_ns) <= reported_ns;
             self.scans.insert(
                 *id,
                 Scan {
@@ -438,7 +446,7 @@ mod tests {
             (id(2), stats(20 * S, 8, 21 * S)),
             (id(3), stats(120 * S, 5, 121 * S)),
         ];
-        assert_eq!(d.resume(100 * S, &entries), 2);
+        assert_eq!(d.resume(100 * S, 0, &entries), 2);
         assert_eq!(d.active(), 1, "id(2) had ended already");
         let f = d.poll(122 * S, &entries);
         assert!(
@@ -455,6 +463,24 @@ mod tests {
             })
             .collect();
         assert_eq!(ended, [id(1)], "{f:?}");
+    }
+
+    #[test]
+    fn a_scan_a_clean_stop_ended_is_not_ended_again() {
+        let mut d = Detector::new(10 * S);
+        // Still probing at 95 s when the daemon stopped cleanly at 100 s
+        // (reporting it ended); the next daemon starts at 101 s.
+        let entries = [(id(1), stats(50 * S, 30, 95 * S))];
+        assert_eq!(d.resume(100 * S, 100 * S, &entries), 1);
+        assert_eq!(d.active(), 0);
+        assert!(d.poll(130 * S, &entries).is_empty(), "ended twice");
+        // A scan decided after that stop is not affected.
+        let mut d = Detector::new(10 * S);
+        d.resume(100 * S, 40 * S, &entries);
+        assert!(matches!(
+            d.poll(130 * S, &entries)[..],
+            [Finding::Ended { .. }]
+        ));
     }
 
     #[test]

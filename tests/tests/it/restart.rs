@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use scanner_tests::{Lab, require_root, scenario::Scenario, traffic};
+use scanner_tests::{
+    Lab, require_root,
+    scenario::{RUN_ARGS, Scenario},
+    traffic,
+};
 use scanner_userspace::control::{Request, call};
 use serde_json::Value;
 
@@ -296,5 +300,77 @@ fn a_new_daemon_over_the_previous_layouts_pins_migrates_its_blocks() -> anyhow::
     let old = old_dir.ok_or_else(|| anyhow::anyhow!("no old directory"))?;
     assert!(!old.exists(), "the old layout's pins are removed");
     sc.stop()?;
+    Ok(())
+}
+
+/// A scan still going when the daemon stops cleanly is reported ended by
+/// that daemon (with its totals), and not ended again by the next one.
+#[test]
+fn a_scan_ended_at_a_stop_is_not_ended_again_after_the_restart() -> anyhow::Result<()> {
+    if !require_root("a_scan_ended_at_a_stop_is_not_ended_again_after_the_restart") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let run = |quiet: &str| {
+        let mut args = RUN_ARGS[..7].to_vec();
+        args.extend(["--quiet-after", quiet]);
+        let mut daemon = scanner_tests::Daemon::start(&lab.server, &args)?;
+        daemon.wait_attached(Lab::SERVER_IF)?;
+        anyhow::Ok(daemon)
+    };
+    let scan = |from: &str| {
+        traffic::nmap(
+            &lab.attacker,
+            &[
+                "-sS",
+                "--min-rate",
+                "5000",
+                "--max-retries",
+                "0",
+                "-p1-100",
+                "-S",
+                from,
+                "-e",
+                Lab::ATTACKER_IF,
+                Lab::SERVER_V4,
+            ],
+        )
+    };
+    let wait = Duration::from_secs(60);
+    let src = Lab::ATTACKER_V4;
+    // Scans end after a minute of quiet here: the stop comes first.
+    let mut first = run("1m")?;
+    scan(src)?;
+    first.wait_for_event(
+        |e| e["event"] == "scan_detected" && e["source"] == src,
+        wait,
+    )?;
+    assert!(first.stop()?.success());
+    let ended: Vec<Value> = first
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "scan_ended" && e["source"] == src)
+        .collect();
+    assert_eq!(ended.len(), 1, "the stop ends the open scan: {ended:?}");
+
+    let mut next = run("2s")?;
+    // Another scan after the restart, ended by quiet: by then the first one
+    // would have been ended too, had it been taken over as still open.
+    let second = "198.18.0.7";
+    lab.add_attacker_address(&format!("{second}/24"))?;
+    scan(second)?;
+    next.wait_for_event(
+        |e| e["event"] == "scan_ended" && e["source"] == second,
+        wait,
+    )?;
+    assert!(next.stop()?.success());
+    let events = next.events();
+    let again: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["source"] == src && e["event"].as_str().is_some_and(|n| n.starts_with("scan_"))
+        })
+        .collect();
+    assert!(again.is_empty(), "the first scan again: {again:#?}");
     Ok(())
 }
