@@ -57,7 +57,7 @@ pub(crate) struct HistoryArgs {
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub since: Duration,
     /// Only scans of this kind (syn, fin, udp, ...).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::detect::ScanKind::ALL.map(crate::detect::ScanKind::as_str)))]
     pub kind: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]

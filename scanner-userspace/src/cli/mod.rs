@@ -295,13 +295,17 @@ pub(crate) struct RunArgs {
 }
 
 /// The exit code for an error: 2 for usage errors (bad configuration, pins,
-/// no bpffs to pin to, an events file that cannot be opened, socket or an interface another daemon or program
-/// holds: restarting changes nothing), 1 otherwise.
+/// no bpffs to pin to, an unknown interface, an events file that cannot be
+/// opened, socket or an interface another daemon or program holds:
+/// restarting changes nothing), 1 otherwise.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|cause| {
         cause.downcast_ref::<crate::config::ConfigError>().is_some()
             || cause
                 .downcast_ref::<crate::sinks::file::OpenError>()
+                .is_some()
+            || cause
+                .downcast_ref::<crate::kernel::iface::IfaceError>()
                 .is_some()
             || matches!(
                 cause.downcast_ref::<PinError>(),

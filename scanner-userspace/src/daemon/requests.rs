@@ -56,7 +56,16 @@ pub(crate) fn handle(
     let target = |t: &str| parse_net(t).map_err(anyhow::Error::msg);
     Ok(match request {
         Request::Status {} => {
-            let c = maps.counters()?;
+            // Packets of the watched interfaces; ring buffer and block
+            // refusals are the program's own, whatever the interface.
+            let table = maps.counter_table()?;
+            let watched: Vec<u32> = state.attached.iter().filter_map(|a| a.index).collect();
+            let total = table.total();
+            let c = crate::kernel::maps::Counters {
+                events_dropped: total.events_dropped,
+                blocks_refused: total.blocks_refused,
+                ..table.ifaces(&watched)
+            };
             let interfaces: Vec<serde_json::Value> = state
                 .attached
                 .iter()
@@ -219,10 +228,17 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
         let net = ipnet::IpNet::from(ip_of(&key));
         let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
         let protected = out.protected_scans.get(&net.addr()).copied();
+        let scan = crate::detect::EntryId {
+            scope: scope::SOURCE,
+            key,
+        };
         let state = match (block, s.decided_ns, protected) {
+            // A dry run keeps blocks in the map without enforcing them.
+            (Some(_), _, _) if out.dry_run => "unenforced",
             (Some(_), _, _) => "blocked",
             (None, 0, _) => "watching",
             (None, _, Some(_)) => "protected",
+            (None, _, None) if state.detector.has_ended(&scan) => "ended",
             (None, _, None) => "detected",
         };
         listed.insert(net);
@@ -264,7 +280,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
             i64::from(s.score),
             serde_json::json!({
                 "address": net.to_string(),
-                "state": "detected",
+                "state": if state.detector.has_ended(&id) { "ended" } else { "detected" },
                 "kind": kind_of(scope::PREFIX, &s).as_str(),
                 "ports": s.ports,
                 "probes": s.probes,
@@ -284,7 +300,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
             i64::MAX,
             serde_json::json!({
                 "address": net_name(net),
-                "state": "blocked",
+                "state": if out.dry_run { "unenforced" } else { "blocked" },
                 "kind": null, "ports": null, "probes": null, "score": null, "sources": null,
                 "first_seen": null, "last_seen": null,
                 "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),

@@ -49,6 +49,25 @@ pub enum ScanKind {
 }
 
 impl ScanKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [ScanKind; 15] = [
+        Self::Syn,
+        Self::Connect,
+        Self::Fin,
+        Self::Null,
+        Self::Xmas,
+        Self::Maimon,
+        Self::Ack,
+        Self::Udp,
+        Self::Fragmented,
+        Self::SctpInit,
+        Self::SctpCookieEcho,
+        Self::IpProtocol,
+        Self::InvalidFlags,
+        Self::Mixed,
+        Self::Distributed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Syn => "syn",
@@ -189,6 +208,11 @@ impl Detector {
     /// looks up.
     pub fn ids(&self) -> Vec<EntryId> {
         self.scans.keys().copied().collect()
+    }
+
+    /// Whether the scan of `id` was detected and has ended (quiet since).
+    pub fn has_ended(&self, id: &EntryId) -> bool {
+        self.scans.get(id).is_some_and(|s| s.ended)
     }
 
     /// Scans detected and not yet ended.

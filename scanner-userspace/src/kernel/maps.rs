@@ -109,6 +109,16 @@ impl CounterTable {
         Counters::of(&self.values, 0..counter::IFACE_SLOTS)
     }
 
+    /// Packets that came in on the interfaces `ifindexes` (the daemon's):
+    /// not what a test run of the program (BPF_PROG_TEST_RUN, ifindex 1)
+    /// or another interface sharing no slot with them counted.
+    pub fn ifaces(&self, ifindexes: &[u32]) -> Counters {
+        let mut slots: Vec<u32> = ifindexes.iter().map(|i| i % counter::IFACE_SLOTS).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        Counters::of(&self.values, slots.into_iter())
+    }
+
     /// Packets that came in on `ifindex`.
     pub fn iface(&self, ifindex: u32) -> Counters {
         let slot = ifindex % counter::IFACE_SLOTS;

@@ -84,6 +84,21 @@ pub struct PinDir {
     _lock: OwnedFd,
     /// Whether this daemon mounted the bpffs it pins to.
     mounted: bool,
+    /// The directories this daemon created, innermost first: removed on
+    /// drop while still empty (a start refused before anything was pinned
+    /// leaves nothing behind).
+    created: Vec<PathBuf>,
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        for dir in &self.created {
+            // Fails, harmlessly, once anything is pinned inside.
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -119,6 +134,11 @@ impl PinDir {
             }
         }
         let dir = base.join(format!("v{STATE_VERSION}"));
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(&dir).map_err(|source| PinError::Create {
             path: dir.clone(),
             source,
@@ -128,6 +148,7 @@ impl PinDir {
             dir,
             _lock: lock,
             mounted,
+            created,
         })
     }
 

@@ -6,19 +6,66 @@ use std::process::Command;
 use scanner_tests::{daemon::scanner_binary, netns::Netns, require_root};
 
 fn scanner(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let (code, err) = exit(args)?;
+    Ok((code == Some(0), err))
+}
+
+/// The exit code and stderr of `scanner <args>`.
+fn exit(args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
     let out = Command::new(scanner_binary()?).args(args).output()?;
     Ok((
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
 
 #[test]
 fn unknown_interface_is_named_with_the_ones_that_exist() -> anyhow::Result<()> {
-    let (ok, err) = scanner(&["run", "--iface", "no-such-if0"])?;
-    assert!(!ok);
+    let (code, err) = exit(&["run", "--iface", "no-such-if0"])?;
+    assert_eq!(code, Some(2), "a usage error: {err}");
     assert!(err.contains("unknown interface \"no-such-if0\""), "{err}");
     assert!(err.contains("lo"), "lists the interfaces that exist: {err}");
+    Ok(())
+}
+
+#[test]
+fn an_unknown_scan_kind_is_refused_with_the_known_ones() -> anyhow::Result<()> {
+    let (code, err) = exit(&["history", "--kind", "bogus"])?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("syn") && err.contains("distributed"), "{err}");
+    Ok(())
+}
+
+/// A start refused after the pin directory was prepared (here: the metrics
+/// port is taken) leaves no empty directories behind.
+#[test]
+fn a_refused_start_leaves_no_pin_directories() -> anyhow::Result<()> {
+    if !require_root("a_refused_start_leaves_no_pin_directories") {
+        return Ok(());
+    }
+    let ns = Netns::new("refused")?;
+    let pins = scanner_tests::daemon::pin_dir(&ns)?.join("fresh");
+    let taken = ns.enter(|| std::net::TcpListener::bind("127.0.0.1:0"))??;
+    let port = taken.local_addr()?.to_string();
+    let socket = std::env::temp_dir().join(format!("scanner-refused-{}.sock", std::process::id()));
+    let out = ns
+        .command(scanner_binary()?.to_str().unwrap_or("scanner"))
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--no-history",
+            "--metrics-listen",
+            &port,
+        ])
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("--socket")
+        .arg(&socket)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("metrics"), "{err}");
+    assert!(!pins.exists(), "{} left behind", pins.display());
     Ok(())
 }
 
