@@ -15,6 +15,9 @@ pub mod block_reason {
     pub const MANUAL: u32 = 2;
     /// A ban decision pulled from a CrowdSec Local API.
     pub const CROWDSEC: u32 = 3;
+    /// `scanner block --force`: may cover a protected gateway or resolver,
+    /// and is left as it is when the protected addresses change.
+    pub const FORCED: u32 = 4;
 }
 
 /// An allow or block rule. The key's prefix length gives its scope: /128 for one

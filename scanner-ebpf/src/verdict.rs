@@ -6,7 +6,7 @@ use scanner_common::{PolicyEntry, SourceKey, action, block_reason, counter};
 
 use crate::{
     counters,
-    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY},
+    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY, PROTECTED},
 };
 
 pub enum Rule {
@@ -15,12 +15,15 @@ pub enum Rule {
     None,
 }
 
-/// The rule for `source`: a live block, unless the allowlist overrides it.
+/// The rule for `source`: a live block, unless the allowlist overrides it,
+/// or the source is a protected gateway or resolver and the block is not
+/// one forced on it (`scanner block --force`): a CIDR block, a CrowdSec
+/// ban or a manual block never cuts this host off from them.
 ///
-/// The allowlist matters only where something would happen to the source:
-/// here, when a block matches, and where tracking admits or decides it. So
-/// while nothing is blocked (the usual case) a packet costs one array read
-/// here and no trie lookup at all.
+/// The allowlist and protection matter only where something would happen
+/// to the source: here, when a block matches, and where tracking admits or
+/// decides it. So while nothing is blocked (the usual case) a packet costs
+/// one array read here and no trie lookup at all.
 #[inline(always)]
 pub fn rule(source: &SourceKey) -> Rule {
     if BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0) {
@@ -31,6 +34,8 @@ pub fn rule(source: &SourceKey) -> Rule {
         Some(e) if e.blocks(crate::now()) => {
             if ALLOWLIST.get(&key).is_some() {
                 Rule::Allow
+            } else if e.reason != block_reason::FORCED && PROTECTED.get_ptr(source).is_some() {
+                Rule::None
             } else {
                 Rule::Block
             }

@@ -188,9 +188,25 @@ pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
     let request = Request::Block {
         target: args.target.to_string(),
         ttl: args.ttl.map(|t| humantime::format_duration(t).to_string()),
+        force: args.force,
     };
     let r = ask(&args.client, &request)?;
     let net = text(&r["blocked"]);
+    // What the block covers that is protected: cut off (--force) or spared.
+    let protected: Vec<String> = r["protected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{} ({})", text(&p["address"]), text(&p["why"])))
+        .collect();
+    if !protected.is_empty() {
+        let what = if args.force {
+            "forced: this cuts the host off from"
+        } else {
+            "spared (protected, never dropped by this block)"
+        };
+        eprintln!("{what}: {}", protected.join(", "));
+    }
     let until = match r["ttl_s"].as_u64() {
         Some(s) => format!(
             "for {}",

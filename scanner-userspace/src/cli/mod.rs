@@ -129,11 +129,15 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BlockArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
-    #[arg(value_parser = parse_net)]
+    #[arg(value_parser = crate::kernel::policy::parse_exact_net)]
     pub target: ipnet::IpNet,
     /// How long the block lasts, e.g. 2h.
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
+    /// Block a protected gateway, resolver or established peer too: without
+    /// it such an address is refused (and spared inside a CIDR).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -141,7 +145,7 @@ pub(crate) struct BlockArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct TargetArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
-    #[arg(value_parser = parse_net)]
+    #[arg(value_parser = crate::kernel::policy::parse_exact_net)]
     pub target: ipnet::IpNet,
     #[command(flatten)]
     pub client: ClientArgs,

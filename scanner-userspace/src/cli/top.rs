@@ -119,6 +119,7 @@ fn act(app: &mut App, socket: &std::path::Path, block: bool) {
         Request::Block {
             target: target.clone(),
             ttl: None,
+            force: false,
         }
     } else {
         Request::Unblock {

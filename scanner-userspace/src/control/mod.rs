@@ -24,6 +24,10 @@ pub enum Request {
         target: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ttl: Option<String>,
+        /// Block it even where it covers a protected gateway, resolver or
+        /// established peer (which the kernel otherwise never drops).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     Unblock {
         target: String,
@@ -92,7 +96,8 @@ mod tests {
             r,
             Request::Block {
                 target: "198.18.0.1".into(),
-                ttl: Some("2h".into())
+                ttl: Some("2h".into()),
+                force: false,
             }
         );
         assert_eq!(

@@ -182,6 +182,23 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
         }
         return Ok(());
     }
+    // A protected gateway, resolver or established peer is never banned by
+    // the fleet (its address is what a spoofed scan elsewhere would borrow);
+    // inside a range the kernel spares it, and it is said here.
+    let protected = out.protected.within(&net);
+    if !known && !protected.is_empty() {
+        for (ip, why) in &protected {
+            tracing::warn!(source = %ip, protected = crate::kernel::protect::reason_name(*why), decision = %net_name(&net), "CrowdSec ban refused for a protected address");
+            emit(
+                out,
+                policy_event("block_refused", &IpNet::from(*ip), "protected", None, false)
+                    .of("crowdsec"),
+            );
+        }
+        if net.prefix_len() == net.max_prefix_len() {
+            return Ok(());
+        }
+    }
     // The allowlist is the first reason to refuse, the fleet's share of the
     // cap the second.
     let allowed = out

@@ -107,7 +107,11 @@ pub(crate) fn handle(
             }))
         }
         Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps, state))),
-        Request::Block { target: t, ttl } => block(out, &t, ttl.as_deref(), state.default_ttl)?,
+        Request::Block {
+            target: t,
+            ttl,
+            force,
+        } => block(out, &t, ttl.as_deref(), force, state.default_ttl)?,
         Request::Unblock { target: t } => {
             let net = target(&t)?;
             let origin = match out.policy.unblock(net)? {
@@ -187,9 +191,37 @@ fn block(
     out: &mut Output,
     t: &str,
     ttl: Option<&str>,
+    force: bool,
     default_ttl: Duration,
 ) -> anyhow::Result<Response> {
-    let net = parse_net(t).map_err(anyhow::Error::msg)?;
+    let net = crate::kernel::policy::parse_exact_net(t).map_err(anyhow::Error::msg)?;
+    // A protected address named on its own needs --force; inside a CIDR
+    // the kernel spares it, and each is reported as refused.
+    let protected = out.protected.within(&net);
+    let is_host = net.prefix_len() == net.max_prefix_len();
+    if !force
+        && is_host
+        && let Some((ip, why)) = protected.first()
+    {
+        anyhow::bail!(
+            "{ip} is protected ({}): blocking it would cut this host off from its {}; `scanner block --force {ip}` blocks it anyway",
+            crate::kernel::protect::reason_name(*why),
+            match crate::kernel::protect::reason_name(*why) {
+                "gateway" => "default gateway",
+                "resolver" => "DNS resolver",
+                _ => "established connection with it",
+            }
+        );
+    }
+    let listed: Vec<serde_json::Value> = protected
+        .iter()
+        .map(|(ip, why)| serde_json::json!({"address": ip.to_string(), "why": crate::kernel::protect::reason_name(*why)}))
+        .collect();
+    let reason = if force {
+        block_reason::FORCED
+    } else {
+        block_reason::MANUAL
+    };
     let asked = ttl
         .map(|s| parse_duration(s).map_err(anyhow::Error::msg))
         .transpose()?;
@@ -204,16 +236,32 @@ fn block(
             .then(|| Duration::from_nanos(existing.expires_ns.saturating_sub(now)).as_secs());
         return Ok(Response::ok(serde_json::json!({
             "blocked": net_name(&net), "ttl_s": left, "kept": true, "dry_run": out.dry_run,
+            "protected": listed,
         })));
     }
-    out.policy
-        .block(net, Some(ttl), now, block_reason::MANUAL)?;
+    out.policy.block(net, Some(ttl), now, reason)?;
     emit(
         out,
         policy_event("blocked", &net, "manual", Some(ttl.as_secs()), out.dry_run),
     );
+    if !force {
+        for (ip, _) in &protected {
+            emit(
+                out,
+                policy_event(
+                    "block_refused",
+                    &ipnet::IpNet::from(*ip),
+                    "protected",
+                    None,
+                    false,
+                )
+                .of("manual"),
+            );
+        }
+    }
     Ok(Response::ok(serde_json::json!({
         "blocked": net_name(&net), "ttl_s": ttl.as_secs(), "kept": false, "dry_run": out.dry_run,
+        "protected": listed,
     })))
 }
 

@@ -51,6 +51,20 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
         })
 }
 
+/// [`parse_net`] for what an operator names on the command line: a CIDR
+/// with host bits set (10.1.2.3/8) is refused rather than widened to its
+/// network (10.0.0.0/8) behind the operator's back.
+pub fn parse_exact_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let net = parse_net(s)?;
+    match s.parse::<ipnet::IpNet>() {
+        Ok(given) if given != net => Err(format!(
+            "{s} has host bits set: name the address ({}) or the network ({net})",
+            given.addr()
+        )),
+        _ => Ok(net),
+    }
+}
+
 /// An address for a host network (`/32`, `/128`), else the CIDR.
 pub fn net_name(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
@@ -404,7 +418,8 @@ impl Policy {
     }
 }
 
-/// `scan` or `manual`.
+/// `scan`, `crowdsec` or `manual` (`scanner block`, with or without
+/// --force).
 pub fn reason_name(reason: u32) -> &'static str {
     match reason {
         block_reason::SCAN => "scan",
@@ -444,6 +459,17 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn command_line_cidrs_with_host_bits_are_refused() {
+        assert_eq!(parse_exact_net("10.0.0.0/8"), Ok(net("10.0.0.0/8")));
+        assert_eq!(parse_exact_net("10.1.2.3"), Ok(net("10.1.2.3/32")));
+        let err = parse_exact_net("10.1.2.3/8").unwrap_err();
+        assert!(
+            err.contains("10.1.2.3") && err.contains("10.0.0.0/8"),
+            "{err}"
+        );
     }
 
     #[test]

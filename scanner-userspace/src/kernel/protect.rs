@@ -98,6 +98,24 @@ impl Protected {
         Ok(Some(&self.current))
     }
 
+    /// The protected addresses `net` covers, with why: for one address, as
+    /// [`Self::reason`]; for a CIDR, the gateways and resolvers inside it
+    /// (peers of established connections are not enumerated).
+    pub fn within(&self, net: &ipnet::IpNet) -> Vec<(IpAddr, u32)> {
+        if net.prefix_len() == net.max_prefix_len() {
+            return self
+                .reason(net.addr())
+                .map(|r| (net.addr(), r))
+                .into_iter()
+                .collect();
+        }
+        self.current
+            .iter()
+            .filter(|(ip, _)| net.contains(*ip))
+            .map(|(ip, r)| (*ip, *r))
+            .collect()
+    }
+
     /// Why `ip` is protected now, if it is: a gateway or resolver of the
     /// map, or (reading the socket table) a peer of an established TCP
     /// connection.

@@ -152,11 +152,13 @@ fn the_allowlist_protects_this_host_and_blocks_are_never_shortened() -> anyhow::
     ok(&socket, &["disallow", "198.18.9.0/24"])?;
     sc.wait("disallowed", "198.18.9.0/24")?;
 
-    // Prefixes lose their host bits; a longer block is kept unless a TTL
-    // is asked for.
-    let out = ok(&socket, &["block", "10.1.2.3/8", "--ttl", "2h"])?;
+    // A prefix with host bits set is refused, not widened behind the
+    // operator's back; a longer block is kept unless a TTL is asked for.
+    let (refused, _, err) = scanner_tests::daemon::cli(&socket, &["block", "10.1.2.3/8"])?;
+    assert!(!refused && err.contains("10.0.0.0/8"), "{err}");
+    let out = ok(&socket, &["block", "10.0.0.0/8", "--ttl", "2h"])?;
     assert_eq!(out.trim(), "blocked 10.0.0.0/8 for 2h");
-    let out = ok(&socket, &["block", "10.9.9.9/8"])?;
+    let out = ok(&socket, &["block", "10.0.0.0/8"])?;
     assert!(
         out.starts_with("10.0.0.0/8 is already blocked for 1h 59m") && out.contains("kept"),
         "{out}"

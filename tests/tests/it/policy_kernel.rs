@@ -131,6 +131,49 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
     Ok(())
 }
 
+/// A block that covers a protected gateway or resolver (a CIDR, a ban, a
+/// manual block) never drops it; only a forced block does.
+#[test]
+fn protected_addresses_are_dropped_only_by_a_forced_block() -> anyhow::Result<()> {
+    root_only!("protected_addresses_are_dropped_only_by_a_forced_block");
+    let mut k = Kernel::new(&Config::default(), 16)?;
+    let mut protected: aya::maps::HashMap<MapData, SourceKey, u32> =
+        take_map(&mut k.ebpf, scanner_common::names::PROTECTED_MAP)?;
+    protected.insert(
+        SourceKey::from_v4(v4(3)),
+        scanner_common::protect::GATEWAY,
+        0,
+    )?;
+    let now = monotonic_ns();
+    k.policy
+        .block("198.18.0.0/24".parse()?, None, now, block_reason::MANUAL)?;
+    assert_eq!(
+        k.send(&ipv4_tcp(3, 80, SYN))?,
+        XDP_PASS,
+        "the gateway was cut off"
+    );
+    assert_eq!(
+        k.send(&ipv4_tcp(9, 80, SYN))?,
+        XDP_DROP,
+        "the rest of the /24 passed"
+    );
+    k.policy
+        .block("198.18.0.3/32".parse()?, None, now, block_reason::CROWDSEC)?;
+    assert_eq!(
+        k.send(&ipv4_tcp(3, 80, SYN))?,
+        XDP_PASS,
+        "a ban cut the gateway off"
+    );
+    k.policy
+        .block("198.18.0.3/32".parse()?, None, now, block_reason::FORCED)?;
+    assert_eq!(
+        k.send(&ipv4_tcp(3, 80, SYN))?,
+        XDP_DROP,
+        "--force did not block"
+    );
+    Ok(())
+}
+
 #[test]
 fn lifting_a_protected_sources_block_spares_manual_blocks() -> anyhow::Result<()> {
     root_only!("lifting_a_protected_sources_block_spares_manual_blocks");

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use scanner_tests::{Lab, require_root, scenario::Scenario};
+use scanner_tests::{Lab, daemon::cli, require_root, scenario::Scenario};
 use scanner_userspace::control::{Request, call};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
@@ -56,16 +56,13 @@ fn exchange(client: &mut TcpStream, server: &mut TcpStream, round: u8) -> anyhow
     Ok(())
 }
 
-#[test]
-fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> anyhow::Result<()> {
-    if !require_root("spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked") {
-        return Ok(());
-    }
+/// A blocking daemon whose server has GATEWAY as its default gateway and
+/// RESOLVER as its resolver, both (and PEER) attacker-side addresses:
+/// anyone there can borrow them.
+fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
     let mut etc = None;
-    let mut sc = Scenario::start_with(
+    let sc = Scenario::start_with(
         |lab| {
-            // The server's default gateway and resolver are attacker-side
-            // addresses: anyone there can borrow them.
             lab.server
                 .ip(&["route", "add", "default", "via", GATEWAY])?;
             let dir = PathBuf::from("/etc/netns").join(lab.server.name());
@@ -81,6 +78,62 @@ fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> any
         &[],
         &["--block"],
     )?;
+    Ok((sc, etc.context("no /etc/netns directory")?))
+}
+
+/// Operators cannot cut the host off from its gateway or resolver by
+/// mistake: naming one needs --force, a CIDR that covers them spares them
+/// (and says so), and a CIDR with host bits set is refused, not widened.
+#[test]
+fn manual_blocks_spare_protected_hosts_unless_forced() -> anyhow::Result<()> {
+    if !require_root("manual_blocks_spare_protected_hosts_unless_forced") {
+        return Ok(());
+    }
+    let (mut sc, etc) = protected_lab()?;
+    let socket = sc.daemon.socket().to_path_buf();
+    let (ok, _, err) = cli(&socket, &["block", GATEWAY])?;
+    assert!(!ok, "the gateway was blocked without --force");
+    assert!(
+        err.contains("is protected (gateway)") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(sc.answered(Some(GATEWAY), "22,80")?, 2);
+
+    let (ok, _, err) = cli(&socket, &["block", "198.18.0.1/24"])?;
+    assert!(!ok && err.contains("host bits"), "{err}");
+
+    // 198.18.0.4/30: the resolver, and PEER (no session now: not protected).
+    let (ok, out, err) = cli(&socket, &["block", "198.18.0.4/30", "--ttl", "10m"])?;
+    assert!(ok, "{err}");
+    assert!(out.contains("blocked 198.18.0.4/30"), "{out}");
+    assert!(err.contains(&format!("{RESOLVER} (resolver)")), "{err}");
+    let refused = sc.wait("block_refused", RESOLVER)?;
+    assert_eq!(refused["reason"], "protected", "{refused}");
+    assert_eq!(
+        sc.answered(Some(RESOLVER), "22,80")?,
+        2,
+        "the resolver cut off by the /30"
+    );
+    assert_eq!(
+        sc.answered(Some(PEER), "22,80")?,
+        0,
+        "the rest of the /30 is blocked"
+    );
+
+    let (ok, _, err) = cli(&socket, &["block", "--force", GATEWAY, "--ttl", "10m"])?;
+    assert!(ok && err.contains("forced"), "{err}");
+    assert_eq!(sc.answered(Some(GATEWAY), "22,80")?, 0, "--force blocks it");
+    sc.stop()?;
+    drop(etc);
+    Ok(())
+}
+
+#[test]
+fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> anyhow::Result<()> {
+    if !require_root("spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked") {
+        return Ok(());
+    }
+    let (mut sc, etc) = protected_lab()?;
     let status = call(sc.daemon.socket(), &Request::Status {})?;
     assert_eq!(status["blocking"], true, "{status}");
 
