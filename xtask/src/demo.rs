@@ -19,7 +19,7 @@ pub fn demo() -> anyhow::Result<()> {
     // alive long enough to remove the namespaces.
     ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
-    crate::setup::setup()?;
+    crate::setup::setup(crate::setup::Need::Demo)?;
     crate::shell::build_scanner(false)?;
     let result = run_demo();
     if INTERRUPTED.load(Ordering::SeqCst) {

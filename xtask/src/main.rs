@@ -20,8 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what the build and tests need (Debian/Ubuntu, as root):
-    /// packages, nightly rust-src, bpf-linker. Fast when all is present.
+    /// Install what the build, the tests and the benchmarks need
+    /// (Debian/Ubuntu, as root): packages, nightly rust-src, bpf-linker,
+    /// cargo-deb. Fast when all is present. `demo` installs only the build
+    /// and nmap, `lint` only the build.
     Setup,
     /// Build the scanner binary (with its embedded XDP program).
     Build {
@@ -91,11 +93,11 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::setup(),
+        Task::Setup => setup::setup(setup::Need::Everything),
         Task::Build { release } => shell::build_scanner(release).map(drop),
         Task::Run { args } => run(&args),
         Task::Test { no_lint, args } => test(no_lint, &args),
-        Task::Lint => setup::setup().and_then(|()| lint::lint()),
+        Task::Lint => setup::setup(setup::Need::Build).and_then(|()| lint::lint()),
         Task::Demo => demo::demo(),
         Task::Bench => bench(),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
@@ -123,7 +125,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 fn bench() -> anyhow::Result<()> {
-    setup::setup()?;
+    setup::setup(setup::Need::Everything)?;
     if !scanner_tests::privilege::is_root() {
         anyhow::bail!("benchmarks load XDP programs: run `cargo xtask bench` as root");
     }
@@ -137,7 +139,7 @@ fn bench() -> anyhow::Result<()> {
 }
 
 fn test(no_lint: bool, args: &[String]) -> anyhow::Result<()> {
-    setup::setup()?;
+    setup::setup(setup::Need::Everything)?;
     if !no_lint {
         lint::lint()?;
     }

@@ -1,5 +1,6 @@
-//! `cargo xtask setup`: everything the build and the tests need, installed
-//! idempotently. Each check is quick, so every other task can run it first.
+//! `cargo xtask setup`: what a task needs, installed idempotently, and no
+//! more: the demo gets the build and nmap, the tests and the benchmarks
+//! everything. Each check is quick, so every task runs it first.
 
 use std::process::Command;
 
@@ -7,18 +8,19 @@ use anyhow::{Context as _, bail};
 
 use crate::shell::status;
 
-/// Debian packages: LLVM 22 for bpf-linker, the scan tools the tests run,
-/// iproute2 for namespaces, bpftool to inspect the program, setpriv
-/// (util-linux) for the unprivileged-user test.
-const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "zlib1g-dev",
-    "libzstd-dev",
-    "nmap",
+/// Debian packages every build needs: LLVM 22 for bpf-linker.
+const BUILD: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
+
+/// What `cargo xtask demo` runs besides the build: nmap, and iproute2 for
+/// the namespaces.
+const DEMO: &[&str] = &["nmap", "iproute2"];
+
+/// What the tests and `cargo xtask bench` run besides the demo's.
+const TEST: &[&str] = &[
+    // The scan tools, bpftool to inspect the program, setpriv (util-linux)
+    // for the unprivileged-user test.
     "hping3",
     "masscan",
-    "iproute2",
     "bpftool",
     "curl",
     "util-linux",
@@ -31,8 +33,9 @@ const PACKAGES: &[&str] = &[
     // `cargo xtask bench`: trafgen for veth throughput, scanlogd to compare.
     "netsniff-ng",
     "scanlogd",
-    // The fleet tests run a real CrowdSec Local API (see `preseed_crowdsec`),
-    // over https with a test CA made by openssl.
+    // The fleet tests run a real CrowdSec Local API from a private
+    // configuration directory (see `preseed_crowdsec`), over https with a
+    // test CA made by openssl.
     "crowdsec",
     "openssl",
     // The history report is rendered by a real browser in the tests, and
@@ -49,22 +52,48 @@ const PACKAGES: &[&str] = &[
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-pub fn setup() -> anyhow::Result<()> {
-    install_packages()?;
+/// What a task needs installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Building and linting: LLVM, rust-src, bpf-linker.
+    Build,
+    /// `cargo xtask demo`: the build, and nmap.
+    Demo,
+    /// The tests, the benchmarks, packaging: everything.
+    Everything,
+}
+
+impl Need {
+    fn packages(self) -> Vec<&'static str> {
+        let mut p = BUILD.to_vec();
+        if self != Self::Build {
+            p.extend_from_slice(DEMO);
+        }
+        if self == Self::Everything {
+            p.extend_from_slice(TEST);
+        }
+        p
+    }
+}
+
+pub fn setup(need: Need) -> anyhow::Result<()> {
+    install_packages(&need.packages())?;
     install_rust_src()?;
     install_bpf_linker()?;
-    crate::install::ensure_cargo_deb()?;
+    if need == Need::Everything {
+        crate::install::ensure_cargo_deb()?;
+    }
     Ok(())
 }
 
-fn missing_packages() -> anyhow::Result<Vec<&'static str>> {
+fn missing_packages(wanted: &[&'static str]) -> anyhow::Result<Vec<&'static str>> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${db:Status-Status}\n"])
-        .args(PACKAGES)
+        .args(wanted)
         .output()
         .context("running dpkg-query (is this Debian or Ubuntu?)")?;
     let listing = String::from_utf8_lossy(&out.stdout);
-    Ok(PACKAGES
+    Ok(wanted
         .iter()
         .copied()
         .filter(|p| {
@@ -75,8 +104,8 @@ fn missing_packages() -> anyhow::Result<Vec<&'static str>> {
         .collect())
 }
 
-fn install_packages() -> anyhow::Result<()> {
-    let missing = missing_packages()?;
+fn install_packages(wanted: &[&'static str]) -> anyhow::Result<()> {
+    let missing = missing_packages(wanted)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -87,9 +116,11 @@ fn install_packages() -> anyhow::Result<()> {
         );
     }
     println!("setup: installing Debian packages: {}", missing.join(" "));
-    if missing.contains(&"crowdsec") {
-        preseed_crowdsec()?;
-    }
+    let credentials = if missing.contains(&"crowdsec") {
+        Some(preseed_crowdsec()?)
+    } else {
+        None
+    };
     // Nothing an install brings is started (crowdsec, prometheus): the
     // tests run their own.
     let policy = forbid_service_starts()?;
@@ -104,24 +135,57 @@ fn install_packages() -> anyhow::Result<()> {
     if let Some(path) = policy {
         let _ = std::fs::remove_file(path);
     }
+    if let Some(before) = credentials {
+        before.restore()?;
+    }
     installed
+}
+
+const CAPI_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// The Central API credentials file as it was before the install.
+enum Credentials {
+    Absent,
+    Empty,
+    /// The operator's own: never touched.
+    Kept,
+}
+
+impl Credentials {
+    /// Puts the file back as it was: the package's postinst leaves it empty
+    /// when it cannot register, and a placeholder left behind would point a
+    /// real CrowdSec installed later at nothing.
+    fn restore(self) -> anyhow::Result<()> {
+        match self {
+            Self::Kept => Ok(()),
+            Self::Empty => std::fs::write(CAPI_CREDENTIALS, "")
+                .with_context(|| format!("emptying {CAPI_CREDENTIALS} again")),
+            Self::Absent => std::fs::remove_file(CAPI_CREDENTIALS)
+                .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                .with_context(|| format!("removing {CAPI_CREDENTIALS} again")),
+        }
+    }
 }
 
 /// Debian's crowdsec postinst registers with CrowdSec's online service
 /// unless its credentials file is non-empty, and there is no network here:
-/// a placeholder file first. The tests run their own Local API, offline.
-fn preseed_crowdsec() -> anyhow::Result<()> {
-    let credentials = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
-    let empty = std::fs::metadata(credentials).map_or(true, |m| m.len() == 0);
-    if empty {
-        std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
-        std::fs::write(
-            credentials,
-            "# offline: no Central API (written by cargo xtask setup)\nurl: http://127.0.0.1:1/\nlogin: offline\npassword: offline\n",
-        )
-        .with_context(|| format!("writing {}", credentials.display()))?;
-    }
-    Ok(())
+/// a placeholder file for the install only ([`Credentials::restore`] puts
+/// back what was there). The tests run their own Local API, offline, from
+/// a private configuration directory.
+fn preseed_crowdsec() -> anyhow::Result<Credentials> {
+    let credentials = std::path::Path::new(CAPI_CREDENTIALS);
+    let before = match std::fs::metadata(credentials) {
+        Err(_) => Credentials::Absent,
+        Ok(m) if m.len() == 0 => Credentials::Empty,
+        Ok(_) => return Ok(Credentials::Kept),
+    };
+    std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec")?;
+    std::fs::write(
+        credentials,
+        "# placeholder while cargo xtask setup installs crowdsec offline; removed after\nurl: http://127.0.0.1:1/\nlogin: offline\npassword: offline\n",
+    )
+    .with_context(|| format!("writing {}", credentials.display()))?;
+    Ok(before)
 }
 
 /// A policy-rc.d that forbids service starts during the install, when none
