@@ -9,7 +9,12 @@ use anyhow::{Context as _, bail};
 use crate::shell::status;
 
 /// Debian packages every build needs: LLVM 22 for bpf-linker.
-const BUILD: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
+const BUILD: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
 
 /// What `cargo xtask demo` runs besides the build: nmap, and iproute2 for
 /// the namespaces.
@@ -156,13 +161,23 @@ impl Credentials {
     /// when it cannot register, and a placeholder left behind would point a
     /// real CrowdSec installed later at nothing.
     fn restore(self) -> anyhow::Result<()> {
+        self.restore_at(std::path::Path::new(CAPI_CREDENTIALS))
+    }
+
+    fn restore_at(self, path: &std::path::Path) -> anyhow::Result<()> {
         match self {
             Self::Kept => Ok(()),
-            Self::Empty => std::fs::write(CAPI_CREDENTIALS, "")
-                .with_context(|| format!("emptying {CAPI_CREDENTIALS} again")),
-            Self::Absent => std::fs::remove_file(CAPI_CREDENTIALS)
-                .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-                .with_context(|| format!("removing {CAPI_CREDENTIALS} again")),
+            Self::Empty => std::fs::write(path, "")
+                .with_context(|| format!("emptying {} again", path.display())),
+            Self::Absent => std::fs::remove_file(path)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .with_context(|| format!("removing {} again", path.display())),
         }
     }
 }
@@ -260,4 +275,56 @@ fn install_bpf_linker() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", prefix),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's "Two commands" lists say exactly what each installs.
+    #[test]
+    fn the_readme_lists_what_the_demo_and_the_tests_install() {
+        let readme =
+            std::fs::read_to_string(crate::shell::workspace_root().join("README.md")).unwrap();
+        let bullet = |start: &str| -> String {
+            let from = readme
+                .find(start)
+                .unwrap_or_else(|| panic!("no {start} in README"));
+            readme[from..]
+                .split("\n- ")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let demo = bullet("- `demo`");
+        let test = bullet("- `test`");
+        let named = |text: &str, p: &str| text.contains(&format!("`{p}`"));
+        for p in Need::Demo.packages() {
+            assert!(named(&demo, p), "the demo installs {p}: {demo}");
+        }
+        for p in TEST {
+            assert!(!named(&demo, p), "the demo does not install {p}");
+            assert!(named(&test, p), "the tests install {p}: {test}");
+        }
+        assert!(!Need::Demo.packages().contains(&"crowdsec"));
+        assert!(!Need::Build.packages().contains(&"nmap"));
+    }
+
+    #[test]
+    fn the_credentials_file_is_put_back_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("xtask-capi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("online_api_credentials.yaml");
+        std::fs::write(&path, "placeholder").unwrap();
+        Credentials::Empty.restore_at(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::write(&path, "placeholder").unwrap();
+        Credentials::Absent.restore_at(&path).unwrap();
+        assert!(!path.exists());
+        Credentials::Absent.restore_at(&path).unwrap();
+        std::fs::write(&path, "the operator's").unwrap();
+        Credentials::Kept.restore_at(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "the operator's");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
