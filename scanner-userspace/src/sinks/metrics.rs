@@ -126,6 +126,13 @@ impl Metrics {
             last_totals: Counters::default(),
         };
         m.capacity.set(i64::from(capacity));
+        // Every kind from the start, at 0: `increase()` over the first
+        // detection of a kind after a restart sees it.
+        for kind in crate::detect::ScanKind::ALL {
+            let _ = m.detections.get_or_create(&KindLabel {
+                kind: kind.as_str().to_owned(),
+            });
+        }
         let mut r = Registry::with_prefix("scanner");
         r.register(
             "packets_seen",
@@ -393,10 +400,16 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split_whitespace();
     let (status, kind, body) = match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/metrics")) => (
+        (Some("GET"), Some("/metrics")) if wants_openmetrics(&head) => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             render(registry),
+        ),
+        // What an Accept header without OpenMetrics (or none) asks for.
+        (Some("GET"), Some("/metrics")) => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            text_format(&render(registry)),
         ),
         (Some("GET"), Some("/")) => (
             "200 OK",
@@ -414,9 +427,96 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
     stream.shutdown().await
 }
 
+/// Whether the request's Accept header names OpenMetrics (Prometheus asks
+/// for it first; curl and older scrapers ask for nothing or text/plain).
+fn wants_openmetrics(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("accept")
+                && value.contains("application/openmetrics-text")
+        })
+    })
+}
+
+/// OpenMetrics text as Prometheus text format 0.0.4: a counter's TYPE
+/// names its `_total` series, and `# UNIT` and `# EOF` lines (which 0.0.4
+/// does not have) go.
+fn text_format(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let counter = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"));
+        let help_of_counter = |name: &str| open_metrics.contains(&format!("# TYPE {name} counter"));
+        if let Some(name) = counter {
+            out.push_str(&format!("# TYPE {name}_total counter\n"));
+        } else if let Some((name, help)) = line
+            .strip_prefix("# HELP ")
+            .and_then(|rest| rest.split_once(' '))
+            .filter(|(name, _)| help_of_counter(name))
+        {
+            out.push_str(&format!("# HELP {name}_total {help}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_starts_at_zero() {
+        let (_, registry) = Metrics::new(1024);
+        let text = render(&registry);
+        for kind in crate::detect::ScanKind::ALL {
+            let line = format!("scanner_detections_total{{kind=\"{}\"}} 0", kind.as_str());
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn text_format_0_0_4_is_served_unless_openmetrics_is_asked_for() {
+        let (m, registry) = Metrics::new(1024);
+        m.detection("syn");
+        let open = render(&registry);
+        assert!(open.contains("# TYPE scanner_detections counter") && open.ends_with("# EOF\n"));
+        let text = text_format(&open);
+        assert!(
+            text.contains("# TYPE scanner_detections_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP scanner_detections_total "), "{text}");
+        assert!(
+            text.contains("scanner_detections_total{kind=\"syn\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Gauges and histograms keep their names.
+        assert!(
+            text.contains("# TYPE scanner_sources_tracked gauge"),
+            "{text}"
+        );
+        let asks = |accept: &str| {
+            wants_openmetrics(
+                format!("GET /metrics HTTP/1.1\r\nAccept: {accept}\r\n\r\n").as_bytes(),
+            )
+        };
+        assert!(asks(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        ));
+        assert!(!asks("text/plain;version=0.0.4"));
+        assert!(!wants_openmetrics(b"GET /metrics HTTP/1.1\r\n\r\n"));
+    }
 
     /// Every `scanner_*` name in `text`.
     fn names_in(text: &str) -> std::collections::BTreeSet<String> {

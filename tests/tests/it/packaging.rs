@@ -370,5 +370,56 @@ fn promtool_accepts_the_shipped_alert_rules() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+
+    // ScannerCrowdSecStale fires for a Local API that was never reached
+    // (no pull ever, pulls failing), and for one that stopped answering.
+    let dir = scanner_tests::TempDir::new("promtool")?;
+    let tests = dir.0.join("stale_test.yml");
+    std::fs::write(
+        &tests,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'scanner_crowdsec_last_sync_timestamp_seconds{{instance="never"}}'
+        values: '0x30'
+      - series: 'scanner_crowdsec_pull_errors_total{{instance="never"}}'
+        values: '0+2x30'
+      - series: 'scanner_crowdsec_last_sync_timestamp_seconds{{instance="stopped"}}'
+        values: '60x30'
+      - series: 'scanner_crowdsec_pull_errors_total{{instance="stopped"}}'
+        values: '0+2x30'
+      - series: 'scanner_crowdsec_last_sync_timestamp_seconds{{instance="fine"}}'
+        values: '0+60x30'
+      - series: 'scanner_crowdsec_pull_errors_total{{instance="fine"}}'
+        values: '0x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: ScannerCrowdSecStale
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: never}}
+            exp_annotations:
+              summary: "scanner on never has not pulled CrowdSec decisions for 5 minutes (or never)"
+              description: "Blocks already enforced stay; new fleet decisions do not arrive. Is the Local API up?"
+          - exp_labels: {{severity: warning, instance: stopped}}
+            exp_annotations:
+              summary: "scanner on stopped has not pulled CrowdSec decisions for 5 minutes (or never)"
+              description: "Blocks already enforced stay; new fleet decisions do not arrive. Is the Local API up?"
+"#,
+            rules.display()
+        ),
+    )?;
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
