@@ -131,8 +131,8 @@ pub(crate) struct BlockArgs {
     /// Address or CIDR, e.g. 198.51.100.7 or 2001:db8::/64.
     #[arg(value_parser = crate::kernel::policy::parse_exact_net)]
     pub target: ipnet::IpNet,
-    /// How long the block lasts, e.g. 2h.
-    #[arg(long, value_parser = parse_duration)]
+    /// How long the block lasts, e.g. 2h; at most a year.
+    #[arg(long, value_parser = crate::config::parse_ttl)]
     pub ttl: Option<Duration>,
     /// Block a protected gateway, resolver or established peer too: without
     /// it such an address is refused (and spared inside a CIDR).
@@ -247,9 +247,9 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub block: bool,
 
-    /// How long a block lasts, e.g. 1h, 30m [default: 1h]
+    /// How long a block lasts, e.g. 1h, 30m; at most a year [default: 1h]
     /// [config: response.block_ttl].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::config::parse_ttl)]
     pub block_ttl: Option<Duration>,
 
     /// Most blocks at once; past it new blocks are refused, loudly

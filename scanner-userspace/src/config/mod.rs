@@ -246,8 +246,37 @@ impl Default for Report {
     }
 }
 
+/// Limits on settings that would silently weaken detection.
+const MIN_CLOSED_TO_DECIDE: u32 = 3;
+const MIN_IDLE: Duration = Duration::from_secs(60);
+const MIN_QUIET: Duration = Duration::from_secs(1);
+/// The longest block: a year (`scanner block --ttl` has the same limit).
+pub(crate) const MAX_BLOCK_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The narrowest an allowlisted network must be: /8, or /16 for IPv6.
+fn allow_floor(net: &ipnet::IpNet) -> u8 {
+    match net {
+        ipnet::IpNet::V4(_) => 8,
+        ipnet::IpNet::V6(_) => 16,
+    }
+}
+
+/// A duration in its largest unit that divides it exactly ("90d", not
+/// "2months 29days 2h 52m 48s"), as an operator would have written it.
+pub(crate) fn show(d: Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3600, "h"), (60, "m"), (1, "s")];
+    if d.subsec_nanos() != 0 || d.is_zero() {
+        return humantime::format_duration(d).to_string();
+    }
+    let secs = d.as_secs();
+    UNITS.iter().find(|(unit, _)| secs % unit == 0).map_or_else(
+        || format!("{secs}s"),
+        |(unit, name)| format!("{}{name}", secs / unit),
+    )
+}
+
 fn show_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
+    s.serialize_str(&show(*d))
 }
 
 fn show_nets<S: serde::Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
@@ -341,14 +370,60 @@ impl FileConfig {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if let Err(e) = self.probabilities().steps() {
-            let key = match e {
-                TrwError::OutOfRange(key, _) => key,
-                TrwError::NotSeparated { .. } => "scanner_open_probability",
-                TrwError::Inverted { .. } => "detection_probability",
-                TrwError::NoStealthProbes => "stealth_probes",
-            };
-            return Err((key, e.to_string()));
+        let steps = match self.probabilities().steps() {
+            Ok(steps) => steps,
+            Err(e) => {
+                let key = match e {
+                    TrwError::OutOfRange(key, _) => key,
+                    TrwError::NotSeparated { .. } => "scanner_open_probability",
+                    TrwError::Inverted { .. } => "detection_probability",
+                    TrwError::NoStealthProbes => "stealth_probes",
+                };
+                return Err((key, e.to_string()));
+            }
+        };
+        // Fewer than three closed ports in a row would make a client's
+        // failed connections (a service down, a typo) a scan, and with
+        // --block cut it off.
+        let closed = steps.closed_probes_to_decide();
+        if closed < MIN_CLOSED_TO_DECIDE {
+            return Err((
+                "false_positive_probability",
+                format!(
+                    "decides after {closed} closed port{} in a row: a client's failed connections would be a scan; raise it to at least {MIN_CLOSED_TO_DECIDE} (lower false_positive_probability or detection_probability)",
+                    if closed == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        // Forgetting a source within a minute of quiet lets a scanner that
+        // waits between probes go undecided; ending scans within a second
+        // reports one scan as many.
+        if self.detection.idle_timeout < MIN_IDLE {
+            return Err((
+                "idle_timeout",
+                format!(
+                    "under {}: a scan with pauses longer than that is never decided",
+                    show(MIN_IDLE)
+                ),
+            ));
+        }
+        if self.report.quiet_after < MIN_QUIET {
+            return Err((
+                "quiet_after",
+                format!(
+                    "under {}: one scan would be reported as many",
+                    show(MIN_QUIET)
+                ),
+            ));
+        }
+        if self.response.block_ttl > MAX_BLOCK_TTL {
+            return Err((
+                "block_ttl",
+                format!(
+                    "over {}: blocks must expire; use `scanner block` for a long one",
+                    show(MAX_BLOCK_TTL)
+                ),
+            ));
         }
         let d = &self.detection;
         if !(MIN_SOURCES..=MAX_SOURCES).contains(&d.max_sources) {
@@ -363,17 +438,40 @@ impl FileConfig {
             return Err(("fanout_ports", "must be at least 2".into()));
         }
         let a = &self.aggregation;
-        if a.ipv4_prefix > 32 {
-            return Err(("ipv4_prefix", format!("{} is not 0-32", a.ipv4_prefix)));
+        // A prefix wider than /16 (/32) would count unrelated networks as
+        // one actor.
+        if !(16..=32).contains(&a.ipv4_prefix) {
+            return Err((
+                "ipv4_prefix",
+                format!(
+                    "{} is not 16-32 (a wider prefix counts unrelated networks as one)",
+                    a.ipv4_prefix
+                ),
+            ));
         }
-        if a.ipv6_prefix > 128 {
-            return Err(("ipv6_prefix", format!("{} is not 0-128", a.ipv6_prefix)));
+        if !(32..=128).contains(&a.ipv6_prefix) {
+            return Err((
+                "ipv6_prefix",
+                format!(
+                    "{} is not 32-128 (a wider prefix counts unrelated networks as one)",
+                    a.ipv6_prefix
+                ),
+            ));
         }
         let r = &self.response;
         if r.block_cap == 0 || r.block_cap > MAX_BLOCK_CAP {
             return Err((
                 "block_cap",
                 format!("{} is not 1-{MAX_BLOCK_CAP}", r.block_cap),
+            ));
+        }
+        if let Some(wide) = r.allowlist.iter().find(|n| n.prefix_len() < allow_floor(n)) {
+            return Err((
+                "allowlist",
+                format!(
+                    "{wide} is wider than /{}: the detector would ignore that much of the Internet",
+                    allow_floor(wide)
+                ),
             ));
         }
         if r.allowlist.len() > scanner_common::names::ALLOW_CAPACITY as usize / 2 {
@@ -436,6 +534,19 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 1s, 250ms, 2m)"))?;
     if d.is_zero() {
         return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// A block's lifetime: [`parse_duration`], at most [`MAX_BLOCK_TTL`] (blocks
+/// must expire).
+pub(crate) fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > MAX_BLOCK_TTL {
+        return Err(format!(
+            "{s} is over {}: blocks must expire",
+            show(MAX_BLOCK_TTL)
+        ));
     }
     Ok(d)
 }
@@ -522,6 +633,17 @@ mod tests {
             ),
             ("[detection]\nfanout_ports = 0\n", "fanout_ports"),
             ("[aggregation]\nipv4_prefix = 33\n", "ipv4_prefix"),
+            ("[aggregation]\nipv4_prefix = 0\n", "ipv4_prefix"),
+            ("[aggregation]\nipv6_prefix = 8\n", "ipv6_prefix"),
+            (
+                "[detection]\nfalse_positive_probability = 0.9\n",
+                "false_positive_probability",
+            ),
+            ("[detection]\nidle_timeout = \"1s\"\n", "idle_timeout"),
+            ("[report]\nquiet_after = \"1ms\"\n", "quiet_after"),
+            ("[response]\nallowlist = [\"0.0.0.0/0\"]\n", "allowlist"),
+            ("[response]\nallowlist = [\"::/0\"]\n", "allowlist"),
+            ("[response]\nblock_ttl = \"100y\"\n", "block_ttl"),
             ("[aggregation]\nmin_sources = 1\n", "min_sources"),
             ("[detection]\nstealth_probes = 0\n", "stealth_probes"),
             ("[response]\nblock_cap = 0\n", "block_cap"),
@@ -608,7 +730,9 @@ mod tests {
         )
         .unwrap();
         let text = toml::to_string(&c).unwrap();
-        assert!(text.contains("block_ttl = \"1h 30m\""), "{text}");
+        // As written: the largest unit that divides it.
+        assert!(text.contains("block_ttl = \"90m\""), "{text}");
+        assert!(text.contains("history_retention = \"90d\""), "{text}");
         assert!(text.contains("allowlist = [\"198.18.0.8\"]"), "{text}");
         assert_eq!(FileConfig::parse(&text, "printed").unwrap(), c);
     }

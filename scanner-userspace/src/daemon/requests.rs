@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use scanner_common::{block_reason, scope};
 
 use crate::{
-    cli::{parse_duration, parse_net},
+    cli::parse_net,
     control::{Request, Response},
     daemon::respond::{Output, emit, host_key, policy_event},
     detect::{
@@ -223,7 +223,7 @@ fn block(
         block_reason::MANUAL
     };
     let asked = ttl
-        .map(|s| parse_duration(s).map_err(anyhow::Error::msg))
+        .map(|s| crate::config::parse_ttl(s).map_err(anyhow::Error::msg))
         .transpose()?;
     let ttl = asked.unwrap_or(default_ttl);
     let now = monotonic_ns();
