@@ -53,6 +53,22 @@ impl App {
         row["address"].as_str().map(str::to_owned)
     }
 
+    /// A new snapshot; the highlight stays on the source it was on (rows
+    /// re-sort by score), or on the same row when that source is gone.
+    fn refresh(&mut self, snapshot: Snapshot) {
+        let was = self.selected();
+        self.snapshot = snapshot;
+        if let Some(at) = was.and_then(|a| {
+            self.snapshot
+                .sources
+                .iter()
+                .position(|r| r["address"].as_str() == Some(a.as_str()))
+        }) {
+            self.table.select(Some(at));
+        }
+        self.select(0);
+    }
+
     fn select(&mut self, step: isize) {
         let n = self.snapshot.sources.len();
         if n == 0 {
@@ -73,8 +89,7 @@ pub(crate) fn run(args: &TopArgs) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init().context("opening the terminal")?;
     let result = (|| -> anyhow::Result<()> {
         let mut taken = Instant::now();
-        app.snapshot = last.clone();
-        app.select(0);
+        app.refresh(last.clone());
         loop {
             terminal.draw(|f| draw(f, &mut app))?;
             let wait = args.interval.saturating_sub(taken.elapsed());
@@ -98,8 +113,7 @@ pub(crate) fn run(args: &TopArgs) -> anyhow::Result<()> {
             match fetch(args, Some((&last, elapsed))) {
                 Ok(s) => {
                     last = s.clone();
-                    app.snapshot = s;
-                    app.select(0);
+                    app.refresh(s);
                 }
                 Err(e) => app.message = format!("daemon: {e:#}"),
             }
@@ -202,15 +216,24 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         .flatten()
         .map(|i| format!("{} ({})", text(&i["iface"]), text(&i["mode"])))
         .collect();
+    // "11m", "1h 2m": seconds only for the first minute.
+    let uptime = s.status["uptime_s"]
+        .as_u64()
+        .map(|t| {
+            let t = if t >= 60 { t - t % 60 } else { t };
+            humantime::format_duration(std::time::Duration::from_secs(t)).to_string()
+        })
+        .unwrap_or_default();
+    // Active scans: detected and not yet ended (the rows also list ended
+    // and blocked ones, by state).
     let summary = format!(
-        "{:.0} pkt/s seen  {:.0} pkt/s dropped  |  sources {}  detections {}  blocks {}  |  {}  up {}s",
+        "{:.0} pkt/s seen  {:.0} pkt/s dropped  |  sources {}  scans active {}  blocks {}  |  {}  up {uptime}",
         s.rates.0,
         s.rates.1,
         text(&s.status["sources_tracked"]),
         text(&s.status["active_detections"]),
         text(&s.status["blocks"]),
         ifaces.join(", "),
-        text(&s.status["uptime_s"]),
     );
     f.render_widget(
         Paragraph::new(summary).block(
@@ -327,7 +350,7 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         blocks,
     );
     let help = format!(
-        "up/down select  b block  u unblock  q quit   {}",
+        "up/down select  b block  u unblock  q quit   score: evidence of scanning (closed ports raise it, open ones lower it)   {}",
         app.message
     );
     f.render_widget(Paragraph::new(help), keys);
@@ -408,5 +431,27 @@ mod tests {
         assert_eq!(app.selected().as_deref(), Some("b"));
         app.select(-9);
         assert_eq!(app.selected().as_deref(), Some("a"));
+    }
+
+    /// Rows re-sort by score between refreshes: `b` must block the source
+    /// the operator chose, not whatever moved into its row.
+    #[test]
+    fn the_highlight_follows_its_source_when_rows_re_sort() {
+        let rows = |names: &[&str]| Snapshot {
+            sources: names
+                .iter()
+                .map(|a| serde_json::json!({"address": a}))
+                .collect(),
+            ..Snapshot::default()
+        };
+        let mut app = App::default();
+        app.refresh(rows(&["a", "b", "c"]));
+        app.select(1);
+        assert_eq!(app.selected().as_deref(), Some("b"));
+        app.refresh(rows(&["c", "a", "b"]));
+        assert_eq!(app.selected().as_deref(), Some("b"));
+        // Gone: the same row, clamped.
+        app.refresh(rows(&["c"]));
+        assert_eq!(app.selected().as_deref(), Some("c"));
     }
 }
