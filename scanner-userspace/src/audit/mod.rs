@@ -146,6 +146,18 @@ pub(crate) fn socket_owners() -> HashMap<u64, Owner> {
     owners
 }
 
+/// The inodes of this process's own sockets (its metrics endpoint among
+/// them): a few descriptors, cheap to read on every refresh.
+pub(crate) fn own_sockets() -> std::collections::HashSet<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| socket_inode(&link.to_string_lossy()))
+        .collect()
+}
+
 /// The inode in a `socket:[12345]` link.
 fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
@@ -217,6 +229,18 @@ mod tests {
         assert_eq!(socket_inode("socket:[12345]"), Some(12345));
         assert_eq!(socket_inode("pipe:[1]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn own_sockets_are_this_process_s() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let inode = crate::audit::listeners::listeners()
+            .into_iter()
+            .find(|x| x.port == port)
+            .map(|x| x.inode)
+            .unwrap();
+        assert!(own_sockets().contains(&inode));
     }
 
     #[test]

@@ -256,16 +256,20 @@ pub(crate) fn allow(args: &AllowArgs) -> anyhow::Result<()> {
             .collect();
         return out(&table(&["address", "allowlisted by"], &[], &rows));
     };
-    let target_args = TargetArgs {
-        target,
-        client: args.client.clone(),
-    };
-    on_target(
-        &target_args,
-        |target| Request::Allow { target },
-        "allowed",
-        |n| format!("allowlisted {n}"),
-    )
+    let r = ask(
+        &args.client,
+        &Request::Allow {
+            target: target.to_string(),
+        },
+    )?;
+    let lifted = text(&r["unblocked"]);
+    if r["unblocked"].as_array().is_some_and(|l| !l.is_empty()) {
+        return outln(&format!(
+            "allowlisted {} (and lifted its block: {lifted})",
+            text(&r["allowed"])
+        ));
+    }
+    outln(&format!("allowlisted {}", text(&r["allowed"])))
 }
 
 pub(crate) fn disallow(args: &TargetArgs) -> anyhow::Result<()> {

@@ -62,11 +62,53 @@ fn extra_sections() -> String {
         ),
         (
             "SIGHUP",
-            "Reload the configuration file: thresholds, blocking, block TTL, dry run and the file's allowlist change without detaching or losing state. An invalid file is refused (a config_rejected event) and the old configuration stays.",
+            "Reload the configuration file: thresholds, blocking, block TTL, dry run and the file's allowlist change without detaching or losing state. An invalid file is refused (a config_rejected event) and the old configuration stays. The events file (--events-file) is opened again, for logrotate.",
         ),
         (
             "SIGKILL, a crash",
             "The program stays attached through its pinned link and keeps dropping blocked sources; the next scanner run takes it over.",
+        ),
+    ]));
+    s.push_str(".SH ENVIRONMENT\n");
+    s.push_str(&items(&[
+        (
+            "SCANNER_LOG",
+            "The log filter, as tracing's EnvFilter reads it: error, warn, info (the default), debug, trace, or per module (scanner_userspace::fleet=debug).",
+        ),
+        (
+            "NOTIFY_SOCKET, JOURNAL_STREAM",
+            "Set by systemd: readiness is sent to the first; when stderr is the second, a fatal error is logged once, to the journal.",
+        ),
+    ]));
+    s.push_str(".SH EXAMPLES\n");
+    s.push_str(&items(&[
+        (
+            "scanner run --iface eth0",
+            "Report scans on eth0, as text on stdout.",
+        ),
+        (
+            "scanner run --iface eth0 --block --block-ttl 30m --allow 203.0.113.0/24",
+            "Drop detected scanners for 30 minutes; never touch 203.0.113.0/24.",
+        ),
+        (
+            "scanner list",
+            "Suspects, detections and blocks of the running daemon.",
+        ),
+        (
+            "scanner block 198.51.100.7 --ttl 2h",
+            "Block an address by hand.",
+        ),
+        (
+            "scanner ports --probed",
+            "The most probed ports, open or closed.",
+        ),
+        (
+            "scanner history --port 23 --since 24h",
+            "Who probed telnet today.",
+        ),
+        (
+            "journalctl -u scanner SCANNER_EVENT=scan_detected -o json",
+            "Detections in the journal, with their SCANNER_* fields.",
         ),
     ]));
     s.push_str(".SH EXIT STATUS\n");
@@ -128,6 +170,7 @@ fn extra_sections() -> String {
             "The daemon's life; detail says what it watches and whether it blocks.",
         ),
     ]));
+    s.push_str(".SH SEE ALSO\nscanner-run(1), scanner-status(1), scanner-list(1), scanner-block(1), scanner-ports(1), scanner-history(1), scanner-report(1), scanner-top(1), journalctl(1), systemd.exec(5), bpftool(8), nmap(1)\n");
     s
 }
 
@@ -144,9 +187,13 @@ mod tests {
             ".SH FILES",
             ".SH CONFIGURATION",
             ".SH EVENTS",
+            ".SH ENVIRONMENT",
+            ".SH EXAMPLES",
+            ".SH SEE ALSO",
         ] {
             assert!(page.contains(section), "{section}");
         }
+        assert!(page.contains("SCANNER_LOG"), "the environment");
         assert!(
             page.contains("block_ttl = \"1h\""),
             "the configuration keys"

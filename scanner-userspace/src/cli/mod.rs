@@ -49,8 +49,8 @@ pub(crate) enum Command {
     Allow(AllowArgs),
     /// Remove an address or CIDR from the allowlist.
     Disallow(TargetArgs),
-    /// The ports this host exposes (listening TCP and UDP sockets) with
-    /// their service and risk, and, from the running daemon, how often
+    /// The ports this host exposes (listening TCP, UDP and SCTP sockets)
+    /// with their service and risk, and, from the running daemon, how often
     /// scanners probe them.
     Ports(PortsArgs),
     /// A live dashboard of the running daemon: top sources, probed ports,

@@ -49,7 +49,11 @@ pub(crate) fn summary(new: &Settings, plan: &Plan) -> String {
         "fanout {} ports in {:?}, blocking {}, block ttl {:?}, allowlist +{} -{}",
         d.fanout_ports,
         d.fanout_window,
-        if new.blocks() { "on" } else { "off" },
+        match (r.block, r.dry_run) {
+            (_, true) => "dry run (nothing dropped)",
+            (true, false) => "on",
+            (false, false) => "off",
+        },
         r.block_ttl,
         plan.allow.len(),
         plan.disallow.len()
@@ -91,5 +95,18 @@ mod tests {
         let line = summary(&new, &p);
         assert!(line.contains("fanout 5 ports"), "{line}");
         assert!(line.contains("until restart: response.block_cap"), "{line}");
+    }
+
+    #[test]
+    fn a_dry_run_with_blocking_asked_for_says_dry_run() {
+        let old = settings("");
+        let new = settings("[response]\nblock = true\ndry_run = true\n");
+        let line = summary(&new, &plan(&old, &new));
+        assert!(
+            line.contains("blocking dry run (nothing dropped)"),
+            "{line}"
+        );
+        let on = settings("[response]\nblock = true\n");
+        assert!(summary(&on, &plan(&old, &on)).contains("blocking on"));
     }
 }

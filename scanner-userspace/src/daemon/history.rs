@@ -120,6 +120,17 @@ pub(crate) struct Listening {
     known: BTreeMap<Key, AuditRow>,
 }
 
+/// The listeners but the daemon's own (its metrics endpoint): they would
+/// come and go as port events at every start and stop.
+fn not_ours(listeners: &[Listener]) -> Vec<Listener> {
+    let own = audit::own_sockets();
+    listeners
+        .iter()
+        .filter(|l| l.inode == 0 || !own.contains(&l.inode))
+        .copied()
+        .collect()
+}
+
 fn key(r: &AuditRow) -> Key {
     (r.proto, r.port, r.address.clone())
 }
@@ -128,6 +139,7 @@ impl Listening {
     /// Starts from what the history recorded last (changes since are
     /// reported at the first look), else from what listens now.
     pub(crate) fn new(stored: Option<Vec<ListeningRow>>, listeners: &[Listener]) -> (Self, bool) {
+        let listeners = &not_ours(listeners);
         match stored {
             Some(rows) => {
                 let known = rows
@@ -153,6 +165,7 @@ impl Listening {
     /// Compares `listeners` with what was known: an event for each socket
     /// that appeared or went away, and the new set into the history.
     pub(crate) fn update(&mut self, out: &mut Output, listeners: &[Listener], record_anyway: bool) {
+        let listeners = &not_ours(listeners);
         let now: std::collections::BTreeSet<Key> = listeners
             .iter()
             .map(|l| (audit::proto_name(l.proto), l.port, l.addr.to_string()))

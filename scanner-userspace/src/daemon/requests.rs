@@ -129,6 +129,8 @@ pub(crate) fn handle(
         }
         Request::Allow { target: t } => {
             let net = target(&t)?;
+            // Blocks the new rule lifts, said in the answer.
+            let mut unblocked = Vec::new();
             for change in out
                 .policy
                 .allow(net, monotonic_ns(), AllowOrigin::Runtime)?
@@ -144,6 +146,7 @@ pub(crate) fn handle(
                         policy_event("unblocked", &lifted, "manual", None, false)
                             .of(crate::kernel::policy::reason_name(reason)),
                     );
+                    unblocked.push(net_name(&lifted));
                 }
             }
             maps.forget_where(|k| net.contains(&ip_of(k)));
@@ -151,7 +154,7 @@ pub(crate) fn handle(
                 out,
                 policy_event("allowlisted", &net, "manual", None, false),
             );
-            Response::ok(serde_json::json!({"allowed": net_name(&net)}))
+            Response::ok(serde_json::json!({"allowed": net_name(&net), "unblocked": unblocked}))
         }
         Request::Disallow { target: t } => {
             let net = target(&t)?;

@@ -96,6 +96,12 @@ fn operators_list_block_unblock_and_allow_from_the_cli() -> anyhow::Result<()> {
     assert!(!success && err.contains("allowlisted"), "{err}");
     ok(&socket, &["block", "198.18.5.0/24"])?;
     sc.wait("blocked", "198.18.5.0/24")?;
+    // Allowlisting lifts the blocks it covers, and says so.
+    let out = ok(&socket, &["allow", "198.18.5.0/24"])?;
+    assert_eq!(
+        out.trim(),
+        "allowlisted 198.18.5.0/24 (and lifted its block: 198.18.5.0/24)"
+    );
 
     sc.stop()?;
     assert!(!socket.exists(), "the socket is removed on exit");
