@@ -435,6 +435,10 @@ pub(crate) fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.check {
         let config = FileConfig::load(Some(path))?;
+        // The CrowdSec secrets as `run` reads them: there, not readable by
+        // others, not empty.
+        crate::fleet::secrets(&config.crowdsec)
+            .with_context(|| format!("{}: the [crowdsec] section", path.display()))?;
         let steps = config.probabilities().steps()?;
         let nats = |steps: i32| f64::from(steps) / 1024.0;
         outln(&format!(

@@ -66,6 +66,23 @@ impl FleetError {
     }
 }
 
+/// The bouncer key and the machine's (id, password) the section names,
+/// read from their files: what `scanner config --check` checks too.
+pub(crate) fn secrets(
+    config: &CrowdSecConfig,
+) -> Result<(Option<String>, Option<(String, String)>), FleetError> {
+    let key = config
+        .bouncer_key_file
+        .as_deref()
+        .map(|p| secret("the bouncer key file", p))
+        .transpose()?;
+    let machine = match (&config.machine_id, &config.password_file) {
+        (Some(id), Some(p)) => Some((id.clone(), secret("the machine password file", p)?)),
+        _ => None,
+    };
+    Ok((key, machine))
+}
+
 /// Reads a secret from a file only its owner can read; the value is never
 /// logged.
 fn secret(what: &'static str, path: &Path) -> Result<String, FleetError> {
@@ -103,6 +120,9 @@ pub(crate) struct FleetStats {
     pub(crate) pushed: AtomicU64,
     /// Alerts dropped because the queue was full.
     pub(crate) push_dropped: AtomicU64,
+    /// Alerts taken from the queue and not yet accepted (a batch being
+    /// sent, or waiting to be sent again after a failure).
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A pull of the decision stream, for the main loop to enforce.
@@ -156,15 +176,7 @@ impl Fleet {
             return Ok(None);
         };
         let lapi = Lapi::new(url, config.ca_file.as_deref())?;
-        let key = config
-            .bouncer_key_file
-            .as_deref()
-            .map(|p| secret("the bouncer key file", p))
-            .transpose()?;
-        let machine = match (&config.machine_id, &config.password_file) {
-            (Some(id), Some(p)) => Some((id.clone(), secret("the machine password file", p)?)),
-            _ => None,
-        };
+        let (key, machine) = secrets(config)?;
         let stats = Arc::new(FleetStats::default());
         let mut fleet = Self {
             config: config.clone(),
@@ -279,11 +291,14 @@ impl Fleet {
         }
     }
 
-    /// Alerts waiting to be pushed.
+    /// Alerts waiting to be pushed: in the queue, and in the batch being
+    /// sent (or retried).
     pub(crate) fn queued(&self) -> usize {
-        self.alerts
+        let waiting = self
+            .alerts
             .as_ref()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        waiting + self.stats.in_flight.load(Ordering::Relaxed) as usize
     }
 
     /// The next pull to enforce; pending forever when not a bouncer.

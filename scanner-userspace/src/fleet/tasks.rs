@@ -145,6 +145,7 @@ pub(crate) async fn push(
                 Err(_) => break,
             }
         }
+        stats.in_flight.store(batch.len() as u64, Ordering::Relaxed);
         loop {
             if failures > 0 {
                 tokio::time::sleep(backoff(base, failures)).await;
@@ -197,5 +198,6 @@ pub(crate) async fn push(
                 }
             }
         }
+        stats.in_flight.store(0, Ordering::Relaxed);
     }
 }

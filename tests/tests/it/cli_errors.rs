@@ -196,3 +196,35 @@ fn errors_say_their_cause_once() -> anyhow::Result<()> {
     assert!(err.contains("is `scanner run` running?"), "{err}");
     Ok(())
 }
+
+/// `scanner config --check` reads the CrowdSec secret files as `run` does:
+/// a file others can read, or one that is missing, is an error (exit 2),
+/// not "ok" followed by a refused start.
+#[test]
+fn config_check_checks_the_crowdsec_secret_files() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scanner_tests::TempDir::new("check-secrets")?;
+    let password = dir.0.join("password");
+    std::fs::write(&password, "s3cret\n")?;
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644))?;
+    let config = dir.0.join("scanner.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[crowdsec]\nurl = \"http://198.18.0.9:8080\"\nmachine_id = \"server-a\"\npassword_file = \"{}\"\n",
+            password.display()
+        ),
+    )?;
+    let path = config.to_str().unwrap_or_default();
+    let (code, err) = exit(&["config", "--check", path])?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600))?;
+    let (code, err) = exit(&["config", "--check", path])?;
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::remove_file(&password)?;
+    let (code, err) = exit(&["config", "--check", path])?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("password"), "{err}");
+    Ok(())
+}

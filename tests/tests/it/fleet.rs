@@ -280,6 +280,9 @@ fn a_local_api_that_is_down_costs_nothing_locally_and_gets_its_alert_later() -> 
         0,
         "blocked locally"
     );
+    // The waiting alert is counted, also while its batch is being retried.
+    let status = call(a.socket(), &Request::Status {})?;
+    assert_eq!(status["crowdsec"]["push_queue"], 1, "{status}");
 
     lapi.run(&lab.lapi)?;
     let deadline = Instant::now() + Duration::from_secs(90);
