@@ -166,10 +166,19 @@ impl Lapi {
 
     /// A new machine (validated) with `password`.
     pub fn add_machine(&self, ns: &Netns, name: &str, password: &str) -> anyhow::Result<()> {
-        // `-f -`: print its credentials instead of overwriting cscli's own.
+        // As the README registers one: `-f /dev/null` keeps cscli from
+        // overwriting its own credentials with the new machine's.
         self.cscli(
             ns,
-            &["machines", "add", name, "--password", password, "-f", "-"],
+            &[
+                "machines",
+                "add",
+                name,
+                "--password",
+                password,
+                "-f",
+                "/dev/null",
+            ],
         )
         .map(drop)
     }
