@@ -269,10 +269,13 @@ pub(crate) fn show(d: Duration) -> String {
         return humantime::format_duration(d).to_string();
     }
     let secs = d.as_secs();
-    UNITS.iter().find(|(unit, _)| secs % unit == 0).map_or_else(
-        || format!("{secs}s"),
-        |(unit, name)| format!("{}{name}", secs / unit),
-    )
+    UNITS
+        .iter()
+        .find(|(unit, _)| secs.is_multiple_of(*unit))
+        .map_or_else(
+            || format!("{secs}s"),
+            |(unit, name)| format!("{}{name}", secs / unit),
+        )
 }
 
 fn show_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

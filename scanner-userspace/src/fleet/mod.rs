@@ -66,11 +66,12 @@ impl FleetError {
     }
 }
 
+/// The bouncer key, and the machine's id and password.
+pub(crate) type Secrets = (Option<String>, Option<(String, String)>);
+
 /// The bouncer key and the machine's (id, password) the section names,
 /// read from their files: what `scanner config --check` checks too.
-pub(crate) fn secrets(
-    config: &CrowdSecConfig,
-) -> Result<(Option<String>, Option<(String, String)>), FleetError> {
+pub(crate) fn secrets(config: &CrowdSecConfig) -> Result<Secrets, FleetError> {
     let key = config
         .bouncer_key_file
         .as_deref()
