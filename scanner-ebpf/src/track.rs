@@ -186,6 +186,16 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     unsafe { reblock(s, &h.source, &pkt, cfg) }
 }
 
+/// Blocks source `key` for the configured lifetime, when blocking is on and
+/// the source is not a protected gateway or resolver (its address is the
+/// one a spoofed scan would borrow); whether it is blocked.
+#[inline(always)]
+fn block_source(key: &SourceKey, pkt: &Packet, cfg: &Config) -> bool {
+    cfg.block_on_decide != 0
+        && PROTECTED.get_ptr(key).is_none()
+        && verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex)
+}
+
 /// Blocks a decided source again whose block lapsed, as its decision did;
 /// `Blocked` when it is. A source that is protected now, or blocking that
 /// was turned off, is passed and not tried again.
@@ -194,10 +204,7 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
 /// `s` points at a live value of SOURCES.
 #[inline(always)]
 unsafe fn reblock(s: *mut SourceStats, key: &SourceKey, pkt: &Packet, cfg: &Config) -> Tracked {
-    if cfg.block_on_decide != 0
-        && PROTECTED.get_ptr(key).is_none()
-        && verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex)
-    {
+    if block_source(key, pkt, cfg) {
         return Tracked::Blocked;
     }
     // SAFETY: the caller holds a live map value.
@@ -434,11 +441,7 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         // reported, never blocked: that would hit innocent neighbours.
         // A protected source (a gateway, a resolver) is reported, never
         // blocked: its address is the one a spoofed scan would borrow.
-        if scope == scope::SOURCE
-            && cfg.block_on_decide != 0
-            && PROTECTED.get_ptr(key).is_none()
-            && verdict::block(key, pkt.now, cfg.block_ttl_ns, pkt.ifindex)
-        {
+        if scope == scope::SOURCE && block_source(key, pkt, cfg) {
             (*s).blocked = 1;
         }
         let decision = Decision {

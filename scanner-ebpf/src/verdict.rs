@@ -34,7 +34,7 @@ pub fn rule(source: &SourceKey) -> Rule {
         Some(e) if e.blocks(crate::now()) => {
             if ALLOWLIST.get(&key).is_some() {
                 Rule::Allow
-            } else if e.reason != block_reason::FORCED && PROTECTED.get_ptr(source).is_some() {
+            } else if spares_protected(e) && PROTECTED.get_ptr(source).is_some() {
                 Rule::None
             } else {
                 Rule::Block
@@ -42,6 +42,16 @@ pub fn rule(source: &SourceKey) -> Rule {
         }
         _ => Rule::None,
     }
+}
+
+/// Whether a block may cover a protected address it must spare: a CIDR or
+/// a ban from outside. A scan's block is never made on a protected address
+/// (the decision checks PROTECTED, and the daemon lifts a scan block whose
+/// address becomes protected later), and a forced one means it: neither
+/// costs the lookup, so a blocked scanner's flood stays cheap.
+#[inline(always)]
+fn spares_protected(e: &PolicyEntry) -> bool {
+    e.reason != block_reason::SCAN && e.reason != block_reason::FORCED
 }
 
 /// Whether an allow rule covers `source`: it is never tracked nor blocked.

@@ -138,11 +138,35 @@ fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> 
     Ok(v)
 }
 
-/// The list of what an install wrote, relative to the root; the last line
-/// `group scanner` when the install created that group.
+/// The list of what an install wrote, relative to the root: its files, then
+/// `dir PATH` for each directory it created, and `group scanner` when it
+/// created that group. Uninstall removes exactly these.
 const MANIFEST: &str = "share/scanner/install-manifest";
 const GROUP: &str = "scanner";
 const GROUP_LINE: &str = "group scanner";
+const DIR: &str = "dir ";
+
+/// Creates `dir` (under `root`) and its missing parents; the ones it
+/// created go into `created`, relative to `root`.
+fn create_dirs(root: &Path, dir: &Path, created: &mut Vec<String>) -> anyhow::Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for d in missing.iter().rev() {
+        let rel = d
+            .strip_prefix(root)
+            .unwrap_or(d)
+            .to_string_lossy()
+            .into_owned();
+        if !created.contains(&rel) {
+            created.push(rel);
+        }
+    }
+    Ok(())
+}
 
 /// `cargo xtask install`: everything under `destdir` (default `/`).
 pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
@@ -150,6 +174,16 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
     let assets = generate(&bin)?;
     let root = destdir.unwrap_or(Path::new("/"));
     let bin_path = prefix.join("bin/scanner");
+    let manifest_path = root
+        .join(prefix.strip_prefix("/").unwrap_or(prefix))
+        .join(MANIFEST);
+    let earlier = fs::read_to_string(&manifest_path).unwrap_or_default();
+    // Directories an earlier install created are still its own.
+    let mut created: Vec<String> = earlier
+        .lines()
+        .filter_map(|l| l.strip_prefix(DIR))
+        .map(str::to_owned)
+        .collect();
     let mut written = Vec::new();
     for (src, dest, mode, keep) in items(&bin, &assets, prefix)? {
         let to = root.join(&dest);
@@ -159,7 +193,7 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
             continue;
         }
         if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            create_dirs(root, dir, &mut created)?;
         }
         if dest.extension().is_some_and(|e| e == "service") {
             // The unit names the binary where this install put it.
@@ -174,22 +208,19 @@ pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
         fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
         println!("install: {}", to.display());
     }
+    if let Some(dir) = manifest_path.parent() {
+        create_dirs(root, dir, &mut created)?;
+    }
     let mut manifest: Vec<String> = written
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    manifest.extend(created.iter().map(|d| format!("{DIR}{d}")));
     // An earlier install that created the group still owns it.
-    let manifest_path = root
-        .join(prefix.strip_prefix("/").unwrap_or(prefix))
-        .join(MANIFEST);
-    let created_before =
-        fs::read_to_string(&manifest_path).is_ok_and(|m| m.lines().any(|l| l == GROUP_LINE));
+    let created_before = earlier.lines().any(|l| l == GROUP_LINE);
     // The unit runs with group scanner; only a real install creates it.
     if destdir.is_none() && (ensure_group()? || created_before) {
         manifest.push(GROUP_LINE.to_owned());
-    }
-    if let Some(dir) = manifest_path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     fs::write(&manifest_path, manifest.join("\n") + "\n")
         .with_context(|| format!("writing {}", manifest_path.display()))?;
@@ -242,7 +273,7 @@ pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::
     let kept = |p: &Path| !purge && p.starts_with("etc");
     for line in manifest
         .lines()
-        .filter(|l| !l.is_empty() && *l != GROUP_LINE)
+        .filter(|l| !l.is_empty() && *l != GROUP_LINE && !l.starts_with(DIR))
     {
         let rel = PathBuf::from(line);
         let path = root.join(&rel);
@@ -258,7 +289,6 @@ pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
-        remove_empty_parents(root, &rel);
     }
     if purge {
         for dir in ["var/lib/scanner", "var/log/scanner", "sys/fs/bpf/scanner"] {
@@ -272,10 +302,16 @@ pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::
     }
     fs::remove_file(&manifest_path)
         .with_context(|| format!("removing {}", manifest_path.display()))?;
-    remove_empty_parents(
-        root,
-        manifest_path.strip_prefix(root).unwrap_or(&manifest_path),
-    );
+    // The directories the install created, deepest first, once empty (a
+    // kept configuration keeps its own).
+    let mut dirs: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix(DIR))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(Path::new(d).components().count()));
+    for d in dirs {
+        let _ = fs::remove_dir(root.join(d));
+    }
     if purge && manifest.lines().any(|l| l == GROUP_LINE) && destdir.is_none() {
         shell::status(Command::new("groupdel").arg(GROUP))?;
         println!("uninstall: removed group {GROUP}");
@@ -284,38 +320,6 @@ pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::
         shell::status(Command::new("systemctl").arg("daemon-reload"))?;
     }
     Ok(())
-}
-
-/// Removes the directories above `rel` that the removal left empty, up to
-/// the well-known ones (usr/share, etc, ...), which stay.
-fn remove_empty_parents(root: &Path, rel: &Path) {
-    const KEEP: &[&str] = &[
-        "etc",
-        "usr",
-        "usr/bin",
-        "usr/share",
-        "usr/lib",
-        "lib",
-        "usr/local",
-        "usr/local/bin",
-        "usr/local/share",
-        "usr/local/lib",
-        "etc/systemd",
-        "etc/systemd/system",
-        "lib/systemd",
-        "lib/systemd/system",
-    ];
-    let mut dir = rel.parent();
-    while let Some(d) = dir {
-        if d.as_os_str().is_empty() || KEEP.iter().any(|k| Path::new(k) == d) {
-            break;
-        }
-        // Not empty (or not there): stop climbing.
-        if fs::remove_dir(root.join(d)).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
 }
 
 /// `cargo xtask package`: a .deb with the same files, via cargo-deb.

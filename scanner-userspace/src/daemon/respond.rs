@@ -258,6 +258,32 @@ fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: &'static str) -> an
     Ok(())
 }
 
+/// Addresses that became protected (a new gateway or resolver): a scan's
+/// block on one of them is lifted, since the kernel spares protected
+/// addresses only from other blocks (see `verdict::spares_protected`).
+pub(crate) fn spare_protected(
+    out: &mut Output,
+    maps: &mut Maps,
+    ips: &[IpAddr],
+) -> anyhow::Result<()> {
+    for ip in ips {
+        let net = ipnet::IpNet::from(*ip);
+        if out
+            .policy
+            .lift_scan_block(net)
+            .context("lifting a protected address's block")?
+        {
+            tracing::warn!(source = %ip, "a blocked scanner's address is protected now (a gateway or resolver): block lifted");
+            emit(
+                out,
+                policy_event("unblocked", &net, "protected", None, false).of("scan"),
+            );
+        }
+        maps.unmark_blocked(&protect::key_of(*ip));
+    }
+    Ok(())
+}
+
 /// After a source's detection: the block the kernel made (or could not),
 /// or what a dry run would have done.
 fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {

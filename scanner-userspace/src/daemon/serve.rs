@@ -15,7 +15,9 @@ use crate::{
         Daemon, Signals,
         interfaces::watch_interfaces,
         requests::{State, handle},
-        respond::{Output, emit, forget_lifted, policy_event, report, sweep_policy, write},
+        respond::{
+            Output, emit, forget_lifted, policy_event, report, spare_protected, sweep_policy, write,
+        },
         start::log_protected,
     },
     detect::{Detector, EntryId},
@@ -182,7 +184,8 @@ impl Daemon {
         )?;
         self.listening.update(&mut self.out, &listeners, false);
         self.port_hours.record(&self.maps, &self.out, false);
-        log_protected(&mut self.out.protected)?;
+        let protected = log_protected(&mut self.out.protected)?;
+        spare_protected(&mut self.out, &mut self.maps, &protected)?;
         let now = Instant::now();
         if self.history.due(now) {
             match self.maps.port_hits() {
@@ -240,8 +243,13 @@ impl Daemon {
                 super::start::forget_allowlisted(&mut self.maps, &self.out.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
                 self.out.protected.set_kinds(new.protection());
-                if let Err(e) = log_protected(&mut self.out.protected) {
-                    tracing::warn!("{e:#}");
+                match log_protected(&mut self.out.protected) {
+                    Ok(protected) => {
+                        if let Err(e) = spare_protected(&mut self.out, &mut self.maps, &protected) {
+                            tracing::warn!("{e:#}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("{e:#}"),
                 }
                 self.settings = new;
                 tracing::info!("configuration reloaded: {summary}");

@@ -4,7 +4,7 @@
 //! reported is taken over, what it did not is reported, and the daemon says
 //! it is ready.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
@@ -22,7 +22,9 @@ use crate::{
     daemon::{
         Daemon, FullScans,
         interfaces::warn_shared_counter_slots,
-        respond::{Output, emit_interface, forget_lifted, report, sweep_policy, write},
+        respond::{
+            Output, emit_interface, forget_lifted, report, spare_protected, sweep_policy, write,
+        },
         serve::refresh_open_ports,
     },
     detect::{Detector, hits::PortHistory},
@@ -144,7 +146,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         take_map::<aya::maps::HashMap<_, _, _>>(&mut ebpf, PROTECTED_MAP)?,
         settings.protection(),
     );
-    log_protected(&mut protected)?;
+    let protected_now = log_protected(&mut protected)?;
     // A Local API that refuses the bouncer key or the machine's password
     // stops the start (exit 2); one that cannot be reached is retried.
     let fleet = crate::fleet::Fleet::start(&settings.file.crowdsec)
@@ -242,6 +244,8 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     report(&mut out, &mut maps, &findings)?;
     let lifted = sweep_policy(&mut out)?;
     forget_lifted(&mut maps, &lifted);
+    // A scan block kept from before on an address protected now.
+    spare_protected(&mut out, &mut maps, &protected_now)?;
     let (calls_tx, calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::server::serve(listener, calls_tx));
     let metrics_server = metrics_listener.map(|l| {
@@ -355,13 +359,14 @@ fn warn_private_mount(pin_dir: &std::path::Path) {
 
 /// Re-reads the protected gateways and resolvers into the kernel; logs
 /// them when they changed.
-pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<()> {
+pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<Vec<IpAddr>> {
     if let Some(now) = protected.refresh().context("writing the PROTECTED map")? {
         let shown: Vec<String> = now
             .iter()
             .map(|(ip, why)| format!("{ip} ({})", reason_name(*why)))
             .collect();
         tracing::info!(protected = %shown.join(" "), "never blocked (still reported): gateways and resolvers");
+        return Ok(now.keys().copied().collect());
     }
-    Ok(())
+    Ok(Vec::new())
 }

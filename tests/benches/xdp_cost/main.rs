@@ -202,8 +202,10 @@ fn set_blocked(ebpf: &mut Ebpf, blocked: bool) -> anyhow::Result<()> {
     let mut blocks: LpmTrie<&mut MapData, SourceKey, PolicyEntry> =
         LpmTrie::try_from(ebpf.map_mut(BLOCKLIST_MAP).context("BLOCKLIST")?)?;
     if blocked {
+        // A scanner's block, as the kernel makes it at the decision.
         let entry = PolicyEntry {
             action: action::BLOCK,
+            reason: scanner_common::block_reason::SCAN,
             ..PolicyEntry::default()
         };
         blocks.insert(&key, entry, 0)?;
