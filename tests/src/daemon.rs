@@ -92,6 +92,17 @@ pub fn cli(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<(bool, Str
     ))
 }
 
+/// The row of `address` in a `scanner list --json` answer (null when it is
+/// not listed).
+pub fn listed(list: &Value, address: &str) -> Value {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["address"] == address)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// [`cli`] that must succeed; its stdout.
 pub fn cli_ok(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
     let (success, stdout, stderr) = cli(socket, args)?;

@@ -124,22 +124,7 @@ impl Scenario {
     /// saw answered. A fixed fast rate: nmap otherwise slows down a lot once
     /// probes go unanswered, and what matters is what it sees.
     pub fn answered(&self, source: Option<&str>, ports: &str) -> anyhow::Result<usize> {
-        let mut args = vec![
-            "-sS",
-            "--min-rate",
-            "5000",
-            "--max-retries",
-            "0",
-            "-p",
-            ports,
-            "-oG",
-            "-",
-        ];
-        if let Some(src) = source {
-            args.extend(["-S", src, "-e", Lab::ATTACKER_IF]);
-        }
-        args.push(Lab::SERVER_V4);
-        let out = traffic::nmap(&self.lab.attacker, &args)?;
+        let out = traffic::syn_scan(&self.lab, source, ports)?;
         Ok(traffic::answered_ports(&String::from_utf8_lossy(
             &out.stdout,
         )))

@@ -26,6 +26,29 @@ pub fn nmap(ns: &Netns, args: &[&str]) -> anyhow::Result<Output> {
     run(&mut cmd)
 }
 
+/// An nmap SYN scan of the lab server's `ports` from `source` (an address
+/// on the attacker's side; None: its main one), grepable output on stdout.
+/// A fixed fast rate: nmap otherwise slows down a lot once probes go
+/// unanswered.
+pub fn syn_scan(lab: &crate::Lab, source: Option<&str>, ports: &str) -> anyhow::Result<Output> {
+    let mut args = vec![
+        "-sS",
+        "--min-rate",
+        "5000",
+        "--max-retries",
+        "0",
+        "-p",
+        ports,
+        "-oG",
+        "-",
+    ];
+    if let Some(src) = source {
+        args.extend(["-S", src, "-e", crate::Lab::ATTACKER_IF]);
+    }
+    args.push(crate::Lab::SERVER_V4);
+    nmap(&lab.attacker, &args)
+}
+
 /// A TCP listener bound inside `ns` (the socket stays in that namespace).
 pub fn listen(ns: &Netns, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     ns.enter(|| TcpListener::bind(addr))?

@@ -18,12 +18,7 @@ use scanner_userspace::control::{Request, call};
 use serde_json::Value;
 
 fn entry(list: &Value, address: &str) -> Value {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["address"] == address)
-        .cloned()
-        .unwrap_or_default()
+    scanner_tests::daemon::listed(list, address)
 }
 
 #[test]

@@ -332,13 +332,7 @@ fn a_dry_run_drops_nothing_not_even_blocks_kept_from_before() -> anyhow::Result<
     assert!(status.contains("blocking:          dry run"), "{status}");
     // Listed as kept, not as blocked: nothing is enforced.
     let list: Value = serde_json::from_str(&cli_ok(sc.daemon.socket(), &["list", "--json"])?)?;
-    let row = list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["address"] == src)
-        .cloned()
-        .unwrap_or_default();
+    let row = scanner_tests::daemon::listed(&list, src);
     assert_eq!(row["state"], "unenforced", "{list}");
     let json = call(sc.daemon.socket(), &Request::Status {})?;
     assert_eq!(

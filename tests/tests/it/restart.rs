@@ -318,24 +318,7 @@ fn a_scan_ended_at_a_stop_is_not_ended_again_after_the_restart() -> anyhow::Resu
         daemon.wait_attached(Lab::SERVER_IF)?;
         anyhow::Ok(daemon)
     };
-    let scan = |from: &str| {
-        traffic::nmap(
-            &lab.attacker,
-            &[
-                "-sS",
-                "--min-rate",
-                "5000",
-                "--max-retries",
-                "0",
-                "-p1-100",
-                "-S",
-                from,
-                "-e",
-                Lab::ATTACKER_IF,
-                Lab::SERVER_V4,
-            ],
-        )
-    };
+    let scan = |from: &str| traffic::syn_scan(&lab, Some(from), "1-100");
     let wait = Duration::from_secs(60);
     let src = Lab::ATTACKER_V4;
     // Scans end after a minute of quiet here: the stop comes first.

@@ -44,13 +44,7 @@ fn starts(ct: &Container) -> anyhow::Result<usize> {
 /// `scanner list --json` inside: the entry of `address`.
 fn listed(ct: &Container, address: &str) -> anyhow::Result<Value> {
     let list: Value = serde_json::from_str(&ct.sh("scanner list --json")?)?;
-    Ok(list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["address"] == address)
-        .cloned()
-        .unwrap_or_default())
+    Ok(scanner_tests::daemon::listed(&list, address))
 }
 
 fn main_pid(ct: &Container) -> anyhow::Result<String> {
