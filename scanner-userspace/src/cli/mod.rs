@@ -222,9 +222,9 @@ pub(crate) struct RunArgs {
     #[arg(long, alias = "window", value_parser = parse_duration)]
     pub fanout_window: Option<Duration>,
 
-    /// Report a detected scan as ended after this much quiet [default: 2m]
-    /// [config: report.quiet_after].
-    #[arg(long, value_parser = parse_duration)]
+    /// Report a detected scan as ended after this much quiet, at least 1s
+    /// [default: 2m] [config: report.quiet_after].
+    #[arg(long, value_parser = crate::config::parse_quiet)]
     pub quiet_after: Option<Duration>,
 
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9464

@@ -554,6 +554,19 @@ pub(crate) fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--quiet-after`: [`parse_duration`], at least what the configuration
+/// file allows (under a second one scan would be reported as many).
+pub(crate) fn parse_quiet(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_QUIET {
+        return Err(format!(
+            "{s} is under {}: one scan would be reported as many",
+            show(MIN_QUIET)
+        ));
+    }
+    Ok(d)
+}
+
 /// 1-based line of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1

@@ -77,6 +77,8 @@ fn bad_arguments_are_refused_with_help() -> anyhow::Result<()> {
         &["run", "-i", "lo", "--poll-interval", "soon"],
         &["run", "-i", "lo", "--xdp-mode", "turbo"],
         &["run", "-i", "lo", "--events", "xml"],
+        &["run", "-i", "lo", "--quiet-after", "1ms"],
+        &["run", "-i", "lo", "--block-ttl", "100y"],
         &["frobnicate"],
     ] {
         let (ok, err) = scanner(args)?;
