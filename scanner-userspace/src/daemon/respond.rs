@@ -212,9 +212,7 @@ fn report_one(
         _ => None,
     };
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
-    let mut e = scan_event(out, event, *id, stats, maps, protected);
-    // From the probe this detection stands for to now.
-    e.latency_us = since_ns.map(|t| monotonic_ns().saturating_sub(t) / 1000);
+    let mut e = scan_event(out, event, *id, stats, maps, protected, since_ns);
     e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
     if event == "scan_detected" && !joined {
         out.metrics.detection(e.kind);
@@ -241,20 +239,7 @@ fn report_one(
 /// reported (or, if a sweep reported it already, with an `unblocked` event).
 fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: &'static str) -> anyhow::Result<()> {
     tracing::warn!(source = %ip, protected = why, "protected source detected: reported, not blocked");
-    let net = ipnet::IpNet::from(ip);
-    // Or the kernel would block it again at its next probe, as it does a
-    // scanner whose block lapsed.
-    maps.unmark_blocked(&protect::key_of(ip));
-    if out
-        .policy
-        .lift_scan_block(net)
-        .context("lifting a protected source's block")?
-    {
-        emit(
-            out,
-            policy_event("unblocked", &net, "protected", None, false).of("scan"),
-        );
-    }
+    lift_protected(out, maps, ip)?;
     Ok(())
 }
 
@@ -267,21 +252,31 @@ pub(crate) fn spare_protected(
     ips: &[IpAddr],
 ) -> anyhow::Result<()> {
     for ip in ips {
-        let net = ipnet::IpNet::from(*ip);
-        if out
-            .policy
-            .lift_scan_block(net)
-            .context("lifting a protected address's block")?
-        {
+        if lift_protected(out, maps, *ip)? {
             tracing::warn!(source = %ip, "a blocked scanner's address is protected now (a gateway or resolver): block lifted");
-            emit(
-                out,
-                policy_event("unblocked", &net, "protected", None, false).of("scan"),
-            );
         }
-        maps.unmark_blocked(&protect::key_of(*ip));
     }
     Ok(())
+}
+
+/// Lifts the scan block on protected `ip` (an `unblocked` event when it had
+/// been reported) and unmarks its entry, or the kernel would block it again
+/// at its next probe, as it does a scanner whose block lapsed. Whether a
+/// block was lifted.
+fn lift_protected(out: &mut Output, maps: &mut Maps, ip: IpAddr) -> anyhow::Result<bool> {
+    let net = ipnet::IpNet::from(ip);
+    maps.unmark_blocked(&protect::key_of(ip));
+    let lifted = out
+        .policy
+        .lift_scan_block(net)
+        .context("lifting a protected address's block")?;
+    if lifted {
+        emit(
+            out,
+            policy_event("unblocked", &net, "protected", None, false).of("scan"),
+        );
+    }
+    Ok(lifted)
 }
 
 /// After a source's detection: the block the kernel made (or could not),
@@ -424,6 +419,8 @@ fn scan_event(
     stats: &SourceStats,
     maps: &Maps,
     protected: Option<&'static str>,
+    // The probe a detection stands for: its latency runs from there.
+    since_ns: Option<u64>,
 ) -> ScanEvent {
     let prefix = id.scope == scope::PREFIX;
     let source = if prefix {
@@ -462,7 +459,7 @@ fn scan_event(
         },
         decided_after: stats.decided_ports,
         sources: if prefix { stats.sources } else { 1 },
-        latency_us: None,
+        latency_us: since_ns.map(|t| monotonic_ns().saturating_sub(t) / 1000),
         // Prefixes found by the distributed rule are reported, never blocked.
         action: match (prefix, out.dry_run, out.blocking) {
             (true, _, _) => "report",
