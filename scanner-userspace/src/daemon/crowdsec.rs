@@ -106,9 +106,11 @@ pub(crate) fn enforce(out: &mut Output, pulled: Pulled) -> anyhow::Result<()> {
             }
         }
     }
+    // The established peers, read once for every ban of this pull.
+    let peers = out.protected.peers();
     for d in new {
         match d.target() {
-            Target::Ban(net, ttl) => ban(out, net.trunc(), ttl, d.id)?,
+            Target::Ban(net, ttl) => ban(out, net.trunc(), ttl, d.id, &peers)?,
             Target::Expired(_) => {}
             Target::Other => {
                 let what = format!("{} of scope {}", d.kind, d.scope);
@@ -160,7 +162,13 @@ fn shorten(out: &mut Output, net: IpNet, until_ns: u64) -> anyhow::Result<()> {
 }
 
 /// A ban of `net` for `ttl`, by decision `id`.
-fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<()> {
+fn ban(
+    out: &mut Output,
+    net: IpNet,
+    ttl: Duration,
+    id: i64,
+    peers: &std::collections::BTreeSet<std::net::IpAddr>,
+) -> anyhow::Result<()> {
     let now = monotonic_ns();
     let until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
     let behind = out.enforced.ids.entry(net).or_default();
@@ -185,7 +193,7 @@ fn ban(out: &mut Output, net: IpNet, ttl: Duration, id: i64) -> anyhow::Result<(
     // A protected gateway, resolver or established peer is never banned by
     // the fleet (its address is what a spoofed scan elsewhere would borrow);
     // inside a range the kernel spares it, and it is said here.
-    let protected = out.protected.within(&net);
+    let protected = out.protected.within(&net, peers);
     if !known && !protected.is_empty() {
         for (ip, why) in &protected {
             tracing::warn!(source = %ip, protected = crate::kernel::protect::reason_name(*why), decision = %net_name(&net), "CrowdSec ban refused for a protected address");
@@ -260,7 +268,10 @@ pub(crate) fn reinstate(out: &mut Output, lifted: &[(IpNet, u32)]) -> anyhow::Re
         }
         let left = Duration::from_nanos(until - now);
         let (net, id) = (*net, behind.ids.keys().next().copied().unwrap_or_default());
-        ban(out, net, left, id)?;
+        // Rare (a block of this host's expired under a longer ban): the
+        // socket table is read for this one.
+        let peers = out.protected.peers();
+        ban(out, net, left, id, &peers)?;
     }
     Ok(())
 }

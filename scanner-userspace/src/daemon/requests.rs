@@ -200,7 +200,7 @@ fn block(
     let net = crate::kernel::policy::parse_exact_net(t).map_err(anyhow::Error::msg)?;
     // A protected address named on its own needs --force; inside a CIDR
     // the kernel spares it, and each is reported as refused.
-    let protected = out.protected.within(&net);
+    let protected = out.protected.within(&net, &out.protected.peers());
     let is_host = net.prefix_len() == net.max_prefix_len();
     if !force
         && is_host

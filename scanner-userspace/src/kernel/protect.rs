@@ -11,7 +11,7 @@
 //! block the kernel made at the deciding probe.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -98,13 +98,24 @@ impl Protected {
         Ok(Some(&self.current))
     }
 
-    /// The protected addresses `net` covers, with why: for one address, as
-    /// [`Self::reason`]; for a CIDR, the gateways and resolvers inside it
-    /// (peers of established connections are not enumerated).
-    pub fn within(&self, net: &ipnet::IpNet) -> Vec<(IpAddr, u32)> {
+    /// The peers of established TCP connections, when they are protected
+    /// (one read of the socket table: take it once for many addresses).
+    pub fn peers(&self) -> BTreeSet<IpAddr> {
+        if self.kinds.established {
+            listeners::established_peers()
+        } else {
+            BTreeSet::new()
+        }
+    }
+
+    /// The protected addresses `net` covers, with why: for one address, a
+    /// gateway, resolver or one of `peers` (from [`Self::peers`]); for a
+    /// CIDR, the gateways and resolvers inside it (peers of established
+    /// connections are not enumerated).
+    pub fn within(&self, net: &ipnet::IpNet, peers: &BTreeSet<IpAddr>) -> Vec<(IpAddr, u32)> {
         if net.prefix_len() == net.max_prefix_len() {
             return self
-                .reason(net.addr())
+                .reason_among(net.addr(), peers)
                 .map(|r| (net.addr(), r))
                 .into_iter()
                 .collect();
@@ -124,8 +135,16 @@ impl Protected {
         if let Some(reason) = self.current.get(&ip) {
             return Some(*reason);
         }
-        (self.kinds.established && listeners::established_peers().contains(&ip))
-            .then_some(protect::ESTABLISHED)
+        self.peers().contains(&ip).then_some(protect::ESTABLISHED)
+    }
+
+    /// [`Self::reason`] with the established peers already read.
+    fn reason_among(&self, ip: IpAddr, peers: &BTreeSet<IpAddr>) -> Option<u32> {
+        let ip = canonical(ip);
+        if let Some(reason) = self.current.get(&ip) {
+            return Some(*reason);
+        }
+        peers.contains(&ip).then_some(protect::ESTABLISHED)
     }
 }
 
