@@ -264,8 +264,18 @@ impl<W: Write> Reporter<W> {
             self.recent.pop_front();
         }
         self.recent.push_back(event.clone());
+        // The JSON line, made once for the history, the events file and
+        // JSON on stdout (and not at all for text alone).
+        let wanted = self.history.is_some()
+            || self.file.is_some()
+            || (self.out.is_some() && self.format == EventFormat::Json);
+        let json = if wanted {
+            serde_json::to_string(event).unwrap_or_default()
+        } else {
+            String::new()
+        };
         if let Some(history) = &self.history {
-            history.send(crate::history::Record::Event(history_row(event)));
+            history.send(crate::history::Record::Event(history_row(event, &json)));
         }
         if let Some(journal) = &self.journal {
             let (prio, message, fields) = journal_entry(event);
@@ -276,14 +286,11 @@ impl<W: Write> Reporter<W> {
                 self.journal = None;
             }
         }
-        if let Some(file) = &mut self.file
-            && let Ok(mut line) = serde_json::to_vec(event)
-        {
-            line.push(b'\n');
-            file.append(&line);
+        if let Some(file) = &mut self.file {
+            file.append(format!("{json}\n").as_bytes());
         }
         if let Some(out) = &mut self.out
-            && let Err(e) = write_line(out, self.format, event)
+            && let Err(e) = write_line(out, self.format, event, &json)
         {
             let also = if self.journal.is_some() {
                 "events go to the journal only"
@@ -298,7 +305,7 @@ impl<W: Write> Reporter<W> {
 
 /// An event as the history stores it: its JSON line, and the fields
 /// queries filter on.
-fn history_row(event: &Event) -> crate::history::EventRow {
+fn history_row(event: &Event, json: &str) -> crate::history::EventRow {
     let (source, kind, proto, port) = match event {
         Event::Scan(e) => (Some(e.source.clone()), Some(e.kind.to_owned()), None, None),
         Event::Policy(e) => (Some(e.source.clone()), None, None, None),
@@ -312,16 +319,19 @@ fn history_row(event: &Event) -> crate::history::EventRow {
         kind,
         proto,
         port,
-        json: serde_json::to_string(event).unwrap_or_default(),
+        json: json.to_owned(),
     }
 }
 
-fn write_line(out: &mut impl Write, format: EventFormat, event: &Event) -> io::Result<()> {
+/// One line on stdout: `json` (the event's JSON) or the text line.
+fn write_line(
+    out: &mut impl Write,
+    format: EventFormat,
+    event: &Event,
+    json: &str,
+) -> io::Result<()> {
     match format {
-        EventFormat::Json => {
-            serde_json::to_writer(&mut *out, event)?;
-            writeln!(out)?;
-        }
+        EventFormat::Json => writeln!(out, "{json}")?,
         EventFormat::Text => writeln!(out, "{}", text(event))?,
     }
     out.flush()
