@@ -49,8 +49,9 @@ pub(crate) struct HistoryArgs {
     /// Only events about this address or CIDR.
     #[arg(long, value_name = "ADDR|CIDR", value_parser = parse_net)]
     pub source: Option<IpNet>,
-    /// Only events about this port (scans that probed it, the port opening
-    /// or closing), and its probes per hour.
+    /// Only events about this port (ended scans that probed it, every port
+    /// of theirs kept; detections listing it; the port opening or closing),
+    /// and its probes per hour.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
     /// How far back, e.g. 24h, 7d.
@@ -108,20 +109,34 @@ fn mentions_port(v: &Value, port: u16) -> bool {
     v["port"].as_u64() == Some(u64::from(port)) || listed("top_ports") || listed("open_ports")
 }
 
+/// Whether the event's own fields name the port (an event without kept
+/// ports: a detection, a port event, a scan from before they were kept).
+fn mentions(e: &crate::history::EventRow, port: u16) -> bool {
+    serde_json::from_str::<Value>(&e.json).is_ok_and(|v| mentions_port(&v, port))
+}
+
 pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
     let store = open(&args.file)?;
     let since = since_ms(args.since);
+    // Ended scans whose every probed port was kept (see `scan_ports`).
+    let probing: std::collections::HashSet<i64> = match args.port {
+        Some(port) => store.scans_probing(since, port)?.into_iter().collect(),
+        None => Default::default(),
+    };
     let events: Vec<Value> = store
         .events(since)?
         .into_iter()
         .filter(|e| args.source.is_none_or(|f| about(e.source.as_deref(), &f)))
+        .filter(|e| {
+            args.port
+                .is_none_or(|p| probing.contains(&e.id) || mentions(e, p))
+        })
         .filter(|e| {
             args.kind
                 .as_ref()
                 .is_none_or(|k| e.kind.as_deref() == Some(k.as_str()))
         })
         .filter_map(|e| serde_json::from_str::<Value>(&e.json).ok())
-        .filter(|v| args.port.is_none_or(|p| mentions_port(v, p)))
         .collect();
     let hours: Vec<Value> = match args.port {
         Some(port) => store

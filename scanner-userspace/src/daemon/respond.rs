@@ -17,7 +17,10 @@ use crate::{
         kind_of,
     },
     kernel::{
-        maps::{Maps, monotonic_ns},
+        maps::{
+            Maps, monotonic_ns,
+            probed::{Probed, ranges},
+        },
         policy::{self, Change, Policy, PolicyError, net_name},
         protect::{self, Protected},
     },
@@ -64,6 +67,8 @@ pub(crate) struct Output {
     pub fleet: Option<crate::fleet::Fleet>,
     /// The CrowdSec decisions behind blocks.
     pub enforced: crate::daemon::crowdsec::Enforced,
+    /// The ports of the scans ending in this poll (see `probed_ports`).
+    pub probed: HashMap<EntryId, Probed>,
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
@@ -97,6 +102,7 @@ pub(crate) fn report(
     findings: &[Finding],
 ) -> anyhow::Result<()> {
     let now = monotonic_ns();
+    out.probed = probed_ports(out, maps, findings);
     for finding in findings {
         match finding {
             Finding::Detected {
@@ -112,6 +118,31 @@ pub(crate) fn report(
         }
     }
     release(out, maps, false)
+}
+
+/// The ports each scan that ended among `findings` probed, for the
+/// history (nothing when no history is kept): one read of PORTS for all.
+fn probed_ports(out: &Output, maps: &Maps, findings: &[Finding]) -> HashMap<EntryId, Probed> {
+    if out.reporter.history().is_none() {
+        return HashMap::new();
+    }
+    let ended: Vec<(EntryId, SourceStats)> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Ended { id, stats } => Some((*id, *stats)),
+            Finding::Detected { .. } => None,
+        })
+        .collect();
+    if ended.is_empty() {
+        return HashMap::new();
+    }
+    maps.probed(&ended).unwrap_or_else(|e| {
+        tracing::warn!(
+            "reading the ports ended scans probed (the history keeps their top ports only): {:#}",
+            anyhow::Error::from(e)
+        );
+        HashMap::new()
+    })
 }
 
 /// Reports the held detections that are ready (all of them with `force`:
@@ -213,6 +244,9 @@ fn report_one(
     };
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
     let mut e = scan_event(out, event, *id, stats, maps, protected, since_ns);
+    if event == "scan_ended" {
+        e.probed = out.probed.remove(id).map(|p| ranges(&p)).unwrap_or_default();
+    }
     e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
     if event == "scan_detected" && !joined {
         out.metrics.detection(e.kind);
@@ -434,6 +468,7 @@ fn scan_event(
     } else {
         ip_of(&id.key).to_string()
     };
+    let top = maps.top_ports(id, stats, TOP_PORTS);
     let open = (stats.open_ports as usize).min(stats.open_sample.len());
     let mut open_ports = stats.open_sample[..open].to_vec();
     open_ports.sort_unstable();
@@ -444,7 +479,11 @@ fn scan_event(
         kind: kind_of(id.scope, stats).as_str(),
         ports: stats.ports,
         probes: stats.probes,
-        top_ports: maps.top_ports(id, stats, TOP_PORTS),
+        top_ports: port_numbers(&top),
+        top_probed: top
+            .iter()
+            .map(|&(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
+            .collect(),
         iface: out
             .names
             .get(&stats.ifindex)
@@ -471,5 +510,17 @@ fn scan_event(
         protected,
         decoy_group: None,
         fragments: (stats.fragments > 0).then_some(stats.fragments),
+        probed: Vec::new(),
     }
+}
+
+/// The ports of ranked pairs, in their order, each once.
+fn port_numbers(pairs: &[(u8, u16)]) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::with_capacity(pairs.len());
+    for &(_, port) in pairs {
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
 }

@@ -172,6 +172,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         undecided: None,
         fleet,
         enforced: Default::default(),
+        probed: HashMap::new(),
     };
     // The first "last hour" baseline of probes per port, before any probe
     // this daemon's program sees: counts from before it started are old.

@@ -84,6 +84,13 @@ CREATE TABLE IF NOT EXISTS port_hours (
     sources INTEGER NOT NULL,
     PRIMARY KEY (hour_s, proto, port)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scan_ports (
+    event_id INTEGER NOT NULL,
+    proto INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scan_ports_event ON scan_ports (event_id);
 CREATE TABLE IF NOT EXISTS listening (
     proto TEXT NOT NULL,
     port INTEGER NOT NULL,
@@ -96,6 +103,8 @@ CREATE TABLE IF NOT EXISTS listening (
 /// One event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
+    /// The row's id when read back (0 in a row to write).
+    pub id: i64,
     pub ts_ms: i64,
     pub event: String,
     pub source: Option<String>,
@@ -104,6 +113,9 @@ pub struct EventRow {
     pub port: Option<u16>,
     /// The event's JSON line.
     pub json: String,
+    /// `scan_ended`: the ports the scan probed, as (protocol, first, last)
+    /// ranges (the `scan_ports` table). Written, not read back with the row.
+    pub probed: Vec<(u8, u16, u16)>,
 }
 
 /// Probes of one port in one hour.
@@ -215,6 +227,9 @@ impl Store {
             let mut event = tx.prepare_cached(
                 "INSERT INTO events (ts_ms, event, source, kind, proto, port, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            let mut ranges = tx.prepare_cached(
+                "INSERT INTO scan_ports (event_id, proto, first, last) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let mut probes = tx.prepare_cached(
                 "INSERT INTO port_hours (hour_s, proto, port, probes, sources) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (hour_s, proto, port) DO UPDATE SET probes = probes + excluded.probes, sources = sources + excluded.sources",
@@ -225,6 +240,10 @@ impl Store {
                         event.execute(params![
                             e.ts_ms, e.event, e.source, e.kind, e.proto, e.port, e.json
                         ])?;
+                        let id = tx.last_insert_rowid();
+                        for (proto, first, last) in &e.probed {
+                            ranges.execute(params![id, proto, first, last])?;
+                        }
                     }
                     Record::Probes(hours) => {
                         for p in hours {
@@ -254,6 +273,10 @@ impl Store {
 
     /// Deletes what is older than `before_ms` (Unix ms); returns the rows.
     pub fn prune(&mut self, before_ms: i64) -> rusqlite::Result<usize> {
+        self.conn.execute(
+            "DELETE FROM scan_ports WHERE event_id IN (SELECT id FROM events WHERE ts_ms < ?1)",
+            [before_ms],
+        )?;
         let events = self
             .conn
             .execute("DELETE FROM events WHERE ts_ms < ?1", [before_ms])?;
@@ -267,7 +290,7 @@ impl Store {
     /// Events at or after `since_ms`, oldest first.
     pub fn events(&self, since_ms: i64) -> rusqlite::Result<Vec<EventRow>> {
         let mut q = self.conn.prepare(
-            "SELECT ts_ms, event, source, kind, proto, port, json FROM events WHERE ts_ms >= ?1 ORDER BY ts_ms, id",
+            "SELECT ts_ms, event, source, kind, proto, port, json, id FROM events WHERE ts_ms >= ?1 ORDER BY ts_ms, id",
         )?;
         let rows = q.query_map([since_ms], |r| {
             Ok(EventRow {
@@ -278,8 +301,21 @@ impl Store {
                 proto: r.get(4)?,
                 port: r.get(5)?,
                 json: r.get(6)?,
+                id: r.get(7)?,
+                probed: Vec::new(),
             })
         })?;
+        rows.collect()
+    }
+
+    /// The ids of the events at or after `since_ms` whose scan probed
+    /// `port` (any protocol).
+    pub fn scans_probing(&self, since_ms: i64, port: u16) -> rusqlite::Result<Vec<i64>> {
+        let mut q = self.conn.prepare(
+            "SELECT DISTINCT p.event_id FROM scan_ports p JOIN events e ON e.id = p.event_id
+             WHERE e.ts_ms >= ?1 AND p.first <= ?2 AND ?2 <= p.last ORDER BY p.event_id",
+        )?;
+        let rows = q.query_map(params![since_ms, port], |r| r.get(0))?;
         rows.collect()
     }
 
@@ -337,6 +373,8 @@ mod tests {
             proto: None,
             port: None,
             json: format!("{{\"source\":\"{source}\"}}"),
+            id: 0,
+            probed: vec![(6, 1, 1000), (17, 53, 53)],
         })
     }
 
@@ -372,7 +410,17 @@ mod tests {
             Some("198.18.0.5")
         );
         assert_eq!(s.listening().unwrap()[0].port, 22);
+        let first = s.events(0).unwrap()[0].id;
+        assert_eq!(s.scans_probing(0, 500).unwrap(), [first, first + 1]);
+        assert_eq!(s.scans_probing(0, 53).unwrap(), [first, first + 1]);
+        assert_eq!(s.scans_probing(2_000, 1000).unwrap(), [first + 1]);
+        assert!(s.scans_probing(0, 1001).unwrap().is_empty());
         assert_eq!(s.prune(5_000_000).unwrap(), 2, "one event, one hour");
+        assert_eq!(
+            s.scans_probing(0, 500).unwrap(),
+            [first + 1],
+            "an event's ports go with it"
+        );
         drop(s);
         let r = Store::open_read_only(&path).unwrap();
         assert_eq!(r.events(0).unwrap().len(), 1);

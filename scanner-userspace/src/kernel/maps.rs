@@ -22,6 +22,8 @@ use crate::{
     kernel::{batch, first::FirstProbes},
 };
 
+pub mod probed;
+
 #[derive(Debug, Error)]
 pub enum PollError {
     #[error("map {0} is missing from the loaded object")]
@@ -142,6 +144,7 @@ struct Fds {
     prefixes: OwnedFd,
     counters: OwnedFd,
     port_hits: OwnedFd,
+    ports: OwnedFd,
 }
 
 /// The maps the daemon reads, taken out of the loaded object.
@@ -165,6 +168,7 @@ impl Maps {
             prefixes: fd(PREFIXES_MAP)?,
             counters: fd(COUNTERS_MAP)?,
             port_hits: fd(PORT_HITS_MAP)?,
+            ports: fd(PORTS_MAP)?,
         };
         let first_fd = fd(FIRST_PROBES_MAP)?;
         let first = FirstProbes::map(first_fd.as_fd()).map_err(batch_err(FIRST_PROBES_MAP))?;
@@ -405,19 +409,20 @@ impl Maps {
         Ok(CounterTable { values: table })
     }
 
-    /// Up to `n` of the entry's sampled ports, most probed first.
-    pub fn top_ports(&self, id: EntryId, stats: &SourceStats, n: usize) -> Vec<u16> {
+    /// Up to `n` of the entry's sampled (protocol, port) pairs, most probed
+    /// first.
+    pub fn top_ports(&self, id: EntryId, stats: &SourceStats, n: usize) -> Vec<(u8, u16)> {
         let sampled = (stats.ports as usize).min(SAMPLE_PORTS);
-        let counted: Vec<(u16, u32)> = stats.sample_ports[..sampled]
+        let counted: Vec<((u8, u16), u32)> = stats.sample_ports[..sampled]
             .iter()
-            .map(|&port| {
-                let probes = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ANY]
+            .flat_map(|&port| {
+                [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ANY]
                     .into_iter()
-                    .filter_map(|proto| self.pair(id, proto, port))
-                    .filter(|seen| seen.life_ns == stats.first_seen_ns)
-                    .map(|seen| seen.probes)
-                    .sum();
-                (port, probes)
+                    .filter_map(move |proto| {
+                        self.pair(id, proto, port)
+                            .filter(|seen| seen.life_ns == stats.first_seen_ns)
+                            .map(|seen| ((proto, port), seen.probes))
+                    })
             })
             // A port whose pairs are gone (evicted, or the entry itself
             // is, and the stats came from the decision record) is unknown.
@@ -427,9 +432,10 @@ impl Maps {
     }
 }
 
-/// Ports ordered by probes (most first), then by number; duplicates merged.
-pub fn rank_ports(counted: &[(u16, u32)], n: usize) -> Vec<u16> {
-    let mut merged: Vec<(u16, u32)> = Vec::with_capacity(counted.len());
+/// Pairs ordered by probes (most first), then by protocol and port;
+/// duplicates merged.
+pub fn rank_ports<P: Copy + Ord>(counted: &[(P, u32)], n: usize) -> Vec<P> {
+    let mut merged: Vec<(P, u32)> = Vec::with_capacity(counted.len());
     for &(port, probes) in counted {
         match merged.iter_mut().find(|(p, _)| *p == port) {
             Some((_, total)) => *total = total.saturating_add(probes),
@@ -462,7 +468,9 @@ mod tests {
         let counted = [(443, 1), (22, 3), (80, 1), (8080, 2), (22, 1)];
         assert_eq!(rank_ports(&counted, 10), [22, 8080, 80, 443]);
         assert_eq!(rank_ports(&counted, 2), [22, 8080]);
-        assert!(rank_ports(&[], 5).is_empty());
+        assert!(rank_ports::<u16>(&[], 5).is_empty());
+        let pairs = [((17, 53), 2), ((6, 22), 2), ((6, 53), 5)];
+        assert_eq!(rank_ports(&pairs, 10), [(6, 53), (6, 22), (17, 53)]);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub(crate) struct ScanEvent {
     pub ports: u32,
     pub probes: u32,
     pub top_ports: Vec<u16>,
+    /// The most probed (protocol, port) pairs, as `tcp/22` or `udp/53`:
+    /// `top_ports` with the protocol of each.
+    pub top_probed: Vec<String>,
     pub iface: String,
     /// Probed ports that are open on this host (a sample of up to four).
     pub open_ports: Vec<u16>,
@@ -64,6 +67,11 @@ pub(crate) struct ScanEvent {
     /// probes' tails); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fragments: Option<u32>,
+    /// `scan_ended`: every port the scan probed, as (protocol, first, last)
+    /// ranges. Kept in the history only (`scanner history --port`): too
+    /// long for a log line.
+    #[serde(skip)]
+    pub probed: Vec<(u8, u16, u16)>,
 }
 
 /// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,
@@ -306,13 +314,26 @@ impl<W: Write> Reporter<W> {
 /// An event as the history stores it: its JSON line, and the fields
 /// queries filter on.
 fn history_row(event: &Event, json: &str) -> crate::history::EventRow {
-    let (source, kind, proto, port) = match event {
-        Event::Scan(e) => (Some(e.source.clone()), Some(e.kind.to_owned()), None, None),
-        Event::Policy(e) => (Some(e.source.clone()), None, None, None),
-        Event::Port(e) => (None, None, Some(e.proto.to_owned()), Some(e.port)),
-        Event::Interface(_) | Event::Daemon(_) => (None, None, None, None),
+    let (source, kind, proto, port, probed) = match event {
+        Event::Scan(e) => (
+            Some(e.source.clone()),
+            Some(e.kind.to_owned()),
+            None,
+            None,
+            e.probed.clone(),
+        ),
+        Event::Policy(e) => (Some(e.source.clone()), None, None, None, Vec::new()),
+        Event::Port(e) => (
+            None,
+            None,
+            Some(e.proto.to_owned()),
+            Some(e.port),
+            Vec::new(),
+        ),
+        Event::Interface(_) | Event::Daemon(_) => (None, None, None, None, Vec::new()),
     };
     crate::history::EventRow {
+        id: 0,
         ts_ms: crate::history::unix_ms(SystemTime::now()),
         event: event.name().to_owned(),
         source,
@@ -320,7 +341,25 @@ fn history_row(event: &Event, json: &str) -> crate::history::EventRow {
         proto,
         port,
         json: json.to_owned(),
+        probed,
     }
+}
+
+/// The text line's top ports: numbers when every one is TCP, else each
+/// with its protocol (`udp/53`).
+fn top_text(e: &ScanEvent) -> String {
+    if e.top_ports.is_empty() {
+        return "-".to_owned();
+    }
+    if e.top_probed.iter().all(|p| p.starts_with("tcp/")) {
+        return e
+            .top_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    e.top_probed.join(",")
 }
 
 /// One line on stdout: `json` (the event's JSON) or the text line.
@@ -355,6 +394,7 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
                 ("SCANNER_PORTS", e.ports.to_string()),
                 ("SCANNER_PROBES", e.probes.to_string()),
                 ("SCANNER_TOP_PORTS", comma_list(&e.top_ports)),
+                ("SCANNER_TOP_PROBED", e.top_probed.join(",")),
                 ("SCANNER_OPEN_PORTS", comma_list(&e.open_ports)),
                 ("SCANNER_IFACE", e.iface.clone()),
                 ("SCANNER_ACTION", e.action.to_owned()),
@@ -534,7 +574,7 @@ fn text(event: &Event) -> String {
                 e.kind,
                 e.ports,
                 e.probes,
-                list(&e.top_ports),
+                top_text(e),
                 list(&e.open_ports),
                 e.iface
             )
@@ -586,6 +626,7 @@ mod tests {
             ports: 1000,
             probes: 1000,
             top_ports: vec![22, 80],
+            top_probed: vec!["tcp/22".into(), "tcp/80".into()],
             iface: "eth1".into(),
             open_ports: vec![22],
             open_hits: 1,
@@ -597,6 +638,7 @@ mod tests {
             protected: None,
             decoy_group: None,
             fragments: None,
+            probed: vec![(6, 1, 1000)],
         })
     }
 
@@ -614,6 +656,8 @@ mod tests {
         assert_eq!(v["ports"], 1000);
         assert_eq!(v["probes"], 1000);
         assert_eq!(v["top_ports"], serde_json::json!([22, 80]));
+        assert_eq!(v["top_probed"], serde_json::json!(["tcp/22", "tcp/80"]));
+        assert!(v.get("probed").is_none(), "the ranges are the history's");
         assert_eq!(v["iface"], "eth1");
         assert_eq!(v["open_ports"], serde_json::json!([22]));
         assert_eq!(v["open_hits"], 1);
@@ -632,6 +676,21 @@ mod tests {
             line,
             "2025-11-25T14:42:17.123Z SCAN DETECTED 198.18.0.1 kind=syn decided_after=4 ports=1000 probes=1000 top_ports=22,80 open=22 iface=eth1\n"
         );
+        let Event::Scan(mut udp) = scan() else {
+            unreachable!()
+        };
+        udp.top_ports = vec![53, 161];
+        udp.top_probed = vec!["udp/53".into(), "udp/161".into()];
+        assert!(
+            line_of(&Event::Scan(udp)).contains(" top_ports=udp/53,udp/161 "),
+            "a UDP scan's ports say so"
+        );
+    }
+
+    fn line_of(event: &Event) -> String {
+        let mut r = Reporter::new(EventFormat::Text, Vec::new());
+        r.emit(event);
+        String::from_utf8(r.out.unwrap_or_default()).unwrap_or_default()
     }
 
     /// A writer whose reader has gone, like a closed pipe.
@@ -675,6 +734,7 @@ mod tests {
         assert_eq!(get("SCANNER_PORTS"), Some("1000"));
         assert_eq!(get("SCANNER_PROBES"), Some("1000"));
         assert_eq!(get("SCANNER_TOP_PORTS"), Some("22,80"));
+        assert_eq!(get("SCANNER_TOP_PROBED"), Some("tcp/22,tcp/80"));
         assert_eq!(get("SCANNER_IFACE"), Some("eth1"));
         assert_eq!(get("SCANNER_ACTION"), Some("block"));
     }

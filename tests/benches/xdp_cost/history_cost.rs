@@ -147,6 +147,13 @@ pub fn size(dir: &Path) -> anyhow::Result<Size> {
                     proto: None,
                     port: None,
                     json: json.to_string(),
+                    id: 0,
+                    // A scan's ports as the daemon keeps them at its end.
+                    probed: if event == "scan_ended" {
+                        vec![(6, 1, 1000)]
+                    } else {
+                        Vec::new()
+                    },
                 }));
                 events += 1;
             }

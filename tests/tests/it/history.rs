@@ -97,7 +97,7 @@ fn history_outlives_a_restart_and_answers_by_source_port_and_in_a_report() -> an
 
     // A second run on the same file: the scanner comes back after its scan
     // ended (a probe within quiet_after of the last one would continue it).
-    sc.wait("scan_ended", Lab::ATTACKER_V4)?;
+    let ended = sc.wait("scan_ended", Lab::ATTACKER_V4)?;
     sc.wait("scan_ended", OTHER)?;
     sc.stop()?;
     sc.restart()?;
@@ -126,6 +126,30 @@ fn history_outlives_a_restart_and_answers_by_source_port_and_in_a_report() -> an
         .filter_map(|h| h["probes"].as_u64())
         .sum();
     assert!(probed >= 1, "probes of port 23 in its hour: {by_port}");
+    // Every port a scan probed is kept, not only the ten in top_ports: a
+    // port of the first scan its event does not list finds that scan (and
+    // not the other source's, which probed 100-200).
+    let top: Vec<u64> = ended["top_ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(top.len(), 10, "{ended}");
+    let unlisted = (1..100u64)
+        .find(|p| !top.contains(p))
+        .context("a port outside top_ports")?;
+    let by_unlisted = history_json(&db_s, &["--port", &unlisted.to_string()])?;
+    let ended_with = |source: &str| {
+        count(&by_unlisted, "scan_ended", |e| {
+            e["source"] == source && e["ports"] == 100
+        })
+    };
+    assert_eq!(
+        (ended_with(Lab::ATTACKER_V4), ended_with(OTHER)),
+        (1, 0),
+        "port {unlisted}: {by_unlisted}"
+    );
     let (ok, table, err) = scanner(&["history", "--history", &db_s, "--port", "23"])?;
     assert!(
         ok && table.contains("port_opened") && table.contains("probes"),

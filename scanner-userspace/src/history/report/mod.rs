@@ -282,6 +282,8 @@ mod tests {
                 proto: json["proto"].as_str().map(str::to_owned),
                 port: json["port"].as_u64().map(|p| p as u16),
                 json: json.to_string(),
+                id: 0,
+                probed: Vec::new(),
             })
         };
         s.write(&[
