@@ -114,6 +114,28 @@ impl Scenario {
         Ok(())
     }
 
+    /// `scanner <args> --socket <the daemon's>` inside the server's
+    /// namespace (the audit reads that namespace's sockets); stdout parsed
+    /// as JSON.
+    pub fn cli_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let bin = crate::daemon::scanner_binary()?;
+        let out = self
+            .lab
+            .server
+            .command(bin.to_str().context("the scanner binary's path")?)
+            .args(args)
+            .arg("--socket")
+            .arg(self.daemon.socket())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "scanner {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("scanner {args:?} printed no JSON"))
+    }
+
     /// The XDP programs attached to the server's interface, by id.
     pub fn xdp_programs(&self) -> anyhow::Result<Vec<u64>> {
         self.lab.xdp_programs()

@@ -202,6 +202,7 @@ mod tests {
             sources: 3,
             probes_last_hour: 4,
             sources_last_hour: 1,
+            last_hour_s: 3600,
             open: true,
         }];
         let rows = rows(&listeners, &owners, Some(&hits));

@@ -333,8 +333,9 @@ pub(crate) fn ports(args: &PortsArgs) -> anyhow::Result<()> {
     }
     let mut header = vec!["proto", "port", "address", "service", "process"];
     let counts = hits.is_some();
+    let recent = last_hour_label(hits.as_deref().unwrap_or_default());
     if counts {
-        header.extend(COUNT_COLUMNS);
+        header.extend(["probes", &recent, "sources", &recent]);
     }
     header.push("notes");
     let table_rows: Vec<Vec<String>> = rows
@@ -374,8 +375,15 @@ pub(crate) fn ports(args: &PortsArgs) -> anyhow::Result<()> {
     out(&table(&header, right, &table_rows))
 }
 
-/// The probe-count columns `scanner ports` and `ports --probed` share.
-const COUNT_COLUMNS: [&str; 4] = ["probes", "last hour", "sources", "last hour"];
+/// The name of the "last hour" columns: what they cover, when the counts
+/// are younger than an hour (a first start, or a daemon without history
+/// restarted: see `daemon::history::LastHour`).
+fn last_hour_label(hits: &[PortHit]) -> String {
+    match hits.iter().map(|h| h.last_hour_s).max() {
+        Some(s) if s < 3600 => format!("last {}m", s.div_ceil(60).max(1)),
+        _ => "last hour".to_owned(),
+    }
+}
 
 /// A probed port as `ports --probed --json` prints it: the protocol by
 /// name, as `scanner ports --json` has it.
@@ -389,6 +397,9 @@ struct ProbedPort {
     probes_last_hour: u64,
     sources: u64,
     sources_last_hour: u64,
+    /// Seconds the two last-hour counts cover (3,600 once the counts are
+    /// an hour old).
+    last_hour_s: u64,
 }
 
 fn print_probed(hits: &[PortHit], json: bool) -> anyhow::Result<()> {
@@ -403,13 +414,15 @@ fn print_probed(hits: &[PortHit], json: bool) -> anyhow::Result<()> {
             probes_last_hour: h.probes_last_hour,
             sources: h.sources,
             sources_last_hour: h.sources_last_hour,
+            last_hour_s: h.last_hour_s,
         })
         .collect();
     if json {
         return out_json(&probed);
     }
     let mut header = vec!["proto", "port", "service", "state"];
-    header.extend(COUNT_COLUMNS);
+    let recent = last_hour_label(hits);
+    header.extend(["probes", &recent, "sources", &recent]);
     let rows: Vec<Vec<String>> = probed
         .iter()
         .map(|p| {
@@ -472,5 +485,22 @@ pub(crate) fn manpage(args: &ManpageArgs) -> anyhow::Result<()> {
     match &args.dir {
         None => out(&String::from_utf8_lossy(&crate::cli::manual::main_page()?)),
         Some(dir) => crate::cli::manual::write_pages(dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_hour_columns_say_what_they_cover() {
+        let hit = |last_hour_s| PortHit {
+            last_hour_s,
+            ..PortHit::default()
+        };
+        assert_eq!(last_hour_label(&[hit(3600)]), "last hour");
+        assert_eq!(last_hour_label(&[hit(35 * 60 - 20), hit(0)]), "last 35m");
+        assert_eq!(last_hour_label(&[hit(0)]), "last 1m");
+        assert_eq!(last_hour_label(&[]), "last hour");
     }
 }

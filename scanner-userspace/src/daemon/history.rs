@@ -1,7 +1,8 @@
 //! The daemon's side of the history (see `history`): the file opened at
 //! start (a file that cannot be used is a warning, never a stop), probes
-//! per port added to their hour, and the listening ports watched for
-//! changes (`port_opened` / `port_closed` events).
+//! per port added to their hour, the last hour's snapshots kept and taken
+//! back at start, and the listening ports watched for changes
+//! (`port_opened` / `port_closed` events).
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +17,13 @@ use crate::{
     cli::RunArgs,
     config::settings::Settings,
     daemon::respond::{Output, write},
-    history::{ListeningRow, PortHour, Record, Store, hour_of, writer::Writer},
+    detect::hits::{PortHistory, Snapshot},
+    history::{
+        ListeningRow, PortHour, Record, Store, hour_of,
+        snapshots::{KEEP_MS, KeptSnapshot},
+        unix_ms,
+        writer::Writer,
+    },
     kernel::maps::Maps,
     sinks::events::{Event, PortEvent, timestamp},
 };
@@ -24,35 +31,121 @@ use crate::{
 /// How often probes per port are added to their hour.
 const PORT_HOURS_EVERY: Duration = Duration::from_secs(60);
 
-/// Opens the history the settings ask for; also returns the listening
-/// sockets it last recorded (to report what changed while no daemon ran).
-/// A file that cannot be used is logged, and the daemon runs without.
-pub(crate) fn open(
-    args: &RunArgs,
-    settings: &Settings,
-) -> (Option<Writer>, Option<Vec<ListeningRow>>) {
+/// The history as the daemon opened it.
+#[derive(Default)]
+pub(crate) struct Opened {
+    pub writer: Option<Writer>,
+    /// The listening sockets it last recorded (to report what changed
+    /// while no daemon ran).
+    pub listening: Option<Vec<ListeningRow>>,
+    /// The probes-per-port snapshots of the last hour, of the counts the
+    /// kernel holds now.
+    pub snapshots: Vec<KeptSnapshot>,
+}
+
+/// Opens the history the settings ask for. A file that cannot be used is
+/// logged, and the daemon runs without.
+pub(crate) fn open(args: &RunArgs, settings: &Settings, counts: &str) -> Opened {
     let path: PathBuf = match (&args.history, args.no_history) {
-        (_, true) => return (None, None),
+        (_, true) => return Opened::default(),
         (Some(p), false) => p.clone(),
         (None, false) => settings.file.report.history.clone(),
     };
     if path.as_os_str().is_empty() {
-        return (None, None);
+        return Opened::default();
     }
     match Store::open(&path) {
         Ok(store) => {
-            let known = store.listening().ok().filter(|l| !l.is_empty());
+            let listening = store.listening().ok().filter(|l| !l.is_empty());
+            let since = unix_ms(SystemTime::now()) - KEEP_MS;
+            let snapshots = store.snapshots(counts, since).unwrap_or_else(|e| {
+                tracing::warn!("reading the last hour's probes per port from the history: {e}");
+                Vec::new()
+            });
             tracing::info!(path = %path.display(), "keeping history");
             let retention = settings.file.report.history_retention;
-            (Some(Writer::spawn(store, path, retention)), known)
+            Opened {
+                writer: Some(Writer::spawn(store, path, retention)),
+                listening,
+                snapshots,
+            }
         }
         Err(e) => {
             tracing::warn!(
                 "history off: {:#}; detection and blocking go on",
                 anyhow::Error::from(e)
             );
-            (None, None)
+            Opened::default()
         }
+    }
+}
+
+/// Probes per port in the last hour (`scanner ports --probed`): snapshots
+/// of the kernel's counts every five minutes, kept in the history so a
+/// restarted daemon's hour still covers the hour.
+pub(crate) struct LastHour {
+    hits: PortHistory,
+    /// The identity of the counts (see `Maps::counts_identity`).
+    counts: String,
+}
+
+impl LastHour {
+    /// Takes back the snapshots `kept` (an earlier daemon's), then one of
+    /// the counts as they stand, before any probe this daemon's program
+    /// sees.
+    pub(crate) fn start(maps: &Maps, counts: String, kept: Vec<KeptSnapshot>, out: &Output) -> Self {
+        let mut last = Self {
+            hits: PortHistory::default(),
+            counts,
+        };
+        let now_ms = unix_ms(SystemTime::now());
+        let aged: Vec<(Duration, Snapshot)> = kept
+            .into_iter()
+            .filter_map(|k| {
+                let age = u64::try_from(now_ms - k.taken_ms).ok()?;
+                Some((Duration::from_millis(age), k.ports))
+            })
+            .collect();
+        match maps.port_hits() {
+            Ok(current) => {
+                let restored = aged.len();
+                last.hits.restore(Instant::now(), aged, &current);
+                if restored > 0 {
+                    tracing::debug!(restored, "probes per port: the last hour taken back from the history");
+                }
+                last.record(out, &current);
+            }
+            Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
+        }
+        last
+    }
+
+    /// A snapshot when one is due (every five minutes), kept in the history.
+    pub(crate) fn refresh(&mut self, maps: &Maps, out: &Output) {
+        if !self.hits.due(Instant::now()) {
+            return;
+        }
+        match maps.port_hits() {
+            Ok(current) => self.record(out, &current),
+            Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
+        }
+    }
+
+    fn record(&mut self, out: &Output, current: &[PortHits]) {
+        let Some(snapshot) = self.hits.record(Instant::now(), current) else {
+            return;
+        };
+        if let Some(writer) = out.reporter.history() {
+            writer.send(Record::Snapshot(KeptSnapshot {
+                taken_ms: unix_ms(SystemTime::now()),
+                counts: self.counts.clone(),
+                ports: snapshot.clone(),
+            }));
+        }
+    }
+
+    pub(crate) fn hits(&self) -> &PortHistory {
+        &self.hits
     }
 }
 

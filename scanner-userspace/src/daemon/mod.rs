@@ -25,7 +25,7 @@ use crate::{
     config::settings::Settings,
     control::server::Call,
     daemon::respond::Output,
-    detect::{Detector, hits::PortHistory},
+    detect::Detector,
     kernel::{
         decisions::Decisions, load::Attached, maps::Maps, pin::PinDir, port_bits::PortBits,
         reported::Reported,
@@ -90,7 +90,7 @@ struct Daemon {
     started: Instant,
     /// When the pinned counters were created.
     counting_since: Option<SystemTime>,
-    history: PortHistory,
+    history: history::LastHour,
     /// Probes per port into the history's hours.
     port_hours: history::PortHours,
     /// The listening sockets, watched for changes.

@@ -186,13 +186,7 @@ impl Daemon {
         self.port_hours.record(&self.maps, &self.out, false);
         let protected = log_protected(&mut self.out.protected)?;
         spare_protected(&mut self.out, &mut self.maps, &protected)?;
-        let now = Instant::now();
-        if self.history.due(now) {
-            match self.maps.port_hits() {
-                Ok(current) => self.history.record(now, &current),
-                Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
-            }
-        }
+        self.history.refresh(&self.maps, &self.out);
         Ok(())
     }
 
@@ -203,7 +197,7 @@ impl Daemon {
             started: self.started,
             default_ttl: self.settings.file.response.block_ttl,
             detector: &self.detector,
-            ports: &self.history,
+            ports: self.history.hits(),
             tracked: self.scans.tracked,
             counting_since: self.counting_since,
             prefixes: self.out.prefixes,

@@ -27,7 +27,7 @@ use crate::{
         },
         serve::refresh_open_ports,
     },
-    detect::{Detector, hits::PortHistory},
+    detect::Detector,
     kernel::{
         decisions::Decisions,
         iface, load,
@@ -152,13 +152,14 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let fleet = crate::fleet::Fleet::start(&settings.file.crowdsec)
         .await
         .context("starting the CrowdSec link")?;
-    let (history_writer, stored_listening) = super::history::open(&args, &settings);
+    let counts = maps.counts_identity();
+    let opened = super::history::open(&args, &settings, &counts);
     let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
         reporter: Reporter::new(args.events, std::io::stdout())
             .with_journal(journal)
             .with_file(events_file)
-            .with_history(history_writer),
+            .with_history(opened.writer),
         names,
         prefixes: settings.prefix_lengths(),
         policy,
@@ -174,13 +175,9 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         enforced: Default::default(),
         probed: HashMap::new(),
     };
-    // The first "last hour" baseline of probes per port, before any probe
-    // this daemon's program sees: counts from before it started are old.
-    let mut history = PortHistory::default();
-    match maps.port_hits() {
-        Ok(current) => history.record(Instant::now(), &current),
-        Err(e) => tracing::warn!("reading probes per port: {:#}", anyhow::Error::from(e)),
-    }
+    // The "last hour" of probes per port: an earlier daemon's snapshots,
+    // and one before any probe this daemon's program sees.
+    let history = super::history::LastHour::start(&maps, counts, opened.snapshots, &out);
     let kernel_memory: u64 = match load::map_memory(&mut ebpf) {
         Ok(maps) => maps.iter().map(|(_, bytes)| bytes).sum(),
         Err(e) => {
@@ -258,7 +255,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     // Listening ports: what changed while no daemon watched is reported
     // now.
     let (mut listening, from_history) =
-        super::history::Listening::new(stored_listening, &listeners);
+        super::history::Listening::new(opened.listening, &listeners);
     listening.update(&mut out, &listeners, !from_history);
     let started = Instant::now();
     // A pin file's times are those of its pinning: when counting began.

@@ -1,5 +1,7 @@
 //! Probes per destination port over time: the kernel's PORT_HITS totals,
 //! with snapshots kept so the daemon can say what the last hour added.
+//! The daemon also keeps them in the history, and a restarted daemon takes
+//! them back (`restore`): the last hour does not start again at a restart.
 
 use std::{
     collections::{BTreeSet, VecDeque},
@@ -20,6 +22,9 @@ pub struct PortHit {
     pub sources: u64,
     pub probes_last_hour: u64,
     pub sources_last_hour: u64,
+    /// Seconds the two "last hour" counts cover: 3,600, or less while the
+    /// counts are younger than an hour (a first start, no history kept).
+    pub last_hour_s: u64,
     /// A listener takes this port on an exposed address.
     pub open: bool,
 }
@@ -29,7 +34,7 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Non-zero counts by PORT_HITS index, sorted by index.
-type Snapshot = Vec<(u32, PortHits)>;
+pub type Snapshot = Vec<(u32, PortHits)>;
 
 #[derive(Debug, Default)]
 pub struct PortHistory {
@@ -45,11 +50,39 @@ impl PortHistory {
     }
 
     /// Keeps a snapshot of `current` when one is due, and drops those no
-    /// longer needed for the hour.
-    pub fn record(&mut self, now: Instant, current: &[PortHits]) {
-        if self.due(now) {
+    /// longer needed for the hour; the snapshot kept, if one was.
+    pub fn record(&mut self, now: Instant, current: &[PortHits]) -> Option<&Snapshot> {
+        let due = self.due(now);
+        if due {
             self.snapshots.push_back((now, sparse(current)));
         }
+        self.drop_old(now);
+        due.then(|| self.snapshots.back().map(|(_, s)| s)).flatten()
+    }
+
+    /// Takes back snapshots an earlier daemon kept, each `age` old, oldest
+    /// first (before any of this daemon's own). Counts that went down since
+    /// one was taken mean the counts were made anew after it: it is not a
+    /// base for them, and neither is anything older.
+    pub fn restore(&mut self, now: Instant, aged: Vec<(Duration, Snapshot)>, current: &[PortHits]) {
+        let mut kept: Vec<(Instant, Snapshot)> = aged
+            .into_iter()
+            .filter(|(age, _)| *age <= HOUR + SNAPSHOT_EVERY)
+            .filter_map(|(age, s)| now.checked_sub(age).map(|t| (t, s)))
+            .collect();
+        kept.sort_by_key(|(t, _)| *t);
+        if let Some(reset) = kept.iter().rposition(|(_, s)| !below(s, current)) {
+            kept.drain(..=reset);
+        }
+        for (t, s) in kept.into_iter().rev() {
+            if self.snapshots.front().is_none_or(|(first, _)| t < *first) {
+                self.snapshots.push_front((t, s));
+            }
+        }
+        self.drop_old(now);
+    }
+
+    fn drop_old(&mut self, now: Instant) {
         while self
             .snapshots
             .front()
@@ -67,11 +100,11 @@ impl PortHistory {
         current: &[PortHits],
         open: &BTreeSet<(u8, u16)>,
     ) -> Vec<PortHit> {
-        let base = self
+        let (base, last_hour_s) = self
             .snapshots
             .iter()
             .find(|(t, _)| now.duration_since(*t) <= HOUR)
-            .map(|(_, s)| s);
+            .map_or((None, 0), |(t, s)| (Some(s), now.duration_since(*t).as_secs()));
         sparse(current)
             .into_iter()
             .map(|(index, hits)| {
@@ -90,11 +123,22 @@ impl PortHistory {
                     sources: hits.sources,
                     probes_last_hour: hits.probes.saturating_sub(before.probes),
                     sources_last_hour: hits.sources.saturating_sub(before.sources),
+                    last_hour_s,
                     open: open.contains(&(proto, port)),
                 }
             })
             .collect()
     }
+}
+
+/// Whether every count of `snapshot` is at most what `current` holds:
+/// counts only grow while the map lives.
+fn below(snapshot: &Snapshot, current: &[PortHits]) -> bool {
+    snapshot.iter().all(|(i, h)| {
+        current
+            .get(*i as usize)
+            .is_some_and(|c| c.probes >= h.probes && c.sources >= h.sources)
+    })
 }
 
 fn sparse(current: &[PortHits]) -> Snapshot {
@@ -154,6 +198,38 @@ mod tests {
         let r = h.report(t0 + Duration::from_secs(70 * 60), &now, &open);
         let ssh = r.iter().find(|x| x.port == 22).copied().unwrap_or_default();
         assert_eq!(ssh.probes_last_hour, 20);
+    }
+
+    #[test]
+    fn a_restart_takes_back_the_last_hour() {
+        let now = Instant::now();
+        let current = table(&[(6, 22, 100, 10)]);
+        let kept = |age_min: u64, probes| {
+            (
+                Duration::from_secs(age_min * 60),
+                sparse(&table(&[(6, 22, probes, 1)])),
+            )
+        };
+        let mut h = PortHistory::default();
+        // Kept by the last daemon 80, 55 and 35 minutes ago: the base is
+        // the one 55 minutes old, the 80-minute one is past the hour.
+        h.restore(now, vec![kept(35, 90), kept(80, 10), kept(55, 40)], &current);
+        assert!(h.record(now, &current).is_some(), "its own snapshot too");
+        let ssh = h.report(now, &current, &BTreeSet::new())[0];
+        assert_eq!((ssh.probes_last_hour, ssh.last_hour_s), (60, 55 * 60));
+        // A snapshot with more probes than there are now is from counts
+        // since made anew: it and everything older are no base.
+        let mut h = PortHistory::default();
+        h.restore(now, vec![kept(50, 20), kept(40, 500), kept(30, 95)], &current);
+        h.record(now, &current);
+        let ssh = h.report(now, &current, &BTreeSet::new())[0];
+        assert_eq!((ssh.probes_last_hour, ssh.last_hour_s), (5, 30 * 60));
+        // Nothing kept: the hour covers what this daemon saw.
+        let mut h = PortHistory::default();
+        h.record(now, &current);
+        let later = now + Duration::from_secs(600);
+        let ssh = h.report(later, &current, &BTreeSet::new())[0];
+        assert_eq!((ssh.probes_last_hour, ssh.last_hour_s), (0, 600));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! without a daemon running.
 
 pub(crate) mod report;
+pub mod snapshots;
 pub mod store;
 pub mod writer;
 

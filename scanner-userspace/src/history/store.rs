@@ -5,12 +5,15 @@
 //! the fields queries filter on as columns), `port_hours` (probes and new
 //! probing sources per port per hour, added up), `listening` (the host's
 //! listening sockets as last seen, so a restart can tell what changed while
-//! no daemon watched). WAL mode: readers never wait for the writer.
+//! no daemon watched), `scan_ports` (the ports each ended scan probed, as
+//! ranges), `port_snapshots` (see `snapshots`). WAL mode: readers never wait for the writer.
 
 use std::{path::Path, time::Duration};
 
 use rusqlite::{Connection, OpenFlags, params};
 use thiserror::Error;
+
+use super::snapshots::{self, KeptSnapshot};
 
 #[derive(Debug, Error)]
 pub enum HistoryError {
@@ -148,10 +151,12 @@ pub enum Record {
     Probes(Vec<PortHour>),
     /// The listening sockets now (replaces the stored set).
     Listening(Vec<ListeningRow>),
+    /// Probes per port as they stand (see `history::snapshots`).
+    Snapshot(KeptSnapshot),
 }
 
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 impl Store {
@@ -187,6 +192,7 @@ impl Store {
             });
         }
         conn.execute_batch(SCHEMA).map_err(not_history)?;
+        conn.execute_batch(snapshots::SCHEMA).map_err(not_history)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(not_history)?;
         Ok(Self { conn })
@@ -256,6 +262,7 @@ impl Store {
                             ])?;
                         }
                     }
+                    Record::Snapshot(s) => snapshots::write(&tx, s)?,
                     Record::Listening(rows) => {
                         tx.execute("DELETE FROM listening", [])?;
                         let mut insert = tx.prepare_cached(

@@ -301,6 +301,22 @@ impl Maps {
             .filter(|p| p.seen_ns != 0 && p.source.same(key))
     }
 
+    /// Which counts PORT_HITS holds: this boot's id and the map's. Counts
+    /// read under another identity are from a map since made anew (a
+    /// reboot, a capacity change).
+    pub fn counts_identity(&self) -> String {
+        let id = self
+            .fds
+            .port_hits
+            .try_clone()
+            .ok()
+            .and_then(|fd| MapData::from_fd(fd).ok())
+            .and_then(|data| data.info().ok())
+            .map_or(0, |info| info.id());
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        format!("{}/{id}", boot.trim())
+    }
+
     /// Probes per destination port, indexed by `port_hits_index`.
     pub fn port_hits(&self) -> Result<Vec<PortHits>, PollError> {
         let (keys, values) =

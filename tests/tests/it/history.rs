@@ -100,9 +100,28 @@ fn history_outlives_a_restart_and_answers_by_source_port_and_in_a_report() -> an
     let ended = sc.wait("scan_ended", Lab::ATTACKER_V4)?;
     sc.wait("scan_ended", OTHER)?;
     sc.stop()?;
+    let restarted = std::time::Instant::now();
     sc.restart()?;
     scan_from(&sc, None, "200-300")?;
     sc.wait("scan_detected", Lab::ATTACKER_V4)?;
+    // The last hour outlives the restart: the first run's probes of port 50
+    // are in it, and it covers more than the second run's life.
+    let probed = sc.cli_json(&["ports", "--probed", "--json", "--limit", "1000"])?;
+    let port50 = probed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["proto"] == "tcp" && h["port"] == 50)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        port50["probes_last_hour"].as_u64() >= Some(1),
+        "the first run's probes: {port50}"
+    );
+    assert!(
+        port50["last_hour_s"].as_u64() > Some(restarted.elapsed().as_secs()),
+        "{port50}"
+    );
     sc.stop()?;
 
     // No daemon now: the file answers.
