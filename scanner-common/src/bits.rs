@@ -1,5 +1,7 @@
 //! Regions of the PORT_BITS bitmap, 1,024 u64 words (65,536 bits) each:
-//! the host's open ports and the ports never counted, per protocol.
+//! the host's open ports per protocol and address family (a listener on
+//! 0.0.0.0 answers IPv4 only, one on `::` with IPV6_V6ONLY IPv6 only), and
+//! the ports never counted, per protocol.
 
 pub const TCP_OPEN: u32 = 0;
 pub const UDP_OPEN: u32 = 1;
@@ -7,21 +9,29 @@ pub const TCP_IGNORED: u32 = 2;
 pub const UDP_IGNORED: u32 = 3;
 pub const SCTP_OPEN: u32 = 4;
 pub const SCTP_IGNORED: u32 = 5;
+/// The IPv6 open regions follow the IPv4 ones by this much.
+pub const V6_OPEN: u32 = 6;
+pub const TCP_OPEN6: u32 = TCP_OPEN + V6_OPEN;
+pub const UDP_OPEN6: u32 = UDP_OPEN + V6_OPEN;
+pub const SCTP_OPEN6: u32 = SCTP_OPEN + V6_OPEN;
 /// Regions in the bitmap.
-pub const REGIONS: u32 = 6;
+pub const REGIONS: u32 = 9;
 /// A region past the bitmap, for protocols without ports: every lookup in
 /// it misses (no port open, none ignored) without a branch.
 pub const NONE: u32 = 64;
 
-/// The (open, ignored) regions of `proto`'s ports.
+/// The (open, ignored) regions of `proto`'s ports, for a packet of IPv6
+/// (`v6`) or IPv4.
 #[inline(always)]
-pub const fn regions(proto: u8) -> (u32, u32) {
-    match proto {
+pub const fn regions(proto: u8, v6: bool) -> (u32, u32) {
+    let (open, ignored) = match proto {
         crate::IPPROTO_TCP => (TCP_OPEN, TCP_IGNORED),
         crate::IPPROTO_UDP => (UDP_OPEN, UDP_IGNORED),
         crate::IPPROTO_SCTP => (SCTP_OPEN, SCTP_IGNORED),
         _ => (NONE, NONE),
-    }
+    };
+    // Branch-free: NONE plus the offset is still past the bitmap.
+    (open + V6_OPEN * v6 as u32, ignored)
 }
 
 /// Word index and bit mask of `port` in bitmap `region`.
@@ -42,6 +52,16 @@ mod tests {
         assert_eq!(port_bit(UDP_OPEN, 65535), (2047, 1 << 63));
         assert_eq!(port_bit(UDP_IGNORED, 0).0, 3072);
         assert!(port_bit(SCTP_IGNORED, 65535).0 < PORT_BITS_WORDS);
-        assert!(port_bit(regions(crate::IPPROTO_ANY).0, 0).0 >= PORT_BITS_WORDS);
+        assert!(port_bit(regions(crate::IPPROTO_ANY, false).0, 0).0 >= PORT_BITS_WORDS);
+        assert!(port_bit(regions(crate::IPPROTO_ANY, true).0, 0).0 >= PORT_BITS_WORDS);
+        assert_eq!(regions(crate::IPPROTO_TCP, true), (TCP_OPEN6, TCP_IGNORED));
+        assert_eq!(regions(crate::IPPROTO_UDP, false), (UDP_OPEN, UDP_IGNORED));
+        assert!(port_bit(SCTP_OPEN6, 65535).0 < PORT_BITS_WORDS);
+        let mut regions_used = [
+            TCP_OPEN, UDP_OPEN, TCP_IGNORED, UDP_IGNORED, SCTP_OPEN, SCTP_IGNORED, TCP_OPEN6,
+            UDP_OPEN6, SCTP_OPEN6,
+        ];
+        regions_used.sort_unstable();
+        assert_eq!(regions_used, core::array::from_fn::<u32, 9, _>(|i| i as u32));
     }
 }

@@ -128,5 +128,5 @@ pub const COUNTERS_ENTRIES: u32 = counter::IFACE_SLOTS * counter::COUNT;
 /// Size of PORT_HITS: every TCP port, every UDP port, every SCTP port, then
 /// every IP protocol number.
 pub const PORT_HITS_ENTRIES: u32 = 3 * 65_536 + 256;
-/// Size of PORT_BITS: six regions of 1,024 u64 words (65,536 bits) each.
+/// Size of PORT_BITS: nine regions of 1,024 u64 words (65,536 bits) each.
 pub const PORT_BITS_WORDS: u32 = crate::bits::REGIONS * 1024;

@@ -113,13 +113,14 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         return Tracked::Counted;
     };
     let t = &h.transport;
-    // Protocols without ports read past the bitmap: never open or ignored.
-    let (open_bits, ignored_bits) = bits::regions(t.proto);
     let port = t.dport;
     // Bitmap reads only for packets that ask about a port: replies skip them.
     if !is_probe(t, cfg) {
         return Tracked::Counted;
     }
+    // Protocols without ports read past the bitmap: never open or ignored.
+    // A port is open to the family its listener takes.
+    let (open_bits, ignored_bits) = bits::regions(t.proto, !h.source.is_v4());
     let open = port_flag(open_bits, port);
     if is_accepted_traffic(t, open) || port_flag(ignored_bits, port) {
         return Tracked::Counted;

@@ -21,6 +21,7 @@ mod entry;
 mod fleet;
 pub mod history;
 pub mod kernel;
+mod netlink;
 mod sinks;
 
 pub use entry::main;

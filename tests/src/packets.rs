@@ -154,6 +154,15 @@ pub fn ipv4_stack_syn(src: u8, dport: u16) -> Vec<u8> {
     )
 }
 
+/// [`ipv4_stack_syn`] over IPv6, from 2001:db8::`src`.
+pub fn ipv6_stack_syn(src: u8, dport: u16) -> Vec<u8> {
+    eth(
+        0x86dd,
+        &[],
+        &ipv6(v6(src), IPPROTO_TCP, &[], &tcp(dport, SYN, 10)),
+    )
+}
+
 pub fn ipv6_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
     eth(
         0x86dd,

@@ -16,9 +16,23 @@ pub struct Listener {
     pub port: u16,
     /// The socket's inode (0 if unknown), to find the owning process.
     pub inode: u64,
+    /// An IPv6 socket that takes IPv6 only (IPV6_V6ONLY).
+    pub v6only: bool,
 }
 
 impl Listener {
+    /// The address families it answers: (IPv4, IPv6). A socket on `::`
+    /// answers both unless it takes IPv6 only; one on an IPv4-mapped
+    /// address answers IPv4.
+    pub fn families(&self) -> (bool, bool) {
+        match self.addr {
+            IpAddr::V4(_) => (true, false),
+            IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => (true, false),
+            IpAddr::V6(a) if a.is_unspecified() => (!self.v6only, true),
+            IpAddr::V6(_) => (false, true),
+        }
+    }
+
     /// Reachable from the network: not bound to a loopback address.
     pub fn is_exposed(&self) -> bool {
         match self.addr {
@@ -51,9 +65,30 @@ pub(crate) fn listeners() -> Vec<Listener> {
     if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
         out.extend(parse_sctp_eps(&text));
     }
+    mark_v6only(&mut out);
     out.sort();
     out.dedup();
     out
+}
+
+/// Marks the IPv6 sockets that take IPv6 only. When sock_diag cannot be
+/// asked, the system default (net.ipv6.bindv6only) stands for them all.
+fn mark_v6only(listeners: &mut [Listener]) {
+    match super::v6only::v6only_inodes() {
+        Ok(only) => {
+            for l in listeners.iter_mut().filter(|l| l.proto != IPPROTO_SCTP) {
+                l.v6only = l.addr.is_ipv6() && only.contains(&l.inode);
+            }
+        }
+        Err(e) => {
+            let default = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+                .is_ok_and(|v| v.trim() == "1");
+            tracing::debug!("sock_diag: {e}; IPv6 listeners taken as bindv6only={default}");
+            for l in listeners.iter_mut().filter(|l| l.proto != IPPROTO_SCTP) {
+                l.v6only = l.addr.is_ipv6() && default;
+            }
+        }
+    }
 }
 
 /// Parses /proc/net/{tcp,udp}[6] text, keeping sockets in `state`.
@@ -75,6 +110,7 @@ pub(crate) fn parse_proc_net(text: &str, proto: u8, state: u8) -> Vec<Listener> 
                 addr: parse_hex_addr(addr)?,
                 port: u16::from_str_radix(port, 16).ok()?,
                 inode,
+                v6only: false,
             })
         })
         .collect()
@@ -107,6 +143,7 @@ pub(crate) fn parse_sctp_eps(text: &str) -> Vec<Listener> {
                 addr,
                 port,
                 inode,
+                v6only: false,
             })
         })
         .collect()

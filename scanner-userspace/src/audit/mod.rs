@@ -3,6 +3,7 @@
 
 pub(crate) mod listeners;
 pub(crate) mod services;
+mod v6only;
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -178,6 +179,7 @@ mod tests {
             addr,
             port,
             inode,
+            v6only: false,
         }
     }
 

@@ -17,7 +17,13 @@ pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
         }
     };
     for l in listeners.iter().filter(|l| l.is_exposed()) {
-        set(bits::regions(l.proto).0, l.port);
+        let (v4, v6) = l.families();
+        if v4 {
+            set(bits::regions(l.proto, false).0, l.port);
+        }
+        if v6 {
+            set(bits::regions(l.proto, true).0, l.port);
+        }
     }
     for &port in ignored {
         set(bits::TCP_IGNORED, port);
@@ -57,7 +63,7 @@ impl PortBits {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use scanner_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
@@ -69,7 +75,40 @@ mod tests {
             addr: IpAddr::V4(addr),
             port,
             inode: 0,
+            v6only: false,
         }
+    }
+
+    fn listener6(proto: u8, addr: Ipv6Addr, port: u16, v6only: bool) -> Listener {
+        Listener {
+            proto,
+            addr: IpAddr::V6(addr),
+            port,
+            inode: 0,
+            v6only,
+        }
+    }
+
+    #[test]
+    fn a_port_is_open_to_the_families_its_listener_takes() {
+        let listeners = [
+            listener(IPPROTO_TCP, Ipv4Addr::UNSPECIFIED, 22),
+            listener6(IPPROTO_TCP, Ipv6Addr::UNSPECIFIED, 80, false),
+            listener6(IPPROTO_TCP, Ipv6Addr::UNSPECIFIED, 443, true),
+            listener6(IPPROTO_UDP, "2001:db8::1".parse().unwrap(), 53, false),
+            listener6(IPPROTO_TCP, "::ffff:198.18.0.2".parse().unwrap(), 8080, false),
+        ];
+        let words = bitmap(&listeners, &[]);
+        let open = |proto, v6, port| {
+            let (i, mask) = port_bit(bits::regions(proto, v6).0, port);
+            words[i as usize] & mask != 0
+        };
+        let families = |proto, port| (open(proto, false, port), open(proto, true, port));
+        assert_eq!(families(IPPROTO_TCP, 22), (true, false), "0.0.0.0: IPv4 only");
+        assert_eq!(families(IPPROTO_TCP, 80), (true, true), ":: answers both");
+        assert_eq!(families(IPPROTO_TCP, 443), (false, true), ":: with IPV6_V6ONLY");
+        assert_eq!(families(IPPROTO_UDP, 53), (false, true));
+        assert_eq!(families(IPPROTO_TCP, 8080), (true, false), "IPv4-mapped");
     }
 
     #[test]

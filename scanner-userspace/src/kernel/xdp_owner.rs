@@ -10,6 +10,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use crate::netlink;
+
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
@@ -108,51 +110,27 @@ fn xdp_link_of(program_id: u32, ifindex: u32) -> Option<u32> {
     None
 }
 
-const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_PROG_ID: u16 = 4;
 const IFLA_XDP_DRV_PROG_ID: u16 = 5;
 const IFLA_XDP_SKB_PROG_ID: u16 = 6;
-/// Netlink attribute types carry flags in their top bits.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// The id of the XDP program on `ifindex`, asked of rtnetlink (RTM_GETLINK).
 fn attached_program(ifindex: u32) -> Option<u32> {
-    // SAFETY: a plain socket(2) call; the descriptor is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // struct nlmsghdr, then struct ifinfomsg naming the interface.
-    let mut request = Vec::with_capacity(32);
-    request.extend_from_slice(&32u32.to_ne_bytes());
-    request.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    request.extend_from_slice(&1u32.to_ne_bytes());
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&[0, 0, 0, 0]);
-    request.extend_from_slice(&i32::try_from(ifindex).ok()?.to_ne_bytes());
-    request.extend_from_slice(&[0; 8]);
-    // SAFETY: sending our own buffer of its length.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
-    if usize::try_from(sent).ok() != Some(request.len()) {
-        return None;
-    }
-    let mut answer = vec![0u8; 64 * 1024];
-    // SAFETY: receiving into our own buffer of its length.
-    let got = unsafe { libc::recv(fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
-    answer.truncate(usize::try_from(got).ok()?);
-    xdp_program_in(&answer)
+    let fd = netlink::socket(libc::NETLINK_ROUTE).ok()?;
+    // struct ifinfomsg naming the interface.
+    let mut ifinfo = Vec::with_capacity(16);
+    ifinfo.extend_from_slice(&[0, 0, 0, 0]);
+    ifinfo.extend_from_slice(&i32::try_from(ifindex).ok()?.to_ne_bytes());
+    ifinfo.extend_from_slice(&[0; 8]);
+    netlink::send(
+        &fd,
+        &netlink::message(RTM_GETLINK, libc::NLM_F_REQUEST as u16, &ifinfo),
+    )
+    .ok()?;
+    xdp_program_in(&netlink::recv(&fd).ok()?)
 }
 
 /// The XDP program id in an RTM_NEWLINK answer.
@@ -163,31 +141,20 @@ fn xdp_program_in(answer: &[u8]) -> Option<u32> {
         |b: &[u8], at: usize| Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?));
     let len = usize::try_from(u32_at(answer, 0)?).ok()?;
     let kind = u16_at(answer, 4)?;
-    if kind == NLMSG_ERROR || kind != RTM_NEWLINK {
+    if kind != RTM_NEWLINK {
         return None;
     }
     // After the 16-byte nlmsghdr and the 16-byte ifinfomsg: attributes.
-    let xdp = attributes(answer.get(32..len.min(answer.len()))?)
+    let xdp = netlink::attributes(answer.get(32..len.min(answer.len()))?)
         .find(|(t, _)| *t == IFLA_XDP)?
         .1;
-    let ids: Vec<(u16, u32)> = attributes(xdp)
+    let ids: Vec<(u16, u32)> = netlink::attributes(xdp)
         .filter_map(|(t, v)| Some((t, u32_at(v, 0)?)))
         .collect();
     [IFLA_XDP_PROG_ID, IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID]
         .iter()
         .find_map(|want| ids.iter().find(|(t, id)| t == want && *id != 0))
         .map(|(_, id)| *id)
-}
-
-/// Netlink attributes (struct rtattr: length, type, payload; 4-aligned).
-fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?));
-        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & NLA_TYPE_MASK;
-        let payload = bytes.get(4..len)?;
-        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
-        Some((kind, payload))
-    })
 }
 
 /// (program id, interface index) of link `id`, if it is an XDP link.

@@ -190,8 +190,10 @@ fn fill(ebpf: &mut Ebpf, n: u32) -> anyhow::Result<()> {
 fn prepare(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let mut bits: Array<&mut MapData, u64> =
         Array::try_from(ebpf.map_mut(PORT_BITS_MAP).context("PORT_BITS")?)?;
-    let (i, mask) = port_bit(bits::TCP_OPEN, 80);
-    bits.set(i, mask, 0)?;
+    for region in [bits::TCP_OPEN, bits::TCP_OPEN6] {
+        let (i, mask) = port_bit(region, 80);
+        bits.set(i, mask, 0)?;
+    }
     Ok(())
 }
 

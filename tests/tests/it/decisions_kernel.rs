@@ -13,7 +13,7 @@ use scanner_common::{
 };
 use scanner_tests::packets::{
     ACK, FIN, SYN, XMAS, eth, ipv4, ipv4_later_fragment, ipv4_stack_syn, ipv4_tcp,
-    ipv4_tiny_fragment, ipv6_tiny_fragment, v4,
+    ipv4_tiny_fragment, ipv6_stack_syn, ipv6_tiny_fragment, v4, v6,
 };
 use scanner_userspace::{
     detect::EntryId,
@@ -47,11 +47,19 @@ impl Kernel {
         })
     }
 
+    /// Opens TCP `ports` to both families (a listener on `::`).
     fn open_tcp(&mut self, ports: &[u16]) -> anyhow::Result<()> {
+        self.open_tcp_to(ports, &[bits::TCP_OPEN, bits::TCP_OPEN6])
+    }
+
+    /// Opens TCP `ports` in the bitmap `regions` (one family, or both).
+    fn open_tcp_to(&mut self, ports: &[u16], regions: &[u32]) -> anyhow::Result<()> {
         for &port in ports {
-            let (i, mask) = port_bit(bits::TCP_OPEN, port);
-            let word = self.bits.get(&i, 0)?;
-            self.bits.set(i, word | mask, 0)?;
+            for &region in regions {
+                let (i, mask) = port_bit(region, port);
+                let word = self.bits.get(&i, 0)?;
+                self.bits.set(i, word | mask, 0)?;
+            }
         }
         Ok(())
     }
@@ -146,6 +154,37 @@ fn clients_of_open_ports_are_never_decided() -> anyhow::Result<()> {
     assert_eq!(&s.open_sample[..3], &[22, 80, 443]);
     assert!(s.score < 0, "open ports are benign evidence: {}", s.score);
     assert!(k.decisions().is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_port_open_to_ipv4_only_is_closed_to_ipv6_probes() -> anyhow::Result<()> {
+    root_only!("a_port_open_to_ipv4_only_is_closed_to_ipv6_probes");
+    let mut k = Kernel::new(&Config::default())?;
+    // Listeners on 0.0.0.0: IPv6 connections to these ports are refused.
+    k.open_tcp_to(&[22, 80, 443], &[bits::TCP_OPEN])?;
+    for _ in 0..3 {
+        k.send(&ipv4_stack_syn(2, 22))?;
+        k.send(&ipv4_stack_syn(2, 80))?;
+        k.send(&ipv4_stack_syn(2, 443))?;
+    }
+    assert_eq!(k.source(2)?.open_ports, 3, "open to IPv4");
+    for port in [22, 80, 443, 8080] {
+        k.send(&ipv6_stack_syn(9, port))?;
+    }
+    let s = k
+        .maps
+        .entry(EntryId {
+            scope: scope::SOURCE,
+            key: SourceKey::from_v6(v6(9)),
+        })
+        .ok_or_else(|| anyhow::anyhow!("2001:db8::9 untracked"))?;
+    assert_eq!(
+        (s.ports, s.open_ports),
+        (4, 0),
+        "an IPv4-only listener buys an IPv6 prober no credit"
+    );
+    assert!(s.decided_ns > 0, "four closed ports decide: {}", s.score);
     Ok(())
 }
 
