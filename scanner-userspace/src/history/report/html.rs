@@ -14,6 +14,15 @@ table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;paddi
 th{background:#f2f2f2}td.n{text-align:right}.risk{color:#a40000}.muted{color:#777}\
 .totals span{display:inline-block;margin-right:2em;font-size:1.1em}";
 
+/// Whether a source was blocked, and whether it still is.
+fn blocked_cell(s: &super::SourceRow) -> String {
+    match (&s.blocked_until, s.blocked) {
+        (Some(until), _) => format!("until {until}"),
+        (None, true) => "earlier".to_owned(),
+        (None, false) => "no".to_owned(),
+    }
+}
+
 fn cell(s: &str) -> String {
     if s.is_empty() {
         "<td class=\"muted\">-</td>".to_owned()
@@ -67,7 +76,7 @@ pub(crate) fn render(r: &Report) -> String {
     if r.sources.is_empty() {
         h.push_str("<p class=\"muted\">None.</p>\n");
     } else {
-        h.push_str("<table><tr><th>source</th><th>kind</th><th>scans</th><th>ports</th><th>probes</th><th>first seen</th><th>last seen</th><th>blocked</th></tr>\n");
+        h.push_str("<table><tr><th>source</th><th>kind</th><th>scans</th><th>ports</th><th>probes</th><th>first seen</th><th>last seen</th><th>blocked in the period</th></tr>\n");
         for s in &r.sources {
             let _ = writeln!(
                 h,
@@ -79,11 +88,14 @@ pub(crate) fn render(r: &Report) -> String {
                 num(s.probes),
                 cell(&s.first_seen),
                 cell(&s.last_seen),
-                cell(if s.blocked { "yes" } else { "no" })
+                cell(&blocked_cell(s))
             );
         }
         h.push_str("</table>\n");
     }
+    h.push_str(
+        "<p class=\"muted\">Blocked: <em>until</em> a time when a block holds as this report is made; <em>earlier</em> when its blocks have expired or were lifted.</p>\n",
+    );
     h.push_str("<h2>Exposed listening ports</h2>\n");
     if r.exposed.is_empty() {
         h.push_str(

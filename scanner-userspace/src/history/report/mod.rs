@@ -24,7 +24,9 @@ pub(crate) struct Report {
     pub generated: String,
     pub since: String,
     pub totals: Totals,
-    /// The hours of the period, Unix seconds (the charts' x axis).
+    /// The hours charted, Unix seconds (the x axis): from an hour before
+    /// the first data of the period (not its start: a short spike in a week
+    /// is not squashed against the right edge) to now.
     pub hours: Vec<i64>,
     /// The most probed ports, probes per hour of `hours`.
     pub ports: Vec<Series>,
@@ -66,7 +68,11 @@ pub(crate) struct SourceRow {
     pub probes: u64,
     pub first_seen: String,
     pub last_seen: String,
+    /// Blocked at some time in the period.
     pub blocked: bool,
+    /// The end of the block in force as the report is made (Unix time,
+    /// RFC 3339); absent when no block holds it now (expired, lifted).
+    pub blocked_until: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,8 +114,16 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     let since_hour = (since_ms / 1000) - (since_ms / 1000).rem_euclid(3600);
     let port_hours = store.port_hours(since_hour)?;
     let now_hour = (now_ms / 1000) - (now_ms / 1000).rem_euclid(3600);
+    let first_data = port_hours
+        .iter()
+        .map(|p| p.hour_s)
+        .chain(events.iter().map(|e| e.ts_ms / 1000))
+        .min();
+    let from_hour = first_data.map_or(since_hour, |s| {
+        (s - s.rem_euclid(3600) - 3600).clamp(since_hour, now_hour)
+    });
     let hours: Vec<i64> = (0..)
-        .map(|i| since_hour + i * 3600)
+        .map(|i| from_hour + i * 3600)
         .take_while(|h| *h <= now_hour)
         .collect();
 
@@ -133,7 +147,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
                 .iter()
                 .filter(|p| p.proto == *proto && p.port == *port)
             {
-                if let Ok(i) = usize::try_from((p.hour_s - since_hour) / 3600)
+                if let Ok(i) = usize::try_from((p.hour_s - from_hour) / 3600)
                     && let Some(slot) = probes.get_mut(i)
                 {
                     *slot += p.probes;
@@ -150,6 +164,8 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     // Scans per day by kind, sources, blocks and port changes, from events.
     let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut sources: HashMap<String, SourceRow> = HashMap::new();
+    // When each source's latest block ends (None once lifted), Unix ms.
+    let mut block_ends: HashMap<String, Option<i64>> = HashMap::new();
     let mut changes = Vec::new();
     let mut totals = Totals::default();
     for e in &events {
@@ -174,6 +190,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
                     first_seen: ts.clone(),
                     last_seen: ts.clone(),
                     blocked: false,
+                    blocked_until: None,
                 });
                 row.scans += 1;
                 row.kind = kind;
@@ -193,6 +210,15 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
                 if let Some(row) = e.source.as_ref().and_then(|s| sources.get_mut(s)) {
                     row.blocked = true;
                 }
+                let ttl_ms = v["ttl_s"].as_i64().unwrap_or(0).saturating_mul(1000);
+                if let Some(source) = &e.source {
+                    block_ends.insert(source.clone(), Some(e.ts_ms.saturating_add(ttl_ms)));
+                }
+            }
+            "unblocked" => {
+                if let Some(source) = &e.source {
+                    block_ends.insert(source.clone(), None);
+                }
             }
             "port_opened" | "port_closed" => changes.push(Change {
                 ts,
@@ -204,6 +230,13 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
                 risk: text(&v["risk"]),
             }),
             _ => {}
+        }
+    }
+    for row in sources.values_mut() {
+        if let Some(Some(end)) = block_ends.get(&row.source).filter(|_| row.blocked)
+            && *end > now_ms
+        {
+            row.blocked_until = Some(ts_of(*end));
         }
     }
     totals.sources = sources.len();
@@ -288,7 +321,7 @@ mod tests {
         };
         s.write(&[
             ev(h0 * 1000 + 5, "scan_detected", "198.18.0.1", serde_json::json!({"kind":"syn","ports":4,"probes":4})),
-            ev(h0 * 1000 + 9, "blocked", "198.18.0.1", serde_json::json!({"dry_run":false})),
+            ev(h0 * 1000 + 9, "blocked", "198.18.0.1", serde_json::json!({"dry_run":false,"ttl_s":10800})),
             ev(h0 * 1000 + 3_700_000, "scan_detected", "198.18.0.5", serde_json::json!({"kind":"fin","ports":2,"probes":2})),
             ev(h0 * 1000 + 3_800_000, "port_opened", "", serde_json::json!({"proto":"tcp","port":23,"address":"0.0.0.0","risk":"Telnet: cleartext"})),
             Record::Probes(vec![
@@ -327,6 +360,19 @@ mod tests {
         assert_eq!(r.scans_per_day[0].kinds.get("fin"), Some(&1));
         let first = r.sources.iter().find(|s| s.source == "198.18.0.1").unwrap();
         assert!(first.blocked && first.kind == "syn");
+        assert_eq!(
+            first.blocked_until.as_deref(),
+            Some("2026-11-25T13:00:00Z"),
+            "the hour's block holds as of the report"
+        );
+        let r_later = build(&s, h0 * 1000, (h0 + 4 * 3600) * 1000).unwrap();
+        let first = r_later.sources.iter().find(|s| s.source == "198.18.0.1").unwrap();
+        assert!(first.blocked && first.blocked_until.is_none(), "expired since");
+        // A week asked for, two hours of data: the chart starts an hour
+        // before the data, not seven days back.
+        let week = build(&s, (h0 - 7 * 86_400) * 1000, (h0 + 7200) * 1000).unwrap();
+        assert_eq!(week.hours.first(), Some(&(h0 - 3600)));
+        assert_eq!(week.ports[0].probes, vec![0, 0, 50, 0]);
         assert_eq!(r.exposed[0].probes, 50);
         assert_eq!(r.exposed[0].service.as_deref(), Some("telnet"));
         assert_eq!(
