@@ -58,10 +58,20 @@ mod tests {
         assert_eq!(regions(crate::IPPROTO_UDP, false), (UDP_OPEN, UDP_IGNORED));
         assert!(port_bit(SCTP_OPEN6, 65535).0 < PORT_BITS_WORDS);
         let mut regions_used = [
-            TCP_OPEN, UDP_OPEN, TCP_IGNORED, UDP_IGNORED, SCTP_OPEN, SCTP_IGNORED, TCP_OPEN6,
-            UDP_OPEN6, SCTP_OPEN6,
+            TCP_OPEN,
+            UDP_OPEN,
+            TCP_IGNORED,
+            UDP_IGNORED,
+            SCTP_OPEN,
+            SCTP_IGNORED,
+            TCP_OPEN6,
+            UDP_OPEN6,
+            SCTP_OPEN6,
         ];
         regions_used.sort_unstable();
-        assert_eq!(regions_used, core::array::from_fn::<u32, 9, _>(|i| i as u32));
+        assert_eq!(
+            regions_used,
+            core::array::from_fn::<u32, 9, _>(|i| i as u32)
+        );
     }
 }

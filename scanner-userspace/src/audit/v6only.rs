@@ -35,7 +35,9 @@ pub(crate) fn v6only_inodes() -> io::Result<BTreeSet<u64>> {
         let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
         netlink::send(&fd, &netlink::message(SOCK_DIAG_BY_FAMILY, flags, &req))?;
         for (kind, msg) in netlink::dump(&fd)? {
-            if kind == SOCK_DIAG_BY_FAMILY && let Some(inode) = v6only(&msg) {
+            if kind == SOCK_DIAG_BY_FAMILY
+                && let Some(inode) = v6only(&msg)
+            {
                 out.insert(inode);
             }
         }

@@ -93,7 +93,12 @@ impl LastHour {
     /// Takes back the snapshots `kept` (an earlier daemon's), then one of
     /// the counts as they stand, before any probe this daemon's program
     /// sees.
-    pub(crate) fn start(maps: &Maps, counts: String, kept: Vec<KeptSnapshot>, out: &Output) -> Self {
+    pub(crate) fn start(
+        maps: &Maps,
+        counts: String,
+        kept: Vec<KeptSnapshot>,
+        out: &Output,
+    ) -> Self {
         let mut last = Self {
             hits: PortHistory::default(),
             counts,
@@ -111,7 +116,10 @@ impl LastHour {
                 let restored = aged.len();
                 last.hits.restore(Instant::now(), aged, &current);
                 if restored > 0 {
-                    tracing::debug!(restored, "probes per port: the last hour taken back from the history");
+                    tracing::debug!(
+                        restored,
+                        "probes per port: the last hour taken back from the history"
+                    );
                 }
                 last.record(out, &current);
             }

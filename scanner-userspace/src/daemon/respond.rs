@@ -245,7 +245,11 @@ fn report_one(
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
     let mut e = scan_event(out, event, *id, stats, maps, protected, since_ns);
     if event == "scan_ended" {
-        e.probed = out.probed.remove(id).map(|p| ranges(&p)).unwrap_or_default();
+        e.probed = out
+            .probed
+            .remove(id)
+            .map(|p| ranges(&p))
+            .unwrap_or_default();
     }
     e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
     if event == "scan_detected" && !joined {

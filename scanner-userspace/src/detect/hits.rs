@@ -104,7 +104,9 @@ impl PortHistory {
             .snapshots
             .iter()
             .find(|(t, _)| now.duration_since(*t) <= HOUR)
-            .map_or((None, 0), |(t, s)| (Some(s), now.duration_since(*t).as_secs()));
+            .map_or((None, 0), |(t, s)| {
+                (Some(s), now.duration_since(*t).as_secs())
+            });
         sparse(current)
             .into_iter()
             .map(|(index, hits)| {
@@ -213,14 +215,22 @@ mod tests {
         let mut h = PortHistory::default();
         // Kept by the last daemon 80, 55 and 35 minutes ago: the base is
         // the one 55 minutes old, the 80-minute one is past the hour.
-        h.restore(now, vec![kept(35, 90), kept(80, 10), kept(55, 40)], &current);
+        h.restore(
+            now,
+            vec![kept(35, 90), kept(80, 10), kept(55, 40)],
+            &current,
+        );
         assert!(h.record(now, &current).is_some(), "its own snapshot too");
         let ssh = h.report(now, &current, &BTreeSet::new())[0];
         assert_eq!((ssh.probes_last_hour, ssh.last_hour_s), (60, 55 * 60));
         // A snapshot with more probes than there are now is from counts
         // since made anew: it and everything older are no base.
         let mut h = PortHistory::default();
-        h.restore(now, vec![kept(50, 20), kept(40, 500), kept(30, 95)], &current);
+        h.restore(
+            now,
+            vec![kept(50, 20), kept(40, 500), kept(30, 95)],
+            &current,
+        );
         h.record(now, &current);
         let ssh = h.report(now, &current, &BTreeSet::new())[0];
         assert_eq!((ssh.probes_last_hour, ssh.last_hour_s), (5, 30 * 60));

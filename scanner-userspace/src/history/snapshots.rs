@@ -6,7 +6,6 @@
 //! counts since made anew is no base for the new ones.
 
 use rusqlite::{Transaction, params};
-
 use scanner_common::PortHits;
 
 use super::store::Store;
@@ -108,7 +107,13 @@ mod tests {
             counts: counts.into(),
             ports: vec![
                 (22, PortHits { probes, sources: 2 }),
-                (131_072 + 47, PortHits { probes: u64::MAX, sources: 1 }),
+                (
+                    131_072 + 47,
+                    PortHits {
+                        probes: u64::MAX,
+                        sources: 1,
+                    },
+                ),
             ],
         };
         let minute = 60_000;
@@ -119,13 +124,20 @@ mod tests {
         }
         let kept = store.snapshots("a/1", 0).unwrap();
         let times: Vec<i64> = kept.iter().map(|s| s.taken_ms / minute).collect();
-        assert_eq!(times, [10, 50, 70], "older than 65 minutes before the newest: gone");
+        assert_eq!(
+            times,
+            [10, 50, 70],
+            "older than 65 minutes before the newest: gone"
+        );
         assert_eq!(kept[0], snap(10 * minute, "a/1", 7), "read back whole");
         assert_eq!(store.snapshots("a/1", 60 * minute).unwrap().len(), 1);
         store
             .write(&[Record::Snapshot(snap(71 * minute, "b/9", 1))])
             .unwrap();
-        assert!(store.snapshots("a/1", 0).unwrap().is_empty(), "other counts: gone");
+        assert!(
+            store.snapshots("a/1", 0).unwrap().is_empty(),
+            "other counts: gone"
+        );
         assert_eq!(store.snapshots("b/9", 0).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -96,7 +96,12 @@ mod tests {
             listener6(IPPROTO_TCP, Ipv6Addr::UNSPECIFIED, 80, false),
             listener6(IPPROTO_TCP, Ipv6Addr::UNSPECIFIED, 443, true),
             listener6(IPPROTO_UDP, "2001:db8::1".parse().unwrap(), 53, false),
-            listener6(IPPROTO_TCP, "::ffff:198.18.0.2".parse().unwrap(), 8080, false),
+            listener6(
+                IPPROTO_TCP,
+                "::ffff:198.18.0.2".parse().unwrap(),
+                8080,
+                false,
+            ),
         ];
         let words = bitmap(&listeners, &[]);
         let open = |proto, v6, port| {
@@ -104,9 +109,17 @@ mod tests {
             words[i as usize] & mask != 0
         };
         let families = |proto, port| (open(proto, false, port), open(proto, true, port));
-        assert_eq!(families(IPPROTO_TCP, 22), (true, false), "0.0.0.0: IPv4 only");
+        assert_eq!(
+            families(IPPROTO_TCP, 22),
+            (true, false),
+            "0.0.0.0: IPv4 only"
+        );
         assert_eq!(families(IPPROTO_TCP, 80), (true, true), ":: answers both");
-        assert_eq!(families(IPPROTO_TCP, 443), (false, true), ":: with IPV6_V6ONLY");
+        assert_eq!(
+            families(IPPROTO_TCP, 443),
+            (false, true),
+            ":: with IPV6_V6ONLY"
+        );
         assert_eq!(families(IPPROTO_UDP, 53), (false, true));
         assert_eq!(families(IPPROTO_TCP, 8080), (true, false), "IPv4-mapped");
     }

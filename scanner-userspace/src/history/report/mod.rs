@@ -366,8 +366,15 @@ mod tests {
             "the hour's block holds as of the report"
         );
         let r_later = build(&s, h0 * 1000, (h0 + 4 * 3600) * 1000).unwrap();
-        let first = r_later.sources.iter().find(|s| s.source == "198.18.0.1").unwrap();
-        assert!(first.blocked && first.blocked_until.is_none(), "expired since");
+        let first = r_later
+            .sources
+            .iter()
+            .find(|s| s.source == "198.18.0.1")
+            .unwrap();
+        assert!(
+            first.blocked && first.blocked_until.is_none(),
+            "expired since"
+        );
         // A week asked for, two hours of data: the chart starts an hour
         // before the data, not seven days back.
         let week = build(&s, (h0 - 7 * 86_400) * 1000, (h0 + 7200) * 1000).unwrap();
