@@ -9,11 +9,9 @@ pub const TCP_IGNORED: u32 = 2;
 pub const UDP_IGNORED: u32 = 3;
 pub const SCTP_OPEN: u32 = 4;
 pub const SCTP_IGNORED: u32 = 5;
-/// The IPv6 open regions follow the IPv4 ones by this much.
-pub const V6_OPEN: u32 = 6;
-pub const TCP_OPEN6: u32 = TCP_OPEN + V6_OPEN;
-pub const UDP_OPEN6: u32 = UDP_OPEN + V6_OPEN;
-pub const SCTP_OPEN6: u32 = SCTP_OPEN + V6_OPEN;
+pub const TCP_OPEN6: u32 = 6;
+pub const UDP_OPEN6: u32 = 7;
+pub const SCTP_OPEN6: u32 = 8;
 /// Regions in the bitmap.
 pub const REGIONS: u32 = 9;
 /// A region past the bitmap, for protocols without ports: every lookup in
@@ -24,14 +22,13 @@ pub const NONE: u32 = 64;
 /// (`v6`) or IPv4.
 #[inline(always)]
 pub const fn regions(proto: u8, v6: bool) -> (u32, u32) {
-    let (open, ignored) = match proto {
-        crate::IPPROTO_TCP => (TCP_OPEN, TCP_IGNORED),
-        crate::IPPROTO_UDP => (UDP_OPEN, UDP_IGNORED),
-        crate::IPPROTO_SCTP => (SCTP_OPEN, SCTP_IGNORED),
-        _ => (NONE, NONE),
+    let (open4, open6, ignored) = match proto {
+        crate::IPPROTO_TCP => (TCP_OPEN, TCP_OPEN6, TCP_IGNORED),
+        crate::IPPROTO_UDP => (UDP_OPEN, UDP_OPEN6, UDP_IGNORED),
+        crate::IPPROTO_SCTP => (SCTP_OPEN, SCTP_OPEN6, SCTP_IGNORED),
+        _ => (NONE, NONE, NONE),
     };
-    // Branch-free: NONE plus the offset is still past the bitmap.
-    (open + V6_OPEN * v6 as u32, ignored)
+    (if v6 { open6 } else { open4 }, ignored)
 }
 
 /// Word index and bit mask of `port` in bitmap `region`.
@@ -57,6 +54,7 @@ mod tests {
         assert_eq!(regions(crate::IPPROTO_TCP, true), (TCP_OPEN6, TCP_IGNORED));
         assert_eq!(regions(crate::IPPROTO_UDP, false), (UDP_OPEN, UDP_IGNORED));
         assert!(port_bit(SCTP_OPEN6, 65535).0 < PORT_BITS_WORDS);
+        assert_eq!(regions(crate::IPPROTO_SCTP, true), (SCTP_OPEN6, SCTP_IGNORED));
         let mut regions_used = [
             TCP_OPEN,
             UDP_OPEN,

@@ -121,6 +121,7 @@ mod tests {
             ":: with IPV6_V6ONLY"
         );
         assert_eq!(families(IPPROTO_UDP, 53), (false, true));
+        assert_eq!(families(IPPROTO_SCTP, 3868), (true, true));
         assert_eq!(families(IPPROTO_TCP, 8080), (true, false), "IPv4-mapped");
     }
 
