@@ -102,6 +102,7 @@ mod tests {
                 8080,
                 false,
             ),
+            listener6(IPPROTO_SCTP, Ipv6Addr::UNSPECIFIED, 3868, false),
         ];
         let words = bitmap(&listeners, &[]);
         let open = |proto, v6, port| {
