@@ -54,7 +54,10 @@ mod tests {
         assert_eq!(regions(crate::IPPROTO_TCP, true), (TCP_OPEN6, TCP_IGNORED));
         assert_eq!(regions(crate::IPPROTO_UDP, false), (UDP_OPEN, UDP_IGNORED));
         assert!(port_bit(SCTP_OPEN6, 65535).0 < PORT_BITS_WORDS);
-        assert_eq!(regions(crate::IPPROTO_SCTP, true), (SCTP_OPEN6, SCTP_IGNORED));
+        assert_eq!(
+            regions(crate::IPPROTO_SCTP, true),
+            (SCTP_OPEN6, SCTP_IGNORED)
+        );
         let mut regions_used = [
             TCP_OPEN,
             UDP_OPEN,
