@@ -46,6 +46,9 @@ pub struct Config {
     /// the loader derives it from the pinned FIRST_PROBES map and this boot's
     /// random id, so it holds for the map's life.
     pub hash_seed: u64,
+    /// Slots in PREFIX_SLOTS (the loader writes the map's real size here).
+    pub prefix_slots: u32,
+    pub _pad: u32,
 }
 
 impl Default for Config {
@@ -70,6 +73,8 @@ impl Default for Config {
             first_probe_slots: crate::names::FIRST_PROBES_CAPACITY,
             block_ttl_ns: 3_600_000_000_000,
             hash_seed: 0,
+            prefix_slots: crate::names::PREFIX_SLOTS_CAPACITY,
+            _pad: 0,
         }
     }
 }
@@ -78,4 +83,4 @@ impl Default for Config {
 // SAFETY: repr(C), Copy, no implicit padding (size asserted below).
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<Config>() == 72);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);

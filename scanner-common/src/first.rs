@@ -13,9 +13,12 @@
 //! scanner's slot delays its admission by one probe per overwrite. Sources
 //! that probe two ports are admitted, so a spoofed flood of those competes
 //! with real scanners for SOURCES (LRU: an active scanner is the most
-//! recently seen). What this gives up: an address that probes a single port
-//! is never admitted, so it feeds no prefix; a distributed scan must send two
-//! ports from some of its addresses to be seen as one.
+//! recently seen). An address that probes a single port is never admitted;
+//! its prefix still sees it (see [`crate::gather`]).
+//!
+//! An admitted source keeps its slot, marked [`RETURNING`]: if its entry is
+//! forgotten (evicted, or reset when its block is lifted) its next probe is
+//! not a new source's, and it is not counted for its prefix again.
 //!
 //! Slots are written with plain stores by any CPU: a torn slot (two sources
 //! writing it at once) at worst replays a wrong port once, or misses one
@@ -37,6 +40,10 @@ pub const CLASS_MASK: u8 = 0x0f;
 
 const _: () = assert!(class::COUNT <= CLASS_MASK as usize + 1);
 
+/// `FirstProbe::ifindex`'s top bit (interface indexes are positive `int`s,
+/// so it is never theirs): the slot's source has been admitted.
+pub const RETURNING: u32 = 1 << 31;
+
 /// One slot of FIRST_PROBES: a source's first probe, not yet followed by a
 /// second one.
 #[repr(C)]
@@ -51,7 +58,7 @@ pub struct FirstProbe {
     pub proto: u8,
     /// `class::*` in the low bits, and `OPEN`, `STEALTH`, `STACK_SYN`, `CREDIT`.
     pub traits: u8,
-    /// Interface index the probe came in on.
+    /// Interface index the probe came in on, and [`RETURNING`].
     pub ifindex: u32,
 }
 
@@ -65,10 +72,13 @@ impl FirstProbe {
             && self.source.same(source)
     }
 
-    /// Whether the slot holds any probe seen at most `idle_ns` before `now_ns`.
+    /// Whether the slot holds a source waiting for its second probe, seen
+    /// at most `idle_ns` before `now_ns` (not one admitted since).
     #[inline(always)]
     pub fn live(&self, now_ns: u64, idle_ns: u64) -> bool {
-        self.seen_ns != 0 && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+        self.seen_ns != 0
+            && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+            && self.ifindex & RETURNING == 0
     }
 }
 
@@ -142,5 +152,11 @@ mod tests {
         assert!(!p.holds(&SourceKey::from_v4([198, 18, 0, 8]), 1_500, 500));
         assert!(!FirstProbe::default().holds(&SourceKey::default(), 0, 500));
         assert!(p.live(1_200, 500) && !FirstProbe::default().live(0, 500));
+        let admitted = FirstProbe {
+            ifindex: 3 | RETURNING,
+            ..p
+        };
+        assert!(admitted.holds(&k, 1_500, 500), "still its slot");
+        assert!(!admitted.live(1_200, 500), "not waiting: admitted");
     }
 }

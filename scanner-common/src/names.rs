@@ -12,6 +12,10 @@ pub const SOURCES_MAP: &str = "SOURCES";
 pub const FIRST_PROBES_MAP: &str = "FIRST_PROBES";
 /// Per-prefix statistics (sources aggregated by /24 or /64), same types.
 pub const PREFIXES_MAP: &str = "PREFIXES";
+/// Single-probe sources gathered by prefix: an array of
+/// [`crate::gather::PrefixSlot`] (see [`crate::gather`]). Not pinned: a
+/// restart forgets the evidence of prefixes not yet admitted.
+pub const PREFIX_SLOTS_MAP: &str = "PREFIX_SLOTS";
 /// Per-(scope, address, protocol, port) first-seen marks, keyed by [`crate::PortKey`].
 pub const PORTS_MAP: &str = "PORTS";
 /// The host's open and ignored ports as bitmaps (see [`crate::bits`]).
@@ -106,12 +110,20 @@ pub const fn port_pairs(sources: u32) -> u32 {
 pub const fn prefixes(sources: u32) -> u32 {
     suspects(sources) / 4
 }
+/// PREFIX_SLOTS slots (see `gather`): one per 32 tracked sources, at least
+/// 1,024. 64 bytes each: 2 MiB at the default capacity.
+pub const fn prefix_slots(sources: u32) -> u32 {
+    let n = sources / 32;
+    if n < 1024 { 1024 } else { n }
+}
 /// SOURCES entries at the default capacity.
 pub const SUSPECTS_CAPACITY: u32 = suspects(SOURCES_CAPACITY);
 /// FIRST_PROBES slots at the default capacity.
 pub const FIRST_PROBES_CAPACITY: u32 = first_probe_slots(SOURCES_CAPACITY);
 /// PORTS entries at the default capacity.
 pub const PORTS_CAPACITY: u32 = port_pairs(SOURCES_CAPACITY);
+/// PREFIX_SLOTS slots at the default capacity.
+pub const PREFIX_SLOTS_CAPACITY: u32 = prefix_slots(SOURCES_CAPACITY);
 /// PREFIXES entries at the default capacity.
 pub const PREFIXES_CAPACITY: u32 = prefixes(SOURCES_CAPACITY);
 /// Ring buffer size: 256 KiB holds thousands of decisions between reads.

@@ -16,6 +16,7 @@
 mod counters;
 mod first;
 mod frame;
+mod gather;
 mod maps;
 mod track;
 mod verdict;

@@ -6,11 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use scanner_common::{
-    Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen, SourceKey, SourceStats,
+    Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen, PrefixSlot, SourceKey,
+    SourceStats,
     names::{
         ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, FIRST_PROBES_CAPACITY,
-        PORT_BITS_WORDS, PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIXES_CAPACITY, PROTECTED_CAPACITY,
-        SUSPECTS_CAPACITY,
+        PORT_BITS_WORDS, PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIX_SLOTS_CAPACITY,
+        PREFIXES_CAPACITY, PROTECTED_CAPACITY, SUSPECTS_CAPACITY,
     },
 };
 
@@ -29,6 +30,11 @@ pub static FIRST_PROBES: Array<FirstProbe> =
 #[map]
 pub static SOURCES: LruHashMap<SourceKey, SourceStats> =
     LruHashMap::with_max_entries(SUSPECTS_CAPACITY, 0);
+
+/// Single-probe sources gathered by prefix (see `scanner_common::gather`).
+/// Sized by the loader; the daemon writes the size into CONFIG.
+#[map]
+pub static PREFIX_SLOTS: Array<PrefixSlot> = Array::with_max_entries(PREFIX_SLOTS_CAPACITY, 0);
 
 /// Sources aggregated by prefix, to see scans spread over many addresses.
 #[map]

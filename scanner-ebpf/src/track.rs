@@ -37,6 +37,7 @@ use scanner_common::{
 use crate::{
     counters,
     first::{self, Admission},
+    gather,
     maps::{BLANK, CONFIG, EVENTS, PORT_BITS, PORT_HITS, PORTS, PREFIXES, PROTECTED, SOURCES},
     verdict,
 };
@@ -146,8 +147,16 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     let s = match live(&SOURCES, &h.source, pkt.now, idle) {
         Some(s) => s,
         None => match first::admit(&h.source, &pkt, cfg, idle) {
-            Admission::Held { new_port } => {
+            Admission::Held {
+                new_port,
+                new_source,
+            } => {
                 count_port(&pkt, new_port);
+                // A new source's first probe counts for its prefix too: a
+                // scan may send every probe from a fresh address.
+                if new_source {
+                    gather::first_probe(&h.source, &pkt, cfg, idle);
+                }
                 return Tracked::Counted;
             }
             Admission::Allowlisted => return Tracked::Allowlisted,
@@ -275,7 +284,7 @@ unsafe fn record(
 /// The entry for `key`, created on its first packet and started afresh
 /// when it has been idle longer than the idle timeout.
 #[inline(always)]
-fn entry(
+pub(crate) fn entry(
     map: &LruHashMap<SourceKey, SourceStats>,
     key: &SourceKey,
     cfg: &Config,
@@ -287,7 +296,7 @@ fn entry(
 /// The entry for `key`, unless it is missing or was last seen more than
 /// `idle_ns` before `now` (an idle entry starts a new life).
 #[inline(always)]
-fn live(
+pub(crate) fn live(
     map: &LruHashMap<SourceKey, SourceStats>,
     key: &SourceKey,
     now: u64,
@@ -328,7 +337,7 @@ fn start(
 /// # Safety
 /// `s` points at a live value of SOURCES or PREFIXES (from `entry`).
 #[inline(always)]
-unsafe fn account(
+pub(crate) unsafe fn account(
     s: *mut SourceStats,
     key: &SourceKey,
     scope: u8,
@@ -382,24 +391,31 @@ unsafe fn trial(s: *mut SourceStats, pkt: &Packet, cfg: &Config) {
         if n < SAMPLE_PORTS {
             (*s).sample_ports[n] = pkt.port;
         }
-        let step = if pkt.open {
+        if pkt.open {
             let o = (*s).open_ports as usize;
             add(&raw mut (*s).open_ports, 1);
             if o < SAMPLE_OPEN_PORTS {
                 (*s).open_sample[o] = pkt.port;
             }
-            // Benign evidence only from a client's probe (see
-            // `Packet::open_step`).
-            pkt.open_step
-        } else if pkt.stealth {
-            cfg.step_stealth
-        } else {
-            cfg.step_closed
-        };
-        add(&raw mut (*s).score, step);
+        }
+        add(&raw mut (*s).score, step(pkt, cfg));
         if (*s).score < cfg.lower {
             (*s).score = cfg.lower;
         }
+    }
+}
+
+/// The walk's step for a trial: benign evidence for an open port, but only
+/// from a client's probe (see `Packet::open_step`); scanner evidence for a
+/// closed one, more for a stealth probe.
+#[inline(always)]
+pub(crate) fn step(pkt: &Packet, cfg: &Config) -> i32 {
+    if pkt.open {
+        pkt.open_step
+    } else if pkt.stealth {
+        cfg.step_stealth
+    } else {
+        cfg.step_closed
     }
 }
 
@@ -479,9 +495,10 @@ fn count_port(pkt: &Packet, new_source: bool) {
 /// whether it is new to it. A source's own entry can be forgotten (evicted,
 /// idle, or reset after its block is lifted) while its prefix lives on: the
 /// mark keeps one address from counting as several sources. Runs only on a
-/// source's first prefix trial, never per packet.
+/// source's first prefix trial, and on a new source's first probe once its
+/// prefix is admitted (see `gather`), never per packet.
 #[inline(always)]
-fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
+pub(crate) fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
     let mark = PortKey {
         source: *source,
         port: 0,

@@ -147,19 +147,29 @@ pub fn ipv4_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
 /// (MSS, SACK, timestamps, window scale), unlike a raw-packet scanner's
 /// bare SYN.
 pub fn ipv4_stack_syn(src: u8, dport: u16) -> Vec<u8> {
-    eth(
-        0x0800,
-        &[],
-        &ipv4(v4(src), IPPROTO_TCP, 5, 0, &tcp(dport, SYN, 10)),
-    )
+    stack_syn_v4(v4(src), dport)
 }
 
 /// [`ipv4_stack_syn`] over IPv6, from 2001:db8::`src`.
 pub fn ipv6_stack_syn(src: u8, dport: u16) -> Vec<u8> {
+    stack_syn_v6(v6(src), dport)
+}
+
+/// [`ipv4_stack_syn`] from any IPv4 address.
+pub fn stack_syn_v4(src: [u8; 4], dport: u16) -> Vec<u8> {
+    eth(
+        0x0800,
+        &[],
+        &ipv4(src, IPPROTO_TCP, 5, 0, &tcp(dport, SYN, 10)),
+    )
+}
+
+/// [`ipv4_stack_syn`] from any IPv6 address.
+pub fn stack_syn_v6(src: [u8; 16], dport: u16) -> Vec<u8> {
     eth(
         0x86dd,
         &[],
-        &ipv6(v6(src), IPPROTO_TCP, &[], &tcp(dport, SYN, 10)),
+        &ipv6(src, IPPROTO_TCP, &[], &tcp(dport, SYN, 10)),
     )
 }
 

@@ -126,6 +126,8 @@ impl Settings {
             first_probe_slots: scanner_common::names::first_probe_slots(d.max_sources),
             block_ttl_ns: nanos(self.file.response.block_ttl),
             hash_seed: 0,
+            prefix_slots: scanner_common::names::prefix_slots(d.max_sources),
+            _pad: 0,
         })
     }
 }

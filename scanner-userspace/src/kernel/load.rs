@@ -12,8 +12,8 @@ use scanner_common::{
     names::{
         ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP,
         COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP,
-        PORTS_MAP, PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots,
-        port_pairs, prefixes, suspects,
+        PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP,
+        first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
     },
 };
 use thiserror::Error;
@@ -165,6 +165,7 @@ pub fn load_pinned(
     loader.map_max_entries(BLOCKLIST_MAP, capacity.blocks);
     // One setting sizes every per-source map (see scanner_common::names).
     loader.map_max_entries(FIRST_PROBES_MAP, first_probe_slots(capacity.sources));
+    loader.map_max_entries(PREFIX_SLOTS_MAP, prefix_slots(capacity.sources));
     loader.map_max_entries(SOURCES_MAP, suspects(capacity.sources));
     loader.map_max_entries(PORTS_MAP, port_pairs(capacity.sources));
     loader.map_max_entries(PREFIXES_MAP, prefixes(capacity.sources));
@@ -181,6 +182,7 @@ pub fn load_pinned(
         FIRST_PROBES_MAP,
         SOURCES_MAP,
         PREFIXES_MAP,
+        PREFIX_SLOTS_MAP,
         PORTS_MAP,
         PORT_BITS_MAP,
         COUNTERS_MAP,
@@ -241,11 +243,18 @@ pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
 }
 
 /// Writes `config` into the CONFIG map (also used to change it while running),
-/// with the two fields that belong to the loaded maps rather than to the
-/// settings: FIRST_PROBES' real size (a pinned map keeps the size it was
-/// created with) and the slot hash's secret seed (tied to that map, so
-/// slots stay where they are across reloads and restarts).
+/// with the fields that belong to the loaded maps rather than to the
+/// settings: FIRST_PROBES' and PREFIX_SLOTS' real sizes (a pinned map keeps
+/// the size it was created with) and the slot hash's secret seed (tied to
+/// FIRST_PROBES, so slots stay where they are across reloads and restarts).
 pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
+    let prefix_slots = match ebpf.map(PREFIX_SLOTS_MAP) {
+        Some(aya::maps::Map::Array(data)) => data
+            .info()
+            .map_err(|e| classify(e, "reading the PREFIX_SLOTS map's size"))?
+            .max_entries(),
+        _ => return Err(LoadError::MissingMap(PREFIX_SLOTS_MAP)),
+    };
     let (slots, first_id) = match ebpf.map(FIRST_PROBES_MAP) {
         Some(aya::maps::Map::Array(data)) => {
             let info = data
@@ -266,6 +275,7 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
     };
     let config = Config {
         first_probe_slots: slots,
+        prefix_slots,
         hash_seed: seed,
         ..*config
     };

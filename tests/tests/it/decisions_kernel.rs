@@ -26,15 +26,16 @@ use scanner_userspace::{
 
 use crate::common::root_only;
 
-struct Kernel {
-    ebpf: Ebpf,
-    maps: Maps,
+/// The XDP program loaded alone, driven with BPF_PROG_TEST_RUN.
+pub(crate) struct Kernel {
+    pub(crate) ebpf: Ebpf,
+    pub(crate) maps: Maps,
     events: RingBuf<MapData>,
     bits: Array<MapData, u64>,
 }
 
 impl Kernel {
-    fn new(config: &Config) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Self> {
         let mut ebpf = load::load(config)?;
         let maps = Maps::take(&mut ebpf)?;
         let events = take_map(&mut ebpf, EVENTS_MAP)?;
@@ -48,7 +49,7 @@ impl Kernel {
     }
 
     /// Opens TCP `ports` to both families (a listener on `::`).
-    fn open_tcp(&mut self, ports: &[u16]) -> anyhow::Result<()> {
+    pub(crate) fn open_tcp(&mut self, ports: &[u16]) -> anyhow::Result<()> {
         self.open_tcp_to(ports, &[bits::TCP_OPEN, bits::TCP_OPEN6])
     }
 
@@ -64,7 +65,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn send(&self, frame: &[u8]) -> anyhow::Result<()> {
         assert_eq!(
             crate::common::run(&self.ebpf, frame)?,
             crate::common::XDP_PASS
@@ -99,7 +100,7 @@ impl Kernel {
             .try_for_each(|p| self.send(&ipv4_stack_syn(src, p)))
     }
 
-    fn decisions(&mut self) -> Vec<Decision> {
+    pub(crate) fn decisions(&mut self) -> Vec<Decision> {
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
             out.extend(decode(&item));

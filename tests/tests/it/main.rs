@@ -12,6 +12,7 @@ mod decisions_kernel;
 mod decoys;
 mod fleet;
 mod flood;
+mod gather_kernel;
 mod history;
 mod interfaces;
 mod journal;
