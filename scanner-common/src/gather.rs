@@ -79,9 +79,7 @@ impl PrefixSlot {
     /// two sources or more and probed within `window_ns`.
     #[inline(always)]
     pub fn gathering(&self, now_ns: u64, window_ns: u64) -> bool {
-        self.first_ns != 0
-            && self.sources >= 2
-            && now_ns.saturating_sub(self.last_ns) <= window_ns
+        self.first_ns != 0 && self.sources >= 2 && now_ns.saturating_sub(self.last_ns) <= window_ns
     }
 }
 
@@ -118,7 +116,10 @@ mod tests {
                 seen[w] |= bit;
             }
         }
-        assert!(collisions <= 61 * 2, "{collisions} collisions in 61 runs of 16");
+        assert!(
+            collisions <= 61 * 2,
+            "{collisions} collisions in 61 runs of 16"
+        );
         assert_ne!(sketch_bit(6, 53), sketch_bit(17, 53), "protocols differ");
     }
 

@@ -50,6 +50,8 @@ pub const PROTECTED_MAP: &str = "PROTECTED";
 /// so the slot stays filled while no daemon runs (the kernel empties a
 /// program array when no user holds it).
 pub const ADMITTED_MAP: &str = "ADMITTED";
+/// Likewise for the `scanner_gather` program (see [`crate::gather`]).
+pub const GATHERED_MAP: &str = "GATHERED";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.
@@ -69,8 +71,9 @@ pub const SCANS_ENDED_MAP: &str = "SCANS_ENDED";
 /// `kernel::migrate`).
 pub const STATE_VERSION: u32 = 4;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 10] = [
     ADMITTED_MAP,
+    GATHERED_MAP,
     ALLOWLIST_MAP,
     BLOCKLIST_MAP,
     FIRST_PROBES_MAP,

@@ -4,7 +4,7 @@
 //! be replayed into the new entry. The slot then stays the source's, marked
 //! returning, until another source takes it.
 
-use scanner_common::{Config, SourceKey, first, first::slot_of};
+use scanner_common::{Config, FirstProbe, SourceKey, first, first::slot_of};
 
 use crate::{maps::FIRST_PROBES, track::Packet, verdict};
 
@@ -33,9 +33,9 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
             new_source: false,
         };
     };
+    let mut new_source = true;
     // SAFETY: slot points at a live FIRST_PROBES value.
     unsafe {
-        let mut new_source = true;
         if (*slot).holds(source, pkt.now, idle_ns) {
             if (*slot).ifindex & first::RETURNING != 0 {
                 // Admitted once, its entry forgotten since: this probe is

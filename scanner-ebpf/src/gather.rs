@@ -17,24 +17,54 @@ use crate::{
     verdict,
 };
 
-/// Counts a new source's first probe (`pkt`) for the prefix of `source`.
+/// Counts a new source's first probe (`pkt`) for the prefix of `source`
+/// in its slot; true when it is to be counted into PREFIXES instead (it
+/// would decide the prefix, or the prefix is admitted), which
+/// [`admitted_probe`] does in the second program.
 #[inline(always)]
-pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) {
+pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> bool {
     let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);
-    let index = slot_of(&prefix, cfg.hash_seed ^ gather::SEED_MIX, cfg.prefix_slots);
-    let Some(slot) = PREFIX_SLOTS.get_ptr_mut(index) else {
-        return;
+    let Some(slot) = slot(&prefix, cfg) else {
+        return false;
     };
     // SAFETY: slot points at a live PREFIX_SLOTS value, valid while the
     // program runs.
     unsafe {
         if !(*slot).holds(&prefix, pkt.now, idle_ns) {
             if (*slot).gathering(pkt.now, window_ns(cfg)) {
-                return;
+                return false;
             }
             take(slot, &prefix, pkt.now);
         }
         (*slot).last_ns = pkt.now;
+        match (*slot).state {
+            gather::ADMITTED => true,
+            gather::GATHERING if crosses(slot, pkt, cfg) => true,
+            gather::GATHERING => {
+                count(slot, pkt, cfg);
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Counts a first probe [`first_probe`] handed on into the prefix's
+/// PREFIXES entry: admitting the prefix when the slot crosses the
+/// threshold now, then as any prefix trial, where the distributed-scan rule
+/// decides. The slot is read again: another CPU may have moved it on.
+#[inline(always)]
+pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) {
+    let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);
+    let Some(slot) = slot(&prefix, cfg) else {
+        return;
+    };
+    // SAFETY: slot points at a live PREFIX_SLOTS value; entry at a live
+    // PREFIXES value.
+    unsafe {
+        if !(*slot).holds(&prefix, pkt.now, idle_ns) {
+            return;
+        }
         let entry = match (*slot).state {
             gather::ADMITTED => match track::live(&PREFIXES, &prefix, pkt.now, idle_ns) {
                 Some(p) => p,
@@ -62,6 +92,13 @@ pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64)
         }
         track::account(entry, &prefix, scope::PREFIX, pkt, cfg);
     }
+}
+
+/// The slot of `prefix`.
+#[inline(always)]
+fn slot(prefix: &SourceKey, cfg: &Config) -> Option<*mut PrefixSlot> {
+    let index = slot_of(prefix, cfg.hash_seed ^ gather::SEED_MIX, cfg.prefix_slots);
+    PREFIX_SLOTS.get_ptr_mut(index)
 }
 
 #[inline(always)]

@@ -24,7 +24,12 @@ mod verdict;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
 use scanner_common::{Parsed, counter, parse};
 
-use crate::{frame::XdpFrame, maps::ADMITTED, track::Tracked, verdict::Rule};
+use crate::{
+    frame::XdpFrame,
+    maps::{ADMITTED, GATHERED},
+    track::Tracked,
+    verdict::Rule,
+};
 
 #[xdp]
 pub fn scanner(ctx: XdpContext) -> u32 {
@@ -57,6 +62,11 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     verdict::pass()
                 }
                 Tracked::Blocked => verdict::drop(ifindex),
+                Tracked::Gather => {
+                    // SAFETY: as above (GATHERED holds `scanner_gather`).
+                    unsafe { GATHERED.tail_call(ctx, 0) };
+                    verdict::pass()
+                }
             },
             rule => apply(rule, ifindex),
         },
@@ -86,6 +96,18 @@ pub fn scanner_admit(ctx: XdpContext) -> u32 {
         }
         _ => verdict::pass(),
     }
+}
+
+/// The second run for a new source's first probe that decides its prefix
+/// or belongs to an admitted one (tail-called by `scanner`, never
+/// attached): counted into PREFIXES. It always passes: prefixes are never
+/// blocked.
+#[xdp]
+pub fn scanner_gather(ctx: XdpContext) -> u32 {
+    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx)) {
+        track::gathered(&h, ctx.ingress_ifindex() as u32);
+    }
+    verdict::pass()
 }
 
 /// Benchmark baseline: the cheapest possible XDP program, measured beside

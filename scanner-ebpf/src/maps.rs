@@ -93,6 +93,12 @@ pub static PROTECTED: HashMap<SourceKey, u32> = HashMap::with_max_entries(PROTEC
 #[map]
 pub static ADMITTED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Holds `scanner_gather`, tail-called for a new source's first probe that
+/// decides its prefix or belongs to an admitted one (see `gather`). Pinned,
+/// like ADMITTED.
+#[map]
+pub static GATHERED: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Decisions, for the daemon to report within milliseconds.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

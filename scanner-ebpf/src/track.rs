@@ -82,6 +82,10 @@ pub enum Tracked {
     Admitted,
     /// This probe decided the source a scanner and blocked it: drop it.
     Blocked,
+    /// A new source's first probe, for a prefix it decides or that is
+    /// admitted: to be counted into PREFIXES by the `scanner_gather`
+    /// program.
+    Gather,
 }
 
 /// The daemon's settings, read in place (the BPF stack is only 512 bytes).
@@ -105,30 +109,26 @@ fn idle_ns(cfg: &Config) -> u64 {
     }
 }
 
-/// Counts a packet. Only probes carry evidence: anything else returns after
-/// the port-bitmap reads. A probe from an admitted source is counted into
-/// its entry; any other waits in FIRST_PROBES (see [`crate::first`]).
+/// The probe `h` is, with what tracking needs of it; None for a packet that
+/// asks about no port (a reply, an accepted connection's traffic) or about
+/// an ignored one. Only such packets read the port bitmaps.
 #[inline(always)]
-pub fn track(h: &Headers, ifindex: u32) -> Tracked {
-    let Some(cfg) = config() else {
-        return Tracked::Counted;
-    };
+fn probe(h: &Headers, ifindex: u32, cfg: &Config) -> Option<Packet> {
     let t = &h.transport;
     let port = t.dport;
-    // Bitmap reads only for packets that ask about a port: replies skip them.
     if !is_probe(t, cfg) {
-        return Tracked::Counted;
+        return None;
     }
     // Protocols without ports read past the bitmap: never open or ignored.
     // A port is open to the family its listener takes.
     let (open_bits, ignored_bits) = bits::regions(t.proto, !h.source.is_v4());
     let open = port_flag(open_bits, port);
     if is_accepted_traffic(t, open) || port_flag(ignored_bits, port) {
-        return Tracked::Counted;
+        return None;
     }
     let class = class_of(t);
     let stack_syn = is_stack_syn(t);
-    let pkt = Packet {
+    Some(Packet {
         now: crate::now(),
         ifindex,
         class,
@@ -142,6 +142,19 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         } else {
             0
         },
+    })
+}
+
+/// Counts a packet. Only probes carry evidence: anything else returns after
+/// the port-bitmap reads. A probe from an admitted source is counted into
+/// its entry; any other waits in FIRST_PROBES (see [`crate::first`]).
+#[inline(always)]
+pub fn track(h: &Headers, ifindex: u32) -> Tracked {
+    let Some(cfg) = config() else {
+        return Tracked::Counted;
+    };
+    let Some(pkt) = probe(h, ifindex, cfg) else {
+        return Tracked::Counted;
     };
     let idle = idle_ns(cfg);
     let s = match live(&SOURCES, &h.source, pkt.now, idle) {
@@ -153,9 +166,11 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
             } => {
                 count_port(&pkt, new_port);
                 // A new source's first probe counts for its prefix too: a
-                // scan may send every probe from a fresh address.
-                if new_source {
-                    gather::first_probe(&h.source, &pkt, cfg, idle);
+                // scan may send every probe from a fresh address. Where it
+                // would decide the prefix, or its prefix is admitted, the
+                // second program counts it (see `gathered`).
+                if new_source && gather::first_probe(&h.source, &pkt, cfg, idle) {
+                    return Tracked::Gather;
                 }
                 return Tracked::Counted;
             }
@@ -194,6 +209,21 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     // same scan (the daemon reports the new block, not a new detection).
     // SAFETY: as above.
     unsafe { reblock(s, &h.source, &pkt, cfg) }
+}
+
+/// The `scanner_gather` program's part: a new source's first probe that
+/// `track` found decides its prefix or belongs to an admitted one, counted
+/// into PREFIXES (see [`gather::admitted_probe`]). A program of its own: one
+/// more copy of the prefix accounting in `scanner` is more paths than the
+/// verifier walks.
+#[inline(always)]
+pub fn gathered(h: &Headers, ifindex: u32) {
+    let Some(cfg) = config() else {
+        return;
+    };
+    if let Some(pkt) = probe(h, ifindex, cfg) {
+        gather::admitted_probe(&h.source, &pkt, cfg, idle_ns(cfg));
+    }
 }
 
 /// Blocks source `key` for the configured lifetime, when blocking is on and

@@ -11,9 +11,9 @@ use scanner_common::{
     Config,
     names::{
         ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP,
-        COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP,
-        PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY, SOURCES_MAP,
-        first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
+        COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP, PINNED_MAPS, PORT_BITS_MAP,
+        PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY,
+        SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
     },
 };
 use thiserror::Error;
@@ -26,6 +26,9 @@ pub const PROGRAM: &str = "scanner";
 /// The program `scanner` tail-calls to count the probe that admitted a
 /// source (never attached; it sits in the ADMITTED program array).
 pub const ADMIT_PROGRAM: &str = "scanner_admit";
+/// The program that counts a new source's first probe into an admitted
+/// prefix (see `scanner_common::gather`), tail-called through GATHERED.
+pub const GATHER_PROGRAM: &str = "scanner_gather";
 
 const PERMISSION_HINT: &str =
     "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (e.g. with AmbientCapabilities)";
@@ -179,6 +182,7 @@ pub fn load_pinned(
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
         ADMITTED_MAP,
+        GATHERED_MAP,
         FIRST_PROBES_MAP,
         SOURCES_MAP,
         PREFIXES_MAP,
@@ -209,37 +213,44 @@ pub fn load_pinned(
         other => classify(other, "loading the XDP program"),
     };
     program(&mut ebpf)?.load().map_err(verifier)?;
-    let admit: &mut Xdp = ebpf
-        .program_mut(ADMIT_PROGRAM)
-        .ok_or(LoadError::MissingProgram(ADMIT_PROGRAM))?
-        .try_into()
-        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
-    admit.load().map_err(verifier)?;
+    for name in [ADMIT_PROGRAM, GATHER_PROGRAM] {
+        let second: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+        second.load().map_err(verifier)?;
+    }
     write_config(&mut ebpf, config)?;
     Ok(ebpf)
 }
 
-/// Puts this load's `scanner_admit` into the ADMITTED program array, where
-/// the attached `scanner` tail-calls it. The array is pinned and shared with
-/// a program still attached from an earlier daemon, so the daemon does this
-/// only once the maps the new program reads (open ports, protected sources)
-/// are filled, just before it attaches.
+/// Puts this load's `scanner_admit` into the ADMITTED program array and
+/// `scanner_gather` into GATHERED, where the attached `scanner` tail-calls
+/// them. The arrays are pinned and shared with a program still attached
+/// from an earlier daemon, so the daemon does this only once the maps the
+/// new programs read (open ports, protected sources) are filled, just
+/// before it attaches.
 pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
-    let admit: &mut Xdp = ebpf
-        .program_mut(ADMIT_PROGRAM)
-        .ok_or(LoadError::MissingProgram(ADMIT_PROGRAM))?
-        .try_into()
-        .map_err(|e: ProgramError| classify(e, "reading the program"))?;
-    let admit_fd = admit
-        .fd()
-        .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
-        .map_err(|e| classify(e, "reading the program"))?;
-    let slot = ebpf
-        .map_mut(ADMITTED_MAP)
-        .ok_or(LoadError::MissingMap(ADMITTED_MAP))?;
-    ProgramArray::try_from(slot)
-        .and_then(|mut slot| slot.set(0, &admit_fd, 0))
-        .map_err(|e| classify(e, "filling the ADMITTED program array"))
+    for (program, array) in [
+        (ADMIT_PROGRAM, ADMITTED_MAP),
+        (GATHER_PROGRAM, GATHERED_MAP),
+    ] {
+        let second: &mut Xdp = ebpf
+            .program_mut(program)
+            .ok_or(LoadError::MissingProgram(program))?
+            .try_into()
+            .map_err(|e: ProgramError| classify(e, "reading the program"))?;
+        let fd = second
+            .fd()
+            .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+            .map_err(|e| classify(e, "reading the program"))?;
+        let slot = ebpf.map_mut(array).ok_or(LoadError::MissingMap(array))?;
+        ProgramArray::try_from(slot)
+            .and_then(|mut slot| slot.set(0, &fd, 0))
+            .map_err(|e| classify(e, "filling a program array (ADMITTED, GATHERED)"))?;
+    }
+    Ok(())
 }
 
 /// Writes `config` into the CONFIG map (also used to change it while running),
