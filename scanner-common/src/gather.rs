@@ -36,6 +36,11 @@ pub const GATHERING: u8 = 0;
 pub const ADMITTED: u8 = 1;
 /// `PrefixSlot::state`: the prefix is allowlisted: nothing is counted.
 pub const ALLOWED: u8 = 2;
+/// `PrefixSlot::state`: admitted, and its PREFIXES entry was evicted since
+/// (more prefixes at once than PREFIXES holds: a flood spoofing a wide
+/// range). Nothing more is counted until the slot is idle: each prefix is
+/// decided at most once a slot's life, not again at every eviction.
+pub const SPENT: u8 = 3;
 
 /// Mixed into the slot hash's seed, so a prefix's slot is not a function
 /// of its sources' first-probe slots.

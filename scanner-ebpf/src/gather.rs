@@ -68,10 +68,11 @@ pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u
         let entry = match (*slot).state {
             gather::ADMITTED => match track::live(&PREFIXES, &prefix, pkt.now, idle_ns) {
                 Some(p) => p,
-                // The entry is gone (evicted, or idle): gather afresh.
+                // The entry is gone: evicted (a live slot outlives an idle
+                // entry only by the probes the slot alone saw). It was
+                // decided and reported; it is not decided again.
                 None => {
-                    take(slot, &prefix, pkt.now);
-                    count(slot, pkt, cfg);
+                    (*slot).state = gather::SPENT;
                     return;
                 }
             },

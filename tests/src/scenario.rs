@@ -46,11 +46,33 @@ impl Scenario {
         Self::start_with(|_| Ok(()), tcp, udp, extra)
     }
 
+    /// [`Scenario::start`] with scans ending after `quiet` (not 2 s).
+    pub fn start_quiet(
+        tcp: &[u16],
+        udp: &[u16],
+        extra: &[&str],
+        quiet: &str,
+    ) -> anyhow::Result<Self> {
+        let mut args = vec!["--quiet-after", quiet];
+        args.extend_from_slice(extra);
+        Self::start_from(|_| Ok(()), tcp, udp, &RUN_ARGS[..7], &args)
+    }
+
     /// [`Scenario::start`], running `setup` on the lab before the daemon starts.
     pub fn start_with(
         setup: impl FnOnce(&Lab) -> anyhow::Result<()>,
         tcp: &[u16],
         udp: &[u16],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_from(setup, tcp, udp, &RUN_ARGS, extra)
+    }
+
+    fn start_from(
+        setup: impl FnOnce(&Lab) -> anyhow::Result<()>,
+        tcp: &[u16],
+        udp: &[u16],
+        base: &[&str],
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let lab = Lab::new()?;
@@ -72,7 +94,7 @@ impl Scenario {
                     .with_context(|| format!("binding udp {addr}"))?,
             );
         }
-        let mut args = RUN_ARGS.to_vec();
+        let mut args = base.to_vec();
         args.extend_from_slice(extra);
         let mut daemon = Daemon::start(&lab.server, &args)?;
         daemon.wait_attached(Lab::SERVER_IF)?;

@@ -1,5 +1,5 @@
 //! Scans that send every probe from a fresh address of one network, with
-//! real nmap between namespaces: one SYN from each of 40 addresses of the
+//! real hping3 and nmap between namespaces: one SYN from each of 40 addresses of the
 //! lab's /64 (or /24), each to another closed port, is one distributed scan
 //! of that network, also when the probes are spread over a minute. A NAT
 //! pool of 200 addresses of one /24, each opening one real connection to an
@@ -17,39 +17,58 @@ use scanner_tests::{
 };
 use serde_json::Value;
 
-/// One SYN from `source` to `port` of the server, nmap's raw-packet SYN
-/// (the address is the attacker's: added beforehand).
-fn one_probe(sc: &Scenario, source: &str, server: &str, port: u16) -> anyhow::Result<()> {
+/// One SYN from `source` (an attacker's address, added beforehand) to
+/// `port` of the server: hping3 over IPv4 (light enough to run 40 times),
+/// nmap's raw-packet SYN over IPv6 (hping3 has no IPv6).
+fn one_probe(sc: &Scenario, source: &str, port: u16) -> anyhow::Result<()> {
     let port = port.to_string();
-    let mut args = vec![
-        "-sS",
-        "--max-retries",
-        "0",
+    if source.contains(':') {
+        let args = [
+            "-6",
+            "-sS",
+            "--max-retries",
+            "0",
+            "-S",
+            source,
+            "-e",
+            Lab::ATTACKER_IF,
+            "-p",
+            &port,
+            Lab::SERVER_V6,
+        ];
+        return traffic::nmap(&sc.lab.attacker, &args).map(drop);
+    }
+    // Exit 1: no reply counted (the RST goes to the address hping3 does not
+    // listen as); the probe was sent all the same.
+    let args = [
+        "-q",
         "-S",
+        "-c",
+        "1",
+        "-a",
         source,
-        "-e",
+        "-I",
         Lab::ATTACKER_IF,
         "-p",
         &port,
+        Lab::SERVER_V4,
     ];
-    if server.contains(':') {
-        args.insert(0, "-6");
-    }
-    args.push(server);
-    traffic::nmap(&sc.lab.attacker, &args).map(drop)
+    traffic::tool(&sc.lab.attacker, 10, "hping3", &args, &[1]).map(drop)
 }
 
 /// 40 addresses (from `address(i)`), one probe each to port 1000 + i,
 /// `pause` apart; then the distributed scan of `network` must be reported,
-/// with every address among its sources and no address on its own.
+/// with every address among its sources (its figures as the stopping
+/// daemon ends it) and no address on its own.
 fn forty_addresses(
     address: impl Fn(u16) -> String,
     prefix_len: u8,
-    server: &str,
     network: &str,
     pause: Duration,
 ) -> anyhow::Result<()> {
-    let mut sc = Scenario::start(&[22, 80], &[], &[])?;
+    // Scans end after a minute of quiet: the probes, however spread, are
+    // one scan, which the stop ends.
+    let mut sc = Scenario::start_quiet(&[22, 80], &[], &[], "1m")?;
     let addresses: Vec<String> = (0..40).map(&address).collect();
     for a in &addresses {
         sc.lab.add_attacker_address(&format!("{a}/{prefix_len}"))?;
@@ -58,13 +77,17 @@ fn forty_addresses(
         if i > 0 {
             std::thread::sleep(pause);
         }
-        one_probe(&sc, a, server, 1000 + u16::try_from(i)?)?;
+        one_probe(&sc, a, 1000 + u16::try_from(i)?)?;
     }
     let detected = sc.wait("scan_detected", network)?;
     assert_eq!(detected["kind"], "distributed", "{detected}");
     assert_eq!(detected["action"], "report", "prefixes are never blocked");
-    let ended = sc.wait("scan_ended", network)?;
     let events = sc.stop()?;
+    let ended = about(&events, network)
+        .into_iter()
+        .rfind(|e| e["event"] == "scan_ended")
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(ended["sources"], 40, "every address, once: {ended}");
     let ports = ended["ports"].as_u64().unwrap_or(0);
     assert!((36..=40).contains(&ports), "distinct ports: {ended}");
@@ -83,7 +106,6 @@ fn one_probe_from_each_of_40_addresses_of_a_64_is_a_distributed_scan() -> anyhow
     forty_addresses(
         |i| format!("2001:db8::{:x}", 0x100 + i),
         64,
-        Lab::SERVER_V6,
         "2001:db8::/64",
         Duration::ZERO,
     )
@@ -97,7 +119,6 @@ fn one_probe_from_each_of_40_addresses_of_a_24_is_a_distributed_scan() -> anyhow
     forty_addresses(
         |i| format!("198.18.0.{}", 100 + i),
         24,
-        Lab::SERVER_V4,
         "198.18.0.0/24",
         Duration::ZERO,
     )
@@ -112,7 +133,6 @@ fn forty_single_probes_spread_over_a_minute_are_a_distributed_scan() -> anyhow::
     forty_addresses(
         |i| format!("198.18.0.{}", 100 + i),
         24,
-        Lab::SERVER_V4,
         "198.18.0.0/24",
         Duration::from_millis(1500),
     )
