@@ -48,7 +48,9 @@ pub struct Config {
     pub hash_seed: u64,
     /// Slots in PREFIX_SLOTS (the loader writes the map's real size here).
     pub prefix_slots: u32,
-    pub _pad: u32,
+    /// 1: a block spares the TCP connections the host has open with the
+    /// blocked source (its segments pass; see `verdict::live_flow`).
+    pub spare_flows: u32,
 }
 
 impl Default for Config {
@@ -74,7 +76,7 @@ impl Default for Config {
             block_ttl_ns: 3_600_000_000_000,
             hash_seed: 0,
             prefix_slots: crate::names::PREFIX_SLOTS_CAPACITY,
-            _pad: 0,
+            spare_flows: 1,
         }
     }
 }

@@ -88,7 +88,12 @@ impl FirstProbe {
 /// multiply-shift range reduction: no division, no loop.
 #[inline(always)]
 pub fn slot_of(source: &SourceKey, seed: u64, slots: u32) -> u32 {
-    let (hi, lo) = source.words();
+    slot_of_words(source.words(), seed, slots)
+}
+
+/// [`slot_of`] for an address already read as its words.
+#[inline(always)]
+pub fn slot_of_words((hi, lo): (u64, u64), seed: u64, slots: u32) -> u32 {
     let mut h = (hi ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= lo.wrapping_add(seed.rotate_left(32));
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);

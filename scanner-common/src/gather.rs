@@ -50,8 +50,8 @@ pub const SEED_MIX: u64 = 0x5bd1_e995_27d4_eb2f;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefixSlot {
-    /// The prefix (host bits zero).
-    pub prefix: SourceKey,
+    /// The prefix (host bits zero), as [`SourceKey::words`].
+    pub prefix: [u64; 2],
     /// When this prefix took the slot; 0 marks a free slot.
     pub first_ns: u64,
     /// Of its latest probe.
@@ -72,12 +72,19 @@ pub struct PrefixSlot {
 }
 
 impl PrefixSlot {
-    /// Whether the slot holds `prefix`, seen at most `idle_ns` ago.
+    /// Whether the slot holds `prefix` (its words), seen at most
+    /// `idle_ns` ago.
     #[inline(always)]
-    pub fn holds(&self, prefix: &SourceKey, now_ns: u64, idle_ns: u64) -> bool {
+    pub fn holds(&self, prefix: (u64, u64), now_ns: u64, idle_ns: u64) -> bool {
         self.first_ns != 0
             && now_ns.saturating_sub(self.last_ns) <= idle_ns
-            && self.prefix.same(prefix)
+            && self.prefix[0] == prefix.0
+            && self.prefix[1] == prefix.1
+    }
+
+    /// The prefix it holds.
+    pub fn key(&self) -> SourceKey {
+        SourceKey::from_words((self.prefix[0], self.prefix[1]))
     }
 
     /// Whether another prefix must leave the slot alone: it has gathered
@@ -130,17 +137,18 @@ mod tests {
 
     #[test]
     fn a_slot_is_held_and_kept_while_it_gathers() {
-        let p = SourceKey::from_v4([198, 18, 7, 0]);
+        let p = SourceKey::from_v4([198, 18, 7, 0]).words();
         let mut s = PrefixSlot {
-            prefix: p,
+            prefix: [p.0, p.1],
             first_ns: 100,
             last_ns: 1_000,
             sources: 1,
             ..PrefixSlot::default()
         };
-        assert!(s.holds(&p, 1_500, 500));
-        assert!(!s.holds(&p, 1_501, 500), "idle");
-        assert!(!s.holds(&SourceKey::from_v4([198, 18, 8, 0]), 1_000, 500));
+        assert!(s.holds(p, 1_500, 500));
+        assert!(!s.holds(p, 1_501, 500), "idle");
+        assert!(!s.holds(SourceKey::from_v4([198, 18, 8, 0]).words(), 1_000, 500));
+        assert_eq!(s.key(), SourceKey::from_v4([198, 18, 7, 0]));
         assert!(!s.gathering(1_000, 500), "one source: free to take");
         s.sources = 2;
         assert!(s.gathering(1_500, 500) && !s.gathering(1_501, 500));

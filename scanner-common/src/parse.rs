@@ -182,9 +182,10 @@ fn be16(b: &[u8], at: usize) -> u16 {
 // from the copy: separate checks per field let the compiler merge them in ways
 // the verifier cannot follow.
 
-/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, then TCP or UDP.
+/// The ethertype after Ethernet and up to two VLAN tags, and where the
+/// network header starts.
 #[inline(always)]
-pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
+fn link<F: Frame + ?Sized>(f: &F) -> Result<(u16, usize)> {
     let eth = read::<ETH_HLEN, F>(f, 0)?;
     let mut ethertype = be16(&eth, 12);
     let mut off = ETH_HLEN;
@@ -196,10 +197,39 @@ pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
         ethertype = be16(&tag, 2);
         off += 4;
     }
+    Ok((ethertype, off))
+}
+
+/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, then TCP or UDP.
+#[inline(always)]
+pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
+    let (ethertype, off) = link(f)?;
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(f, off),
         ETH_P_IPV6 => parse_ipv6(f, off),
         _ => Ok(Parsed::NotIp),
+    }
+}
+
+/// The destination address of an IP frame, keyed as a source is (IPv4
+/// mapped). The parse keeps only the source: this is read again only for
+/// the packets that need it (a blocked source's TCP segments, to find the
+/// connection they belong to).
+#[inline(always)]
+pub fn destination<F: Frame + ?Sized>(f: &F) -> Option<SourceKey> {
+    let (ethertype, off) = link(f).ok()?;
+    match ethertype {
+        ETH_P_IPV4 => {
+            let ip = read::<20, F>(f, off).ok()?;
+            Some(SourceKey::from_v4([ip[16], ip[17], ip[18], ip[19]]))
+        }
+        ETH_P_IPV6 => {
+            let ip = read::<40, F>(f, off).ok()?;
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(&ip[24..40]);
+            Some(SourceKey::from_v6(dst))
+        }
+        _ => None,
     }
 }
 

@@ -55,6 +55,42 @@ impl SourceKey {
         self.words() == other.words()
     }
 
+    /// [`Self::prefix`] as [`Self::words`]: the prefix of `v4_len` or
+    /// `v6_len` bits, as two native-endian words, from one read of the
+    /// address (the kernel's per-probe form: no byte-by-byte rebuild).
+    #[inline(always)]
+    pub fn prefix_words(&self, v4_len: u8, v6_len: u8) -> (u64, u64) {
+        let (hi, lo) = self.words();
+        let mapped = lo.to_ne_bytes();
+        let v4 = hi == 0 && mapped[..4] == [0, 0, 0xff, 0xff];
+        let keep = if v4 {
+            96 + u32::from(v4_len.min(32))
+        } else {
+            u32::from(v6_len.min(128))
+        };
+        // Masks of the leading bits, in the words' byte order.
+        let mask = |bits: u32| -> u64 {
+            let m = if bits == 0 {
+                0
+            } else if bits >= 64 {
+                u64::MAX
+            } else {
+                u64::MAX << (64 - bits)
+            };
+            m.to_be()
+        };
+        (hi & mask(keep.min(64)), lo & mask(keep.saturating_sub(64)))
+    }
+
+    /// The key whose [`Self::words`] are `words`.
+    pub fn from_words(words: (u64, u64)) -> Self {
+        let (hi, lo) = (words.0.to_ne_bytes(), words.1.to_ne_bytes());
+        let mut addr = [0u8; 16];
+        addr[..8].copy_from_slice(&hi);
+        addr[8..].copy_from_slice(&lo);
+        Self { addr }
+    }
+
     /// Whether this key is IPv4-mapped.
     #[inline(always)]
     pub fn is_v4(&self) -> bool {
@@ -248,6 +284,24 @@ const _: () = assert!(core::mem::size_of::<PortSeen>() == 24);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_words_are_the_prefix() {
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6[6..].copy_from_slice(&[9, 0x42, 1, 2, 3, 4, 5, 6, 7, 8]);
+        for k in [
+            SourceKey::from_v4([198, 18, 7, 201]),
+            SourceKey::from_v4([255, 255, 255, 255]),
+            SourceKey::from_v6(v6),
+            SourceKey::from_v6([0xff; 16]),
+        ] {
+            for (a, b) in [(24, 64), (20, 48), (32, 128), (0, 0), (8, 72), (31, 127)] {
+                assert_eq!(k.prefix_words(a, b), k.prefix(a, b).words(), "{k:?} /{a} /{b}");
+                assert_eq!(SourceKey::from_words(k.prefix_words(a, b)), k.prefix(a, b));
+            }
+        }
+    }
 
     #[test]
     fn prefixes_mask_host_bits() {

@@ -6,7 +6,7 @@
 
 use scanner_common::{
     Config, DEFAULT_WINDOW_NS, PrefixSlot, SourceKey,
-    first::slot_of,
+    first::slot_of_words,
     gather::{self, sketch_bit},
     scope,
 };
@@ -23,29 +23,41 @@ use crate::{
 /// [`admitted_probe`] does in the second program.
 #[inline(always)]
 pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> bool {
-    let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);
-    let Some(slot) = slot(&prefix, cfg) else {
+    // The prefix as words, read once: this runs for every new source.
+    let prefix = source.prefix_words(cfg.prefix_v4, cfg.prefix_v6);
+    let Some(slot) = slot(prefix, cfg) else {
         return false;
     };
+    let (word, bit) = sketch_bit(pkt.proto, pkt.port);
     // SAFETY: slot points at a live PREFIX_SLOTS value, valid while the
     // program runs.
     unsafe {
-        if !(*slot).holds(&prefix, pkt.now, idle_ns) {
+        if !(*slot).holds(prefix, pkt.now, idle_ns) {
             if (*slot).gathering(pkt.now, window_ns(cfg)) {
                 return false;
             }
-            take(slot, &prefix, pkt.now);
+            // The slot is the prefix's now, with this probe in it: what a
+            // flood from random addresses does to a slot at every packet,
+            // so in one pass. One probe never decides a prefix.
+            let mut seen = [0u64; 2];
+            seen[word & 1] = bit;
+            take(slot, prefix, pkt.now, seen, track::step(pkt, cfg).max(cfg.lower));
+            return false;
         }
         (*slot).last_ns = pkt.now;
-        match (*slot).state {
-            gather::ADMITTED => true,
-            gather::GATHERING if crosses(slot, pkt, cfg) => true,
-            gather::GATHERING => {
-                count(slot, pkt, cfg);
-                false
-            }
-            _ => false,
+        if (*slot).state == gather::ADMITTED {
+            return true;
         }
+        if (*slot).state != gather::GATHERING {
+            return false;
+        }
+        let new = (*slot).ports_seen[word & 1] & bit == 0;
+        let step = if new { track::step(pkt, cfg) } else { 0 };
+        if decides(slot, step, cfg) {
+            return true;
+        }
+        add(slot, new, step, (word, bit), cfg);
+        false
     }
 }
 
@@ -55,14 +67,15 @@ pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64)
 /// decides. The slot is read again: another CPU may have moved it on.
 #[inline(always)]
 pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) {
-    let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);
-    let Some(slot) = slot(&prefix, cfg) else {
+    let words = source.prefix_words(cfg.prefix_v4, cfg.prefix_v6);
+    let Some(slot) = slot(words, cfg) else {
         return;
     };
+    let prefix = SourceKey::from_words(words);
     // SAFETY: slot points at a live PREFIX_SLOTS value; entry at a live
     // PREFIXES value.
     unsafe {
-        if !(*slot).holds(&prefix, pkt.now, idle_ns) {
+        if !(*slot).holds(words, pkt.now, idle_ns) {
             return;
         }
         let entry = match (*slot).state {
@@ -95,10 +108,10 @@ pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u
     }
 }
 
-/// The slot of `prefix`.
+/// The slot of the prefix whose words are `prefix`.
 #[inline(always)]
-fn slot(prefix: &SourceKey, cfg: &Config) -> Option<*mut PrefixSlot> {
-    let index = slot_of(prefix, cfg.hash_seed ^ gather::SEED_MIX, cfg.prefix_slots);
+fn slot(prefix: (u64, u64), cfg: &Config) -> Option<*mut PrefixSlot> {
+    let index = slot_of_words(prefix, cfg.hash_seed ^ gather::SEED_MIX, cfg.prefix_slots);
     PREFIX_SLOTS.get_ptr_mut(index)
 }
 
@@ -111,23 +124,24 @@ fn window_ns(cfg: &Config) -> u64 {
     }
 }
 
-/// Gives the slot to `prefix`, from `now` on, all counts zero.
+/// Gives the slot to `prefix`, from `now` on, with one probe in it: one
+/// source, one port (`seen`), the walk at `score`.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
 #[inline(always)]
-unsafe fn take(slot: *mut PrefixSlot, prefix: &SourceKey, now: u64) {
+unsafe fn take(slot: *mut PrefixSlot, prefix: (u64, u64), now: u64, seen: [u64; 2], score: i32) {
     // SAFETY: the caller holds a live map value. Field by field: no
     // 64-byte value is built on the stack.
     unsafe {
-        (*slot).prefix = *prefix;
+        (*slot).prefix = [prefix.0, prefix.1];
         (*slot).first_ns = now;
         (*slot).last_ns = now;
-        (*slot).ports_seen = [0; 2];
-        (*slot).score = 0;
-        (*slot).sources = 0;
-        (*slot).probes = 0;
-        (*slot).ports = 0;
+        (*slot).ports_seen = seen;
+        (*slot).score = score;
+        (*slot).sources = 1;
+        (*slot).probes = 1;
+        (*slot).ports = 1;
         (*slot).state = gather::GATHERING;
     }
 }
@@ -145,24 +159,51 @@ unsafe fn trial(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> (bool, i
     (new, if new { track::step(pkt, cfg) } else { 0 })
 }
 
-/// Whether counting the probe in the slot would decide its prefix: the
-/// walk at or past the threshold, from enough sources.
+/// Whether one more source, and `step`, would decide the slot's prefix:
+/// the walk at or past the threshold, from enough sources.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
 #[inline(always)]
-unsafe fn crosses(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> bool {
+unsafe fn decides(slot: *const PrefixSlot, step: i32, cfg: &Config) -> bool {
     // SAFETY: the caller holds a live map value.
     unsafe {
-        let (_, step) = trial(slot, pkt, cfg);
         cfg.upper > 0
             && (*slot).score.saturating_add(step) >= cfg.upper
             && (*slot).sources.wrapping_add(1) >= u32::from(cfg.min_sources)
     }
 }
 
-/// Counts the probe in the slot: a new source, and a trial when its pair
-/// is new to the sketch.
+/// [`decides`] for the probe `pkt`.
+///
+/// # Safety
+/// `slot` points at a live PREFIX_SLOTS value.
+#[inline(always)]
+unsafe fn crosses(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> bool {
+    // SAFETY: the caller holds a live map value.
+    unsafe { decides(slot, trial(slot, pkt, cfg).1, cfg) }
+}
+
+/// Counts a probe in the slot: a new source, and a trial of `step` when
+/// its pair (`sketch`: word and bit) is `new` to the sketch.
+///
+/// # Safety
+/// `slot` points at a live PREFIX_SLOTS value.
+#[inline(always)]
+unsafe fn add(slot: *mut PrefixSlot, new: bool, step: i32, sketch: (usize, u64), cfg: &Config) {
+    // SAFETY: the caller holds a live map value; the word is 0 or 1.
+    unsafe {
+        (*slot).sources = (*slot).sources.wrapping_add(1);
+        (*slot).probes = (*slot).probes.wrapping_add(1);
+        if new {
+            (*slot).ports_seen[sketch.0 & 1] |= sketch.1;
+            (*slot).ports = (*slot).ports.wrapping_add(1);
+            (*slot).score = (*slot).score.saturating_add(step).max(cfg.lower);
+        }
+    }
+}
+
+/// [`add`] for the probe `pkt`.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
@@ -171,14 +212,7 @@ unsafe fn count(slot: *mut PrefixSlot, pkt: &Packet, cfg: &Config) {
     // SAFETY: the caller holds a live map value.
     unsafe {
         let (new, step) = trial(slot, pkt, cfg);
-        (*slot).sources = (*slot).sources.wrapping_add(1);
-        (*slot).probes = (*slot).probes.wrapping_add(1);
-        if new {
-            let (word, bit) = sketch_bit(pkt.proto, pkt.port);
-            (*slot).ports_seen[word & 1] |= bit;
-            (*slot).ports = (*slot).ports.wrapping_add(1);
-            (*slot).score = (*slot).score.saturating_add(step).max(cfg.lower);
-        }
+        add(slot, new, step, sketch_bit(pkt.proto, pkt.port), cfg);
     }
 }
 

@@ -68,6 +68,8 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     verdict::pass()
                 }
             },
+            // A block spares the connections open with the source.
+            Rule::Block if verdict::live_flow(ctx, &h) => verdict::pass(),
             rule => apply(rule, ifindex),
         },
         Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source), ifindex),

@@ -1,13 +1,25 @@
 //! What happens to the frame: allow and block rules (LPM trie lookups),
 //! then XDP_PASS or XDP_DROP.
 
-use aya_ebpf::{bindings::xdp_action, maps::lpm_trie::Key};
-use scanner_common::{PolicyEntry, SourceKey, action, block_reason, counter};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, xdp_action},
+    helpers::{bpf_sk_lookup_tcp, bpf_sk_release},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
+use scanner_common::{
+    Headers, IPPROTO_TCP, PolicyEntry, SourceKey, action, block_reason, counter, destination,
+};
 
 use crate::{
     counters,
-    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY, PROTECTED},
+    frame::XdpFrame,
+    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY, CONFIG, PROTECTED},
 };
+
+/// TCP's SYN flag: a segment that opens a connection belongs to none.
+const TCP_SYN: u8 = 0x02;
 
 pub enum Rule {
     Allow,
@@ -41,6 +53,67 @@ pub fn rule(source: &SourceKey) -> Rule {
             }
         }
         _ => Rule::None,
+    }
+}
+
+/// Whether a blocked source's packet belongs to a TCP connection this host
+/// has open with it: a block spares live flows (`Config::spare_flows`).
+/// Asked of the kernel's own socket table (`bpf_sk_lookup_tcp`), so a
+/// connection counts from its handshake to its close, with nothing for the
+/// daemon to keep current. Only a blocked source's TCP segments other than
+/// SYNs pay the lookup: a blocked scanner's SYNs, and every packet of a
+/// source nobody blocked, cost nothing more.
+#[inline(always)]
+pub fn live_flow(ctx: &XdpContext, h: &Headers) -> bool {
+    let t = &h.transport;
+    if t.proto != IPPROTO_TCP || t.flags & TCP_SYN != 0 {
+        return false;
+    }
+    if !CONFIG.get(0).is_some_and(|c| c.spare_flows != 0) {
+        return false;
+    }
+    let Some(dst) = destination(&XdpFrame(ctx)) else {
+        return false;
+    };
+    // struct bpf_sock_tuple, as words in network order: the IPv4 form is
+    // three of them (addresses, then the two ports), the IPv6 form nine.
+    let word = |a: &[u8; 16], i: usize| {
+        u32::from_ne_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]])
+    };
+    let (sport, dport) = (t.sport.to_be_bytes(), t.dport.to_be_bytes());
+    let ports = u32::from_ne_bytes([sport[0], sport[1], dport[0], dport[1]]);
+    let (src, dst) = (&h.source.addr, &dst.addr);
+    let mut tuple = [0u32; 9];
+    let size = if h.source.is_v4() {
+        tuple[0] = word(src, 3);
+        tuple[1] = word(dst, 3);
+        tuple[2] = ports;
+        12
+    } else {
+        for i in 0..4 {
+            tuple[i] = word(src, i);
+            tuple[4 + i] = word(dst, i);
+        }
+        tuple[8] = ports;
+        36
+    };
+    // SAFETY: the helper reads `size` bytes of the tuple, all initialised;
+    // a socket it returns is released before returning.
+    unsafe {
+        let sk = bpf_sk_lookup_tcp(
+            ctx.as_ptr(),
+            tuple.as_mut_ptr().cast(),
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        );
+        if sk.is_null() {
+            return false;
+        }
+        // A listener is what a new connection would reach: not a flow.
+        let live = (*sk).state != BPF_TCP_LISTEN;
+        bpf_sk_release(sk.cast());
+        live
     }
 }
 

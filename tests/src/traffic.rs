@@ -89,15 +89,61 @@ fn answer(mut conn: TcpStream) -> anyhow::Result<()> {
 /// (to a closed port) a refused connection. Returns whether it connected.
 /// Must run inside the client's namespace.
 pub fn tcp_check(from: SocketAddr, to: SocketAddr) -> anyhow::Result<bool> {
-    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
-    socket
-        .bind(&from.into())
-        .with_context(|| format!("binding {from}"))?;
-    match socket.connect_timeout(&to.into(), Duration::from_secs(10)) {
-        Ok(()) => Ok(true),
+    match connect(from, to, Duration::from_secs(10)) {
+        Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(false),
         Err(e) => Err(anyhow::Error::from(e).context(format!("connecting to {to}"))),
     }
+}
+
+/// Whether `from` gets any answer from `to` within `wait`: connected or
+/// refused, as opposed to a SYN dropped on the way (a block). Must run
+/// inside the client's namespace.
+pub fn answers_within(from: SocketAddr, to: SocketAddr, wait: Duration) -> anyhow::Result<bool> {
+    match connect(from, to, wait) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Ok(false),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("connecting to {to}"))),
+    }
+}
+
+fn connect(from: SocketAddr, to: SocketAddr, wait: Duration) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+    socket.bind(&from.into())?;
+    socket.connect_timeout(&to.into(), wait)?;
+    Ok(socket.into())
+}
+
+/// A TCP session from `from` to `to` opened inside `ns` (reads time out
+/// after 10 s), and the server's end of it, accepted from `listener`.
+pub fn session(
+    ns: &Netns,
+    from: SocketAddr,
+    to: SocketAddr,
+    listener: &TcpListener,
+) -> anyhow::Result<(TcpStream, TcpStream)> {
+    let client = ns
+        .enter(|| connect(from, to, Duration::from_secs(10)))?
+        .with_context(|| format!("connecting {from} to {to}"))?;
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    client.set_nodelay(true)?;
+    let (server, _) = listener.accept().context("accepting the session")?;
+    server.set_read_timeout(Some(Duration::from_secs(10)))?;
+    server.set_nodelay(true)?;
+    Ok((client, server))
+}
+
+/// One round trip over a session: the client writes a byte, the server
+/// echoes it.
+pub fn exchange(client: &mut TcpStream, server: &mut TcpStream, round: u8) -> anyhow::Result<()> {
+    client.write_all(&[round])?;
+    let mut byte = [0u8];
+    server.read_exact(&mut byte)?;
+    server.write_all(&byte)?;
+    client.read_exact(&mut byte)?;
+    anyhow::ensure!(byte == [round], "echoed {byte:?}");
+    Ok(())
 }
 
 /// One HTTP/1.0 GET from `from` to `to`, with a fresh connection; returns the

@@ -154,13 +154,25 @@ const TCP_ESTABLISHED: u8 = 0x01;
 /// The remote addresses of this namespace's established TCP connections
 /// (IPv4-mapped ones as IPv4).
 pub(crate) fn established_peers() -> BTreeSet<IpAddr> {
-    let mut peers = BTreeSet::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            peers.extend(parse_peers(&text, TCP_ESTABLISHED));
-        }
-    }
-    peers
+    established_remotes().collect()
+}
+
+/// The remote address of each established TCP connection, once per
+/// connection.
+fn established_remotes() -> impl Iterator<Item = IpAddr> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .into_iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| parse_peers(&text, TCP_ESTABLISHED))
+}
+
+/// How many established TCP connections this namespace has with `peer`.
+pub(crate) fn established_with(peer: IpAddr) -> usize {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    established_remotes().filter(|ip| *ip == peer).count()
 }
 
 /// The remote addresses of the sockets in `state`.

@@ -152,7 +152,7 @@ fn extra_sections() -> String {
     s.push_str(&items(&[
         (
             "scan_detected",
-            "The kernel decided a source (or a prefix: kind distributed) is scanning. Fields: ts, source, kind, ports, probes, top_ports, top_probed (the same as tcp/22, udp/53), open_ports, open_hits, reason (trw or fanout), decided_after, sources, iface, latency_us, action (report, block, dry_run, protected), protected (gateway, resolver or established: never blocked), decoy_group (every member of the decoy group the source belongs to), fragments (later fragments seen from the source). Reported once: a restart does not report it again.",
+            "The kernel decided a source (or a prefix: kind distributed) is scanning. Fields: ts, source, kind, ports, probes, top_ports, top_probed (the same as tcp/22, udp/53), open_ports, open_hits, reason (trw or fanout), decided_after, sources, iface, latency_us, action (report, block, dry_run, protected), protected (gateway, resolver or established: never blocked), decoy_group (every member of the decoy group the source belongs to), fragments (later fragments seen from the source), spared_flows (TCP connections open with a blocked source, whose segments still pass). Reported once: a restart does not report it again.",
         ),
         ("scan_ended", "The scan has been quiet for quiet_after; its totals."),
         (

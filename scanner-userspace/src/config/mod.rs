@@ -2,6 +2,7 @@
 //! refused by name; errors carry the file and line.
 
 pub(crate) mod crowdsec;
+mod established;
 pub(crate) mod reload;
 pub(crate) mod settings;
 
@@ -12,6 +13,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub(crate) use established::Established;
 
 use crate::detect::trw::{Probabilities, TrwError};
 
@@ -83,11 +86,16 @@ dry_run = false
 # host's own addresses are always included.
 allowlist = []
 # Never blocked, but still detected and reported (action "protected"): a
-# spoofed scan must not make this host cut off its default gateways, its DNS
-# resolvers, or a peer it has an established TCP connection with.
+# spoofed scan must not make this host cut off its default gateways or its
+# DNS resolvers.
 protect_gateways = true
 protect_resolvers = true
-protect_established = true
+# A peer with an established TCP connection, decided a scanner: "flows"
+# blocks it but lets the connections open with it go on (a spoofed scan
+# cannot cut a session; a scanner holding one is blocked all the same; a
+# spoofed scan does stop the peer's new connections for the block's time);
+# "address" never blocks it while a connection is open; "off" spares nothing.
+protect_established = "flows"
 
 [report]
 # How often the daemon reads the maps (decisions arrive at once regardless).
@@ -145,7 +153,7 @@ pub(crate) struct ResponseConfig {
     pub allowlist: Vec<ipnet::IpNet>,
     pub protect_gateways: bool,
     pub protect_resolvers: bool,
-    pub protect_established: bool,
+    pub protect_established: Established,
 }
 
 impl Default for ResponseConfig {
@@ -158,7 +166,7 @@ impl Default for ResponseConfig {
             allowlist: Vec::new(),
             protect_gateways: true,
             protect_resolvers: true,
-            protect_established: true,
+            protect_established: Established::Flows,
         }
     }
 }

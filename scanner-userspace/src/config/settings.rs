@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use scanner_common::Config;
 
-use crate::config::FileConfig;
+use crate::config::{Established, FileConfig};
 
 /// What the command line sets on top of the file (`None`, `false`, empty:
 /// the file decides).
@@ -74,8 +74,15 @@ impl Settings {
         crate::kernel::protect::Protection {
             gateways: r.protect_gateways,
             resolvers: r.protect_resolvers,
-            established: r.protect_established,
+            // Protected by address only in the "address" mode; "flows"
+            // blocks the peer and spares its connections in the kernel.
+            established: r.protect_established == Established::Address,
         }
+    }
+
+    /// How established peers are spared (see [`Established`]).
+    pub(crate) fn established(&self) -> Established {
+        self.file.response.protect_established
     }
 
     /// Whether the kernel blocks decided sources.
@@ -127,7 +134,7 @@ impl Settings {
             block_ttl_ns: nanos(self.file.response.block_ttl),
             hash_seed: 0,
             prefix_slots: scanner_common::names::prefix_slots(d.max_sources),
-            _pad: 0,
+            spare_flows: u32::from(self.established() == Established::Flows),
         })
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Output {
     pub policy: Policy,
     /// The kernel blocks decided sources (`--block` without `--dry-run`).
     pub blocking: bool,
+    /// A block spares the connections open with its source
+    /// (`protect_established = "flows"`).
+    pub spare_flows: bool,
     /// `--dry-run`: say what would be blocked.
     pub dry_run: bool,
     pub block_ttl_s: u64,
@@ -514,8 +517,19 @@ fn scan_event(
         protected,
         decoy_group: None,
         fragments: (stats.fragments > 0).then_some(stats.fragments),
+        spared_flows: spared_flows(out, event, id),
         probed: Vec::new(),
     }
+}
+
+/// At a source's detection, when blocking spares live flows: how many TCP
+/// connections the host has open with it (their segments pass the block).
+fn spared_flows(out: &Output, event: &str, id: EntryId) -> Option<u32> {
+    if event != "scan_detected" || id.scope != scope::SOURCE || !out.blocking || !out.spare_flows {
+        return None;
+    }
+    let n = crate::audit::listeners::established_with(ip_of(&id.key));
+    (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The ports of ranked pairs, in their order, each once.

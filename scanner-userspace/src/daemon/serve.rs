@@ -386,6 +386,7 @@ fn reload_config(
         }
     }
     out.blocking = new.blocks();
+    out.spare_flows = new.established() == crate::config::Established::Flows;
     out.dry_run = new.file.response.dry_run;
     out.policy
         .set_enforcing(!out.dry_run)

@@ -164,6 +164,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         prefixes: settings.prefix_lengths(),
         policy,
         blocking: settings.blocks(),
+        spare_flows: settings.established() == crate::config::Established::Flows,
         dry_run: response.dry_run,
         block_ttl_s: response.block_ttl.as_secs(),
         metrics,

@@ -67,6 +67,11 @@ pub(crate) struct ScanEvent {
     /// probes' tails); absent when none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fragments: Option<u32>,
+    /// `scan_detected` of a blocked source: the TCP connections the host had
+    /// open with it, which the block spares (their segments pass; new
+    /// connections and probes are dropped). Absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spared_flows: Option<u32>,
     /// `scan_ended`: every port the scan probed, as (protocol, first, last)
     /// ranges. Kept in the history only (`scanner history --port`): too
     /// long for a log line.
@@ -410,6 +415,9 @@ pub(crate) fn journal_entry(event: &Event) -> (u8, String, Vec<(&'static str, St
             if let Some(n) = e.fragments {
                 fields.push(("SCANNER_FRAGMENTS", n.to_string()));
             }
+            if let Some(n) = e.spared_flows {
+                fields.push(("SCANNER_SPARED_FLOWS", n.to_string()));
+            }
             if e.event == "scan_detected" {
                 let message = format!(
                     "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}; action {}",
@@ -567,8 +575,12 @@ fn text(event: &Event) -> String {
                 .as_ref()
                 .map(|g| format!(" decoy_group={}", g.join(",")))
                 .unwrap_or_default();
+            let spared = e
+                .spared_flows
+                .map(|n| format!(" spared_flows={n}"))
+                .unwrap_or_default();
             format!(
-                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}{protected}{decoys}",
+                "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={}{sources} iface={}{protected}{decoys}{spared}",
                 e.ts,
                 e.source,
                 e.kind,
@@ -638,6 +650,7 @@ mod tests {
             protected: None,
             decoy_group: None,
             fragments: None,
+            spared_flows: None,
             probed: vec![(6, 1, 1000)],
         })
     }

@@ -13,6 +13,7 @@ mod decoys;
 mod distributed;
 mod fleet;
 mod flood;
+mod flows;
 mod gather_kernel;
 mod history;
 mod interfaces;

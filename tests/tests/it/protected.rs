@@ -1,20 +1,22 @@
 //! Blocks a spoofed scan cannot aim: scans that borrow the address of the
-//! server's default gateway, of its DNS resolver, or of a peer with an open
-//! TCP session are reported as `protected` and never blocked, while a real
-//! scanner in the same run is.
+//! server's default gateway or of its DNS resolver are reported as
+//! `protected` and never blocked, nor (with `protect_established =
+//! "address"`) one of a peer with an open TCP session, while a real scanner
+//! in the same run is. The default for peers, a block that spares their
+//! sessions, is `flows.rs`.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    path::PathBuf,
-    time::Duration,
-};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use scanner_tests::{Lab, daemon::cli, require_root, scenario::Scenario};
+use scanner_tests::{
+    Lab,
+    daemon::cli,
+    require_root,
+    scenario::Scenario,
+    traffic::{self, exchange},
+};
 use scanner_userspace::control::{Request, call};
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 
 const GATEWAY: &str = "198.18.0.3";
 const RESOLVER: &str = "198.18.0.4";
@@ -30,37 +32,14 @@ impl Drop for NetnsEtc {
     }
 }
 
-/// A TCP session from `PEER` to the server's port 22, opened inside the
-/// attacker's namespace.
-fn session(lab: &Lab) -> anyhow::Result<TcpStream> {
-    let server: SocketAddr = format!("{}:22", Lab::SERVER_V4).parse()?;
-    let local: SocketAddr = format!("{PEER}:0").parse()?;
-    lab.attacker.enter(|| -> anyhow::Result<TcpStream> {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-        socket.bind(&local.into())?;
-        socket.connect_timeout(&server.into(), Duration::from_secs(10))?;
-        let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(stream)
-    })?
-}
-
-/// One round trip over the session: the peer writes, the server echoes.
-fn exchange(client: &mut TcpStream, server: &mut TcpStream, round: u8) -> anyhow::Result<()> {
-    client.write_all(&[round])?;
-    let mut byte = [0u8];
-    server.read_exact(&mut byte)?;
-    server.write_all(&byte)?;
-    client.read_exact(&mut byte)?;
-    anyhow::ensure!(byte == [round], "echoed {byte:?}");
-    Ok(())
-}
-
 /// A blocking daemon whose server has GATEWAY as its default gateway and
 /// RESOLVER as its resolver, both (and PEER) attacker-side addresses:
 /// anyone there can borrow them.
+/// Established peers are protected by address (the behaviour before
+/// blocks spared flows), set in /etc/netns/NAME/scanner.toml.
 fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
     let mut etc = None;
+    let mut config = String::new();
     let sc = Scenario::start_with(
         |lab| {
             lab.server
@@ -69,6 +48,9 @@ fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
             std::fs::create_dir_all(&dir)?;
             etc = Some(NetnsEtc(dir.clone()));
             std::fs::write(dir.join("resolv.conf"), format!("nameserver {RESOLVER}\n"))?;
+            let file = dir.join("scanner.toml");
+            std::fs::write(&file, "[response]\nprotect_established = \"address\"\n")?;
+            config = file.to_string_lossy().into_owned();
             for ip in [GATEWAY, RESOLVER, PEER] {
                 lab.add_attacker_address(&format!("{ip}/24"))?;
             }
@@ -76,7 +58,7 @@ fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
         },
         &[22, 80],
         &[],
-        &["--block"],
+        &["--block", "--config", &config],
     )?;
     Ok((sc, etc.context("no /etc/netns directory")?))
 }
@@ -138,11 +120,14 @@ fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> any
     assert_eq!(status["blocking"], true, "{status}");
 
     // A long-lived session from the peer, exchanging data.
-    let mut client = session(&sc.lab)?;
-    let (mut server, from) = sc.listener(22)?.accept().context("accepting the session")?;
+    let (mut client, mut server) = traffic::session(
+        &sc.lab.attacker,
+        format!("{PEER}:0").parse()?,
+        format!("{}:22", Lab::SERVER_V4).parse()?,
+        sc.listener(22)?,
+    )?;
     // The listener is on [::]: an IPv4 peer shows IPv4-mapped.
-    assert_eq!(from.ip().to_canonical().to_string(), PEER);
-    server.set_read_timeout(Some(Duration::from_secs(10)))?;
+    assert_eq!(server.peer_addr()?.ip().to_canonical().to_string(), PEER);
     exchange(&mut client, &mut server, 1)?;
 
     for (source, why) in [
