@@ -297,7 +297,11 @@ mod tests {
             SourceKey::from_v6([0xff; 16]),
         ] {
             for (a, b) in [(24, 64), (20, 48), (32, 128), (0, 0), (8, 72), (31, 127)] {
-                assert_eq!(k.prefix_words(a, b), k.prefix(a, b).words(), "{k:?} /{a} /{b}");
+                assert_eq!(
+                    k.prefix_words(a, b),
+                    k.prefix(a, b).words(),
+                    "{k:?} /{a} /{b}"
+                );
                 assert_eq!(SourceKey::from_words(k.prefix_words(a, b)), k.prefix(a, b));
             }
         }

@@ -28,7 +28,6 @@ pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64)
     let Some(slot) = slot(prefix, cfg) else {
         return false;
     };
-    let (word, bit) = sketch_bit(pkt.proto, pkt.port);
     // SAFETY: slot points at a live PREFIX_SLOTS value, valid while the
     // program runs.
     unsafe {
@@ -36,28 +35,18 @@ pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64)
             if (*slot).gathering(pkt.now, window_ns(cfg)) {
                 return false;
             }
-            // The slot is the prefix's now, with this probe in it: what a
-            // flood from random addresses does to a slot at every packet,
-            // so in one pass. One probe never decides a prefix.
-            let mut seen = [0u64; 2];
-            seen[word & 1] = bit;
-            take(slot, prefix, pkt.now, seen, track::step(pkt, cfg).max(cfg.lower));
-            return false;
+            take(slot, prefix, pkt.now);
         }
         (*slot).last_ns = pkt.now;
-        if (*slot).state == gather::ADMITTED {
-            return true;
+        match (*slot).state {
+            gather::ADMITTED => true,
+            gather::GATHERING if crosses(slot, pkt, cfg) => true,
+            gather::GATHERING => {
+                count(slot, pkt, cfg);
+                false
+            }
+            _ => false,
         }
-        if (*slot).state != gather::GATHERING {
-            return false;
-        }
-        let new = (*slot).ports_seen[word & 1] & bit == 0;
-        let step = if new { track::step(pkt, cfg) } else { 0 };
-        if decides(slot, step, cfg) {
-            return true;
-        }
-        add(slot, new, step, (word, bit), cfg);
-        false
     }
 }
 
@@ -124,24 +113,23 @@ fn window_ns(cfg: &Config) -> u64 {
     }
 }
 
-/// Gives the slot to `prefix`, from `now` on, with one probe in it: one
-/// source, one port (`seen`), the walk at `score`.
+/// Gives the slot to `prefix`, from `now` on, all counts zero.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
 #[inline(always)]
-unsafe fn take(slot: *mut PrefixSlot, prefix: (u64, u64), now: u64, seen: [u64; 2], score: i32) {
+unsafe fn take(slot: *mut PrefixSlot, prefix: (u64, u64), now: u64) {
     // SAFETY: the caller holds a live map value. Field by field: no
     // 64-byte value is built on the stack.
     unsafe {
         (*slot).prefix = [prefix.0, prefix.1];
         (*slot).first_ns = now;
         (*slot).last_ns = now;
-        (*slot).ports_seen = seen;
-        (*slot).score = score;
-        (*slot).sources = 1;
-        (*slot).probes = 1;
-        (*slot).ports = 1;
+        (*slot).ports_seen = [0; 2];
+        (*slot).score = 0;
+        (*slot).sources = 0;
+        (*slot).probes = 0;
+        (*slot).ports = 0;
         (*slot).state = gather::GATHERING;
     }
 }

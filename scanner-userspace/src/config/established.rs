@@ -77,15 +77,32 @@ mod tests {
 
     #[test]
     fn every_spelling_reads_and_prints_as_its_mode() {
-        assert_eq!(parse("protect_established = true").ok(), Some(Established::Flows));
-        assert_eq!(parse("protect_established = false").ok(), Some(Established::Off));
-        assert_eq!(parse("protect_established = \"address\"").ok(), Some(Established::Address));
-        assert_eq!(parse("protect_established = \"flows\"").ok(), Some(Established::Flows));
-        let e = parse("protect_established = \"sessions\"").err().map(|e| e.to_string());
+        assert_eq!(
+            parse("protect_established = true").ok(),
+            Some(Established::Flows)
+        );
+        assert_eq!(
+            parse("protect_established = false").ok(),
+            Some(Established::Off)
+        );
+        assert_eq!(
+            parse("protect_established = \"address\"").ok(),
+            Some(Established::Address)
+        );
+        assert_eq!(
+            parse("protect_established = \"flows\"").ok(),
+            Some(Established::Flows)
+        );
+        let e = parse("protect_established = \"sessions\"")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("\"flows\", \"address\" or \"off\"")));
         let shown = toml::to_string(&Section {
             protect_established: Established::Address,
         });
-        assert_eq!(shown.ok().as_deref(), Some("protect_established = \"address\"\n"));
+        assert_eq!(
+            shown.ok().as_deref(),
+            Some("protect_established = \"address\"\n")
+        );
     }
 }

@@ -11,10 +11,9 @@ use std::{
     time::Duration,
 };
 
+pub(crate) use established::Established;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-pub(crate) use established::Established;
 
 use crate::detect::trw::{Probabilities, TrwError};
 

@@ -26,10 +26,7 @@ fn at(ip: &str, port: u16) -> anyhow::Result<SocketAddr> {
 
 /// A blocking daemon, PEER an attacker-side address, and a session from
 /// `from` to the server's SERVICE port: (scenario, client end, server end).
-fn session_lab(
-    from: &str,
-    extra: &[&str],
-) -> anyhow::Result<(Scenario, TcpStream, TcpStream)> {
+fn session_lab(from: &str, extra: &[&str]) -> anyhow::Result<(Scenario, TcpStream, TcpStream)> {
     let mut args = vec!["--block"];
     args.extend_from_slice(extra);
     let sc = Scenario::start(&[22, 80, SERVICE], &[], &args)?;
@@ -60,7 +57,10 @@ fn a_scanner_holding_a_session_is_blocked_and_only_its_session_goes_on() -> anyh
     let (mut sc, mut client, mut server) = session_lab(src, &[])?;
     exchange(&mut client, &mut server, 1)?;
     // The keep-alive session is open; now the same address scans.
-    assert!(sc.answered(None, "1-1000")? < 10, "blocked within a few ports");
+    assert!(
+        sc.answered(None, "1-1000")? < 10,
+        "blocked within a few ports"
+    );
     let detected = sc.wait("scan_detected", src)?;
     assert_eq!(detected["action"], "block", "{detected}");
     assert_eq!(detected["spared_flows"], 1, "{detected}");
@@ -112,7 +112,10 @@ fn a_scan_spoofed_as_a_peer_never_costs_its_session_an_exchange() -> anyhow::Res
     })?;
     let detected = sc.wait("scan_detected", PEER)?;
     assert_eq!(
-        (detected["action"].as_str(), detected["spared_flows"].as_u64()),
+        (
+            detected["action"].as_str(),
+            detected["spared_flows"].as_u64()
+        ),
         (Some("block"), Some(1)),
         "the report says the peer's flow was spared: {detected}"
     );
@@ -135,10 +138,13 @@ fn a_flows_pass_ends_with_the_flow_and_the_block_with_its_time() -> anyhow::Resu
     assert!(sc.answered(Some(PEER), "1-1000")? < 10);
     sc.wait("blocked", PEER)?;
     exchange(&mut client, &mut server, 2)?;
-    // The session closes: its pass goes with it, while the block stays. A
-    // connection from the very port it used gets no answer.
-    drop(client);
+    // The session closes (the server first, so the peer's port is free
+    // again): its pass goes with it, while the block stays. A connection
+    // from the very port it used gets no answer.
     drop(server);
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut client, &mut rest);
+    drop(client);
     let (from, to) = (at(PEER, port)?, at(Lab::SERVER_V4, SERVICE)?);
     let answered = sc
         .lab

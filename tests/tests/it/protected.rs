@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use scanner_tests::{
-    Lab,
+    Lab, TempDir,
     daemon::cli,
     require_root,
     scenario::Scenario,
@@ -36,10 +36,13 @@ impl Drop for NetnsEtc {
 /// RESOLVER as its resolver, both (and PEER) attacker-side addresses:
 /// anyone there can borrow them.
 /// Established peers are protected by address (the behaviour before
-/// blocks spared flows), set in /etc/netns/NAME/scanner.toml.
-fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
+/// blocks spared flows), set in a configuration file of the test's.
+fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc, TempDir)> {
     let mut etc = None;
-    let mut config = String::new();
+    let dir = TempDir::new("protected")?;
+    let file = dir.0.join("scanner.toml");
+    std::fs::write(&file, "[response]\nprotect_established = \"address\"\n")?;
+    let config = file.to_string_lossy().into_owned();
     let sc = Scenario::start_with(
         |lab| {
             lab.server
@@ -48,9 +51,6 @@ fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
             std::fs::create_dir_all(&dir)?;
             etc = Some(NetnsEtc(dir.clone()));
             std::fs::write(dir.join("resolv.conf"), format!("nameserver {RESOLVER}\n"))?;
-            let file = dir.join("scanner.toml");
-            std::fs::write(&file, "[response]\nprotect_established = \"address\"\n")?;
-            config = file.to_string_lossy().into_owned();
             for ip in [GATEWAY, RESOLVER, PEER] {
                 lab.add_attacker_address(&format!("{ip}/24"))?;
             }
@@ -60,7 +60,7 @@ fn protected_lab() -> anyhow::Result<(Scenario, NetnsEtc)> {
         &[],
         &["--block", "--config", &config],
     )?;
-    Ok((sc, etc.context("no /etc/netns directory")?))
+    Ok((sc, etc.context("no /etc/netns directory")?, dir))
 }
 
 /// Operators cannot cut the host off from its gateway or resolver by
@@ -71,7 +71,7 @@ fn manual_blocks_spare_protected_hosts_unless_forced() -> anyhow::Result<()> {
     if !require_root("manual_blocks_spare_protected_hosts_unless_forced") {
         return Ok(());
     }
-    let (mut sc, etc) = protected_lab()?;
+    let (mut sc, etc, _config) = protected_lab()?;
     let socket = sc.daemon.socket().to_path_buf();
     let (ok, _, err) = cli(&socket, &["block", GATEWAY])?;
     assert!(!ok, "the gateway was blocked without --force");
@@ -115,7 +115,7 @@ fn spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked() -> any
     if !require_root("spoofed_scans_from_the_gateway_resolver_and_a_peer_are_never_blocked") {
         return Ok(());
     }
-    let (mut sc, etc) = protected_lab()?;
+    let (mut sc, etc, _config) = protected_lab()?;
     let status = call(sc.daemon.socket(), &Request::Status {})?;
     assert_eq!(status["blocking"], true, "{status}");
 
