@@ -486,9 +486,15 @@ fn main() -> anyhow::Result<()> {
          into SOURCES, an LRU map sized to one in 32 tracked sources; the first probe is \
          then counted into the new entry and the admitting probe counted by a tail call \
          into a second program (one program with both copies is more paths than the \
-         verifier walks). So a flood of one-packet spoofed sources is an array write each, \
-         decisions still come at the same probe (four closed ports), and the daemon counts \
-         a million waiting sources by walking the mmap, without a system call.\n\n\
+         verifier walks). Each new source's first probe is also counted for its /24 or /64 \
+         in a 64-byte slot of PREFIX_SLOTS (one per 32 tracked sources), so a scan that \
+         sends every probe from a fresh address of one network is decided too. So a flood \
+         of one-packet spoofed sources is two array writes each, decisions still come at \
+         the same probe (four closed ports), and the daemon counts a million waiting \
+         sources by walking the mmap, without a system call. The prefix slot is what a \
+         new source's probe and the random-source flood pay over the previous layout \
+         (123 ns and 85% of XDP_PASS there, on another run): the prefix, its keyed hash \
+         and the slot's walk.\n\n\
          What a scanner learns: the probe that decides a source is dropped with the rest, \
          and a bare raw-packet SYN to an open port earns no benign credit (an operating \
          system's SYN or a UDP request does), so the open ports a SYN scan hits first do not \
