@@ -55,13 +55,16 @@ fn main_pid(ct: &Container) -> anyhow::Result<String> {
 }
 
 /// Waits for the service to be active with a main process other than `old`.
+/// Both from one `systemctl show`: asked apart, the state can be the old
+/// process's (just killed, not yet reaped) and the pid the new one's (not
+/// ready yet).
 fn wait_active(ct: &Container, old: Option<&str>) -> anyhow::Result<String> {
-    let other =
-        old.map(|p| format!(" && [ \"$(systemctl show -p MainPID --value scanner)\" != {p} ]"));
+    let other = old
+        .map(|p| format!(" && ! echo \"$s\" | grep -qx MainPID={p}"))
+        .unwrap_or_default();
     ct.wait_until(
         &format!(
-            "systemctl is-active --quiet scanner{}",
-            other.unwrap_or_default()
+            "s=$(systemctl show -p ActiveState -p MainPID scanner) && echo \"$s\" | grep -qx ActiveState=active{other}"
         ),
         WAIT,
     )?;
