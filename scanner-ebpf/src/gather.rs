@@ -147,60 +147,40 @@ unsafe fn trial(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> (bool, i
     (new, if new { track::step(pkt, cfg) } else { 0 })
 }
 
-/// Whether one more source, and `step`, would decide the slot's prefix:
-/// the walk at or past the threshold, from enough sources.
-///
-/// # Safety
-/// `slot` points at a live PREFIX_SLOTS value.
-#[inline(always)]
-unsafe fn decides(slot: *const PrefixSlot, step: i32, cfg: &Config) -> bool {
-    // SAFETY: the caller holds a live map value.
-    unsafe {
-        cfg.upper > 0
-            && (*slot).score.saturating_add(step) >= cfg.upper
-            && (*slot).sources.wrapping_add(1) >= u32::from(cfg.min_sources)
-    }
-}
-
-/// [`decides`] for the probe `pkt`.
+/// Whether counting the probe in the slot would decide its prefix: the
+/// walk at or past the threshold, from enough sources.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
 #[inline(always)]
 unsafe fn crosses(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> bool {
     // SAFETY: the caller holds a live map value.
-    unsafe { decides(slot, trial(slot, pkt, cfg).1, cfg) }
-}
-
-/// Counts a probe in the slot: a new source, and a trial of `step` when
-/// its pair (`sketch`: word and bit) is `new` to the sketch.
-///
-/// # Safety
-/// `slot` points at a live PREFIX_SLOTS value.
-#[inline(always)]
-unsafe fn add(slot: *mut PrefixSlot, new: bool, step: i32, sketch: (usize, u64), cfg: &Config) {
-    // SAFETY: the caller holds a live map value; the word is 0 or 1.
     unsafe {
-        (*slot).sources = (*slot).sources.wrapping_add(1);
-        (*slot).probes = (*slot).probes.wrapping_add(1);
-        if new {
-            (*slot).ports_seen[sketch.0 & 1] |= sketch.1;
-            (*slot).ports = (*slot).ports.wrapping_add(1);
-            (*slot).score = (*slot).score.saturating_add(step).max(cfg.lower);
-        }
+        let (_, step) = trial(slot, pkt, cfg);
+        cfg.upper > 0
+            && (*slot).score.saturating_add(step) >= cfg.upper
+            && (*slot).sources.wrapping_add(1) >= u32::from(cfg.min_sources)
     }
 }
 
-/// [`add`] for the probe `pkt`.
+/// Counts the probe in the slot: a new source, and a trial when its pair
+/// is new to the sketch.
 ///
 /// # Safety
 /// `slot` points at a live PREFIX_SLOTS value.
 #[inline(always)]
 unsafe fn count(slot: *mut PrefixSlot, pkt: &Packet, cfg: &Config) {
-    // SAFETY: the caller holds a live map value.
+    // SAFETY: the caller holds a live map value; the word is 0 or 1.
     unsafe {
         let (new, step) = trial(slot, pkt, cfg);
-        add(slot, new, step, sketch_bit(pkt.proto, pkt.port), cfg);
+        (*slot).sources = (*slot).sources.wrapping_add(1);
+        (*slot).probes = (*slot).probes.wrapping_add(1);
+        if new {
+            let (word, bit) = sketch_bit(pkt.proto, pkt.port);
+            (*slot).ports_seen[word & 1] |= bit;
+            (*slot).ports = (*slot).ports.wrapping_add(1);
+            (*slot).score = (*slot).score.saturating_add(step).max(cfg.lower);
+        }
     }
 }
 
