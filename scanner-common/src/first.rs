@@ -20,6 +20,15 @@
 //! forgotten (evicted, or reset when its block is lifted) its next probe is
 //! not a new source's, and it is not counted for its prefix again.
 //!
+//! The slot is read before SOURCES, so that a never-seen source (most of a
+//! flood) costs no hash-map lookup: SOURCES is looked up only when the slot
+//! says the source may have an entry there ([`FirstProbe::may_be_admitted`]),
+//! that is when the slot is its own, returning, or when another source took
+//! it from an admitted one ([`DISPLACED`]). A source admitted but not found
+//! that way (a torn slot, a mark cleared by the daemon's sweep just after
+//! its admission) is not lost: its probe is held as a first probe, and the
+//! probe that would admit it finds its entry and counts both into it.
+//!
 //! Slots are written with plain stores by any CPU: a torn slot (two sources
 //! writing it at once) at worst replays a wrong port once, or misses one
 //! admission.
@@ -44,6 +53,16 @@ const _: () = assert!(class::COUNT <= CLASS_MASK as usize + 1);
 /// so it is never theirs): the slot's source has been admitted.
 pub const RETURNING: u32 = 1 << 31;
 
+/// `FirstProbe::ifindex`'s next bit: a source took this slot from an
+/// admitted one, whose entry may still be live in SOURCES, so a source that
+/// does not own the slot is looked up there all the same. It stays through
+/// later owners; the daemon clears it where no admitted source hashes any
+/// more (see `scanner::kernel::first`).
+pub const DISPLACED: u32 = 1 << 30;
+
+/// `FirstProbe::ifindex`'s bits that are marks, not the interface.
+pub const MARKS: u32 = RETURNING | DISPLACED;
+
 /// One slot of FIRST_PROBES: a source's first probe, not yet followed by a
 /// second one.
 #[repr(C)]
@@ -58,7 +77,7 @@ pub struct FirstProbe {
     pub proto: u8,
     /// `class::*` in the low bits, and `OPEN`, `STEALTH`, `STACK_SYN`, `CREDIT`.
     pub traits: u8,
-    /// Interface index the probe came in on, and [`RETURNING`].
+    /// Interface index the probe came in on, and the [`MARKS`].
     pub ifindex: u32,
 }
 
@@ -70,6 +89,24 @@ impl FirstProbe {
         self.seen_ns != 0
             && now_ns.saturating_sub(self.seen_ns) <= idle_ns
             && self.source.same(source)
+    }
+
+    /// Whether `source` may have an entry in SOURCES: the slot is its own
+    /// and it was admitted, or an admitted source was displaced from it.
+    /// Otherwise it has none (one admitted since its slot was last read
+    /// aside: see the module's docs), and SOURCES is not looked up.
+    #[inline(always)]
+    pub fn may_be_admitted(&self, source: &SourceKey) -> bool {
+        self.ifindex & DISPLACED != 0 || (self.ifindex & RETURNING != 0 && self.source.same(source))
+    }
+
+    /// The marks a slot keeps when `source` takes it: [`DISPLACED`] when
+    /// it was already, or when it held another source that was admitted.
+    #[inline(always)]
+    pub fn marks_kept_for(&self, source: &SourceKey) -> u32 {
+        let displaced = self.ifindex & DISPLACED != 0
+            || (self.ifindex & RETURNING != 0 && !self.source.same(source));
+        if displaced { DISPLACED } else { 0 }
     }
 
     /// Whether the slot holds a source waiting for its second probe, seen
@@ -163,5 +200,40 @@ mod tests {
         };
         assert!(admitted.holds(&k, 1_500, 500), "still its slot");
         assert!(!admitted.live(1_200, 500), "not waiting: admitted");
+    }
+
+    #[test]
+    fn sources_are_looked_up_only_where_one_may_have_an_entry() {
+        let (k, other) = (
+            SourceKey::from_v4([198, 18, 0, 7]),
+            SourceKey::from_v4([198, 18, 0, 8]),
+        );
+        let waiting = FirstProbe {
+            source: k,
+            seen_ns: 1_000,
+            ifindex: 3,
+            ..FirstProbe::default()
+        };
+        // A slot of a source not admitted: neither it nor another has an entry.
+        assert!(!waiting.may_be_admitted(&k) && !waiting.may_be_admitted(&other));
+        assert_eq!(waiting.marks_kept_for(&other), 0);
+        let admitted = FirstProbe {
+            ifindex: 3 | RETURNING,
+            ..waiting
+        };
+        assert!(admitted.may_be_admitted(&k), "its own slot");
+        assert!(!admitted.may_be_admitted(&other), "not displaced yet");
+        // Its own slot taken back for a new life: nothing displaced.
+        assert_eq!(admitted.marks_kept_for(&k), 0);
+        // Another source takes it: the admitted one is displaced, and every
+        // source of the slot is looked up from then on.
+        assert_eq!(admitted.marks_kept_for(&other), DISPLACED);
+        let taken = FirstProbe {
+            source: other,
+            ifindex: 3 | DISPLACED,
+            ..waiting
+        };
+        assert!(taken.may_be_admitted(&k) && taken.may_be_admitted(&other));
+        assert_eq!(taken.marks_kept_for(&k), DISPLACED, "the mark stays");
     }
 }

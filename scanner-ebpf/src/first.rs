@@ -2,7 +2,8 @@
 //! probe waits in its FIRST_PROBES slot; a probe of another port while it
 //! is still there admits the source, and the first probe is handed back to
 //! be replayed into the new entry. The slot then stays the source's, marked
-//! returning, until another source takes it.
+//! returning, until another source takes it (and marks it displaced). The
+//! slot is read first: SOURCES only where it says an entry may be.
 
 use scanner_common::{Config, FirstProbe, SourceKey, first, first::slot_of};
 
@@ -17,24 +18,32 @@ pub enum Admission {
     Held { new_port: bool, new_source: bool },
     /// The source is allowlisted: nothing is kept.
     Allowlisted,
-    /// Admitted: create the entry, replay this first probe, then count the
-    /// current one.
-    Admit(Packet),
+    /// Admitted: create the entry and replay its first probe (see
+    /// [`replayed`]), then count the current one.
+    Admit,
 }
 
+/// The FIRST_PROBES slot of `source`; `None` never happens (the loader
+/// writes the map's real size into CONFIG), and the probe then passes
+/// uncounted.
 #[inline(always)]
-pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Admission {
-    let index = slot_of(source, cfg.hash_seed, cfg.first_probe_slots);
-    // No slot (never: the loader writes the map's real size into CONFIG):
-    // fail open, nothing is kept.
-    let Some(slot) = FIRST_PROBES.get_ptr_mut(index) else {
-        return Admission::Held {
-            new_port: false,
-            new_source: false,
-        };
-    };
+pub fn slot(source: &SourceKey, cfg: &Config) -> Option<*mut FirstProbe> {
+    FIRST_PROBES.get_ptr_mut(slot_of(source, cfg.hash_seed, cfg.first_probe_slots))
+}
+
+/// The probe `pkt` of a source without a live entry, into its `slot`.
+///
+/// # Safety
+/// `slot` points at a live FIRST_PROBES value (from [`slot`]).
+#[inline(always)]
+pub unsafe fn admit(
+    slot: *mut FirstProbe,
+    source: &SourceKey,
+    pkt: &Packet,
+    idle_ns: u64,
+) -> Admission {
     let mut new_source = true;
-    // SAFETY: slot points at a live FIRST_PROBES value.
+    // SAFETY: the caller holds a live FIRST_PROBES value.
     unsafe {
         if (*slot).holds(source, pkt.now, idle_ns) {
             if (*slot).ifindex & first::RETURNING != 0 {
@@ -47,9 +56,10 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
                     new_source: false,
                 };
             } else {
-                return admitted(slot, source, cfg);
+                return admitted(slot, source);
             }
         }
+        let marks = (*slot).marks_kept_for(source);
         (*slot).source = *source;
         (*slot).seen_ns = pkt.now;
         (*slot).port = pkt.port;
@@ -59,7 +69,7 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
             | if pkt.stealth { first::STEALTH } else { 0 }
             | if pkt.stack_syn { first::STACK_SYN } else { 0 }
             | if pkt.open_step != 0 { first::CREDIT } else { 0 };
-        (*slot).ifindex = pkt.ifindex & !first::RETURNING;
+        (*slot).ifindex = (pkt.ifindex & !first::MARKS) | marks;
     }
     Admission::Held {
         new_port: true,
@@ -68,22 +78,41 @@ pub fn admit(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> Ad
 }
 
 /// The second port of the source `slot` holds: admitted, unless it is
-/// allowlisted. Its first probe is handed back, and the slot kept for it,
-/// marked returning.
+/// allowlisted. The slot is kept for it, marked returning, with its first
+/// probe, which [`replayed`] reads back.
 ///
 /// # Safety
 /// `slot` points at a live FIRST_PROBES value.
 #[inline(always)]
-unsafe fn admitted(slot: *mut FirstProbe, source: &SourceKey, cfg: &Config) -> Admission {
+unsafe fn admitted(slot: *mut FirstProbe, source: &SourceKey) -> Admission {
+    if verdict::allowlisted(source) {
+        return Admission::Allowlisted;
+    }
+    // SAFETY: the caller holds a live map value.
+    unsafe { (*slot).ifindex |= first::RETURNING };
+    Admission::Admit
+}
+
+/// The first probe of `source`, just admitted (its slot is its own and
+/// returning), as it arrived: to be counted into its new entry.
+///
+/// # Safety
+/// `slot` points at a live FIRST_PROBES value.
+#[inline(always)]
+pub unsafe fn replayed(
+    slot: *const FirstProbe,
+    source: &SourceKey,
+    cfg: &Config,
+) -> Option<Packet> {
     // SAFETY: the caller holds a live map value.
     unsafe {
-        if verdict::allowlisted(source) {
-            return Admission::Allowlisted;
+        if (*slot).ifindex & first::RETURNING == 0 || !(*slot).source.same(source) {
+            return None;
         }
         let traits = (*slot).traits;
-        let first = Packet {
+        Some(Packet {
             now: (*slot).seen_ns,
-            ifindex: (*slot).ifindex & !first::RETURNING,
+            ifindex: (*slot).ifindex & !first::MARKS,
             class: usize::from(traits & first::CLASS_MASK),
             open: traits & first::OPEN != 0,
             stealth: traits & first::STEALTH != 0,
@@ -95,8 +124,6 @@ unsafe fn admitted(slot: *mut FirstProbe, source: &SourceKey, cfg: &Config) -> A
             } else {
                 0
             },
-        };
-        (*slot).ifindex |= first::RETURNING;
-        Admission::Admit(first)
+        })
     }
 }

@@ -26,7 +26,7 @@ use scanner_common::{Parsed, counter, parse};
 
 use crate::{
     frame::XdpFrame,
-    maps::{ADMITTED, GATHERED},
+    maps::{ADMITTED, GATHERED, REPLAYED},
     track::Tracked,
     verdict::Rule,
 };
@@ -54,10 +54,16 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     counters::bump(ifindex, counter::ALLOWED);
                     verdict::pass()
                 }
-                Tracked::Admitted => {
+                Tracked::Replay => {
                     // SAFETY: a tail call with this program's own context;
                     // on failure (no program in the slot) it returns and
-                    // the packet passes with its probe uncounted.
+                    // the packet passes with its probe uncounted (the next
+                    // probe makes the entry).
+                    unsafe { REPLAYED.tail_call(ctx, 0) };
+                    verdict::pass()
+                }
+                Tracked::Admitted => {
+                    // SAFETY: as above (ADMITTED holds `scanner_admit`).
                     unsafe { ADMITTED.tail_call(ctx, 0) };
                     verdict::pass()
                 }
@@ -85,10 +91,10 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
     }
 }
 
-/// The second run for the probe that admitted a source (tail-called by
-/// `scanner`, never attached): the source's entry exists now, so the probe
-/// is counted into it like any later one. Rules were applied by the first
-/// run, and the packet was counted as seen there.
+/// The third run for the probe that admitted a source (tail-called by
+/// `scanner_replay`, never attached): the source's entry exists now, so the
+/// probe is counted into it like any later one. Rules were applied by the
+/// first run, and the packet was counted as seen there.
 #[xdp]
 pub fn scanner_admit(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -98,6 +104,21 @@ pub fn scanner_admit(ctx: XdpContext) -> u32 {
         }
         _ => verdict::pass(),
     }
+}
+
+/// The second run for the probe that admitted a source (tail-called by
+/// `scanner`, never attached): the source's entry is made and its first
+/// probe counted into it; then the third run (`scanner_admit`) counts this
+/// probe.
+#[xdp]
+pub fn scanner_replay(ctx: XdpContext) -> u32 {
+    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx))
+        && track::replay(&h) == Tracked::Admitted
+    {
+        // SAFETY: as in `scanner` (ADMITTED holds `scanner_admit`).
+        unsafe { ADMITTED.tail_call(&ctx, 0) };
+    }
+    verdict::pass()
 }
 
 /// The second run for a new source's first probe that decides its prefix

@@ -99,6 +99,12 @@ pub static ADMITTED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub static GATHERED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Holds `scanner_replay`, tail-called for the probe that admits a source:
+/// it creates the entry and counts the first probe into it. Pinned, like
+/// ADMITTED.
+#[map]
+pub static REPLAYED: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Decisions, for the daemon to report within milliseconds.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -77,6 +77,9 @@ pub enum Tracked {
     Counted,
     /// From an allowlisted source: passed, never counted.
     Allowlisted,
+    /// The source was just admitted: its entry is to be made and its first
+    /// probe counted into it, by the `scanner_replay` program.
+    Replay,
     /// The source was admitted and its first probe counted: this probe is
     /// still to be counted, by the `scanner_admit` program.
     Admitted,
@@ -157,9 +160,21 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
         return Tracked::Counted;
     };
     let idle = idle_ns(cfg);
-    let s = match live(&SOURCES, &h.source, pkt.now, idle) {
+    let Some(slot) = first::slot(&h.source, cfg) else {
+        return Tracked::Counted;
+    };
+    // The slot first: a source it does not show as admitted has no entry,
+    // and a never-seen source (most of a flood) costs no SOURCES lookup.
+    // SAFETY: slot points at a live FIRST_PROBES value.
+    let known = if unsafe { (*slot).may_be_admitted(&h.source) } {
+        live(&SOURCES, &h.source, pkt.now, idle)
+    } else {
+        None
+    };
+    let s = match known {
         Some(s) => s,
-        None => match first::admit(&h.source, &pkt, cfg, idle) {
+        // SAFETY: as above.
+        None => match unsafe { first::admit(slot, &h.source, &pkt, idle) } {
             Admission::Held {
                 new_port,
                 new_source,
@@ -175,18 +190,11 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
                 return Tracked::Counted;
             }
             Admission::Allowlisted => return Tracked::Allowlisted,
-            Admission::Admit(first) => {
-                let Some(s) = start(&SOURCES, &h.source, &first) else {
-                    return Tracked::Counted;
-                };
-                // The first probe, as if the entry had existed then (it
-                // went into PORT_HITS when it arrived); the caller then
-                // runs the program again for this one (a tail call), which
-                // now finds the entry.
-                // SAFETY: s is the live value just created.
-                unsafe { record(s, &h.source, &first, cfg, false) };
-                return Tracked::Admitted;
-            }
+            // The entry and the replay of the first probe are the
+            // `scanner_replay` program's (a tail call), the count of this
+            // probe then `scanner_admit`'s: one copy of `record` a program,
+            // as the verifier can walk.
+            Admission::Admit => return Tracked::Replay,
         },
     };
     // SAFETY: s points at this source's value in SOURCES.
@@ -209,6 +217,35 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
     // same scan (the daemon reports the new block, not a new detection).
     // SAFETY: as above.
     unsafe { reblock(s, &h.source, &pkt, cfg) }
+}
+
+/// The `scanner_replay` program's part: the entry of a source `track` has
+/// just admitted (its slot holds the first probe), with the first probe
+/// counted into it, as if the entry had existed then (it went into
+/// PORT_HITS when it arrived). An entry the slot did not show (see
+/// `scanner_common::first`) is used as it is: the held probe was never
+/// counted into it. `Admitted` when the probe that admitted the source is
+/// then to be counted (`scanner_admit`, which now finds the entry).
+#[inline(always)]
+pub fn replay(h: &Headers) -> Tracked {
+    let Some(cfg) = config() else {
+        return Tracked::Counted;
+    };
+    let Some(slot) = first::slot(&h.source, cfg) else {
+        return Tracked::Counted;
+    };
+    // SAFETY: slot points at a live FIRST_PROBES value.
+    let Some(first) = (unsafe { first::replayed(slot, &h.source, cfg) }) else {
+        return Tracked::Counted;
+    };
+    let Some(s) = live(&SOURCES, &h.source, crate::now(), idle_ns(cfg))
+        .or_else(|| start(&SOURCES, &h.source, &first))
+    else {
+        return Tracked::Counted;
+    };
+    // SAFETY: s is this source's live value in SOURCES.
+    unsafe { record(s, &h.source, &first, cfg, false) };
+    Tracked::Admitted
 }
 
 /// The `scanner_gather` program's part: a new source's first probe that

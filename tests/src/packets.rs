@@ -174,10 +174,15 @@ pub fn stack_syn_v6(src: [u8; 16], dport: u16) -> Vec<u8> {
 }
 
 pub fn ipv6_tcp(src: u8, dport: u16, flags: u8) -> Vec<u8> {
+    ipv6_tcp_from(v6(src), dport, flags)
+}
+
+/// [`ipv6_tcp`] from any address.
+pub fn ipv6_tcp_from(src: [u8; 16], dport: u16, flags: u8) -> Vec<u8> {
     eth(
         0x86dd,
         &[],
-        &ipv6(v6(src), IPPROTO_TCP, &[], &tcp(dport, flags, 5)),
+        &ipv6(src, IPPROTO_TCP, &[], &tcp(dport, flags, 5)),
     )
 }
 

@@ -1,28 +1,33 @@
 //! FIRST_PROBES, read through an mmap: the daemon sees every slot without
 //! a system call (the map is `BPF_F_MMAPABLE`), so counting a million
-//! remembered first probes is a walk over 32 MiB of memory.
+//! remembered first probes is a walk over 32 MiB of memory. The same walk
+//! clears the displaced marks (`scanner_common::first::DISPLACED`) of slots
+//! no admitted source hashes to any more, so that sources there are not
+//! looked up in SOURCES for nothing.
 
 use std::{
     io,
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use aya::maps::MapData;
-use scanner_common::FirstProbe;
+use scanner_common::{FirstProbe, first::DISPLACED};
 
-/// FIRST_PROBES, mapped read-only into this process.
+/// FIRST_PROBES, mapped into this process.
 pub struct FirstProbes {
     base: NonNull<FirstProbe>,
     slots: usize,
     bytes: usize,
 }
 
-// SAFETY: the mapping is read-only here and lives until drop; the kernel
-// writes it concurrently, which every read handles (volatile, whole slots,
-// any bit pattern is a valid FirstProbe).
+// SAFETY: the mapping lives until drop; the kernel writes it concurrently,
+// which every access handles (volatile reads of whole slots, any bit
+// pattern being a valid FirstProbe; the one write is an atomic and-not of a
+// mark bit).
 unsafe impl Send for FirstProbes {}
-// SAFETY: as above: shared access only reads.
+// SAFETY: as above: shared access reads, or clears a bit atomically.
 unsafe impl Sync for FirstProbes {}
 
 impl FirstProbes {
@@ -32,14 +37,14 @@ impl FirstProbes {
         let slots = data.info().map_err(io::Error::other)?.max_entries() as usize;
         let page = page_size();
         let bytes = (slots * size_of::<FirstProbe>()).div_ceil(page) * page;
-        // SAFETY: a shared read-only mapping of a BPF_F_MMAPABLE array map's
+        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array map's
         // descriptor, at offset 0, no larger than the map's value area
         // rounded up to a page (the kernel's own rule).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 bytes,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 data.fd().as_fd().as_raw_fd(),
                 0,
@@ -68,10 +73,31 @@ impl FirstProbes {
     /// Sources whose first probe is remembered: slots written within
     /// `idle_ns` before `now_ns`.
     pub fn live(&self, now_ns: u64, idle_ns: u64) -> usize {
-        (0..self.slots)
-            .filter_map(|i| self.get(i))
-            .filter(|p| p.live(now_ns, idle_ns))
-            .count()
+        self.sweep(now_ns, idle_ns, |_| true)
+    }
+
+    /// [`Self::live`], clearing on the way the displaced mark of each slot
+    /// `owned` says no admitted source hashes to. A source admitted and
+    /// displaced since `owned` was read loses its mark too: it is found
+    /// all the same when it next probes two ports (see
+    /// `scanner_common::first`).
+    pub fn sweep(&self, now_ns: u64, idle_ns: u64, owned: impl Fn(usize) -> bool) -> usize {
+        let mut live = 0;
+        for i in 0..self.slots {
+            let Some(p) = self.get(i) else { break };
+            live += usize::from(p.live(now_ns, idle_ns));
+            if p.ifindex & DISPLACED != 0 && !owned(i) {
+                // SAFETY: i is within the mapping (checked by `get`); the
+                // field is a naturally aligned u32 (slots are 32 bytes, the
+                // mapping page-aligned) that the kernel writes with plain
+                // stores: an atomic and-not either clears the mark or, when
+                // a store lands first or after, leaves that store's value.
+                let ifindex =
+                    unsafe { AtomicU32::from_ptr(&raw mut (*self.base.as_ptr().add(i)).ifindex) };
+                ifindex.fetch_and(!DISPLACED, Ordering::Relaxed);
+            }
+        }
+        live
     }
 }
 

@@ -12,8 +12,9 @@ use scanner_common::{
     names::{
         ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP,
         COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP, PINNED_MAPS, PORT_BITS_MAP,
-        PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, SOURCES_CAPACITY,
-        SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
+        PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, REPLAYED_MAP,
+        SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes,
+        suspects,
     },
 };
 use thiserror::Error;
@@ -26,6 +27,9 @@ pub const PROGRAM: &str = "scanner";
 /// The program `scanner` tail-calls to count the probe that admitted a
 /// source (never attached; it sits in the ADMITTED program array).
 pub const ADMIT_PROGRAM: &str = "scanner_admit";
+/// The program `scanner` tail-calls to make a just-admitted source's entry
+/// and count its first probe there (it sits in the REPLAYED array).
+pub const REPLAY_PROGRAM: &str = "scanner_replay";
 /// The program that counts a new source's first probe into an admitted
 /// prefix (see `scanner_common::gather`), tail-called through GATHERED.
 pub const GATHER_PROGRAM: &str = "scanner_gather";
@@ -183,6 +187,7 @@ pub fn load_pinned(
     for name in [
         ADMITTED_MAP,
         GATHERED_MAP,
+        REPLAYED_MAP,
         FIRST_PROBES_MAP,
         SOURCES_MAP,
         PREFIXES_MAP,
@@ -213,7 +218,7 @@ pub fn load_pinned(
         other => classify(other, "loading the XDP program"),
     };
     program(&mut ebpf)?.load().map_err(verifier)?;
-    for name in [ADMIT_PROGRAM, GATHER_PROGRAM] {
+    for name in [ADMIT_PROGRAM, GATHER_PROGRAM, REPLAY_PROGRAM] {
         let second: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
@@ -225,9 +230,9 @@ pub fn load_pinned(
     Ok(ebpf)
 }
 
-/// Puts this load's `scanner_admit` into the ADMITTED program array and
-/// `scanner_gather` into GATHERED, where the attached `scanner` tail-calls
-/// them. The arrays are pinned and shared with a program still attached
+/// Puts this load's `scanner_admit` into the ADMITTED program array,
+/// `scanner_gather` into GATHERED and `scanner_replay` into REPLAYED, where
+/// the attached `scanner` tail-calls them. The arrays are pinned and shared with a program still attached
 /// from an earlier daemon, so the daemon does this only once the maps the
 /// new programs read (open ports, protected sources) are filled, just
 /// before it attaches.
@@ -235,6 +240,7 @@ pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for (program, array) in [
         (ADMIT_PROGRAM, ADMITTED_MAP),
         (GATHER_PROGRAM, GATHERED_MAP),
+        (REPLAY_PROGRAM, REPLAYED_MAP),
     ] {
         let second: &mut Xdp = ebpf
             .program_mut(program)
@@ -248,7 +254,7 @@ pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         let slot = ebpf.map_mut(array).ok_or(LoadError::MissingMap(array))?;
         ProgramArray::try_from(slot)
             .and_then(|mut slot| slot.set(0, &fd, 0))
-            .map_err(|e| classify(e, "filling a program array (ADMITTED, GATHERED)"))?;
+            .map_err(|e| classify(e, "filling a program array (ADMITTED, GATHERED, REPLAYED)"))?;
     }
     Ok(())
 }

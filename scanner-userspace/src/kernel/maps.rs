@@ -206,7 +206,7 @@ impl Maps {
         &self,
         keep: impl Fn(&SourceStats) -> bool,
     ) -> Vec<(SourceKey, SourceStats)> {
-        self.scope_entries(scope::SOURCE, keep).1
+        self.scope_entries(scope::SOURCE, keep, |_| {}).1
     }
 
     /// Both maps streamed through once, in batches, and the first probes
@@ -216,9 +216,22 @@ impl Maps {
     /// while we read are skipped.
     pub fn decided(&self) -> Snapshot {
         let mut entries = Vec::new();
-        let mut sources = self.waiting();
+        let mut sources = 0;
+        // The slots admitted sources hash to: displaced marks elsewhere are
+        // cleared by the walk over FIRST_PROBES below.
+        let config = self.config.get(&0, 0).ok();
+        let mut owned = vec![0u64; self.first.slots().div_ceil(64)];
         for scope in [scope::SOURCE, scope::PREFIX] {
-            let (count, kept) = self.scope_entries(scope, |s| s.decided_ns != 0);
+            let mark = |key: &SourceKey| {
+                if let (scope::SOURCE, Some(c)) = (scope, config) {
+                    let slot =
+                        scanner_common::first::slot_of(key, c.hash_seed, c.first_probe_slots);
+                    if let Some(word) = owned.get_mut(slot as usize / 64) {
+                        *word |= 1 << (slot % 64);
+                    }
+                }
+            };
+            let (count, kept) = self.scope_entries(scope, |s| s.decided_ns != 0, mark);
             if scope == scope::SOURCE {
                 sources += count;
             }
@@ -227,6 +240,11 @@ impl Maps {
                     .map(|(key, stats)| (EntryId { scope, key }, stats)),
             );
         }
+        // Without the settings no slot is known: every mark is kept.
+        let owned = |i: usize| {
+            config.is_none() || owned.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        };
+        sources += self.first.sweep(monotonic_ns(), idle_of(config), owned);
         Snapshot { sources, entries }
     }
 
@@ -242,11 +260,12 @@ impl Maps {
             .collect()
     }
 
-    /// (entries in the map, those `keep` selects).
+    /// (entries in the map, those `keep` selects); `seen` sees every key.
     fn scope_entries(
         &self,
         scope: u8,
         keep: impl Fn(&SourceStats) -> bool,
+        mut seen: impl FnMut(&SourceKey),
     ) -> (usize, Vec<(SourceKey, SourceStats)>) {
         let fd = if scope == scope::PREFIX {
             &self.fds.prefixes
@@ -261,6 +280,7 @@ impl Maps {
             batch::CHUNK,
             |keys: &[SourceKey], values: &[SourceStats]| {
                 count += keys.len();
+                keys.iter().for_each(&mut seen);
                 kept.extend(
                     keys.iter()
                         .zip(values)
@@ -277,6 +297,7 @@ impl Maps {
                 let all: Vec<(SourceKey, SourceStats)> =
                     self.table(scope).iter().filter_map(Result::ok).collect();
                 let count = all.len();
+                all.iter().for_each(|(k, _)| seen(k));
                 (count, all.into_iter().filter(|(_, s)| keep(s)).collect())
             }
         }
@@ -284,21 +305,22 @@ impl Maps {
 
     /// Sources whose first probe waits in FIRST_PROBES (not yet admitted).
     pub fn waiting(&self) -> usize {
-        let idle_ns = match self.config.get(&0, 0) {
-            Ok(c) if c.idle_ns != 0 => c.idle_ns,
-            _ => DEFAULT_IDLE_NS,
-        };
-        self.first.live(monotonic_ns(), idle_ns)
+        self.first
+            .live(monotonic_ns(), idle_of(self.config.get(&0, 0).ok()))
     }
 
     /// The first probe of `key` waiting in its slot (live or idle), if the
     /// slot holds it.
     pub fn first_probe(&self, key: &SourceKey) -> Option<scanner_common::FirstProbe> {
+        self.first_probe_slot(key)
+            .filter(|p| p.seen_ns != 0 && p.source.same(key))
+    }
+
+    /// The FIRST_PROBES slot `key` hashes to, whoever holds it.
+    pub fn first_probe_slot(&self, key: &SourceKey) -> Option<scanner_common::FirstProbe> {
         let c = self.config.get(&0, 0).ok()?;
         let slot = scanner_common::first::slot_of(key, c.hash_seed, c.first_probe_slots);
-        self.first
-            .get(slot as usize)
-            .filter(|p| p.seen_ns != 0 && p.source.same(key))
+        self.first.get(slot as usize)
     }
 
     /// Which counts PORT_HITS holds: this boot's id and the map's. Counts
@@ -473,6 +495,14 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The idle timeout in `config` (the default when unset or unreadable).
+fn idle_of(config: Option<Config>) -> u64 {
+    match config {
+        Some(c) if c.idle_ns != 0 => c.idle_ns,
+        _ => DEFAULT_IDLE_NS,
+    }
 }
 
 #[cfg(test)]

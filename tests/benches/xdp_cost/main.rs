@@ -303,6 +303,12 @@ fn main() -> anyhow::Result<()> {
         );
         first.push((s, p, f));
     }
+    // For working on the data path: the per-packet table alone, on stderr,
+    // BENCHMARKS.md untouched (a partial run is no record).
+    if std::env::var_os("SCANNER_BENCH_PER_PACKET").is_some() {
+        eprintln!("{md}");
+        return Ok(());
+    }
 
     writeln!(
         md,
@@ -483,18 +489,22 @@ fn main() -> anyhow::Result<()> {
          when a source is admitted, and at a decision. A source's first probe goes into a \
          32-byte slot of FIRST_PROBES (a BPF_F_MMAPABLE array, slot picked by a keyed hash) \
          and only a probe of a second port while that slot still holds it admits the source \
-         into SOURCES, an LRU map sized to one in 32 tracked sources; the first probe is \
-         then counted into the new entry and the admitting probe counted by a tail call \
-         into a second program (one program with both copies is more paths than the \
-         verifier walks). Each new source's first probe is also counted for its /24 or /64 \
-         in a 64-byte slot of PREFIX_SLOTS (one per 32 tracked sources), so a scan that \
-         sends every probe from a fresh address of one network is decided too. So a flood \
-         of one-packet spoofed sources is two array writes each, decisions still come at \
-         the same probe (four closed ports), and the daemon counts a million waiting \
-         sources by walking the mmap, without a system call. The prefix slot is what a \
-         new source's probe and the random-source flood pay over the previous layout \
-         (123 ns and 85% of XDP_PASS there, on another run): the prefix, its keyed hash \
-         and the slot's walk.\n\n\
+         into SOURCES, an LRU map sized to one in 32 tracked sources. The slot is read \
+         first: a source it does not show as admitted (its own slot marked returning, or \
+         one another source took from an admitted one) has no entry, so a never-seen \
+         source makes no SOURCES lookup. At the admission the entry is made and the first \
+         probe counted into it by a tail call into a second program, and the admitting \
+         probe by a third (one program with two copies of the accounting is more paths \
+         than the verifier walks). Each new source's first probe is also counted for its \
+         /24 or /64 in a 64-byte slot of PREFIX_SLOTS (one per 32 tracked sources), so a \
+         scan that sends every probe from a fresh address of one network is decided too. \
+         So a flood of one-packet spoofed sources is two array writes each and no hash \
+         lookup, decisions still come at the same probe (four closed ports), and the \
+         daemon counts a million waiting sources by walking the mmap, without a system \
+         call. The prefix slot (the prefix, its keyed hash and the slot's walk) is paid for \
+         by the SOURCES lookup a new source no longer makes: before prefixes, on another \
+         run, a new source's SYN took 123 ns and the random-source flood 85% of \
+         XDP_PASS.\n\n\
          What a scanner learns: the probe that decides a source is dropped with the rest, \
          and a bare raw-packet SYN to an open port earns no benign credit (an operating \
          system's SYN or a UDP request does), so the open ports a SYN scan hits first do not \

@@ -5,7 +5,7 @@
 //! NAT pool, or a flood from random addresses, decides nothing.
 
 use scanner_common::{Config, IPPROTO_TCP, SourceKey, scope};
-use scanner_tests::packets::{SYN, eth, ipv4, ipv6, stack_syn_v4, stack_syn_v6, tcp};
+use scanner_tests::packets::{SYN, eth, ipv4, ipv6_tcp_from, stack_syn_v4, stack_syn_v6, tcp};
 use scanner_userspace::detect::EntryId;
 
 use crate::{common::root_only, decisions_kernel::Kernel};
@@ -25,11 +25,7 @@ fn in_64(n: u16) -> [u8; 16] {
 }
 
 fn syn_v6(src: [u8; 16], port: u16) -> Vec<u8> {
-    eth(
-        0x86dd,
-        &[],
-        &ipv6(src, IPPROTO_TCP, &[], &tcp(port, SYN, 5)),
-    )
+    ipv6_tcp_from(src, port, SYN)
 }
 
 fn syn_v4(src: [u8; 4], port: u16) -> Vec<u8> {

@@ -10,6 +10,7 @@ mod cli_errors;
 mod control;
 mod decisions_kernel;
 mod decoys;
+mod displaced_kernel;
 mod distributed;
 mod fleet;
 mod flood;
