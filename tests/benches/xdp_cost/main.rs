@@ -303,11 +303,24 @@ fn main() -> anyhow::Result<()> {
         );
         first.push((s, p, f));
     }
-    // For working on the data path: the per-packet table alone, on stderr,
-    // BENCHMARKS.md untouched (a partial run is no record).
-    if std::env::var_os("SCANNER_BENCH_PER_PACKET").is_some() {
-        eprintln!("{md}");
-        return Ok(());
+    // For working on the data path: one part alone, on stderr, BENCHMARKS.md
+    // untouched (a partial run is no record).
+    match std::env::var("SCANNER_BENCH_PART").as_deref() {
+        Ok("per-packet") => {
+            eprintln!("{md}");
+            return Ok(());
+        }
+        Ok("throughput") => {
+            let (ns, _) = xdp_filter;
+            let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
+            drop(ns);
+            drop(ebpf);
+            let mut md = String::new();
+            throughput::markdown(&mut md, &throughput::measure()?)?;
+            eprintln!("{md}");
+            return Ok(());
+        }
+        _ => {}
     }
 
     writeln!(
@@ -501,10 +514,9 @@ fn main() -> anyhow::Result<()> {
          So a flood of one-packet spoofed sources is two array writes each and no hash \
          lookup, decisions still come at the same probe (four closed ports), and the \
          daemon counts a million waiting sources by walking the mmap, without a system \
-         call. The prefix slot (the prefix, its keyed hash and the slot's walk) is paid for \
-         by the SOURCES lookup a new source no longer makes: before prefixes, on another \
-         run, a new source's SYN took 123 ns and the random-source flood 85% of \
-         XDP_PASS.\n\n\
+         call. The prefix slot (the prefix, its keyed hash and the slot's walk) is what a \
+         new source pays over the layout before prefixes, less the SOURCES lookup it no \
+         longer makes (before prefixes, on another run: 123 ns and 85% of XDP_PASS).\n\n\
          What a scanner learns: the probe that decides a source is dropped with the rest, \
          and a bare raw-packet SYN to an open port earns no benign credit (an operating \
          system's SYN or a UDP request does), so the open ports a SYN scan hits first do not \
