@@ -7,7 +7,7 @@
 
 use scanner_common::{Config, FirstProbe, SourceKey, first, first::slot_of};
 
-use crate::{maps::FIRST_PROBES, track::Packet, verdict};
+use crate::{account::Packet, maps::FIRST_PROBES, verdict};
 
 /// What became of a probe from a source without an entry.
 pub enum Admission {

@@ -12,8 +12,8 @@ use scanner_common::{
 };
 
 use crate::{
+    account::{self, Packet},
     maps::{PREFIX_SLOTS, PREFIXES},
-    track::{self, Packet},
     verdict,
 };
 
@@ -68,7 +68,7 @@ pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u
             return;
         }
         let entry = match (*slot).state {
-            gather::ADMITTED => match track::live(&PREFIXES, &prefix, pkt.now, idle_ns) {
+            gather::ADMITTED => match account::live(&PREFIXES, &prefix, pkt.now, idle_ns) {
                 Some(p) => p,
                 // The entry is gone: evicted (a live slot outlives an idle
                 // entry only by the probes the slot alone saw). It was
@@ -90,10 +90,10 @@ pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u
         };
         // The member mark keeps this source from counting again when it is
         // admitted later and its first probe is replayed into the prefix.
-        if track::new_member(source, (*entry).first_seen_ns) {
+        if account::new_member(source, (*entry).first_seen_ns) {
             (*entry).sources = (*entry).sources.wrapping_add(1);
         }
-        track::account(entry, &prefix, scope::PREFIX, pkt, cfg);
+        account::account(entry, &prefix, scope::PREFIX, pkt, cfg);
     }
 }
 
@@ -144,7 +144,7 @@ unsafe fn trial(slot: *const PrefixSlot, pkt: &Packet, cfg: &Config) -> (bool, i
     let (word, bit) = sketch_bit(pkt.proto, pkt.port);
     // SAFETY: the caller holds a live map value; word is 0 or 1.
     let new = unsafe { (*slot).ports_seen[word & 1] & bit == 0 };
-    (new, if new { track::step(pkt, cfg) } else { 0 })
+    (new, if new { account::step(pkt, cfg) } else { 0 })
 }
 
 /// Whether counting the probe in the slot would decide its prefix: the
@@ -206,7 +206,7 @@ unsafe fn admit(
             (*slot).state = gather::ALLOWED;
             return None;
         }
-        let p = track::entry(&PREFIXES, prefix, cfg, pkt)?;
+        let p = account::entry(&PREFIXES, prefix, cfg, pkt)?;
         (*p).sources = (*p).sources.max((*slot).sources);
         (*p).probes = (*p).probes.max((*slot).probes);
         (*p).ports = (*p).ports.max(u32::from((*slot).ports));

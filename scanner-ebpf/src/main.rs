@@ -13,6 +13,7 @@
     reason = "map helpers take pointers: keys and values go by reference, never copied onto the 512-byte stack"
 )]
 
+mod account;
 mod counters;
 mod first;
 mod frame;

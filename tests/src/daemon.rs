@@ -12,6 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
 use crate::netns::Netns;
+pub use crate::netns::{BPFFS_DIR, SOCKET_DIR, pin_path};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -29,12 +30,6 @@ pub struct Daemon {
     socket: PathBuf,
 }
 
-/// Where test daemons put their control sockets, one per namespace.
-pub const SOCKET_DIR: &str = "/run/scanner-tests";
-/// A bpffs the fixtures mount, where each namespace's daemon pins its state
-/// (`ip netns exec` hides /sys/fs/bpf behind the namespace's own /sys).
-pub const BPFFS_DIR: &str = "/run/scanner-tests/bpf";
-
 /// The pin directory of the daemon watching `ns`; removed with `ns`.
 pub fn pin_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
     static MOUNTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
@@ -43,11 +38,6 @@ pub fn pin_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
         .clone()
         .map_err(anyhow::Error::msg)?;
     Ok(pin_path(ns.name()))
-}
-
-/// Where the daemon watching namespace `name` pins its state.
-pub fn pin_path(name: &str) -> PathBuf {
-    PathBuf::from(BPFFS_DIR).join(name)
 }
 
 fn mount_bpffs() -> anyhow::Result<()> {

@@ -3,11 +3,23 @@
 use std::{
     fs::File,
     os::fd::AsRawFd as _,
+    path::PathBuf,
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use anyhow::{Context as _, bail};
+
+/// Where test daemons put their control sockets, one per namespace.
+pub const SOCKET_DIR: &str = "/run/scanner-tests";
+/// A bpffs the fixtures mount, where each namespace's daemon pins its state
+/// (`ip netns exec` hides /sys/fs/bpf behind the namespace's own /sys).
+pub const BPFFS_DIR: &str = "/run/scanner-tests/bpf";
+
+/// Where the daemon watching namespace `name` pins its state.
+pub fn pin_path(name: &str) -> PathBuf {
+    PathBuf::from(BPFFS_DIR).join(name)
+}
 
 /// Prefix of every namespace the fixtures create: `scn-<pid>-<n>-<role>`.
 pub const PREFIX: &str = "scn-";
@@ -100,7 +112,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Pinned state of a daemon that watched this namespace.
-        let pins = crate::daemon::pin_path(&self.name);
+        let pins = pin_path(&self.name);
         if pins.exists() {
             let _ = std::fs::remove_dir_all(&pins);
         }

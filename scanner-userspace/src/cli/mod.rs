@@ -321,7 +321,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
             )
             || matches!(
                 cause.downcast_ref::<LoadError>(),
-                Some(LoadError::Busy { .. } | LoadError::Pin(PinError::InUse { .. }))
+                Some(LoadError::Busy { .. })
             )
             || cause
                 .downcast_ref::<crate::fleet::FleetError>()

@@ -8,51 +8,19 @@
 //! is lifted when every decision behind it is deleted, or when a start-up
 //! pull no longer lists it.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    time::{Duration, SystemTime},
-};
+use std::{collections::HashSet, time::Duration};
 
 use ipnet::IpNet;
-use scanner_common::{SourceStats, block_reason};
+use scanner_common::block_reason;
 
 use crate::{
     daemon::respond::{Output, emit, policy_event},
-    fleet::{
-        Pulled,
-        alert::{Alert, Detection},
-        decision::Target,
-    },
+    fleet::{Pulled, decision::Target},
     kernel::{
         maps::monotonic_ns,
-        policy::{Change, PolicyError, net_name, parse_net},
+        policy::{Change, PolicyError, net_name},
     },
-    sinks::events::ScanEvent,
 };
-
-/// The decisions behind a network's ban: id -> when it ends
-/// (CLOCK_MONOTONIC ns).
-#[derive(Debug, Default)]
-struct Behind {
-    ids: BTreeMap<i64, u64>,
-}
-
-impl Behind {
-    /// When the longest of them ends.
-    fn until_ns(&self) -> u64 {
-        self.ids.values().copied().max().unwrap_or(0)
-    }
-}
-
-/// Which decisions stand behind each network CrowdSec bans.
-#[derive(Debug, Default)]
-pub(crate) struct Enforced {
-    ids: HashMap<IpNet, Behind>,
-    /// Decisions of other types or scopes, counted (logged the first time).
-    ignored: HashMap<String, u64>,
-    /// Bans refused in the current pull: (allowlist, cap), logged once.
-    refused: (usize, usize),
-}
 
 /// The blocks CrowdSec's bans may fill at most: a quarter of the cap stays
 /// for this host's own blocks, so a Local API carrying big blocklists never
@@ -325,37 +293,4 @@ pub(crate) fn status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
         "alerts_dropped": f.push_dropped,
         "push_queue": f.queued,
     })
-}
-
-/// Pushes a detection to the fleet, with a ban when this host blocked the
-/// source for its scan. Members of a decoy group are pushed without one:
-/// all but one of them are borrowed addresses, and a fleet-wide ban would
-/// hand the decoys' owner the very attack the group reveals.
-pub(crate) fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
-    let Some(fleet) = out.fleet.as_ref().filter(|f| f.pushing()) else {
-        return;
-    };
-    let Ok(source) = parse_net(&e.source) else {
-        return;
-    };
-    let now = SystemTime::now();
-    let age = Duration::from_nanos(monotonic_ns().saturating_sub(stats.first_seen_ns));
-    let detection = Detection {
-        source,
-        kind: e.kind,
-        ports: e.ports,
-        probes: e.probes,
-        top_ports: e.top_ports.clone(),
-        started: now.checked_sub(age).unwrap_or(now),
-        decided: now,
-        ban: (e.decoy_group.is_none()
-            && !out.dry_run
-            && out
-                .policy
-                .block_of(&source)
-                .is_some_and(|b| b.reason == block_reason::SCAN))
-        .then(|| Duration::from_secs(out.block_ttl_s)),
-    };
-    tracing::debug!(source = %net_name(&source), "pushing the detection to CrowdSec");
-    fleet.push(Alert::of(&detection));
 }

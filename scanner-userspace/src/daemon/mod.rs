@@ -3,6 +3,7 @@
 //! [`serve`] handles the events; [`shutdown`] detaches.
 
 pub(crate) mod crowdsec;
+mod enforced;
 pub(crate) mod history;
 pub(crate) mod interfaces;
 pub(crate) mod requests;
@@ -10,6 +11,7 @@ pub(crate) mod respond;
 mod serve;
 mod shutdown;
 mod start;
+mod upkeep;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -16,12 +16,13 @@ use crate::{
         decoy::{Decoys, Released},
         kind_of,
     },
+    fleet::alert::{Alert, Detection},
     kernel::{
         maps::{
             Maps, monotonic_ns,
             probed::{Probed, ranges},
         },
-        policy::{self, Change, Policy, PolicyError, net_name},
+        policy::{self, Change, Policy, PolicyError, net_name, parse_net},
         protect::{self, Protected},
     },
     sinks::{
@@ -69,7 +70,7 @@ pub(crate) struct Output {
     /// The CrowdSec link, when configured.
     pub fleet: Option<crate::fleet::Fleet>,
     /// The CrowdSec decisions behind blocks.
-    pub enforced: crate::daemon::crowdsec::Enforced,
+    pub enforced: crate::daemon::enforced::Enforced,
     /// The ports of the scans ending in this poll (see `probed_ports`).
     pub probed: HashMap<EntryId, Probed>,
 }
@@ -269,7 +270,7 @@ fn report_one(
     }
     // After the response: the alert carries a ban only for a block made.
     if let Some(e) = pushed {
-        crate::daemon::crowdsec::push(out, &e, stats);
+        push(out, &e, stats);
     }
     Ok(())
 }
@@ -541,4 +542,37 @@ fn port_numbers(pairs: &[(u8, u16)]) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// Pushes a detection to the fleet, with a ban when this host blocked the
+/// source for its scan. Members of a decoy group are pushed without one:
+/// all but one of them are borrowed addresses, and a fleet-wide ban would
+/// hand the decoys' owner the very attack the group reveals.
+fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
+    let Some(fleet) = out.fleet.as_ref().filter(|f| f.pushing()) else {
+        return;
+    };
+    let Ok(source) = parse_net(&e.source) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let age = Duration::from_nanos(monotonic_ns().saturating_sub(stats.first_seen_ns));
+    let detection = Detection {
+        source,
+        kind: e.kind,
+        ports: e.ports,
+        probes: e.probes,
+        top_ports: e.top_ports.clone(),
+        started: now.checked_sub(age).unwrap_or(now),
+        decided: now,
+        ban: (e.decoy_group.is_none()
+            && !out.dry_run
+            && out
+                .policy
+                .block_of(&source)
+                .is_some_and(|b| b.reason == block_reason::SCAN))
+        .then(|| Duration::from_secs(out.block_ttl_s)),
+    };
+    tracing::debug!(source = %net_name(&source), "pushing the detection to CrowdSec");
+    fleet.push(Alert::of(&detection));
 }

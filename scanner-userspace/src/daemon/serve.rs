@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::{
-    audit::listeners,
     cli::RunArgs,
     config::{FileConfig, reload, settings::Settings},
     control::Response,
@@ -18,7 +17,7 @@ use crate::{
         respond::{
             Output, emit, forget_lifted, policy_event, report, spare_protected, sweep_policy, write,
         },
-        start::log_protected,
+        upkeep::{forget_allowlisted, log_protected, refresh_open_ports},
     },
     detect::{Detector, EntryId},
     kernel::{
@@ -26,7 +25,6 @@ use crate::{
         load::{self, Attached},
         maps::{CounterTable, Maps, PollError, monotonic_ns},
         policy::{self, AllowOrigin, Change},
-        port_bits::{self, PortBits},
     },
     sinks::{events::DaemonEvent, notify},
 };
@@ -234,7 +232,7 @@ impl Daemon {
                 if new.file.crowdsec != self.settings.file.crowdsec {
                     summary.push_str(&self.restart_fleet(&new.file.crowdsec).await);
                 }
-                super::start::forget_allowlisted(&mut self.maps, &self.out.policy);
+                forget_allowlisted(&mut self.maps, &self.out.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
                 self.out.protected.set_kinds(new.protection());
                 match log_protected(&mut self.out.protected) {
@@ -433,23 +431,4 @@ fn update_metrics(
     if let Some(figures) = out.fleet.as_ref().map(crate::fleet::Fleet::figures) {
         out.metrics.fleet(figures);
     }
-}
-
-/// Writes the host's open ports into PORT_BITS; returns the listeners read.
-pub(super) fn refresh_open_ports(
-    bits: &mut PortBits,
-    ignored: &[u16],
-) -> anyhow::Result<Vec<listeners::Listener>> {
-    let listeners = listeners::listeners();
-    let changed = bits
-        .update(&port_bits::bitmap(&listeners, ignored))
-        .context("writing the PORT_BITS map")?;
-    if changed > 0 {
-        let open: Vec<String> = listeners::open_ports(&listeners)
-            .into_iter()
-            .map(|(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
-            .collect();
-        tracing::debug!(open = %open.join(" "), "open ports updated");
-    }
-    Ok(listeners)
 }

@@ -4,7 +4,7 @@
 //! reported is taken over, what it did not is reported, and the daemon says
 //! it is ready.
 
-use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
@@ -25,7 +25,7 @@ use crate::{
         respond::{
             Output, emit_interface, forget_lifted, report, spare_protected, sweep_policy, write,
         },
-        serve::refresh_open_ports,
+        upkeep::{forget_allowlisted, log_protected, refresh_open_ports},
     },
     detect::Detector,
     kernel::{
@@ -36,7 +36,7 @@ use crate::{
         pin::PinDir,
         policy::{self, AllowOrigin, Policy, net_name},
         port_bits::PortBits,
-        protect::{Protected, reason_name},
+        protect::Protected,
         reported::Reported,
     },
     sinks::{
@@ -96,7 +96,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
         ),
         None => None,
     };
-    let mut ebpf = load::load_pinned(&config, &capacity, Some(&pins))?;
+    let mut ebpf = load::load_pinned(&config, &capacity, Some(pins.path()))?;
     crate::kernel::migrate::migrate(&pins, &mut ebpf);
     // Claim the control socket before attaching: a second daemon stops
     // here, attaching nothing.
@@ -297,20 +297,6 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     })
 }
 
-/// Forgets admitted sources the allowlist now covers: pinned from a run
-/// with another allowlist, or admitted before a rule was added. The kernel
-/// checks the allowlist when it admits a source, not on every probe.
-pub(super) fn forget_allowlisted(maps: &mut Maps, policy: &Policy) {
-    let nets = policy.allowlist();
-    let n = maps.forget_where(|k| {
-        let ip = crate::sinks::events::ip_of(k);
-        nets.iter().any(|net| net.contains(&ip))
-    });
-    if n > 0 {
-        tracing::info!("{n} tracked sources are allowlisted now: forgotten");
-    }
-}
-
 fn allow_all(
     policy: &mut Policy,
     nets: &[ipnet::IpNet],
@@ -354,18 +340,4 @@ fn warn_private_mount(pin_dir: &std::path::Path) {
     } else {
         tracing::info!(pin_dir = %pin_dir.display(), "mounted bpffs at /sys/fs/bpf");
     }
-}
-
-/// Re-reads the protected gateways and resolvers into the kernel; logs
-/// them when they changed.
-pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<Vec<IpAddr>> {
-    if let Some(now) = protected.refresh().context("writing the PROTECTED map")? {
-        let shown: Vec<String> = now
-            .iter()
-            .map(|(ip, why)| format!("{ip} ({})", reason_name(*why)))
-            .collect();
-        tracing::info!(protected = %shown.join(" "), "never blocked (still reported): gateways and resolvers");
-        return Ok(now.keys().copied().collect());
-    }
-    Ok(Vec::new())
 }

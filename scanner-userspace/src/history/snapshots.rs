@@ -5,10 +5,8 @@
 //! was taken from (this boot and the counter map's id): a snapshot of
 //! counts since made anew is no base for the new ones.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 use scanner_common::PortHits;
-
-use super::store::Store;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS port_snapshots (
@@ -75,27 +73,29 @@ fn decode(data: &[u8]) -> Vec<(u32, PortHits)> {
         .collect()
 }
 
-impl Store {
-    /// The snapshots of `counts` taken at or after `since_ms`, oldest first.
-    pub fn snapshots(&self, counts: &str, since_ms: i64) -> rusqlite::Result<Vec<KeptSnapshot>> {
-        let mut q = self.conn.prepare(
-            "SELECT taken_ms, counts, data FROM port_snapshots WHERE counts = ?1 AND taken_ms >= ?2 ORDER BY taken_ms",
-        )?;
-        let rows = q.query_map(params![counts, since_ms], |r| {
-            Ok(KeptSnapshot {
-                taken_ms: r.get(0)?,
-                counts: r.get(1)?,
-                ports: decode(&r.get::<_, Vec<u8>>(2)?),
-            })
-        })?;
-        rows.collect()
-    }
+/// The snapshots of `counts` taken at or after `since_ms`, oldest first.
+pub(super) fn read(
+    conn: &Connection,
+    counts: &str,
+    since_ms: i64,
+) -> rusqlite::Result<Vec<KeptSnapshot>> {
+    let mut q = conn.prepare(
+        "SELECT taken_ms, counts, data FROM port_snapshots WHERE counts = ?1 AND taken_ms >= ?2 ORDER BY taken_ms",
+    )?;
+    let rows = q.query_map(params![counts, since_ms], |r| {
+        Ok(KeptSnapshot {
+            taken_ms: r.get(0)?,
+            counts: r.get(1)?,
+            ports: decode(&r.get::<_, Vec<u8>>(2)?),
+        })
+    })?;
+    rows.collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::Record;
+    use crate::history::{Record, store::Store};
 
     #[test]
     fn snapshots_read_back_and_only_the_last_65_minutes_of_these_counts_stay() {

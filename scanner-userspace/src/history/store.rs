@@ -160,6 +160,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The snapshots of `counts` taken at or after `since_ms`, oldest first.
+    pub fn snapshots(&self, counts: &str, since_ms: i64) -> rusqlite::Result<Vec<KeptSnapshot>> {
+        snapshots::read(&self.conn, counts, since_ms)
+    }
+
     /// Opens (creating it and its directory if needed) for the daemon.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
         let shown = path.display().to_string();

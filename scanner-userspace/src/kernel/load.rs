@@ -55,8 +55,13 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("program {0} is missing from the embedded XDP object (stale build?)")]
     MissingProgram(&'static str),
-    #[error(transparent)]
-    Pin(#[from] crate::kernel::pin::PinError),
+    #[error("cannot pin the XDP link of {iface} at {path}")]
+    PinLink {
+        iface: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot attach XDP to {iface} in {mode} mode")]
     Attach {
         iface: String,
@@ -165,7 +170,7 @@ impl Capacity {
 pub fn load_pinned(
     config: &Config,
     capacity: &Capacity,
-    pins: Option<&crate::kernel::pin::PinDir>,
+    pins: Option<&std::path::Path>,
 ) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
@@ -178,7 +183,7 @@ pub fn load_pinned(
     loader.map_max_entries(PREFIXES_MAP, prefixes(capacity.sources));
     if let Some(pins) = pins {
         for name in PINNED_MAPS {
-            loader.map_pin_path(name, pins.map(name));
+            loader.map_pin_path(name, pins.join(name));
         }
     }
     let mut ebpf = loader

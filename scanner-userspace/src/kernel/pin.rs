@@ -66,13 +66,6 @@ pub enum PinError {
         holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
     )]
     InUse { path: PathBuf, holder: Option<u32> },
-    #[error("cannot pin the XDP link of {iface} at {path}")]
-    Link {
-        iface: String,
-        path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
 }
 
 /// The directory of one layout version of pinned state, locked for this
@@ -155,6 +148,11 @@ impl PinDir {
     /// Whether this daemon mounted bpffs itself (none was mounted).
     pub fn mounted_bpffs(&self) -> bool {
         self.mounted
+    }
+
+    /// The directory itself (maps are pinned in it by name).
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
@@ -267,11 +265,11 @@ fn pin_err(
     path: &Path,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> LoadError {
-    LoadError::Pin(PinError::Link {
+    LoadError::PinLink {
         iface: iface.to_owned(),
         path: path.to_path_buf(),
         source: Box::new(e),
-    })
+    }
 }
 
 /// Opens `dir` and takes an exclusive, non-blocking flock on it.
