@@ -23,5 +23,6 @@ pub mod history;
 pub mod kernel;
 mod netlink;
 mod sinks;
+mod sys;
 
 pub use entry::main;

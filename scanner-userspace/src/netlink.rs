@@ -3,10 +3,9 @@
 //! XDP program an interface runs) and sock_diag (which IPv6 listeners take
 //! IPv6 only).
 
-use std::{
-    io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-};
+use std::{io, os::fd::OwnedFd};
+
+use crate::sys;
 
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
@@ -17,19 +16,7 @@ const MOST_BYTES: usize = 64 << 20;
 
 /// A netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_SOCK_DIAG).
 pub(crate) fn socket(protocol: i32) -> io::Result<OwnedFd> {
-    // SAFETY: a plain socket(2) call; the descriptor is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            protocol,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::netlink_socket(protocol)
 }
 
 /// A message: struct nlmsghdr (length, type, `flags`, sequence 1, port 0)
@@ -48,22 +35,12 @@ pub(crate) fn message(kind: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
 
 /// Sends `request` on `fd`.
 pub(crate) fn send(fd: &OwnedFd, request: &[u8]) -> io::Result<()> {
-    // SAFETY: sending our own buffer of its length.
-    let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
-    if usize::try_from(sent).ok() != Some(request.len()) {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::send(fd, request)
 }
 
 /// One datagram of the answer.
 pub(crate) fn recv(fd: &OwnedFd) -> io::Result<Vec<u8>> {
-    let mut answer = vec![0u8; 64 * 1024];
-    // SAFETY: receiving into our own buffer of its length.
-    let got = unsafe { libc::recv(fd.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
-    let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
-    answer.truncate(got);
-    Ok(answer)
+    sys::recv(fd, 64 * 1024)
 }
 
 /// Every message of a dump (up to NLMSG_DONE): (type, payload).

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{Ebpf, maps::Map};
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+use crate::sys::{self, BpfCmd};
 
 /// Most entries asked for per call. Hash maps return whole buckets, so a
 /// call needs room for the largest bucket; this leaves plenty.
@@ -102,17 +102,9 @@ where
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: attr points at a valid batch attribute whose buffers hold
-        // `chunk` keys and `chunk * per_key` values; the kernel writes no more.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (ret < 0).then(io::Error::last_os_error);
+        // The buffers hold `chunk` keys and `chunk * per_key` values: the
+        // kernel writes no more.
+        let err = sys::bpf(BpfCmd::MapLookupBatch, &mut attr).err();
         let n = (attr.count as usize).min(chunk);
         f(&keys[..n], &values[..n * per_key]);
         match err {

@@ -7,19 +7,19 @@
 
 use std::{
     io,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
-    ptr::NonNull,
+    os::fd::{AsFd as _, BorrowedFd},
     sync::atomic::{AtomicU32, Ordering},
 };
 
 use aya::maps::MapData;
 use scanner_common::{FirstProbe, first::DISPLACED};
 
+use crate::sys::Mapping;
+
 /// FIRST_PROBES, mapped into this process.
 pub struct FirstProbes {
-    base: NonNull<FirstProbe>,
+    mapping: Mapping,
     slots: usize,
-    bytes: usize,
 }
 
 // SAFETY: the mapping lives until drop; the kernel writes it concurrently,
@@ -35,27 +35,14 @@ impl FirstProbes {
     pub fn map(fd: BorrowedFd<'_>) -> io::Result<Self> {
         let data = MapData::from_fd(fd.try_clone_to_owned()?).map_err(io::Error::other)?;
         let slots = data.info().map_err(io::Error::other)?.max_entries() as usize;
-        let page = page_size();
-        let bytes = (slots * size_of::<FirstProbe>()).div_ceil(page) * page;
-        // SAFETY: a shared mapping of a BPF_F_MMAPABLE array map's
-        // descriptor, at offset 0, no larger than the map's value area
-        // rounded up to a page (the kernel's own rule).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                data.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<FirstProbe>())
-            .ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { base, slots, bytes })
+        let mapping = Mapping::shared(data.fd().as_fd(), slots * size_of::<FirstProbe>())?;
+        Ok(Self { mapping, slots })
+    }
+
+    /// Slot `i`'s address (`i` below `slots`: the caller checks).
+    fn slot(&self, i: usize) -> *mut FirstProbe {
+        // The mapping is page-aligned and holds `slots` whole slots.
+        self.mapping.as_ptr().cast::<FirstProbe>().wrapping_add(i)
     }
 
     /// How many slots there are.
@@ -67,7 +54,7 @@ impl FirstProbes {
     pub fn get(&self, i: usize) -> Option<FirstProbe> {
         // SAFETY: i is within the mapping, which lives as long as self;
         // a volatile read because the kernel writes concurrently.
-        (i < self.slots).then(|| unsafe { self.base.as_ptr().add(i).read_volatile() })
+        (i < self.slots).then(|| unsafe { self.slot(i).read_volatile() })
     }
 
     /// Sources whose first probe is remembered: slots written within
@@ -92,24 +79,10 @@ impl FirstProbes {
                 // mapping page-aligned) that the kernel writes with plain
                 // stores: an atomic and-not either clears the mark or, when
                 // a store lands first or after, leaves that store's value.
-                let ifindex =
-                    unsafe { AtomicU32::from_ptr(&raw mut (*self.base.as_ptr().add(i)).ifindex) };
+                let ifindex = unsafe { AtomicU32::from_ptr(&raw mut (*self.slot(i)).ifindex) };
                 ifindex.fetch_and(!DISPLACED, Ordering::Relaxed);
             }
         }
         live
     }
-}
-
-impl Drop for FirstProbes {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).unwrap_or(4096).max(1)
 }

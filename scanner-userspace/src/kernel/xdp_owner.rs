@@ -5,16 +5,13 @@
 //! other program instead of failing with "File exists". aya 0.14 exposes
 //! neither, so both are read with raw sockets and syscalls.
 
-use std::{
-    fmt, io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+use std::{fmt, io, os::fd::AsRawFd as _};
+
+use crate::{
+    netlink,
+    sys::{self, BpfCmd},
 };
 
-use crate::netlink;
-
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
 const BPF_LINK_TYPE_XDP: u32 = 6;
 
 /// The XDP program attached to an interface.
@@ -73,18 +70,6 @@ struct InfoAttr {
     info: u64,
 }
 
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, fully initialised bpf_attr member of the
-    // size passed; the kernel writes within it only.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// The XDP program on interface `ifindex` of this network namespace, if any.
 pub fn xdp_owner(ifindex: u32) -> Option<XdpOwner> {
     let program_id = attached_program(ifindex)?;
@@ -100,7 +85,7 @@ pub fn xdp_owner(ifindex: u32) -> Option<XdpOwner> {
 /// The XDP link that attaches program `program_id` to `ifindex`.
 fn xdp_link_of(program_id: u32, ifindex: u32) -> Option<u32> {
     let mut attr = IdAttr::default();
-    while bpf(BPF_LINK_GET_NEXT_ID, &mut attr).is_ok() {
+    while sys::bpf(BpfCmd::LinkGetNextId, &mut attr).is_ok() {
         let id = attr.next_id;
         attr.id = id;
         if xdp_link_info(id) == Some((program_id, ifindex)) {
@@ -163,9 +148,7 @@ fn xdp_link_info(id: u32) -> Option<(u32, u32)> {
         id,
         ..IdAttr::default()
     };
-    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut attr).ok()?;
-    // SAFETY: the kernel returned a new descriptor, owned from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).ok()?) };
+    let fd = sys::bpf_fd(BpfCmd::LinkGetFdById, &mut attr).ok()?;
     // struct bpf_link_info: type, id, prog_id, then a union aligned to 8
     // whose `xdp` member starts with ifindex. Zeroed tail: the kernel
     // accepts a larger buffer only if what it does not know is zero.
@@ -175,7 +158,7 @@ fn xdp_link_info(id: u32) -> Option<(u32, u32)> {
         info_len: u32::try_from(std::mem::size_of_val(&info)).ok()?,
         info: info.as_mut_ptr() as u64,
     };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    sys::bpf(BpfCmd::ObjGetInfoByFd, &mut attr).ok()?;
     (info[0] == BPF_LINK_TYPE_XDP).then_some((info[2], info[4]))
 }
 
@@ -199,7 +182,7 @@ pub fn program_map_ids(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> 
             info_len: u32::try_from(std::mem::size_of_val(&info)).map_err(|_| too_many())?,
             info: info.as_mut_ptr() as u64,
         };
-        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        sys::bpf(BpfCmd::ObjGetInfoByFd, &mut attr)?;
         Ok(info[NR_MAP_IDS])
     };
     let count = ask(&mut [])?;

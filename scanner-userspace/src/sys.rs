@@ -1,0 +1,153 @@
+//! Every raw system call the daemon makes itself, in one place (aya keeps
+//! its own in `aya/src/sys/`): the bpf(2) commands aya 0.14 does not wrap,
+//! named rather than numbered; the shared mmap of a `BPF_F_MMAPABLE` map;
+//! and a netlink socket with its send and receive. Callers build and read
+//! the attributes and messages; nothing here knows what they mean.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    ptr::NonNull,
+};
+
+/// The bpf(2) commands used here (`enum bpf_cmd` in linux/bpf.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum BpfCmd {
+    ObjGetInfoByFd = 15,
+    MapLookupBatch = 24,
+    LinkGetFdById = 30,
+    LinkGetNextId = 31,
+}
+
+/// bpf(2) with `attr`, the `union bpf_attr` member `cmd` reads (a
+/// `#[repr(C)]` struct, fully initialised, zero where unused); the call's
+/// non-negative return. The kernel may write into `attr` on failure too
+/// (a batch's count).
+pub(crate) fn bpf<A>(cmd: BpfCmd, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, fully initialised bpf_attr member of the
+    // size passed; the kernel reads and writes within it only.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut A,
+            std::mem::size_of::<A>(),
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// [`bpf`] for a command that returns a new descriptor (`*_GET_FD_BY_ID`).
+pub(crate) fn bpf_fd<A>(cmd: BpfCmd, attr: &mut A) -> io::Result<OwnedFd> {
+    let fd = bpf(cmd, attr)?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: the kernel returned a new descriptor, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A shared, read-write mapping of a map's values, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    bytes: usize,
+}
+
+impl Mapping {
+    /// Maps `bytes` of the `BPF_F_MMAPABLE` map behind `fd`, rounded up to a
+    /// page (the kernel's own rule), at offset 0.
+    pub(crate) fn shared(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<Self> {
+        let page = page_size();
+        let bytes = bytes.div_ceil(page).max(1) * page;
+        // SAFETY: a shared mapping of a map descriptor at offset 0, no larger
+        // than its value area rounded up to a page; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, bytes })
+    }
+
+    /// The first byte, valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `shared`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(1)
+}
+
+/// A netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_SOCK_DIAG).
+pub(crate) fn netlink_socket(protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: a plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends all of `buf` on `fd` as one datagram.
+pub(crate) fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: sending our own buffer of its length.
+    let sent = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(sent).ok() != Some(buf.len()) {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One datagram from `fd`, of at most `most` bytes.
+pub(crate) fn recv(fd: &OwnedFd, most: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; most];
+    // SAFETY: receiving into our own buffer of its length.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+    buf.truncate(got);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_descriptor_is_an_error_not_a_crash() {
+        let mut attr = [0u32; 4];
+        attr[0] = u32::MAX; // no such fd
+        let e = bpf(BpfCmd::ObjGetInfoByFd, &mut attr).unwrap_err();
+        assert!(e.raw_os_error().is_some(), "{e}");
+    }
+}
