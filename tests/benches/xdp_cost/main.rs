@@ -116,28 +116,46 @@ fn run_once(program: u32, frame: &[u8]) -> anyhow::Result<()> {
 
 /// Median ns/packet of `program` on `frame`, from `bpftool prog run`.
 fn cost(program: u32, frame: &[u8]) -> anyhow::Result<f64> {
+    costs(&[program], frame)?
+        .first()
+        .copied()
+        .context("no program")
+}
+
+/// [`cost`] of each of `programs`, taking turns within each round, so that
+/// the machine's drift over a run weighs on each alike and
+/// the ratios between them hold.
+fn costs(programs: &[u32], frame: &[u8]) -> anyhow::Result<Vec<f64>> {
     let file = std::env::temp_dir().join(format!("scanner-bench-{}.bin", std::process::id()));
     std::fs::write(&file, frame)?;
-    let mut rounds = Vec::with_capacity(ROUNDS);
+    let mut rounds = vec![Vec::with_capacity(ROUNDS); programs.len()];
     for _ in 0..ROUNDS {
-        let out = Command::new("bpftool")
-            .args(["prog", "run", "id", &program.to_string(), "data_in"])
-            .arg(&file)
-            .args(["repeat", &REPEAT.to_string()])
-            .output()
-            .context("running bpftool")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        let ns = text
-            .split("duration (average): ")
-            .nth(1)
-            .and_then(|r| r.split("ns").next())
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .with_context(|| format!("bpftool said: {text}"))?;
-        rounds.push(ns);
+        for (program, times) in programs.iter().zip(&mut rounds) {
+            times.push(one_run(*program, &file)?);
+        }
     }
     let _ = std::fs::remove_file(&file);
-    median(rounds).context("no rounds")
+    rounds
+        .into_iter()
+        .map(|times| median(times).context("no rounds"))
+        .collect()
+}
+
+/// One `bpftool prog run` of `program` on the frame in `file`: ns/packet.
+fn one_run(program: u32, file: &std::path::Path) -> anyhow::Result<f64> {
+    let out = Command::new("bpftool")
+        .args(["prog", "run", "id", &program.to_string(), "data_in"])
+        .arg(file)
+        .args(["repeat", &REPEAT.to_string()])
+        .output()
+        .context("running bpftool")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    text.split("duration (average): ")
+        .nth(1)
+        .and_then(|r| r.split("ns").next())
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .with_context(|| format!("bpftool said: {text}"))
 }
 
 fn program_id(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<u32> {
@@ -252,7 +270,8 @@ fn main() -> anyhow::Result<()> {
         idle_ns: 1,
         ..Config::default()
     };
-    let measure = |ebpf: &mut Ebpf, case: &Case| -> anyhow::Result<f64> {
+    // (scanner, XDP_PASS, xdp-filter) on the case's frame, taking turns.
+    let measure = |ebpf: &mut Ebpf, case: &Case| -> anyhow::Result<(f64, f64, f64)> {
         set_blocked(ebpf, case.blocked)?;
         if case.fresh {
             load::write_config(ebpf, &fresh)?;
@@ -260,11 +279,11 @@ fn main() -> anyhow::Result<()> {
         if let Some(prime) = &case.prime {
             run_once(ours, prime)?;
         }
-        let ns = cost(ours, &case.frame)?;
+        let ns = costs(&[ours, pass, filter], &case.frame)?;
         if case.fresh {
             load::write_config(ebpf, &Config::default())?;
         }
-        Ok(ns)
+        Ok((ns[0], ns[1], ns[2]))
     };
 
     let mut md = String::new();
@@ -275,7 +294,8 @@ fn main() -> anyhow::Result<()> {
         md,
         "Produced by `cargo xtask bench` (as root) on {machine}. Every figure in a table \
          comes from the same run, side by side. Per-packet costs are BPF_PROG_TEST_RUN \
-         (`bpftool prog run`, {REPEAT} repeats, median of {ROUNDS} rounds) of the \
+         (`bpftool prog run`, {REPEAT} repeats, median of {ROUNDS} rounds, the three \
+         programs taking turns within each round) of the \
          jited programs on the same frames: scanner's XDP program, an XDP program that \
          only returns XDP_PASS, and xdp-filter from Debian's xdp-tools (its allow-all \
          program, with no rules loaded).\n"
@@ -287,9 +307,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: |")?;
     for case in &cases {
-        let s = measure(&mut ebpf, case)?;
-        let p = cost(pass, &case.frame)?;
-        let f = cost(filter, &case.frame)?;
+        let (s, p, f) = measure(&mut ebpf, case)?;
         writeln!(
             md,
             "| {} | {s:.0} | {p:.0} | {f:.0} | {:.2}x | {:.2}x |",
