@@ -3,7 +3,7 @@
 //! protocol (`control`), the open-ports audit (`audit`), the configuration
 //! (`config`), the CrowdSec fleet link (`fleet`), the daemon's loop (`daemon`: load -> poll -> detect -> report
 //! / respond) and the command line (`cli`). Lower layers never import the
-//! CLI.
+//! CLI. Every name on the wire is a [`named`] enum.
 //!
 //! The binary (`scanner`) is [`main`]. The integration tests drive the XDP
 //! program through [`kernel`] (BPF_PROG_TEST_RUN), read decisions as
@@ -21,6 +21,7 @@ mod entry;
 mod fleet;
 pub mod history;
 pub mod kernel;
+mod named;
 mod netlink;
 mod sinks;
 mod sys;

@@ -166,7 +166,7 @@ impl Lapi {
 
     /// A new machine (validated) with `password`.
     pub fn add_machine(&self, ns: &Netns, name: &str, password: &str) -> anyhow::Result<()> {
-        // As the README registers one: `-f /dev/null` keeps cscli from
+        // As docs/fleet.md registers one: `-f /dev/null` keeps cscli from
         // overwriting its own credentials with the new machine's.
         self.cscli(
             ns,

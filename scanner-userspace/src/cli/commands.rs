@@ -9,7 +9,7 @@
 use std::io::Write as _;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use crate::{
@@ -19,8 +19,14 @@ use crate::{
         PortsArgs, TargetArgs,
     },
     config::{DEFAULT_FILE, FileConfig},
-    control::{Request, call},
+    control::{
+        self, Request,
+        reply::{
+            AllowEntry, AllowReply, BlockReply, DisallowReply, ListRow, StatusReply, UnblockReply,
+        },
+    },
     detect::hits::PortHit,
+    kernel::policy::AllowOrigin,
 };
 
 /// Writes `text` to stdout; fails (with the io::Error as the cause) when
@@ -79,109 +85,126 @@ pub(crate) fn table(header: &[&str], right: &[usize], rows: &[Vec<String>]) -> S
     text
 }
 
-fn ask(client: &ClientArgs, request: &Request) -> anyhow::Result<Value> {
-    call(&client.socket, request).map_err(anyhow::Error::from)
+/// Asks the daemon; its reply read as `R`.
+fn ask<R: DeserializeOwned>(client: &ClientArgs, request: &Request) -> anyhow::Result<R> {
+    control::ask(&client.socket, request).map_err(anyhow::Error::from)
 }
 
-/// Asks for a list: with `json`, prints it and returns None; else its rows.
-fn ask_rows(
+/// Asks for a list: with `json`, prints it as the daemon sent it and
+/// returns None; else its rows.
+fn ask_rows<R: DeserializeOwned>(
     client: &ClientArgs,
     request: &Request,
     json: bool,
-) -> anyhow::Result<Option<Vec<Value>>> {
-    let list = ask(client, request)?;
+) -> anyhow::Result<Option<Vec<R>>> {
     if json {
+        let list: Value = ask(client, request)?;
         out_json(&list)?;
         return Ok(None);
     }
-    Ok(Some(list.as_array().cloned().unwrap_or_default()))
+    ask(client, request).map(Some)
+}
+
+/// A value, or "-" when there is none.
+pub(crate) fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `address (mode)` of each watched interface.
+pub(crate) fn interfaces(s: &StatusReply) -> String {
+    let ifaces: Vec<String> = s
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({})", i.iface, i.mode))
+        .collect();
+    ifaces.join(", ")
 }
 
 pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
-    let s = ask(args, &Request::Status {})?;
-    let ifaces: Vec<String> = s["interfaces"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|i| format!("{} ({})", text(&i["iface"]), text(&i["mode"])))
-                .collect()
-        })
-        .unwrap_or_default();
-    let p = &s["packets"];
-    let blocking = if s["dry_run"] == true {
+    let s: StatusReply = ask(args, &Request::Status {})?;
+    let p = &s.packets;
+    let blocking = if s.dry_run {
         "dry run: nothing is dropped (blocks are kept, not enforced)"
-    } else if s["blocking"] == true {
+    } else if s.blocking {
         "on: detected sources are dropped"
     } else {
         "off: report only"
     };
-    let c = &s["crowdsec"];
-    let crowdsec = if c.is_null() {
-        "off".to_owned()
-    } else {
-        format!(
+    let crowdsec = match &s.crowdsec {
+        None => "off".to_owned(),
+        Some(c) => format!(
             "{} (last pull {}, {} alerts pushed, {} queued, {} pull / {} push errors)",
-            text(&c["url"]),
-            text(&c["last_sync"]),
-            c["alerts_pushed"],
-            c["push_queue"],
-            c["pull_errors"],
-            c["push_errors"]
-        )
+            c.url,
+            or_dash(c.last_sync.as_ref()),
+            c.alerts_pushed,
+            c.push_queue,
+            c.pull_errors,
+            c.push_errors
+        ),
     };
     let lines = [
-        format!("interfaces:        {}", ifaces.join(", ")),
-        format!("daemon uptime:     {}s", s["uptime_s"]),
+        format!("interfaces:        {}", interfaces(&s)),
+        format!("daemon uptime:     {}s", s.uptime_s),
         format!(
             "packets:           seen {} passed {} dropped {} parse failures {}",
-            p["seen"], p["passed"], p["dropped"], p["parse_failures"]
+            p.seen, p.passed, p.dropped, p.parse_failures
         ),
         format!(
             "                   (counted since {}, across daemon restarts)",
-            text(&s["counting_since"])
+            or_dash(s.counting_since.as_ref())
         ),
-        format!("sources tracked:   {}", s["sources_tracked"]),
+        format!("sources tracked:   {}", s.sources_tracked),
         format!(
             "kernel memory:     {:.1} MiB (the maps)",
-            s["kernel_memory_bytes"].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+            s.kernel_memory_bytes as f64 / (1024.0 * 1024.0)
         ),
-        format!("active detections: {}", s["active_detections"]),
-        format!(
-            "blocks:            {} (cap {})",
-            s["blocks"], s["block_cap"]
-        ),
+        format!("active detections: {}", s.active_detections),
+        format!("blocks:            {} (cap {})", s.blocks, s.block_cap),
         format!("blocking:          {blocking}"),
         format!("crowdsec:          {crowdsec}"),
     ];
     outln(&lines.join("\n"))
 }
 
-/// `scanner list` columns: the JSON field, its header.
-const LIST_COLUMNS: [(&str, &str); 11] = [
-    ("address", "address"),
-    ("state", "state"),
-    ("kind", "kind"),
-    ("sources", "sources"),
-    ("ports", "ports"),
-    ("probes", "probes"),
-    ("first_seen", "first seen"),
-    ("last_seen", "last seen"),
-    ("block_expires", "block expires"),
-    ("block_origin", "blocked by"),
-    ("decoy_group", "decoy group"),
+/// `scanner list`'s headers, one per column of [`list_cells`].
+const LIST_HEADER: [&str; 11] = [
+    "address",
+    "state",
+    "kind",
+    "sources",
+    "ports",
+    "probes",
+    "first seen",
+    "last seen",
+    "block expires",
+    "blocked by",
+    "decoy group",
 ];
 
+/// A `scanner list` row's cells, "-" where it has nothing.
+fn list_cells(r: &ListRow) -> Vec<String> {
+    vec![
+        r.address.clone(),
+        r.state.to_string(),
+        or_dash(r.kind),
+        or_dash(r.sources),
+        or_dash(r.ports),
+        or_dash(r.probes),
+        or_dash(r.first_seen.as_ref()),
+        or_dash(r.last_seen.as_ref()),
+        or_dash(r.block_expires.as_ref()),
+        or_dash(r.block_origin.flatten()),
+        or_dash(r.decoy_group.clone().flatten().map(|g| g.join(","))),
+    ]
+}
+
 pub(crate) fn list(args: &ListArgs) -> anyhow::Result<()> {
-    let Some(list) = ask_rows(&args.client, &Request::List {}, args.json)? else {
+    let Some(list) = ask_rows::<ListRow>(&args.client, &Request::List {}, args.json)? else {
         return Ok(());
     };
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|e| LIST_COLUMNS.iter().map(|(key, _)| text(&e[*key])).collect())
-        .collect();
-    let header: Vec<&str> = LIST_COLUMNS.iter().map(|(_, h)| *h).collect();
+    let rows: Vec<Vec<String>> = list.iter().map(list_cells).collect();
     // sources, ports and probes are counts: right-aligned.
-    out(&table(&header, &[3, 4, 5], &rows))
+    out(&table(&LIST_HEADER, &[3, 4, 5], &rows))
 }
 
 pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
@@ -190,14 +213,13 @@ pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
         ttl: args.ttl.map(|t| humantime::format_duration(t).to_string()),
         force: args.force,
     };
-    let r = ask(&args.client, &request)?;
-    let net = text(&r["blocked"]);
+    let r: BlockReply = ask(&args.client, &request)?;
+    let net = &r.blocked;
     // What the block covers that is protected: cut off (--force) or spared.
-    let protected: Vec<String> = r["protected"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| format!("{} ({})", text(&p["address"]), text(&p["why"])))
+    let protected: Vec<String> = r
+        .protected
+        .iter()
+        .map(|p| format!("{} ({})", p.address, p.why))
         .collect();
     if !protected.is_empty() {
         let what = if args.force {
@@ -207,19 +229,19 @@ pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
         };
         eprintln!("{what}: {}", protected.join(", "));
     }
-    let until = match r["ttl_s"].as_u64() {
+    let until = match r.ttl_s {
         Some(s) => format!(
             "for {}",
             humantime::format_duration(std::time::Duration::from_secs(s))
         ),
         None => "until unblocked".into(),
     };
-    let said = if r["kept"] == true {
+    let said = if r.kept {
         format!("{net} is already blocked {until}: kept (give --ttl to change it)")
     } else {
         format!("blocked {net} {until}")
     };
-    if r["dry_run"] == true {
+    if r.dry_run {
         return outln(&format!(
             "{said}; the daemon runs a dry run: nothing is dropped until it blocks for real"
         ));
@@ -228,69 +250,59 @@ pub(crate) fn block(args: &BlockArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn unblock(args: &TargetArgs) -> anyhow::Result<()> {
-    on_target(
-        args,
-        |target| Request::Unblock { target },
-        "unblocked",
-        |n| format!("unblocked {n}"),
-    )
+    let r: UnblockReply = ask(
+        &args.client,
+        &Request::Unblock {
+            target: args.target.to_string(),
+        },
+    )?;
+    outln(&format!("unblocked {}", r.unblocked))
 }
 
 /// `scanner allow TARGET`, or `scanner allow --list`.
 pub(crate) fn allow(args: &AllowArgs) -> anyhow::Result<()> {
     let Some(target) = args.target else {
-        let Some(list) = ask_rows(&args.client, &Request::Allowlist {}, args.json)? else {
+        let Some(list) = ask_rows::<AllowEntry>(&args.client, &Request::Allowlist {}, args.json)?
+        else {
             return Ok(());
         };
         let rows: Vec<Vec<String>> = list
             .iter()
             .map(|e| {
-                let why = match e["origin"].as_str() {
-                    Some("host") => "always: loopback or this host's address",
-                    Some("config") => "configuration (file or --allow)",
-                    Some("runtime") => "scanner allow",
-                    _ => "-",
+                let why = match e.origin {
+                    AllowOrigin::Host => "always: loopback or this host's address",
+                    AllowOrigin::Config => "configuration (file or --allow)",
+                    AllowOrigin::Runtime => "scanner allow",
                 };
-                vec![text(&e["address"]), why.to_owned()]
+                vec![e.address.clone(), why.to_owned()]
             })
             .collect();
         return out(&table(&["address", "allowlisted by"], &[], &rows));
     };
-    let r = ask(
+    let r: AllowReply = ask(
         &args.client,
         &Request::Allow {
             target: target.to_string(),
         },
     )?;
-    let lifted = text(&r["unblocked"]);
-    if r["unblocked"].as_array().is_some_and(|l| !l.is_empty()) {
+    if !r.unblocked.is_empty() {
         return outln(&format!(
-            "allowlisted {} (and lifted its block: {lifted})",
-            text(&r["allowed"])
+            "allowlisted {} (and lifted its block: {})",
+            r.allowed,
+            r.unblocked.join(",")
         ));
     }
-    outln(&format!("allowlisted {}", text(&r["allowed"])))
+    outln(&format!("allowlisted {}", r.allowed))
 }
 
 pub(crate) fn disallow(args: &TargetArgs) -> anyhow::Result<()> {
-    on_target(
-        args,
-        |target| Request::Disallow { target },
-        "disallowed",
-        |n| format!("removed {n} from the allowlist"),
-    )
-}
-
-/// Sends a request about one address or CIDR; prints `say` of the network
-/// the daemon names under `key` in its answer.
-fn on_target(
-    args: &TargetArgs,
-    request: fn(String) -> Request,
-    key: &str,
-    say: fn(&str) -> String,
-) -> anyhow::Result<()> {
-    let r = ask(&args.client, &request(args.target.to_string()))?;
-    outln(&say(&text(&r[key])))
+    let r: DisallowReply = ask(
+        &args.client,
+        &Request::Disallow {
+            target: args.target.to_string(),
+        },
+    )?;
+    outln(&format!("removed {} from the allowlist", r.disallowed))
 }
 
 /// A JSON string without quotes; "-" for null.
@@ -305,8 +317,7 @@ pub(crate) fn text(v: &Value) -> String {
 
 /// Probes per port from the daemon, most probed first.
 pub(crate) fn port_hits(client: &ClientArgs, limit: Option<u32>) -> anyhow::Result<Vec<PortHit>> {
-    let v = ask(client, &Request::PortHits { limit })?;
-    serde_json::from_value(v).context("reading the daemon's port counts")
+    ask(client, &Request::PortHits { limit }).context("reading the daemon's port counts")
 }
 
 /// `scanner ports`: the audit of listening sockets, or (`--probed`) the

@@ -58,7 +58,7 @@ pub(crate) struct HistoryArgs {
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     pub since: Duration,
     /// Only scans of this kind (syn, fin, udp, ...).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::detect::ScanKind::ALL.map(crate::detect::ScanKind::as_str)))]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::detect::ScanKind::ALL.iter().map(|k| k.as_str())))]
     pub kind: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -146,7 +146,7 @@ pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
             .filter(|h| h.port == port)
             .map(|h| {
                 serde_json::json!({
-                    "hour": crate::sinks::events::timestamp(std::time::UNIX_EPOCH + Duration::from_secs(h.hour_s.max(0) as u64)),
+                    "hour": crate::sinks::event::timestamp(std::time::UNIX_EPOCH + Duration::from_secs(h.hour_s.max(0) as u64)),
                     "proto": crate::audit::proto_name(h.proto),
                     "port": h.port,
                     "probes": h.probes,

@@ -8,6 +8,10 @@ use anyhow::Context as _;
 
 use crate::{cli::Cli, config::DEFAULT_FILE};
 
+/// The event schema, the one description of it: the EVENTS section is
+/// made from its tables.
+const EVENTS_DOC: &str = include_str!("../../../docs/events.md");
+
 /// scanner(1): clap's page, then the extra sections.
 pub(crate) fn main_page() -> anyhow::Result<Vec<u8>> {
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -46,10 +50,58 @@ fn literal(text: &str) -> String {
 }
 
 /// A `.TP` list: (term, text) pairs.
-fn items(list: &[(&str, &str)]) -> String {
+fn items<S: AsRef<str>>(list: &[(S, S)]) -> String {
     list.iter()
-        .map(|(term, text)| format!(".TP\n\\fB{}\\fR\n{}\n", literal(term), literal(text)))
+        .map(|(term, text)| {
+            format!(
+                ".TP\n\\fB{}\\fR\n{}\n",
+                literal(term.as_ref()),
+                literal(text.as_ref())
+            )
+        })
         .collect()
+}
+
+/// The rows of docs/events.md's table under `## {section}`, as plain text.
+fn doc_table(section: &str) -> Vec<(String, String)> {
+    let heading = format!("## {section}\n");
+    let Some(at) = EVENTS_DOC.find(&heading) else {
+        return Vec::new();
+    };
+    EVENTS_DOC[at + heading.len()..]
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| l.strip_prefix("| ")?.strip_suffix(" |"))
+        // The header and the rule under it.
+        .skip(2)
+        .filter_map(|row| row.split_once(" | "))
+        .map(|(term, text)| (plain(term), plain(text)))
+        .collect()
+}
+
+/// Markdown to plain text: no backticks, links as their text.
+fn plain(md: &str) -> String {
+    let mut out = String::with_capacity(md.len());
+    let mut rest = md;
+    while let Some(open) = rest.find('[') {
+        let (before, after) = rest.split_at(open);
+        out.push_str(before);
+        let link = after
+            .find("](")
+            .and_then(|mid| Some((mid, after[mid..].find(')')? + mid)));
+        match link {
+            Some((mid, close)) => {
+                out.push_str(&after[1..mid]);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('[');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace('`', "")
 }
 
 fn extra_sections() -> String {
@@ -149,27 +201,11 @@ fn extra_sections() -> String {
     s.push_str(&literal(DEFAULT_FILE));
     s.push_str("\n.fi\n");
     s.push_str(".SH EVENTS\nOne JSON object per line on stdout with --events json (fields are added, never renamed), and one journal entry each with SCANNER_* fields.\n");
-    s.push_str(&items(&[
-        (
-            "scan_detected",
-            "The kernel decided a source (or a prefix: kind distributed) is scanning. Fields: ts, source, kind, ports, probes, top_ports, top_probed (the same as tcp/22, udp/53), open_ports, open_hits, reason (trw or fanout), decided_after, sources, iface, latency_us, action (report, block, dry_run, protected), protected (gateway, resolver or established: never blocked), decoy_group (every member of the decoy group the source belongs to), fragments (later fragments seen from the source), spared_flows (TCP connections open with a blocked source, whose segments still pass). Reported once: a restart does not report it again.",
-        ),
-        ("scan_ended", "The scan has been quiet for quiet_after; its totals."),
-        (
-            "blocked, unblocked, block_refused",
-            "Blocks made (reason and origin scan, manual or crowdsec; dry_run true in a dry run), lifted (reason expired, manual, protected or crowdsec; origin whose block it was) and refused (reason cap, or allowlist for a CrowdSec decision).",
-        ),
-        ("allowlisted, disallowed", "scanner allow and scanner disallow."),
-        (
-            "port_opened, port_closed",
-            "A socket started or stopped listening: proto, port, address, all_addresses, exposed, process, pid, service, risk. A commonly attacked port newly open on every address is a journal warning.",
-        ),
-        ("attached, detached", "The program on an interface; reason removed or reappeared when the interface flaps."),
-        (
-            "daemon_started, daemon_stopped, config_reloaded, config_rejected",
-            "The daemon's life; detail says what it watches and whether it blocks.",
-        ),
-    ]));
+    s.push_str(&items(&doc_table("Events")));
+    s.push_str(".SS Fields\n");
+    s.push_str(&items(&doc_table("Fields")));
+    s.push_str(".SS Journal fields\n");
+    s.push_str(&items(&doc_table("Journal")));
     s.push_str(".SH SEE ALSO\nscanner-run(1), scanner-status(1), scanner-list(1), scanner-block(1), scanner-ports(1), scanner-history(1), scanner-report(1), scanner-top(1), journalctl(1), systemd.exec(5), bpftool(8), nmap(1)\n");
     s
 }
@@ -198,6 +234,68 @@ mod tests {
             page.contains("block_ttl = \"1h\""),
             "the configuration keys"
         );
+    }
+
+    #[test]
+    fn the_events_come_from_docs_events_md() {
+        let events = doc_table("Events");
+        let fields = doc_table("Fields");
+        assert!(events.len() >= 10 && fields.len() >= 30, "{events:?}");
+        let page = String::from_utf8(main_page().unwrap_or_default()).unwrap_or_default();
+        assert!(page.contains("scan_detected"), "the table is in the page");
+        assert!(page.contains(".SS Journal fields") && page.contains("SCANNER_SPARED_FLOWS"));
+        let section = page
+            .split(".SH EVENTS")
+            .nth(1)
+            .and_then(|s| s.split(".SH SEE ALSO").next())
+            .unwrap_or_default();
+        assert!(
+            !section.contains("](") && !section.contains('`'),
+            "no markdown left"
+        );
+        assert_eq!(plain("a [link](x.md#y) and `code`"), "a link and code");
+    }
+
+    /// docs/events.md names every value the code can write, and has a row
+    /// for every field of every recorded event.
+    #[test]
+    fn docs_events_md_covers_every_name_and_field() {
+        use crate::{
+            detect::ScanKind,
+            kernel::{load::AttachedMode, policy::Origin, protect::ProtectedBy},
+            sinks::event::{
+                Action, DaemonName, DecidedBy, InterfaceName, InterfaceReason, PolicyName,
+                PolicyReason, PortName, ScanName,
+            },
+        };
+        let names = ScanName::ALL
+            .iter()
+            .map(|n| n.as_str())
+            .chain(InterfaceName::ALL.iter().map(|n| n.as_str()))
+            .chain(PolicyName::ALL.iter().map(|n| n.as_str()))
+            .chain(DaemonName::ALL.iter().map(|n| n.as_str()))
+            .chain(PortName::ALL.iter().map(|n| n.as_str()))
+            .chain(ScanKind::ALL.iter().map(|n| n.as_str()))
+            .chain(DecidedBy::ALL.iter().map(|n| n.as_str()))
+            .chain(Action::ALL.iter().map(|n| n.as_str()))
+            .chain(PolicyReason::ALL.iter().map(|n| n.as_str()))
+            .chain(ProtectedBy::ALL.iter().map(|n| n.as_str()))
+            .chain(Origin::ALL.iter().map(|n| n.as_str()))
+            .chain(InterfaceReason::ALL.iter().map(|n| n.as_str()))
+            .chain(AttachedMode::ALL.iter().map(|n| n.as_str()));
+        for name in names {
+            assert!(
+                EVENTS_DOC.contains(&format!("`{name}`")),
+                "docs/events.md lacks `{name}`"
+            );
+        }
+        let rows: Vec<String> = doc_table("Fields").into_iter().map(|(f, _)| f).collect();
+        for event in crate::sinks::json::tests::recorded() {
+            let json = serde_json::to_value(&event).unwrap_or_default();
+            for key in json.as_object().into_iter().flat_map(|o| o.keys()) {
+                assert!(rows.contains(key), "docs/events.md has no row for {key}");
+            }
+        }
     }
 
     #[test]

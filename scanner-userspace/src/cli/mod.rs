@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 pub(crate) use crate::{
     config::parse_duration,
     kernel::{load::XdpMode, policy::parse_net},
-    sinks::{events::EventFormat, journal::LogTarget},
+    sinks::{journal::LogTarget, stdout::EventFormat},
 };
 use crate::{
     config::settings::Overrides,
@@ -306,7 +306,7 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|cause| {
         cause.downcast_ref::<crate::config::ConfigError>().is_some()
             || cause
-                .downcast_ref::<crate::sinks::file::OpenError>()
+                .downcast_ref::<crate::sinks::output::OpenError>()
                 .is_some()
             || cause
                 .downcast_ref::<crate::kernel::iface::IfaceError>()

@@ -13,26 +13,29 @@ use ratatui::{
     text::Line,
     widgets::{Block, Borders, Paragraph, Row, Table, TableState},
 };
-use serde_json::Value;
 
 use crate::{
     audit::proto_name,
     cli::{
         TopArgs,
-        commands::{port_hits, text},
+        commands::{interfaces, or_dash, port_hits},
     },
-    control::{Request, call},
+    control::{
+        Request, ask, call,
+        reply::{ListRow, ListState, StatusReply},
+    },
     detect::hits::PortHit,
+    sinks::event::Event as Reported,
 };
 
 /// What one refresh read from the daemon.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
-    pub status: Value,
+    pub status: StatusReply,
     /// `scanner list` rows: suspects, detections and blocks, worst first.
-    pub sources: Vec<Value>,
+    pub sources: Vec<ListRow>,
     pub ports: Vec<PortHit>,
-    pub events: Vec<Value>,
+    pub events: Vec<Reported>,
     /// Packets per second seen and dropped since the previous refresh.
     pub rates: (f64, f64),
 }
@@ -50,7 +53,7 @@ impl App {
     /// The address of the selected source.
     pub(crate) fn selected(&self) -> Option<String> {
         let row = self.snapshot.sources.get(self.table.selected()?)?;
-        row["address"].as_str().map(str::to_owned)
+        Some(row.address.clone())
     }
 
     /// A new snapshot; the highlight stays on the source it was on (rows
@@ -58,12 +61,9 @@ impl App {
     fn refresh(&mut self, snapshot: Snapshot) {
         let was = self.selected();
         self.snapshot = snapshot;
-        if let Some(at) = was.and_then(|a| {
-            self.snapshot
-                .sources
-                .iter()
-                .position(|r| r["address"].as_str() == Some(a.as_str()))
-        }) {
+        if let Some(at) =
+            was.and_then(|a| self.snapshot.sources.iter().position(|r| r.address == a))
+        {
             self.table.select(Some(at));
         }
         self.select(0);
@@ -148,24 +148,19 @@ fn act(app: &mut App, socket: &std::path::Path, block: bool) {
 }
 
 fn fetch(args: &TopArgs, previous: Option<(&Snapshot, Duration)>) -> anyhow::Result<Snapshot> {
-    let ask = |r: &Request| call(&args.client.socket, r).map_err(anyhow::Error::from);
-    let status = ask(&Request::Status {})?;
-    let sources = ask(&Request::List {})?
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let events = ask(&Request::Events {})?
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let socket = &args.client.socket;
+    let status: StatusReply = ask(socket, &Request::Status {})?;
+    let sources: Vec<ListRow> = ask(socket, &Request::List {})?;
+    let events: Vec<Reported> = ask(socket, &Request::Events {})?;
     let ports = port_hits(&args.client, Some(12))?;
     let rates = previous.map_or((0.0, 0.0), |(p, dt)| {
-        let per_s = |key: &str| {
-            let now = status["packets"][key].as_u64().unwrap_or(0);
-            let before = p.status["packets"][key].as_u64().unwrap_or(now);
-            now.saturating_sub(before) as f64 / dt.as_secs_f64().max(1e-3)
-        };
-        (per_s("seen"), per_s("dropped"))
+        let per_s =
+            |now: u64, before: u64| now.saturating_sub(before) as f64 / dt.as_secs_f64().max(1e-3);
+        let (now, before) = (&status.packets, &p.status.packets);
+        (
+            per_s(now.seen, before.seen),
+            per_s(now.dropped, before.dropped),
+        )
     });
     Ok(Snapshot {
         status,
@@ -177,8 +172,8 @@ fn fetch(args: &TopArgs, previous: Option<(&Snapshot, Duration)>) -> anyhow::Res
 }
 
 /// Seconds until an RFC 3339 time, e.g. a block's expiry.
-fn seconds_left(at: &Value) -> String {
-    let Some(t) = at.as_str().and_then(|s| humantime::parse_rfc3339(s).ok()) else {
+fn seconds_left(at: Option<&str>) -> String {
+    let Some(t) = at.and_then(|s| humantime::parse_rfc3339(s).ok()) else {
         return "-".into();
     };
     let left = t.duration_since(SystemTime::now()).unwrap_or_default();
@@ -186,19 +181,17 @@ fn seconds_left(at: &Value) -> String {
 }
 
 /// One line per event: time, what, who.
-fn event_line(e: &Value) -> String {
-    let ts = text(&e["ts"]);
-    let time = ts.get(11..19).unwrap_or(&ts);
-    let who = e["source"]
-        .as_str()
-        .or(e["iface"].as_str())
-        .or(e["detail"].as_str())
-        .unwrap_or("");
-    let kind = e["kind"]
-        .as_str()
-        .map(|k| format!(" {k}"))
-        .unwrap_or_default();
-    format!("{time} {} {who}{kind}", text(&e["event"]))
+fn event_line(e: &Reported) -> String {
+    let (ts, who, kind) = match e {
+        Reported::Scan(e) => (&e.ts, e.source.as_str(), Some(e.kind)),
+        Reported::Policy(e) => (&e.ts, e.source.as_str(), None),
+        Reported::Interface(e) => (&e.ts, e.iface.as_str(), None),
+        Reported::Daemon(e) => (&e.ts, e.detail.as_str(), None),
+        Reported::Port(e) => (&e.ts, "", None),
+    };
+    let time = ts.get(11..19).unwrap_or(ts);
+    let kind = kind.map(|k| format!(" {k}")).unwrap_or_default();
+    format!("{time} {} {who}{kind}", e.name())
 }
 
 pub(crate) fn draw(f: &mut Frame, app: &mut App) {
@@ -210,30 +203,20 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         Constraint::Length(1),
     ])
     .areas(f.area());
-    let ifaces: Vec<String> = s.status["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| format!("{} ({})", text(&i["iface"]), text(&i["mode"])))
-        .collect();
     // "11m", "1h 2m": seconds only for the first minute.
-    let uptime = s.status["uptime_s"]
-        .as_u64()
-        .map(|t| {
-            let t = if t >= 60 { t - t % 60 } else { t };
-            humantime::format_duration(std::time::Duration::from_secs(t)).to_string()
-        })
-        .unwrap_or_default();
+    let t = s.status.uptime_s;
+    let t = if t >= 60 { t - t % 60 } else { t };
+    let uptime = humantime::format_duration(std::time::Duration::from_secs(t)).to_string();
     // Active scans: detected and not yet ended (the rows also list ended
     // and blocked ones, by state).
     let summary = format!(
         "{:.0} pkt/s seen  {:.0} pkt/s dropped  |  sources {}  scans active {}  blocks {}  |  {}  up {uptime}",
         s.rates.0,
         s.rates.1,
-        text(&s.status["sources_tracked"]),
-        text(&s.status["active_detections"]),
-        text(&s.status["blocks"]),
-        ifaces.join(", "),
+        s.status.sources_tracked,
+        s.status.active_detections,
+        s.status.blocks,
+        interfaces(&s.status),
     );
     f.render_widget(
         Paragraph::new(summary).block(
@@ -248,12 +231,12 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle);
     let rows = s.sources.iter().map(|e| {
         Row::new(vec![
-            text(&e["address"]),
-            text(&e["state"]),
-            text(&e["kind"]),
-            text(&e["score"]),
-            text(&e["ports"]),
-            text(&e["probes"]),
+            e.address.clone(),
+            e.state.to_string(),
+            or_dash(e.kind),
+            or_dash(e.score),
+            or_dash(e.ports),
+            or_dash(e.probes),
         ])
     });
     let sources = Table::new(
@@ -331,13 +314,13 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
     let blocked: Vec<Line> = s
         .sources
         .iter()
-        .filter(|e| e["state"] == "blocked")
+        .filter(|e| e.state == ListState::Blocked)
         .take(8)
         .map(|e| {
             Line::from(format!(
                 "{}  {} left",
-                text(&e["address"]),
-                seconds_left(&e["block_expires"])
+                e.address,
+                seconds_left(e.block_expires.as_deref())
             ))
         })
         .collect();
@@ -361,6 +344,12 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
+    use crate::sinks::json::tests::scan;
+
+    /// A `scanner list` row with nothing but its address.
+    fn row(address: &str) -> ListRow {
+        ListRow::bare(address.into(), ListState::Watching)
+    }
 
     fn screen(app: &mut App) -> String {
         let mut t = Terminal::new(TestBackend::new(120, 30)).unwrap();
@@ -381,16 +370,26 @@ mod tests {
         let expires = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(600));
         let mut app = App {
             snapshot: Snapshot {
-                status: serde_json::json!({
-                    "interfaces": [{"iface": "veth-srv", "mode": "native"}],
-                    "sources_tracked": 3, "active_detections": 1, "blocks": 1, "uptime_s": 42,
-                    "packets": {"seen": 10, "dropped": 2},
-                }),
-                sources: vec![serde_json::json!({
-                    "address": "198.18.0.1", "state": "blocked", "kind": "syn",
-                    "score": 9000, "ports": 1000, "probes": 1000,
-                    "block_expires": expires.to_string(),
-                })],
+                status: StatusReply {
+                    interfaces: vec![crate::control::reply::InterfaceStatus {
+                        iface: "veth-srv".into(),
+                        mode: crate::control::reply::IfaceMode::Native,
+                    }],
+                    sources_tracked: 3,
+                    active_detections: 1,
+                    blocks: 1,
+                    uptime_s: 42,
+                    ..StatusReply::default()
+                },
+                sources: vec![ListRow {
+                    state: ListState::Blocked,
+                    kind: Some(crate::detect::ScanKind::Syn),
+                    score: Some(9000),
+                    ports: Some(1000),
+                    probes: Some(1000),
+                    block_expires: Some(expires.to_string()),
+                    ..row("198.18.0.1")
+                }],
                 ports: vec![PortHit {
                     proto: 6,
                     port: 22,
@@ -399,10 +398,7 @@ mod tests {
                     open: true,
                     ..PortHit::default()
                 }],
-                events: vec![serde_json::json!({
-                    "ts": "2026-11-25T14:42:17.123Z", "event": "scan_detected",
-                    "source": "198.18.0.1", "kind": "syn",
-                })],
+                events: vec![scan()],
                 rates: (1500.0, 20.0),
             },
             ..App::default()
@@ -415,6 +411,9 @@ mod tests {
         assert!(s.contains("198.18.0.1") && s.contains("blocked"), "{s}");
         assert!(s.contains("tcp/22") && s.contains("OPEN"), "{s}");
         assert!(s.contains("14:42:17 scan_detected 198.18.0.1 syn"), "{s}");
+        for event in crate::sinks::json::tests::recorded() {
+            assert!(event_line(&event).contains(event.name()));
+        }
         assert!(s.contains("left"), "{s}");
     }
 
@@ -423,10 +422,7 @@ mod tests {
         let mut app = App::default();
         app.select(1);
         assert_eq!(app.selected(), None);
-        app.snapshot.sources = vec![
-            serde_json::json!({"address": "a"}),
-            serde_json::json!({"address": "b"}),
-        ];
+        app.snapshot.sources = vec![row("a"), row("b")];
         app.select(5);
         assert_eq!(app.selected().as_deref(), Some("b"));
         app.select(-9);
@@ -438,10 +434,7 @@ mod tests {
     #[test]
     fn the_highlight_follows_its_source_when_rows_re_sort() {
         let rows = |names: &[&str]| Snapshot {
-            sources: names
-                .iter()
-                .map(|a| serde_json::json!({"address": a}))
-                .collect(),
+            sources: names.iter().map(|a| row(a)).collect(),
             ..Snapshot::default()
         };
         let mut app = App::default();

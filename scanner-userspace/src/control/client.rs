@@ -28,7 +28,18 @@ pub enum ClientError {
     Refused(String),
 }
 
-/// Sends one request and returns the daemon's result (or its error).
+/// Sends one request and reads the daemon's result as `R`, a type of
+/// [`reply`](crate::control::reply).
+pub(crate) fn ask<R: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &Request,
+) -> Result<R, ClientError> {
+    let result = call(path, request)?;
+    serde_json::from_value(result).map_err(|e| ClientError::BadAnswer(e.to_string()))
+}
+
+/// Sends one request and returns the daemon's result (or its error), as
+/// any client would see it.
 pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, ClientError> {
     let mut stream = UnixStream::connect(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::PermissionDenied {

@@ -3,8 +3,10 @@
 //! The daemon serves it ([`server`]); the CLI calls it ([`client`]).
 
 pub mod client;
+pub(crate) mod reply;
 pub mod server;
 
+pub(crate) use client::ask;
 pub use client::{ClientError, call};
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +62,16 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(result: serde_json::Value) -> Self {
-        Self {
-            ok: true,
-            error: None,
-            result,
+    /// A reply (one of [`reply`]'s types). Its keys go out sorted: a
+    /// `Value` is a sorted map.
+    pub fn ok(result: impl Serialize) -> Self {
+        match serde_json::to_value(result) {
+            Ok(result) => Self {
+                ok: true,
+                error: None,
+                result,
+            },
+            Err(e) => Self::error(format!("encoding the reply: {e}")),
         }
     }
 

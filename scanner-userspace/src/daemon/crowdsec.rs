@@ -14,12 +14,14 @@ use ipnet::IpNet;
 use scanner_common::block_reason;
 
 use crate::{
-    daemon::respond::{Output, emit, policy_event},
+    control::reply::FleetStatus,
+    daemon::respond::{Output, emit},
     fleet::{Pulled, decision::Target},
     kernel::{
         maps::monotonic_ns,
-        policy::{Change, PolicyError, net_name},
+        policy::{Change, Origin, PolicyError, net_name},
     },
+    sinks::event::{PolicyEvent, PolicyReason},
 };
 
 /// The blocks CrowdSec's bans may fill at most: a quarter of the cap stays
@@ -153,7 +155,7 @@ fn ban(
         if !known {
             emit(
                 out,
-                policy_event("blocked", &net, "crowdsec", Some(ttl.as_secs()), true),
+                PolicyEvent::blocked(&net, Origin::Crowdsec, Some(ttl.as_secs()), true),
             );
         }
         return Ok(());
@@ -164,11 +166,10 @@ fn ban(
     let protected = out.protected.within(&net, peers);
     if !known && !protected.is_empty() {
         for (ip, why) in &protected {
-            tracing::warn!(source = %ip, protected = crate::kernel::protect::reason_name(*why), decision = %net_name(&net), "CrowdSec ban refused for a protected address");
+            tracing::warn!(source = %ip, protected = %crate::kernel::protect::ProtectedBy::of(*why), decision = %net_name(&net), "CrowdSec ban refused for a protected address");
             emit(
                 out,
-                policy_event("block_refused", &IpNet::from(*ip), "protected", None, false)
-                    .of("crowdsec"),
+                PolicyEvent::refused(&IpNet::from(*ip), PolicyReason::Protected, Origin::Crowdsec),
             );
         }
         if net.prefix_len() == net.max_prefix_len() {
@@ -193,7 +194,7 @@ fn ban(
         Ok(_) if known => {}
         Ok(_) => emit(
             out,
-            policy_event("blocked", &net, "crowdsec", Some(ttl.as_secs()), false),
+            PolicyEvent::blocked(&net, Origin::Crowdsec, Some(ttl.as_secs()), false),
         ),
         Err(
             e @ (PolicyError::Allowlisted(_)
@@ -204,7 +205,7 @@ fn ban(
             out.enforced.refused.0 += 1;
             emit(
                 out,
-                policy_event("block_refused", &net, "allowlist", None, false).of("crowdsec"),
+                PolicyEvent::refused(&net, PolicyReason::Allowlist, Origin::Crowdsec),
             );
         }
         Err(e @ PolicyError::CapReached(..)) => {
@@ -212,7 +213,7 @@ fn ban(
             out.enforced.refused.1 += 1;
             emit(
                 out,
-                policy_event("block_refused", &net, "cap", None, false).of("crowdsec"),
+                PolicyEvent::refused(&net, PolicyReason::Cap, Origin::Crowdsec),
             );
         }
         Err(e) => return Err(anyhow::Error::from(e).context("enforcing a CrowdSec decision")),
@@ -271,26 +272,28 @@ fn lift(out: &mut Output, net: IpNet) -> anyhow::Result<()> {
     if let Change::Unblocked { .. } = out.policy.unblock(net)? {
         emit(
             out,
-            policy_event("unblocked", &net, "crowdsec", None, false).of("crowdsec"),
+            PolicyEvent::unblocked(&net, PolicyReason::Crowdsec, Origin::Crowdsec),
         );
     }
     Ok(())
 }
 
 /// The link's state for `scanner status`.
-pub(crate) fn status(fleet: &crate::fleet::Fleet) -> serde_json::Value {
+pub(crate) fn status(fleet: &crate::fleet::Fleet) -> FleetStatus {
     let f = fleet.figures();
-    serde_json::json!({
-        "url": fleet.url(),
-        "bouncer": fleet.pulling(),
-        "machine": fleet.pushing(),
-        "last_sync": (f.last_sync_s != 0).then(|| crate::sinks::events::timestamp(
-            std::time::UNIX_EPOCH + Duration::from_secs(f.last_sync_s)
-        )),
-        "pull_errors": f.pull_errors,
-        "push_errors": f.push_errors,
-        "alerts_pushed": f.pushed,
-        "alerts_dropped": f.push_dropped,
-        "push_queue": f.queued,
-    })
+    FleetStatus {
+        url: fleet.url().to_owned(),
+        bouncer: fleet.pulling(),
+        machine: fleet.pushing(),
+        last_sync: (f.last_sync_s != 0).then(|| {
+            crate::sinks::event::timestamp(
+                std::time::UNIX_EPOCH + Duration::from_secs(f.last_sync_s),
+            )
+        }),
+        pull_errors: f.pull_errors,
+        push_errors: f.push_errors,
+        alerts_pushed: f.pushed,
+        alerts_dropped: f.push_dropped,
+        push_queue: u64::try_from(f.queued).unwrap_or(u64::MAX),
+    }
 }

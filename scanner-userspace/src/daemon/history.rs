@@ -5,6 +5,7 @@
 //! (`port_opened` / `port_closed` events).
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
@@ -25,7 +26,7 @@ use crate::{
         writer::Writer,
     },
     kernel::maps::Maps,
-    sinks::events::{Event, PortEvent, timestamp},
+    sinks::event::{Event, PortEvent, PortName, timestamp},
 };
 
 /// How often probes per port are added to their hour.
@@ -283,12 +284,12 @@ impl Listening {
         let current: BTreeMap<Key, AuditRow> = rows.into_iter().map(|r| (key(&r), r)).collect();
         for (k, row) in &current {
             if !self.known.contains_key(k) {
-                emit(out, "port_opened", row);
+                emit(out, PortName::Opened, row);
             }
         }
         for (k, row) in &self.known {
             if !current.contains_key(k) {
-                emit(out, "port_closed", row);
+                emit(out, PortName::Closed, row);
             }
         }
         self.known = current;
@@ -312,8 +313,8 @@ impl Listening {
     }
 }
 
-fn emit(out: &mut Output, event: &'static str, row: &AuditRow) {
-    if event == "port_opened" {
+fn emit(out: &mut Output, event: PortName, row: &AuditRow) {
+    if event == PortName::Opened {
         tracing::info!(port = %format!("{}/{}", row.proto, row.port), address = %row.address, "now listening");
     } else {
         tracing::info!(port = %format!("{}/{}", row.proto, row.port), address = %row.address, "no longer listening");
@@ -323,15 +324,15 @@ fn emit(out: &mut Output, event: &'static str, row: &AuditRow) {
         &Event::Port(PortEvent {
             ts: timestamp(SystemTime::now()),
             event,
-            proto: row.proto,
+            proto: Cow::Borrowed(row.proto),
             port: row.port,
             address: row.address.clone(),
             all_addresses: row.all_addresses,
             exposed: row.exposed,
             process: row.process.clone(),
             pid: row.pid,
-            service: row.service,
-            risk: row.risk,
+            service: row.service.map(Cow::Borrowed),
+            risk: row.risk.map(Cow::Borrowed),
         }),
     );
 }

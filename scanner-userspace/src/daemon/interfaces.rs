@@ -4,6 +4,7 @@ use crate::{
     cli::RunArgs,
     daemon::respond::{Output, emit_interface},
     kernel::{iface, load::Attached, pin::PinDir},
+    sinks::event::{InterfaceName, InterfaceReason},
 };
 
 /// The kernel counts packets per interface in IFACE_SLOTS slots by ifindex:
@@ -45,10 +46,10 @@ pub(super) fn watch_interfaces(
             a.index = None;
             emit_interface(
                 &mut out.reporter,
-                "detached",
+                InterfaceName::Detached,
                 &a.name,
-                a.mode.as_str(),
-                Some("removed"),
+                a.mode,
+                Some(InterfaceReason::Removed),
             );
         }
         let (None, Some(index)) = (a.index, now) else {
@@ -65,10 +66,10 @@ pub(super) fn watch_interfaces(
                 out.names.insert(index, a.name.clone());
                 emit_interface(
                     &mut out.reporter,
-                    "attached",
+                    InterfaceName::Attached,
                     &a.name,
-                    mode.as_str(),
-                    Some("reappeared"),
+                    mode,
+                    Some(InterfaceReason::Reappeared),
                 );
             }
             Err(e) => {

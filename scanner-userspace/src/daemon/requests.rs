@@ -2,12 +2,17 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use scanner_common::{block_reason, scope};
+use scanner_common::{PolicyEntry, block_reason, scope};
 
 use crate::{
-    cli::parse_net,
-    control::{Request, Response},
-    daemon::respond::{Output, emit, host_key, policy_event},
+    control::{
+        Request, Response,
+        reply::{
+            AllowEntry, AllowReply, BlockReply, DisallowReply, IfaceMode, InterfaceStatus, ListRow,
+            ListState, Packets, ProtectedAddress, Resumed, StatusReply, UnblockReply,
+        },
+    },
+    daemon::respond::{Output, emit, host_key},
     detect::{
         Detector,
         hits::{PortHistory, most_probed},
@@ -16,9 +21,10 @@ use crate::{
     kernel::{
         load::Attached,
         maps::{Maps, monotonic_ns},
-        policy::{AllowOrigin, Change, net_name},
+        policy::{AllowOrigin, Change, Origin, net_name, parse_net},
+        protect::ProtectedBy,
     },
-    sinks::events::{ip_of, timestamp},
+    sinks::event::{PolicyEvent, PolicyName, PolicyReason, ip_of, timestamp},
 };
 
 /// What control requests can see of the daemon.
@@ -66,47 +72,53 @@ pub(crate) fn handle(
                 blocks_refused: total.blocks_refused,
                 ..table.ifaces(&watched)
             };
-            let interfaces: Vec<serde_json::Value> = state
+            let interfaces = state
                 .attached
                 .iter()
-                .map(|a| {
-                    let mode = if a.index.is_some() {
-                        a.mode.as_str()
-                    } else {
-                        "removed"
-                    };
-                    serde_json::json!({"iface": a.name, "mode": mode})
+                .map(|a| InterfaceStatus {
+                    iface: a.name.clone(),
+                    mode: IfaceMode::from(a.index.map(|_| a.mode)),
                 })
                 .collect();
-            Response::ok(serde_json::json!({
-                "interfaces": interfaces,
-                "uptime_s": state.started.elapsed().as_secs(),
-                "counting_since": state.counting_since.map(timestamp),
-                "resumed": {"detections": state.resumed.0, "blocks": state.resumed.1},
-                "packets": {
-                    "seen": c.seen, "passed": c.passed, "dropped": c.dropped,
-                    "parse_failures": c.parse_failures, "allowed": c.allowed,
-                    "fragments": c.fragments,
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            Response::ok(StatusReply {
+                interfaces,
+                uptime_s: state.started.elapsed().as_secs(),
+                counting_since: state.counting_since.map(timestamp),
+                resumed: Resumed {
+                    detections: count(state.resumed.0),
+                    blocks: count(state.resumed.1),
                 },
-                "events_dropped": c.events_dropped,
-                "blocks_refused": c.blocks_refused,
-                "sources_tracked": state.tracked,
-                "kernel_memory_bytes": state.kernel_memory,
+                packets: Packets {
+                    seen: c.seen,
+                    passed: c.passed,
+                    dropped: c.dropped,
+                    parse_failures: c.parse_failures,
+                    allowed: c.allowed,
+                    fragments: c.fragments,
+                },
+                events_dropped: c.events_dropped,
+                blocks_refused: c.blocks_refused,
+                sources_tracked: count(state.tracked),
+                kernel_memory_bytes: state.kernel_memory,
                 // Decisions and blocks up to here are reported: a restart,
                 // even after a crash, does not report them again.
-                "reported_until": (state.reported_ns != 0)
+                reported_until: (state.reported_ns != 0)
                     .then(|| wall_past(monotonic_ns(), state.reported_ns)),
-                "active_detections": state.detector.active(),
-                "blocks": out.policy.active_blocks(),
-                "block_cap": out.policy.cap(),
-                "blocking": out.blocking,
-                "dry_run": out.dry_run,
-                "allowlist": out.policy.allowlist().iter().map(net_name).collect::<Vec<_>>(),
-                "crowdsec": out.fleet.as_ref().map(crate::daemon::crowdsec::status),
-                "history": out.reporter.history().map(|h| h.path().display().to_string()),
-            }))
+                active_detections: count(state.detector.active()),
+                blocks: count(out.policy.active_blocks()),
+                block_cap: out.policy.cap(),
+                blocking: out.blocking,
+                dry_run: out.dry_run,
+                allowlist: out.policy.allowlist().iter().map(net_name).collect(),
+                crowdsec: out.fleet.as_ref().map(crate::daemon::crowdsec::status),
+                history: out
+                    .reporter
+                    .history()
+                    .map(|h| h.path().display().to_string()),
+            })
         }
-        Request::List {} => Response::ok(serde_json::Value::Array(suspects(out, maps, state))),
+        Request::List {} => Response::ok(suspects(out, maps, state)),
         Request::Block {
             target: t,
             ttl,
@@ -115,17 +127,19 @@ pub(crate) fn handle(
         Request::Unblock { target: t } => {
             let net = target(&t)?;
             let origin = match out.policy.unblock(net)? {
-                Change::Unblocked { reason, .. } => crate::kernel::policy::reason_name(reason),
-                Change::Blocked { .. } => "manual",
+                Change::Unblocked { reason, .. } => Origin::of(reason),
+                Change::Blocked { .. } => Origin::Manual,
             };
             if let Some(key) = host_key(&net) {
                 maps.forget(&key);
             }
             emit(
                 out,
-                policy_event("unblocked", &net, "manual", None, false).of(origin),
+                PolicyEvent::unblocked(&net, PolicyReason::Manual, origin),
             );
-            Response::ok(serde_json::json!({"unblocked": net_name(&net)}))
+            Response::ok(UnblockReply {
+                unblocked: net_name(&net),
+            })
         }
         Request::Allow { target: t } => {
             let net = target(&t)?;
@@ -143,46 +157,52 @@ pub(crate) fn handle(
                 {
                     emit(
                         out,
-                        policy_event("unblocked", &lifted, "manual", None, false)
-                            .of(crate::kernel::policy::reason_name(reason)),
+                        PolicyEvent::unblocked(
+                            &lifted,
+                            PolicyReason::Manual,
+                            crate::kernel::policy::Origin::of(reason),
+                        ),
                     );
                     unblocked.push(net_name(&lifted));
                 }
             }
             maps.forget_where(|k| net.contains(&ip_of(k)));
-            emit(
-                out,
-                policy_event("allowlisted", &net, "manual", None, false),
-            );
-            Response::ok(serde_json::json!({"allowed": net_name(&net), "unblocked": unblocked}))
+            emit(out, PolicyEvent::allowlist(PolicyName::Allowlisted, &net));
+            Response::ok(AllowReply {
+                allowed: net_name(&net),
+                unblocked,
+            })
         }
         Request::Disallow { target: t } => {
             let net = target(&t)?;
             out.policy.disallow(net)?;
-            emit(out, policy_event("disallowed", &net, "manual", None, false));
-            Response::ok(serde_json::json!({"disallowed": net_name(&net)}))
+            emit(out, PolicyEvent::allowlist(PolicyName::Disallowed, &net));
+            Response::ok(DisallowReply {
+                disallowed: net_name(&net),
+            })
         }
         Request::Allowlist {} => {
-            let entries: Vec<serde_json::Value> = out
+            let entries: Vec<AllowEntry> = out
                 .policy
                 .allow_entries()
                 .iter()
-                .map(|(net, origin)| {
-                    serde_json::json!({"address": net_name(net), "origin": origin.as_str()})
+                .map(|(net, origin)| AllowEntry {
+                    address: net_name(net),
+                    origin: *origin,
                 })
                 .collect();
-            Response::ok(serde_json::Value::Array(entries))
+            Response::ok(entries)
         }
         Request::Events {} => {
-            let events: Vec<&crate::sinks::events::Event> = out.reporter.recent().collect();
-            Response::ok(serde_json::to_value(events)?)
+            let events: Vec<&crate::sinks::event::Event> = out.reporter.recent().collect();
+            Response::ok(events)
         }
         Request::PortHits { limit } => {
             let current = maps.port_hits()?;
             let open = crate::audit::listeners::open_ports(&crate::audit::listeners::listeners());
             let hits = state.ports.report(Instant::now(), &current, &open);
             let n = limit.map_or(usize::MAX, |l| l as usize);
-            Response::ok(serde_json::to_value(most_probed(hits, n))?)
+            Response::ok(most_probed(hits, n))
         }
     })
 }
@@ -208,17 +228,20 @@ fn block(
     {
         anyhow::bail!(
             "{ip} is protected ({}): blocking it would cut this host off from its {}; `scanner block --force {ip}` blocks it anyway",
-            crate::kernel::protect::reason_name(*why),
-            match crate::kernel::protect::reason_name(*why) {
-                "gateway" => "default gateway",
-                "resolver" => "DNS resolver",
-                _ => "established connection with it",
+            ProtectedBy::of(*why),
+            match ProtectedBy::of(*why) {
+                ProtectedBy::Gateway => "default gateway",
+                ProtectedBy::Resolver => "DNS resolver",
+                ProtectedBy::Established => "established connection with it",
             }
         );
     }
-    let listed: Vec<serde_json::Value> = protected
+    let listed: Vec<ProtectedAddress> = protected
         .iter()
-        .map(|(ip, why)| serde_json::json!({"address": ip.to_string(), "why": crate::kernel::protect::reason_name(*why)}))
+        .map(|(ip, why)| ProtectedAddress {
+            address: ip.to_string(),
+            why: ProtectedBy::of(*why),
+        })
         .collect();
     let reason = if force {
         block_reason::FORCED
@@ -237,43 +260,47 @@ fn block(
     {
         let left = (existing.expires_ns != 0)
             .then(|| Duration::from_nanos(existing.expires_ns.saturating_sub(now)).as_secs());
-        return Ok(Response::ok(serde_json::json!({
-            "blocked": net_name(&net), "ttl_s": left, "kept": true, "dry_run": out.dry_run,
-            "protected": listed,
-        })));
+        return Ok(Response::ok(BlockReply {
+            blocked: net_name(&net),
+            ttl_s: left,
+            kept: true,
+            dry_run: out.dry_run,
+            protected: listed,
+        }));
     }
     out.policy.block(net, Some(ttl), now, reason)?;
     emit(
         out,
-        policy_event("blocked", &net, "manual", Some(ttl.as_secs()), out.dry_run),
+        PolicyEvent::blocked(&net, Origin::Manual, Some(ttl.as_secs()), out.dry_run),
     );
     if !force {
         for (ip, _) in &protected {
             emit(
                 out,
-                policy_event(
-                    "block_refused",
+                PolicyEvent::refused(
                     &ipnet::IpNet::from(*ip),
-                    "protected",
-                    None,
-                    false,
-                )
-                .of("manual"),
+                    PolicyReason::Protected,
+                    Origin::Manual,
+                ),
             );
         }
     }
-    Ok(Response::ok(serde_json::json!({
-        "blocked": net_name(&net), "ttl_s": ttl.as_secs(), "kept": false, "dry_run": out.dry_run,
-        "protected": listed,
-    })))
+    Ok(Response::ok(BlockReply {
+        blocked: net_name(&net),
+        ttl_s: Some(ttl.as_secs()),
+        kept: false,
+        dry_run: out.dry_run,
+        protected: listed,
+    }))
 }
 
 /// Sources with evidence against them (a positive score or a decision),
 /// distributed scans, and every block, for `scanner list`.
-fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Value> {
+fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
     let now_mono = monotonic_ns();
-    let wall = |mono: u64| wall_past(now_mono, mono);
-    let mut rows: Vec<(i64, serde_json::Value)> = Vec::new();
+    let wall = |mono: u64| Some(wall_past(now_mono, mono));
+    let expiry = |e: &PolicyEntry| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns));
+    let mut rows: Vec<(i64, ListRow)> = Vec::new();
     let mut listed = std::collections::HashSet::new();
     for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
         let net = ipnet::IpNet::from(ip_of(&key));
@@ -283,34 +310,38 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
             scope: scope::SOURCE,
             key,
         };
-        let state = match (block, s.decided_ns, protected) {
+        let row_state = match (block, s.decided_ns, protected) {
             // A dry run keeps blocks in the map without enforcing them.
-            (Some(_), _, _) if out.dry_run => "unenforced",
-            (Some(_), _, _) => "blocked",
-            (None, 0, _) => "watching",
-            (None, _, Some(_)) => "protected",
-            (None, _, None) if state.detector.has_ended(&scan) => "ended",
-            (None, _, None) => "detected",
+            (Some(_), _, _) if out.dry_run => ListState::Unenforced,
+            (Some(_), _, _) => ListState::Blocked,
+            (None, 0, _) => ListState::Watching,
+            (None, _, Some(_)) => ListState::Protected,
+            (None, _, None) if state.detector.has_ended(&scan) => ListState::Ended,
+            (None, _, None) => ListState::Detected,
         };
         listed.insert(net);
         rows.push((
             i64::from(s.score),
-            serde_json::json!({
-                "address": net_name(&net),
-                "state": state,
-                "kind": kind_of(scope::SOURCE, &s).as_str(),
-                "ports": s.ports,
-                "probes": s.probes,
-                "score": s.score,
-                "sources": 1,
-                "protected": protected,
-                "decoy_group": out.decoys.group_of(&key).map(|g| g.iter().map(|k| ip_of(k).to_string()).collect::<Vec<_>>()),
-                "fragments": s.fragments,
-                "first_seen": wall(s.first_seen_ns),
-                "last_seen": wall(s.last_seen_ns),
-                "block_expires": block.and_then(|(_, e)| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))),
-                "block_origin": block.map(|(_, e)| crate::kernel::policy::reason_name(e.reason)),
-            }),
+            ListRow {
+                address: net_name(&net),
+                state: row_state,
+                kind: Some(kind_of(scope::SOURCE, &s)),
+                ports: Some(s.ports),
+                probes: Some(s.probes),
+                score: Some(s.score),
+                sources: Some(1),
+                protected: Some(protected),
+                decoy_group: Some(
+                    out.decoys
+                        .group_of(&key)
+                        .map(|g| g.iter().map(|k| ip_of(k).to_string()).collect()),
+                ),
+                fragments: Some(s.fragments),
+                first_seen: wall(s.first_seen_ns),
+                last_seen: wall(s.last_seen_ns),
+                block_expires: block.and_then(|(_, e)| expiry(e)),
+                block_origin: Some(block.map(|(_, e)| Origin::of(e.reason))),
+            },
         ));
     }
     for id in state.detector.ids() {
@@ -329,18 +360,26 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
         let net = ipnet::IpNet::new(ip, len).unwrap_or_else(|_| ipnet::IpNet::from(ip));
         rows.push((
             i64::from(s.score),
-            serde_json::json!({
-                "address": net.to_string(),
-                "state": if state.detector.has_ended(&id) { "ended" } else { "detected" },
-                "kind": kind_of(scope::PREFIX, &s).as_str(),
-                "ports": s.ports,
-                "probes": s.probes,
-                "score": s.score,
-                "sources": s.sources,
-                "first_seen": wall(s.first_seen_ns),
-                "last_seen": wall(s.last_seen_ns),
-                "block_expires": null,
-            }),
+            ListRow {
+                address: net.to_string(),
+                state: if state.detector.has_ended(&id) {
+                    ListState::Ended
+                } else {
+                    ListState::Detected
+                },
+                kind: Some(kind_of(scope::PREFIX, &s)),
+                ports: Some(s.ports),
+                probes: Some(s.probes),
+                score: Some(s.score),
+                sources: Some(s.sources),
+                protected: None,
+                decoy_group: None,
+                fragments: None,
+                first_seen: wall(s.first_seen_ns),
+                last_seen: wall(s.last_seen_ns),
+                block_expires: None,
+                block_origin: None,
+            },
         ));
     }
     for (net, e) in out.policy.blocks() {
@@ -349,14 +388,18 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<serde_json::Val
         }
         rows.push((
             i64::MAX,
-            serde_json::json!({
-                "address": net_name(net),
-                "state": if out.dry_run { "unenforced" } else { "blocked" },
-                "kind": null, "ports": null, "probes": null, "score": null, "sources": null,
-                "first_seen": null, "last_seen": null,
-                "block_expires": (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns)),
-                "block_origin": crate::kernel::policy::reason_name(e.reason),
-            }),
+            ListRow {
+                block_expires: expiry(e),
+                block_origin: Some(Some(Origin::of(e.reason))),
+                ..ListRow::bare(
+                    net_name(net),
+                    if out.dry_run {
+                        ListState::Unenforced
+                    } else {
+                        ListState::Blocked
+                    },
+                )
+            },
         ));
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.0));

@@ -18,16 +18,21 @@ use crate::{
     },
     fleet::alert::{Alert, Detection},
     kernel::{
+        load::AttachedMode,
         maps::{
             Maps, monotonic_ns,
             probed::{Probed, ranges},
         },
-        policy::{self, Change, Policy, PolicyError, net_name, parse_net},
-        protect::{self, Protected},
+        policy::{self, Change, Origin, Policy, PolicyError, net_name, parse_net},
+        protect::{self, Protected, ProtectedBy},
     },
     sinks::{
-        events::{Event, InterfaceEvent, PolicyEvent, Reporter, ScanEvent, ip_of, timestamp},
+        event::{
+            Action, DecidedBy, Event, InterfaceEvent, InterfaceName, InterfaceReason, PolicyEvent,
+            PolicyName, PolicyReason, ScanEvent, ScanName, ip_of, timestamp,
+        },
         metrics::Metrics,
+        reporter::Reporter,
     },
 };
 
@@ -44,7 +49,7 @@ const UNDECIDED_READ_EVERY: Duration = Duration::from_millis(50);
 
 /// Everything the loop needs to turn findings into events and responses.
 pub(crate) struct Output {
-    pub reporter: Reporter<std::io::Stdout>,
+    pub reporter: Reporter,
     pub names: HashMap<u32, String>,
     pub prefixes: (u8, u8),
     pub policy: Policy,
@@ -61,7 +66,7 @@ pub(crate) struct Output {
     pub protected: Protected,
     /// Detected sources found protected at their latest detection, and why
     /// (for `scanner list`).
-    pub protected_scans: HashMap<IpAddr, &'static str>,
+    pub protected_scans: HashMap<IpAddr, ProtectedBy>,
     /// Source detections held for their decoy group, and the groups found.
     pub decoys: Decoys,
     /// The latest read of the undecided sources that could join a held
@@ -76,16 +81,16 @@ pub(crate) struct Output {
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
-pub(crate) fn write(reporter: &mut Reporter<std::io::Stdout>, event: &Event) {
+pub(crate) fn write(reporter: &mut Reporter, event: &Event) {
     reporter.emit(event);
 }
 
 pub(crate) fn emit_interface(
-    reporter: &mut Reporter<std::io::Stdout>,
-    event: &'static str,
+    reporter: &mut Reporter,
+    event: InterfaceName,
     iface: &str,
-    mode: &'static str,
-    reason: Option<&'static str>,
+    mode: AttachedMode,
+    reason: Option<InterfaceReason>,
 ) {
     let event = Event::Interface(InterfaceEvent {
         ts: timestamp(SystemTime::now()),
@@ -222,15 +227,15 @@ fn report_one(
             id,
             stats,
             since_ns,
-        } => ("scan_detected", id, stats, Some(*since_ns)),
-        Finding::Ended { id, stats } => ("scan_ended", id, stats, None),
+        } => (ScanName::Detected, id, stats, Some(*since_ns)),
+        Finding::Ended { id, stats } => (ScanName::Ended, id, stats, None),
     };
     let ip = ip_of(&id.key);
     let source = id.scope == scope::SOURCE;
     // Whether the source is protected is decided once, at its detection.
     let protected = match event {
-        "scan_detected" if source => {
-            let why = out.protected.reason(ip).map(protect::reason_name);
+        ScanName::Detected if source => {
+            let why = out.protected.reason(ip).map(ProtectedBy::of);
             match why {
                 Some(why) => {
                     // A handful in practice; bounded all the same.
@@ -248,7 +253,7 @@ fn report_one(
     };
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
     let mut e = scan_event(out, event, *id, stats, maps, protected, since_ns);
-    if event == "scan_ended" {
+    if event == ScanName::Ended {
         e.probed = out
             .probed
             .remove(id)
@@ -256,13 +261,14 @@ fn report_one(
             .unwrap_or_default();
     }
     e.decoy_group = group.map(|g| g.iter().map(|k| ip_of(k).to_string()).collect());
-    if event == "scan_detected" && !joined {
-        out.metrics.detection(e.kind);
-        tracing::debug!(source = %e.source, kind = e.kind, ports = e.ports, "port scan detected");
+    let detected = event == ScanName::Detected;
+    if detected && !joined {
+        out.metrics.detection(e.kind.as_str());
+        tracing::debug!(source = %e.source, kind = %e.kind, ports = e.ports, "port scan detected");
     }
-    let pushed = (event == "scan_detected").then(|| e.clone());
+    let pushed = detected.then(|| e.clone());
     write(&mut out.reporter, &Event::Scan(e));
-    if event == "scan_detected" && source {
+    if detected && source {
         match protected {
             Some(why) => spare(out, maps, ip, why)?,
             None => respond(out, *id)?,
@@ -279,8 +285,8 @@ fn report_one(
 /// block gateways and resolvers; an established peer it may have blocked at
 /// the deciding probe, and that block is lifted here, before it is ever
 /// reported (or, if a sweep reported it already, with an `unblocked` event).
-fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: &'static str) -> anyhow::Result<()> {
-    tracing::warn!(source = %ip, protected = why, "protected source detected: reported, not blocked");
+fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: ProtectedBy) -> anyhow::Result<()> {
+    tracing::warn!(source = %ip, protected = %why, "protected source detected: reported, not blocked");
     lift_protected(out, maps, ip)?;
     Ok(())
 }
@@ -315,7 +321,7 @@ fn lift_protected(out: &mut Output, maps: &mut Maps, ip: IpAddr) -> anyhow::Resu
     if lifted {
         emit(
             out,
-            policy_event("unblocked", &net, "protected", None, false).of("scan"),
+            PolicyEvent::unblocked(&net, PolicyReason::Protected, Origin::Scan),
         );
     }
     Ok(lifted)
@@ -326,7 +332,7 @@ fn lift_protected(out: &mut Output, maps: &mut Maps, ip: IpAddr) -> anyhow::Resu
 fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
     let net = ipnet::IpNet::from(ip_of(&id.key));
     if out.dry_run {
-        let event = policy_event("blocked", &net, "scan", Some(out.block_ttl_s), true);
+        let event = PolicyEvent::blocked(&net, Origin::Scan, Some(out.block_ttl_s), true);
         emit(out, event);
         return Ok(());
     }
@@ -347,13 +353,13 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
     {
         Ok(_) => emit(
             out,
-            policy_event("blocked", &net, "scan", Some(out.block_ttl_s), false),
+            PolicyEvent::blocked(&net, Origin::Scan, Some(out.block_ttl_s), false),
         ),
         Err(PolicyError::CapReached(cap, _)) => {
             tracing::error!(source = %net_name(&net), cap, "block refused: the block cap is reached; still reporting");
             emit(
                 out,
-                policy_event("block_refused", &net, "cap", None, false).of("scan"),
+                PolicyEvent::refused(&net, PolicyReason::Cap, Origin::Scan),
             );
         }
         Err(e) => return Err(e).context("blocking a detected source"),
@@ -379,25 +385,22 @@ pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<(ipnet::IpNet
             lifted.push((*net, *reason));
         }
         let event = match change {
-            Change::Blocked { net, reason, ttl } => policy_event(
-                "blocked",
-                &net,
-                policy::reason_name(reason),
-                ttl.map(|t| t.as_secs()),
-                false,
-            ),
+            Change::Blocked { net, reason, ttl } => {
+                PolicyEvent::blocked(&net, Origin::of(reason), ttl.map(|t| t.as_secs()), false)
+            }
             Change::Unblocked {
                 net,
                 expired,
                 reason,
-            } => policy_event(
-                "unblocked",
+            } => PolicyEvent::unblocked(
                 &net,
-                if expired { "expired" } else { "manual" },
-                None,
-                false,
-            )
-            .of(policy::reason_name(reason)),
+                if expired {
+                    PolicyReason::Expired
+                } else {
+                    PolicyReason::Manual
+                },
+                Origin::of(reason),
+            ),
         };
         emit(out, event);
     }
@@ -419,48 +422,21 @@ pub(crate) fn forget_lifted(maps: &mut Maps, lifted: &[(ipnet::IpNet, u32)]) {
     }
 }
 
-pub(crate) fn policy_event(
-    event: &'static str,
-    net: &ipnet::IpNet,
-    reason: &'static str,
-    ttl_s: Option<u64>,
-    dry_run: bool,
-) -> PolicyEvent {
-    PolicyEvent {
-        ts: timestamp(SystemTime::now()),
-        event,
-        source: net_name(net),
-        reason,
-        // A block's reason is its origin; other events say it with `of`.
-        origin: (event == "blocked").then_some(reason),
-        ttl_s,
-        dry_run,
-    }
-}
-
-impl PolicyEvent {
-    /// The event about a block of `origin` (`scan`, `manual`, `crowdsec`).
-    pub(crate) fn of(mut self, origin: &'static str) -> Self {
-        self.origin = Some(origin);
-        self
-    }
-}
-
 pub(crate) fn emit(out: &mut Output, event: PolicyEvent) {
-    if event.event == "blocked" && !event.dry_run {
-        out.metrics.block(event.reason);
-        tracing::debug!(source = %event.source, reason = event.reason, "blocked");
+    if event.event == PolicyName::Blocked && !event.dry_run {
+        out.metrics.block(event.reason.as_str());
+        tracing::debug!(source = %event.source, reason = %event.reason, "blocked");
     }
     write(&mut out.reporter, &Event::Policy(event))
 }
 
 fn scan_event(
     out: &Output,
-    event: &'static str,
+    event: ScanName,
     id: EntryId,
     stats: &SourceStats,
     maps: &Maps,
-    protected: Option<&'static str>,
+    protected: Option<ProtectedBy>,
     // The probe a detection stands for: its latency runs from there.
     since_ns: Option<u64>,
 ) -> ScanEvent {
@@ -484,7 +460,7 @@ fn scan_event(
         ts: timestamp(SystemTime::now()),
         event,
         source,
-        kind: kind_of(id.scope, stats).as_str(),
+        kind: kind_of(id.scope, stats),
         ports: stats.ports,
         probes: stats.probes,
         top_ports: port_numbers(&top),
@@ -500,20 +476,20 @@ fn scan_event(
         open_ports,
         open_hits: stats.open_ports,
         reason: if stats.reason == reason::FANOUT {
-            "fanout"
+            DecidedBy::Fanout
         } else {
-            "trw"
+            DecidedBy::Trw
         },
         decided_after: stats.decided_ports,
         sources: if prefix { stats.sources } else { 1 },
         latency_us: since_ns.map(|t| monotonic_ns().saturating_sub(t) / 1000),
         // Prefixes found by the distributed rule are reported, never blocked.
         action: match (prefix, out.dry_run, out.blocking) {
-            (true, _, _) => "report",
-            (false, true, _) | (false, false, true) if protected.is_some() => "protected",
-            (false, true, _) => "dry_run",
-            (false, false, true) => "block",
-            (false, false, false) => "report",
+            (true, _, _) => Action::Report,
+            (false, true, _) | (false, false, true) if protected.is_some() => Action::Protected,
+            (false, true, _) => Action::DryRun,
+            (false, false, true) => Action::Block,
+            (false, false, false) => Action::Report,
         },
         protected,
         decoy_group: None,
@@ -525,8 +501,9 @@ fn scan_event(
 
 /// At a source's detection, when blocking spares live flows: how many TCP
 /// connections the host has open with it (their segments pass the block).
-fn spared_flows(out: &Output, event: &str, id: EntryId) -> Option<u32> {
-    if event != "scan_detected" || id.scope != scope::SOURCE || !out.blocking || !out.spare_flows {
+fn spared_flows(out: &Output, event: ScanName, id: EntryId) -> Option<u32> {
+    if event != ScanName::Detected || id.scope != scope::SOURCE || !out.blocking || !out.spare_flows
+    {
         return None;
     }
     let n = crate::audit::listeners::established_with(ip_of(&id.key));
@@ -559,7 +536,7 @@ fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
     let age = Duration::from_nanos(monotonic_ns().saturating_sub(stats.first_seen_ns));
     let detection = Detection {
         source,
-        kind: e.kind,
+        kind: e.kind.as_str(),
         ports: e.ports,
         probes: e.probes,
         top_ports: e.top_ports.clone(),

@@ -14,9 +14,7 @@ use crate::{
         Daemon, Signals,
         interfaces::watch_interfaces,
         requests::{State, handle},
-        respond::{
-            Output, emit, forget_lifted, policy_event, report, spare_protected, sweep_policy, write,
-        },
+        respond::{Output, emit, forget_lifted, report, spare_protected, sweep_policy, write},
         upkeep::{forget_allowlisted, log_protected, refresh_open_ports},
     },
     detect::{Detector, EntryId},
@@ -24,9 +22,12 @@ use crate::{
         decisions,
         load::{self, Attached},
         maps::{CounterTable, Maps, PollError, monotonic_ns},
-        policy::{self, AllowOrigin, Change},
+        policy::{self, AllowOrigin, Change, Origin},
     },
-    sinks::{events::DaemonEvent, notify},
+    sinks::{
+        event::{DaemonEvent, DaemonName, PolicyEvent, PolicyReason},
+        notify,
+    },
 };
 
 /// The longest time between two polls that read every tracked source (the
@@ -215,7 +216,7 @@ impl Daemon {
             "RELOADING=1\nMONOTONIC_USEC={}",
             notify::monotonic_usec()
         ));
-        if let Err(e) = self.out.reporter.reopen_file() {
+        if let Err(e) = self.out.reporter.reopen() {
             tracing::error!(
                 "{:#}, events go on to the file open before",
                 anyhow::Error::from(e)
@@ -247,14 +248,14 @@ impl Daemon {
                 tracing::info!("configuration reloaded: {summary}");
                 write(
                     &mut self.out.reporter,
-                    &DaemonEvent::now("config_reloaded", summary),
+                    &DaemonEvent::now(DaemonName::ConfigReloaded, summary),
                 );
             }
             Err(e) => {
                 tracing::error!("configuration rejected, the previous one stays: {e:#}");
                 write(
                     &mut self.out.reporter,
-                    &DaemonEvent::now("config_rejected", format!("{e:#}")),
+                    &DaemonEvent::now(DaemonName::ConfigRejected, format!("{e:#}")),
                 );
             }
         }
@@ -377,8 +378,11 @@ fn reload_config(
             {
                 emit(
                     out,
-                    policy_event("unblocked", &lifted, "manual", None, false)
-                        .of(policy::reason_name(reason)),
+                    PolicyEvent::unblocked(
+                        &lifted,
+                        PolicyReason::Manual,
+                        policy::Origin::of(reason),
+                    ),
                 );
             }
         }
@@ -414,9 +418,9 @@ fn update_metrics(
     }
     out.metrics.sources(sources);
     out.metrics.blocks_active(out.policy.active_blocks());
-    let mut by_origin = [("scan", 0), ("manual", 0), ("crowdsec", 0)];
+    let mut by_origin: Vec<(&str, usize)> = Origin::ALL.iter().map(|o| (o.as_str(), 0)).collect();
     for (_, entry) in out.policy.blocks() {
-        let origin = crate::kernel::policy::reason_name(entry.reason);
+        let origin = Origin::of(entry.reason).as_str();
         if let Some(slot) = by_origin.iter_mut().find(|(o, _)| *o == origin) {
             slot.1 += 1;
         }

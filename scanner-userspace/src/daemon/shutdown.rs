@@ -8,7 +8,10 @@ use crate::{
         respond::{emit_interface, release, report, sweep_policy, write},
     },
     kernel::maps::monotonic_ns,
-    sinks::{events::DaemonEvent, notify},
+    sinks::{
+        event::{DaemonEvent, DaemonName, InterfaceName},
+        notify,
+    },
 };
 
 impl Daemon {
@@ -60,9 +63,9 @@ impl Daemon {
         for a in self.attached.iter().filter(|a| a.index.is_some()) {
             emit_interface(
                 &mut self.out.reporter,
-                "detached",
+                InterfaceName::Detached,
                 &a.name,
-                a.mode.as_str(),
+                a.mode,
                 None,
             );
         }
@@ -75,7 +78,7 @@ impl Daemon {
             None => {
                 write(
                     &mut self.out.reporter,
-                    &DaemonEvent::now("daemon_stopped", "detached, exiting"),
+                    &DaemonEvent::now(DaemonName::Stopped, "detached, exiting"),
                 );
                 tracing::info!("detached, exiting");
                 Ok(())
@@ -83,7 +86,7 @@ impl Daemon {
             Some(e) => {
                 write(
                     &mut self.out.reporter,
-                    &DaemonEvent::now("daemon_stopped", format!("detached: {e:#}")),
+                    &DaemonEvent::now(DaemonName::Stopped, format!("detached: {e:#}")),
                 );
                 Err(e)
             }

@@ -40,11 +40,13 @@ use crate::{
         reported::Reported,
     },
     sinks::{
-        events::{DaemonEvent, Reporter},
+        event::{DaemonEvent, DaemonName, InterfaceName},
         file::EventsFile,
         journal::{self, Journal},
         metrics::{self, Metrics},
         notify,
+        reporter::Reporter,
+        stdout::Stdout,
     },
 };
 
@@ -156,10 +158,10 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let opened = super::history::open(&args, &settings, &counts);
     let (metrics, registry) = Metrics::new(capacity.sources);
     let mut out = Output {
-        reporter: Reporter::new(args.events, std::io::stdout())
-            .with_journal(journal)
-            .with_file(events_file)
-            .with_history(opened.writer),
+        reporter: Reporter::new(opened.writer)
+            .with(journal)
+            .with(events_file)
+            .with(Some(Stdout::new(args.events, std::io::stdout()))),
         names,
         prefixes: settings.prefix_lengths(),
         policy,
@@ -225,7 +227,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
             mode,
             index: iface::lookup(name),
         });
-        emit_interface(&mut out.reporter, "attached", name, mode.as_str(), None);
+        emit_interface(&mut out.reporter, InterfaceName::Attached, name, mode, None);
     }
     warn_shared_counter_slots(&attached);
     // Catch up before saying ready: report at once what the earlier daemon
@@ -267,7 +269,7 @@ pub(super) async fn start(args: RunArgs, to_journal: bool) -> anyhow::Result<Dae
     let detail = format!("watching {}; {}", ifaces.join(", "), blocking_state(&out));
     write(
         &mut out.reporter,
-        &DaemonEvent::now("daemon_started", detail),
+        &DaemonEvent::now(DaemonName::Started, detail),
     );
     notify::tell(&format!("READY=1\nSTATUS=watching {}", ifaces.join(", ")));
     Ok(Daemon {

@@ -12,7 +12,7 @@ use crate::{
         maps::Maps,
         policy::Policy,
         port_bits::{self, PortBits},
-        protect::{Protected, reason_name},
+        protect::{Protected, ProtectedBy},
     },
 };
 
@@ -22,7 +22,7 @@ use crate::{
 pub(super) fn forget_allowlisted(maps: &mut Maps, policy: &Policy) {
     let nets = policy.allowlist();
     let n = maps.forget_where(|k| {
-        let ip = crate::sinks::events::ip_of(k);
+        let ip = crate::sinks::event::ip_of(k);
         nets.iter().any(|net| net.contains(&ip))
     });
     if n > 0 {
@@ -36,7 +36,7 @@ pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<Vec<IpA
     if let Some(now) = protected.refresh().context("writing the PROTECTED map")? {
         let shown: Vec<String> = now
             .iter()
-            .map(|(ip, why)| format!("{ip} ({})", reason_name(*why)))
+            .map(|(ip, why)| format!("{ip} ({})", ProtectedBy::of(*why)))
             .collect();
         tracing::info!(protected = %shown.join(" "), "never blocked (still reported): gateways and resolvers");
         return Ok(now.keys().copied().collect());

@@ -24,68 +24,29 @@ pub struct EntryId {
     pub key: SourceKey,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanKind {
-    Syn,
-    Connect,
-    Fin,
-    Null,
-    Xmas,
-    Maimon,
-    Ack,
-    Udp,
-    /// First fragments that split their transport header (nmap `-f`).
-    Fragmented,
-    /// SCTP INIT probes (nmap `-sY`).
-    SctpInit,
-    /// SCTP COOKIE ECHO probes (nmap `-sZ`).
-    SctpCookieEcho,
-    /// Packets of many IP protocols (nmap `-sO`).
-    IpProtocol,
-    /// TCP flag sets no stack sends (nmap `--scanflags SYNFIN`, ...).
-    InvalidFlags,
-    Mixed,
-    Distributed,
-}
-
-impl ScanKind {
-    /// Every kind, in the order they are documented.
-    pub const ALL: [ScanKind; 15] = [
-        Self::Syn,
-        Self::Connect,
-        Self::Fin,
-        Self::Null,
-        Self::Xmas,
-        Self::Maimon,
-        Self::Ack,
-        Self::Udp,
-        Self::Fragmented,
-        Self::SctpInit,
-        Self::SctpCookieEcho,
-        Self::IpProtocol,
-        Self::InvalidFlags,
-        Self::Mixed,
-        Self::Distributed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Syn => "syn",
-            Self::Connect => "connect",
-            Self::Fin => "fin",
-            Self::Null => "null",
-            Self::Xmas => "xmas",
-            Self::Maimon => "maimon",
-            Self::Ack => "ack",
-            Self::Udp => "udp",
-            Self::Fragmented => "fragmented",
-            Self::SctpInit => "sctp-init",
-            Self::SctpCookieEcho => "sctp-cookie-echo",
-            Self::IpProtocol => "ip-protocol",
-            Self::InvalidFlags => "invalid-flags",
-            Self::Mixed => "mixed",
-            Self::Distributed => "distributed",
-        }
+crate::named::named! {
+    /// What kind of scan: the `kind` of events and `scanner list`.
+    pub enum ScanKind {
+        Syn = "syn",
+        Connect = "connect",
+        Fin = "fin",
+        Null = "null",
+        Xmas = "xmas",
+        Maimon = "maimon",
+        Ack = "ack",
+        Udp = "udp",
+        /// First fragments that split their transport header (nmap `-f`).
+        Fragmented = "fragmented",
+        /// SCTP INIT probes (nmap `-sY`).
+        SctpInit = "sctp-init",
+        /// SCTP COOKIE ECHO probes (nmap `-sZ`).
+        SctpCookieEcho = "sctp-cookie-echo",
+        /// Packets of many IP protocols (nmap `-sO`).
+        IpProtocol = "ip-protocol",
+        /// TCP flag sets no stack sends (nmap `--scanflags SYNFIN`, ...).
+        InvalidFlags = "invalid-flags",
+        Mixed = "mixed",
+        Distributed = "distributed",
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::sinks::events::comma_list;
+use crate::sinks::text::comma_list;
 
 /// Scenario of a single source's scan.
 pub(crate) const PORT_SCAN: &str = "scanner/port-scan";

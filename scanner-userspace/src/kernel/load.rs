@@ -92,19 +92,11 @@ pub struct Attached {
     pub index: Option<u32>,
 }
 
-/// The mode an interface ended up attached in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachedMode {
-    Native,
-    Skb,
-}
-
-impl AttachedMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-        }
+crate::named::named! {
+    /// The mode an interface ended up attached in.
+    pub enum AttachedMode {
+        Native = "native",
+        Skb = "skb",
     }
 }
 

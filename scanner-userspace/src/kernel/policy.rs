@@ -74,24 +74,15 @@ pub fn net_name(net: &IpNet) -> String {
     }
 }
 
-/// Why an entry is on the allowlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllowOrigin {
-    /// Loopback or one of this host's addresses: always there.
-    Host,
-    /// The configuration file or `--allow`.
-    Config,
-    /// `scanner allow`.
-    Runtime,
-}
-
-impl AllowOrigin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Config => "config",
-            Self::Runtime => "runtime",
-        }
+crate::named::named! {
+    /// Why an entry is on the allowlist (`scanner allow --list`).
+    pub enum AllowOrigin {
+        /// Loopback or one of this host's addresses: always there.
+        Host = "host",
+        /// The configuration file or `--allow`.
+        Config = "config",
+        /// `scanner allow`.
+        Runtime = "runtime",
     }
 }
 
@@ -418,13 +409,27 @@ impl Policy {
     }
 }
 
-/// `scan`, `crowdsec` or `manual` (`scanner block`, with or without
-/// --force).
-pub fn reason_name(reason: u32) -> &'static str {
-    match reason {
-        block_reason::SCAN => "scan",
-        block_reason::CROWDSEC => "crowdsec",
-        _ => "manual",
+crate::named::named! {
+    /// Whose block it is: the `origin` of policy events, `block_origin` of
+    /// `scanner list`, and the metrics' `origin` label.
+    pub enum Origin {
+        /// The kernel's (or the daemon's) response to a detected scan.
+        Scan = "scan",
+        /// `scanner block`, with or without --force.
+        Manual = "manual",
+        /// A CrowdSec decision.
+        Crowdsec = "crowdsec",
+    }
+}
+
+impl Origin {
+    /// The origin of a block with `block_reason::*` `reason`.
+    pub fn of(reason: u32) -> Self {
+        match reason {
+            block_reason::SCAN => Self::Scan,
+            block_reason::CROWDSEC => Self::Crowdsec,
+            _ => Self::Manual,
+        }
     }
 }
 
@@ -495,8 +500,11 @@ mod tests {
 
     #[test]
     fn reasons_have_names() {
-        assert_eq!(reason_name(block_reason::SCAN), "scan");
-        assert_eq!(reason_name(scanner_common::block_reason::MANUAL), "manual");
+        assert_eq!(Origin::of(block_reason::SCAN).as_str(), "scan");
+        assert_eq!(
+            Origin::of(scanner_common::block_reason::MANUAL).as_str(),
+            "manual"
+        );
     }
 
     #[test]

@@ -28,12 +28,27 @@ pub struct Protection {
     pub established: bool,
 }
 
-/// The name of a `protect::*` reason, as events and `scanner list` show it.
-pub fn reason_name(reason: u32) -> &'static str {
-    match reason {
-        protect::GATEWAY => "gateway",
-        protect::RESOLVER => "resolver",
-        _ => "established",
+crate::named::named! {
+    /// Why a source is never blocked: the `protected` of events and
+    /// `scanner list`.
+    pub enum ProtectedBy {
+        /// A default gateway of this host.
+        Gateway = "gateway",
+        /// A DNS resolver of this host.
+        Resolver = "resolver",
+        /// A peer this host has a connection with.
+        Established = "established",
+    }
+}
+
+impl ProtectedBy {
+    /// The meaning of a `protect::*` reason.
+    pub fn of(reason: u32) -> Self {
+        match reason {
+            protect::GATEWAY => Self::Gateway,
+            protect::RESOLVER => Self::Resolver,
+            _ => Self::Established,
+        }
     }
 }
 
@@ -263,7 +278,10 @@ eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
         let mapped: IpAddr = "::ffff:198.18.0.9".parse().unwrap();
         assert_eq!(canonical(mapped), "198.18.0.9".parse::<IpAddr>().unwrap());
         assert_eq!(key_of(mapped), SourceKey::from_v4([198, 18, 0, 9]));
-        assert_eq!(reason_name(protect::GATEWAY), "gateway");
-        assert_eq!(reason_name(protect::ESTABLISHED), "established");
+        assert_eq!(ProtectedBy::of(protect::GATEWAY).as_str(), "gateway");
+        assert_eq!(
+            ProtectedBy::of(protect::ESTABLISHED).as_str(),
+            "established"
+        );
     }
 }

@@ -10,19 +10,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use thiserror::Error;
+use crate::sinks::{
+    event::Event,
+    output::{OpenError, Output},
+};
 
 /// Readable by root and the file's group (the unit runs with group
 /// `scanner`), not by everyone: events name who probed what.
 const MODE: u32 = 0o640;
-
-#[derive(Debug, Error)]
-#[error("cannot open the events file {path}")]
-pub(crate) struct OpenError {
-    path: PathBuf,
-    #[source]
-    source: io::Error,
-}
 
 /// The events file, open for appending.
 #[derive(Debug)]
@@ -68,16 +63,34 @@ impl EventsFile {
     }
 }
 
+impl Output for EventsFile {
+    fn name(&self) -> String {
+        format!("the events file {}", self.path.display())
+    }
+
+    fn wants_json(&self) -> bool {
+        true
+    }
+
+    /// Never dropped: a failing write is logged, and the next event tries
+    /// again (a full disk frees up).
+    fn write(&mut self, _: &Event, json: &str) -> io::Result<()> {
+        self.append(format!("{json}\n").as_bytes());
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<(), OpenError> {
+        EventsFile::reopen(self)
+    }
+}
+
 fn open(path: &Path) -> Result<File, OpenError> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(MODE)
         .open(path)
-        .map_err(|source| OpenError {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| OpenError::new(path, source))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! in the other. Installed with apt as an operator would, enabled with
 //! systemctl, scanned with nmap, read with journalctl and the CLI,
 //! restarted, killed, rotated, upgraded, removed and purged. Every command
-//! in the README's "Install as a service" is one this test runs.
+//! in docs/operations.md's "Install as a service" is one this test runs.
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{common::root_only, packaging::package};
 
 /// `systemd-analyze security scanner.service` measured 2.8 ("OK") on
-/// systemd 252; README's figure. A unit change that loosens the hardening
+/// systemd 252; docs/operations.md's figure. A unit change that loosens the hardening
 /// past this fails here.
 const MAX_EXPOSURE: f64 = 2.8;
 const WAIT: Duration = Duration::from_secs(30);

@@ -1,7 +1,10 @@
 //! The systemd journal's native protocol: one datagram per entry, fields as
 //! `NAME=value` lines (a value with a newline in it goes length-prefixed).
 //! Events go here with their own fields (`SCANNER_*`), so
-//! `journalctl -t scanner SCANNER_SOURCE=198.18.0.1` finds them.
+//! `journalctl -t scanner SCANNER_SOURCE=198.18.0.1` finds them; [`entry`]
+//! makes an event's.
+
+pub(crate) mod entry;
 
 use std::{
     io,
