@@ -266,8 +266,11 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, and have no implicit padding
     // (checked by the size assertions below), so any bit pattern is valid.
     unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PortKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PortSeen {}
 }
 

@@ -42,7 +42,7 @@ pub(crate) unsafe fn add<T: Copy>(dst: *mut T, v: T) {
 }
 
 /// What one packet contributes, worked out once for the source and its prefix.
-pub struct Packet {
+pub(crate) struct Packet {
     pub now: u64,
     pub ifindex: u32,
     pub class: usize,

@@ -10,7 +10,7 @@ use scanner_common::{Config, FirstProbe, SourceKey, first, first::slot_of};
 use crate::{account::Packet, maps::FIRST_PROBES, verdict};
 
 /// What became of a probe from a source without an entry.
-pub enum Admission {
+pub(crate) enum Admission {
     /// Remembered (or already remembered): `new_port` when this probe is
     /// the first of its port in the source's life; `new_source` when it is
     /// the first probe of a source not seen before (not one admitted once,
@@ -27,7 +27,7 @@ pub enum Admission {
 /// writes the map's real size into CONFIG), and the probe then passes
 /// uncounted.
 #[inline(always)]
-pub fn slot(source: &SourceKey, cfg: &Config) -> Option<*mut FirstProbe> {
+pub(crate) fn slot(source: &SourceKey, cfg: &Config) -> Option<*mut FirstProbe> {
     FIRST_PROBES.get_ptr_mut(slot_of(source, cfg.hash_seed, cfg.first_probe_slots))
 }
 
@@ -36,7 +36,7 @@ pub fn slot(source: &SourceKey, cfg: &Config) -> Option<*mut FirstProbe> {
 /// # Safety
 /// `slot` points at a live FIRST_PROBES value (from [`slot`]).
 #[inline(always)]
-pub unsafe fn admit(
+pub(crate) unsafe fn admit(
     slot: *mut FirstProbe,
     source: &SourceKey,
     pkt: &Packet,
@@ -99,7 +99,7 @@ unsafe fn admitted(slot: *mut FirstProbe, source: &SourceKey) -> Admission {
 /// # Safety
 /// `slot` points at a live FIRST_PROBES value.
 #[inline(always)]
-pub unsafe fn replayed(
+pub(crate) unsafe fn replayed(
     slot: *const FirstProbe,
     source: &SourceKey,
     cfg: &Config,

@@ -5,7 +5,7 @@ use core::mem;
 use aya_ebpf::programs::XdpContext;
 use scanner_common::Frame;
 
-pub struct XdpFrame<'a>(pub &'a XdpContext);
+pub(crate) struct XdpFrame<'a>(pub &'a XdpContext);
 
 /// A pointer to `T` at `offset`, or `None` if `T` would cross `data_end`.
 #[inline(always)]

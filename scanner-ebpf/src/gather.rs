@@ -22,7 +22,7 @@ use crate::{
 /// would decide the prefix, or the prefix is admitted), which
 /// [`admitted_probe`] does in the second program.
 #[inline(always)]
-pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> bool {
+pub(crate) fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) -> bool {
     // The prefix as words, read once: this runs for every new source.
     let prefix = source.prefix_words(cfg.prefix_v4, cfg.prefix_v6);
     let Some(slot) = slot(prefix, cfg) else {
@@ -55,7 +55,7 @@ pub fn first_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64)
 /// threshold now, then as any prefix trial, where the distributed-scan rule
 /// decides. The slot is read again: another CPU may have moved it on.
 #[inline(always)]
-pub fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) {
+pub(crate) fn admitted_probe(source: &SourceKey, pkt: &Packet, cfg: &Config, idle_ns: u64) {
     let words = source.prefix_words(cfg.prefix_v4, cfg.prefix_v6);
     let Some(slot) = slot(words, cfg) else {
         return;

@@ -33,7 +33,7 @@ use crate::{
 };
 
 #[xdp]
-pub fn scanner(ctx: XdpContext) -> u32 {
+pub(crate) fn scanner(ctx: XdpContext) -> u32 {
     try_scanner(&ctx)
 }
 
@@ -97,7 +97,7 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
 /// probe is counted into it like any later one. Rules were applied by the
 /// first run, and the packet was counted as seen there.
 #[xdp]
-pub fn scanner_admit(ctx: XdpContext) -> u32 {
+pub(crate) fn scanner_admit(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     match parse(&XdpFrame(&ctx)) {
         Ok(Parsed::Transport(h)) if track::track(&h, ifindex) == Tracked::Blocked => {
@@ -112,7 +112,7 @@ pub fn scanner_admit(ctx: XdpContext) -> u32 {
 /// probe counted into it; then the third run (`scanner_admit`) counts this
 /// probe.
 #[xdp]
-pub fn scanner_replay(ctx: XdpContext) -> u32 {
+pub(crate) fn scanner_replay(ctx: XdpContext) -> u32 {
     if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx))
         && track::replay(&h) == Tracked::Admitted
     {
@@ -127,7 +127,7 @@ pub fn scanner_replay(ctx: XdpContext) -> u32 {
 /// attached): counted into PREFIXES. It always passes: prefixes are never
 /// blocked.
 #[xdp]
-pub fn scanner_gather(ctx: XdpContext) -> u32 {
+pub(crate) fn scanner_gather(ctx: XdpContext) -> u32 {
     if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx)) {
         track::gathered(&h, ctx.ingress_ifindex() as u32);
     }
@@ -137,7 +137,7 @@ pub fn scanner_gather(ctx: XdpContext) -> u32 {
 /// Benchmark baseline: the cheapest possible XDP program, measured beside
 /// `scanner` by `cargo xtask bench`. The daemon never loads it.
 #[xdp]
-pub fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
+pub(crate) fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 

@@ -38,7 +38,7 @@ use crate::{
 
 /// What tracking made of a packet.
 #[derive(PartialEq, Eq)]
-pub enum Tracked {
+pub(crate) enum Tracked {
     /// Counted (or nothing to count: not a probe).
     Counted,
     /// From an allowlisted source: passed, never counted.
@@ -109,7 +109,7 @@ fn probe(h: &Headers, ifindex: u32, cfg: &Config) -> Option<Packet> {
 /// the port-bitmap reads. A probe from an admitted source is counted into
 /// its entry; any other waits in FIRST_PROBES (see [`crate::first`]).
 #[inline(always)]
-pub fn track(h: &Headers, ifindex: u32) -> Tracked {
+pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     let Some(cfg) = config() else {
         return Tracked::Counted;
     };
@@ -184,7 +184,7 @@ pub fn track(h: &Headers, ifindex: u32) -> Tracked {
 /// counted into it. `Admitted` when the probe that admitted the source is
 /// then to be counted (`scanner_admit`, which now finds the entry).
 #[inline(always)]
-pub fn replay(h: &Headers) -> Tracked {
+pub(crate) fn replay(h: &Headers) -> Tracked {
     let Some(cfg) = config() else {
         return Tracked::Counted;
     };
@@ -211,7 +211,7 @@ pub fn replay(h: &Headers) -> Tracked {
 /// more copy of the prefix accounting in `scanner` is more paths than the
 /// verifier walks.
 #[inline(always)]
-pub fn gathered(h: &Headers, ifindex: u32) {
+pub(crate) fn gathered(h: &Headers, ifindex: u32) {
     let Some(cfg) = config() else {
         return;
     };
@@ -240,7 +240,7 @@ unsafe fn reblock(s: *mut SourceStats, key: &SourceKey, pkt: &Packet, cfg: &Conf
 /// source when the source is admitted (one lookup; such fragments are rare
 /// outside fragmented probes and floods).
 #[inline(always)]
-pub fn fragment(source: &SourceKey, ifindex: u32) {
+pub(crate) fn fragment(source: &SourceKey, ifindex: u32) {
     counters::bump(ifindex, counter::FRAGMENTS);
     if let Some(s) = SOURCES.get_ptr_mut(source) {
         // SAFETY: s points at this source's value in SOURCES.

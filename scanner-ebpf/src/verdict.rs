@@ -21,7 +21,7 @@ use crate::{
 /// TCP's SYN flag: a segment that opens a connection belongs to none.
 const TCP_SYN: u8 = 0x02;
 
-pub enum Rule {
+pub(crate) enum Rule {
     Allow,
     Block,
     None,
@@ -37,7 +37,7 @@ pub enum Rule {
 /// decides it. So while nothing is blocked (the usual case) a packet costs
 /// one array read here and no trie lookup at all.
 #[inline(always)]
-pub fn rule(source: &SourceKey) -> Rule {
+pub(crate) fn rule(source: &SourceKey) -> Rule {
     if BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0) {
         return Rule::None;
     }
@@ -64,7 +64,7 @@ pub fn rule(source: &SourceKey) -> Rule {
 /// SYNs pay the lookup: a blocked scanner's SYNs, and every packet of a
 /// source nobody blocked, cost nothing more.
 #[inline(always)]
-pub fn live_flow(ctx: &XdpContext, h: &Headers) -> bool {
+pub(crate) fn live_flow(ctx: &XdpContext, h: &Headers) -> bool {
     let t = &h.transport;
     if t.proto != IPPROTO_TCP || t.flags & TCP_SYN != 0 {
         return false;
@@ -129,7 +129,7 @@ fn spares_protected(e: &PolicyEntry) -> bool {
 
 /// Whether an allow rule covers `source`: it is never tracked nor blocked.
 #[inline(always)]
-pub fn allowlisted(source: &SourceKey) -> bool {
+pub(crate) fn allowlisted(source: &SourceKey) -> bool {
     ALLOWLIST.get(&Key::new(128, *source)).is_some()
 }
 
@@ -137,7 +137,7 @@ pub fn allowlisted(source: &SourceKey) -> bool {
 /// whether it is blocked. A full map refuses the block and counts it:
 /// nothing is evicted to make room.
 #[inline(always)]
-pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) -> bool {
+pub(crate) fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) -> bool {
     let key = Key::new(128, *source);
     let entry = PolicyEntry {
         action: action::BLOCK,
@@ -159,12 +159,12 @@ pub fn block(source: &SourceKey, now: u64, ttl_ns: u64, ifindex: u32) -> bool {
 /// XDP_PASS. Passed packets are not counted: the daemon derives them
 /// (seen - dropped), which saves a counter update on every packet.
 #[inline(always)]
-pub fn pass() -> u32 {
+pub(crate) fn pass() -> u32 {
     xdp_action::XDP_PASS
 }
 
 #[inline(always)]
-pub fn drop(ifindex: u32) -> u32 {
+pub(crate) fn drop(ifindex: u32) -> u32 {
     counters::bump(ifindex, counter::DROPPED);
     xdp_action::XDP_DROP
 }

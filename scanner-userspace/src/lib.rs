@@ -5,25 +5,46 @@
 //! / respond) and the command line (`cli`). Lower layers never import the
 //! CLI. Every name on the wire is a [`named`] enum.
 //!
-//! The binary (`scanner`) is [`main`]. The integration tests drive the XDP
-//! program through [`kernel`] (BPF_PROG_TEST_RUN), read decisions as
-//! [`detect`] names them, and talk to a daemon through [`control`]; the rest
-//! is private to the crate.
-#![warn(unreachable_pub)]
+//! The binary (`scanner`) is [`main`]. Everything else is private to the
+//! crate but for [`testing`]: what the integration tests and benchmarks
+//! reach (they drive the XDP program through BPF_PROG_TEST_RUN, read its
+//! maps and decisions, and talk to a daemon through its control socket).
 
 mod audit;
 mod cli;
 mod config;
-pub mod control;
+mod control;
 mod daemon;
-pub mod detect;
+mod detect;
 mod entry;
 mod fleet;
-pub mod history;
-pub mod kernel;
+mod history;
+mod kernel;
 mod named;
 mod netlink;
 mod sinks;
 mod sys;
 
 pub use entry::main;
+
+/// What the integration tests and benchmarks use, and nothing more: the
+/// program's loader and maps, the rule map, decisions as the detector
+/// names them, the history store, and the control socket.
+pub mod testing {
+    pub use crate::{
+        control::{Request, client::call},
+        detect::EntryId,
+        history::store::{EventRow, PortHour, Record, Store},
+        kernel::{
+            decisions::decode,
+            maps::{Maps, monotonic_ns, take_map},
+            migrate::PREVIOUS_VERSION,
+            policy::{AllowOrigin, Change, Policy, PolicyError},
+        },
+    };
+
+    /// Loading the XDP program.
+    pub mod load {
+        pub use crate::kernel::load::{PROGRAM, load, load_with_cap, map_memory, write_config};
+    }
+}

@@ -45,6 +45,7 @@ fn mount_bpffs() -> anyhow::Result<()> {
     let path = std::ffi::CString::new(BPFFS_DIR)?;
     // SAFETY: a valid path and a zeroed statfs buffer.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; statfs writes only into `st`.
     if unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0 && st.f_type == 0xcafe_4a11 {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use scanner_tests::{Daemon, Lab, privilege::is_root, traffic};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-pub fn demo() -> anyhow::Result<()> {
+pub(crate) fn demo() -> anyhow::Result<()> {
     if !is_root() {
         bail!("the demo creates network namespaces and loads XDP: run it as root");
     }

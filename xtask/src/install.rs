@@ -169,7 +169,7 @@ fn create_dirs(root: &Path, dir: &Path, created: &mut Vec<String>) -> anyhow::Re
 }
 
 /// `cargo xtask install`: everything under `destdir` (default `/`).
-pub fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn install(prefix: &Path, destdir: Option<&Path>) -> anyhow::Result<()> {
     let bin = shell::build_scanner(true)?;
     let assets = generate(&bin)?;
     let root = destdir.unwrap_or(Path::new("/"));
@@ -252,7 +252,7 @@ fn ensure_group() -> anyhow::Result<bool> {
 /// The configuration files stay unless `purge`, which also removes them,
 /// the history, the events files, the pinned state, and the group scanner
 /// if the install created it.
-pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::Result<()> {
+pub(crate) fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::Result<()> {
     let root = destdir.unwrap_or(Path::new("/"));
     let manifest_path = root
         .join(prefix.strip_prefix("/").unwrap_or(prefix))
@@ -323,7 +323,7 @@ pub fn uninstall(prefix: &Path, destdir: Option<&Path>, purge: bool) -> anyhow::
 }
 
 /// `cargo xtask package`: a .deb with the same files, via cargo-deb.
-pub fn package() -> anyhow::Result<PathBuf> {
+pub(crate) fn package() -> anyhow::Result<PathBuf> {
     ensure_cargo_deb()?;
     let bin = shell::build_scanner(true)?;
     generate(&bin)?;
@@ -352,7 +352,7 @@ pub fn package() -> anyhow::Result<PathBuf> {
 }
 
 /// cargo-deb for `cargo xtask package` (setup installs it once).
-pub fn ensure_cargo_deb() -> anyhow::Result<()> {
+pub(crate) fn ensure_cargo_deb() -> anyhow::Result<()> {
     let have = Command::new("cargo")
         .args(["deb", "--version"])
         .output()

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use crate::shell;
 
-pub fn lint() -> anyhow::Result<()> {
+pub(crate) fn lint() -> anyhow::Result<()> {
     let root = shell::workspace_root();
     println!(
         "lint: layers (kernel/, detect/, sinks/, fleet/ never import cli/; no module import cycles at any level)"

@@ -59,7 +59,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What a task needs installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Building and linting: LLVM, rust-src, bpf-linker.
     Build,
     /// `cargo xtask demo`: the build, and nmap.
@@ -81,7 +81,7 @@ impl Need {
     }
 }
 
-pub fn setup(need: Need) -> anyhow::Result<()> {
+pub(crate) fn setup(need: Need) -> anyhow::Result<()> {
     install_packages(&need.packages())?;
     install_rust_src()?;
     install_bpf_linker()?;

@@ -8,13 +8,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().map(PathBuf::from).unwrap_or(xtask)
 }
 
 /// The cargo that runs us, in the workspace root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root());
@@ -22,7 +22,7 @@ pub fn cargo() -> Command {
 }
 
 /// Runs `cmd`, its output going to ours; a failure names the command.
-pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .stdin(Stdio::null())
         .status()
@@ -34,7 +34,7 @@ pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Builds the scanner binary and returns its path.
-pub fn build_scanner(release: bool) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_scanner(release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -56,7 +56,7 @@ pub fn build_scanner(release: bool) -> anyhow::Result<PathBuf> {
 
 /// Runs `cargo test`, echoing its output, and closes with one line totalling
 /// every test binary's results.
-pub fn test_status(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn test_status(cmd: &mut Command) -> anyhow::Result<()> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -10,7 +10,7 @@ use scanner_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 /// A socket waiting for traffic: TCP in LISTEN, a bound unconnected UDP
 /// socket, or an SCTP endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub proto: u8,
     pub addr: IpAddr,
     pub port: u16,
@@ -24,7 +24,7 @@ impl Listener {
     /// The address families it answers: (IPv4, IPv6). A socket on `::`
     /// answers both unless it takes IPv6 only; one on an IPv4-mapped
     /// address answers IPv4.
-    pub fn families(&self) -> (bool, bool) {
+    pub(crate) fn families(&self) -> (bool, bool) {
         match self.addr {
             IpAddr::V4(_) => (true, false),
             IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => (true, false),
@@ -34,7 +34,7 @@ impl Listener {
     }
 
     /// Reachable from the network: not bound to a loopback address.
-    pub fn is_exposed(&self) -> bool {
+    pub(crate) fn is_exposed(&self) -> bool {
         match self.addr {
             IpAddr::V4(a) => !a.is_loopback(),
             IpAddr::V6(a) => {

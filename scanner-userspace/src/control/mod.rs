@@ -2,18 +2,17 @@
 //! response per line, over a Unix socket only root and one group may open.
 //! The daemon serves it ([`server`]); the CLI calls it ([`client`]).
 
-pub mod client;
+pub(crate) mod client;
 pub(crate) mod reply;
-pub mod server;
+pub(crate) mod server;
 
-pub(crate) use client::ask;
-pub use client::{ClientError, call};
+pub(crate) use client::{ask, call};
 use serde::{Deserialize, Serialize};
 
 /// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/scanner/scanner.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/scanner/scanner.sock";
 /// Longest request accepted, newline included.
-pub const MAX_REQUEST: usize = 4096;
+pub(crate) const MAX_REQUEST: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
@@ -53,7 +52,7 @@ pub enum Request {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
+pub(crate) struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -64,7 +63,7 @@ pub struct Response {
 impl Response {
     /// A reply (one of [`reply`]'s types). Its keys go out sorted: a
     /// `Value` is a sorted map.
-    pub fn ok(result: impl Serialize) -> Self {
+    pub(crate) fn ok(result: impl Serialize) -> Self {
         match serde_json::to_value(result) {
             Ok(result) => Self {
                 ok: true,
@@ -75,7 +74,7 @@ impl Response {
         }
     }
 
-    pub fn error(message: impl Into<String>) -> Self {
+    pub(crate) fn error(message: impl Into<String>) -> Self {
         Self {
             ok: false,
             error: Some(message.into()),
@@ -85,7 +84,7 @@ impl Response {
 }
 
 /// Parses one request line; the error is what the client is told.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+pub(crate) fn parse_request(line: &[u8]) -> Result<Request, String> {
     if line.len() > MAX_REQUEST {
         return Err(format!("request too large (limit {MAX_REQUEST} bytes)"));
     }

@@ -19,9 +19,9 @@ use crate::control::{MAX_REQUEST, Request, Response, parse_request};
 /// A client has this long to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request on its way to the daemon's loop, with where to send the answer.
-pub type Call = (Request, oneshot::Sender<Response>);
+pub(crate) type Call = (Request, oneshot::Sender<Response>);
 /// Accepts clients on `listener`; each request goes to `calls`.
-pub async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
+pub(crate) async fn serve(listener: UnixListener, calls: mpsc::Sender<Call>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -78,7 +78,7 @@ async fn client(stream: AsyncUnixStream, calls: mpsc::Sender<Call>) -> std::io::
 }
 
 #[derive(Debug, Error)]
-pub enum SocketError {
+pub(crate) enum SocketError {
     #[error("cannot create {dir}")]
     Dir {
         dir: PathBuf,
@@ -102,7 +102,7 @@ pub enum SocketError {
 
 /// Binds the socket with mode 0660, owned by root and `group` (if given).
 /// A stale socket file from a crashed daemon is replaced; a live one is not.
-pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
+pub(crate) fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| SocketError::Dir {

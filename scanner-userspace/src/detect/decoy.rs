@@ -20,19 +20,19 @@ use scanner_common::{SAMPLE_PORTS, SourceKey, SourceStats};
 use crate::detect::EntryId;
 
 /// Members start probing within this much of each other ("the same second").
-pub const WINDOW_NS: u64 = 1_000_000_000;
+pub(crate) const WINDOW_NS: u64 = 1_000_000_000;
 /// The longest a detection waits for the rest of its group.
-pub const SETTLE_NS: u64 = 1_000_000_000;
+pub(crate) const SETTLE_NS: u64 = 1_000_000_000;
 /// Ports that must match, in order, before two sources count as one scan:
 /// the fewest a decision needs (two stealth probes).
-pub const MIN_SHARED_PORTS: usize = 2;
+pub(crate) const MIN_SHARED_PORTS: usize = 2;
 /// Reported members remembered to join later ones, and groups remembered
 /// for `scanner list` (oldest forgotten first).
 const REMEMBERED: usize = 4096;
 
 /// Whether `a` and `b` probed the same ports in the same order, starting
 /// within [`WINDOW_NS`] of each other.
-pub fn same_scan(a: &SourceStats, b: &SourceStats) -> bool {
+pub(crate) fn same_scan(a: &SourceStats, b: &SourceStats) -> bool {
     let n = (a.ports.min(b.ports) as usize).min(SAMPLE_PORTS);
     n >= MIN_SHARED_PORTS
         && a.first_seen_ns.abs_diff(b.first_seen_ns) <= WINDOW_NS
@@ -42,7 +42,7 @@ pub fn same_scan(a: &SourceStats, b: &SourceStats) -> bool {
 /// A detection ready to report, with its decoy group (every member, this
 /// one included, sorted) when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Released {
+pub(crate) struct Released {
     pub id: EntryId,
     pub stats: SourceStats,
     /// The probe the detection stands for (see `Finding::Detected`).
@@ -63,7 +63,7 @@ struct Held {
 
 /// Source detections held for their group, and the groups found.
 #[derive(Debug, Default)]
-pub struct Decoys {
+pub(crate) struct Decoys {
     held: Vec<Held>,
     /// Sources reported lately, oldest first: later members join them.
     reported: Vec<(SourceKey, SourceStats)>,
@@ -72,7 +72,7 @@ pub struct Decoys {
 
 impl Decoys {
     /// Holds a source's detection until its group is known.
-    pub fn hold(&mut self, id: EntryId, stats: SourceStats, detected_ns: u64, now_ns: u64) {
+    pub(crate) fn hold(&mut self, id: EntryId, stats: SourceStats, detected_ns: u64, now_ns: u64) {
         self.held.retain(|h| h.id != id);
         self.held.push(Held {
             id,
@@ -84,29 +84,29 @@ impl Decoys {
 
     /// Whether detections are held (the caller then reads the undecided
     /// sources and calls [`Self::release`]).
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// When each held detection's source started probing.
-    pub fn held_starts(&self) -> Vec<u64> {
+    pub(crate) fn held_starts(&self) -> Vec<u64> {
         self.held.iter().map(|h| h.stats.first_seen_ns).collect()
     }
 
     /// When the earliest held detection was decided: the daemon's
     /// "reported up to" mark must stay before it.
-    pub fn earliest_held_ns(&self) -> Option<u64> {
+    pub(crate) fn earliest_held_ns(&self) -> Option<u64> {
         self.held.iter().map(|h| h.stats.decided_ns).min()
     }
 
-    pub fn is_held(&self, id: &EntryId) -> bool {
+    pub(crate) fn is_held(&self, id: &EntryId) -> bool {
         self.held.iter().any(|h| h.id == *id)
     }
 
     /// The detections that are ready: no undecided source matches them, or
     /// they waited [`SETTLE_NS`], or `force` (the daemon is stopping, or
     /// the scan ended). `undecided`: the sources the kernel has not decided.
-    pub fn release(
+    pub(crate) fn release(
         &mut self,
         now_ns: u64,
         undecided: &[SourceStats],
@@ -165,7 +165,7 @@ impl Decoys {
     }
 
     /// The decoy group `key` was last reported in.
-    pub fn group_of(&self, key: &SourceKey) -> Option<&[SourceKey]> {
+    pub(crate) fn group_of(&self, key: &SourceKey) -> Option<&[SourceKey]> {
         self.groups.get(key).map(Vec::as_slice)
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Probes to one destination port, as the daemon reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortHit {
+pub(crate) struct PortHit {
     pub proto: u8,
     pub port: u16,
     /// Probes since the counts began (they survive daemon restarts).
@@ -30,20 +30,20 @@ pub struct PortHit {
 }
 
 /// How often a snapshot is kept: "the last hour" is exact to this much.
-pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Non-zero counts by PORT_HITS index, sorted by index.
-pub type Snapshot = Vec<(u32, PortHits)>;
+pub(crate) type Snapshot = Vec<(u32, PortHits)>;
 
 #[derive(Debug, Default)]
-pub struct PortHistory {
+pub(crate) struct PortHistory {
     snapshots: VecDeque<(Instant, Snapshot)>,
 }
 
 impl PortHistory {
     /// Whether a snapshot is due (the last one is old enough, or none).
-    pub fn due(&self, now: Instant) -> bool {
+    pub(crate) fn due(&self, now: Instant) -> bool {
         self.snapshots
             .back()
             .is_none_or(|(t, _)| now.duration_since(*t) >= SNAPSHOT_EVERY)
@@ -51,7 +51,7 @@ impl PortHistory {
 
     /// Keeps a snapshot of `current` when one is due, and drops those no
     /// longer needed for the hour; the snapshot kept, if one was.
-    pub fn record(&mut self, now: Instant, current: &[PortHits]) -> Option<&Snapshot> {
+    pub(crate) fn record(&mut self, now: Instant, current: &[PortHits]) -> Option<&Snapshot> {
         let due = self.due(now);
         if due {
             self.snapshots.push_back((now, sparse(current)));
@@ -64,7 +64,12 @@ impl PortHistory {
     /// first (before any of this daemon's own). Counts that went down since
     /// one was taken mean the counts were made anew after it: it is not a
     /// base for them, and neither is anything older.
-    pub fn restore(&mut self, now: Instant, aged: Vec<(Duration, Snapshot)>, current: &[PortHits]) {
+    pub(crate) fn restore(
+        &mut self,
+        now: Instant,
+        aged: Vec<(Duration, Snapshot)>,
+        current: &[PortHits],
+    ) {
         let mut kept: Vec<(Instant, Snapshot)> = aged
             .into_iter()
             .filter(|(age, _)| *age <= HOUR + SNAPSHOT_EVERY)
@@ -94,7 +99,7 @@ impl PortHistory {
 
     /// Every probed port: totals, what the last hour added (since the oldest
     /// snapshot at most an hour old), and whether it is open.
-    pub fn report(
+    pub(crate) fn report(
         &self,
         now: Instant,
         current: &[PortHits],
@@ -153,7 +158,7 @@ fn sparse(current: &[PortHits]) -> Snapshot {
 }
 
 /// The most probed ports first (then by protocol and port), at most `n`.
-pub fn most_probed(mut hits: Vec<PortHit>, n: usize) -> Vec<PortHit> {
+pub(crate) fn most_probed(mut hits: Vec<PortHit>, n: usize) -> Vec<PortHit> {
     hits.sort_by(|a, b| {
         b.probes
             .cmp(&a.probes)

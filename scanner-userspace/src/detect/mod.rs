@@ -8,9 +8,9 @@
 //! source has been quiet for `quiet_ns`, is evicted, starts a new life, or
 //! the daemon stops. A scan that resumes after ending is reported again.
 
-pub mod decoy;
-pub mod hits;
-pub mod trw;
+pub(crate) mod decoy;
+pub(crate) mod hits;
+pub(crate) mod trw;
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,7 +26,7 @@ pub struct EntryId {
 
 crate::named::named! {
     /// What kind of scan: the `kind` of events and `scanner list`.
-    pub enum ScanKind {
+    pub(crate) enum ScanKind {
         Syn = "syn",
         Connect = "connect",
         Fin = "fin",
@@ -55,7 +55,7 @@ crate::named::named! {
 /// operating-system `Connect`), else `Mixed`. "Other" TCP packets (RSTs,
 /// SYN-ACKs, data) answer rather than probe, and do not count: scanners
 /// reset the half-open connections they leave.
-pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
+pub(crate) fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
     if scope == scope::PREFIX {
         return ScanKind::Distributed;
     }
@@ -92,7 +92,7 @@ pub fn kind_of(scope: u8, s: &SourceStats) -> ScanKind {
 
 /// Something to report about an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finding {
+pub(crate) enum Finding {
     /// The kernel decided this entry is scanning (or it resumed after
     /// ending). `since_ns`: the probe this detection stands for, which its
     /// latency is measured from: the deciding probe, or for a resumed scan
@@ -115,18 +115,18 @@ struct Scan {
 
 /// Remembers detected scans between polls, so each is reported once.
 #[derive(Debug)]
-pub struct Detector {
+pub(crate) struct Detector {
     quiet_ns: u64,
     scans: HashMap<EntryId, Scan>,
 }
 
 impl Detector {
     /// Changes the quiet time that ends a scan (a configuration reload).
-    pub fn set_quiet_ns(&mut self, quiet_ns: u64) {
+    pub(crate) fn set_quiet_ns(&mut self, quiet_ns: u64) {
         self.quiet_ns = quiet_ns;
     }
 
-    pub fn new(quiet_ns: u64) -> Self {
+    pub(crate) fn new(quiet_ns: u64) -> Self {
         Self {
             quiet_ns,
             scans: HashMap::new(),
@@ -139,7 +139,7 @@ impl Detector {
     /// stop reported them ended: decided at or before `ended_ns`). Later
     /// decisions are left for the next poll to report. Returns how many
     /// were resumed.
-    pub fn resume(
+    pub(crate) fn resume(
         &mut self,
         reported_ns: u64,
         ended_ns: u64,
@@ -167,29 +167,34 @@ impl Detector {
 
     /// Every entry with a scan remembered: what a poll between full scans
     /// looks up.
-    pub fn ids(&self) -> Vec<EntryId> {
+    pub(crate) fn ids(&self) -> Vec<EntryId> {
         self.scans.keys().copied().collect()
     }
 
     /// Whether the scan of `id` was detected and has ended (quiet since).
-    pub fn has_ended(&self, id: &EntryId) -> bool {
+    pub(crate) fn has_ended(&self, id: &EntryId) -> bool {
         self.scans.get(id).is_some_and(|s| s.ended)
     }
 
     /// Scans detected and not yet ended.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.scans.values().filter(|s| !s.ended).count()
     }
 
     /// One entry, as read after a ring buffer decision.
-    pub fn observe(&mut self, now_ns: u64, id: EntryId, stats: &SourceStats) -> Vec<Finding> {
+    pub(crate) fn observe(
+        &mut self,
+        now_ns: u64,
+        id: EntryId,
+        stats: &SourceStats,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
         self.observe_into(now_ns, id, stats, &mut out);
         out
     }
 
     /// A whole snapshot of the maps: entries missing from it were evicted.
-    pub fn poll(&mut self, now_ns: u64, entries: &[(EntryId, SourceStats)]) -> Vec<Finding> {
+    pub(crate) fn poll(&mut self, now_ns: u64, entries: &[(EntryId, SourceStats)]) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut present = HashSet::with_capacity(self.scans.len());
         for (id, stats) in entries {
@@ -214,7 +219,7 @@ impl Detector {
     }
 
     /// Ends every scan still running (the daemon is stopping).
-    pub fn finish(&mut self) -> Vec<Finding> {
+    pub(crate) fn finish(&mut self) -> Vec<Finding> {
         let mut out: Vec<(EntryId, SourceStats)> = self
             .scans
             .drain()

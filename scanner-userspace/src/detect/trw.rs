@@ -11,10 +11,10 @@
 use thiserror::Error;
 
 /// Fixed-point scale of kernel scores: 1/1024 nat.
-pub const SCALE: f64 = 1024.0;
+pub(crate) const SCALE: f64 = 1024.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Probabilities {
+pub(crate) struct Probabilities {
     /// θ0: a benign source's first probe of a port finds it open.
     pub benign_open: f64,
     /// θ1: a scanner's first probe of a port finds it open.
@@ -41,7 +41,7 @@ impl Default for Probabilities {
 
 /// The walk in kernel units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steps {
+pub(crate) struct Steps {
     pub open: i32,
     pub closed: i32,
     pub stealth: i32,
@@ -50,7 +50,7 @@ pub struct Steps {
 }
 
 #[derive(Debug, Error, PartialEq)]
-pub enum TrwError {
+pub(crate) enum TrwError {
     #[error("{0} must be strictly between 0 and 1, got {1}")]
     OutOfRange(&'static str, f64),
     #[error(
@@ -70,7 +70,7 @@ fn fixed(x: f64) -> i32 {
 }
 
 impl Probabilities {
-    pub fn steps(&self) -> Result<Steps, TrwError> {
+    pub(crate) fn steps(&self) -> Result<Steps, TrwError> {
         for (name, p) in [
             ("benign_open_probability", self.benign_open),
             ("scanner_open_probability", self.scanner_open),
@@ -110,7 +110,7 @@ impl Probabilities {
 
 impl Steps {
     /// Closed-port first probes needed to decide from a fresh start.
-    pub fn closed_probes_to_decide(&self) -> u32 {
+    pub(crate) fn closed_probes_to_decide(&self) -> u32 {
         if self.closed <= 0 {
             return u32::MAX;
         }

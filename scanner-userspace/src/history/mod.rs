@@ -7,25 +7,25 @@
 //! without a daemon running.
 
 pub(crate) mod report;
-pub mod snapshots;
-pub mod store;
-pub mod writer;
+pub(crate) mod snapshots;
+pub(crate) mod store;
+pub(crate) mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use store::{EventRow, ListeningRow, PortHour, Record, Store};
+pub(crate) use store::{EventRow, ListeningRow, PortHour, Record, Store};
 
 /// Where the daemon keeps it unless told otherwise.
-pub const DEFAULT_PATH: &str = "/var/lib/scanner/history.db";
+pub(crate) const DEFAULT_PATH: &str = "/var/lib/scanner/history.db";
 
 /// Unix milliseconds of `t`.
-pub fn unix_ms(t: SystemTime) -> i64 {
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The start of the hour `t` falls in, Unix seconds.
-pub fn hour_of(t: SystemTime) -> i64 {
+pub(crate) fn hour_of(t: SystemTime) -> i64 {
     let s = unix_ms(t) / 1000;
     s - s.rem_euclid(3600)
 }

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS port_snapshots (
 ";
 
 /// How long a snapshot is kept: an hour, and one interval to find a base.
-pub const KEEP_MS: i64 = 65 * 60 * 1000;
+pub(crate) const KEEP_MS: i64 = 65 * 60 * 1000;
 
 /// Bytes per port in the blob: index u32, probes u64, sources u64.
 const ENTRY: usize = 20;

@@ -25,12 +25,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Write failures (and records dropped), for the metrics.
 #[derive(Debug, Default)]
-pub struct WriterStats {
+pub(crate) struct WriterStats {
     pub errors: AtomicU64,
     pub written: AtomicU64,
 }
 
-pub struct Writer {
+pub(crate) struct Writer {
     tx: Option<SyncSender<Record>>,
     stats: Arc<WriterStats>,
     path: PathBuf,
@@ -39,7 +39,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the thread over an open store.
-    pub fn spawn(store: Store, path: PathBuf, retention: Duration) -> Self {
+    pub(crate) fn spawn(store: Store, path: PathBuf, retention: Duration) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -56,16 +56,16 @@ impl Writer {
         }
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 
-    pub fn stats(&self) -> &WriterStats {
+    pub(crate) fn stats(&self) -> &WriterStats {
         &self.stats
     }
 
     /// Queues a record; never blocks.
-    pub fn send(&self, record: Record) {
+    pub(crate) fn send(&self, record: Record) {
         let Some(tx) = &self.tx else {
             return;
         };

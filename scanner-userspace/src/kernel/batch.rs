@@ -13,7 +13,7 @@ use crate::sys::{self, BpfCmd};
 
 /// Most entries asked for per call. Hash maps return whole buckets, so a
 /// call needs room for the largest bucket; this leaves plenty.
-pub const CHUNK: usize = 8192;
+pub(crate) const CHUNK: usize = 8192;
 
 /// The `batch` member of `union bpf_attr`.
 #[repr(C)]
@@ -31,7 +31,7 @@ struct BatchAttr {
 
 /// A duplicate of map `name`'s descriptor, for batch reads after the map
 /// itself has been taken out of the object.
-pub fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
+pub(crate) fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
     let data = match ebpf.map(name) {
         Some(
             Map::Array(d)
@@ -54,7 +54,7 @@ pub fn map_fd(ebpf: &Ebpf, name: &str) -> io::Result<OwnedFd> {
 /// Every entry of the map behind `fd`: keys, and `per_key` values for each
 /// (1, or the number of possible CPUs for a per-CPU map, whose values the
 /// kernel pads to 8 bytes: use value types of a multiple of 8 bytes).
-pub fn read_all<K, V>(
+pub(crate) fn read_all<K, V>(
     fd: BorrowedFd<'_>,
     per_key: usize,
     chunk: usize,
@@ -75,7 +75,7 @@ where
 /// [`CHUNK`]; a small map needs no more than its size) and hands each chunk
 /// to `f` (keys, and `per_key` values per key), reusing one buffer: a
 /// million entries stream through without a copy of the map.
-pub fn for_each<K, V>(
+pub(crate) fn for_each<K, V>(
     fd: BorrowedFd<'_>,
     per_key: usize,
     chunk: usize,
@@ -119,6 +119,6 @@ where
 }
 
 /// Number of possible CPUs: the number of values a per-CPU map holds per key.
-pub fn possible_cpus() -> io::Result<usize> {
+pub(crate) fn possible_cpus() -> io::Result<usize> {
     aya::util::nr_cpus().map_err(|(_, e)| e)
 }

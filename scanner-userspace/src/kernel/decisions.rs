@@ -6,12 +6,12 @@ use aya::maps::{MapData, RingBuf};
 use scanner_common::{Decision, SourceStats};
 use tokio::io::{Interest, unix::AsyncFd};
 
-pub struct Decisions {
+pub(crate) struct Decisions {
     ring: AsyncFd<RingBuf<MapData>>,
 }
 
 impl Decisions {
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
+    pub(crate) fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
         // SAFETY: the RingBuf owns its map fd, which stays open and the same
         // for as long as the AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -20,7 +20,7 @@ impl Decisions {
     }
 
     /// Waits until the kernel has written, then returns every record there.
-    pub async fn next_batch(&mut self) -> io::Result<Vec<Decision>> {
+    pub(crate) async fn next_batch(&mut self) -> io::Result<Vec<Decision>> {
         let mut guard = self.ring.readable_mut().await?;
         let out = take_all(guard.get_inner_mut());
         guard.clear_ready();
@@ -29,7 +29,7 @@ impl Decisions {
 
     /// Every record there now, without waiting: a poll reads the ring
     /// first, so every decision made before it started has been seen.
-    pub fn drain(&mut self) -> Vec<Decision> {
+    pub(crate) fn drain(&mut self) -> Vec<Decision> {
         take_all(self.ring.get_mut())
     }
 }
@@ -46,7 +46,7 @@ fn take_all(ring: &mut RingBuf<MapData>) -> Vec<Decision> {
 
 /// What a record alone says about its entry, for when the entry itself is
 /// gone (evicted) before the daemon reads it.
-pub fn stats_of(d: &Decision) -> SourceStats {
+pub(crate) fn stats_of(d: &Decision) -> SourceStats {
     SourceStats {
         first_seen_ns: d.ts_ns,
         last_seen_ns: d.ts_ns,

@@ -17,7 +17,7 @@ use scanner_common::{FirstProbe, first::DISPLACED};
 use crate::sys::Mapping;
 
 /// FIRST_PROBES, mapped into this process.
-pub struct FirstProbes {
+pub(crate) struct FirstProbes {
     mapping: Mapping,
     slots: usize,
 }
@@ -32,7 +32,7 @@ unsafe impl Sync for FirstProbes {}
 
 impl FirstProbes {
     /// Maps the FIRST_PROBES array behind `fd`.
-    pub fn map(fd: BorrowedFd<'_>) -> io::Result<Self> {
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> io::Result<Self> {
         let data = MapData::from_fd(fd.try_clone_to_owned()?).map_err(io::Error::other)?;
         let slots = data.info().map_err(io::Error::other)?.max_entries() as usize;
         let mapping = Mapping::shared(data.fd().as_fd(), slots * size_of::<FirstProbe>())?;
@@ -46,12 +46,12 @@ impl FirstProbes {
     }
 
     /// How many slots there are.
-    pub fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         self.slots
     }
 
     /// Slot `i`, as it is at this moment.
-    pub fn get(&self, i: usize) -> Option<FirstProbe> {
+    pub(crate) fn get(&self, i: usize) -> Option<FirstProbe> {
         // SAFETY: i is within the mapping, which lives as long as self;
         // a volatile read because the kernel writes concurrently.
         (i < self.slots).then(|| unsafe { self.slot(i).read_volatile() })
@@ -59,7 +59,7 @@ impl FirstProbes {
 
     /// Sources whose first probe is remembered: slots written within
     /// `idle_ns` before `now_ns`.
-    pub fn live(&self, now_ns: u64, idle_ns: u64) -> usize {
+    pub(crate) fn live(&self, now_ns: u64, idle_ns: u64) -> usize {
         self.sweep(now_ns, idle_ns, |_| true)
     }
 
@@ -68,7 +68,7 @@ impl FirstProbes {
     /// displaced since `owned` was read loses its mark too: it is found
     /// all the same when it next probes two ports (see
     /// `scanner_common::first`).
-    pub fn sweep(&self, now_ns: u64, idle_ns: u64, owned: impl Fn(usize) -> bool) -> usize {
+    pub(crate) fn sweep(&self, now_ns: u64, idle_ns: u64, owned: impl Fn(usize) -> bool) -> usize {
         let mut live = 0;
         for i in 0..self.slots {
             let Some(p) = self.get(i) else { break };

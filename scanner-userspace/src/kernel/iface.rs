@@ -5,13 +5,13 @@ use std::ffi::CString;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum IfaceError {
+pub(crate) enum IfaceError {
     #[error("unknown interface {name:?} (interfaces here: {available})")]
     Unknown { name: String, available: String },
 }
 
 /// The interface's index, or an error listing the interfaces that exist.
-pub fn index_of(name: &str) -> Result<u32, IfaceError> {
+pub(crate) fn index_of(name: &str) -> Result<u32, IfaceError> {
     lookup(name).ok_or_else(|| IfaceError::Unknown {
         name: name.to_owned(),
         available: available().join(", "),
@@ -19,7 +19,7 @@ pub fn index_of(name: &str) -> Result<u32, IfaceError> {
 }
 
 /// The interface's index, if it exists (cheap: for periodic checks).
-pub fn lookup(name: &str) -> Option<u32> {
+pub(crate) fn lookup(name: &str) -> Option<u32> {
     CString::new(name)
         .ok()
         // SAFETY: a valid NUL-terminated string.
@@ -28,7 +28,7 @@ pub fn lookup(name: &str) -> Option<u32> {
 }
 
 /// Names of the interfaces in this network namespace.
-pub fn available() -> Vec<String> {
+pub(crate) fn available() -> Vec<String> {
     // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
     unsafe {
         let list = libc::if_nameindex();

@@ -20,19 +20,19 @@ use scanner_common::{
 use thiserror::Error;
 
 /// The XDP object, built by build.rs (aya-build) for the BPF target.
-pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanner"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanner"));
 
 /// Name of the `#[xdp]` function in scanner-ebpf.
 pub const PROGRAM: &str = "scanner";
 /// The program `scanner` tail-calls to count the probe that admitted a
 /// source (never attached; it sits in the ADMITTED program array).
-pub const ADMIT_PROGRAM: &str = "scanner_admit";
+pub(crate) const ADMIT_PROGRAM: &str = "scanner_admit";
 /// The program `scanner` tail-calls to make a just-admitted source's entry
 /// and count its first probe there (it sits in the REPLAYED array).
-pub const REPLAY_PROGRAM: &str = "scanner_replay";
+pub(crate) const REPLAY_PROGRAM: &str = "scanner_replay";
 /// The program that counts a new source's first probe into an admitted
 /// prefix (see `scanner_common::gather`), tail-called through GATHERED.
-pub const GATHER_PROGRAM: &str = "scanner_gather";
+pub(crate) const GATHER_PROGRAM: &str = "scanner_gather";
 
 const PERMISSION_HINT: &str =
     "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (e.g. with AmbientCapabilities)";
@@ -78,14 +78,14 @@ pub enum LoadError {
 /// How to attach: native (in the driver), skb (generic, any interface), or
 /// auto (native, falling back to skb).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpMode {
+pub(crate) enum XdpMode {
     Auto,
     Native,
     Skb,
 }
 
 /// An interface the daemon watches.
-pub struct Attached {
+pub(crate) struct Attached {
     pub name: String,
     pub mode: AttachedMode,
     /// Its index while attached; None once it has been removed.
@@ -94,7 +94,7 @@ pub struct Attached {
 
 crate::named::named! {
     /// The mode an interface ended up attached in.
-    pub enum AttachedMode {
+    pub(crate) enum AttachedMode {
         Native = "native",
         Skb = "skb",
     }
@@ -107,14 +107,14 @@ const CAP_BPF: u32 = 39;
 /// Whether effective capabilities `cap_eff` (the CapEff mask of
 /// /proc/self/status) allow loading and attaching XDP: CAP_NET_ADMIN, and
 /// CAP_BPF or its predecessor CAP_SYS_ADMIN.
-pub fn capable(cap_eff: u64) -> bool {
+pub(crate) fn capable(cap_eff: u64) -> bool {
     let has = |cap: u32| cap_eff & (1 << cap) != 0;
     has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
 }
 
 /// Fails early, with the capabilities to grant, when this process could not
 /// load or attach the program anyway.
-pub fn check_privileges() -> Result<(), LoadError> {
+pub(crate) fn check_privileges() -> Result<(), LoadError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let cap_eff = status
         .lines()
@@ -143,13 +143,13 @@ pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError>
 
 /// Map sizes chosen at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capacity {
+pub(crate) struct Capacity {
     pub blocks: u32,
     pub sources: u32,
 }
 
 impl Capacity {
-    pub fn with_blocks(blocks: u32) -> Self {
+    pub(crate) fn with_blocks(blocks: u32) -> Self {
         Self {
             blocks,
             sources: SOURCES_CAPACITY,
@@ -159,7 +159,7 @@ impl Capacity {
 
 /// [`load_with_cap`], reusing (or creating) the maps pinned in `pins`. A map
 /// already pinned keeps the size it was created with.
-pub fn load_pinned(
+pub(crate) fn load_pinned(
     config: &Config,
     capacity: &Capacity,
     pins: Option<&std::path::Path>,
@@ -233,7 +233,7 @@ pub fn load_pinned(
 /// from an earlier daemon, so the daemon does this only once the maps the
 /// new programs read (open ports, protected sources) are filled, just
 /// before it attaches.
-pub fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+pub(crate) fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
     for (program, array) in [
         (ADMIT_PROGRAM, ADMITTED_MAP),
         (GATHER_PROGRAM, GATHERED_MAP),
@@ -386,7 +386,7 @@ fn seed_for(map_id: u32) -> u64 {
 }
 
 /// The loaded XDP program.
-pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+pub(crate) fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
     ebpf.program_mut(PROGRAM)
         .ok_or(LoadError::MissingProgram(PROGRAM))?
         .try_into()
@@ -396,7 +396,7 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
 /// Attaches the loaded program to `iface`; returns the mode and the link's
 /// id. `auto` tries native XDP first and falls back to generic (skb) XDP,
 /// saying so.
-pub fn attach_link(
+pub(crate) fn attach_link(
     ebpf: &mut Ebpf,
     iface: &str,
     mode: XdpMode,

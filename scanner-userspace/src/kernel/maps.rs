@@ -22,7 +22,7 @@ use crate::{
     kernel::{batch, first::FirstProbes},
 };
 
-pub mod probed;
+pub(crate) mod probed;
 
 #[derive(Debug, Error)]
 pub enum PollError {
@@ -46,7 +46,7 @@ fn batch_err(name: &'static str) -> impl FnOnce(std::io::Error) -> PollError {
     move |source| PollError::Batch { name, source }
 }
 
-pub fn map_err(name: &'static str) -> impl FnOnce(MapError) -> PollError {
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> PollError {
     move |source| PollError::Map { name, source }
 }
 
@@ -472,7 +472,7 @@ impl Maps {
 
 /// Pairs ordered by probes (most first), then by protocol and port;
 /// duplicates merged.
-pub fn rank_ports<P: Copy + Ord>(counted: &[(P, u32)], n: usize) -> Vec<P> {
+pub(crate) fn rank_ports<P: Copy + Ord>(counted: &[(P, u32)], n: usize) -> Vec<P> {
     let mut merged: Vec<(P, u32)> = Vec::with_capacity(counted.len());
     for &(port, probes) in counted {
         match merged.iter_mut().find(|(p, _)| *p == port) {

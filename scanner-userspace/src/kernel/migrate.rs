@@ -30,7 +30,7 @@ pub const PREVIOUS_VERSION: u32 = 3;
 
 /// What was carried over.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Migrated {
+pub(crate) struct Migrated {
     pub from: PathBuf,
     pub blocks: usize,
     pub allows: usize,
@@ -41,7 +41,7 @@ pub struct Migrated {
 /// Carries the previous layout's state into the freshly loaded maps of
 /// `ebpf` (pinned in `pins`), then removes the old directory. Logs one line
 /// either way; returns what was migrated.
-pub fn migrate(pins: &PinDir, ebpf: &mut Ebpf) -> Option<Migrated> {
+pub(crate) fn migrate(pins: &PinDir, ebpf: &mut Ebpf) -> Option<Migrated> {
     let old = pins.sibling(PREVIOUS_VERSION)?;
     let Some(_lock) = PinDir::lock_other(&old) else {
         tracing::warn!(

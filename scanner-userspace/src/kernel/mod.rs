@@ -3,16 +3,16 @@
 //! counters, rules, port bitmaps), its ring buffer, raw bpf syscalls, and the
 //! interfaces it is attached to.
 
-pub mod batch;
-pub mod decisions;
-pub mod first;
-pub mod iface;
-pub mod load;
-pub mod maps;
-pub mod migrate;
-pub mod pin;
-pub mod policy;
-pub mod port_bits;
-pub mod protect;
-pub mod reported;
-pub mod xdp_owner;
+pub(crate) mod batch;
+pub(crate) mod decisions;
+pub(crate) mod first;
+pub(crate) mod iface;
+pub(crate) mod load;
+pub(crate) mod maps;
+pub(crate) mod migrate;
+pub(crate) mod pin;
+pub(crate) mod policy;
+pub(crate) mod port_bits;
+pub(crate) mod protect;
+pub(crate) mod reported;
+pub(crate) mod xdp_owner;

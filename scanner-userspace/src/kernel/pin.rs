@@ -33,11 +33,11 @@ use thiserror::Error;
 use crate::kernel::load::{self, AttachedMode, LoadError};
 
 /// Where state is pinned unless `--pin-dir` says otherwise.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanner";
+pub(crate) const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/scanner";
 const BPFFS_ROOT: &str = "/sys/fs/bpf";
 
 #[derive(Debug, Error)]
-pub enum PinError {
+pub(crate) enum PinError {
     #[error(
         "{0} is not on a BPF filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`, or choose --pin-dir)"
     )]
@@ -71,7 +71,7 @@ pub enum PinError {
 /// The directory of one layout version of pinned state, locked for this
 /// daemon while the value lives.
 #[derive(Debug)]
-pub struct PinDir {
+pub(crate) struct PinDir {
     dir: PathBuf,
     /// The directory, opened and flocked (the lock goes with the descriptor).
     _lock: OwnedFd,
@@ -102,7 +102,7 @@ impl PinDir {
     /// Prepares and locks `base/v<STATE_VERSION>`. `base` must be on bpffs;
     /// for the default location a missing bpffs is mounted at /sys/fs/bpf.
     /// Another live daemon on the same directory is [`PinError::InUse`].
-    pub fn prepare(base: &Path) -> Result<Self, PinError> {
+    pub(crate) fn prepare(base: &Path) -> Result<Self, PinError> {
         // The nearest existing ancestor tells the filesystem.
         let mut probe = base.to_path_buf();
         while !probe.exists() {
@@ -146,28 +146,28 @@ impl PinDir {
     }
 
     /// Whether this daemon mounted bpffs itself (none was mounted).
-    pub fn mounted_bpffs(&self) -> bool {
+    pub(crate) fn mounted_bpffs(&self) -> bool {
         self.mounted
     }
 
     /// The directory itself (maps are pinned in it by name).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
-    pub fn map(&self, name: &str) -> PathBuf {
+    pub(crate) fn map(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
     /// The directory of layout `version` beside this one, when it exists.
-    pub fn sibling(&self, version: u32) -> Option<PathBuf> {
+    pub(crate) fn sibling(&self, version: u32) -> Option<PathBuf> {
         let dir = self.dir.parent()?.join(format!("v{version}"));
         dir.is_dir().then_some(dir)
     }
 
     /// Locks `dir` like a daemon's own pin directory: None while a daemon
     /// holds it.
-    pub fn lock_other(dir: &Path) -> Option<OwnedFd> {
+    pub(crate) fn lock_other(dir: &Path) -> Option<OwnedFd> {
         lock(dir).ok()
     }
 
@@ -187,7 +187,7 @@ impl PinDir {
     /// Fails with [`LoadError::Busy`] when an XDP program that is not ours
     /// (no link of it pinned here) holds `iface`: checked before anything
     /// is loaded, and again before attaching.
-    pub fn check_free(&self, iface: &str) -> Result<(), LoadError> {
+    pub(crate) fn check_free(&self, iface: &str) -> Result<(), LoadError> {
         if self.pinned_link(iface).is_some() {
             return Ok(());
         }
@@ -205,7 +205,7 @@ impl PinDir {
     /// Attaches to `iface`: takes over a link a previous daemon left pinned
     /// (swapping this program in), or attaches anew and pins the link.
     /// Returns the mode and whether an existing link was taken over.
-    pub fn attach(
+    pub(crate) fn attach(
         &self,
         ebpf: &mut Ebpf,
         iface: &str,
@@ -251,7 +251,7 @@ impl PinDir {
     }
 
     /// A clean stop: unpin `iface`'s link so it detaches with the program.
-    pub fn release(&self, iface: &str) {
+    pub(crate) fn release(&self, iface: &str) {
         while let Some((path, _)) = self.pinned_link(iface) {
             if std::fs::remove_file(&path).is_err() {
                 break;

@@ -40,7 +40,7 @@ pub enum PolicyError {
 
 /// An address (a /32 or /128) or a CIDR prefix, with any host bits cleared
 /// (`10.1.2.3/8` is `10.0.0.0/8`).
-pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+pub(crate) fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = s.parse::<ipnet::IpNet>() {
         return Ok(net.trunc());
     }
@@ -54,7 +54,7 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 /// [`parse_net`] for what an operator names on the command line: a CIDR
 /// with host bits set (10.1.2.3/8) is refused rather than widened to its
 /// network (10.0.0.0/8) behind the operator's back.
-pub fn parse_exact_net(s: &str) -> Result<ipnet::IpNet, String> {
+pub(crate) fn parse_exact_net(s: &str) -> Result<ipnet::IpNet, String> {
     let net = parse_net(s)?;
     match s.parse::<ipnet::IpNet>() {
         Ok(given) if given != net => Err(format!(
@@ -66,7 +66,7 @@ pub fn parse_exact_net(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 /// An address for a host network (`/32`, `/128`), else the CIDR.
-pub fn net_name(net: &IpNet) -> String {
+pub(crate) fn net_name(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {
@@ -87,7 +87,7 @@ crate::named::named! {
 }
 
 /// The trie key of a network (host bits cleared).
-pub fn key_of(net: IpNet) -> Key<SourceKey> {
+pub(crate) fn key_of(net: IpNet) -> Key<SourceKey> {
     let net = net.trunc();
     match net {
         IpNet::V4(n) => Key::new(
@@ -102,7 +102,7 @@ pub fn key_of(net: IpNet) -> Key<SourceKey> {
 }
 
 /// The network a trie key stands for.
-pub fn net_of(key: &Key<SourceKey>) -> Option<IpNet> {
+pub(crate) fn net_of(key: &Key<SourceKey>) -> Option<IpNet> {
     let data = key.data();
     let len = key.prefix_len();
     match data.as_v4() {
@@ -128,7 +128,7 @@ pub enum Change {
 }
 
 /// One of the rule tries.
-pub type RuleMap = LpmTrie<MapData, SourceKey, PolicyEntry>;
+pub(crate) type RuleMap = LpmTrie<MapData, SourceKey, PolicyEntry>;
 
 pub struct Policy {
     allow_map: RuleMap,
@@ -412,7 +412,7 @@ impl Policy {
 crate::named::named! {
     /// Whose block it is: the `origin` of policy events, `block_origin` of
     /// `scanner list`, and the metrics' `origin` label.
-    pub enum Origin {
+    pub(crate) enum Origin {
         /// The kernel's (or the daemon's) response to a detected scan.
         Scan = "scan",
         /// `scanner block`, with or without --force.
@@ -424,7 +424,7 @@ crate::named::named! {
 
 impl Origin {
     /// The origin of a block with `block_reason::*` `reason`.
-    pub fn of(reason: u32) -> Self {
+    pub(crate) fn of(reason: u32) -> Self {
         match reason {
             block_reason::SCAN => Self::Scan,
             block_reason::CROWDSEC => Self::Crowdsec,
@@ -434,7 +434,7 @@ impl Origin {
 }
 
 /// Networks always allowlisted: loopback and this host's own addresses.
-pub fn default_allowlist() -> Vec<IpNet> {
+pub(crate) fn default_allowlist() -> Vec<IpNet> {
     let mut nets: Vec<IpNet> = vec![
         IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).unwrap_or_default()),
         IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),

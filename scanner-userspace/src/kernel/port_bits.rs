@@ -7,7 +7,7 @@ use scanner_common::{bits, names::PORT_BITS_WORDS, port_bit};
 use crate::audit::listeners::Listener;
 
 /// The PORT_BITS contents for these listeners and ignored ports.
-pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
+pub(crate) fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
     let mut words = vec![0u64; PORT_BITS_WORDS as usize];
     let mut set = |region, port| {
         let (i, mask) = port_bit(region, port);
@@ -34,13 +34,13 @@ pub fn bitmap(listeners: &[Listener], ignored: &[u16]) -> Vec<u64> {
 }
 
 /// Keeps PORT_BITS equal to the host's listeners, writing only changed words.
-pub struct PortBits {
+pub(crate) struct PortBits {
     map: Array<MapData, u64>,
     written: Vec<u64>,
 }
 
 impl PortBits {
-    pub fn new(map: Array<MapData, u64>) -> Self {
+    pub(crate) fn new(map: Array<MapData, u64>) -> Self {
         Self {
             map,
             written: vec![0; PORT_BITS_WORDS as usize],
@@ -48,7 +48,7 @@ impl PortBits {
     }
 
     /// Writes `words`; returns how many words changed.
-    pub fn update(&mut self, words: &[u64]) -> Result<usize, MapError> {
+    pub(crate) fn update(&mut self, words: &[u64]) -> Result<usize, MapError> {
         let mut changed = 0;
         for (i, (&new, old)) in words.iter().zip(self.written.iter_mut()).enumerate() {
             if new != *old {

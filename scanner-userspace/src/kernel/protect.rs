@@ -22,7 +22,7 @@ use crate::audit::listeners;
 
 /// Which kinds of source are protected (`response.protect_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Protection {
+pub(crate) struct Protection {
     pub gateways: bool,
     pub resolvers: bool,
     pub established: bool,
@@ -31,7 +31,7 @@ pub struct Protection {
 crate::named::named! {
     /// Why a source is never blocked: the `protected` of events and
     /// `scanner list`.
-    pub enum ProtectedBy {
+    pub(crate) enum ProtectedBy {
         /// A default gateway of this host.
         Gateway = "gateway",
         /// A DNS resolver of this host.
@@ -43,7 +43,7 @@ crate::named::named! {
 
 impl ProtectedBy {
     /// The meaning of a `protect::*` reason.
-    pub fn of(reason: u32) -> Self {
+    pub(crate) fn of(reason: u32) -> Self {
         match reason {
             protect::GATEWAY => Self::Gateway,
             protect::RESOLVER => Self::Resolver,
@@ -53,7 +53,7 @@ impl ProtectedBy {
 }
 
 /// The key of an address in the kernel's maps.
-pub fn key_of(ip: IpAddr) -> SourceKey {
+pub(crate) fn key_of(ip: IpAddr) -> SourceKey {
     match ip {
         IpAddr::V4(v4) => SourceKey::from_v4(v4.octets()),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -64,7 +64,7 @@ pub fn key_of(ip: IpAddr) -> SourceKey {
 }
 
 /// The PROTECTED map and what is in it.
-pub struct Protected {
+pub(crate) struct Protected {
     map: HashMap<MapData, SourceKey, u32>,
     kinds: Protection,
     /// The gateways and resolvers now in the map.
@@ -72,7 +72,7 @@ pub struct Protected {
 }
 
 impl Protected {
-    pub fn new(map: HashMap<MapData, SourceKey, u32>, kinds: Protection) -> Self {
+    pub(crate) fn new(map: HashMap<MapData, SourceKey, u32>, kinds: Protection) -> Self {
         Self {
             map,
             kinds,
@@ -81,13 +81,13 @@ impl Protected {
     }
 
     /// Which kinds are protected (a configuration reload changes them).
-    pub fn set_kinds(&mut self, kinds: Protection) {
+    pub(crate) fn set_kinds(&mut self, kinds: Protection) {
         self.kinds = kinds;
     }
 
     /// Re-reads the host's gateways and resolvers into the map; returns
     /// them when they changed.
-    pub fn refresh(&mut self) -> Result<Option<&BTreeMap<IpAddr, u32>>, MapError> {
+    pub(crate) fn refresh(&mut self) -> Result<Option<&BTreeMap<IpAddr, u32>>, MapError> {
         let mut wanted = BTreeMap::new();
         if self.kinds.resolvers {
             for ip in resolvers() {
@@ -115,7 +115,7 @@ impl Protected {
 
     /// The peers of established TCP connections, when they are protected
     /// (one read of the socket table: take it once for many addresses).
-    pub fn peers(&self) -> BTreeSet<IpAddr> {
+    pub(crate) fn peers(&self) -> BTreeSet<IpAddr> {
         if self.kinds.established {
             listeners::established_peers()
         } else {
@@ -127,7 +127,11 @@ impl Protected {
     /// gateway, resolver or one of `peers` (from [`Self::peers`]); for a
     /// CIDR, the gateways and resolvers inside it (peers of established
     /// connections are not enumerated).
-    pub fn within(&self, net: &ipnet::IpNet, peers: &BTreeSet<IpAddr>) -> Vec<(IpAddr, u32)> {
+    pub(crate) fn within(
+        &self,
+        net: &ipnet::IpNet,
+        peers: &BTreeSet<IpAddr>,
+    ) -> Vec<(IpAddr, u32)> {
         if net.prefix_len() == net.max_prefix_len() {
             return self
                 .reason_among(net.addr(), peers)
@@ -145,7 +149,7 @@ impl Protected {
     /// Why `ip` is protected now, if it is: a gateway or resolver of the
     /// map, or (reading the socket table) a peer of an established TCP
     /// connection.
-    pub fn reason(&self, ip: IpAddr) -> Option<u32> {
+    pub(crate) fn reason(&self, ip: IpAddr) -> Option<u32> {
         let ip = canonical(ip);
         if let Some(reason) = self.current.get(&ip) {
             return Some(*reason);
@@ -172,7 +176,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The default gateways, from /proc/net/route and /proc/net/ipv6_route.
-pub fn gateways() -> Vec<IpAddr> {
+pub(crate) fn gateways() -> Vec<IpAddr> {
     let mut out = Vec::new();
     if let Ok(text) = std::fs::read_to_string("/proc/net/route") {
         out.extend(parse_route(&text));
@@ -185,7 +189,7 @@ pub fn gateways() -> Vec<IpAddr> {
 
 /// The DNS resolvers: /etc/resolv.conf, and systemd-resolved's upstream
 /// servers when its state is readable (resolv.conf then names its stub).
-pub fn resolvers() -> Vec<IpAddr> {
+pub(crate) fn resolvers() -> Vec<IpAddr> {
     let mut out = Vec::new();
     for file in ["/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"] {
         if let Ok(text) = std::fs::read_to_string(file) {

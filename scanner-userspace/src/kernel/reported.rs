@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::kernel::pin::PinDir;
 
 #[derive(Debug, Error)]
-pub enum ReportedError {
+pub(crate) enum ReportedError {
     #[error("opening the pinned {0} map")]
     Open(&'static str, #[source] MapError),
     #[error("creating the {0} map")]
@@ -32,7 +32,7 @@ pub enum ReportedError {
 }
 
 /// The pinned "reported up to" and "ended up to" marks.
-pub struct Reported {
+pub(crate) struct Reported {
     map: Array<MapData, u64>,
     ended: Array<MapData, u64>,
 }
@@ -54,7 +54,7 @@ fn mark(pins: &PinDir, name: &'static str) -> Result<Array<MapData, u64>, Report
 impl Reported {
     /// Opens the marks pinned in `pins`, creating them (at 0: nothing
     /// reported yet) on the first start.
-    pub fn open(pins: &PinDir) -> Result<Self, ReportedError> {
+    pub(crate) fn open(pins: &PinDir) -> Result<Self, ReportedError> {
         Ok(Self {
             map: mark(pins, REPORTED_MAP)?,
             ended: mark(pins, SCANS_ENDED_MAP)?,
@@ -62,26 +62,26 @@ impl Reported {
     }
 
     /// Everything decided or blocked at or before this time was reported.
-    pub fn get(&self) -> Result<u64, ReportedError> {
+    pub(crate) fn get(&self) -> Result<u64, ReportedError> {
         self.map
             .get(&0, 0)
             .map_err(|e| ReportedError::Read(REPORTED_MAP, e))
     }
 
-    pub fn set(&mut self, up_to_ns: u64) -> Result<(), ReportedError> {
+    pub(crate) fn set(&mut self, up_to_ns: u64) -> Result<(), ReportedError> {
         self.map
             .set(0, up_to_ns, 0)
             .map_err(|e| ReportedError::Write(REPORTED_MAP, e))
     }
 
     /// Every scan decided at or before this time was reported as ended.
-    pub fn ended(&self) -> Result<u64, ReportedError> {
+    pub(crate) fn ended(&self) -> Result<u64, ReportedError> {
         self.ended
             .get(&0, 0)
             .map_err(|e| ReportedError::Read(SCANS_ENDED_MAP, e))
     }
 
-    pub fn set_ended(&mut self, up_to_ns: u64) -> Result<(), ReportedError> {
+    pub(crate) fn set_ended(&mut self, up_to_ns: u64) -> Result<(), ReportedError> {
         self.ended
             .set(0, up_to_ns, 0)
             .map_err(|e| ReportedError::Write(SCANS_ENDED_MAP, e))

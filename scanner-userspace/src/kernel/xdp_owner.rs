@@ -16,7 +16,7 @@ const BPF_LINK_TYPE_XDP: u32 = 6;
 
 /// The XDP program attached to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XdpOwner {
+pub(crate) struct XdpOwner {
     /// The BPF link that holds it; None when attached through netlink.
     pub link_id: Option<u32>,
     pub program_id: u32,
@@ -71,7 +71,7 @@ struct InfoAttr {
 }
 
 /// The XDP program on interface `ifindex` of this network namespace, if any.
-pub fn xdp_owner(ifindex: u32) -> Option<XdpOwner> {
+pub(crate) fn xdp_owner(ifindex: u32) -> Option<XdpOwner> {
     let program_id = attached_program(ifindex)?;
     let link_id = xdp_link_of(program_id, ifindex);
     Some(XdpOwner {
@@ -165,7 +165,7 @@ fn xdp_link_info(id: u32) -> Option<(u32, u32)> {
 /// The ids of the maps program `fd` uses, asked of the descriptor itself
 /// (BPF_OBJ_GET_INFO_BY_FD): aya's `ProgramInfo::map_ids` opens the program
 /// again by id, which needs CAP_SYS_ADMIN.
-pub fn program_map_ids(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+pub(crate) fn program_map_ids(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     // struct bpf_prog_info up to map_ids: nr_map_ids is u32 13, map_ids
     // (a pointer) u32s 14-15. Zeroed, and no longer than needed.
     const NR_MAP_IDS: usize = 13;

@@ -53,6 +53,7 @@ mod tests {
         // SAFETY: this test is the only one touching NOTIFY_SOCKET.
         unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
         assert!(notify("READY=1\nSTATUS=attached").unwrap());
+        // SAFETY: as above.
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();

@@ -16,7 +16,7 @@ use crate::throughput;
 const WINDOW: Duration = Duration::from_secs(60);
 const METRICS_PORT: u16 = 9464;
 
-pub struct Row {
+pub(crate) struct Row {
     pub label: &'static str,
     pub tracked: f64,
     /// Percent of one core.
@@ -30,7 +30,7 @@ pub struct Row {
 
 /// CPU time of every thread of `pid`, in ns (schedstat: precise, unlike
 /// the 10 ms ticks of /proc/pid/stat).
-pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = std::fs::read_to_string(task?.path().join("schedstat"))?;
@@ -49,7 +49,7 @@ fn metrics(lab: &Lab) -> anyhow::Result<std::collections::HashMap<String, f64>> 
 
 /// The daemon on the lab's server, its metrics on 127.0.0.1:`port`, with
 /// `extra` arguments; attached.
-pub fn start(lab: &Lab, port: u16, extra: &[&str]) -> anyhow::Result<Daemon> {
+pub(crate) fn start(lab: &Lab, port: u16, extra: &[&str]) -> anyhow::Result<Daemon> {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "run",
@@ -66,7 +66,7 @@ pub fn start(lab: &Lab, port: u16, extra: &[&str]) -> anyhow::Result<Daemon> {
     Ok(daemon)
 }
 
-pub fn measure() -> anyhow::Result<Vec<Row>> {
+pub(crate) fn measure() -> anyhow::Result<Vec<Row>> {
     let lab = Lab::new()?;
     let mut daemon = start(&lab, METRICS_PORT, &[])?;
     let (_, syn) = throughput::configs(
@@ -131,7 +131,7 @@ pub fn measure() -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
+pub(crate) fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
     writeln!(md, "## The daemon's cost\n")?;
     writeln!(
         md,

@@ -14,13 +14,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use scanner_tests::{Daemon, Lab, capture::Capture, journald, traffic};
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 
 use crate::median;
 
 const RUNS: usize = 5;
 
-pub struct Run {
+pub(crate) struct Run {
     /// Milliseconds from nmap's start.
     pub detect_ms: f64,
     pub drop_ms: f64,
@@ -96,7 +96,10 @@ fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
 
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
 /// (from nmap's start, from the first probe) for scanner and scanlogd.
-#[allow(clippy::type_complexity)]
+#[allow(
+    clippy::type_complexity,
+    reason = "two pairs of medians, each named where it is read"
+)]
 fn side_by_side() -> anyhow::Result<((f64, Option<f64>), (Option<f64>, Option<f64>))> {
     let lab = Lab::new()?;
     let mut daemon = daemon(&lab, false)?;
@@ -212,13 +215,13 @@ fn realtime_us(e: &serde_json::Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub fn measure() -> anyhow::Result<Vec<Run>> {
+pub(crate) fn measure() -> anyhow::Result<Vec<Run>> {
     let _journal = journald::Journald::ensure()?;
     prepare_scanlogd()?;
     (0..RUNS).map(one).collect()
 }
 
-pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
+pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     writeln!(md, "## Time to detect and to block\n")?;
     writeln!(
         md,
@@ -265,6 +268,6 @@ pub fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn detect_median(runs: &[Run]) -> Option<f64> {
+pub(crate) fn detect_median(runs: &[Run]) -> Option<f64> {
     median(runs.iter().map(|r| r.detect_ms).collect())
 }

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use scanner_tests::{Daemon, Lab};
-use scanner_userspace::history::{EventRow, PortHour, Record, Store};
+use scanner_userspace::testing::{EventRow, PortHour, Record, Store};
 
 use crate::{
     daemon_cost::{self, cpu_ns},
@@ -22,13 +22,13 @@ const WINDOW: Duration = Duration::from_secs(60);
 const METRICS_PORT: u16 = 9465;
 const SOURCES: u64 = 1_048_576;
 
-pub struct Cost {
+pub(crate) struct Cost {
     pub tracked: f64,
     pub with_history: f64,
     pub without: f64,
 }
 
-pub struct Size {
+pub(crate) struct Size {
     pub bytes: u64,
     pub events: u64,
     pub port_rows: u64,
@@ -66,7 +66,7 @@ fn window(lab: &Lab, history: &[&str]) -> anyhow::Result<(f64, f64)> {
     Ok((cpu, n))
 }
 
-pub fn cost(dir: &Path) -> anyhow::Result<Cost> {
+pub(crate) fn cost(dir: &Path) -> anyhow::Result<Cost> {
     let lab = Lab::new()?;
     let (_, syn) = throughput::configs(
         throughput::mac(&lab.server, Lab::SERVER_IF)?,
@@ -111,7 +111,7 @@ impl Rng {
 /// detects (a `scan_detected` and a `scan_ended` event each), written as
 /// the daemon writes: events in one transaction a second, probes per port
 /// added to their hour (here every ten minutes: the rows are the same).
-pub fn size(dir: &Path) -> anyhow::Result<Size> {
+pub(crate) fn size(dir: &Path) -> anyhow::Result<Size> {
     let path = dir.join("day.db");
     let _ = std::fs::remove_file(&path);
     let mut store = Store::open(&path)?;
@@ -195,7 +195,7 @@ pub fn size(dir: &Path) -> anyhow::Result<Size> {
     })
 }
 
-pub fn markdown(md: &mut String, cost: &Cost, size: &Size) -> anyhow::Result<()> {
+pub(crate) fn markdown(md: &mut String, cost: &Cost, size: &Size) -> anyhow::Result<()> {
     writeln!(md, "## History\n")?;
     writeln!(
         md,

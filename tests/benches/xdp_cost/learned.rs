@@ -24,7 +24,7 @@ const RUNS: usize = 3;
 const OPEN: [u16; 3] = [22, 80, 443];
 
 /// An IPv4 address's octets.
-pub fn v4(s: &str) -> anyhow::Result<[u8; 4]> {
+pub(crate) fn v4(s: &str) -> anyhow::Result<[u8; 4]> {
     Ok(s.parse::<Ipv4Addr>()?.octets())
 }
 
@@ -108,7 +108,7 @@ fn one(scan: &Scan, block: bool) -> anyhow::Result<(Learned, Option<f64>)> {
     Ok((learned, after))
 }
 
-pub struct Row {
+pub(crate) struct Row {
     pub scan: &'static str,
     /// Ports answered with `--block`, per run.
     pub answered: Vec<usize>,
@@ -119,7 +119,7 @@ pub struct Row {
     pub unblocked_open: usize,
 }
 
-pub fn measure() -> anyhow::Result<Vec<Row>> {
+pub(crate) fn measure() -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for scan in &SCANS {
         let mut row = Row {
@@ -158,11 +158,11 @@ fn med(v: &[usize]) -> usize {
 }
 
 /// The median ports answered with `--block` for each scan.
-pub fn answered_medians(rows: &[Row]) -> Vec<(&'static str, usize)> {
+pub(crate) fn answered_medians(rows: &[Row]) -> Vec<(&'static str, usize)> {
     rows.iter().map(|r| (r.scan, med(&r.answered))).collect()
 }
 
-pub fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
+pub(crate) fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
     writeln!(md, "## What a scanner learns before the block\n")?;
     writeln!(
         md,

@@ -32,7 +32,7 @@ use scanner_tests::{
     packets::{ACK, SYN, eth, ipv4, ipv4_tcp, ipv6_tcp, udp, v4},
     privilege::is_root,
 };
-use scanner_userspace::kernel::load;
+use scanner_userspace::testing::load;
 
 const REPEAT: u32 = 2_000_000;
 const ROUNDS: usize = 5;
@@ -194,7 +194,7 @@ fn xdp_filter() -> anyhow::Result<(Netns, u32)> {
 fn fill(ebpf: &mut Ebpf, n: u32) -> anyhow::Result<()> {
     let mut sources: HashMap<&mut MapData, SourceKey, SourceStats> =
         HashMap::try_from(ebpf.map_mut(SOURCES_MAP).context("SOURCES")?)?;
-    let now = scanner_userspace::kernel::maps::monotonic_ns();
+    let now = scanner_userspace::testing::monotonic_ns();
     for i in 0..n {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);

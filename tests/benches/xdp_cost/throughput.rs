@@ -12,20 +12,20 @@ use aya::programs::{
 };
 use scanner_common::Config;
 use scanner_tests::{Lab, Netns};
-use scanner_userspace::kernel::load;
+use scanner_userspace::testing::load;
 
 /// Packets per trafgen run (bounded: trafgen stops after this many, and a
 /// timeout stops it regardless).
 const PACKETS: u64 = 2_000_000;
 const ROUNDS: usize = 5;
 
-pub struct Row {
+pub(crate) struct Row {
     pub traffic: &'static str,
     /// pps with no program, XDP_PASS, scanner.
     pub pps: [f64; 3],
 }
 
-pub fn mac(ns: &Netns, iface: &str) -> anyhow::Result<[u8; 6]> {
+pub(crate) fn mac(ns: &Netns, iface: &str) -> anyhow::Result<[u8; 6]> {
     let out = ns.ip(&["-j", "link", "show", iface])?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let text = json[0]["address"].as_str().context("no MAC")?;
@@ -46,7 +46,7 @@ fn bytes(b: &[u8]) -> String {
 /// trafgen configurations: UDP from 198.18.0.1 to 198.18.0.2:9, and TCP
 /// SYNs to [2001:db8::2]:80 from random 2001:db8::/32 sources (a bad TCP
 /// checksum: the server's stack drops them without replying).
-pub fn configs(dst: [u8; 6], src: [u8; 6]) -> (String, String) {
+pub(crate) fn configs(dst: [u8; 6], src: [u8; 6]) -> (String, String) {
     let eth = |ty: &str| format!("{}, {}, {ty}", bytes(&dst), bytes(&src));
     let udp = format!(
         "{{\n  {},\n  0x45, 0x00, 0x00, 0x2e, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, csumip(14, 33),\n  \
@@ -73,7 +73,7 @@ fn rx_packets(ns: &Netns, iface: &str) -> anyhow::Result<u64> {
 
 /// Sends `count` packets of `config` from the attacker; returns them per
 /// second as the server's interface received them.
-pub fn blast(lab: &Lab, config: &std::path::Path, count: u64) -> anyhow::Result<f64> {
+pub(crate) fn blast(lab: &Lab, config: &std::path::Path, count: u64) -> anyhow::Result<f64> {
     let before = rx_packets(&lab.server, Lab::SERVER_IF)?;
     let started = Instant::now();
     let out = lab
@@ -119,7 +119,7 @@ fn detach(lab: &Lab, ebpf: &mut aya::Ebpf, name: &str, id: XdpLinkId) -> anyhow:
     Ok(())
 }
 
-pub fn measure() -> anyhow::Result<Vec<Row>> {
+pub(crate) fn measure() -> anyhow::Result<Vec<Row>> {
     let lab = Lab::new()?;
     let (udp, syn) = configs(
         mac(&lab.server, Lab::SERVER_IF)?,
@@ -184,7 +184,7 @@ pub fn measure() -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
+pub(crate) fn markdown(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
     writeln!(md, "## Throughput through a veth pair\n")?;
     writeln!(
         md,

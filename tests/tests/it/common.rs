@@ -3,13 +3,13 @@
 //! `cargo xtask setup` has installed the eBPF toolchain.)
 
 use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
-use scanner_userspace::kernel::load;
+use scanner_userspace::testing::load;
 
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
+pub(crate) const XDP_DROP: u32 = 1;
+pub(crate) const XDP_PASS: u32 = 2;
 
 /// Runs the loaded program once on `frame`; returns its XDP action.
-pub fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
+pub(crate) fn run(ebpf: &Ebpf, frame: &[u8]) -> anyhow::Result<u32> {
     let program: &Xdp = ebpf
         .program(load::PROGRAM)
         .ok_or_else(|| anyhow::anyhow!("no program {}", load::PROGRAM))?

@@ -14,7 +14,7 @@ use scanner_tests::{
     require_root,
     scenario::Scenario,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 fn entry(list: &Value, address: &str) -> Value {
@@ -309,9 +309,9 @@ fn status_counts_only_the_watched_interfaces() -> anyhow::Result<()> {
     let sc = Scenario::start(&[22], &[], &[])?;
     let socket = sc.daemon.socket().to_path_buf();
     let seen = || -> anyhow::Result<u64> {
-        let status = scanner_userspace::control::call(
+        let status = scanner_userspace::testing::call(
             &socket,
-            &scanner_userspace::control::Request::Status {},
+            &scanner_userspace::testing::Request::Status {},
         )?;
         status["packets"]["seen"]
             .as_u64()

@@ -15,14 +15,7 @@ use scanner_tests::packets::{
     ACK, FIN, SYN, XMAS, eth, ipv4, ipv4_later_fragment, ipv4_stack_syn, ipv4_tcp,
     ipv4_tiny_fragment, ipv6_stack_syn, ipv6_tiny_fragment, v4, v6,
 };
-use scanner_userspace::{
-    detect::EntryId,
-    kernel::{
-        decisions::decode,
-        load,
-        maps::{Maps, take_map},
-    },
-};
+use scanner_userspace::testing::{EntryId, Maps, decode, load, take_map};
 
 use crate::common::root_only;
 

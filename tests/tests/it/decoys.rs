@@ -4,7 +4,7 @@
 //! server's default gateway, whose address the scan borrowed).
 
 use scanner_tests::{Lab, require_root, scenario::Scenario, traffic};
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::{Value, json};
 
 const GATEWAY: &str = "198.18.0.3";

@@ -13,7 +13,7 @@ use scanner_common::{
     scope,
 };
 use scanner_tests::packets::{SYN, ipv6_tcp_from};
-use scanner_userspace::detect::EntryId;
+use scanner_userspace::testing::EntryId;
 
 use crate::{common::root_only, decisions_kernel::Kernel};
 

@@ -16,7 +16,7 @@ use scanner_tests::{
     scenario::RUN_ARGS,
     traffic,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 const ATTACKER: &str = "198.18.0.1";

@@ -12,7 +12,7 @@ use scanner_tests::{
     scenario::{Scenario, about},
     traffic,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 
 const FLOOD: usize = 100_000;
 const MAX_SOURCES: u64 = 4096;

@@ -156,9 +156,9 @@ fn a_flows_pass_ends_with_the_flow_and_the_block_with_its_time() -> anyhow::Resu
     // asked), so there is none to clear.
     let lifted = sc.wait("unblocked", PEER)?;
     assert_eq!(lifted["reason"], "expired", "{lifted}");
-    let status = scanner_userspace::control::call(
+    let status = scanner_userspace::testing::call(
         sc.daemon.socket(),
-        &scanner_userspace::control::Request::Status {},
+        &scanner_userspace::testing::Request::Status {},
     )?;
     assert_eq!(status["blocks"], 0, "{status}");
     sc.stop()?;

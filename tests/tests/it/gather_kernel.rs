@@ -6,7 +6,7 @@
 
 use scanner_common::{Config, IPPROTO_TCP, SourceKey, scope};
 use scanner_tests::packets::{SYN, eth, ipv4, ipv6_tcp_from, stack_syn_v4, stack_syn_v6, tcp};
-use scanner_userspace::detect::EntryId;
+use scanner_userspace::testing::EntryId;
 
 use crate::{common::root_only, decisions_kernel::Kernel};
 

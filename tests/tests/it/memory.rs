@@ -8,7 +8,7 @@ use scanner_common::{
     Config,
     names::{SOURCES_CAPACITY, first_probe_slots, suspects},
 };
-use scanner_userspace::kernel::load;
+use scanner_userspace::testing::load;
 
 use crate::common::root_only;
 

@@ -13,7 +13,7 @@ use scanner_tests::{
     scenario::{RUN_ARGS, Scenario, about, count},
     traffic,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 /// A pin directory of the test's own on the fixtures' bpffs, removed on drop.

@@ -3,7 +3,7 @@
 
 use scanner_common::{Config, IPPROTO_TCP, SourceKey, class, first};
 use scanner_tests::packets::{ACK, Expect, SYN, cases, ipv4_tcp, v4};
-use scanner_userspace::kernel::{load, maps::Maps};
+use scanner_userspace::testing::{Maps, load};
 
 use crate::common::{XDP_PASS, run};
 
@@ -140,7 +140,7 @@ fn every_truncation_of_every_case_passes_in_the_kernel() -> anyhow::Result<()> {
     if !scanner_tests::require_root("every_truncation_of_every_case_passes_in_the_kernel") {
         return Ok(());
     }
-    let ebpf = scanner_userspace::kernel::load::load(&Config::default())?;
+    let ebpf = scanner_userspace::testing::load::load(&Config::default())?;
     let mut runs = 0;
     for case in cases() {
         // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.

@@ -11,10 +11,8 @@ use scanner_common::{
     names::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP},
 };
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
-use scanner_userspace::kernel::{
-    load,
-    maps::{Maps, monotonic_ns, take_map},
-    policy::{AllowOrigin, Change, Policy, PolicyError},
+use scanner_userspace::testing::{
+    AllowOrigin, Change, Maps, Policy, PolicyError, load, monotonic_ns, take_map,
 };
 
 use crate::common::{XDP_DROP, XDP_PASS, root_only};

@@ -15,7 +15,7 @@ use scanner_tests::{
     scenario::Scenario,
     traffic::{self, exchange},
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 const GATEWAY: &str = "198.18.0.3";

@@ -9,7 +9,7 @@ use scanner_tests::{
     scenario::{RUN_ARGS, Scenario},
     traffic,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 fn parse_ts(e: &Value) -> anyhow::Result<std::time::SystemTime> {
@@ -225,10 +225,8 @@ fn a_new_daemon_over_the_previous_layouts_pins_migrates_its_blocks() -> anyhow::
             // What the previous version's daemon leaves pinned: a permanent block of the
             // attacker in BLOCKLIST (same layout), and a SOURCES map of the
             // old layout that must not be opened.
-            let dir = scanner_tests::daemon::pin_dir(&lab.server)?.join(format!(
-                "v{}",
-                scanner_userspace::kernel::migrate::PREVIOUS_VERSION
-            ));
+            let dir = scanner_tests::daemon::pin_dir(&lab.server)?
+                .join(format!("v{}", scanner_userspace::testing::PREVIOUS_VERSION));
             std::fs::create_dir_all(&dir)?;
             let blocklist = dir.join("BLOCKLIST");
             let sources = dir.join("SOURCES");

@@ -7,7 +7,7 @@ use scanner_tests::{
     scenario::{Scenario, about},
     traffic,
 };
-use scanner_userspace::control::{Request, call};
+use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
 const OPEN_TCP: &[u16] = &[22, 80];

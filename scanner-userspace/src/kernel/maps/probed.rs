@@ -19,7 +19,7 @@ use super::{Maps, PollError, batch_err};
 use crate::{detect::EntryId, kernel::batch};
 
 /// (protocol, port) pairs, sorted.
-pub type Probed = Vec<(u8, u16)>;
+pub(crate) type Probed = Vec<(u8, u16)>;
 
 impl Maps {
     /// The (protocol, port) pairs each of `ended` probed in the life its
@@ -87,7 +87,7 @@ impl Maps {
 
 /// Pairs as ranges of consecutive ports per protocol: (protocol, first,
 /// last). A scan of 1-1000 is one range.
-pub fn ranges(pairs: &[(u8, u16)]) -> Vec<(u8, u16, u16)> {
+pub(crate) fn ranges(pairs: &[(u8, u16)]) -> Vec<(u8, u16, u16)> {
     let mut out: Vec<(u8, u16, u16)> = Vec::new();
     for &(proto, port) in pairs {
         match out.last_mut() {
