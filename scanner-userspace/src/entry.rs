@@ -35,7 +35,7 @@ pub fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(*args, to_journal))),
+            .and_then(|rt| rt.block_on(daemon::run(args.launch(), to_journal))),
         Command::Config(args) => commands::config_command(&args),
         Command::Status(a) => commands::status(&a),
         Command::List(a) => commands::list(&a),

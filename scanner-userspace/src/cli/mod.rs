@@ -9,14 +9,14 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 
+use crate::{
+    config::launch::{Launch, Overrides},
+    kernel::{load::LoadError, pin::PinError},
+};
 pub(crate) use crate::{
     config::parse_duration,
     kernel::{load::XdpMode, policy::parse_net},
     sinks::{journal::LogTarget, stdout::EventFormat},
-};
-use crate::{
-    config::settings::Overrides,
-    kernel::{load::LoadError, pin::PinError},
 };
 
 /// Host-based port-scan detector: an XDP program counts every inbound probe
@@ -341,6 +341,25 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 impl RunArgs {
     /// The settings these flags change on top of the configuration file.
+    /// What the daemon gets of the command line.
+    pub(crate) fn launch(self) -> Launch {
+        let overrides = self.overrides();
+        Launch {
+            ifaces: self.ifaces,
+            xdp_mode: self.xdp_mode,
+            config: self.config,
+            events: self.events,
+            events_file: self.events_file,
+            history: self.history,
+            keep_history: !self.no_history,
+            no_reattach: self.no_reattach,
+            socket: self.socket,
+            socket_group: self.socket_group,
+            pin_dir: self.pin_dir,
+            overrides,
+        }
+    }
+
     pub(crate) fn overrides(&self) -> Overrides {
         Overrides {
             poll_interval: self.poll_interval,

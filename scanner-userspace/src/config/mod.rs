@@ -3,6 +3,7 @@
 
 pub(crate) mod crowdsec;
 mod established;
+pub(crate) mod launch;
 pub(crate) mod reload;
 pub(crate) mod settings;
 

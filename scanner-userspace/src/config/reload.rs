@@ -70,7 +70,7 @@ pub(crate) fn summary(new: &Settings, plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FileConfig, settings::Overrides};
+    use crate::config::{FileConfig, launch::Overrides};
 
     fn settings(text: &str) -> Settings {
         Settings::new(FileConfig::parse(text, "t").unwrap(), &Overrides::default())

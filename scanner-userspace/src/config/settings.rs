@@ -6,28 +6,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use scanner_common::Config;
 
-use crate::config::{Established, FileConfig};
+use crate::config::{
+    Established, FileConfig,
+    launch::{Launch, Overrides},
+};
 
-/// What the command line sets on top of the file (`None`, `false`, empty:
-/// the file decides).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Overrides {
-    pub poll_interval: Option<Duration>,
-    pub quiet_after: Option<Duration>,
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    pub fanout_ports: Option<u32>,
-    pub fanout_window: Option<Duration>,
-    pub max_sources: Option<u32>,
-    pub block: bool,
-    pub dry_run: bool,
-    pub block_ttl: Option<Duration>,
-    pub block_cap: Option<u32>,
-    pub allow: Vec<ipnet::IpNet>,
-}
-
+/// The daemon's one resolved configuration: the file with the flags on
+/// top, and what only the flags say. Built at start and again at each
+/// reload; everything reads it from here.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Settings {
     pub file: FileConfig,
+    pub launch: Launch,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -35,6 +25,19 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Settings {
+    /// Reads the configuration file `launch` names and puts its flags on top.
+    pub(crate) fn load(launch: Launch) -> anyhow::Result<Self> {
+        let file = FileConfig::load(launch.config.as_deref())?;
+        let mut settings = Self::new(file, &launch.overrides);
+        settings.launch = launch;
+        Ok(settings)
+    }
+
+    /// The file read again (SIGHUP), with the same flags on top.
+    pub(crate) fn reloaded(&self) -> anyhow::Result<Self> {
+        Self::load(self.launch.clone())
+    }
+
     /// The file's settings with the flags given on the command line on top.
     pub(crate) fn new(mut file: FileConfig, args: &Overrides) -> Self {
         if let Some(d) = args.poll_interval {
@@ -65,7 +68,10 @@ impl Settings {
             r.block_cap = n;
         }
         r.allowlist.extend(args.allow.iter().copied());
-        Self { file }
+        Self {
+            file,
+            launch: Launch::default(),
+        }
     }
 
     /// Which sources are never blocked.
@@ -88,6 +94,35 @@ impl Settings {
     /// Whether the kernel blocks decided sources.
     pub(crate) fn blocks(&self) -> bool {
         self.file.response.block && !self.file.response.dry_run
+    }
+
+    /// `--dry-run`: say what would be blocked, drop nothing.
+    pub(crate) fn dry_run(&self) -> bool {
+        self.file.response.dry_run
+    }
+
+    /// How long a block lasts.
+    pub(crate) fn block_ttl(&self) -> Duration {
+        self.file.response.block_ttl
+    }
+
+    /// Whether a block spares the connections open with its source
+    /// (`protect_established = "flows"`).
+    pub(crate) fn spares_flows(&self) -> bool {
+        self.established() == Established::Flows
+    }
+
+    /// The history file, when one is kept.
+    pub(crate) fn history_path(&self) -> Option<std::path::PathBuf> {
+        if !self.launch.keep_history {
+            return None;
+        }
+        let path = self
+            .launch
+            .history
+            .clone()
+            .unwrap_or_else(|| self.file.report.history.clone());
+        (!path.as_os_str().is_empty()).then_some(path)
     }
 
     pub(crate) fn poll_interval(&self) -> Duration {

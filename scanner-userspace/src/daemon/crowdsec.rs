@@ -151,7 +151,8 @@ fn ban(
         _ => {}
     }
     let known = out.policy.block_of(&net).is_some();
-    if out.dry_run {
+    // A dry run keeps blocks unenforced: it only says what it would do.
+    if !out.policy.enforcing() {
         if !known {
             emit(
                 out,

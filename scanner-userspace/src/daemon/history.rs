@@ -7,7 +7,6 @@
 use std::{
     borrow::Cow,
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -15,7 +14,6 @@ use scanner_common::{PortHits, port_of_hits_index};
 
 use crate::{
     audit::{self, AuditRow, listeners::Listener},
-    cli::RunArgs,
     config::settings::Settings,
     daemon::respond::{Output, write},
     detect::hits::{PortHistory, Snapshot},
@@ -46,15 +44,10 @@ pub(crate) struct Opened {
 
 /// Opens the history the settings ask for. A file that cannot be used is
 /// logged, and the daemon runs without.
-pub(crate) fn open(args: &RunArgs, settings: &Settings, counts: &str) -> Opened {
-    let path: PathBuf = match (&args.history, args.no_history) {
-        (_, true) => return Opened::default(),
-        (Some(p), false) => p.clone(),
-        (None, false) => settings.file.report.history.clone(),
-    };
-    if path.as_os_str().is_empty() {
+pub(crate) fn open(settings: &Settings, counts: &str) -> Opened {
+    let Some(path) = settings.history_path() else {
         return Opened::default();
-    }
+    };
     match Store::open(&path) {
         Ok(store) => {
             let listening = store.listening().ok().filter(|l| !l.is_empty());

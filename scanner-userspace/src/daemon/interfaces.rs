@@ -1,7 +1,7 @@
 //! The interfaces the daemon watches: attached, removed, back again.
 
 use crate::{
-    cli::RunArgs,
+    config::launch::Launch,
     daemon::respond::{Output, emit_interface},
     kernel::{iface, load::Attached, pin::PinDir},
     sinks::event::{InterfaceName, InterfaceReason},
@@ -31,7 +31,7 @@ pub(super) fn watch_interfaces(
     attached: &mut [Attached],
     ebpf: &mut aya::Ebpf,
     pins: &PinDir,
-    args: &RunArgs,
+    args: &Launch,
     out: &mut Output,
 ) -> bool {
     for a in attached.iter_mut() {

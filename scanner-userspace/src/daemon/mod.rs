@@ -23,8 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::RunArgs,
-    config::settings::Settings,
+    config::{launch::Launch, settings::Settings},
     control::server::Call,
     daemon::respond::Output,
     detect::Detector,
@@ -34,11 +33,11 @@ use crate::{
     },
 };
 
-pub(crate) async fn run(args: RunArgs, to_journal: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(launch: Launch, to_journal: bool) -> anyhow::Result<()> {
     // Handlers first: a stop asked for while starting waits for the start,
     // then detaches cleanly, instead of killing the daemon half-attached.
     let mut signals = Signals::install()?;
-    let mut daemon = start::start(args, to_journal).await?;
+    let mut daemon = start::start(launch, to_journal).await?;
     let failure = daemon.serve(&mut signals).await?;
     daemon.shutdown(failure)
 }
@@ -74,7 +73,6 @@ struct FullScans {
 
 /// A running daemon: what it loaded, attached and keeps.
 struct Daemon {
-    args: RunArgs,
     settings: Settings,
     ephemeral: (u16, u16),
     pins: PinDir,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use scanner_common::{PolicyEntry, block_reason, scope};
 
 use crate::{
+    config::settings::Settings,
     control::{
         Request, Response,
         reply::{
@@ -31,7 +32,6 @@ use crate::{
 pub(crate) struct State<'a> {
     pub attached: &'a [Attached],
     pub started: Instant,
-    pub default_ttl: Duration,
     pub detector: &'a Detector,
     pub ports: &'a PortHistory,
     /// Sources tracked at the last full scan of the maps (a count of a
@@ -40,8 +40,8 @@ pub(crate) struct State<'a> {
     /// When the pinned counters were created: packet counts run from then,
     /// across daemon restarts.
     pub counting_since: Option<SystemTime>,
-    /// Prefix lengths distributed scans are reported with (IPv4, IPv6).
-    pub prefixes: (u8, u8),
+    /// What the daemon runs with.
+    pub settings: &'a Settings,
     /// Detections and blocks taken over at start from an earlier daemon,
     /// which had reported them.
     pub resumed: (usize, usize),
@@ -108,8 +108,8 @@ pub(crate) fn handle(
                 active_detections: count(state.detector.active()),
                 blocks: count(out.policy.active_blocks()),
                 block_cap: out.policy.cap(),
-                blocking: out.blocking,
-                dry_run: out.dry_run,
+                blocking: state.settings.blocks(),
+                dry_run: state.settings.dry_run(),
                 allowlist: out.policy.allowlist().iter().map(net_name).collect(),
                 crowdsec: out.fleet.as_ref().map(crate::daemon::crowdsec::status),
                 history: out
@@ -123,7 +123,7 @@ pub(crate) fn handle(
             target: t,
             ttl,
             force,
-        } => block(out, &t, ttl.as_deref(), force, state.default_ttl)?,
+        } => block(out, &t, ttl.as_deref(), force, state.settings)?,
         Request::Unblock { target: t } => {
             let net = target(&t)?;
             let origin = match out.policy.unblock(net)? {
@@ -215,7 +215,7 @@ fn block(
     t: &str,
     ttl: Option<&str>,
     force: bool,
-    default_ttl: Duration,
+    settings: &Settings,
 ) -> anyhow::Result<Response> {
     let net = crate::kernel::policy::parse_exact_net(t).map_err(anyhow::Error::msg)?;
     // A protected address named on its own needs --force; inside a CIDR
@@ -251,7 +251,7 @@ fn block(
     let asked = ttl
         .map(|s| crate::config::parse_ttl(s).map_err(anyhow::Error::msg))
         .transpose()?;
-    let ttl = asked.unwrap_or(default_ttl);
+    let ttl = asked.unwrap_or(settings.block_ttl());
     let now = monotonic_ns();
     let wanted_until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
     if asked.is_none()
@@ -264,14 +264,19 @@ fn block(
             blocked: net_name(&net),
             ttl_s: left,
             kept: true,
-            dry_run: out.dry_run,
+            dry_run: settings.dry_run(),
             protected: listed,
         }));
     }
     out.policy.block(net, Some(ttl), now, reason)?;
     emit(
         out,
-        PolicyEvent::blocked(&net, Origin::Manual, Some(ttl.as_secs()), out.dry_run),
+        PolicyEvent::blocked(
+            &net,
+            Origin::Manual,
+            Some(ttl.as_secs()),
+            settings.dry_run(),
+        ),
     );
     if !force {
         for (ip, _) in &protected {
@@ -289,7 +294,7 @@ fn block(
         blocked: net_name(&net),
         ttl_s: Some(ttl.as_secs()),
         kept: false,
-        dry_run: out.dry_run,
+        dry_run: settings.dry_run(),
         protected: listed,
     }))
 }
@@ -312,7 +317,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
         };
         let row_state = match (block, s.decided_ns, protected) {
             // A dry run keeps blocks in the map without enforcing them.
-            (Some(_), _, _) if out.dry_run => ListState::Unenforced,
+            (Some(_), _, _) if state.settings.dry_run() => ListState::Unenforced,
             (Some(_), _, _) => ListState::Blocked,
             (None, 0, _) => ListState::Watching,
             (None, _, Some(_)) => ListState::Protected,
@@ -353,9 +358,9 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
         };
         let ip = ip_of(&id.key);
         let len = if ip.is_ipv4() {
-            state.prefixes.0
+            state.settings.prefix_lengths().0
         } else {
-            state.prefixes.1
+            state.settings.prefix_lengths().1
         };
         let net = ipnet::IpNet::new(ip, len).unwrap_or_else(|_| ipnet::IpNet::from(ip));
         rows.push((
@@ -393,7 +398,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
                 block_origin: Some(Some(Origin::of(e.reason))),
                 ..ListRow::bare(
                     net_name(net),
-                    if out.dry_run {
+                    if state.settings.dry_run() {
                         ListState::Unenforced
                     } else {
                         ListState::Blocked

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use scanner_common::{SourceKey, SourceStats, block_reason, reason, scope};
 
 use crate::{
+    config::settings::Settings,
     detect::{
         EntryId, Finding,
         decoy::{Decoys, Released},
@@ -51,16 +52,7 @@ const UNDECIDED_READ_EVERY: Duration = Duration::from_millis(50);
 pub(crate) struct Output {
     pub reporter: Reporter,
     pub names: HashMap<u32, String>,
-    pub prefixes: (u8, u8),
     pub policy: Policy,
-    /// The kernel blocks decided sources (`--block` without `--dry-run`).
-    pub blocking: bool,
-    /// A block spares the connections open with its source
-    /// (`protect_established = "flows"`).
-    pub spare_flows: bool,
-    /// `--dry-run`: say what would be blocked.
-    pub dry_run: bool,
-    pub block_ttl_s: u64,
     pub metrics: Metrics,
     /// Sources never blocked (gateways, resolvers, established peers).
     pub protected: Protected,
@@ -108,6 +100,7 @@ pub(crate) fn emit_interface(
 pub(crate) fn report(
     out: &mut Output,
     maps: &mut Maps,
+    settings: &Settings,
     findings: &[Finding],
 ) -> anyhow::Result<()> {
     let now = monotonic_ns();
@@ -120,13 +113,13 @@ pub(crate) fn report(
                 since_ns,
             } if id.scope == scope::SOURCE => out.decoys.hold(*id, *stats, *since_ns, now),
             Finding::Ended { id, .. } if out.decoys.is_held(id) => {
-                release(out, maps, true)?;
-                report_one(out, maps, finding, None, false)?;
+                release(out, maps, settings, true)?;
+                report_one(out, maps, settings, finding, None, false)?;
             }
-            _ => report_one(out, maps, finding, None, false)?,
+            _ => report_one(out, maps, settings, finding, None, false)?,
         }
     }
-    release(out, maps, false)
+    release(out, maps, settings, false)
 }
 
 /// The ports each scan that ended among `findings` probed, for the
@@ -156,7 +149,12 @@ fn probed_ports(out: &Output, maps: &Maps, findings: &[Finding]) -> HashMap<Entr
 
 /// Reports the held detections that are ready (all of them with `force`:
 /// the daemon is stopping).
-pub(crate) fn release(out: &mut Output, maps: &mut Maps, force: bool) -> anyhow::Result<()> {
+pub(crate) fn release(
+    out: &mut Output,
+    maps: &mut Maps,
+    settings: &Settings,
+    force: bool,
+) -> anyhow::Result<()> {
     if !out.decoys.holding() {
         out.undecided = None;
         return Ok(());
@@ -200,6 +198,7 @@ pub(crate) fn release(out: &mut Output, maps: &mut Maps, force: bool) -> anyhow:
         report_one(
             out,
             maps,
+            settings,
             &Finding::Detected {
                 id,
                 stats,
@@ -218,6 +217,7 @@ pub(crate) fn release(out: &mut Output, maps: &mut Maps, force: bool) -> anyhow:
 fn report_one(
     out: &mut Output,
     maps: &mut Maps,
+    settings: &Settings,
     finding: &Finding,
     group: Option<&[SourceKey]>,
     joined: bool,
@@ -252,7 +252,7 @@ fn report_one(
         _ => None,
     };
     let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
-    let mut e = scan_event(out, event, *id, stats, maps, protected, since_ns);
+    let mut e = scan_event(out, settings, event, *id, stats, maps, protected, since_ns);
     if event == ScanName::Ended {
         e.probed = out
             .probed
@@ -271,12 +271,12 @@ fn report_one(
     if detected && source {
         match protected {
             Some(why) => spare(out, maps, ip, why)?,
-            None => respond(out, *id)?,
+            None => respond(out, settings, *id)?,
         }
     }
     // After the response: the alert carries a ban only for a block made.
     if let Some(e) = pushed {
-        push(out, &e, stats);
+        push(out, settings, &e, stats);
     }
     Ok(())
 }
@@ -329,14 +329,15 @@ fn lift_protected(out: &mut Output, maps: &mut Maps, ip: IpAddr) -> anyhow::Resu
 
 /// After a source's detection: the block the kernel made (or could not),
 /// or what a dry run would have done.
-fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
+fn respond(out: &mut Output, settings: &Settings, id: EntryId) -> anyhow::Result<()> {
     let net = ipnet::IpNet::from(ip_of(&id.key));
-    if out.dry_run {
-        let event = PolicyEvent::blocked(&net, Origin::Scan, Some(out.block_ttl_s), true);
+    let ttl = settings.block_ttl();
+    if settings.dry_run() {
+        let event = PolicyEvent::blocked(&net, Origin::Scan, Some(ttl.as_secs()), true);
         emit(out, event);
         return Ok(());
     }
-    if !out.blocking {
+    if !settings.blocks() {
         return Ok(());
     }
     // The kernel blocked at the deciding probe; the sweep reports it.
@@ -346,14 +347,13 @@ fn respond(out: &mut Output, id: EntryId) -> anyhow::Result<()> {
     }
     // Decided before blocking was on, or the kernel's insert failed: block
     // it here, unless the cap is what stopped it.
-    let ttl = std::time::Duration::from_secs(out.block_ttl_s);
     match out
         .policy
         .block(net, Some(ttl), monotonic_ns(), block_reason::SCAN)
     {
         Ok(_) => emit(
             out,
-            PolicyEvent::blocked(&net, Origin::Scan, Some(out.block_ttl_s), false),
+            PolicyEvent::blocked(&net, Origin::Scan, Some(ttl.as_secs()), false),
         ),
         Err(PolicyError::CapReached(cap, _)) => {
             tracing::error!(source = %net_name(&net), cap, "block refused: the block cap is reached; still reporting");
@@ -430,8 +430,13 @@ pub(crate) fn emit(out: &mut Output, event: PolicyEvent) {
     write(&mut out.reporter, &Event::Policy(event))
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the finding's parts and where to read the rest"
+)]
 fn scan_event(
     out: &Output,
+    settings: &Settings,
     event: ScanName,
     id: EntryId,
     stats: &SourceStats,
@@ -443,11 +448,8 @@ fn scan_event(
     let prefix = id.scope == scope::PREFIX;
     let source = if prefix {
         let ip = ip_of(&id.key);
-        let len = if ip.is_ipv4() {
-            out.prefixes.0
-        } else {
-            out.prefixes.1
-        };
+        let (v4, v6) = settings.prefix_lengths();
+        let len = if ip.is_ipv4() { v4 } else { v6 };
         format!("{ip}/{len}")
     } else {
         ip_of(&id.key).to_string()
@@ -484,7 +486,7 @@ fn scan_event(
         sources: if prefix { stats.sources } else { 1 },
         latency_us: since_ns.map(|t| monotonic_ns().saturating_sub(t) / 1000),
         // Prefixes found by the distributed rule are reported, never blocked.
-        action: match (prefix, out.dry_run, out.blocking) {
+        action: match (prefix, settings.dry_run(), settings.blocks()) {
             (true, _, _) => Action::Report,
             (false, true, _) | (false, false, true) if protected.is_some() => Action::Protected,
             (false, true, _) => Action::DryRun,
@@ -494,15 +496,18 @@ fn scan_event(
         protected,
         decoy_group: None,
         fragments: (stats.fragments > 0).then_some(stats.fragments),
-        spared_flows: spared_flows(out, event, id),
+        spared_flows: spared_flows(settings, event, id),
         probed: Vec::new(),
     }
 }
 
 /// At a source's detection, when blocking spares live flows: how many TCP
 /// connections the host has open with it (their segments pass the block).
-fn spared_flows(out: &Output, event: ScanName, id: EntryId) -> Option<u32> {
-    if event != ScanName::Detected || id.scope != scope::SOURCE || !out.blocking || !out.spare_flows
+fn spared_flows(settings: &Settings, event: ScanName, id: EntryId) -> Option<u32> {
+    if event != ScanName::Detected
+        || id.scope != scope::SOURCE
+        || !settings.blocks()
+        || !settings.spares_flows()
     {
         return None;
     }
@@ -525,7 +530,7 @@ fn port_numbers(pairs: &[(u8, u16)]) -> Vec<u16> {
 /// source for its scan. Members of a decoy group are pushed without one:
 /// all but one of them are borrowed addresses, and a fleet-wide ban would
 /// hand the decoys' owner the very attack the group reveals.
-fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
+fn push(out: &Output, settings: &Settings, e: &ScanEvent, stats: &SourceStats) {
     let Some(fleet) = out.fleet.as_ref().filter(|f| f.pushing()) else {
         return;
     };
@@ -543,12 +548,12 @@ fn push(out: &Output, e: &ScanEvent, stats: &SourceStats) {
         started: now.checked_sub(age).unwrap_or(now),
         decided: now,
         ban: (e.decoy_group.is_none()
-            && !out.dry_run
+            && !settings.dry_run()
             && out
                 .policy
                 .block_of(&source)
                 .is_some_and(|b| b.reason == block_reason::SCAN))
-        .then(|| Duration::from_secs(out.block_ttl_s)),
+        .then(|| settings.block_ttl()),
     };
     tracing::debug!(source = %net_name(&source), "pushing the detection to CrowdSec");
     fleet.push(Alert::of(&detection));

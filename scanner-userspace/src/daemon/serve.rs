@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::{
-    cli::RunArgs,
-    config::{FileConfig, reload, settings::Settings},
+    config::{reload, settings::Settings},
     control::Response,
     daemon::{
         Daemon, Signals,
@@ -56,7 +55,7 @@ impl Daemon {
             tokio::select! {
                 batch = self.decisions.next_batch() => {
                     let batch = batch.context("reading the EVENTS ring buffer")?;
-                    on_decisions(&batch, &mut self.maps, &mut self.detector, &mut self.out)?;
+                    on_decisions(&batch, &mut self.maps, &mut self.detector, &mut self.out, &self.settings)?;
                 }
                 _ = tick.tick() => {
                     if let Some(why) = self.poll()? {
@@ -128,7 +127,7 @@ impl Daemon {
         };
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
-        report(&mut self.out, &mut self.maps, &findings)?;
+        report(&mut self.out, &mut self.maps, &self.settings, &findings)?;
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
@@ -149,14 +148,15 @@ impl Daemon {
             &mut self.attached,
             &mut self.ebpf,
             &self.pins,
-            &self.args,
+            &self.settings.launch,
             &mut self.out,
         ) {
             return Ok(Some(anyhow::anyhow!(
                 "no watched interface is left (removed, and --no-reattach is set)"
             )));
         }
-        if !self.out.reporter.has_sink() && !self.out.blocking && self.metrics_server.is_none() {
+        if !self.out.reporter.has_sink() && !self.settings.blocks() && self.metrics_server.is_none()
+        {
             return Ok(Some(anyhow::anyhow!(
                 "stdout is closed and there is no journal, no metrics and no blocking: nothing left to do"
             )));
@@ -171,6 +171,7 @@ impl Daemon {
             &mut self.maps,
             &mut self.detector,
             &mut self.out,
+            &self.settings,
         )
     }
 
@@ -194,12 +195,11 @@ impl Daemon {
         let state = State {
             attached: &self.attached,
             started: self.started,
-            default_ttl: self.settings.file.response.block_ttl,
             detector: &self.detector,
             ports: self.history.hits(),
             tracked: self.scans.tracked,
             counting_since: self.counting_since,
-            prefixes: self.out.prefixes,
+            settings: &self.settings,
             resumed: self.resumed,
             kernel_memory: self.kernel_memory,
             reported_ns: self.reported.get().unwrap_or(0),
@@ -223,7 +223,6 @@ impl Daemon {
             );
         }
         match reload_config(
-            &self.args,
             &self.settings,
             self.ephemeral,
             &mut self.ebpf,
@@ -314,6 +313,7 @@ pub(super) fn on_decisions(
     maps: &mut Maps,
     detector: &mut Detector,
     out: &mut Output,
+    settings: &Settings,
 ) -> anyhow::Result<()> {
     // One report for the batch: decoys decided together are grouped there.
     let mut findings = Vec::new();
@@ -330,21 +330,19 @@ pub(super) fn on_decisions(
     if findings.is_empty() {
         return Ok(());
     }
-    report(out, maps, &findings)
+    report(out, maps, settings, &findings)
 }
 
 /// Reads the configuration file again and applies it: the kernel's
 /// thresholds, blocking and block TTL, the file's allowlist. State (tracked
 /// sources, blocks, detections) is kept. On any error nothing changes.
 fn reload_config(
-    args: &RunArgs,
     current: &Settings,
     ephemeral: (u16, u16),
     ebpf: &mut aya::Ebpf,
     out: &mut Output,
 ) -> anyhow::Result<(Settings, String)> {
-    let file = FileConfig::load(args.config.as_deref())?;
-    let new = Settings::new(file, &args.overrides());
+    let new = current.reloaded()?;
     let config = new.kernel(ephemeral)?;
     let plan = reload::plan(current, &new);
     // Check every new allowlist entry fits before changing anything.
@@ -387,13 +385,9 @@ fn reload_config(
             }
         }
     }
-    out.blocking = new.blocks();
-    out.spare_flows = new.established() == crate::config::Established::Flows;
-    out.dry_run = new.file.response.dry_run;
     out.policy
-        .set_enforcing(!out.dry_run)
+        .set_enforcing(!new.dry_run())
         .context("writing the BLOCKS_EMPTY map")?;
-    out.block_ttl_s = new.file.response.block_ttl.as_secs();
     let summary = reload::summary(&new, &plan);
     Ok((new, summary))
 }

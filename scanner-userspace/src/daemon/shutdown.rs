@@ -27,8 +27,8 @@ impl Daemon {
             .detector
             .poll(monotonic_ns(), &self.maps.decided().entries);
         findings.extend(self.detector.finish());
-        report(&mut self.out, &mut self.maps, &findings)?;
-        release(&mut self.out, &mut self.maps, true)?;
+        report(&mut self.out, &mut self.maps, &self.settings, &findings)?;
+        release(&mut self.out, &mut self.maps, &self.settings, true)?;
         self.port_hours.record(&self.maps, &self.out, true);
         if let Err(e) = self.reported.set(monotonic_ns()) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
@@ -52,7 +52,7 @@ impl Daemon {
         if self.out.policy.active_blocks() > 0 {
             tracing::info!(
                 blocks = self.out.policy.active_blocks(),
-                pin_dir = %self.args.pin_dir.display(),
+                pin_dir = %self.settings.launch.pin_dir.display(),
                 "blocks kept for the next start"
             );
         }
@@ -73,7 +73,7 @@ impl Daemon {
         if let Some(m) = &self.metrics_server {
             m.abort();
         }
-        let _ = std::fs::remove_file(&self.args.socket);
+        let _ = std::fs::remove_file(&self.settings.launch.socket);
         match failure {
             None => {
                 write(
