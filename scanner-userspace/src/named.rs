@@ -34,6 +34,14 @@ macro_rules! named {
             }
         }
 
+        impl $crate::named::Named for $name {
+            const ALL: &'static [Self] = $name::ALL;
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -43,6 +51,21 @@ macro_rules! named {
 }
 
 pub(crate) use named;
+
+/// What every [`named!`] enum is, for code over any of them (the CLI's
+/// value parsers).
+pub(crate) trait Named: Copy + Send + Sync + 'static {
+    /// Every value, in the order they are documented.
+    const ALL: &'static [Self];
+
+    /// The name, as events, replies and the command line spell it.
+    fn as_str(self) -> &'static str;
+
+    /// The value with this name.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == name)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -64,5 +87,8 @@ mod tests {
         }
         assert_eq!(Sample::TwoWords.as_str(), "two-words");
         assert!(serde_json::from_str::<Sample>("\"three\"").is_err());
+        use super::Named as _;
+        assert_eq!(Sample::from_name("two-words"), Some(Sample::TwoWords));
+        assert_eq!(Sample::from_name("three"), None);
     }
 }

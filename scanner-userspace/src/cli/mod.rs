@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::{
     config::launch::{Launch, Overrides},
     kernel::{load::LoadError, pin::PinError},
+    named::Named,
 };
 pub(crate) use crate::{
     config::parse_duration,
@@ -185,7 +186,7 @@ pub(crate) struct RunArgs {
 
     /// XDP attach mode: native (in the driver), skb (generic, any interface),
     /// or auto (native, falling back to skb).
-    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    #[arg(long, value_parser = one_of::<XdpMode>(), default_value_t = XdpMode::Auto)]
     pub xdp_mode: XdpMode,
 
     /// Configuration file (TOML; `scanner config --print-default` shows
@@ -194,7 +195,7 @@ pub(crate) struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Event format on stdout: human text, or one JSON object per line.
-    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
+    #[arg(long, value_parser = one_of::<EventFormat>(), default_value_t = EventFormat::Text)]
     pub events: EventFormat,
 
     /// Also append every event, as one JSON line, to this file (created with
@@ -205,7 +206,7 @@ pub(crate) struct RunArgs {
     /// Where logs and events go besides stdout: the systemd journal (native
     /// protocol, with SCANNER_* fields), stderr, or auto (the journal when
     /// its socket exists).
-    #[arg(long, value_enum, default_value_t = LogTarget::Auto)]
+    #[arg(long, value_parser = one_of::<LogTarget>(), default_value_t = LogTarget::Auto)]
     pub log: LogTarget,
 
     /// How often the maps are read, e.g. 1s, 250ms [default: 1s]
@@ -337,6 +338,15 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// A value parser for a [`named!`](crate::named::named) enum: its names
+/// are the possible values (and so in `--help`, completions and the man
+/// page), without the enum knowing about clap.
+fn one_of<T: Named>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(T::ALL.iter().map(|v| v.as_str()))
+        .try_map(|name| T::from_name(&name).ok_or_else(|| format!("unknown value {name:?}")))
 }
 
 impl RunArgs {

@@ -75,13 +75,14 @@ pub enum LoadError {
     Busy { iface: String, other: String },
 }
 
-/// How to attach: native (in the driver), skb (generic, any interface), or
-/// auto (native, falling back to skb).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum XdpMode {
-    Auto,
-    Native,
-    Skb,
+crate::named::named! {
+    /// How to attach: native (in the driver), skb (generic, any interface), or
+    /// auto (native, falling back to skb).
+    pub(crate) enum XdpMode {
+        Auto = "auto",
+        Native = "native",
+        Skb = "skb",
+    }
 }
 
 /// An interface the daemon watches.

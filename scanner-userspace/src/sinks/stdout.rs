@@ -5,11 +5,12 @@ use std::io::{self, Write};
 
 use crate::sinks::{event::Event, output::Output, text};
 
-/// How events are written on stdout: human text, or one JSON object per line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum EventFormat {
-    Text,
-    Json,
+crate::named::named! {
+    /// How events are written on stdout: human text, or one JSON object per line.
+    pub(crate) enum EventFormat {
+        Text = "text",
+        Json = "json",
+    }
 }
 
 /// Standard output (or any writer, in tests).

@@ -15,13 +15,14 @@ use std::{
 /// Where journald listens for native entries.
 pub(crate) const SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Where logs (and events besides stdout) go: the systemd journal, stderr,
-/// or auto (the journal when its socket exists).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum LogTarget {
-    Auto,
-    Journal,
-    Stderr,
+crate::named::named! {
+    /// Where logs (and events besides stdout) go: the systemd journal, stderr,
+    /// or auto (the journal when its socket exists).
+    pub(crate) enum LogTarget {
+        Auto = "auto",
+        Journal = "journal",
+        Stderr = "stderr",
+    }
 }
 
 /// The socket to use: `$SCANNER_JOURNAL_SOCKET` (containers, tests), else
