@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use scanner_common::{PolicyEntry, block_reason, scope};
+use scanner_common::{PolicyEntry, scope};
 
 use crate::{
     config::settings::Settings,
@@ -13,7 +13,7 @@ use crate::{
             ListState, Packets, ProtectedAddress, Resumed, StatusReply, UnblockReply,
         },
     },
-    daemon::respond::{Output, emit, host_key},
+    daemon::respond::Output,
     detect::{
         Detector,
         hits::{PortHistory, most_probed},
@@ -22,10 +22,9 @@ use crate::{
     kernel::{
         load::Attached,
         maps::{Maps, monotonic_ns},
-        policy::{AllowOrigin, Change, Origin, net_name, parse_net},
-        protect::ProtectedBy,
+        policy::{Origin, net_name, parse_net},
     },
-    sinks::event::{PolicyEvent, PolicyName, PolicyReason, ip_of, timestamp},
+    sinks::event::{ip_of, timestamp},
 };
 
 /// What control requests can see of the daemon.
@@ -106,11 +105,17 @@ pub(crate) fn handle(
                 reported_until: (state.reported_ns != 0)
                     .then(|| wall_past(monotonic_ns(), state.reported_ns)),
                 active_detections: count(state.detector.active()),
-                blocks: count(out.policy.active_blocks()),
-                block_cap: out.policy.cap(),
+                blocks: count(out.responder.policy.active_blocks()),
+                block_cap: out.responder.policy.cap(),
                 blocking: state.settings.blocks(),
                 dry_run: state.settings.dry_run(),
-                allowlist: out.policy.allowlist().iter().map(net_name).collect(),
+                allowlist: out
+                    .responder
+                    .policy
+                    .allowlist()
+                    .iter()
+                    .map(net_name)
+                    .collect(),
                 crowdsec: out.fleet.as_ref().map(crate::daemon::crowdsec::status),
                 history: out
                     .reporter
@@ -126,17 +131,7 @@ pub(crate) fn handle(
         } => block(out, &t, ttl.as_deref(), force, state.settings)?,
         Request::Unblock { target: t } => {
             let net = target(&t)?;
-            let origin = match out.policy.unblock(net)? {
-                Change::Unblocked { reason, .. } => Origin::of(reason),
-                Change::Blocked { .. } => Origin::Manual,
-            };
-            if let Some(key) = host_key(&net) {
-                maps.forget(&key);
-            }
-            emit(
-                out,
-                PolicyEvent::unblocked(&net, PolicyReason::Manual, origin),
-            );
+            out.respond_with(|r| r.unblock_manual(maps, net))?;
             Response::ok(UnblockReply {
                 unblocked: net_name(&net),
             })
@@ -144,45 +139,22 @@ pub(crate) fn handle(
         Request::Allow { target: t } => {
             let net = target(&t)?;
             // Blocks the new rule lifts, said in the answer.
-            let mut unblocked = Vec::new();
-            for change in out
-                .policy
-                .allow(net, monotonic_ns(), AllowOrigin::Runtime)?
-            {
-                if let Change::Unblocked {
-                    net: lifted,
-                    reason,
-                    ..
-                } = change
-                {
-                    emit(
-                        out,
-                        PolicyEvent::unblocked(
-                            &lifted,
-                            PolicyReason::Manual,
-                            crate::kernel::policy::Origin::of(reason),
-                        ),
-                    );
-                    unblocked.push(net_name(&lifted));
-                }
-            }
-            maps.forget_where(|k| net.contains(&ip_of(k)));
-            emit(out, PolicyEvent::allowlist(PolicyName::Allowlisted, &net));
+            let lifted = out.respond_with(|r| r.allow_runtime(maps, net))?;
             Response::ok(AllowReply {
                 allowed: net_name(&net),
-                unblocked,
+                unblocked: lifted.iter().map(net_name).collect(),
             })
         }
         Request::Disallow { target: t } => {
             let net = target(&t)?;
-            out.policy.disallow(net)?;
-            emit(out, PolicyEvent::allowlist(PolicyName::Disallowed, &net));
+            out.respond_with(|r| r.disallow(net))?;
             Response::ok(DisallowReply {
                 disallowed: net_name(&net),
             })
         }
         Request::Allowlist {} => {
             let entries: Vec<AllowEntry> = out
+                .responder
                 .policy
                 .allow_entries()
                 .iter()
@@ -207,9 +179,7 @@ pub(crate) fn handle(
     })
 }
 
-/// `scanner block`: blocks `t` for `ttl`, or the default TTL. A block
-/// already there that lasts longer is kept unless a TTL was asked for. In a
-/// dry run the block is recorded but not enforced, and says so.
+/// `scanner block`: see [`Responder::block_manual`](crate::daemon::responder::Responder).
 fn block(
     out: &mut Output,
     t: &str,
@@ -218,84 +188,23 @@ fn block(
     settings: &Settings,
 ) -> anyhow::Result<Response> {
     let net = crate::kernel::policy::parse_exact_net(t).map_err(anyhow::Error::msg)?;
-    // A protected address named on its own needs --force; inside a CIDR
-    // the kernel spares it, and each is reported as refused.
-    let protected = out.protected.within(&net, &out.protected.peers());
-    let is_host = net.prefix_len() == net.max_prefix_len();
-    if !force
-        && is_host
-        && let Some((ip, why)) = protected.first()
-    {
-        anyhow::bail!(
-            "{ip} is protected ({}): blocking it would cut this host off from its {}; `scanner block --force {ip}` blocks it anyway",
-            ProtectedBy::of(*why),
-            match ProtectedBy::of(*why) {
-                ProtectedBy::Gateway => "default gateway",
-                ProtectedBy::Resolver => "DNS resolver",
-                ProtectedBy::Established => "established connection with it",
-            }
-        );
-    }
-    let listed: Vec<ProtectedAddress> = protected
-        .iter()
-        .map(|(ip, why)| ProtectedAddress {
-            address: ip.to_string(),
-            why: ProtectedBy::of(*why),
-        })
-        .collect();
-    let reason = if force {
-        block_reason::FORCED
-    } else {
-        block_reason::MANUAL
-    };
     let asked = ttl
         .map(|s| crate::config::parse_ttl(s).map_err(anyhow::Error::msg))
         .transpose()?;
-    let ttl = asked.unwrap_or(settings.block_ttl());
-    let now = monotonic_ns();
-    let wanted_until = now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX));
-    if asked.is_none()
-        && let Some(existing) = out.policy.block_of(&net)
-        && (existing.expires_ns == 0 || existing.expires_ns >= wanted_until)
-    {
-        let left = (existing.expires_ns != 0)
-            .then(|| Duration::from_nanos(existing.expires_ns.saturating_sub(now)).as_secs());
-        return Ok(Response::ok(BlockReply {
-            blocked: net_name(&net),
-            ttl_s: left,
-            kept: true,
-            dry_run: settings.dry_run(),
-            protected: listed,
-        }));
-    }
-    out.policy.block(net, Some(ttl), now, reason)?;
-    emit(
-        out,
-        PolicyEvent::blocked(
-            &net,
-            Origin::Manual,
-            Some(ttl.as_secs()),
-            settings.dry_run(),
-        ),
-    );
-    if !force {
-        for (ip, _) in &protected {
-            emit(
-                out,
-                PolicyEvent::refused(
-                    &ipnet::IpNet::from(*ip),
-                    PolicyReason::Protected,
-                    Origin::Manual,
-                ),
-            );
-        }
-    }
+    let done = out.respond_with(|r| r.block_manual(net, asked, force, settings))?;
     Ok(Response::ok(BlockReply {
         blocked: net_name(&net),
-        ttl_s: Some(ttl.as_secs()),
-        kept: false,
+        ttl_s: done.ttl_s,
+        kept: done.kept,
         dry_run: settings.dry_run(),
-        protected: listed,
+        protected: done
+            .protected
+            .iter()
+            .map(|(ip, why)| ProtectedAddress {
+                address: ip.to_string(),
+                why: *why,
+            })
+            .collect(),
     }))
 }
 
@@ -309,8 +218,12 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
     let mut listed = std::collections::HashSet::new();
     for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
         let net = ipnet::IpNet::from(ip_of(&key));
-        let block = out.policy.blocks().find(|(n, _)| n.contains(&net.addr()));
-        let protected = out.protected_scans.get(&net.addr()).copied();
+        let block = out
+            .responder
+            .policy
+            .blocks()
+            .find(|(n, _)| n.contains(&net.addr()));
+        let protected = out.responder.protection_of(net.addr());
         let scan = crate::detect::EntryId {
             scope: scope::SOURCE,
             key,
@@ -337,7 +250,8 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
                 sources: Some(1),
                 protected: Some(protected),
                 decoy_group: Some(
-                    out.decoys
+                    out.responder
+                        .decoys
                         .group_of(&key)
                         .map(|g| g.iter().map(|k| ip_of(k).to_string()).collect()),
                 ),
@@ -387,7 +301,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
             },
         ));
     }
-    for (net, e) in out.policy.blocks() {
+    for (net, e) in out.responder.policy.blocks() {
         if listed.contains(net) {
             continue;
         }

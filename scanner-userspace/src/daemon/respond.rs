@@ -3,20 +3,15 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::Context as _;
 use scanner_common::{SourceKey, SourceStats, block_reason, reason, scope};
 
 use crate::{
     config::settings::Settings,
-    detect::{
-        EntryId, Finding,
-        decoy::{Decoys, Released},
-        kind_of,
-    },
+    daemon::responder::Responder,
+    detect::{EntryId, Finding, decoy::Released, kind_of},
     fleet::alert::{Alert, Detection},
     kernel::{
         load::AttachedMode,
@@ -24,21 +19,18 @@ use crate::{
             Maps, monotonic_ns,
             probed::{Probed, ranges},
         },
-        policy::{self, Change, Origin, Policy, PolicyError, net_name, parse_net},
-        protect::{self, Protected, ProtectedBy},
+        policy::{net_name, parse_net},
+        protect::ProtectedBy,
     },
     sinks::{
         event::{
             Action, DecidedBy, Event, InterfaceEvent, InterfaceName, InterfaceReason, PolicyEvent,
-            PolicyName, PolicyReason, ScanEvent, ScanName, ip_of, timestamp,
+            PolicyName, ScanEvent, ScanName, ip_of, timestamp,
         },
         metrics::Metrics,
         reporter::Reporter,
     },
 };
-
-/// Most protected detections remembered for `scanner list`.
-const PROTECTED_SCANS: usize = 4096;
 
 /// How many ports an event lists in `top_ports`.
 const TOP_PORTS: usize = 10;
@@ -52,22 +44,11 @@ const UNDECIDED_READ_EVERY: Duration = Duration::from_millis(50);
 pub(crate) struct Output {
     pub reporter: Reporter,
     pub names: HashMap<u32, String>,
-    pub policy: Policy,
     pub metrics: Metrics,
-    /// Sources never blocked (gateways, resolvers, established peers).
-    pub protected: Protected,
-    /// Detected sources found protected at their latest detection, and why
-    /// (for `scanner list`).
-    pub protected_scans: HashMap<IpAddr, ProtectedBy>,
-    /// Source detections held for their decoy group, and the groups found.
-    pub decoys: Decoys,
-    /// The latest read of the undecided sources that could join a held
-    /// detection's group: when, how long it took, what it found.
-    pub undecided: Option<(Instant, Duration, Vec<SourceStats>)>,
+    /// What is done about detections and decisions.
+    pub responder: Responder,
     /// The CrowdSec link, when configured.
     pub fleet: Option<crate::fleet::Fleet>,
-    /// The CrowdSec decisions behind blocks.
-    pub enforced: crate::daemon::enforced::Enforced,
     /// The ports of the scans ending in this poll (see `probed_ports`).
     pub probed: HashMap<EntryId, Probed>,
 }
@@ -111,8 +92,10 @@ pub(crate) fn report(
                 id,
                 stats,
                 since_ns,
-            } if id.scope == scope::SOURCE => out.decoys.hold(*id, *stats, *since_ns, now),
-            Finding::Ended { id, .. } if out.decoys.is_held(id) => {
+            } if id.scope == scope::SOURCE => {
+                out.responder.decoys.hold(*id, *stats, *since_ns, now)
+            }
+            Finding::Ended { id, .. } if out.responder.decoys.is_held(id) => {
                 release(out, maps, settings, true)?;
                 report_one(out, maps, settings, finding, None, false)?;
             }
@@ -155,18 +138,19 @@ pub(crate) fn release(
     settings: &Settings,
     force: bool,
 ) -> anyhow::Result<()> {
-    if !out.decoys.holding() {
-        out.undecided = None;
+    if !out.responder.decoys.holding() {
+        out.responder.undecided = None;
         return Ok(());
     }
     let stale = out
+        .responder
         .undecided
         .as_ref()
         .is_none_or(|(at, took, _)| at.elapsed() >= (*took * 100).max(UNDECIDED_READ_EVERY));
     if stale && !force {
         // Only what could be a held detection's member is copied: an
         // undecided source of two ports or more that started near one.
-        let starts = out.decoys.held_starts();
+        let starts = out.responder.decoys.held_starts();
         let began = Instant::now();
         let undecided = maps
             .sources_where(|s| {
@@ -181,13 +165,18 @@ pub(crate) fn release(
             .collect();
         // Reads are spaced by what they cost (1% of a core at most), like
         // full scans.
-        out.undecided = Some((Instant::now(), began.elapsed(), undecided));
+        out.responder.undecided = Some((Instant::now(), began.elapsed(), undecided));
     }
     let undecided = out
+        .responder
         .undecided
         .as_ref()
         .map_or(&[][..], |(_, _, u)| u.as_slice());
-    for r in out.decoys.release(monotonic_ns(), undecided, force) {
+    for r in out
+        .responder
+        .decoys
+        .release(monotonic_ns(), undecided, force)
+    {
         let Released {
             id,
             stats,
@@ -234,24 +223,15 @@ fn report_one(
     let source = id.scope == scope::SOURCE;
     // Whether the source is protected is decided once, at its detection.
     let protected = match event {
-        ScanName::Detected if source => {
-            let why = out.protected.reason(ip).map(ProtectedBy::of);
-            match why {
-                Some(why) => {
-                    // A handful in practice; bounded all the same.
-                    if out.protected_scans.len() >= PROTECTED_SCANS {
-                        out.protected_scans.clear();
-                    }
-                    out.protected_scans.insert(ip, why)
-                }
-                None => out.protected_scans.remove(&ip),
-            };
-            why
-        }
-        _ if source => out.protected_scans.get(&ip).copied(),
+        ScanName::Detected if source => out.responder.protection_at_detection(ip),
+        _ if source => out.responder.protection_of(ip),
         _ => None,
     };
-    let group = group.or_else(|| source.then(|| out.decoys.group_of(&id.key)).flatten());
+    let group = group.or_else(|| {
+        source
+            .then(|| out.responder.decoys.group_of(&id.key))
+            .flatten()
+    });
     let mut e = scan_event(out, settings, event, *id, stats, maps, protected, since_ns);
     if event == ScanName::Ended {
         e.probed = out
@@ -270,8 +250,8 @@ fn report_one(
     write(&mut out.reporter, &Event::Scan(e));
     if detected && source {
         match protected {
-            Some(why) => spare(out, maps, ip, why)?,
-            None => respond(out, settings, *id)?,
+            Some(why) => out.respond_with(|r| r.spare(maps, ip, why))?,
+            None => out.respond_with(|r| r.respond(settings, *id))?,
         }
     }
     // After the response: the alert carries a ban only for a block made.
@@ -281,153 +261,28 @@ fn report_one(
     Ok(())
 }
 
-/// A protected source was detected: it is not blocked. The kernel does not
-/// block gateways and resolvers; an established peer it may have blocked at
-/// the deciding probe, and that block is lifted here, before it is ever
-/// reported (or, if a sweep reported it already, with an `unblocked` event).
-fn spare(out: &mut Output, maps: &mut Maps, ip: IpAddr, why: ProtectedBy) -> anyhow::Result<()> {
-    tracing::warn!(source = %ip, protected = %why, "protected source detected: reported, not blocked");
-    lift_protected(out, maps, ip)?;
-    Ok(())
-}
-
-/// Addresses that became protected (a new gateway or resolver): a scan's
-/// block on one of them is lifted, since the kernel spares protected
-/// addresses only from other blocks (see `verdict::spares_protected`).
-pub(crate) fn spare_protected(
-    out: &mut Output,
-    maps: &mut Maps,
-    ips: &[IpAddr],
-) -> anyhow::Result<()> {
-    for ip in ips {
-        if lift_protected(out, maps, *ip)? {
-            tracing::warn!(source = %ip, "a blocked scanner's address is protected now (a gateway or resolver): block lifted");
+impl Output {
+    /// Writes a policy event, and counts a block made.
+    pub(crate) fn emit(&mut self, event: PolicyEvent) {
+        if event.event == PolicyName::Blocked && !event.dry_run {
+            self.metrics.block(event.reason.as_str());
+            tracing::debug!(source = %event.source, reason = %event.reason, "blocked");
         }
+        write(&mut self.reporter, &Event::Policy(event))
     }
-    Ok(())
-}
 
-/// Lifts the scan block on protected `ip` (an `unblocked` event when it had
-/// been reported) and unmarks its entry, or the kernel would block it again
-/// at its next probe, as it does a scanner whose block lapsed. Whether a
-/// block was lifted.
-fn lift_protected(out: &mut Output, maps: &mut Maps, ip: IpAddr) -> anyhow::Result<bool> {
-    let net = ipnet::IpNet::from(ip);
-    maps.unmark_blocked(&protect::key_of(ip));
-    let lifted = out
-        .policy
-        .lift_scan_block(net)
-        .context("lifting a protected address's block")?;
-    if lifted {
-        emit(
-            out,
-            PolicyEvent::unblocked(&net, PolicyReason::Protected, Origin::Scan),
-        );
-    }
-    Ok(lifted)
-}
-
-/// After a source's detection: the block the kernel made (or could not),
-/// or what a dry run would have done.
-fn respond(out: &mut Output, settings: &Settings, id: EntryId) -> anyhow::Result<()> {
-    let net = ipnet::IpNet::from(ip_of(&id.key));
-    let ttl = settings.block_ttl();
-    if settings.dry_run() {
-        let event = PolicyEvent::blocked(&net, Origin::Scan, Some(ttl.as_secs()), true);
-        emit(out, event);
-        return Ok(());
-    }
-    if !settings.blocks() {
-        return Ok(());
-    }
-    // The kernel blocked at the deciding probe; the sweep reports it.
-    sweep_policy(out)?;
-    if out.policy.is_blocked(&net) {
-        return Ok(());
-    }
-    // Decided before blocking was on, or the kernel's insert failed: block
-    // it here, unless the cap is what stopped it.
-    match out
-        .policy
-        .block(net, Some(ttl), monotonic_ns(), block_reason::SCAN)
-    {
-        Ok(_) => emit(
-            out,
-            PolicyEvent::blocked(&net, Origin::Scan, Some(ttl.as_secs()), false),
-        ),
-        Err(PolicyError::CapReached(cap, _)) => {
-            tracing::error!(source = %net_name(&net), cap, "block refused: the block cap is reached; still reporting");
-            emit(
-                out,
-                PolicyEvent::refused(&net, PolicyReason::Cap, Origin::Scan),
-            );
+    /// Runs `f` on the Responder, then writes what it did (also when it
+    /// failed part way: what it did, it did).
+    pub(crate) fn respond_with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Responder) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let result = f(&mut self.responder);
+        for event in self.responder.take_said() {
+            self.emit(event);
         }
-        Err(e) => return Err(e).context("blocking a detected source"),
+        result
     }
-    Ok(())
-}
-
-/// The source key of a host network (/32, /128).
-pub(crate) fn host_key(net: &ipnet::IpNet) -> Option<SourceKey> {
-    (net.prefix_len() == net.max_prefix_len()).then(|| policy::key_of(*net).data())
-}
-
-/// Reports blocks the kernel made and blocks that expired (now removed);
-/// returns the networks unblocked, with their block's reason.
-pub(crate) fn sweep_policy(out: &mut Output) -> anyhow::Result<Vec<(ipnet::IpNet, u32)>> {
-    let changes = out
-        .policy
-        .sweep(monotonic_ns())
-        .context("reading the BLOCKLIST map")?;
-    let mut lifted = Vec::new();
-    for change in changes {
-        if let Change::Unblocked { net, reason, .. } = &change {
-            lifted.push((*net, *reason));
-        }
-        let event = match change {
-            Change::Blocked { net, reason, ttl } => {
-                PolicyEvent::blocked(&net, Origin::of(reason), ttl.map(|t| t.as_secs()), false)
-            }
-            Change::Unblocked {
-                net,
-                expired,
-                reason,
-            } => PolicyEvent::unblocked(
-                &net,
-                if expired {
-                    PolicyReason::Expired
-                } else {
-                    PolicyReason::Manual
-                },
-                Origin::of(reason),
-            ),
-        };
-        emit(out, event);
-    }
-    Ok(lifted)
-}
-
-/// After blocks lapsed (`lifted`, from [`sweep_policy`]): a source whose
-/// block was not the kernel's own starts afresh, so if it scans on it is
-/// decided, and blocked, again. A scanner the kernel blocked at its decision
-/// keeps its entry: the kernel blocks it again at its next probe, the same
-/// scan.
-pub(crate) fn forget_lifted(maps: &mut Maps, lifted: &[(ipnet::IpNet, u32)]) {
-    for (net, reason) in lifted {
-        if *reason != block_reason::SCAN
-            && let Some(key) = host_key(net)
-        {
-            maps.forget(&key);
-        }
-    }
-}
-
-pub(crate) fn emit(out: &mut Output, event: PolicyEvent) {
-    if event.event == PolicyName::Blocked && !event.dry_run {
-        out.metrics.block(event.reason.as_str());
-        tracing::debug!(source = %event.source, reason = %event.reason, "blocked");
-    }
-    write(&mut out.reporter, &Event::Policy(event))
 }
 
 #[allow(
@@ -550,6 +405,7 @@ fn push(out: &Output, settings: &Settings, e: &ScanEvent, stats: &SourceStats) {
         ban: (e.decoy_group.is_none()
             && !settings.dry_run()
             && out
+                .responder
                 .policy
                 .block_of(&source)
                 .is_some_and(|b| b.reason == block_reason::SCAN))

@@ -13,7 +13,8 @@ use crate::{
         Daemon, Signals,
         interfaces::watch_interfaces,
         requests::{State, handle},
-        respond::{Output, emit, forget_lifted, report, spare_protected, sweep_policy, write},
+        respond::{Output, report, write},
+        responder::{Responder, forget_lifted},
         upkeep::{forget_allowlisted, log_protected, refresh_open_ports},
     },
     detect::{Detector, EntryId},
@@ -21,10 +22,10 @@ use crate::{
         decisions,
         load::{self, Attached},
         maps::{CounterTable, Maps, PollError, monotonic_ns},
-        policy::{self, AllowOrigin, Change, Origin},
+        policy::{self, AllowOrigin, Origin},
     },
     sinks::{
-        event::{DaemonEvent, DaemonName, PolicyEvent, PolicyReason},
+        event::{DaemonEvent, DaemonName},
         notify,
     },
 };
@@ -64,7 +65,7 @@ impl Daemon {
                 }
                 _ = refresh.tick() => self.refresh()?,
                 Some(pulled) = crate::fleet::next_pull(&mut self.out.fleet) => {
-                    crate::daemon::crowdsec::enforce(&mut self.out, pulled)?;
+                    self.out.respond_with(|r| r.enforce(pulled))?;
                 }
                 Some((request, reply)) = self.calls.recv() => {
                     let answer = self.answer(request);
@@ -132,13 +133,13 @@ impl Daemon {
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
-        let lifted = sweep_policy(&mut self.out)?;
+        let lifted = self.out.respond_with(Responder::sweep)?;
         forget_lifted(&mut self.maps, &lifted);
-        crate::daemon::crowdsec::reinstate(&mut self.out, &lifted)?;
+        self.out.respond_with(|r| r.reinstate(&lifted))?;
         update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
         // A detection held for its decoy group is not reported yet.
         let mut reported_ns = began_ns.saturating_sub(RING_SLACK_NS);
-        if let Some(held) = self.out.decoys.earliest_held_ns() {
+        if let Some(held) = self.out.responder.decoys.earliest_held_ns() {
             reported_ns = reported_ns.min(held.saturating_sub(1));
         }
         if let Err(e) = self.reported.set(reported_ns) {
@@ -184,8 +185,10 @@ impl Daemon {
         )?;
         self.listening.update(&mut self.out, &listeners, false);
         self.port_hours.record(&self.maps, &self.out, false);
-        let protected = log_protected(&mut self.out.protected)?;
-        spare_protected(&mut self.out, &mut self.maps, &protected)?;
+        let protected = log_protected(&mut self.out.responder.protected)?;
+        let maps = &mut self.maps;
+        self.out
+            .respond_with(|r| r.spare_protected(maps, &protected))?;
         self.history.refresh(&self.maps, &self.out);
         Ok(())
     }
@@ -232,12 +235,16 @@ impl Daemon {
                 if new.file.crowdsec != self.settings.file.crowdsec {
                     summary.push_str(&self.restart_fleet(&new.file.crowdsec).await);
                 }
-                forget_allowlisted(&mut self.maps, &self.out.policy);
+                forget_allowlisted(&mut self.maps, &self.out.responder.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
-                self.out.protected.set_kinds(new.protection());
-                match log_protected(&mut self.out.protected) {
+                self.out.responder.protected.set_kinds(new.protection());
+                match log_protected(&mut self.out.responder.protected) {
                     Ok(protected) => {
-                        if let Err(e) = spare_protected(&mut self.out, &mut self.maps, &protected) {
+                        let maps = &mut self.maps;
+                        if let Err(e) = self
+                            .out
+                            .respond_with(|r| r.spare_protected(maps, &protected))
+                        {
                             tracing::warn!("{e:#}");
                         }
                     }
@@ -295,7 +302,7 @@ impl Daemon {
             .fleet
             .as_ref()
             .is_some_and(crate::fleet::Fleet::pulling)
-            && let Err(e) = crate::daemon::crowdsec::lift_all(&mut self.out)
+            && let Err(e) = self.out.respond_with(Responder::lift_all)
         {
             tracing::warn!("lifting CrowdSec blocks: {e:#}");
         }
@@ -346,7 +353,7 @@ fn reload_config(
     let config = new.kernel(ephemeral)?;
     let plan = reload::plan(current, &new);
     // Check every new allowlist entry fits before changing anything.
-    if out.policy.allowlist().len() + plan.allow.len()
+    if out.responder.policy.allowlist().len() + plan.allow.len()
         > scanner_common::names::ALLOW_CAPACITY as usize
     {
         anyhow::bail!(
@@ -357,7 +364,7 @@ fn reload_config(
     load::write_config(ebpf, &config).context("writing the CONFIG map")?;
     for net in &plan.disallow {
         // Gone already (`scanner disallow`) is fine.
-        let _ = out.policy.disallow(*net);
+        let _ = out.responder.policy.disallow(*net);
     }
     // The host's own addresses may have changed: they stay allowlisted.
     let host = policy::default_allowlist();
@@ -366,26 +373,14 @@ fn reload_config(
         .iter()
         .map(|n| (n, AllowOrigin::Config))
         .chain(host.iter().map(|n| (n, AllowOrigin::Host)));
-    for (net, origin) in allow {
-        for change in out.policy.allow(*net, monotonic_ns(), origin)? {
-            if let Change::Unblocked {
-                net: lifted,
-                reason,
-                ..
-            } = change
-            {
-                emit(
-                    out,
-                    PolicyEvent::unblocked(
-                        &lifted,
-                        PolicyReason::Manual,
-                        policy::Origin::of(reason),
-                    ),
-                );
-            }
+    out.respond_with(|r| {
+        for (net, origin) in allow {
+            r.allow(*net, origin)?;
         }
-    }
-    out.policy
+        Ok(())
+    })?;
+    out.responder
+        .policy
         .set_enforcing(!new.dry_run())
         .context("writing the BLOCKS_EMPTY map")?;
     let summary = reload::summary(&new, &plan);
@@ -411,9 +406,10 @@ fn update_metrics(
         Err(e) => tracing::warn!("reading counters: {:#}", anyhow::Error::from(e)),
     }
     out.metrics.sources(sources);
-    out.metrics.blocks_active(out.policy.active_blocks());
+    out.metrics
+        .blocks_active(out.responder.policy.active_blocks());
     let mut by_origin: Vec<(&str, usize)> = Origin::ALL.iter().map(|o| (o.as_str(), 0)).collect();
-    for (_, entry) in out.policy.blocks() {
+    for (_, entry) in out.responder.policy.blocks() {
         let origin = Origin::of(entry.reason).as_str();
         if let Some(slot) = by_origin.iter_mut().find(|(o, _)| *o == origin) {
             slot.1 += 1;

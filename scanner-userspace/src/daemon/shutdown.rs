@@ -5,7 +5,8 @@
 use crate::{
     daemon::{
         Daemon,
-        respond::{emit_interface, release, report, sweep_policy, write},
+        respond::{emit_interface, release, report, write},
+        responder::Responder,
     },
     kernel::maps::monotonic_ns,
     sinks::{
@@ -48,10 +49,10 @@ impl Daemon {
         }
         // A clean stop detaches: unpin the links, then dropping the object
         // closes them. The maps stay pinned, blocks included, for the next start.
-        sweep_policy(&mut self.out)?;
-        if self.out.policy.active_blocks() > 0 {
+        self.out.respond_with(Responder::sweep)?;
+        if self.out.responder.policy.active_blocks() > 0 {
             tracing::info!(
-                blocks = self.out.policy.active_blocks(),
+                blocks = self.out.responder.policy.active_blocks(),
                 pin_dir = %self.settings.launch.pin_dir.display(),
                 "blocks kept for the next start"
             );

@@ -7,7 +7,8 @@ use crate::{
     control,
     daemon::{
         Daemon, FullScans,
-        respond::{Output, forget_lifted, report, spare_protected, sweep_policy, write},
+        respond::{Output, report, write},
+        responder::{Responder, forget_lifted},
         start::restore::Loaded,
     },
     kernel::{load::Attached, maps::monotonic_ns},
@@ -57,10 +58,10 @@ pub(super) fn catch_up(
     }
     let findings = detector.poll(monotonic_ns(), &snapshot.entries);
     report(&mut out, &mut maps, &settings, &findings)?;
-    let lifted = sweep_policy(&mut out)?;
+    let lifted = out.respond_with(Responder::sweep)?;
     forget_lifted(&mut maps, &lifted);
     // A scan block kept from before on an address protected now.
-    spare_protected(&mut out, &mut maps, &protected_now)?;
+    out.respond_with(|r| r.spare_protected(&mut maps, &protected_now))?;
     let (calls_tx, calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::server::serve(control, calls_tx));
     let metrics_server = metrics.map(|(l, registry)| {
@@ -116,7 +117,7 @@ pub(super) fn blocking_state(settings: &Settings, out: &Output) -> String {
     if settings.dry_run() {
         format!(
             "dry run: nothing is dropped ({} kept blocks not enforced)",
-            out.policy.active_blocks()
+            out.responder.policy.active_blocks()
         )
     } else if settings.blocks() {
         "blocking on".into()

@@ -15,6 +15,7 @@ use crate::{
     control,
     daemon::{
         respond::Output,
+        responder::Responder,
         start::claim::Claimed,
         upkeep::{forget_allowlisted, log_protected, refresh_open_ports},
     },
@@ -122,14 +123,9 @@ pub(super) async fn load_and_restore(
             .with(events_file)
             .with(Some(Stdout::new(launch.events, std::io::stdout()))),
         names,
-        policy,
         metrics,
-        protected,
-        protected_scans: HashMap::new(),
-        decoys: Default::default(),
-        undecided: None,
+        responder: Responder::new(policy, protected),
         fleet,
-        enforced: Default::default(),
         probed: HashMap::new(),
     };
     // The "last hour" of probes per port: an earlier daemon's snapshots,
