@@ -203,6 +203,53 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         Constraint::Length(1),
     ])
     .areas(f.area());
+    let summary = summary(s);
+    f.render_widget(
+        Paragraph::new(summary).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" scanner top "),
+        ),
+        head,
+    );
+
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle);
+    let sources = sources_table(s);
+    f.render_stateful_widget(sources, left, &mut app.table);
+
+    let ports = ports_table(s);
+    f.render_widget(ports, right);
+
+    let [events, blocks] =
+        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
+    let lines = event_lines(s);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" recent events "),
+        ),
+        events,
+    );
+    let blocked = block_lines(s);
+    f.render_widget(
+        Paragraph::new(blocked).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" active blocks "),
+        ),
+        blocks,
+    );
+    let help = format!(
+        "up/down select  b block  u unblock  q quit   score: evidence of scanning (closed ports raise it, open ones lower it)   {}",
+        app.message
+    );
+    f.render_widget(Paragraph::new(help), keys);
+}
+
+/// The header line: rates, counts, interfaces, uptime.
+fn summary(s: &Snapshot) -> String {
     // "11m", "1h 2m": seconds only for the first minute.
     let t = s.status.uptime_s;
     let t = if t >= 60 { t - t % 60 } else { t };
@@ -218,17 +265,11 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         s.status.blocks,
         interfaces(&s.status),
     );
-    f.render_widget(
-        Paragraph::new(summary).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" scanner top "),
-        ),
-        head,
-    );
+    summary
+}
 
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(middle);
+/// The sources, worst first.
+fn sources_table(s: &Snapshot) -> Table<'static> {
     let rows = s.sources.iter().map(|e| {
         Row::new(vec![
             e.address.clone(),
@@ -239,7 +280,7 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
             or_dash(e.probes),
         ])
     });
-    let sources = Table::new(
+    Table::new(
         rows,
         [
             Constraint::Min(18),
@@ -259,9 +300,11 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         Block::default()
             .borders(Borders::ALL)
             .title(" top sources "),
-    );
-    f.render_stateful_widget(sources, left, &mut app.table);
+    )
+}
 
+/// The most probed ports.
+fn ports_table(s: &Snapshot) -> Table<'static> {
     let ports = s.ports.iter().map(|p| {
         Row::new(vec![
             format!("{}/{}", proto_name(p.proto), p.port),
@@ -274,7 +317,7 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
             p.sources.to_string(),
         ])
     });
-    let ports = Table::new(
+    Table::new(
         ports,
         [
             Constraint::Min(10),
@@ -291,11 +334,11 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         Block::default()
             .borders(Borders::ALL)
             .title(" most probed ports "),
-    );
-    f.render_widget(ports, right);
+    )
+}
 
-    let [events, blocks] =
-        Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(bottom);
+/// The latest events, newest first.
+fn event_lines(s: &Snapshot) -> Vec<Line<'static>> {
     let lines: Vec<Line> = s
         .events
         .iter()
@@ -303,14 +346,11 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
         .take(8)
         .map(|e| Line::from(event_line(e)))
         .collect();
-    f.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" recent events "),
-        ),
-        events,
-    );
+    lines
+}
+
+/// The blocks in force and how long each has left.
+fn block_lines(s: &Snapshot) -> Vec<Line<'static>> {
     let blocked: Vec<Line> = s
         .sources
         .iter()
@@ -324,19 +364,7 @@ pub(crate) fn draw(f: &mut Frame, app: &mut App) {
             ))
         })
         .collect();
-    f.render_widget(
-        Paragraph::new(blocked).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" active blocks "),
-        ),
-        blocks,
-    );
-    let help = format!(
-        "up/down select  b block  u unblock  q quit   score: evidence of scanning (closed ports raise it, open ones lower it)   {}",
-        app.message
-    );
-    f.render_widget(Paragraph::new(help), keys);
+    blocked
 }
 
 #[cfg(test)]

@@ -73,9 +73,25 @@ struct FullScans {
     events_dropped: u64,
 }
 
-/// A running daemon: what it loaded, attached and keeps.
+/// A running daemon: its settings and its parts, each owning its state.
 struct Daemon {
     settings: Settings,
+    /// The program, its maps and links.
+    kernel: Kernel,
+    /// Reporter, Responder and the fleet link: where findings go.
+    out: Output,
+    detector: Detector,
+    servers: Servers,
+    /// The ports this host exposes and the probes they get.
+    ports: PortWatch,
+    /// What `scanner status` says of the daemon itself.
+    facts: Facts,
+    scans: FullScans,
+}
+
+/// The XDP program, its maps and the interfaces it is attached to.
+struct Kernel {
+    /// The host's ephemeral port range (the CONFIG map is made with it).
     ephemeral: (u16, u16),
     pins: PinDir,
     ebpf: aya::Ebpf,
@@ -83,21 +99,31 @@ struct Daemon {
     port_bits: PortBits,
     decisions: Decisions,
     reported: Reported,
-    out: Output,
     attached: Vec<Attached>,
-    detector: Detector,
+}
+
+/// The control socket's and the metrics' tasks.
+struct Servers {
     calls: mpsc::Receiver<Call>,
-    server: JoinHandle<()>,
-    metrics_server: Option<JoinHandle<()>>,
-    started: Instant,
-    /// When the pinned counters were created.
-    counting_since: Option<SystemTime>,
-    history: history::LastHour,
+    control: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
+}
+
+/// The listening ports and the probes per port over time.
+struct PortWatch {
+    /// Probes per port over the last hour.
+    last_hour: history::LastHour,
     /// Probes per port into the history's hours.
     port_hours: history::PortHours,
     /// The listening sockets, watched for changes.
     listening: history::Listening,
-    scans: FullScans,
+}
+
+/// The daemon's own figures.
+struct Facts {
+    started: Instant,
+    /// When the pinned counters were created.
+    counting_since: Option<SystemTime>,
     /// Detections and blocks taken over from an earlier daemon.
     resumed: (usize, usize),
     /// Kernel memory of the maps, in bytes (memlock), measured at start.

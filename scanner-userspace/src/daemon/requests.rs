@@ -60,69 +60,7 @@ pub(crate) fn handle(
 ) -> anyhow::Result<Response> {
     let target = |t: &str| parse_net(t).map_err(anyhow::Error::msg);
     Ok(match request {
-        Request::Status {} => {
-            // Packets of the watched interfaces; ring buffer and block
-            // refusals are the program's own, whatever the interface.
-            let table = maps.counter_table()?;
-            let watched: Vec<u32> = state.attached.iter().filter_map(|a| a.index).collect();
-            let total = table.total();
-            let c = crate::kernel::maps::Counters {
-                events_dropped: total.events_dropped,
-                blocks_refused: total.blocks_refused,
-                ..table.ifaces(&watched)
-            };
-            let interfaces = state
-                .attached
-                .iter()
-                .map(|a| InterfaceStatus {
-                    iface: a.name.clone(),
-                    mode: IfaceMode::from(a.index.map(|_| a.mode)),
-                })
-                .collect();
-            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-            Response::ok(StatusReply {
-                interfaces,
-                uptime_s: state.started.elapsed().as_secs(),
-                counting_since: state.counting_since.map(timestamp),
-                resumed: Resumed {
-                    detections: count(state.resumed.0),
-                    blocks: count(state.resumed.1),
-                },
-                packets: Packets {
-                    seen: c.seen,
-                    passed: c.passed,
-                    dropped: c.dropped,
-                    parse_failures: c.parse_failures,
-                    allowed: c.allowed,
-                    fragments: c.fragments,
-                },
-                events_dropped: c.events_dropped,
-                blocks_refused: c.blocks_refused,
-                sources_tracked: count(state.tracked),
-                kernel_memory_bytes: state.kernel_memory,
-                // Decisions and blocks up to here are reported: a restart,
-                // even after a crash, does not report them again.
-                reported_until: (state.reported_ns != 0)
-                    .then(|| wall_past(monotonic_ns(), state.reported_ns)),
-                active_detections: count(state.detector.active()),
-                blocks: count(out.responder.policy.active_blocks()),
-                block_cap: out.responder.policy.cap(),
-                blocking: state.settings.blocks(),
-                dry_run: state.settings.dry_run(),
-                allowlist: out
-                    .responder
-                    .policy
-                    .allowlist()
-                    .iter()
-                    .map(net_name)
-                    .collect(),
-                crowdsec: out.fleet.as_ref().map(crate::daemon::crowdsec::status),
-                history: out
-                    .reporter
-                    .history()
-                    .map(|h| h.path().display().to_string()),
-            })
-        }
+        Request::Status {} => Response::ok(status(out, maps, state)?),
         Request::List {} => Response::ok(suspects(out, maps, state)),
         Request::Block {
             target: t,
@@ -179,6 +117,72 @@ pub(crate) fn handle(
     })
 }
 
+/// `scanner status`: what is watched, the packet counts of the watched
+/// interfaces, and what the daemon holds.
+fn status(out: &Output, maps: &Maps, state: &State<'_>) -> anyhow::Result<StatusReply> {
+    // Packets of the watched interfaces; ring buffer and block
+    // refusals are the program's own, whatever the interface.
+    let table = maps.counter_table()?;
+    let watched: Vec<u32> = state.attached.iter().filter_map(|a| a.index).collect();
+    let total = table.total();
+    let c = crate::kernel::maps::Counters {
+        events_dropped: total.events_dropped,
+        blocks_refused: total.blocks_refused,
+        ..table.ifaces(&watched)
+    };
+    let interfaces = state
+        .attached
+        .iter()
+        .map(|a| InterfaceStatus {
+            iface: a.name.clone(),
+            mode: IfaceMode::from(a.index.map(|_| a.mode)),
+        })
+        .collect();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(StatusReply {
+        interfaces,
+        uptime_s: state.started.elapsed().as_secs(),
+        counting_since: state.counting_since.map(timestamp),
+        resumed: Resumed {
+            detections: count(state.resumed.0),
+            blocks: count(state.resumed.1),
+        },
+        packets: Packets {
+            seen: c.seen,
+            passed: c.passed,
+            dropped: c.dropped,
+            parse_failures: c.parse_failures,
+            allowed: c.allowed,
+            fragments: c.fragments,
+        },
+        events_dropped: c.events_dropped,
+        blocks_refused: c.blocks_refused,
+        sources_tracked: count(state.tracked),
+        kernel_memory_bytes: state.kernel_memory,
+        // Decisions and blocks up to here are reported: a restart,
+        // even after a crash, does not report them again.
+        reported_until: (state.reported_ns != 0)
+            .then(|| wall_past(monotonic_ns(), state.reported_ns)),
+        active_detections: count(state.detector.active()),
+        blocks: count(out.responder.policy.active_blocks()),
+        block_cap: out.responder.policy.cap(),
+        blocking: state.settings.blocks(),
+        dry_run: state.settings.dry_run(),
+        allowlist: out
+            .responder
+            .policy
+            .allowlist()
+            .iter()
+            .map(net_name)
+            .collect(),
+        crowdsec: out.fleet.as_ref().map(crate::daemon::crowdsec::status),
+        history: out
+            .reporter
+            .history()
+            .map(|h| h.path().display().to_string()),
+    })
+}
+
 /// `scanner block`: see [`Responder::block_manual`](crate::daemon::responder::Responder).
 fn block(
     out: &mut Output,
@@ -209,12 +213,36 @@ fn block(
 }
 
 /// Sources with evidence against them (a positive score or a decision),
-/// distributed scans, and every block, for `scanner list`.
+/// distributed scans, and every block, for `scanner list`: worst first.
 fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
-    let now_mono = monotonic_ns();
-    let wall = |mono: u64| Some(wall_past(now_mono, mono));
-    let expiry = |e: &PolicyEntry| (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns));
+    let now = monotonic_ns();
     let mut rows: Vec<(i64, ListRow)> = Vec::new();
+    let listed = source_rows(out, maps, state, now, &mut rows);
+    prefix_rows(maps, state, now, &mut rows);
+    block_rows(out, state, now, &listed, &mut rows);
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    rows.into_iter().map(|(_, v)| v).collect()
+}
+
+/// When `mono` was, on the wall clock.
+fn wall(now_mono: u64, mono: u64) -> Option<String> {
+    Some(wall_past(now_mono, mono))
+}
+
+/// When a block ends, on the wall clock; None for one without expiry.
+fn expiry(now_mono: u64, e: &PolicyEntry) -> Option<String> {
+    (e.expires_ns != 0).then(|| wall_future(now_mono, e.expires_ns))
+}
+
+/// The tracked sources with evidence against them, each with its score;
+/// returns their networks.
+fn source_rows(
+    out: &Output,
+    maps: &Maps,
+    state: &State<'_>,
+    now_mono: u64,
+    rows: &mut Vec<(i64, ListRow)>,
+) -> std::collections::HashSet<ipnet::IpNet> {
     let mut listed = std::collections::HashSet::new();
     for (key, s) in maps.sources_where(|s| s.decided_ns != 0 || s.score > 0) {
         let net = ipnet::IpNet::from(ip_of(&key));
@@ -256,13 +284,18 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
                         .map(|g| g.iter().map(|k| ip_of(k).to_string()).collect()),
                 ),
                 fragments: Some(s.fragments),
-                first_seen: wall(s.first_seen_ns),
-                last_seen: wall(s.last_seen_ns),
-                block_expires: block.and_then(|(_, e)| expiry(e)),
+                first_seen: wall(now_mono, s.first_seen_ns),
+                last_seen: wall(now_mono, s.last_seen_ns),
+                block_expires: block.and_then(|(_, e)| expiry(now_mono, e)),
                 block_origin: Some(block.map(|(_, e)| Origin::of(e.reason))),
             },
         ));
     }
+    listed
+}
+
+/// The prefixes of distributed scans.
+fn prefix_rows(maps: &Maps, state: &State<'_>, now_mono: u64, rows: &mut Vec<(i64, ListRow)>) {
     for id in state.detector.ids() {
         if id.scope != scope::PREFIX {
             continue;
@@ -294,13 +327,24 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
                 protected: None,
                 decoy_group: None,
                 fragments: None,
-                first_seen: wall(s.first_seen_ns),
-                last_seen: wall(s.last_seen_ns),
+                first_seen: wall(now_mono, s.first_seen_ns),
+                last_seen: wall(now_mono, s.last_seen_ns),
                 block_expires: None,
                 block_origin: None,
             },
         ));
     }
+}
+
+/// The blocks of sources not listed already (manual, CrowdSec, or of an
+/// entry gone), first.
+fn block_rows(
+    out: &Output,
+    state: &State<'_>,
+    now_mono: u64,
+    listed: &std::collections::HashSet<ipnet::IpNet>,
+    rows: &mut Vec<(i64, ListRow)>,
+) {
     for (net, e) in out.responder.policy.blocks() {
         if listed.contains(net) {
             continue;
@@ -308,7 +352,7 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
         rows.push((
             i64::MAX,
             ListRow {
-                block_expires: expiry(e),
+                block_expires: expiry(now_mono, e),
                 block_origin: Some(Some(Origin::of(e.reason))),
                 ..ListRow::bare(
                     net_name(net),
@@ -321,8 +365,6 @@ fn suspects(out: &Output, maps: &Maps, state: &State<'_>) -> Vec<ListRow> {
             },
         ));
     }
-    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
-    rows.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The wall-clock time of a future monotonic instant.

@@ -54,9 +54,9 @@ impl Daemon {
         let mut refresh = interval(self.settings.file.report.open_ports_refresh);
         loop {
             tokio::select! {
-                batch = self.decisions.next_batch() => {
+                batch = self.kernel.decisions.next_batch() => {
                     let batch = batch.context("reading the EVENTS ring buffer")?;
-                    on_decisions(&batch, &mut self.maps, &mut self.detector, &mut self.out, &self.settings)?;
+                    on_decisions(&batch, &mut self.kernel.maps, &mut self.detector, &mut self.out, &self.settings)?;
                 }
                 _ = tick.tick() => {
                     if let Some(why) = self.poll()? {
@@ -67,7 +67,7 @@ impl Daemon {
                 Some(pulled) = crate::fleet::next_pull(&mut self.out.fleet) => {
                     self.out.respond_with(|r| r.enforce(pulled))?;
                 }
-                Some((request, reply)) = self.calls.recv() => {
+                Some((request, reply)) = self.servers.calls.recv() => {
                     let answer = self.answer(request);
                     let _ = reply.send(answer);
                 }
@@ -104,7 +104,7 @@ impl Daemon {
         // buffer dropped a record, every entry is read (only decided ones
         // are kept: a scan the detector knows that is gone from them was
         // evicted or started anew).
-        let counters = self.maps.counter_table();
+        let counters = self.kernel.maps.counter_table();
         let scans = &mut self.scans;
         let dropped = counters
             .as_ref()
@@ -114,7 +114,7 @@ impl Daemon {
             .is_none_or(|t: Instant| t.elapsed() >= scans.every)
             || dropped != scans.events_dropped;
         let entries = if full {
-            let snapshot = self.maps.decided();
+            let snapshot = self.kernel.maps.decided();
             let took = began.elapsed();
             self.out.metrics.full_scan_took(took);
             // At most 1% of a core on full scans: a small map is read every
@@ -124,31 +124,41 @@ impl Daemon {
                 (snapshot.sources, Some(Instant::now()), dropped);
             snapshot.entries
         } else {
-            self.maps.decided_among(&self.detector.ids())
+            self.kernel.maps.decided_among(&self.detector.ids())
         };
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
-        report(&mut self.out, &mut self.maps, &self.settings, &findings)?;
+        report(
+            &mut self.out,
+            &mut self.kernel.maps,
+            &self.settings,
+            &findings,
+        )?;
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
         let lifted = self.out.respond_with(Responder::sweep)?;
-        forget_lifted(&mut self.maps, &lifted);
+        forget_lifted(&mut self.kernel.maps, &lifted);
         self.out.respond_with(|r| r.reinstate(&lifted))?;
-        update_metrics(&mut self.out, counters, &self.attached, self.scans.tracked);
+        update_metrics(
+            &mut self.out,
+            counters,
+            &self.kernel.attached,
+            self.scans.tracked,
+        );
         // A detection held for its decoy group is not reported yet.
         let mut reported_ns = began_ns.saturating_sub(RING_SLACK_NS);
         if let Some(held) = self.out.responder.decoys.earliest_held_ns() {
             reported_ns = reported_ns.min(held.saturating_sub(1));
         }
-        if let Err(e) = self.reported.set(reported_ns) {
+        if let Err(e) = self.kernel.reported.set(reported_ns) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }
         if !watch_interfaces(
-            &mut self.attached,
-            &mut self.ebpf,
-            &self.pins,
+            &mut self.kernel.attached,
+            &mut self.kernel.ebpf,
+            &self.kernel.pins,
             &self.settings.launch,
             &mut self.out,
         ) {
@@ -156,7 +166,9 @@ impl Daemon {
                 "no watched interface is left (removed, and --no-reattach is set)"
             )));
         }
-        if !self.out.reporter.has_sink() && !self.settings.blocks() && self.metrics_server.is_none()
+        if !self.out.reporter.has_sink()
+            && !self.settings.blocks()
+            && self.servers.metrics.is_none()
         {
             return Ok(Some(anyhow::anyhow!(
                 "stdout is closed and there is no journal, no metrics and no blocking: nothing left to do"
@@ -168,8 +180,8 @@ impl Daemon {
     /// Reports what the ring buffer holds now, without waiting.
     fn drain_ring(&mut self) -> anyhow::Result<()> {
         on_decisions(
-            &self.decisions.drain(),
-            &mut self.maps,
+            &self.kernel.decisions.drain(),
+            &mut self.kernel.maps,
             &mut self.detector,
             &mut self.out,
             &self.settings,
@@ -180,34 +192,38 @@ impl Daemon {
     /// the probes per port, for "the last hour".
     fn refresh(&mut self) -> anyhow::Result<()> {
         let listeners = refresh_open_ports(
-            &mut self.port_bits,
+            &mut self.kernel.port_bits,
             &self.settings.file.detection.ignore_ports,
         )?;
-        self.listening.update(&mut self.out, &listeners, false);
-        self.port_hours.record(&self.maps, &self.out, false);
+        self.ports
+            .listening
+            .update(&mut self.out, &listeners, false);
+        self.ports
+            .port_hours
+            .record(&self.kernel.maps, &self.out, false);
         let protected = log_protected(&mut self.out.responder.protected)?;
-        let maps = &mut self.maps;
+        let maps = &mut self.kernel.maps;
         self.out
             .respond_with(|r| r.spare_protected(maps, &protected))?;
-        self.history.refresh(&self.maps, &self.out);
+        self.ports.last_hour.refresh(&self.kernel.maps, &self.out);
         Ok(())
     }
 
     /// The answer to one control request.
     fn answer(&mut self, request: crate::control::Request) -> Response {
         let state = State {
-            attached: &self.attached,
-            started: self.started,
+            attached: &self.kernel.attached,
+            started: self.facts.started,
             detector: &self.detector,
-            ports: self.history.hits(),
+            ports: self.ports.last_hour.hits(),
             tracked: self.scans.tracked,
-            counting_since: self.counting_since,
+            counting_since: self.facts.counting_since,
             settings: &self.settings,
-            resumed: self.resumed,
-            kernel_memory: self.kernel_memory,
-            reported_ns: self.reported.get().unwrap_or(0),
+            resumed: self.facts.resumed,
+            kernel_memory: self.facts.kernel_memory,
+            reported_ns: self.kernel.reported.get().unwrap_or(0),
         };
-        handle(request, &mut self.out, &mut self.maps, &state)
+        handle(request, &mut self.out, &mut self.kernel.maps, &state)
             .unwrap_or_else(|e| Response::error(format!("{e:#}")))
     }
 
@@ -227,20 +243,20 @@ impl Daemon {
         }
         match reload_config(
             &self.settings,
-            self.ephemeral,
-            &mut self.ebpf,
+            self.kernel.ephemeral,
+            &mut self.kernel.ebpf,
             &mut self.out,
         ) {
             Ok((new, mut summary)) => {
                 if new.file.crowdsec != self.settings.file.crowdsec {
                     summary.push_str(&self.restart_fleet(&new.file.crowdsec).await);
                 }
-                forget_allowlisted(&mut self.maps, &self.out.responder.policy);
+                forget_allowlisted(&mut self.kernel.maps, &self.out.responder.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
                 self.out.responder.protected.set_kinds(new.protection());
                 match log_protected(&mut self.out.responder.protected) {
                     Ok(protected) => {
-                        let maps = &mut self.maps;
+                        let maps = &mut self.kernel.maps;
                         if let Err(e) = self
                             .out
                             .respond_with(|r| r.spare_protected(maps, &protected))

@@ -26,18 +26,25 @@ impl Daemon {
         let read_ns = monotonic_ns();
         let mut findings = self
             .detector
-            .poll(monotonic_ns(), &self.maps.decided().entries);
+            .poll(monotonic_ns(), &self.kernel.maps.decided().entries);
         findings.extend(self.detector.finish());
-        report(&mut self.out, &mut self.maps, &self.settings, &findings)?;
-        release(&mut self.out, &mut self.maps, &self.settings, true)?;
-        self.port_hours.record(&self.maps, &self.out, true);
-        if let Err(e) = self.reported.set(monotonic_ns()) {
+        report(
+            &mut self.out,
+            &mut self.kernel.maps,
+            &self.settings,
+            &findings,
+        )?;
+        release(&mut self.out, &mut self.kernel.maps, &self.settings, true)?;
+        self.ports
+            .port_hours
+            .record(&self.kernel.maps, &self.out, true);
+        if let Err(e) = self.kernel.reported.set(monotonic_ns()) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }
-        if let Err(e) = self.reported.set_ended(read_ns) {
+        if let Err(e) = self.kernel.reported.set_ended(read_ns) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
         }
-        if let Ok(c) = self.maps.counters() {
+        if let Ok(c) = self.kernel.maps.counters() {
             tracing::info!(
                 seen = c.seen,
                 passed = c.passed,
@@ -57,11 +64,11 @@ impl Daemon {
                 "blocks kept for the next start"
             );
         }
-        for a in &self.attached {
-            self.pins.release(&a.name);
+        for a in &self.kernel.attached {
+            self.kernel.pins.release(&a.name);
         }
-        drop(self.ebpf);
-        for a in self.attached.iter().filter(|a| a.index.is_some()) {
+        drop(self.kernel.ebpf);
+        for a in self.kernel.attached.iter().filter(|a| a.index.is_some()) {
             emit_interface(
                 &mut self.out.reporter,
                 InterfaceName::Detached,
@@ -70,8 +77,8 @@ impl Daemon {
                 None,
             );
         }
-        self.server.abort();
-        if let Some(m) = &self.metrics_server {
+        self.servers.control.abort();
+        if let Some(m) = &self.servers.metrics {
             m.abort();
         }
         let _ = std::fs::remove_file(&self.settings.launch.socket);

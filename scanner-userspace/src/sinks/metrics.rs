@@ -134,127 +134,147 @@ impl Metrics {
             });
         }
         let mut r = Registry::with_prefix("scanner");
+        m.register_packets(&mut r);
+        m.register_response(&mut r);
+        m.register_fleet(&mut r);
+        m.register_daemon(&mut r);
+        (m, r)
+    }
+
+    /// Registers the metrics of the kernel's packet and map counters.
+    fn register_packets(&self, r: &mut Registry) {
         r.register(
             "packets_seen",
             "Packets the XDP program saw",
-            m.seen.clone(),
+            self.seen.clone(),
         );
         r.register(
             "packets_passed",
             "Packets passed on to the stack",
-            m.passed.clone(),
+            self.passed.clone(),
         );
         r.register(
             "packets_dropped",
             "Packets dropped (blocked sources)",
-            m.dropped.clone(),
+            self.dropped.clone(),
         );
         r.register(
             "parse_failures",
             "Malformed packets (passed)",
-            m.parse_failures.clone(),
+            self.parse_failures.clone(),
         );
         r.register(
-            "fragments",
-            "Fragments other than the first: no transport header, passed or dropped by their source's rules",
-            m.fragments.clone(),
-        );
+        "fragments",
+        "Fragments other than the first: no transport header, passed or dropped by their source's rules",
+        self.fragments.clone(),
+    );
         r.register(
             "events_dropped",
             "Decisions the ring buffer had no room for (the poll still finds them)",
-            m.events_dropped.clone(),
+            self.events_dropped.clone(),
         );
         r.register(
             "blocks_refused",
             "Blocks the kernel could not add: the block cap was reached",
-            m.blocks_refused.clone(),
+            self.blocks_refused.clone(),
         );
         r.register(
             "sources_tracked",
             "Sources in the SOURCES map",
-            m.sources.clone(),
+            self.sources.clone(),
         );
         r.register(
             "sources_capacity",
             "Sources tracked at most: first-probe slots and admitted sources (LRU beyond)",
-            m.capacity.clone(),
+            self.capacity.clone(),
         );
         r.register(
             "sources_fill_ratio",
             "Sources tracked over capacity",
-            m.fill.clone(),
+            self.fill.clone(),
         );
+    }
+
+    /// Registers the metrics of detections and blocks.
+    fn register_response(&self, r: &mut Registry) {
         r.register(
             "detections",
             "Scans detected, by kind",
-            m.detections.clone(),
+            self.detections.clone(),
         );
         r.register(
             "blocks_active",
             "Sources and prefixes blocked now",
-            m.blocks_active.clone(),
+            self.blocks_active.clone(),
         );
         r.register(
             "blocks",
             "Blocks made, by reason (scan, manual, crowdsec)",
-            m.blocks.clone(),
+            self.blocks.clone(),
         );
         r.register(
             "blocks_enforced",
             "Blocks in force now, by origin (scan, manual, crowdsec)",
-            m.blocks_by_origin.clone(),
+            self.blocks_by_origin.clone(),
         );
-        r.register(
-            "history_write_errors",
-            "History records not written (database error, or the writer behind); detection goes on",
-            m.history_errors.clone(),
-        );
-        r.register(
-            "history_records",
-            "Records written to the history database",
-            m.history_written.clone(),
-        );
+    }
+
+    /// Registers the metrics of the CrowdSec link.
+    fn register_fleet(&self, r: &mut Registry) {
         r.register(
             "crowdsec_last_sync_timestamp_seconds",
             "When decisions were last pulled from the CrowdSec Local API (Unix time; 0: never)",
-            m.fleet.last_sync.clone(),
+            self.fleet.last_sync.clone(),
         );
         r.register(
             "crowdsec_push_queue",
             "Alerts waiting to be pushed to the CrowdSec Local API",
-            m.fleet.queue.clone(),
+            self.fleet.queue.clone(),
         );
         r.register(
             "crowdsec_pull_errors",
             "Failed pulls of CrowdSec decisions",
-            m.fleet.pull_errors.clone(),
+            self.fleet.pull_errors.clone(),
         );
         r.register(
             "crowdsec_push_errors",
             "Failed alert pushes and logins to the CrowdSec Local API",
-            m.fleet.push_errors.clone(),
+            self.fleet.push_errors.clone(),
         );
         r.register(
             "crowdsec_alerts_pushed",
             "Alerts the CrowdSec Local API accepted",
-            m.fleet.pushed.clone(),
+            self.fleet.pushed.clone(),
         );
         r.register(
             "crowdsec_alerts_dropped",
             "Alerts dropped because the push queue was full",
-            m.fleet.push_dropped.clone(),
+            self.fleet.push_dropped.clone(),
+        );
+    }
+
+    /// Registers the metrics of the daemon's own work: the history, polls and full scans.
+    fn register_daemon(&self, r: &mut Registry) {
+        r.register(
+            "history_write_errors",
+            "History records not written (database error, or the writer behind); detection goes on",
+            self.history_errors.clone(),
+        );
+        r.register(
+            "history_records",
+            "Records written to the history database",
+            self.history_written.clone(),
         );
         r.register(
             "poll_duration_seconds",
             "Time to read the maps and run detection",
-            m.poll.clone(),
+            self.poll.clone(),
         );
         r.register(
             "full_scan_seconds",
             "Time of the last read of every tracked source and prefix",
-            m.full_scan.clone(),
+            self.full_scan.clone(),
         );
-        (m, r)
     }
 
     /// Adds what the kernel counted on `iface` since the last update.

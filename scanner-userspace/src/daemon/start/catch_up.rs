@@ -6,7 +6,7 @@ use crate::{
     config::settings::Settings,
     control,
     daemon::{
-        Daemon, FullScans,
+        Daemon, Facts, FullScans, Kernel, PortWatch, Servers,
         respond::{Output, report, write},
         responder::{Responder, forget_lifted},
         start::restore::Loaded,
@@ -88,27 +88,35 @@ pub(super) fn catch_up(
     notify::tell(&format!("READY=1\nSTATUS=watching {ifaces}"));
     Ok(Daemon {
         settings,
-        ephemeral,
-        pins,
-        ebpf,
-        maps,
-        port_bits,
-        decisions,
-        reported,
+        kernel: Kernel {
+            ephemeral,
+            pins,
+            ebpf,
+            maps,
+            port_bits,
+            decisions,
+            reported,
+            attached,
+        },
         out,
-        attached,
         detector,
-        calls,
-        server,
-        metrics_server,
-        started: Instant::now(),
-        counting_since,
-        history,
-        port_hours,
-        listening,
+        servers: Servers {
+            calls,
+            control: server,
+            metrics: metrics_server,
+        },
+        ports: PortWatch {
+            last_hour: history,
+            port_hours,
+            listening,
+        },
+        facts: Facts {
+            started: Instant::now(),
+            counting_since,
+            resumed,
+            kernel_memory,
+        },
         scans: FullScans::default(),
-        resumed,
-        kernel_memory,
     })
 }
 

@@ -11,7 +11,7 @@ pub(crate) use html::render;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::history::store::{HistoryError, Store};
+use crate::history::store::{EventRow, HistoryError, PortHour, Store};
 
 /// Ports drawn in the probes-over-time chart.
 const TOP_PORTS: usize = 10;
@@ -113,6 +113,37 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     let events = store.events(since_ms)?;
     let since_hour = (since_ms / 1000) - (since_ms / 1000).rem_euclid(3600);
     let port_hours = store.port_hours(since_hour)?;
+    let hours = hours_covered(&port_hours, &events, since_hour, now_ms);
+    let (totals_by_port, ports) = port_series(&port_hours, &hours);
+    let mut tally = Tally::default();
+    for e in &events {
+        tally.add(e);
+    }
+    let (mut totals, sources, scans_per_day, changes) = tally.finish(now_ms);
+    totals.probes = port_hours.iter().map(|p| p.probes).sum();
+    let exposed = exposed_rows(store, &totals_by_port)?;
+    Ok(Report {
+        host: hostname(),
+        generated: ts_of(now_ms),
+        since: ts_of(since_ms),
+        totals,
+        hours,
+        ports,
+        scans_per_day,
+        sources,
+        exposed,
+        changes,
+    })
+}
+
+/// The hours the report covers, each as its first second: from the hour
+/// before the first data (within `since_hour`) to now.
+fn hours_covered(
+    port_hours: &[PortHour],
+    events: &[EventRow],
+    since_hour: i64,
+    now_ms: i64,
+) -> Vec<i64> {
     let now_hour = (now_ms / 1000) - (now_ms / 1000).rem_euclid(3600);
     let first_data = port_hours
         .iter()
@@ -122,15 +153,21 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     let from_hour = first_data.map_or(since_hour, |s| {
         (s - s.rem_euclid(3600) - 3600).clamp(since_hour, now_hour)
     });
-    let hours: Vec<i64> = (0..)
+    (0..)
         .map(|i| from_hour + i * 3600)
         .take_while(|h| *h <= now_hour)
-        .collect();
+        .collect()
+}
 
-    // Probes per port: totals, then the top ports' hourly series.
+/// Probes and sources per (protocol, port) over the report, and the top
+/// ports' probes per hour of `hours`.
+type PortTotals = HashMap<(u8, u16), (u64, u64)>;
+
+fn port_series(port_hours: &[PortHour], hours: &[i64]) -> (PortTotals, Vec<Series>) {
+    let from_hour = hours.first().copied().unwrap_or_default();
     let name = |proto: u8, port: u16| format!("{}/{port}", crate::audit::proto_name(proto));
-    let mut totals_by_port: HashMap<(u8, u16), (u64, u64)> = HashMap::new();
-    for p in &port_hours {
+    let mut totals_by_port: PortTotals = HashMap::new();
+    for p in port_hours {
         let t = totals_by_port.entry((p.proto, p.port)).or_default();
         t.0 += p.probes;
         t.1 += p.sources;
@@ -138,7 +175,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     let mut ranked: Vec<((u8, u16), (u64, u64))> =
         totals_by_port.iter().map(|(k, v)| (*k, *v)).collect();
     ranked.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
-    let ports: Vec<Series> = ranked
+    let ports = ranked
         .iter()
         .take(TOP_PORTS)
         .map(|((proto, port), (total, _))| {
@@ -160,67 +197,51 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
             }
         })
         .collect();
+    (totals_by_port, ports)
+}
 
-    // Scans per day by kind, sources, blocks and port changes, from events.
-    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut sources: HashMap<String, SourceRow> = HashMap::new();
-    // When each source's latest block ends (None once lifted), Unix ms.
-    let mut block_ends: HashMap<String, Option<i64>> = HashMap::new();
-    let mut changes = Vec::new();
-    let mut totals = Totals::default();
-    for e in &events {
+/// Scans per day by kind, sources, blocks and port changes, counted from
+/// the events one by one.
+#[derive(Default)]
+struct Tally {
+    days: BTreeMap<String, BTreeMap<String, u64>>,
+    sources: HashMap<String, SourceRow>,
+    /// When each source's latest block ends (None once lifted), Unix ms.
+    block_ends: HashMap<String, Option<i64>>,
+    changes: Vec<Change>,
+    totals: Totals,
+}
+
+impl Tally {
+    fn add(&mut self, e: &EventRow) {
         let v: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
         let ts = ts_of(e.ts_ms);
         match e.event.as_str() {
-            "scan_detected" => {
-                totals.scans += 1;
-                let kind = e.kind.clone().unwrap_or_else(|| "mixed".into());
-                *days
-                    .entry(ts[..10].to_owned())
-                    .or_default()
-                    .entry(kind.clone())
-                    .or_default() += 1;
-                let source = e.source.clone().unwrap_or_default();
-                let row = sources.entry(source.clone()).or_insert_with(|| SourceRow {
-                    source,
-                    kind: kind.clone(),
-                    scans: 0,
-                    ports: 0,
-                    probes: 0,
-                    first_seen: ts.clone(),
-                    last_seen: ts.clone(),
-                    blocked: false,
-                    blocked_until: None,
-                });
-                row.scans += 1;
-                row.kind = kind;
-                row.last_seen = ts;
-                row.ports = row.ports.max(v["ports"].as_u64().unwrap_or(0));
-                row.probes = row.probes.max(v["probes"].as_u64().unwrap_or(0));
-            }
+            "scan_detected" => self.detected(e, &v, ts),
             "scan_ended" => {
-                if let Some(row) = e.source.as_ref().and_then(|s| sources.get_mut(s)) {
+                if let Some(row) = e.source.as_ref().and_then(|s| self.sources.get_mut(s)) {
                     row.last_seen = ts;
                     row.ports = row.ports.max(v["ports"].as_u64().unwrap_or(0));
                     row.probes = row.probes.max(v["probes"].as_u64().unwrap_or(0));
                 }
             }
             "blocked" if v["dry_run"] != true => {
-                totals.blocks += 1;
-                if let Some(row) = e.source.as_ref().and_then(|s| sources.get_mut(s)) {
+                self.totals.blocks += 1;
+                if let Some(row) = e.source.as_ref().and_then(|s| self.sources.get_mut(s)) {
                     row.blocked = true;
                 }
                 let ttl_ms = v["ttl_s"].as_i64().unwrap_or(0).saturating_mul(1000);
                 if let Some(source) = &e.source {
-                    block_ends.insert(source.clone(), Some(e.ts_ms.saturating_add(ttl_ms)));
+                    self.block_ends
+                        .insert(source.clone(), Some(e.ts_ms.saturating_add(ttl_ms)));
                 }
             }
             "unblocked" => {
                 if let Some(source) = &e.source {
-                    block_ends.insert(source.clone(), None);
+                    self.block_ends.insert(source.clone(), None);
                 }
             }
-            "port_opened" | "port_closed" => changes.push(Change {
+            "port_opened" | "port_closed" => self.changes.push(Change {
                 ts,
                 event: e.event.clone(),
                 proto: e.proto.clone().unwrap_or_default(),
@@ -232,20 +253,68 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
             _ => {}
         }
     }
-    for row in sources.values_mut() {
-        if let Some(Some(end)) = block_ends.get(&row.source).filter(|_| row.blocked)
-            && *end > now_ms
-        {
-            row.blocked_until = Some(ts_of(*end));
-        }
-    }
-    totals.sources = sources.len();
-    totals.probes = port_hours.iter().map(|p| p.probes).sum();
-    let mut sources: Vec<SourceRow> = sources.into_values().collect();
-    sources.sort_by(|a, b| (b.scans, b.ports, &a.source).cmp(&(a.scans, a.ports, &b.source)));
-    sources.truncate(TOP_SOURCES);
 
-    let exposed = store
+    fn detected(&mut self, e: &EventRow, v: &Value, ts: String) {
+        self.totals.scans += 1;
+        let kind = e.kind.clone().unwrap_or_else(|| "mixed".into());
+        *self
+            .days
+            .entry(ts[..10].to_owned())
+            .or_default()
+            .entry(kind.clone())
+            .or_default() += 1;
+        let source = e.source.clone().unwrap_or_default();
+        let row = self
+            .sources
+            .entry(source.clone())
+            .or_insert_with(|| SourceRow {
+                source,
+                kind: kind.clone(),
+                scans: 0,
+                ports: 0,
+                probes: 0,
+                first_seen: ts.clone(),
+                last_seen: ts.clone(),
+                blocked: false,
+                blocked_until: None,
+            });
+        row.scans += 1;
+        row.kind = kind;
+        row.last_seen = ts;
+        row.ports = row.ports.max(v["ports"].as_u64().unwrap_or(0));
+        row.probes = row.probes.max(v["probes"].as_u64().unwrap_or(0));
+    }
+
+    /// The totals, the top sources (with the blocks still in force at
+    /// `now_ms`), scans per day and port changes.
+    fn finish(mut self, now_ms: i64) -> (Totals, Vec<SourceRow>, Vec<Day>, Vec<Change>) {
+        for row in self.sources.values_mut() {
+            if let Some(Some(end)) = self.block_ends.get(&row.source).filter(|_| row.blocked)
+                && *end > now_ms
+            {
+                row.blocked_until = Some(ts_of(*end));
+            }
+        }
+        self.totals.sources = self.sources.len();
+        let mut sources: Vec<SourceRow> = self.sources.into_values().collect();
+        sources.sort_by(|a, b| (b.scans, b.ports, &a.source).cmp(&(a.scans, a.ports, &b.source)));
+        sources.truncate(TOP_SOURCES);
+        let days = self
+            .days
+            .into_iter()
+            .map(|(day, kinds)| Day { day, kinds })
+            .collect();
+        (self.totals, sources, days, self.changes)
+    }
+}
+
+/// The exposed listening ports as the history last saw them, with the
+/// probes each had over the report.
+fn exposed_rows(
+    store: &Store,
+    totals_by_port: &PortTotals,
+) -> Result<Vec<ExposedRow>, HistoryError> {
+    Ok(store
         .listening()?
         .into_iter()
         .filter_map(|l| {
@@ -269,23 +338,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
                 sources,
             })
         })
-        .collect();
-
-    Ok(Report {
-        host: hostname(),
-        generated: ts_of(now_ms),
-        since: ts_of(since_ms),
-        totals,
-        hours,
-        ports,
-        scans_per_day: days
-            .into_iter()
-            .map(|(day, kinds)| Day { day, kinds })
-            .collect(),
-        sources,
-        exposed,
-        changes,
-    })
+        .collect())
 }
 
 fn hostname() -> String {
@@ -297,7 +350,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::store::{EventRow, ListeningRow, PortHour, Record};
+    use crate::history::store::{ListeningRow, Record};
 
     pub(super) fn sample(name: &str) -> (Store, std::path::PathBuf) {
         let dir =
