@@ -128,12 +128,7 @@ impl Daemon {
         };
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
-        report(
-            &mut self.out,
-            &mut self.kernel.maps,
-            &self.settings,
-            &findings,
-        )?;
+        self.report(&findings)?;
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
@@ -175,6 +170,16 @@ impl Daemon {
             )));
         }
         Ok(None)
+    }
+
+    /// Reports findings: events, and the response to detections.
+    pub(super) fn report(&mut self, findings: &[crate::detect::Finding]) -> anyhow::Result<()> {
+        report(
+            &mut self.out,
+            &mut self.kernel.maps,
+            &self.settings,
+            findings,
+        )
     }
 
     /// Reports what the ring buffer holds now, without waiting.

@@ -5,7 +5,7 @@
 use crate::{
     daemon::{
         Daemon,
-        respond::{emit_interface, release, report, write},
+        respond::{emit_interface, release, write},
         responder::Responder,
     },
     kernel::maps::monotonic_ns,
@@ -28,12 +28,7 @@ impl Daemon {
             .detector
             .poll(monotonic_ns(), &self.kernel.maps.decided().entries);
         findings.extend(self.detector.finish());
-        report(
-            &mut self.out,
-            &mut self.kernel.maps,
-            &self.settings,
-            &findings,
-        )?;
+        self.report(&findings)?;
         release(&mut self.out, &mut self.kernel.maps, &self.settings, true)?;
         self.ports
             .port_hours

@@ -6,12 +6,12 @@ use crate::{
     config::settings::Settings,
     control,
     daemon::{
-        Daemon, Facts, FullScans, Kernel, PortWatch, Servers,
+        Daemon, Facts, FullScans, PortWatch, Servers,
         respond::{Output, report, write},
         responder::{Responder, forget_lifted},
         start::restore::Loaded,
     },
-    kernel::{load::Attached, maps::monotonic_ns},
+    kernel::maps::monotonic_ns,
     sinks::{
         event::{DaemonEvent, DaemonName},
         metrics::{self},
@@ -23,19 +23,9 @@ use crate::{
 /// did not (decisions and blocks the kernel made while no daemon read
 /// them, listening ports that changed), then serves the control socket and
 /// the metrics and tells systemd.
-pub(super) fn catch_up(
-    settings: Settings,
-    loaded: Loaded,
-    attached: Vec<Attached>,
-) -> anyhow::Result<Daemon> {
+pub(super) fn catch_up(settings: Settings, loaded: Loaded) -> anyhow::Result<Daemon> {
     let Loaded {
-        ephemeral,
-        pins,
-        ebpf,
-        mut maps,
-        port_bits,
-        decisions,
-        reported,
+        mut kernel,
         mut out,
         mut detector,
         control,
@@ -48,7 +38,7 @@ pub(super) fn catch_up(
         resumed,
         kernel_memory,
     } = loaded;
-    let snapshot = maps.decided();
+    let snapshot = kernel.maps.decided();
     if resumed.0 + resumed.1 > 0 {
         tracing::info!(
             detections = resumed.0,
@@ -57,11 +47,11 @@ pub(super) fn catch_up(
         );
     }
     let findings = detector.poll(monotonic_ns(), &snapshot.entries);
-    report(&mut out, &mut maps, &settings, &findings)?;
+    report(&mut out, &mut kernel.maps, &settings, &findings)?;
     let lifted = out.respond_with(Responder::sweep)?;
-    forget_lifted(&mut maps, &lifted);
+    forget_lifted(&mut kernel.maps, &lifted);
     // A scan block kept from before on an address protected now.
-    out.respond_with(|r| r.spare_protected(&mut maps, &protected_now))?;
+    out.respond_with(|r| r.spare_protected(&mut kernel.maps, &protected_now))?;
     let (calls_tx, calls) = tokio::sync::mpsc::channel(16);
     let server = tokio::spawn(control::server::serve(control, calls_tx));
     let metrics_server = metrics.map(|(l, registry)| {
@@ -76,7 +66,7 @@ pub(super) fn catch_up(
         crate::daemon::history::Listening::new(listening_before, &listeners);
     listening.update(&mut out, &listeners, !from_history);
     // A pin file's times are those of its pinning: when counting began.
-    let counting_since = std::fs::metadata(pins.map(scanner_common::names::COUNTERS_MAP))
+    let counting_since = std::fs::metadata(kernel.pins.map(scanner_common::names::COUNTERS_MAP))
         .and_then(|m| m.modified())
         .ok();
     let ifaces = settings.launch.ifaces.join(", ");
@@ -88,16 +78,7 @@ pub(super) fn catch_up(
     notify::tell(&format!("READY=1\nSTATUS=watching {ifaces}"));
     Ok(Daemon {
         settings,
-        kernel: Kernel {
-            ephemeral,
-            pins,
-            ebpf,
-            maps,
-            port_bits,
-            decisions,
-            reported,
-            attached,
-        },
+        kernel,
         out,
         detector,
         servers: Servers {

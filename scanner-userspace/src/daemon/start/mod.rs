@@ -23,6 +23,7 @@ pub(super) async fn start(launch: Launch, to_journal: bool) -> anyhow::Result<Da
     let settings = Settings::load(launch)?;
     let claimed = claim(&settings, to_journal).await?;
     let mut loaded = load_and_restore(&settings, claimed).await?;
-    let attached = attach(&settings, &loaded.pins, &mut loaded.ebpf, &mut loaded.out)?;
-    catch_up(settings, loaded, attached)
+    let kernel = &mut loaded.kernel;
+    kernel.attached = attach(&settings, &kernel.pins, &mut kernel.ebpf, &mut loaded.out)?;
+    catch_up(settings, loaded)
 }

@@ -14,6 +14,7 @@ use crate::{
     config::settings::Settings,
     control,
     daemon::{
+        Kernel,
         respond::Output,
         responder::Responder,
         start::claim::Claimed,
@@ -25,7 +26,6 @@ use crate::{
         decisions::Decisions,
         load,
         maps::{Maps, monotonic_ns, take_map},
-        pin::PinDir,
         policy::{self, AllowOrigin, Policy, net_name},
         port_bits::PortBits,
         protect::Protected,
@@ -37,13 +37,8 @@ use crate::{
 /// The program loaded, its maps filled, and what an earlier daemon left
 /// taken over: everything but the attach.
 pub(super) struct Loaded {
-    pub(super) ephemeral: (u16, u16),
-    pub(super) pins: PinDir,
-    pub(super) ebpf: aya::Ebpf,
-    pub(super) maps: Maps,
-    pub(super) port_bits: PortBits,
-    pub(super) decisions: Decisions,
-    pub(super) reported: Reported,
+    /// The program and its maps; not attached yet.
+    pub(super) kernel: Kernel,
     pub(super) out: Output,
     pub(super) detector: Detector,
     pub(super) control: tokio::net::UnixListener,
@@ -146,13 +141,16 @@ pub(super) async fn load_and_restore(
     // belongs to earlier runs (each records its own at its stop).
     let port_hours = crate::daemon::history::PortHours::new(&maps);
     Ok(Loaded {
-        ephemeral,
-        pins,
-        ebpf,
-        maps,
-        port_bits,
-        decisions,
-        reported,
+        kernel: Kernel {
+            ephemeral,
+            pins,
+            ebpf,
+            maps,
+            port_bits,
+            decisions,
+            reported,
+            attached: Vec::new(),
+        },
         out,
         detector,
         control,
