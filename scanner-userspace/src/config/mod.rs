@@ -6,6 +6,7 @@ mod established;
 pub(crate) mod launch;
 pub(crate) mod reload;
 pub(crate) mod settings;
+pub(crate) mod signals;
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +41,7 @@ pub(crate) struct FileConfig {
     pub response: ResponseConfig,
     pub report: Report,
     pub crowdsec: crowdsec::CrowdSecConfig,
+    pub signals: signals::SignalsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -401,7 +403,8 @@ impl FileConfig {
                 "must be at least 2 (one source is reported on its own)".into(),
             ));
         }
-        self.crowdsec.validate()
+        self.crowdsec.validate()?;
+        self.signals.validate()
     }
 }
 

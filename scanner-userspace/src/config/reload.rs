@@ -28,6 +28,9 @@ pub(crate) fn plan(old: &Settings, new: &Settings) -> Plan {
     if old.file.detection.max_sources != new.file.detection.max_sources {
         restart_needed.push("detection.max_sources");
     }
+    if old.file.signals != new.file.signals {
+        restart_needed.push("signals");
+    }
     if old.file.response.block_cap != new.file.response.block_cap {
         restart_needed.push("response.block_cap");
     }

@@ -49,6 +49,8 @@ pub(crate) struct Output {
     pub responder: Responder,
     /// The CrowdSec link, when configured.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// The syslog sender's counts, when `[signals] syslog` is set.
+    pub signals: Option<std::sync::Arc<crate::sinks::syslog::SyslogStats>>,
     /// The ports of the scans ending in this poll (see `probed_ports`).
     pub probed: HashMap<EntryId, Probed>,
 }

@@ -437,6 +437,11 @@ fn update_metrics(
         }
     }
     out.metrics.blocks_by_origin(&by_origin);
+    if let Some(s) = &out.signals {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let (sent, dropped) = (get(&s.sent), get(&s.dropped));
+        out.metrics.syslog(sent, dropped);
+    }
     if let Some(h) = out.reporter.history() {
         let s = h.stats();
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -88,6 +88,9 @@ pub(crate) struct Metrics {
     history_written: Counter,
     /// History totals already added: (errors, written).
     history_last: (u64, u64),
+    syslog_sent: Counter,
+    syslog_dropped: Counter,
+    syslog_last: (u64, u64),
     poll: Histogram,
     full_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Kernel totals already added, per interface: the kernel counts from
@@ -119,6 +122,9 @@ impl Metrics {
             history_errors: Counter::default(),
             history_written: Counter::default(),
             history_last: (0, 0),
+            syslog_sent: Counter::default(),
+            syslog_dropped: Counter::default(),
+            syslog_last: (0, 0),
             // 100 µs to ~3 s.
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             full_scan: Gauge::default(),
@@ -256,6 +262,16 @@ impl Metrics {
     /// Registers the metrics of the daemon's own work: the history, polls and full scans.
     fn register_daemon(&self, r: &mut Registry) {
         r.register(
+            "syslog_sent",
+            "Events sent to the syslog collector ([signals])",
+            self.syslog_sent.clone(),
+        );
+        r.register(
+            "syslog_dropped",
+            "Events not sent to the syslog collector: its queue was full, or it could not be reached",
+            self.syslog_dropped.clone(),
+        );
+        r.register(
             "history_write_errors",
             "History records not written (database error, or the writer behind); detection goes on",
             self.history_errors.clone(),
@@ -368,6 +384,14 @@ impl Metrics {
         self.history_errors.inc_by(errors.saturating_sub(e));
         self.history_written.inc_by(written.saturating_sub(w));
         self.history_last = (errors, written);
+    }
+
+    /// The syslog sender's totals (`[signals]`), as it counts them.
+    pub(crate) fn syslog(&mut self, sent: u64, dropped: u64) {
+        let (s, d) = self.syslog_last;
+        self.syslog_sent.inc_by(sent.saturating_sub(s));
+        self.syslog_dropped.inc_by(dropped.saturating_sub(d));
+        self.syslog_last = (sent, dropped);
     }
 
     /// The CrowdSec tasks restarted (a reload): their totals start at 0.

@@ -14,4 +14,5 @@ pub(crate) mod output;
 pub(crate) mod record;
 pub(crate) mod reporter;
 pub(crate) mod stdout;
+pub(crate) mod syslog;
 pub(crate) mod text;

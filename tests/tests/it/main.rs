@@ -33,3 +33,4 @@ mod scan_detection;
 mod scan_families;
 mod scan_types;
 mod service;
+mod signals;

@@ -31,7 +31,7 @@ use crate::{
         protect::Protected,
         reported::Reported,
     },
-    sinks::{metrics::Metrics, reporter::Reporter, stdout::Stdout},
+    sinks::{metrics::Metrics, reporter::Reporter, stdout::Stdout, syslog::Syslog},
 };
 
 /// The program loaded, its maps filled, and what an earlier daemon left
@@ -112,11 +112,16 @@ pub(super) async fn load_and_restore(
     let counts = maps.counts_identity();
     let opened = crate::daemon::history::open(settings, &counts);
     let (metrics, registry) = Metrics::new(capacity.sources);
+    let signals = &settings.file.signals;
+    let syslog = signals.collector().map(|c| Syslog::start(c, signals.queue));
+    let syslog_stats = syslog.as_ref().map(Syslog::stats);
     let out = Output {
         reporter: Reporter::new(opened.writer)
             .with(journal)
             .with(events_file)
+            .with(syslog)
             .with(Some(Stdout::new(launch.events, std::io::stdout()))),
+        signals: syslog_stats,
         names,
         metrics,
         responder: Responder::new(policy, protected),
