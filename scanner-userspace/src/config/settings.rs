@@ -38,6 +38,16 @@ impl Settings {
         Self::load(self.launch.clone())
     }
 
+    /// Takes from `running` what a reload does not change (the maps' sizes,
+    /// the block cap, prefix aggregation): the reload plan names them as
+    /// needing a restart.
+    pub(crate) fn keep_restart_only(&mut self, running: &Settings) {
+        self.file.detection.max_sources = running.file.detection.max_sources;
+        self.file.response.block_cap = running.file.response.block_cap;
+        self.file.aggregation = running.file.aggregation.clone();
+        self.file.signals = running.file.signals.clone();
+    }
+
     /// The file's settings with the flags given on the command line on top.
     pub(crate) fn new(mut file: FileConfig, args: &Overrides) -> Self {
         if let Some(d) = args.poll_interval {
@@ -245,5 +255,28 @@ mod tests {
         assert_eq!(parse_port_range("60999 32768"), None);
         assert_eq!(parse_port_range("32768"), None);
         assert_eq!(parse_port_range("a b"), None);
+    }
+
+    #[test]
+    fn a_reload_keeps_what_only_a_restart_changes() {
+        let running = Settings::new(FileConfig::default(), &Overrides::default());
+        let mut file = FileConfig::default();
+        file.aggregation.ipv4_prefix = 16;
+        file.detection.max_sources = 4096;
+        file.response.block_cap = 7;
+        file.response.block_ttl = Duration::from_secs(60);
+        let mut new = Settings::new(file, &Overrides::default());
+        new.keep_restart_only(&running);
+        assert_eq!(new.prefix_lengths(), running.prefix_lengths());
+        assert_eq!(
+            new.file.detection.max_sources,
+            running.file.detection.max_sources
+        );
+        assert_eq!(new.file.response.block_cap, running.file.response.block_cap);
+        assert_eq!(
+            new.block_ttl(),
+            Duration::from_secs(60),
+            "the TTL does change"
+        );
     }
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::sinks::syslog::Collector;
 
 /// Largest `queue`.
-pub(crate) const MAX_QUEUE: usize = 1_000_000;
+/// (100,000 messages of ~500 bytes: 50 MB at most.)
+pub(crate) const MAX_QUEUE: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

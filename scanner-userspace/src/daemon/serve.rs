@@ -370,9 +370,12 @@ fn reload_config(
     ebpf: &mut aya::Ebpf,
     out: &mut Output,
 ) -> anyhow::Result<(Settings, String)> {
-    let new = current.reloaded()?;
-    let config = new.kernel(ephemeral)?;
+    let mut new = current.reloaded()?;
     let plan = reload::plan(current, &new);
+    // What only a restart changes stays as it runs, in the kernel's CONFIG
+    // as in what the daemon reads (a prefix scan keeps its prefix length).
+    new.keep_restart_only(current);
+    let config = new.kernel(ephemeral)?;
     // Check every new allowlist entry fits before changing anything.
     if out.responder.policy.allowlist().len() + plan.allow.len()
         > scanner_common::names::ALLOW_CAPACITY as usize

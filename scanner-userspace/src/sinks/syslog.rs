@@ -14,7 +14,7 @@ use std::{
     net::{TcpStream, ToSocketAddrs, UdpSocket},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
@@ -31,6 +31,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a TCP connect or send may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping daemon waits for the queue to be sent.
+const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// How messages reach the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,9 @@ impl Collector {
 pub(crate) struct SyslogStats {
     pub(crate) sent: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// The daemon is stopping: what is queued goes out on the link there
+    /// is, or is dropped; no new connection is tried.
+    stopping: AtomicBool,
 }
 
 /// The syslog output: formats each event, queues it for the sender.
@@ -96,6 +101,8 @@ pub(crate) struct Syslog {
     stats: Arc<SyslogStats>,
     /// The queue was full at the last event (logged once per streak).
     full: bool,
+    /// Says when the sender has finished.
+    done: Option<Receiver<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,21 +110,28 @@ impl Syslog {
     /// Starts the sender for `collector`, with room for `queue` messages.
     pub(crate) fn start(collector: Collector, queue: usize) -> Self {
         let (tx, rx) = sync_channel(queue.max(1));
+        let (done_tx, done) = std::sync::mpsc::channel();
         let stats = Arc::new(SyslogStats::default());
         let thread_stats = stats.clone();
         let target = collector.clone();
         let thread = std::thread::Builder::new()
             .name("syslog".into())
-            .spawn(move || send_all(&target, &rx, &thread_stats))
+            .spawn(move || {
+                send_all(&target, &rx, &thread_stats);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| tracing::error!("cannot start the syslog sender, events to the collector are dropped (counted): {e}"))
             .ok();
+        let tx = thread.is_some().then_some(tx);
         tracing::info!(collector = %collector.address, transport = ?collector.transport, "events go to the syslog collector");
         Self {
             collector,
             host: hostname(),
             pid: std::process::id(),
-            tx: Some(tx),
+            tx,
             stats,
             full: false,
+            done: Some(done),
             thread,
         }
     }
@@ -130,9 +144,18 @@ impl Syslog {
 impl Drop for Syslog {
     fn drop(&mut self) {
         // Closing the queue ends the thread once it has sent (or dropped)
-        // what is queued.
+        // what is queued, on the link it has: it tries no new connection.
+        // A collector that reads too slowly is not waited for past
+        // STOP_WAIT: the thread is left to end with the process.
+        self.stats.stopping.store(true, Ordering::Relaxed);
         self.tx = None;
-        if let Some(t) = self.thread.take() {
+        let finished = self
+            .done
+            .take()
+            .is_some_and(|done| done.recv_timeout(STOP_WAIT).is_ok());
+        if let Some(t) = self.thread.take()
+            && finished
+        {
             let _ = t.join();
         }
     }
@@ -159,6 +182,8 @@ impl Output for Syslog {
             json,
         );
         let Some(tx) = &self.tx else {
+            // No sender (it could not start): counted, said at start.
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
         match tx.try_send(line) {
@@ -266,7 +291,8 @@ fn send_all(c: &Collector, rx: &Receiver<Vec<u8>>, stats: &SyslogStats) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if link.is_none() && Instant::now() >= retry_at {
+        let stopping = stats.stopping.load(Ordering::Relaxed);
+        if link.is_none() && !stopping && Instant::now() >= retry_at {
             match Link::open(c) {
                 Ok(l) => link = Some(l),
                 Err(e) => {
@@ -294,6 +320,11 @@ fn send_all(c: &Collector, rx: &Receiver<Vec<u8>>, stats: &SyslogStats) {
             }
             Err(e) => {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
+                // A datagram that could not go (ENOBUFS) loses only itself:
+                // UDP has no connection to open again.
+                if matches!(link, Some(Link::Udp(..))) {
+                    continue;
+                }
                 if link.take().is_some() {
                     if !failing {
                         tracing::warn!(collector = %c.address, "sending to the syslog collector failed, reconnecting: {e}");
