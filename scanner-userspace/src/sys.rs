@@ -1,7 +1,8 @@
 //! Every raw system call the daemon makes itself, in one place (aya keeps
 //! its own in `aya/src/sys/`): the bpf(2) commands aya 0.14 does not wrap,
 //! named rather than numbered; the shared mmap of a `BPF_F_MMAPABLE` map;
-//! and a netlink socket with its send and receive. Callers build and read
+//! a netlink socket with its send and receive; and the host's name as the
+//! kernel has it. Callers build and read
 //! the attributes and messages; nothing here knows what they mean.
 
 use std::{
@@ -137,6 +138,13 @@ pub(crate) fn recv(fd: &OwnedFd, most: usize) -> io::Result<Vec<u8>> {
     let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
     buf.truncate(got);
     Ok(buf)
+}
+
+/// This host's name, as the kernel has it; empty when it cannot be read.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -222,9 +222,7 @@ fn message(priority: u8, ts: &str, host: &str, pid: u32, name: &str, json: &str)
 /// This host's name, as RFC 5424 wants it (printable, no spaces); `-`
 /// when unknown.
 fn hostname() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = name
-        .trim()
+    let name: String = crate::sys::hostname()
         .chars()
         .filter(|c| c.is_ascii_graphic())
         .take(255)

@@ -123,7 +123,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     totals.probes = port_hours.iter().map(|p| p.probes).sum();
     let exposed = exposed_rows(store, &totals_by_port)?;
     Ok(Report {
-        host: hostname(),
+        host: crate::sys::hostname(),
         generated: ts_of(now_ms),
         since: ts_of(since_ms),
         totals,
@@ -339,12 +339,6 @@ fn exposed_rows(
             })
         })
         .collect())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
