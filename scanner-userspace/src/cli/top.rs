@@ -182,13 +182,14 @@ fn seconds_left(at: Option<&str>) -> String {
 
 /// One line per event: time, what, who.
 fn event_line(e: &Reported) -> String {
-    let (ts, who, kind) = match e {
-        Reported::Scan(e) => (&e.ts, e.source.as_str(), Some(e.kind)),
-        Reported::Policy(e) => (&e.ts, e.source.as_str(), None),
-        Reported::Interface(e) => (&e.ts, e.iface.as_str(), None),
-        Reported::Daemon(e) => (&e.ts, e.detail.as_str(), None),
-        Reported::Port(e) => (&e.ts, "", None),
+    let (who, kind) = match e {
+        Reported::Scan(e) => (e.source.as_str(), Some(e.kind)),
+        Reported::Policy(e) => (e.source.as_str(), None),
+        Reported::Interface(e) => (e.iface.as_str(), None),
+        Reported::Daemon(e) => (e.detail.as_str(), None),
+        Reported::Port(_) => ("", None),
     };
+    let ts = e.ts();
     let time = ts.get(11..19).unwrap_or(ts);
     let kind = kind.map(|k| format!(" {k}")).unwrap_or_default();
     format!("{time} {} {who}{kind}", e.name())
@@ -256,7 +257,7 @@ fn summary(s: &Snapshot) -> String {
     let uptime = humantime::format_duration(std::time::Duration::from_secs(t)).to_string();
     // Active scans: detected and not yet ended (the rows also list ended
     // and blocked ones, by state).
-    let summary = format!(
+    format!(
         "{:.0} pkt/s seen  {:.0} pkt/s dropped  |  sources {}  scans active {}  blocks {}  |  {}  up {uptime}",
         s.rates.0,
         s.rates.1,
@@ -264,8 +265,7 @@ fn summary(s: &Snapshot) -> String {
         s.status.active_detections,
         s.status.blocks,
         interfaces(&s.status),
-    );
-    summary
+    )
 }
 
 /// The sources, worst first.
@@ -339,20 +339,17 @@ fn ports_table(s: &Snapshot) -> Table<'static> {
 
 /// The latest events, newest first.
 fn event_lines(s: &Snapshot) -> Vec<Line<'static>> {
-    let lines: Vec<Line> = s
-        .events
+    s.events
         .iter()
         .rev()
         .take(8)
         .map(|e| Line::from(event_line(e)))
-        .collect();
-    lines
+        .collect()
 }
 
 /// The blocks in force and how long each has left.
 fn block_lines(s: &Snapshot) -> Vec<Line<'static>> {
-    let blocked: Vec<Line> = s
-        .sources
+    s.sources
         .iter()
         .filter(|e| e.state == ListState::Blocked)
         .take(8)
@@ -363,8 +360,7 @@ fn block_lines(s: &Snapshot) -> Vec<Line<'static>> {
                 seconds_left(e.block_expires.as_deref())
             ))
         })
-        .collect();
-    blocked
+        .collect()
 }
 
 #[cfg(test)]

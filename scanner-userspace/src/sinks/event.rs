@@ -237,6 +237,17 @@ impl Event {
             Self::Port(e) => e.event.as_str(),
         }
     }
+
+    /// The `ts` field: when the event was made.
+    pub(crate) fn ts(&self) -> &str {
+        match self {
+            Self::Scan(e) => &e.ts,
+            Self::Interface(e) => &e.ts,
+            Self::Policy(e) => &e.ts,
+            Self::Daemon(e) => &e.ts,
+            Self::Port(e) => &e.ts,
+        }
+    }
 }
 
 impl DaemonEvent {

@@ -175,7 +175,7 @@ impl Output for Syslog {
         let (priority, _, _) = entry(event);
         let line = message(
             priority,
-            event_ts(event),
+            event.ts(),
             &self.host,
             self.pid,
             event.name(),
@@ -197,17 +197,6 @@ impl Output for Syslog {
             }
         }
         Ok(())
-    }
-}
-
-/// The event's own time.
-fn event_ts(event: &Event) -> &str {
-    match event {
-        Event::Scan(e) => &e.ts,
-        Event::Interface(e) => &e.ts,
-        Event::Policy(e) => &e.ts,
-        Event::Daemon(e) => &e.ts,
-        Event::Port(e) => &e.ts,
     }
 }
 
