@@ -7,6 +7,7 @@ mod enforced;
 pub(crate) mod history;
 pub(crate) mod interfaces;
 mod operator;
+pub(crate) mod probes;
 pub(crate) mod requests;
 pub(crate) mod respond;
 mod responder;
@@ -71,6 +72,8 @@ struct FullScans {
     every: Duration,
     /// The ring buffer's dropped records then.
     events_dropped: u64,
+    /// CLOCK_MONOTONIC when the last one began.
+    last_ns: u64,
 }
 
 /// A running daemon: its settings and its parts, each owning its state.

@@ -51,6 +51,8 @@ pub(crate) struct Output {
     pub fleet: Option<crate::fleet::Fleet>,
     /// The syslog sender's counts, when `[signals] syslog` is set.
     pub signals: Option<std::sync::Arc<crate::sinks::syslog::SyslogStats>>,
+    /// The probe signals, when `[signals]` sends them.
+    pub probes: Option<crate::daemon::probes::ProbeWatch>,
     /// The ports of the scans ending in this poll (see `probed_ports`).
     pub probed: HashMap<EntryId, Probed>,
 }

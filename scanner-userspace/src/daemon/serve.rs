@@ -114,7 +114,28 @@ impl Daemon {
             .is_none_or(|t: Instant| t.elapsed() >= scans.every)
             || dropped != scans.events_dropped;
         let entries = if full {
-            let snapshot = self.kernel.maps.decided();
+            // The undecided admitted sources that probed since the last
+            // full scan, for the probe signals' later ports.
+            let since = scans.last_ns;
+            let mut undecided = Vec::new();
+            let snapshot = if self.out.probes.is_some() {
+                self.kernel.maps.decided_seeing(|key, stats| {
+                    if stats.decided_ns == 0 && stats.ports > 1 && stats.last_probe_ns > since {
+                        undecided.push((*key, *stats));
+                    }
+                })
+            } else {
+                self.kernel.maps.decided()
+            };
+            scans.last_ns = began_ns;
+            if let Some(probes) = &mut self.out.probes {
+                probes.admitted(
+                    &self.kernel.maps,
+                    &undecided,
+                    &self.out.names,
+                    &self.out.metrics,
+                );
+            }
             let took = began.elapsed();
             self.out.metrics.full_scan_took(took);
             // At most 1% of a core on full scans: a small map is read every
@@ -126,6 +147,9 @@ impl Daemon {
         } else {
             self.kernel.maps.decided_among(&self.detector.ids())
         };
+        if let Some(probes) = &mut self.out.probes {
+            probes.walk(&self.kernel.maps, &self.out.names, &self.out.metrics);
+        }
         let findings = self.detector.poll(monotonic_ns(), &entries);
         self.out.metrics.poll_took(began.elapsed());
         self.report(&findings)?;
@@ -211,6 +235,9 @@ impl Daemon {
         self.out
             .respond_with(|r| r.spare_protected(maps, &protected))?;
         self.ports.last_hour.refresh(&self.kernel.maps, &self.out);
+        if let Some(probes) = &mut self.out.probes {
+            probes.refresh_addresses();
+        }
         Ok(())
     }
 

@@ -206,7 +206,7 @@ impl Maps {
         &self,
         keep: impl Fn(&SourceStats) -> bool,
     ) -> Vec<(SourceKey, SourceStats)> {
-        self.scope_entries(scope::SOURCE, keep, |_| {}).1
+        self.scope_entries(scope::SOURCE, keep, |_, _| {}).1
     }
 
     /// Both maps streamed through once, in batches, and the first probes
@@ -215,6 +215,12 @@ impl Maps {
     /// undecided sources are counted, not copied). Entries the kernel evicts
     /// while we read are skipped.
     pub fn decided(&self) -> Snapshot {
+        self.decided_seeing(|_, _| {})
+    }
+
+    /// [`Self::decided`], handing every admitted source on the way to
+    /// `source` (the probe signals read the undecided ones' later ports).
+    pub fn decided_seeing(&self, mut source: impl FnMut(&SourceKey, &SourceStats)) -> Snapshot {
         let mut entries = Vec::new();
         let mut sources = 0;
         // The slots admitted sources hash to: displaced marks elsewhere are
@@ -222,7 +228,10 @@ impl Maps {
         let config = self.config.get(&0, 0).ok();
         let mut owned = vec![0u64; self.first.slots().div_ceil(64)];
         for scope in [scope::SOURCE, scope::PREFIX] {
-            let mark = |key: &SourceKey| {
+            let mark = |key: &SourceKey, stats: &SourceStats| {
+                if scope == scope::SOURCE {
+                    source(key, stats);
+                }
                 if let (scope::SOURCE, Some(c)) = (scope, config) {
                     let slot =
                         scanner_common::first::slot_of(key, c.hash_seed, c.first_probe_slots);
@@ -265,7 +274,7 @@ impl Maps {
         &self,
         scope: u8,
         keep: impl Fn(&SourceStats) -> bool,
-        mut seen: impl FnMut(&SourceKey),
+        mut seen: impl FnMut(&SourceKey, &SourceStats),
     ) -> (usize, Vec<(SourceKey, SourceStats)>) {
         let fd = if scope == scope::PREFIX {
             &self.fds.prefixes
@@ -280,7 +289,7 @@ impl Maps {
             batch::CHUNK,
             |keys: &[SourceKey], values: &[SourceStats]| {
                 count += keys.len();
-                keys.iter().for_each(&mut seen);
+                keys.iter().zip(values).for_each(|(k, v)| seen(k, v));
                 kept.extend(
                     keys.iter()
                         .zip(values)
@@ -297,7 +306,7 @@ impl Maps {
                 let all: Vec<(SourceKey, SourceStats)> =
                     self.table(scope).iter().filter_map(Result::ok).collect();
                 let count = all.len();
-                all.iter().for_each(|(k, _)| seen(k));
+                all.iter().for_each(|(k, v)| seen(k, v));
                 (count, all.into_iter().filter(|(_, s)| keep(s)).collect())
             }
         }
@@ -307,6 +316,17 @@ impl Maps {
     pub fn waiting(&self) -> usize {
         self.first
             .live(monotonic_ns(), idle_of(self.config.get(&0, 0).ok()))
+    }
+
+    /// The first probes written after `after_ns`, up to `upto_ns`, to `f`
+    /// (see `FirstProbes::written`): one per source new in that time.
+    pub fn first_probes_written(
+        &self,
+        after_ns: u64,
+        upto_ns: u64,
+        f: impl FnMut(scanner_common::FirstProbe),
+    ) {
+        self.first.written(after_ns, upto_ns, f);
     }
 
     /// The first probe of `key` waiting in its slot (live or idle), if the

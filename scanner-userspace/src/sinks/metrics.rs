@@ -26,6 +26,13 @@ pub(crate) struct IfaceLabel {
     pub iface: String,
 }
 
+/// What became of a probe the signals read: `sent`, `client`, `repeat`,
+/// `limited`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
     pub kind: String,
@@ -91,6 +98,7 @@ pub(crate) struct Metrics {
     syslog_sent: Counter,
     syslog_dropped: Counter,
     syslog_last: (u64, u64),
+    probe_signals: Family<OutcomeLabel, Counter>,
     poll: Histogram,
     full_scan: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Kernel totals already added, per interface: the kernel counts from
@@ -125,6 +133,7 @@ impl Metrics {
             syslog_sent: Counter::default(),
             syslog_dropped: Counter::default(),
             syslog_last: (0, 0),
+            probe_signals: Family::default(),
             // 100 µs to ~3 s.
             poll: Histogram::new(exponential_buckets(1e-4, 2.0, 16)),
             full_scan: Gauge::default(),
@@ -272,6 +281,11 @@ impl Metrics {
             self.syslog_dropped.clone(),
         );
         r.register(
+            "probe_signals",
+            "Probes the signals read ([signals] probes), by outcome: sent (queued for the collector), client (a client's request to an open port), repeat (within the window), limited (over probe_rate)",
+            self.probe_signals.clone(),
+        );
+        r.register(
             "history_write_errors",
             "History records not written (database error, or the writer behind); detection goes on",
             self.history_errors.clone(),
@@ -392,6 +406,20 @@ impl Metrics {
         self.syslog_sent.inc_by(sent.saturating_sub(s));
         self.syslog_dropped.inc_by(dropped.saturating_sub(d));
         self.syslog_last = (sent, dropped);
+    }
+
+    /// A probe the signals read, and what became of it.
+    pub(crate) fn probe_signal(&self, offered: crate::sinks::probes::Offered) {
+        use crate::sinks::probes::Offered;
+        let outcome = match offered {
+            Offered::Send => "sent",
+            Offered::Client => "client",
+            Offered::Repeat => "repeat",
+            Offered::Limited => "limited",
+        };
+        self.probe_signals
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// The CrowdSec tasks restarted (a reload): their totals start at 0.

@@ -11,6 +11,7 @@ pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod notify;
 pub(crate) mod output;
+pub(crate) mod probes;
 pub(crate) mod record;
 pub(crate) mod reporter;
 pub(crate) mod stdout;

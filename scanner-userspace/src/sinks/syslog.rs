@@ -13,9 +13,9 @@ use std::{
     io::{self, Write as _},
     net::{TcpStream, ToSocketAddrs, UdpSocket},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
+        mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -87,20 +87,59 @@ impl Collector {
 pub(crate) struct SyslogStats {
     pub(crate) sent: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// The queue was full (or closed) at the last message: logged once per
+    /// streak.
+    full: AtomicBool,
     /// The daemon is stopping: what is queued goes out on the link there
     /// is, or is dropped; no new connection is tried.
     stopping: AtomicBool,
 }
 
+/// The way into the sender's queue, shared by the event output and the
+/// probe signals (`sinks::probes`). Cloned freely: the one sender end sits
+/// behind a lock, so the [`Syslog`] that owns the thread closes the queue
+/// for every clone when it is dropped.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    tx: Arc<Mutex<Option<SyncSender<Vec<u8>>>>>,
+    stats: Arc<SyslogStats>,
+    host: Arc<str>,
+    pid: u32,
+    collector: Arc<str>,
+}
+
+impl Queue {
+    /// Queues one message: `name` as MSGID, `json` as MSG, at `priority`
+    /// (a syslog severity) and `ts`. Never blocks: a full queue or a
+    /// closed one drops it, counted, with a log line per streak. Whether
+    /// it was queued.
+    pub(crate) fn send(&self, priority: u8, ts: &str, name: &str, json: &str) -> bool {
+        let line = message(priority, ts, &self.host, self.pid, name, json);
+        let sent = match self.tx.lock() {
+            Ok(tx) => tx.as_ref().is_some_and(|tx| tx.try_send(line).is_ok()),
+            Err(_) => false,
+        };
+        if sent {
+            self.stats.full.store(false, Ordering::Relaxed);
+        } else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.stats.full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(collector = %self.collector, "syslog queue full or closed: messages dropped (counted in scanner_syslog_dropped)");
+            }
+        }
+        sent
+    }
+
+    /// This host's name, as the messages carry it.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+}
+
 /// The syslog output: formats each event, queues it for the sender.
 pub(crate) struct Syslog {
     collector: Collector,
-    host: String,
-    pid: u32,
-    tx: Option<SyncSender<Vec<u8>>>,
-    stats: Arc<SyslogStats>,
-    /// The queue was full at the last event (logged once per streak).
-    full: bool,
+    queue: Queue,
     /// Says when the sender has finished.
     done: Option<Receiver<()>>,
     thread: Option<JoinHandle<()>>,
@@ -124,20 +163,28 @@ impl Syslog {
             .ok();
         let tx = thread.is_some().then_some(tx);
         tracing::info!(collector = %collector.address, transport = ?collector.transport, "events go to the syslog collector");
+        let queue = Queue {
+            tx: Arc::new(Mutex::new(tx)),
+            stats,
+            host: hostname().into(),
+            pid: std::process::id(),
+            collector: collector.address.as_str().into(),
+        };
         Self {
             collector,
-            host: hostname(),
-            pid: std::process::id(),
-            tx,
-            stats,
-            full: false,
+            queue,
             done: Some(done),
             thread,
         }
     }
 
     pub(crate) fn stats(&self) -> Arc<SyslogStats> {
-        self.stats.clone()
+        self.queue.stats.clone()
+    }
+
+    /// A way into the queue for other senders (the probe signals).
+    pub(crate) fn queue(&self) -> Queue {
+        self.queue.clone()
     }
 }
 
@@ -147,8 +194,10 @@ impl Drop for Syslog {
         // what is queued, on the link it has: it tries no new connection.
         // A collector that reads too slowly is not waited for past
         // STOP_WAIT: the thread is left to end with the process.
-        self.stats.stopping.store(true, Ordering::Relaxed);
-        self.tx = None;
+        self.queue.stats.stopping.store(true, Ordering::Relaxed);
+        if let Ok(mut tx) = self.queue.tx.lock() {
+            *tx = None;
+        }
         let finished = self
             .done
             .take()
@@ -173,29 +222,7 @@ impl Output for Syslog {
     /// Never fails: what cannot be sent is counted.
     fn write(&mut self, event: &Event, json: &str) -> io::Result<()> {
         let (priority, _, _) = entry(event);
-        let line = message(
-            priority,
-            event.ts(),
-            &self.host,
-            self.pid,
-            event.name(),
-            json,
-        );
-        let Some(tx) = &self.tx else {
-            // No sender (it could not start): counted, said at start.
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        };
-        match tx.try_send(line) {
-            Ok(()) => self.full = false,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if !self.full {
-                    tracing::warn!(collector = %self.collector.address, "syslog queue full: events dropped (counted in scanner_syslog_dropped)");
-                }
-                self.full = true;
-            }
-        }
+        self.queue.send(priority, event.ts(), event.name(), json);
         Ok(())
     }
 }

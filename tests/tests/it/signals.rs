@@ -150,3 +150,119 @@ fn a_tcp_collector_that_is_down_costs_counted_drops_and_gets_events_once_back() 
     sc.stop()?;
     Ok(())
 }
+
+/// Probe records from a UDP collector until `done` says every expected
+/// one is in, or the deadline.
+fn probe_records(
+    collector: &UdpSocket,
+    wait: Duration,
+    mut done: impl FnMut(&[Value]) -> bool,
+) -> anyhow::Result<Vec<Value>> {
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 65536];
+    let mut records = Vec::new();
+    while !done(&records) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "probe records missing; got {records:?}"
+        );
+        let n = match collector.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let (msgid, json) = parse(&String::from_utf8_lossy(&buf[..n]))?;
+        if msgid == "probe" {
+            assert_eq!(json["event"], "probe", "{json}");
+            records.push(json);
+        }
+    }
+    Ok(records)
+}
+
+fn has(records: &[Value], source: &str, port: u16) -> bool {
+    records
+        .iter()
+        .any(|r| r["source"] == source && r["port"] == port)
+}
+
+#[test]
+fn undecided_probes_reach_the_collector_once_each_and_clients_do_not() -> anyhow::Result<()> {
+    if !require_root("undecided_probes_reach_the_collector_once_each_and_clients_do_not") {
+        return Ok(());
+    }
+    let dir = TempDir::new("signals-probes")?;
+    let url = format!("udp://{}:5514", Lab::ATTACKER_V4);
+    let cfg = config(&dir, &url)?;
+    let mut sc = Scenario::start(&[22], &[], &["--config", &cfg])?;
+    let collector = sc
+        .lab
+        .attacker
+        .enter(|| UdpSocket::bind((Lab::ATTACKER_V4, 5514)))??;
+    collector.set_read_timeout(Some(Duration::from_secs(2)))?;
+    for a in ["198.18.0.5", "198.18.0.6", "198.18.0.7"] {
+        sc.lab.add_attacker_address(&format!("{a}/24"))?;
+    }
+    let server = |port: u16| std::net::SocketAddr::from(([198, 18, 0, 2], port));
+    let from = |last: u8| std::net::SocketAddr::from(([198, 18, 0, last], 0));
+    // A client of the open port 22 (the stack's SYN, a full handshake):
+    // no evidence. Then a connect() to the closed port 23, twice: one
+    // record. A raw SYN to port 80, and a source that probes two closed
+    // ports (admitted, undecided): a record for each port.
+    sc.lab.attacker.enter(|| -> anyhow::Result<()> {
+        anyhow::ensure!(scanner_tests::traffic::tcp_check(from(1), server(22))?);
+        for _ in 0..2 {
+            anyhow::ensure!(!scanner_tests::traffic::tcp_check(from(5), server(23))?);
+        }
+        Ok(())
+    })??;
+    sc.answered(Some("198.18.0.6"), "80")?;
+    sc.answered(Some("198.18.0.7"), "81,82")?;
+    let records = probe_records(&collector, Duration::from_secs(60), |r| {
+        has(r, "198.18.0.5", 23)
+            && has(r, "198.18.0.6", 80)
+            && has(r, "198.18.0.7", 81)
+            && has(r, "198.18.0.7", 82)
+    })?;
+    // A while more: nothing else comes (each key once, no client).
+    let mut quiet = Vec::new();
+    let end = Instant::now() + Duration::from_secs(6);
+    let _ = probe_records(&collector, Duration::from_secs(6), |r| {
+        quiet = r.to_vec();
+        Instant::now() >= end
+    });
+    let records: Vec<Value> = records.into_iter().chain(quiet).collect();
+    let connect = records
+        .iter()
+        .find(|r| r["source"] == "198.18.0.5")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(connect["destination"], Lab::SERVER_V4, "{connect}");
+    assert_eq!(connect["iface"], Lab::SERVER_IF, "{connect}");
+    assert_eq!(connect["proto"], "tcp", "{connect}");
+    assert_eq!(connect["port_state"], "closed", "{connect}");
+    assert_eq!(connect["kind"], "connect", "{connect}");
+    let raw = records
+        .iter()
+        .find(|r| r["source"] == "198.18.0.6")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(raw["kind"], "syn", "nmap's bare SYN: {raw}");
+    assert!(
+        !records.iter().any(|r| r["source"] == Lab::ATTACKER_V4),
+        "a client's connection is no evidence: {records:?}"
+    );
+    for (source, port) in [("198.18.0.5", 23), ("198.18.0.7", 81), ("198.18.0.7", 82)] {
+        let n = records
+            .iter()
+            .filter(|r| r["source"] == source && r["port"] == port)
+            .count();
+        assert_eq!(n, 1, "{source} port {port} once: {records:?}");
+    }
+    let events = sc.stop()?;
+    assert!(
+        !events.iter().any(|e| e["event"] == "scan_detected"),
+        "nothing here is a scan on its own: {events:?}"
+    );
+    Ok(())
+}

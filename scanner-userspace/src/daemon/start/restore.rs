@@ -15,6 +15,7 @@ use crate::{
     control,
     daemon::{
         Kernel,
+        probes::ProbeWatch,
         respond::Output,
         responder::Responder,
         start::claim::Claimed,
@@ -115,6 +116,7 @@ pub(super) async fn load_and_restore(
     let signals = &settings.file.signals;
     let syslog = signals.collector().map(|c| Syslog::start(c, signals.queue));
     let syslog_stats = syslog.as_ref().map(Syslog::stats);
+    let probes = ProbeWatch::new(signals, syslog.as_ref().map(Syslog::queue));
     let out = Output {
         reporter: Reporter::new(opened.writer)
             .with(journal)
@@ -122,6 +124,7 @@ pub(super) async fn load_and_restore(
             .with(syslog)
             .with(Some(Stdout::new(launch.events, std::io::stdout()))),
         signals: syslog_stats,
+        probes,
         names,
         metrics,
         responder: Responder::new(policy, protected),

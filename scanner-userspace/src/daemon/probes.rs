@@ -1,0 +1,183 @@
+//! The probe signals' reading side (see `sinks::probes`): at every poll the
+//! first probes written since the last one are read from FIRST_PROBES, and
+//! at every full scan the undecided admitted sources' later ports from
+//! their entries; what the filter lets through goes to the syslog queue.
+//! Nothing here runs per packet, and a walk costs one pass over the
+//! first-probe table's memory.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use scanner_common::{
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SAMPLE_OPEN_PORTS, SourceKey, SourceStats, scope,
+};
+
+use crate::{
+    config::signals::SignalsConfig,
+    detect::{EntryId, kind_of},
+    kernel::maps::{Maps, monotonic_ns},
+    sinks::{
+        metrics::Metrics,
+        probes::{Offered, Probe, ProbeSignals, SignalName, record},
+        syslog::Queue,
+    },
+};
+
+/// The syslog severity of a probe record: informational (6).
+const PRIORITY: u8 = 6;
+/// A slot whose write began just before a walk may land after the walk
+/// passed it: the walk reads up to this long before its start, the next
+/// one picks up the rest.
+const WRITE_SLACK_NS: u64 = 50_000_000;
+/// Admitted sources whose offered ports are remembered at most.
+const MAX_ADMITTED: usize = 100_000;
+
+/// An interface's addresses, one per family (the probed one, as far as the
+/// kernel's first probes tell).
+#[derive(Debug, Clone, Copy, Default)]
+struct Addresses {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+}
+
+/// Reads the kernel's probes and sends the signals.
+pub(crate) struct ProbeWatch {
+    signals: ProbeSignals,
+    queue: Queue,
+    /// FIRST_PROBES has been read up to this CLOCK_MONOTONIC time.
+    walked_ns: u64,
+    /// Admitted sources: (the life's first_seen_ns, sample ports offered).
+    admitted: HashMap<SourceKey, (u64, usize)>,
+    /// By interface name.
+    addresses: HashMap<String, Addresses>,
+}
+
+impl ProbeWatch {
+    /// The probe signals `config` asks for, into `queue`; None when off.
+    pub(crate) fn new(config: &SignalsConfig, queue: Option<Queue>) -> Option<Self> {
+        let queue = queue.filter(|_| config.probes)?;
+        let mut watch = Self {
+            signals: ProbeSignals::new(config.probe_rate, config.probe_burst, config.probe_window),
+            queue,
+            walked_ns: monotonic_ns(),
+            admitted: HashMap::new(),
+            addresses: HashMap::new(),
+        };
+        watch.refresh_addresses();
+        Some(watch)
+    }
+
+    /// The interfaces' addresses read again (at each open-ports refresh).
+    pub(crate) fn refresh_addresses(&mut self) {
+        let Ok(all) = nix::ifaddrs::getifaddrs() else {
+            return;
+        };
+        let mut addresses: HashMap<String, Addresses> = HashMap::new();
+        for a in all {
+            let Some(addr) = a.address else { continue };
+            let entry = addresses.entry(a.interface_name).or_default();
+            if let Some(v4) = addr.as_sockaddr_in() {
+                entry.v4.get_or_insert(v4.ip());
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                // A link-local address is nobody's target from outside.
+                let ip = v6.ip();
+                if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                    entry.v6.get_or_insert(ip);
+                }
+            }
+        }
+        self.addresses = addresses;
+    }
+
+    /// The first probes written since the last walk, offered and sent.
+    pub(crate) fn walk(&mut self, maps: &Maps, names: &HashMap<u32, String>, metrics: &Metrics) {
+        let now = monotonic_ns();
+        let upto = now.saturating_sub(WRITE_SLACK_NS);
+        if upto <= self.walked_ns {
+            return;
+        }
+        let mut probes = Vec::new();
+        maps.first_probes_written(self.walked_ns, upto, |slot| {
+            probes.push(Probe::of_slot(&slot));
+        });
+        self.walked_ns = upto;
+        for p in &probes {
+            self.offer(p, names, metrics, now);
+        }
+    }
+
+    /// The later ports of the undecided admitted sources of a full scan
+    /// (`sources`): those not offered yet in the entry's life, from its
+    /// sample of ports, its protocol read back from PORTS. Sources gone
+    /// from the scan are forgotten.
+    pub(crate) fn admitted(
+        &mut self,
+        maps: &Maps,
+        sources: &[(SourceKey, SourceStats)],
+        names: &HashMap<u32, String>,
+        metrics: &Metrics,
+    ) {
+        let now = monotonic_ns();
+        let mut kept = HashMap::with_capacity(sources.len().min(MAX_ADMITTED));
+        for (key, stats) in sources {
+            let sampled = (stats.ports as usize).min(stats.sample_ports.len());
+            // The first port came from the first-probe table.
+            let offered = match self.admitted.get(key) {
+                Some(&(life, n)) if life == stats.first_seen_ns => n,
+                _ => 1,
+            };
+            let id = EntryId {
+                scope: scope::SOURCE,
+                key: *key,
+            };
+            let kind = kind_of(scope::SOURCE, stats);
+            let open = (stats.open_ports as usize).min(SAMPLE_OPEN_PORTS);
+            for &port in stats.sample_ports.get(offered..sampled).unwrap_or(&[]) {
+                let proto = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP]
+                    .into_iter()
+                    .find(|&proto| {
+                        maps.pair(id, proto, port)
+                            .is_some_and(|seen| seen.life_ns == stats.first_seen_ns)
+                    })
+                    .unwrap_or(IPPROTO_TCP);
+                let is_open = stats.open_sample[..open].contains(&port);
+                let p = Probe::later(
+                    *key,
+                    stats.last_probe_ns,
+                    stats.ifindex,
+                    (proto, port),
+                    is_open,
+                    kind,
+                );
+                self.offer(&p, names, metrics, now);
+            }
+            if kept.len() < MAX_ADMITTED {
+                kept.insert(*key, (stats.first_seen_ns, sampled.max(offered)));
+            }
+        }
+        self.admitted = kept;
+    }
+
+    /// One probe through the filter, and to the queue if it passes.
+    fn offer(&mut self, p: &Probe, names: &HashMap<u32, String>, metrics: &Metrics, now: u64) {
+        let iface = names.get(&p.ifindex).map_or("", String::as_str);
+        let addresses = self.addresses.get(iface).copied().unwrap_or_default();
+        let destination: Option<IpAddr> = if p.source.is_v4() {
+            addresses.v4.map(IpAddr::V4)
+        } else {
+            addresses.v6.map(IpAddr::V6)
+        };
+        let offered = self.signals.offer(p, destination, now);
+        metrics.probe_signal(offered);
+        if offered != Offered::Send {
+            return;
+        }
+        let r = record(p, self.queue.host(), iface, destination, now);
+        if let Ok(json) = serde_json::to_string(&r) {
+            self.queue
+                .send(PRIORITY, &r.ts, SignalName::Probe.as_str(), &json);
+        }
+    }
+}
