@@ -66,7 +66,7 @@ impl Lapi {
         )?;
         std::fs::write(
             dir.join("profiles.yaml"),
-            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\ndecisions:\n - type: ban\n   duration: 4h\non_success: break\n",
+            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() in [\"Ip\", \"Range\"]\ndecisions:\n - type: ban\n   duration: 4h\non_success: break\n",
         )?;
         let mut lapi = Self {
             dir,

@@ -5,6 +5,7 @@
 //! Test traffic stays between namespaces these fixtures create, on
 //! 198.18.0.0/15 and 2001:db8::/32 only.
 
+pub mod agent;
 pub mod capture;
 pub mod container;
 pub mod crowdsec;

@@ -26,6 +26,8 @@ const TEST: &[&str] = &[
     // for the unprivileged-user test.
     "hping3",
     "masscan",
+    // The fleet sweep tests: zmap (and masscan) across five servers.
+    "zmap",
     "bpftool",
     "curl",
     "util-linux",

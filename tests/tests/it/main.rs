@@ -8,6 +8,7 @@ mod benign_traffic;
 mod blocking;
 mod cli_errors;
 mod control;
+mod crowdsec_collection;
 mod decisions_kernel;
 mod decoys;
 mod displaced_kernel;

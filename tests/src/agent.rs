@@ -1,0 +1,211 @@
+//! A real CrowdSec agent (Debian's `crowdsec` with `-no-api`) that runs
+//! scanner's collection (packaging/crowdsec) against a [`Lapi`]: from a
+//! private configuration directory holding the collection's files copied
+//! in, as docs/fleet.md installs it, plus the two hub parsers it builds on
+//! (crowdsecurity/syslog-logs and dateparse-enrich, from Debian's copy of
+//! the hub). It either replays a file of syslog lines (`-dsn`) or listens
+//! on a syslog address in a namespace.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    crowdsec::Lapi,
+    netns::{Netns, run},
+};
+
+/// Debian's copy of the hub (the crowdsec package ships it).
+const HUB: &str = "/usr/share/crowdsec/hub";
+
+/// The collection in the source tree.
+pub fn collection_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/crowdsec")
+}
+
+/// An agent's configuration directory, and its process when it runs.
+pub struct Agent {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// A configuration for machine `name` of `lapi` (registered here), with
+    /// the collection installed; `acquis` is its acquisition file's text.
+    pub fn new(lapi: &Lapi, ns: &Netns, name: &str, acquis: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scanner-agent-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in [
+            "parsers/s00-raw",
+            "parsers/s01-parse",
+            "parsers/s02-enrich",
+            "scenarios",
+            "data",
+        ] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let password = format!("{name}-password");
+        lapi.add_machine(ns, name, &password)?;
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n\
+                 config_paths:\n  config_dir: {d}\n  data_dir: {d}/data\n  hub_dir: {HUB}\n  index_path: {HUB}/.index.json\n  simulation_path: {d}/simulation.yaml\n\
+                 crowdsec_service:\n  acquisition_path: {d}/acquis.yaml\n  parser_routines: 1\n\
+                 db_config:\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n\
+                 prometheus:\n  enabled: false\n\
+                 api:\n  client:\n    credentials_path: {d}/local_api_credentials.yaml\n"
+            ),
+        )?;
+        std::fs::write(
+            dir.join("local_api_credentials.yaml"),
+            format!("url: {}\nlogin: {name}\npassword: {password}\n", lapi.url()),
+        )?;
+        std::fs::write(dir.join("simulation.yaml"), "simulation: off\n")?;
+        std::fs::write(dir.join("acquis.yaml"), acquis)?;
+        run(std::process::Command::new("cp")
+            .arg("-r")
+            .arg("/etc/crowdsec/patterns")
+            .arg(&dir))?;
+        for (from, to) in [
+            (
+                "parsers/s00-raw/crowdsecurity/syslog-logs.yaml",
+                "parsers/s00-raw",
+            ),
+            (
+                "parsers/s02-enrich/crowdsecurity/dateparse-enrich.yaml",
+                "parsers/s02-enrich",
+            ),
+        ] {
+            std::fs::copy(
+                Path::new(HUB).join(from),
+                dir.join(to)
+                    .join(Path::new(from).file_name().unwrap_or_default()),
+            )
+            .with_context(|| format!("copying {from} from Debian's hub"))?;
+        }
+        let collection = collection_dir();
+        for sub in ["parsers/s01-parse", "scenarios"] {
+            for entry in std::fs::read_dir(collection.join(sub))? {
+                let path = entry?.path();
+                std::fs::copy(
+                    &path,
+                    dir.join(sub).join(path.file_name().unwrap_or_default()),
+                )?;
+            }
+        }
+        Ok(Self { dir, child: None })
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// Replays `lines` (syslog lines as a file holds them) through the
+    /// collection inside `ns`; the agent's output.
+    pub fn replay(&self, ns: &Netns, lines: &str) -> anyhow::Result<String> {
+        let file = self.dir.join("replay.log");
+        std::fs::write(&file, lines)?;
+        let out: Output = ns
+            .command("timeout")
+            .arg("120")
+            .arg("crowdsec")
+            .arg("-c")
+            .arg(self.config())
+            .arg("-dsn")
+            .arg(format!("file://{}", file.display()))
+            .args(["-type", "syslog", "-no-api"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running crowdsec (cargo xtask setup installs it)")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("the replay failed ({}): {text}", out.status);
+        }
+        Ok(text)
+    }
+
+    /// `cscli explain` of one line, with this agent's parsers.
+    pub fn explain(&self, ns: &Netns, line: &str) -> anyhow::Result<String> {
+        let out = run(ns
+            .command("cscli")
+            .arg("-c")
+            .arg(self.config())
+            .args(["explain", "--log", line, "--type", "syslog"]))?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+
+    /// Runs the agent on its acquisition inside `ns` until dropped; returns
+    /// once its log says it reads its sources.
+    pub fn start(&mut self, ns: &Netns) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join("agent.log"))?;
+        let child = ns
+            .command("crowdsec")
+            .arg("-c")
+            .arg(self.config())
+            .arg("-no-api")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the crowdsec agent")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the agent exited ({status}): {}", self.log());
+            }
+            if self.log().contains("Starting processing data") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the agent did not start within 60 s: {}", self.log())
+    }
+
+    /// The running agent's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Stops the running agent by its pid.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: a signal to the child this fixture spawned.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
