@@ -15,6 +15,7 @@ pub mod netns;
 pub mod packets;
 pub mod privilege;
 pub mod scenario;
+pub mod sweep;
 pub mod traffic;
 
 pub use daemon::Daemon;

@@ -378,3 +378,116 @@ mod tests {
         assert_eq!(answered_ports("# Nmap done\n"), 0);
     }
 }
+
+/// zmap (Debian's 2.1.1) from `ns` through `iface`, as `source`, to
+/// exactly `targets` on `port`: confined by its allowlist file (and an
+/// empty blocklist: its default one excludes the lab's 198.18.0.0/15),
+/// at most that many targets, a 100 kbit/s cap, 10 s of sending, all under
+/// a 30 s timeout. Every frame goes to `gateway_mac`. Returns the targets
+/// that answered with a SYN-ACK.
+pub fn zmap(
+    ns: &Netns,
+    iface: &str,
+    source: &str,
+    gateway_mac: &str,
+    targets: &[String],
+    port: u16,
+) -> anyhow::Result<Vec<String>> {
+    let dir =
+        std::env::temp_dir().join(format!("scanner-zmap-{}-{}", std::process::id(), ns.name()));
+    std::fs::create_dir_all(&dir)?;
+    let allow = dir.join("allowlist");
+    let block = dir.join("blocklist");
+    std::fs::write(
+        &allow,
+        targets
+            .iter()
+            .map(|t| format!("{t}/32\n"))
+            .collect::<String>(),
+    )?;
+    std::fs::write(&block, "")?;
+    let (port, count) = (port.to_string(), targets.len().to_string());
+    let (allow_s, block_s) = (
+        allow.to_string_lossy().into_owned(),
+        block.to_string_lossy().into_owned(),
+    );
+    let out = tool(
+        ns,
+        30,
+        "zmap",
+        &[
+            "-p",
+            &port,
+            "-i",
+            iface,
+            "-S",
+            source,
+            "-G",
+            gateway_mac,
+            "-w",
+            &allow_s,
+            "-b",
+            &block_s,
+            "-n",
+            &count,
+            "-B",
+            "100K",
+            "-t",
+            "10",
+            "-c",
+            "3",
+            "-T",
+            "1",
+            "-q",
+            "--disable-syslog",
+            "-o",
+            "-",
+        ],
+        &[],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// masscan from `ns` through `iface`, as `source`, to `targets` (a range
+/// such as 198.18.0.2-198.18.0.6) on `ports`, at `rate` packets a second,
+/// every frame to `router_mac`, under a 20 s timeout (it waits past its
+/// last probe rather than exit).
+pub fn masscan_sweep(
+    ns: &Netns,
+    iface: &str,
+    source: &str,
+    router_mac: &str,
+    targets: &str,
+    ports: &str,
+    rate: u32,
+) -> anyhow::Result<Output> {
+    let rate = rate.to_string();
+    tool(
+        ns,
+        20,
+        "masscan",
+        &[
+            targets,
+            "-p",
+            ports,
+            "--rate",
+            &rate,
+            "--router-mac",
+            router_mac,
+            "-e",
+            iface,
+            "--adapter-ip",
+            source,
+            "--wait",
+            "2",
+        ],
+        &[124],
+    )
+}

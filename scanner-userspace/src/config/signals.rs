@@ -18,6 +18,12 @@ pub(crate) struct SignalsConfig {
     /// The collector: `udp://HOST:PORT` or `tcp://HOST:PORT`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syslog: Option<String>,
+    /// The name this server gives in every message (the RFC 5424 HOSTNAME
+    /// and a probe record's `host`): the hostname when unset. The central
+    /// engine counts servers by it, so clones that share a hostname need
+    /// one each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Messages waiting to be sent at most; past it the newest are dropped
     /// and counted.
     pub queue: usize,
@@ -42,6 +48,7 @@ impl Default for SignalsConfig {
     fn default() -> Self {
         Self {
             syslog: None,
+            host: None,
             queue: 10_000,
             probes: true,
             // See docs/fleet.md, "Probe signals": a sweep needs one record
@@ -67,6 +74,14 @@ impl SignalsConfig {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(url) = &self.syslog {
             Collector::parse(url).map_err(|e| ("syslog", e))?;
+        }
+        if let Some(host) = &self.host
+            && (host.is_empty() || host.len() > 255 || !host.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err((
+                "host",
+                format!("{host:?}: 1 to 255 printable ASCII characters, no spaces"),
+            ));
         }
         if !(1..=MAX_QUEUE).contains(&self.queue) {
             return Err(("queue", format!("must be 1 to {MAX_QUEUE}")));
@@ -101,6 +116,7 @@ mod tests {
         );
         for (bad, key) in [
             ("queue = 0", "queue"),
+            ("host = \"web 1\"", "host"),
             ("probe_rate = 0", "probe_rate"),
             ("probe_burst = 1000000", "probe_burst"),
             ("probe_window = \"0s\"", "probe_window"),

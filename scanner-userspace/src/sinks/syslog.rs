@@ -146,8 +146,9 @@ pub(crate) struct Syslog {
 }
 
 impl Syslog {
-    /// Starts the sender for `collector`, with room for `queue` messages.
-    pub(crate) fn start(collector: Collector, queue: usize) -> Self {
+    /// Starts the sender for `collector`, with room for `queue` messages,
+    /// naming this server `host` (the hostname when None).
+    pub(crate) fn start(collector: Collector, queue: usize, host: Option<&str>) -> Self {
         let (tx, rx) = sync_channel(queue.max(1));
         let (done_tx, done) = std::sync::mpsc::channel();
         let stats = Arc::new(SyslogStats::default());
@@ -166,7 +167,7 @@ impl Syslog {
         let queue = Queue {
             tx: Arc::new(Mutex::new(tx)),
             stats,
-            host: hostname().into(),
+            host: host.map_or_else(hostname, str::to_owned).into(),
             pid: std::process::id(),
             collector: collector.address.as_str().into(),
         };

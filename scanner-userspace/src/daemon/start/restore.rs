@@ -114,7 +114,9 @@ pub(super) async fn load_and_restore(
     let opened = crate::daemon::history::open(settings, &counts);
     let (metrics, registry) = Metrics::new(capacity.sources);
     let signals = &settings.file.signals;
-    let syslog = signals.collector().map(|c| Syslog::start(c, signals.queue));
+    let syslog = signals
+        .collector()
+        .map(|c| Syslog::start(c, signals.queue, signals.host.as_deref()));
     let syslog_stats = syslog.as_ref().map(Syslog::stats);
     let probes = ProbeWatch::new(signals, syslog.as_ref().map(Syslog::queue));
     let out = Output {
