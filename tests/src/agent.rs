@@ -209,3 +209,98 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The file format CrowdSec's syslog parser reads, `prog[pid]: msg`: the
+/// traditional format writes an RFC 5424 message's tag without the colon
+/// (docs/fleet.md gives operators the same line). DNS is off: rsyslog
+/// resolves each new sender's address, which stalls a session for as long
+/// as the resolver takes to fail.
+const TEMPLATE: &str = "template(name=\"crowdsec\" type=\"string\" \
+    string=\"%TIMESTAMP% %HOSTNAME% %APP-NAME%[%PROCID%]:%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n\")";
+
+/// rsyslog as a central collector (`rsyslogd -n`, a private configuration,
+/// no system socket): TCP with octet counting on `listen`, every message
+/// written to one file in the traditional format, which an [`Agent`]'s
+/// `file` datasource reads. Stopped by its pid on drop.
+pub struct Rsyslog {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rsyslog {
+    /// Starts it inside `ns` on `addr:port`; returns once it listens.
+    pub fn start(ns: &Netns, addr: &str, port: u16) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("scanner-rsyslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let d = dir.display();
+        std::fs::write(
+            dir.join("rsyslog.conf"),
+            format!(
+                "global(workDirectory=\"{d}\" net.enableDNS=\"off\")\n\
+                 module(load=\"imtcp\")\n\
+                 input(type=\"imtcp\" address=\"{addr}\" port=\"{port}\" ruleset=\"scanner\")\n\
+                 {TEMPLATE}\n\
+                 ruleset(name=\"scanner\") {{\n  action(type=\"omfile\" file=\"{d}/scanner.log\" template=\"crowdsec\")\n}}\n"
+            ),
+        )?;
+        std::fs::write(dir.join("scanner.log"), "")?;
+        let log = std::fs::File::create(dir.join("rsyslogd.log"))?;
+        let child = ns
+            .command("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting rsyslogd (cargo xtask setup installs it)")?;
+        let mut me = Self {
+            dir,
+            child: Some(child),
+        };
+        let to: std::net::SocketAddr = format!("{addr}:{port}").parse()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = &mut me.child
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "rsyslogd exited ({status}): {}",
+                    std::fs::read_to_string(me.dir.join("rsyslogd.log")).unwrap_or_default()
+                );
+            }
+            if ns.enter(|| {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok()
+            })? {
+                return Ok(me);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The file it writes.
+    pub fn file(&self) -> PathBuf {
+        self.dir.join("scanner.log")
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: a signal to the child this fixture spawned.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -26,8 +26,10 @@ const TEST: &[&str] = &[
     // for the unprivileged-user test.
     "hping3",
     "masscan",
-    // The fleet sweep tests: zmap (and masscan) across five servers.
+    // The fleet sweep tests: zmap (and masscan) across five servers, and
+    // rsyslog as the collector that writes files for CrowdSec to read.
     "zmap",
+    "rsyslog",
     "bpftool",
     "curl",
     "util-linux",

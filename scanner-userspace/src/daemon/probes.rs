@@ -6,12 +6,12 @@
 //! first-probe table's memory.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use scanner_common::{
-    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SAMPLE_OPEN_PORTS, SourceKey, SourceStats, scope,
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SAMPLE_OPEN_PORTS, SourceKey, SourceStats, class, scope,
 };
 
 use crate::{
@@ -52,6 +52,8 @@ pub(crate) struct ProbeWatch {
     admitted: HashMap<SourceKey, (u64, usize)>,
     /// By interface name.
     addresses: HashMap<String, Addresses>,
+    /// The host's exposed (protocol, port)s, as of the last refresh.
+    open: BTreeSet<(u8, u16)>,
 }
 
 impl ProbeWatch {
@@ -64,13 +66,21 @@ impl ProbeWatch {
             walked_ns: monotonic_ns(),
             admitted: HashMap::new(),
             addresses: HashMap::new(),
+            open: BTreeSet::new(),
         };
         watch.refresh_addresses();
         Some(watch)
     }
 
-    /// The interfaces' addresses read again (at each open-ports refresh).
-    pub(crate) fn refresh_addresses(&mut self) {
+    /// The host's exposed ports (`open`) and its interfaces' addresses,
+    /// read again at each open-ports refresh.
+    pub(crate) fn refresh(&mut self, open: BTreeSet<(u8, u16)>) {
+        self.open = open;
+        self.refresh_addresses();
+    }
+
+    /// The interfaces' addresses read again.
+    fn refresh_addresses(&mut self) {
         let Ok(all) = nix::ifaddrs::getifaddrs() else {
             return;
         };
@@ -142,13 +152,15 @@ impl ProbeWatch {
                             .is_some_and(|seen| seen.life_ns == stats.first_seen_ns)
                     })
                     .unwrap_or(IPPROTO_TCP);
-                let is_open = stats.open_sample[..open].contains(&port);
+                let is_open =
+                    stats.open_sample[..open].contains(&port) || self.open.contains(&(proto, port));
+                let client = is_open && asks_like_a_client(stats, proto);
                 let p = Probe::later(
                     *key,
                     stats.last_probe_ns,
                     stats.ifindex,
                     (proto, port),
-                    is_open,
+                    (is_open, client),
                     kind,
                 );
                 self.offer(&p, names, metrics, now);
@@ -179,5 +191,37 @@ impl ProbeWatch {
             self.queue
                 .send(PRIORITY, &r.ts, SignalName::Probe.as_str(), &json);
         }
+    }
+}
+
+/// Whether an entry's traffic of `proto` includes a client's requests:
+/// SYNs from an OS stack for TCP, datagrams for UDP, INITs for SCTP (what
+/// earns benign credit in the kernel). A monitor's connections mix SYNs
+/// with ACKs and FINs, so the entry's dominant kind cannot tell.
+fn asks_like_a_client(stats: &SourceStats, proto: u8) -> bool {
+    match proto {
+        IPPROTO_TCP => stats.stack_syns > 0,
+        IPPROTO_UDP => stats.classes[class::UDP] > 0,
+        IPPROTO_SCTP => stats.classes[class::SCTP_INIT] > 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_told_by_its_requests_not_its_dominant_kind() {
+        let mut stats = SourceStats::new(0, 1);
+        stats.classes[class::ACK] = 10;
+        stats.classes[class::SYN] = 2;
+        assert!(!asks_like_a_client(&stats, IPPROTO_TCP), "raw SYNs only");
+        stats.stack_syns = 2;
+        assert!(asks_like_a_client(&stats, IPPROTO_TCP));
+        assert!(!asks_like_a_client(&stats, IPPROTO_UDP));
+        stats.classes[class::UDP] = 1;
+        assert!(asks_like_a_client(&stats, IPPROTO_UDP));
+        assert!(!asks_like_a_client(&stats, IPPROTO_SCTP));
     }
 }

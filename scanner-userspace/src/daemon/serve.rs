@@ -236,7 +236,7 @@ impl Daemon {
             .respond_with(|r| r.spare_protected(maps, &protected))?;
         self.ports.last_hour.refresh(&self.kernel.maps, &self.out);
         if let Some(probes) = &mut self.out.probes {
-            probes.refresh_addresses();
+            probes.refresh(crate::audit::listeners::open_ports(&listeners));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use scanner_common::{FirstProbe, SourceKey, class, classify, first};
+use scanner_common::{FirstProbe, SourceKey, class, first};
 use serde::Serialize;
 
 use crate::{
@@ -82,21 +82,17 @@ impl Probe {
     }
 
     /// A later port of an admitted source (from its entry's sample), seen
-    /// at `seen_ns`: its class is the entry's dominant one.
+    /// at `seen_ns`: its kind is the entry's dominant one, and whether it
+    /// is a client's (`client`) is the caller's reading of the entry, as
+    /// the dominant kind of a client's mixed traffic says nothing.
     pub(crate) fn later(
         source: SourceKey,
         seen_ns: u64,
         ifindex: u32,
         (proto, port): (u8, u16),
-        open: bool,
+        (open, client): (bool, bool),
         kind: ScanKind,
     ) -> Self {
-        let (class, stack) = match kind {
-            ScanKind::Connect => (class::SYN, true),
-            ScanKind::Udp => (class::UDP, false),
-            ScanKind::SctpInit => (class::SCTP_INIT, false),
-            _ => (class::SYN, false),
-        };
         Self {
             source,
             seen_ns,
@@ -105,7 +101,7 @@ impl Probe {
             port,
             open,
             kind,
-            credit: classify::earns_benign_credit(class, stack),
+            credit: client,
         }
     }
 

@@ -6,7 +6,8 @@
 //! does, and every server then drops the sweeper. A slow sweep is caught
 //! too; a monitoring host and a load balancer's health checks never are;
 //! with the collector down local detection goes on, and once it is back
-//! the signals flow again.
+//! the signals flow again. The same sweep also goes the rsyslog way: TCP
+//! to rsyslog on the central host, a file, CrowdSec's `file` datasource.
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -17,7 +18,7 @@ use std::{
 
 use scanner_tests::{
     Daemon, TempDir,
-    agent::Agent,
+    agent::{Agent, Rsyslog},
     crowdsec::{LAPI_PORT, Lapi, secret_file},
     require_root,
     scenario::RUN_ARGS,
@@ -31,15 +32,15 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Server `i`'s configuration: the bouncer (2 s pulls), and every event
-/// and probe record to the central agent over UDP, as `server-i`.
-fn config(dir: &Path, i: usize, key: &str) -> anyhow::Result<String> {
+/// and probe record to `collector`, as `server-i`.
+fn config(dir: &Path, i: usize, key: &str, collector: &str) -> anyhow::Result<String> {
     let key_file = secret_file(dir, &format!("server-{i}.key"), key)?;
     let path = dir.join(format!("server-{i}.toml"));
     std::fs::write(
         &path,
         format!(
             "[crowdsec]\nurl = \"http://{c}:{LAPI_PORT}/\"\nbouncer_key_file = \"{k}\"\npull_interval = \"2s\"\n\n\
-             [signals]\nsyslog = \"udp://{c}:5514\"\nhost = \"server-{i}\"\n",
+             [signals]\nsyslog = \"{collector}\"\nhost = \"server-{i}\"\n",
             c = SweepLab::CENTRAL_V4,
             k = key_file.display()
         ),
@@ -127,32 +128,77 @@ fn scenarios(lapi: &Lapi, lab: &SweepLab, source: &str) -> anyhow::Result<Vec<St
         .collect())
 }
 
+/// The lab with its Local API, the central agent running, and a daemon
+/// attached on every server.
+struct Fleet {
+    lab: SweepLab,
+    lapi: Lapi,
+    agent: Agent,
+    daemons: Vec<Daemon>,
+    _rsyslog: Option<Rsyslog>,
+    _dir: TempDir,
+}
+
+impl Fleet {
+    /// Signals over UDP straight to the agent's syslog datasource, or
+    /// (`rsyslog`) over TCP to rsyslog, which writes the file the agent
+    /// reads.
+    fn start(rsyslog: bool) -> anyhow::Result<Self> {
+        let lab = SweepLab::new()?;
+        let dir = TempDir::new("fleet-sweep")?;
+        let lapi = Lapi::start(&lab.central, SweepLab::CENTRAL_V4, LAPI_PORT)?;
+        let c = SweepLab::CENTRAL_V4;
+        let (relay, acquis, collector) = if rsyslog {
+            let relay = Rsyslog::start(&lab.central, c, 6514)?;
+            let acquis = format!(
+                "source: file\nfilenames:\n  - {}\nlabels:\n  type: syslog\n",
+                relay.file().display()
+            );
+            (Some(relay), acquis, format!("tcp://{c}:6514"))
+        } else {
+            let acquis = format!(
+                "source: syslog\nlisten_addr: {c}\nlisten_port: 5514\nlabels:\n  type: syslog\n"
+            );
+            (None, acquis, format!("udp://{c}:5514"))
+        };
+        let mut agent = Agent::new(&lapi, &lab.central, "central", &acquis)?;
+        agent.start(&lab.central)?;
+        let mut daemons = Vec::new();
+        for (i, ns) in lab.servers.iter().enumerate() {
+            let key = lapi.bouncer_key(&lab.central, &format!("server-{i}"))?;
+            let cfg = config(&dir.0, i, &key, &collector)?;
+            let mut args: Vec<&str> = RUN_ARGS.to_vec();
+            args.extend(["--config", &cfg, "--block"]);
+            let mut d = Daemon::start(ns, &args)?;
+            d.wait_attached(SweepLab::SERVER_IF)?;
+            daemons.push(d);
+        }
+        Ok(Self {
+            lab,
+            lapi,
+            agent,
+            daemons,
+            _rsyslog: relay,
+            _dir: dir,
+        })
+    }
+}
+
 #[test]
 fn sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere() -> anyhow::Result<()> {
     if !require_root("sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere") {
         return Ok(());
     }
-    let lab = SweepLab::new()?;
-    let dir = TempDir::new("fleet-sweep")?;
-    let lapi = Lapi::start(&lab.central, SweepLab::CENTRAL_V4, LAPI_PORT)?;
-    let acquis = format!(
-        "source: syslog\nlisten_addr: {}\nlisten_port: 5514\nlabels:\n  type: syslog\n",
-        SweepLab::CENTRAL_V4
-    );
-    let mut agent = Agent::new(&lapi, &lab.central, "central", &acquis)?;
-    agent.start(&lab.central)?;
+    let fleet = Fleet::start(false)?;
+    let Fleet {
+        lab,
+        lapi,
+        mut agent,
+        mut daemons,
+        ..
+    } = fleet;
     let stop = AtomicBool::new(false);
     let listeners = serve(&lab)?;
-    let mut daemons = Vec::new();
-    for (i, ns) in lab.servers.iter().enumerate() {
-        let key = lapi.bouncer_key(&lab.central, &format!("server-{i}"))?;
-        let cfg = config(&dir.0, i, &key)?;
-        let mut args: Vec<&str> = RUN_ARGS.to_vec();
-        args.extend(["--config", &cfg, "--block"]);
-        let mut d = Daemon::start(ns, &args)?;
-        d.wait_attached(SweepLab::SERVER_IF)?;
-        daemons.push(d);
-    }
     let targets: Vec<String> = (0..SweepLab::SERVERS).map(SweepLab::server_v4).collect();
     let mac = lab.gateway_mac()?;
     let range = format!("{}-{}", targets[0], targets[SweepLab::SERVERS - 1]);
@@ -315,5 +361,43 @@ fn sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere() -> 
             );
         }
     }
+    Ok(())
+}
+
+#[test]
+fn the_rsyslog_path_carries_a_sweep_to_crowdsec() -> anyhow::Result<()> {
+    if !require_root("the_rsyslog_path_carries_a_sweep_to_crowdsec") {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(true)?;
+    let targets: Vec<String> = (0..SweepLab::SERVERS).map(SweepLab::server_v4).collect();
+    let mac = fleet.lab.gateway_mac()?;
+    let zmapper = SweepLab::attacker_v4(1);
+    let began = SystemTime::now();
+    traffic::zmap(
+        &fleet.lab.attacker,
+        SweepLab::ATTACKER_IF,
+        &zmapper,
+        &mac,
+        &targets,
+        22,
+    )?;
+    let relay = fleet._rsyslog.as_ref().map(Rsyslog::file);
+    let took = all_block(&mut fleet.daemons, &zmapper, began).map_err(|e| {
+        let written = relay
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .unwrap_or_default();
+        e.context(format!(
+            "rsyslog wrote:\n{written}\nthe agent's log:\n{}",
+            fleet.agent.log()
+        ))
+    })?;
+    eprintln!("zmap sweep over rsyslog: first probe to every server dropping it: {took:?}");
+    assert!(
+        scenarios(&fleet.lapi, &fleet.lab, &zmapper)?
+            .contains(&"scanner/horizontal-scan".to_owned()),
+        "{}",
+        fleet.agent.log()
+    );
     Ok(())
 }
