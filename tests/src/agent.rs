@@ -31,6 +31,7 @@ pub fn collection_dir() -> PathBuf {
 pub struct Agent {
     dir: PathBuf,
     child: Option<Child>,
+    metrics_port: Option<u16>,
 }
 
 impl Agent {
@@ -99,7 +100,11 @@ impl Agent {
                 )?;
             }
         }
-        Ok(Self { dir, child: None })
+        Ok(Self {
+            dir,
+            child: None,
+            metrics_port: None,
+        })
     }
 
     fn config(&self) -> PathBuf {
@@ -178,6 +183,37 @@ impl Agent {
         bail!("the agent did not start within 60 s: {}", self.log())
     }
 
+    /// Serves the agent's Prometheus metrics on 127.0.0.1:`port` of the
+    /// namespace it runs in (call before [`Agent::start`]).
+    pub fn enable_metrics(&mut self, port: u16) -> anyhow::Result<()> {
+        let path = self.config();
+        let text = std::fs::read_to_string(&path)?;
+        let on = format!(
+            "prometheus:\n  enabled: true\n  level: full\n  listen_addr: 127.0.0.1\n  listen_port: {port}\n"
+        );
+        anyhow::ensure!(text.contains("prometheus:\n  enabled: false\n"), "{text}");
+        std::fs::write(&path, text.replace("prometheus:\n  enabled: false\n", &on))?;
+        self.metrics_port = Some(port);
+        Ok(())
+    }
+
+    /// The sum of the agent's samples of `metric` whose labels contain
+    /// `label` (`name="scanner/scanner-logs"`): 0 when there is none yet.
+    pub fn metric_sum(&self, ns: &Netns, metric: &str, label: &str) -> anyhow::Result<f64> {
+        let port = self.metrics_port.context("the agent's metrics are off")?;
+        let body = crate::traffic::http_exchange(
+            ns,
+            "127.0.0.1",
+            port,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum())
+    }
+
     /// The running agent's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
@@ -230,7 +266,9 @@ pub struct Rsyslog {
 impl Rsyslog {
     /// Starts it inside `ns` on `addr:port`; returns once it listens.
     pub fn start(ns: &Netns, addr: &str, port: u16) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("scanner-rsyslog-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("scanner-rsyslog-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();

@@ -10,6 +10,7 @@ pub mod capture;
 pub mod container;
 pub mod crowdsec;
 pub mod daemon;
+pub mod fleet;
 pub mod journald;
 pub mod netns;
 pub mod packets;

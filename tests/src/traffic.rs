@@ -332,6 +332,19 @@ pub fn spoofed_sources(seed: u64) -> impl Iterator<Item = [u8; 4]> {
     })
 }
 
+/// One HTTP/1.1 exchange from inside `ns`: `request` (the whole text) to
+/// `addr:port`, and the whole response, read until the server closes.
+pub fn http_exchange(ns: &Netns, addr: &str, port: u16, request: &str) -> anyhow::Result<String> {
+    ns.enter(|| -> anyhow::Result<String> {
+        let mut s = TcpStream::connect((addr, port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?
+}
+
 /// `GET /metrics` from a daemon's `--metrics-listen` on 127.0.0.1:`port`
 /// inside `ns`, checked to be OpenMetrics text and parsed into
 /// "name{labels}" -> value.
@@ -339,15 +352,13 @@ pub fn scrape_metrics(
     ns: &Netns,
     port: u16,
 ) -> anyhow::Result<std::collections::HashMap<String, f64>> {
-    let text = ns.enter(|| -> anyhow::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        // As Prometheus asks (without it, text format 0.0.4 is served).
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })??;
+    // As Prometheus asks (without it, text format 0.0.4 is served).
+    let text = http_exchange(
+        ns,
+        "127.0.0.1",
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
+    )?;
     let (head, body) = text.split_once("\r\n\r\n").context("no HTTP body")?;
     anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
     anyhow::ensure!(body.ends_with("# EOF\n"), "not OpenMetrics text: {body}");
@@ -363,20 +374,6 @@ pub fn scrape_metrics(
             Ok((name.to_owned(), value))
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::answered_ports;
-
-    #[test]
-    fn answered_ports_count_open_and_closed() {
-        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
-        assert_eq!(answered_ports(out), 2);
-        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
-        assert_eq!(answered_ports(out), 1000);
-        assert_eq!(answered_ports("# Nmap done\n"), 0);
-    }
 }
 
 /// zmap (Debian's 2.1.1) from `ns` through `iface`, as `source`, to
@@ -490,4 +487,18 @@ pub fn masscan_sweep(
         ],
         &[124],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_ports;
+
+    #[test]
+    fn answered_ports_count_open_and_closed() {
+        let out = "Host: 198.18.0.2 ()\tStatus: Up\nHost: 198.18.0.2 ()\tPorts: 1/closed/tcp//tcpmux///, 22/open/tcp//ssh///, 80/filtered/tcp//http///\tIgnored State: filtered (997)\n";
+        assert_eq!(answered_ports(out), 2);
+        let out = "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)\n";
+        assert_eq!(answered_ports(out), 1000);
+        assert_eq!(answered_ports("# Nmap done\n"), 0);
+    }
 }

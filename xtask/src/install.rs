@@ -54,6 +54,15 @@ fn generate(bin: &Path) -> anyhow::Result<PathBuf> {
 /// (source, destination relative to the root, mode, keep an existing file).
 type Item = (PathBuf, PathBuf, u32, bool);
 
+/// packaging/crowdsec's files (the .deb's assets list the same).
+const CROWDSEC: [(&str, &str); 5] = [
+    ("parsers/s01-parse", "scanner-logs.yaml"),
+    ("scenarios", "scanner-horizontal-scan.yaml"),
+    ("scenarios", "scanner-port-sweep.yaml"),
+    ("scenarios", "scanner-distributed-horizontal.yaml"),
+    ("collections", "scanner.yaml"),
+];
+
 fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> {
     let root = shell::workspace_root();
     let rel = |p: &Path| p.strip_prefix("/").unwrap_or(p).to_path_buf();
@@ -130,6 +139,16 @@ fn items(bin: &Path, assets: &Path, prefix: &Path) -> anyhow::Result<Vec<Item>> 
             false,
         ),
     ];
+    // The CrowdSec collection for the probe signals, in the hub's layout:
+    // copied into a CrowdSec config directory, it is installed.
+    for (dir, name) in CROWDSEC {
+        v.push((
+            root.join("packaging/crowdsec").join(dir).join(name),
+            share.join("scanner/crowdsec").join(dir).join(name),
+            0o644,
+            false,
+        ));
+    }
     for page in fs::read_dir(assets.join("man")).context("reading the man pages")? {
         let page = page?.path();
         let name = page.file_name().context("man page name")?.to_owned();
@@ -370,4 +389,35 @@ pub(crate) fn ensure_cargo_deb() -> anyhow::Result<()> {
         "--version",
         CARGO_DEB_VERSION,
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of packaging/crowdsec is installed, and only those.
+    #[test]
+    fn the_crowdsec_list_is_the_folder() {
+        let base = shell::workspace_root().join("packaging/crowdsec");
+        let mut found = Vec::new();
+        for dir in ["parsers/s01-parse", "scenarios", "collections"] {
+            for f in fs::read_dir(base.join(dir)).unwrap() {
+                let name = f.unwrap().file_name().into_string().unwrap();
+                found.push(format!("{dir}/{name}"));
+            }
+        }
+        let mut listed: Vec<String> = CROWDSEC.iter().map(|(d, n)| format!("{d}/{n}")).collect();
+        found.sort();
+        listed.sort();
+        assert_eq!(found, listed);
+        let top: Vec<String> = fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            top.iter()
+                .all(|d| ["parsers", "scenarios", "collections"].contains(&d.as_str())),
+            "{top:?}"
+        );
+    }
 }

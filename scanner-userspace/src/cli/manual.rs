@@ -263,9 +263,12 @@ mod tests {
         use crate::{
             detect::ScanKind,
             kernel::{load::AttachedMode, policy::Origin, protect::ProtectedBy},
-            sinks::event::{
-                Action, DaemonName, DecidedBy, InterfaceName, InterfaceReason, PolicyName,
-                PolicyReason, PortName, ScanName,
+            sinks::{
+                event::{
+                    Action, DaemonName, DecidedBy, InterfaceName, InterfaceReason, PolicyName,
+                    PolicyReason, PortName, ScanName,
+                },
+                probes::{PortState, SignalName},
             },
         };
         let names = ScanName::ALL
@@ -282,7 +285,9 @@ mod tests {
             .chain(ProtectedBy::ALL.iter().map(|n| n.as_str()))
             .chain(Origin::ALL.iter().map(|n| n.as_str()))
             .chain(InterfaceReason::ALL.iter().map(|n| n.as_str()))
-            .chain(AttachedMode::ALL.iter().map(|n| n.as_str()));
+            .chain(AttachedMode::ALL.iter().map(|n| n.as_str()))
+            .chain(PortState::ALL.iter().map(|n| n.as_str()))
+            .chain(SignalName::ALL.iter().map(|n| n.as_str()));
         for name in names {
             assert!(
                 EVENTS_DOC.contains(&format!("`{name}`")),
@@ -295,6 +300,24 @@ mod tests {
             for key in json.as_object().into_iter().flat_map(|o| o.keys()) {
                 assert!(rows.contains(key), "docs/events.md has no row for {key}");
             }
+        }
+        let rows: Vec<String> = doc_table("Probe records")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        let record = crate::sinks::probes::tests::full_record();
+        let json = serde_json::to_value(&record).unwrap_or_default();
+        let keys: Vec<&String> = json
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .collect();
+        assert!(keys.len() >= 10, "{json}");
+        for key in keys {
+            assert!(
+                rows.contains(key),
+                "docs/events.md's probe records have no row for {key}"
+            );
         }
     }
 

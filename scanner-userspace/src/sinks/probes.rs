@@ -286,8 +286,14 @@ pub(crate) fn record(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A record with every field set (for the docs' test).
+    pub(crate) fn full_record() -> ProbeRecord {
+        let p = probe(1, 22);
+        record(&p, "server-0", "eth0", Some([198, 18, 0, 2].into()), 5)
+    }
 
     fn probe(last: u8, port: u16) -> Probe {
         Probe {

@@ -7,6 +7,7 @@
 
 mod daemon_cost;
 mod detect_time;
+mod fleet;
 mod history_cost;
 mod learned;
 mod throughput;
@@ -328,6 +329,18 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{md}");
             return Ok(());
         }
+        Ok("fleet") => {
+            let (ns, _) = xdp_filter;
+            let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
+            drop(ns);
+            drop(ebpf);
+            let mut md = String::new();
+            let f = fleet::measure()?;
+            fleet::markdown(&mut md, &f)?;
+            fleet::targets(&mut md, &f)?;
+            eprintln!("{md}");
+            return Ok(());
+        }
         Ok("throughput") => {
             let (ns, _) = xdp_filter;
             let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
@@ -426,6 +439,8 @@ fn main() -> anyhow::Result<()> {
     detect_time::markdown(&mut md, &detect)?;
     let learned = learned::measure()?;
     learned::markdown(&mut md, &learned)?;
+    let fleet = fleet::measure()?;
+    fleet::markdown(&mut md, &fleet)?;
     // Targets (issue 11), from this run's figures.
     let (ack, ack_pass, ack_filter) = first[1];
     let (known, _, known_filter) = first[2];
@@ -506,6 +521,7 @@ fn main() -> anyhow::Result<()> {
             status(answered <= 5)
         )?;
     }
+    fleet::targets(&mut md, &fleet)?;
     writeln!(md)?;
     if let Some(ms) = detect_time::detect_median(&detect) {
         eprintln!("median time to detect: {ms:.1} ms");

@@ -11,42 +11,18 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime},
 };
 
 use scanner_tests::{
-    Daemon, TempDir,
-    agent::{Agent, Rsyslog},
-    crowdsec::{LAPI_PORT, Lapi, secret_file},
+    agent::Rsyslog,
+    crowdsec::Lapi,
+    fleet::{Fleet, WAIT, all_block},
     require_root,
-    scenario::RUN_ARGS,
     sweep::SweepLab,
     traffic,
 };
-use serde_json::Value;
-
-/// Every wait on the fleet: a daemon verifies three programs before it
-/// reaches the Local API, which on 2 busy cores has taken over 30 s.
-const WAIT: Duration = Duration::from_secs(90);
-
-/// Server `i`'s configuration: the bouncer (2 s pulls), and every event
-/// and probe record to `collector`, as `server-i`.
-fn config(dir: &Path, i: usize, key: &str, collector: &str) -> anyhow::Result<String> {
-    let key_file = secret_file(dir, &format!("server-{i}.key"), key)?;
-    let path = dir.join(format!("server-{i}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[crowdsec]\nurl = \"http://{c}:{LAPI_PORT}/\"\nbouncer_key_file = \"{k}\"\npull_interval = \"2s\"\n\n\
-             [signals]\nsyslog = \"{collector}\"\nhost = \"server-{i}\"\n",
-            c = SweepLab::CENTRAL_V4,
-            k = key_file.display()
-        ),
-    )?;
-    Ok(path.to_string_lossy().into_owned())
-}
 
 /// Listeners on ports 22 and 80 of every server (see [`accept_all`]).
 fn serve(lab: &SweepLab) -> anyhow::Result<Vec<TcpListener>> {
@@ -95,27 +71,6 @@ fn monitor(stop: &AtomicBool) -> anyhow::Result<u32> {
     Ok(rounds)
 }
 
-/// When an event was made.
-fn wall(e: &Value) -> anyhow::Result<SystemTime> {
-    Ok(humantime::parse_rfc3339(
-        e["ts"].as_str().unwrap_or_default(),
-    )?)
-}
-
-/// Waits until every server has blocked `source` on CrowdSec's word;
-/// returns the longest time from `since` to a server's block.
-fn all_block(daemons: &mut [Daemon], source: &str, since: SystemTime) -> anyhow::Result<Duration> {
-    let mut longest = Duration::ZERO;
-    for (i, d) in daemons.iter_mut().enumerate() {
-        let blocked = d
-            .wait_for_event(|e| e["event"] == "blocked" && e["source"] == source, WAIT)
-            .map_err(|e| e.context(format!("server-{i} never blocked {source}")))?;
-        assert_eq!(blocked["origin"], "crowdsec", "server-{i}: {blocked}");
-        longest = longest.max(wall(&blocked)?.duration_since(since).unwrap_or_default());
-    }
-    Ok(longest)
-}
-
 /// The scenarios CrowdSec decided about `source`.
 fn scenarios(lapi: &Lapi, lab: &SweepLab, source: &str) -> anyhow::Result<Vec<String>> {
     let alerts = lapi.alerts(&lab.central)?;
@@ -126,62 +81,6 @@ fn scenarios(lapi: &Lapi, lab: &SweepLab, source: &str) -> anyhow::Result<Vec<St
         .filter(|a| a["source"]["value"] == source)
         .filter_map(|a| a["scenario"].as_str().map(str::to_owned))
         .collect())
-}
-
-/// The lab with its Local API, the central agent running, and a daemon
-/// attached on every server.
-struct Fleet {
-    lab: SweepLab,
-    lapi: Lapi,
-    agent: Agent,
-    daemons: Vec<Daemon>,
-    _rsyslog: Option<Rsyslog>,
-    _dir: TempDir,
-}
-
-impl Fleet {
-    /// Signals over UDP straight to the agent's syslog datasource, or
-    /// (`rsyslog`) over TCP to rsyslog, which writes the file the agent
-    /// reads.
-    fn start(rsyslog: bool) -> anyhow::Result<Self> {
-        let lab = SweepLab::new()?;
-        let dir = TempDir::new("fleet-sweep")?;
-        let lapi = Lapi::start(&lab.central, SweepLab::CENTRAL_V4, LAPI_PORT)?;
-        let c = SweepLab::CENTRAL_V4;
-        let (relay, acquis, collector) = if rsyslog {
-            let relay = Rsyslog::start(&lab.central, c, 6514)?;
-            let acquis = format!(
-                "source: file\nfilenames:\n  - {}\nlabels:\n  type: syslog\n",
-                relay.file().display()
-            );
-            (Some(relay), acquis, format!("tcp://{c}:6514"))
-        } else {
-            let acquis = format!(
-                "source: syslog\nlisten_addr: {c}\nlisten_port: 5514\nlabels:\n  type: syslog\n"
-            );
-            (None, acquis, format!("udp://{c}:5514"))
-        };
-        let mut agent = Agent::new(&lapi, &lab.central, "central", &acquis)?;
-        agent.start(&lab.central)?;
-        let mut daemons = Vec::new();
-        for (i, ns) in lab.servers.iter().enumerate() {
-            let key = lapi.bouncer_key(&lab.central, &format!("server-{i}"))?;
-            let cfg = config(&dir.0, i, &key, &collector)?;
-            let mut args: Vec<&str> = RUN_ARGS.to_vec();
-            args.extend(["--config", &cfg, "--block"]);
-            let mut d = Daemon::start(ns, &args)?;
-            d.wait_attached(SweepLab::SERVER_IF)?;
-            daemons.push(d);
-        }
-        Ok(Self {
-            lab,
-            lapi,
-            agent,
-            daemons,
-            _rsyslog: relay,
-            _dir: dir,
-        })
-    }
 }
 
 #[test]
@@ -382,7 +281,7 @@ fn the_rsyslog_path_carries_a_sweep_to_crowdsec() -> anyhow::Result<()> {
         &targets,
         22,
     )?;
-    let relay = fleet._rsyslog.as_ref().map(Rsyslog::file);
+    let relay = fleet.rsyslog.as_ref().map(Rsyslog::file);
     let took = all_block(&mut fleet.daemons, &zmapper, began).map_err(|e| {
         let written = relay
             .and_then(|f| std::fs::read_to_string(f).ok())

@@ -142,6 +142,11 @@ fn install_and_package_lay_out_the_same_files() -> anyhow::Result<()> {
         "usr/share/man/man1/scanner-report.1",
         "usr/share/scanner/grafana-dashboard.json",
         "usr/share/scanner/prometheus-alerts.yml",
+        "usr/share/scanner/crowdsec/parsers/s01-parse/scanner-logs.yaml",
+        "usr/share/scanner/crowdsec/scenarios/scanner-horizontal-scan.yaml",
+        "usr/share/scanner/crowdsec/scenarios/scanner-port-sweep.yaml",
+        "usr/share/scanner/crowdsec/scenarios/scanner-distributed-horizontal.yaml",
+        "usr/share/scanner/crowdsec/collections/scanner.yaml",
     ];
     for f in files {
         assert!(stage.join(f).exists(), "{f} not installed");
