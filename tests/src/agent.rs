@@ -38,7 +38,13 @@ impl Agent {
     /// A configuration for machine `name` of `lapi` (registered here), with
     /// the collection installed; `acquis` is its acquisition file's text.
     pub fn new(lapi: &Lapi, ns: &Netns, name: &str, acquis: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("scanner-agent-{}-{name}", std::process::id()));
+        // The namespace's name too: tests running at once each name their
+        // agent "central".
+        let dir = std::env::temp_dir().join(format!(
+            "scanner-agent-{}-{}-{name}",
+            std::process::id(),
+            ns.name()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in [
             "parsers/s00-raw",

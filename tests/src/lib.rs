@@ -15,6 +15,7 @@ pub mod journald;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod proxy;
 pub mod scenario;
 pub mod sweep;
 pub mod traffic;
@@ -24,12 +25,16 @@ pub use netns::{Lab, Netns};
 pub use privilege::require_root;
 
 /// A scratch directory under the system's temp dir, unique to this process
-/// and `name`, removed on drop (also when a test fails).
+/// and this call, removed on drop (also when a test fails).
 pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
+    /// A fresh directory: tests that run at once with the same `name`
+    /// each get their own.
     pub fn new(name: &str) -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("scanner-{}-{name}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("scanner-{}-{n}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)?;
         Ok(Self(path))

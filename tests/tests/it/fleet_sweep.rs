@@ -23,6 +23,7 @@ use scanner_tests::{
     sweep::SweepLab,
     traffic,
 };
+use serde_json::Value;
 
 /// Listeners on ports 22 and 80 of every server (see [`accept_all`]).
 fn serve(lab: &SweepLab) -> anyhow::Result<Vec<TcpListener>> {
@@ -234,6 +235,24 @@ fn sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere() -> 
             .join()
             .map_err(|_| anyhow::anyhow!("the monitor panicked"))???;
         outcome.map(|()| rounds)
+    });
+    let monitored = monitored.map_err(|e| {
+        for (i, d) in daemons.iter_mut().enumerate() {
+            let _ = d.stop();
+            let about: Vec<String> = d
+                .events()
+                .iter()
+                .filter(|e| {
+                    e["source"] == SweepLab::MONITOR_V4 || e["source"] == SweepLab::BALANCER_V4
+                })
+                .map(Value::to_string)
+                .collect();
+            eprintln!(
+                "server-{i} about the clients: {about:?}\nlog: {}",
+                d.log_tail()
+            );
+        }
+        e
     })?;
     assert!(monitored >= 5, "the monitor ran {monitored} rounds");
     for who in [SweepLab::MONITOR_V4, SweepLab::BALANCER_V4] {
