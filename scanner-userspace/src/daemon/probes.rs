@@ -33,6 +33,9 @@ const PRIORITY: u8 = 6;
 const WRITE_SLACK_NS: u64 = 50_000_000;
 /// Admitted sources whose offered ports are remembered at most.
 const MAX_ADMITTED: usize = 100_000;
+/// Probes of closed ports waiting for the next listeners' read at most;
+/// past it they are judged at once.
+const MAX_PENDING: usize = 100_000;
 
 /// An interface's addresses, one per family (the probed one, as far as the
 /// kernel's first probes tell).
@@ -52,8 +55,49 @@ pub(crate) struct ProbeWatch {
     admitted: HashMap<SourceKey, (u64, usize)>,
     /// By interface name.
     addresses: HashMap<String, Addresses>,
-    /// The host's exposed (protocol, port)s, as of the last refresh.
+    /// The host's open ports, and the probes waiting for them.
+    ports: OpenPorts,
+}
+
+/// The host's exposed (protocol, port)s as its listeners were last read,
+/// and the probes of ports closed when they came that were made since:
+/// they wait for the next read, so that a service started meanwhile makes
+/// its first clients no evidence (the kernel learns of a new listener at
+/// the same read).
+#[derive(Debug, Default)]
+struct OpenPorts {
     open: BTreeSet<(u8, u16)>,
+    /// CLOCK_MONOTONIC of the read `open` comes from (0: none yet).
+    read_ns: u64,
+    pending: Vec<Probe>,
+}
+
+impl OpenPorts {
+    /// `p` judged by the listeners read since it came, ready to offer; or
+    /// None, kept until the next read.
+    fn judge(&mut self, p: Probe) -> Option<Probe> {
+        let p = if !p.open && self.open.contains(&(p.proto, p.port)) {
+            p.opened()
+        } else {
+            p
+        };
+        if !p.open && p.seen_ns >= self.read_ns && self.pending.len() < MAX_PENDING {
+            self.pending.push(p);
+            return None;
+        }
+        Some(p)
+    }
+
+    /// The listeners read again at `read_ns`: the probes that waited for
+    /// it, judged (those made after it wait on).
+    fn read(&mut self, open: BTreeSet<(u8, u16)>, read_ns: u64) -> Vec<Probe> {
+        self.open = open;
+        self.read_ns = read_ns;
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .filter_map(|p| self.judge(p))
+            .collect()
+    }
 }
 
 impl ProbeWatch {
@@ -66,17 +110,34 @@ impl ProbeWatch {
             walked_ns: monotonic_ns(),
             admitted: HashMap::new(),
             addresses: HashMap::new(),
-            open: BTreeSet::new(),
+            ports: OpenPorts::default(),
         };
         watch.refresh_addresses();
         Some(watch)
     }
 
-    /// The host's exposed ports (`open`) and its interfaces' addresses,
-    /// read again at each open-ports refresh.
-    pub(crate) fn refresh(&mut self, open: BTreeSet<(u8, u16)>) {
-        self.open = open;
+    /// The host's exposed ports (`open`, the listeners read at `read_ns`)
+    /// and its interfaces' addresses, read again at each open-ports
+    /// refresh; the probes that waited for this read are judged.
+    pub(crate) fn refresh(
+        &mut self,
+        open: BTreeSet<(u8, u16)>,
+        read_ns: u64,
+        names: &HashMap<u32, String>,
+        metrics: &Metrics,
+    ) {
         self.refresh_addresses();
+        let now = monotonic_ns();
+        for p in self.ports.read(open, read_ns) {
+            self.offer(&p, names, metrics, now);
+        }
+    }
+
+    /// A probe offered once the listeners read since it came judge it.
+    fn consider(&mut self, p: Probe, names: &HashMap<u32, String>, metrics: &Metrics, now: u64) {
+        if let Some(p) = self.ports.judge(p) {
+            self.offer(&p, names, metrics, now);
+        }
     }
 
     /// The interfaces' addresses read again.
@@ -113,8 +174,8 @@ impl ProbeWatch {
             probes.push(Probe::of_slot(&slot));
         });
         self.walked_ns = upto;
-        for p in &probes {
-            self.offer(p, names, metrics, now);
+        for p in probes {
+            self.consider(p, names, metrics, now);
         }
     }
 
@@ -152,18 +213,16 @@ impl ProbeWatch {
                             .is_some_and(|seen| seen.life_ns == stats.first_seen_ns)
                     })
                     .unwrap_or(IPPROTO_TCP);
-                let is_open =
-                    stats.open_sample[..open].contains(&port) || self.open.contains(&(proto, port));
-                let client = is_open && asks_like_a_client(stats, proto);
+                let is_open = stats.open_sample[..open].contains(&port);
                 let p = Probe::later(
                     *key,
                     stats.last_probe_ns,
                     stats.ifindex,
                     (proto, port),
-                    (is_open, client),
+                    (is_open, asks_like_a_client(stats, proto)),
                     kind,
                 );
-                self.offer(&p, names, metrics, now);
+                self.consider(p, names, metrics, now);
             }
             if kept.len() < MAX_ADMITTED {
                 kept.insert(*key, (stats.first_seen_ns, sampled.max(offered)));
@@ -210,6 +269,39 @@ fn asks_like_a_client(stats: &SourceStats, proto: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::ScanKind;
+
+    fn syn(port: u16, seen_ns: u64, open: bool, stack: bool) -> Probe {
+        Probe::later(
+            SourceKey::from_v4([198, 18, 0, 20]),
+            seen_ns,
+            1,
+            (IPPROTO_TCP, port),
+            (open, stack),
+            ScanKind::Syn,
+        )
+    }
+
+    #[test]
+    fn a_closed_port_waits_for_the_next_read_of_the_listeners() {
+        let mut ports = OpenPorts::default();
+        // Before any read: every closed port waits; an open one goes.
+        assert!(ports.judge(syn(22, 10, false, true)).is_none());
+        assert!(ports.judge(syn(23, 20, false, false)).is_none());
+        assert!(ports.judge(syn(80, 30, true, true)).is_some());
+        // Port 22 opened (a service started): its client's SYN is judged
+        // open, so no evidence; port 23 stays closed.
+        let ready = ports.read(BTreeSet::from([(IPPROTO_TCP, 22)]), 25);
+        assert_eq!(ready.len(), 2);
+        assert!(ready[0].open && ready[0].credit, "{:?}", ready[0]);
+        assert!(!ready[1].open);
+        // Made after the read: waits for the next one.
+        assert!(ports.judge(syn(23, 40, false, false)).is_none());
+        let ready = ports.read(BTreeSet::new(), 50);
+        assert_eq!(ready.len(), 1);
+        // Made before the last read, closed as of it: judged at once.
+        assert!(ports.judge(syn(24, 45, false, false)).is_some());
+    }
 
     #[test]
     fn a_client_is_told_by_its_requests_not_its_dominant_kind() {

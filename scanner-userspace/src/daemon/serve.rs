@@ -220,6 +220,7 @@ impl Daemon {
     /// The host's open ports into the kernel; now and then a snapshot of
     /// the probes per port, for "the last hour".
     fn refresh(&mut self) -> anyhow::Result<()> {
+        let read_ns = monotonic_ns();
         let listeners = refresh_open_ports(
             &mut self.kernel.port_bits,
             &self.settings.file.detection.ignore_ports,
@@ -236,7 +237,12 @@ impl Daemon {
             .respond_with(|r| r.spare_protected(maps, &protected))?;
         self.ports.last_hour.refresh(&self.kernel.maps, &self.out);
         if let Some(probes) = &mut self.out.probes {
-            probes.refresh(crate::audit::listeners::open_ports(&listeners));
+            probes.refresh(
+                crate::audit::listeners::open_ports(&listeners),
+                read_ns,
+                &self.out.names,
+                &self.out.metrics,
+            );
         }
         Ok(())
     }

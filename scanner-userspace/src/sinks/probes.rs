@@ -60,7 +60,8 @@ pub(crate) struct Probe {
     pub port: u16,
     pub open: bool,
     pub kind: ScanKind,
-    /// It earns benign credit (a client's request: see the module's docs).
+    /// A client's kind of request (an operating system's SYN, a UDP or
+    /// SCTP request): it earns benign credit where the port is open.
     pub credit: bool,
 }
 
@@ -69,6 +70,14 @@ impl Probe {
     pub(crate) fn of_slot(p: &FirstProbe) -> Self {
         let class = usize::from(p.traits & first::CLASS_MASK);
         let stack = p.traits & first::STACK_SYN != 0;
+        // The kernel's credit needs the port open when the probe came; a
+        // port opened since (a service just started) is judged again by
+        // the request's kind.
+        let asks = match class {
+            class::SYN => stack,
+            class::UDP | class::SCTP_INIT => true,
+            _ => false,
+        };
         Self {
             source: p.source,
             seen_ns: p.seen_ns,
@@ -77,14 +86,15 @@ impl Probe {
             port: p.port,
             open: p.traits & first::OPEN != 0,
             kind: kind_of_class(class, stack),
-            credit: p.traits & first::CREDIT != 0,
+            credit: p.traits & first::CREDIT != 0 || asks,
         }
     }
 
     /// A later port of an admitted source (from its entry's sample), seen
-    /// at `seen_ns`: its kind is the entry's dominant one, and whether it
-    /// is a client's (`client`) is the caller's reading of the entry, as
-    /// the dominant kind of a client's mixed traffic says nothing.
+    /// at `seen_ns`: its kind is the entry's dominant one, and whether the
+    /// entry makes a client's requests (`client`) is the caller's reading
+    /// of it, as the dominant kind of a client's mixed traffic says
+    /// nothing.
     pub(crate) fn later(
         source: SourceKey,
         seen_ns: u64,
@@ -103,6 +113,12 @@ impl Probe {
             kind,
             credit: client,
         }
+    }
+
+    /// The probe with its port open, as the host's listeners read since
+    /// it came say.
+    pub(crate) fn opened(self) -> Self {
+        Self { open: true, ..self }
     }
 
     /// A client's request to an open port: not evidence.
