@@ -236,7 +236,7 @@ fn sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere() -> 
             .map_err(|_| anyhow::anyhow!("the monitor panicked"))???;
         outcome.map(|()| rounds)
     });
-    let monitored = monitored.map_err(|e| {
+    let monitored = monitored.inspect_err(|_| {
         for (i, d) in daemons.iter_mut().enumerate() {
             let _ = d.stop();
             let about: Vec<String> = d
@@ -252,7 +252,6 @@ fn sweeps_no_server_decides_are_decided_by_crowdsec_and_dropped_everywhere() -> 
                 d.log_tail()
             );
         }
-        e
     })?;
     assert!(monitored >= 5, "the monitor ran {monitored} rounds");
     for who in [SweepLab::MONITOR_V4, SweepLab::BALANCER_V4] {
