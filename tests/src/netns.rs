@@ -109,6 +109,35 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Spawns a thread that enters this namespace, then runs `f`: sockets
+    /// it (and threads it spawns) opens live there. Fails, without running
+    /// `f`, when the namespace cannot be entered.
+    pub fn spawn_in(
+        &self,
+        f: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: a valid namespace fd; setns affects only this thread
+            // (and the threads it creates).
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            let error = (!entered).then(std::io::Error::last_os_error);
+            let _ = tx.send(error);
+            if entered {
+                f();
+            }
+        });
+        match rx.recv() {
+            Ok(None) => Ok(handle),
+            Ok(Some(e)) => Err(anyhow::Error::from(e).context(format!("entering {path}"))),
+            Err(_) => anyhow::bail!("the thread entering {path} died"),
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Pinned state of a daemon that watched this namespace.

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{duration, show_duration};
 
+/// Where alerts wait for the Local API by default.
+pub(crate) const DEFAULT_OUTBOX: &str = "/var/lib/scanner/outbox.db";
+
 /// Largest `push_queue`.
 pub(crate) const MAX_PUSH_QUEUE: usize = 1_000_000;
 
@@ -31,6 +34,9 @@ pub(crate) struct CrowdSecConfig {
     /// Alerts kept while the Local API cannot be reached; past it the
     /// newest are dropped and counted.
     pub push_queue: usize,
+    /// The file alerts wait in until the Local API accepts them, across
+    /// stops and crashes (a small SQLite file).
+    pub outbox: PathBuf,
     /// A PEM file of CA certificates for an https `url` (the system's CAs
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +52,7 @@ impl Default for CrowdSecConfig {
             password_file: None,
             pull_interval: Duration::from_secs(2),
             push_queue: 10_000,
+            outbox: PathBuf::from(DEFAULT_OUTBOX),
             ca_file: None,
         }
     }
@@ -76,6 +83,12 @@ impl CrowdSecConfig {
             return Err((
                 "machine_id",
                 "machine_id and password_file go together (pushing alerts needs both)".into(),
+            ));
+        }
+        if self.machine_id.is_some() && self.outbox.as_os_str().is_empty() {
+            return Err((
+                "outbox",
+                "must name a file (alerts wait there for the Local API)".into(),
             ));
         }
         if self.bouncer_key_file.is_none() && self.machine_id.is_none() {

@@ -42,7 +42,7 @@ pub(crate) async fn run(launch: Launch, to_journal: bool) -> anyhow::Result<()> 
     let mut signals = Signals::install()?;
     let mut daemon = start::start(launch, to_journal).await?;
     let failure = daemon.serve(&mut signals).await?;
-    daemon.shutdown(failure)
+    daemon.shutdown(failure).await
 }
 
 /// The signals the daemon handles.

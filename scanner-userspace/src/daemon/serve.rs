@@ -331,8 +331,12 @@ impl Daemon {
     async fn restart_fleet(&mut self, section: &crate::config::crowdsec::CrowdSecConfig) -> String {
         if let Some(old) = self.out.fleet.take() {
             let queued = old.queued();
-            if queued > 0 {
-                tracing::warn!(queued, "CrowdSec link restarted: queued alerts dropped");
+            if queued > 0 && old.outbox_path() != Some(section.outbox.as_path()) {
+                tracing::warn!(
+                    queued,
+                    outbox = %old.outbox_path().unwrap_or(std::path::Path::new("")).display(),
+                    "CrowdSec link restarted with another outbox: the alerts in the old one wait for a daemon that uses it"
+                );
             }
         }
         self.out.metrics.fleet_restarted();

@@ -15,10 +15,13 @@ use crate::{
     },
 };
 
+/// How long a stop waits for the Local API to take the alerts left.
+const FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Daemon {
     /// Detaches and exits: Ok after a stop signal, the reason as the error
     /// when the daemon stopped on its own.
-    pub(super) fn shutdown(mut self, failure: Option<anyhow::Error>) -> anyhow::Result<()> {
+    pub(super) async fn shutdown(mut self, failure: Option<anyhow::Error>) -> anyhow::Result<()> {
         notify::tell("STOPPING=1");
         // Nothing lost on the way out: a final poll, then close every open
         // scan. Whatever was decided before this read is ended here, and
@@ -58,6 +61,11 @@ impl Daemon {
                 pin_dir = %self.settings.launch.pin_dir.display(),
                 "blocks kept for the next start"
             );
+        }
+        // Alerts the Local API has not taken yet get a moment to go; the
+        // rest wait in the outbox for the next start.
+        if let Some(fleet) = self.out.fleet.take() {
+            fleet.stop(FLUSH_WITHIN).await;
         }
         for a in &self.kernel.attached {
             self.kernel.pins.release(&a.name);

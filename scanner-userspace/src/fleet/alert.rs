@@ -86,11 +86,26 @@ pub(crate) struct Decision {
     pub(crate) scenario: &'static str,
 }
 
+/// The event meta key of the id an alert carries from the outbox (see
+/// `fleet::outbox`): how a push whose answer was lost is found again.
+pub(crate) const ALERT_ID_KEY: &str = "scanner_alert_id";
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Alert {
+    /// The alert carrying `id` in its event's meta.
+    pub(crate) fn with_id(mut self, id: String) -> Self {
+        if let Some(e) = self.events.first_mut() {
+            e.meta.push(Meta {
+                key: ALERT_ID_KEY,
+                value: id,
+            });
+        }
+        self
+    }
+
     pub(crate) fn of(d: &Detection) -> Self {
         let host = d.source.prefix_len() == d.source.max_prefix_len();
         let (scenario, scope) = if host {

@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::fleet::{alert::Alert, decision::Stream};
+use crate::fleet::decision::Stream;
 
 /// The longest any one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,11 +165,12 @@ impl Lapi {
         self.json(request, what).await
     }
 
-    /// Pushes alerts; the Local API answers with their ids.
+    /// Pushes alerts (each as [`Alert`] serialises it); the Local API
+    /// answers with their ids.
     pub(crate) async fn push(
         &self,
         token: &str,
-        alerts: &[Alert],
+        alerts: &[&serde_json::Value],
     ) -> Result<Vec<String>, LapiError> {
         let what = "an alert push";
         let request = self
@@ -178,6 +179,25 @@ impl Lapi {
             .bearer_auth(token)
             .json(alerts);
         self.json(request, what).await
+    }
+
+    /// The alerts the Local API holds about one source (`scope` Ip or
+    /// Range, and its value), with their events: what a machine may read.
+    pub(crate) async fn alerts_about(
+        &self,
+        token: &str,
+        scope: &str,
+        value: &str,
+    ) -> Result<Vec<serde_json::Value>, LapiError> {
+        let what = "a look-up of alerts already pushed";
+        let request = self
+            .http
+            .get(format!("{}v1/alerts", self.base))
+            .bearer_auth(token)
+            .query(&[("scope", scope), ("value", value), ("limit", "1000")]);
+        // An empty answer is `null`.
+        let found: Option<Vec<serde_json::Value>> = self.json(request, what).await?;
+        Ok(found.unwrap_or_default())
     }
 
     async fn json<T: for<'de> Deserialize<'de>>(

@@ -5,31 +5,41 @@
 //! a ban decision when it blocked the source.
 //!
 //! Both run as tasks beside the main loop: a Local API that is down or slow
-//! never slows detection or local blocking. Pushes wait in a bounded queue
-//! (overflow counted), pulls retry with backoff, and decisions already
-//! enforced stay until their own expiry.
+//! never slows detection or local blocking. Alerts wait in a durable,
+//! bounded outbox (overflow counted) until the Local API accepts them, also
+//! across a stop, a crash or an upgrade; pulls retry with backoff, and
+//! decisions already enforced stay until their own expiry.
 
 pub(crate) mod alert;
 pub(crate) mod decision;
 pub(crate) mod lapi;
+pub(crate) mod outbox;
 mod tasks;
 
 use std::{
     os::unix::fs::PermissionsExt as _,
     path::Path,
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use thiserror::Error;
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinHandle,
+};
 
 use crate::{
     config::crowdsec::CrowdSecConfig,
-    fleet::{alert::Alert, decision::Stream, lapi::Lapi},
+    fleet::{
+        alert::Alert,
+        decision::Stream,
+        lapi::Lapi,
+        outbox::{Outbox, OutboxError, Waiting},
+    },
 };
 
 #[derive(Debug, Error)]
@@ -53,6 +63,8 @@ pub(crate) enum FleetError {
     Empty { what: &'static str, path: String },
     #[error(transparent)]
     Lapi(#[from] lapi::LapiError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 impl FleetError {
@@ -119,11 +131,48 @@ pub(crate) struct FleetStats {
     pub(crate) pull_errors: AtomicU64,
     pub(crate) push_errors: AtomicU64,
     pub(crate) pushed: AtomicU64,
-    /// Alerts dropped because the queue was full.
+    /// Alerts dropped: the outbox full or failing, a batch the Local API
+    /// refused for good, a damaged row.
     pub(crate) push_dropped: AtomicU64,
-    /// Alerts taken from the queue and not yet accepted (a batch being
-    /// sent, or waiting to be sent again after a failure).
-    pub(crate) in_flight: AtomicU64,
+}
+
+/// The alerts waiting for the Local API: the outbox, shared by the main
+/// loop (which adds) and the push task (which takes), on one thread.
+pub(crate) struct Queue {
+    outbox: Mutex<Outbox>,
+    /// Rung at each alert added, and at close.
+    wake: Notify,
+    closing: AtomicBool,
+}
+
+impl Queue {
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // Nothing panics while holding it; a poisoned lock still guards
+        // a consistent file (every change is one transaction).
+        self.outbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn oldest(&self, n: usize) -> Result<(Vec<Waiting>, usize), OutboxError> {
+        self.outbox().oldest(n)
+    }
+
+    fn attempting(&self, rows: &[i64]) -> Result<(), OutboxError> {
+        self.outbox().attempting(rows)
+    }
+
+    fn remove(&self, rows: &[i64]) -> Result<(), OutboxError> {
+        self.outbox().remove(rows)
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Asks the push task to send what is left and end.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
 }
 
 /// A pull of the decision stream, for the main loop to enforce.
@@ -139,14 +188,16 @@ pub(crate) struct Pulled {
 pub(crate) struct Fleet {
     config: CrowdSecConfig,
     pulled: Option<mpsc::Receiver<Pulled>>,
-    alerts: Option<mpsc::Sender<Alert>>,
+    alerts: Option<Arc<Queue>>,
+    /// The push task, stopped apart (see [`Fleet::stop`]).
+    pusher: Option<JoinHandle<()>>,
     stats: Arc<FleetStats>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.pusher) {
             t.abort();
         }
     }
@@ -183,6 +234,7 @@ impl Fleet {
             config: config.clone(),
             pulled: None,
             alerts: None,
+            pusher: None,
             stats: stats.clone(),
             tasks: Vec::new(),
         };
@@ -215,6 +267,14 @@ impl Fleet {
             tracing::info!(url = %lapi.url(), every = %humantime::format_duration(config.pull_interval), "pulling CrowdSec decisions");
         }
         if let Some((id, password)) = machine {
+            let outbox = Outbox::open(&config.outbox, config.push_queue)?;
+            if outbox.len() > 0 {
+                tracing::info!(
+                    alerts = outbox.len(),
+                    outbox = %config.outbox.display(),
+                    "alerts from before this start wait for the Local API"
+                );
+            }
             let login = match if check {
                 lapi.login(&id, &password).await.map(Some)
             } else {
@@ -230,13 +290,17 @@ impl Fleet {
                     None
                 }
             };
-            let (tx, rx) = mpsc::channel(config.push_queue);
-            fleet.alerts = Some(tx);
-            fleet.tasks.push(tokio::spawn(tasks::push(
+            let queue = Arc::new(Queue {
+                outbox: Mutex::new(outbox),
+                wake: Notify::new(),
+                closing: AtomicBool::new(false),
+            });
+            fleet.alerts = Some(queue.clone());
+            fleet.pusher = Some(tokio::spawn(tasks::push(
                 lapi.clone(),
                 (id.clone(), password),
                 login,
-                rx,
+                queue,
                 stats,
             )));
             tracing::info!(url = %lapi.url(), machine = %id, "pushing detections to CrowdSec");
@@ -259,22 +323,57 @@ impl Fleet {
         self.alerts.is_some()
     }
 
-    /// Queues an alert; when the queue is full it is dropped, counted and
-    /// logged: detection never waits for the Local API.
+    /// Writes an alert to the outbox and wakes the push task; when the
+    /// outbox is full (or cannot be written) the alert is dropped, counted
+    /// and logged: detection never waits for the Local API.
     pub(crate) fn push(&self, alert: Alert) {
-        let Some(tx) = &self.alerts else {
+        let Some(queue) = &self.alerts else {
             return;
         };
-        if tx.try_send(alert).is_err() {
-            let dropped = self.stats.push_dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped.is_power_of_two() || dropped == 0 {
-                tracing::warn!(
-                    dropped = dropped + 1,
-                    queue = self.config.push_queue,
-                    "CrowdSec push queue full: alert dropped"
-                );
+        let why = match queue.outbox().add(alert) {
+            Ok(true) => {
+                queue.wake.notify_one();
+                return;
             }
+            Ok(false) => format!(
+                "the outbox holds push_queue = {} alerts",
+                self.config.push_queue
+            ),
+            Err(e) => format!("{:#}", anyhow::Error::from(e)),
+        };
+        let dropped = self.stats.push_dropped.fetch_add(1, Ordering::Relaxed);
+        if dropped.is_power_of_two() || dropped == 0 {
+            tracing::warn!(dropped = dropped + 1, "CrowdSec alert dropped: {why}");
         }
+    }
+
+    /// Stops the link: the push task sends what the outbox holds for at
+    /// most `within` (a Local API that fails ends it at once); what is
+    /// left stays in the outbox for the next start.
+    pub(crate) async fn stop(mut self, within: Duration) {
+        let Some(pusher) = self.pusher.take() else {
+            return;
+        };
+        if let Some(q) = &self.alerts {
+            q.close();
+        }
+        let abort = pusher.abort_handle();
+        if tokio::time::timeout(within, pusher).await.is_err() {
+            abort.abort();
+        }
+        let left = self.queued();
+        if left > 0 {
+            tracing::info!(
+                alerts = left,
+                outbox = %self.config.outbox.display(),
+                "alerts kept for the Local API until the next start"
+            );
+        }
+    }
+
+    /// The outbox's file, when alerts are pushed.
+    pub(crate) fn outbox_path(&self) -> Option<&Path> {
+        self.alerts.as_ref().map(|_| self.config.outbox.as_path())
     }
 
     /// What the tasks did so far, read once for the metrics and for
@@ -292,14 +391,10 @@ impl Fleet {
         }
     }
 
-    /// Alerts waiting to be pushed: in the queue, and in the batch being
-    /// sent (or retried).
+    /// Alerts waiting to be pushed: in the outbox, the batch being sent
+    /// (or retried) included.
     pub(crate) fn queued(&self) -> usize {
-        let waiting = self
-            .alerts
-            .as_ref()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
-        waiting + self.stats.in_flight.load(Ordering::Relaxed) as usize
+        self.alerts.as_ref().map_or(0, |q| q.outbox().len())
     }
 
     /// The next pull to enforce; pending forever when not a bouncer.

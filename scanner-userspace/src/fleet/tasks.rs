@@ -8,11 +8,12 @@ use std::{
 use tokio::sync::mpsc;
 
 use crate::fleet::{
-    FleetStats, Pulled,
-    alert::Alert,
+    FleetStats, Pulled, Queue,
+    alert::ALERT_ID_KEY,
     backoff,
     decision::Stream,
     lapi::{Lapi, LapiError, Login},
+    outbox::{OutboxError, Waiting},
 };
 
 /// Alerts sent in one request at most.
@@ -28,10 +29,10 @@ fn now_s() -> u64 {
 
 /// Logs the first failure of a streak (the recovery is logged where it
 /// happens).
-fn failed(failures: &mut u32, e: &LapiError, retry: Duration) {
+fn failed(failures: &mut u32, e: &dyn std::error::Error, retry: Duration) {
     if *failures == 0 {
         let mut message = e.to_string();
-        let mut cause = std::error::Error::source(e);
+        let mut cause = e.source();
         while let Some(c) = cause {
             message.push_str(": ");
             message.push_str(&c.to_string());
@@ -124,80 +125,227 @@ impl Token {
     }
 }
 
-/// Pushes queued alerts in batches, logging in (again) when the token is
-/// missing, expiring or refused; a batch that fails is retried with backoff
-/// while new alerts wait in the queue.
+/// Takes the outbox's oldest alerts in batches and pushes them, logging in
+/// (again) when the token is missing, expiring or refused; a batch that
+/// fails stays in the outbox and is tried again with backoff. Ends once
+/// the outbox is empty after [`Queue::close`], or at its first failure
+/// then.
 pub(crate) async fn push(
     lapi: Lapi,
-    (machine_id, password): (String, String),
+    credentials: (String, String),
     login: Option<Login>,
-    mut rx: mpsc::Receiver<Alert>,
+    queue: Arc<Queue>,
     stats: Arc<FleetStats>,
 ) {
-    let mut login = login.map(Token::of);
+    let mut pusher = Pusher {
+        lapi,
+        credentials,
+        login: login.map(Token::of),
+        queue,
+        stats,
+    };
     let base = Duration::from_secs(1);
     let mut failures = 0u32;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < PUSH_BATCH {
-            match rx.try_recv() {
-                Ok(alert) => batch.push(alert),
-                Err(_) => break,
+    loop {
+        let batch = match pusher.queue.oldest(PUSH_BATCH) {
+            Ok((batch, damaged)) => {
+                if damaged > 0 {
+                    pusher
+                        .stats
+                        .push_dropped
+                        .fetch_add(damaged as u64, Ordering::Relaxed);
+                    tracing::error!(damaged, "damaged alerts in the outbox dropped");
+                }
+                batch
             }
+            Err(e) => {
+                tracing::error!("{:#}", anyhow::Error::from(e));
+                if pusher.queue.closing() {
+                    return;
+                }
+                tokio::time::sleep(backoff(base, 6)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if pusher.queue.closing() {
+                return;
+            }
+            pusher.queue.wake.notified().await;
+            continue;
         }
-        stats.in_flight.store(batch.len() as u64, Ordering::Relaxed);
-        loop {
-            if failures > 0 {
+        match pusher.attempt(&batch).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(url = %pusher.lapi.url(), "CrowdSec alerts pushed again");
+                }
+                failures = 0;
+            }
+            Err(e) if e.is_rejected() => {
+                // The Local API will never take this batch: drop it,
+                // rather than hold every later alert behind it.
+                pusher.stats.push_errors.fetch_add(1, Ordering::Relaxed);
+                pusher
+                    .stats
+                    .push_dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!("{e}; {} alerts dropped", batch.len());
+                let rows: Vec<i64> = batch.iter().map(|w| w.row).collect();
+                if let Err(e) = pusher.queue.remove(&rows) {
+                    tracing::error!("{:#}", anyhow::Error::from(e));
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                if e.is_refused() {
+                    // An expired or revoked token: log in again.
+                    pusher.login = None;
+                }
+                pusher.stats.push_errors.fetch_add(1, Ordering::Relaxed);
+                failed(&mut failures, &e, backoff(base, 6));
+                if pusher.queue.closing() {
+                    return;
+                }
                 tokio::time::sleep(backoff(base, failures)).await;
             }
-            let token = match &login {
-                Some(t) if !t.expiring() => t.token.clone(),
-                _ => match lapi.login(&machine_id, &password).await {
-                    Ok(l) => {
-                        let t = Token::of(l);
-                        let token = t.token.clone();
-                        login = Some(t);
-                        token
-                    }
-                    Err(e) => {
-                        stats.push_errors.fetch_add(1, Ordering::Relaxed);
-                        failed(&mut failures, &e, backoff(base, 6));
-                        continue;
-                    }
-                },
-            };
-            match lapi.push(&token, &batch).await {
-                Ok(_) => {
-                    if failures > 0 {
-                        tracing::info!(url = %lapi.url(), "CrowdSec alerts pushed again");
-                    }
-                    failures = 0;
-                    stats
-                        .pushed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    break;
-                }
+        }
+    }
+}
+
+/// A failure of one attempt: the Local API's own, or the outbox's.
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error(transparent)]
+    Lapi(#[from] LapiError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+impl PushError {
+    fn is_rejected(&self) -> bool {
+        matches!(self, Self::Lapi(e) if e.is_rejected())
+    }
+
+    fn is_refused(&self) -> bool {
+        matches!(self, Self::Lapi(e) if e.is_refused())
+    }
+}
+
+/// The push task's state.
+struct Pusher {
+    lapi: Lapi,
+    credentials: (String, String),
+    login: Option<Token>,
+    queue: Arc<Queue>,
+    stats: Arc<FleetStats>,
+}
+
+impl Pusher {
+    /// A token that is not about to expire, logging in for one if needed.
+    async fn token(&mut self) -> Result<String, LapiError> {
+        if let Some(t) = self.login.as_ref().filter(|t| !t.expiring()) {
+            return Ok(t.token.clone());
+        }
+        let (id, password) = &self.credentials;
+        let t = Token::of(self.lapi.login(id, password).await?);
+        let token = t.token.clone();
+        self.login = Some(t);
+        Ok(token)
+    }
+
+    /// One try at `batch`: those of its alerts an earlier request may have
+    /// delivered are looked up first and not sent again; the rest are
+    /// marked attempted, sent, and removed once accepted.
+    async fn attempt(&mut self, batch: &[Waiting]) -> Result<(), PushError> {
+        let token = self.token().await?;
+        let delivered = self.delivered(&token, batch).await?;
+        if !delivered.is_empty() {
+            tracing::info!(
+                alerts = delivered.len(),
+                "alerts the Local API took before their answer was lost: not sent again"
+            );
+            self.queue.remove(&delivered)?;
+            self.stats
+                .pushed
+                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        }
+        let rest: Vec<&Waiting> = batch
+            .iter()
+            .filter(|w| !delivered.contains(&w.row))
+            .collect();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<i64> = rest.iter().map(|w| w.row).collect();
+        self.queue.attempting(&rows)?;
+        let bodies: Vec<&serde_json::Value> = rest.iter().map(|w| &w.body).collect();
+        self.lapi.push(&token, &bodies).await?;
+        self.queue.remove(&rows)?;
+        self.stats
+            .pushed
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The rows of `batch`, among those marked attempted, whose alert the
+    /// Local API holds already (found by the id each carries).
+    async fn delivered(&self, token: &str, batch: &[Waiting]) -> Result<Vec<i64>, LapiError> {
+        let attempted: Vec<&Waiting> = batch.iter().filter(|w| w.attempted).collect();
+        let mut sources: Vec<(&str, &str)> = attempted
+            .iter()
+            .map(|w| (w.scope.as_str(), w.value.as_str()))
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let mut held = std::collections::HashSet::new();
+        for (scope, value) in sources {
+            match self.lapi.alerts_about(token, scope, value).await {
+                Ok(alerts) => held.extend(alerts.iter().flat_map(carried_ids)),
+                // A Local API (or a proxy before it) that will never answer
+                // the look-up: send again rather than hold the outbox, at
+                // the risk of a duplicate.
                 Err(e) if e.is_rejected() => {
-                    // The Local API will never take this batch: drop it,
-                    // rather than hold every later alert behind it.
-                    stats.push_errors.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .push_dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    tracing::error!("{e}; {} alerts dropped", batch.len());
-                    failures = 0;
-                    break;
+                    tracing::warn!("{e}; alerts whose answer was lost are sent again");
+                    return Ok(Vec::new());
                 }
-                Err(e) => {
-                    if e.is_refused() {
-                        // An expired or revoked token: log in again.
-                        login = None;
-                    }
-                    stats.push_errors.fetch_add(1, Ordering::Relaxed);
-                    failed(&mut failures, &e, backoff(base, 6));
-                }
+                Err(e) => return Err(e),
             }
         }
-        stats.in_flight.store(0, Ordering::Relaxed);
+        Ok(attempted
+            .iter()
+            .filter(|w| held.contains(&w.alert_id))
+            .map(|w| w.row)
+            .collect())
+    }
+}
+
+/// The outbox ids an alert from the Local API carries in its events' meta.
+fn carried_ids(alert: &serde_json::Value) -> Vec<String> {
+    alert["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["meta"].as_array())
+        .flatten()
+        .filter(|m| m["key"] == ALERT_ID_KEY)
+        .filter_map(|m| m["value"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_read_from_every_event() {
+        let alert = serde_json::json!({
+            "events": [
+                {"meta": [{"key": "kind", "value": "syn"}, {"key": ALERT_ID_KEY, "value": "a1"}]},
+                {"meta": [{"key": ALERT_ID_KEY, "value": "b2"}]},
+                {"timestamp": "x"}
+            ]
+        });
+        assert_eq!(carried_ids(&alert), ["a1", "b2"]);
+        assert!(carried_ids(&serde_json::json!({"events": null})).is_empty());
     }
 }

@@ -263,7 +263,7 @@ impl Metrics {
         );
         r.register(
             "crowdsec_alerts_dropped",
-            "Alerts dropped because the push queue was full",
+            "Alerts dropped: the outbox full or failing, or refused for good by the Local API",
             self.fleet.push_dropped.clone(),
         );
     }

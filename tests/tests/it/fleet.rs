@@ -19,25 +19,44 @@ use scanner_tests::{
 use scanner_userspace::testing::{Request, call};
 use serde_json::Value;
 
-const ATTACKER: &str = "198.18.0.1";
+pub(crate) const ATTACKER: &str = "198.18.0.1";
 /// Every wait: a pull interval is 2 s, a scan a few seconds.
 // A daemon verifies three programs before it reaches the Local API: on 2
 // cores running the whole suite that alone has taken over 30 s.
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// A config file whose `[crowdsec]` section uses `key` as the bouncer key
 /// and `name` (if any) as the machine.
 fn config(dir: &Path, name: &str, key: &str, machine: Option<&str>) -> anyhow::Result<PathBuf> {
+    config_at(
+        dir,
+        name,
+        key,
+        machine,
+        &format!("http://{LAPI_V4}:{LAPI_PORT}/"),
+    )
+}
+
+/// [`config`] with the Local API at `url`; a machine's outbox is
+/// `NAME-outbox.db` in `dir`.
+pub(crate) fn config_at(
+    dir: &Path,
+    name: &str,
+    key: &str,
+    machine: Option<&str>,
+    url: &str,
+) -> anyhow::Result<PathBuf> {
     let key_file = secret_file(dir, &format!("{name}.key"), key)?;
     let mut text = format!(
-        "[crowdsec]\nurl = \"http://{LAPI_V4}:{LAPI_PORT}/\"\nbouncer_key_file = \"{}\"\npull_interval = \"2s\"\n",
+        "[crowdsec]\nurl = \"{url}\"\nbouncer_key_file = \"{}\"\npull_interval = \"2s\"\n",
         key_file.display()
     );
     if let Some(password) = machine {
         let pw_file = secret_file(dir, &format!("{name}.password"), password)?;
         text.push_str(&format!(
-            "machine_id = \"{name}\"\npassword_file = \"{}\"\n",
-            pw_file.display()
+            "machine_id = \"{name}\"\npassword_file = \"{}\"\noutbox = \"{}\"\n",
+            pw_file.display(),
+            dir.join(format!("{name}-outbox.db")).display()
         ));
     }
     let path = dir.join(format!("{name}.toml"));
@@ -47,7 +66,7 @@ fn config(dir: &Path, name: &str, key: &str, machine: Option<&str>) -> anyhow::R
 
 /// `scanner run` on a fleet server with `config` and `extra` arguments
 /// (not waited for: a start refused is what some tests look for).
-fn run_with(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+pub(crate) fn run_with(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
     let config = config.to_string_lossy().into_owned();
     let mut args: Vec<&str> = RUN_ARGS.to_vec();
     args.extend(["--config", &config]);
@@ -56,7 +75,7 @@ fn run_with(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon>
 }
 
 /// [`run_with`], attached.
-fn attached(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
+pub(crate) fn attached(ns: &Netns, config: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
     let mut daemon = run_with(ns, config, extra)?;
     daemon.wait_attached(FleetLab::SERVER_IF)?;
     Ok(daemon)
@@ -78,17 +97,17 @@ fn server(
     attached(ns, &config, extra)
 }
 
-fn event(e: &Value, event: &str, source: &str) -> bool {
+pub(crate) fn event(e: &Value, event: &str, source: &str) -> bool {
     e["event"] == event && e["source"] == source
 }
 
-fn wall(e: &Value) -> anyhow::Result<SystemTime> {
+pub(crate) fn wall(e: &Value) -> anyhow::Result<SystemTime> {
     let ts = e["ts"].as_str().unwrap_or_default();
     Ok(humantime::parse_rfc3339(ts)?)
 }
 
 /// How many of `ports` on `target` answered an nmap SYN scan from the attacker.
-fn answered(lab: &FleetLab, target: &str, ports: &str) -> anyhow::Result<usize> {
+pub(crate) fn answered(lab: &FleetLab, target: &str, ports: &str) -> anyhow::Result<usize> {
     let out = traffic::nmap(
         &lab.attacker,
         &[

@@ -14,6 +14,7 @@ mod decoys;
 mod displaced_kernel;
 mod distributed;
 mod fleet;
+mod fleet_outbox;
 mod fleet_sweep;
 mod flood;
 mod flows;
