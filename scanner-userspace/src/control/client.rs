@@ -11,6 +11,9 @@ use thiserror::Error;
 
 use crate::control::{Request, Response};
 
+/// How long a client waits for the daemon's answer.
+const ANSWER_WITHIN_S: u64 = 10;
+
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("cannot reach the daemon at {path} (is `scanner run` running? is --socket right?)")]
@@ -20,6 +23,8 @@ pub enum ClientError {
     },
     #[error("permission denied on {0}: run as root or as a member of the socket's group")]
     Permission(PathBuf),
+    #[error("the daemon did not answer within {0} s (busy, or stuck: see its log)")]
+    Timeout(u64),
     #[error("talking to the daemon")]
     Io(#[from] std::io::Error),
     #[error("the daemon's answer is not valid: {0}")]
@@ -51,13 +56,20 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, ClientE
             }
         }
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(ANSWER_WITHIN_S)))?;
     let mut line =
         serde_json::to_vec(request).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line)?;
     let mut answer = String::new();
-    BufReader::new(stream.take(1 << 24)).read_line(&mut answer)?;
+    BufReader::new(stream.take(1 << 24))
+        .read_line(&mut answer)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ClientError::Timeout(ANSWER_WITHIN_S)
+            }
+            _ => ClientError::Io(e),
+        })?;
     let response: Response = serde_json::from_str(&answer)
         .map_err(|e| ClientError::BadAnswer(format!("{e}: {answer:?}")))?;
     if response.ok {
