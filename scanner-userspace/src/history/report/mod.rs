@@ -103,9 +103,20 @@ fn text(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
-fn ts_of(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+/// The last second RFC 3339's four-digit years can write
+/// (9999-12-31T23:59:59Z).
+const LAST_S: i64 = 253_402_300_799;
+
+/// Unix seconds as RFC 3339; a time before 1970 or past year 9999 (a
+/// damaged row) is written as the nearest it can be.
+pub(super) fn rfc3339_s(secs: i64) -> String {
+    let secs = secs.clamp(0, LAST_S).unsigned_abs();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn ts_of(ms: i64) -> String {
+    rfc3339_s(ms.div_euclid(1000))
 }
 
 /// The report of everything since `since_ms` (Unix ms), as of `now_ms`.
@@ -384,6 +395,13 @@ mod tests {
         ])
         .unwrap();
         (s, dir)
+    }
+
+    #[test]
+    fn times_a_damaged_row_holds_are_written_clamped() {
+        assert_eq!(ts_of(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(ts_of(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(ts_of(1_796_598_000_123), "2026-12-06T23:00:00Z");
     }
 
     #[test]

@@ -111,8 +111,7 @@ pub(super) fn lines(series: &[Series], hours: &[i64]) -> String {
 }
 
 fn hour_label(hour_s: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(hour_s.max(0) as u64);
-    let s = humantime::format_rfc3339_seconds(t).to_string();
+    let s = super::rfc3339_s(hour_s);
     format!("{} {}h", &s[..10], &s[11..13])
 }
 
