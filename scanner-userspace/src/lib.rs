@@ -6,7 +6,8 @@
 //! CLI. Every name on the wire is a [`named`] enum.
 //!
 //! The binary (`scanner`) is [`main`]. Everything else is private to the
-//! crate but for [`testing`]: what the integration tests and benchmarks
+//! crate but for [`fuzzing`] (the fuzz targets' entry points) and
+//! [`testing`]: what the integration tests and benchmarks
 //! reach (they drive the XDP program through BPF_PROG_TEST_RUN, read its
 //! maps and decisions, and talk to a daemon through its control socket).
 
@@ -26,6 +27,8 @@ mod sinks;
 mod sys;
 
 pub use entry::main;
+
+pub mod fuzzing;
 
 /// What the integration tests and benchmarks use, and nothing more: the
 /// program's loader and maps, the rule map, decisions as the detector

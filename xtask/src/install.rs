@@ -372,23 +372,7 @@ pub(crate) fn package() -> anyhow::Result<PathBuf> {
 
 /// cargo-deb for `cargo xtask package` (setup installs it once).
 pub(crate) fn ensure_cargo_deb() -> anyhow::Result<()> {
-    let have = Command::new("cargo")
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
-        });
-    if have {
-        return Ok(());
-    }
-    println!("package: installing cargo-deb {CARGO_DEB_VERSION}");
-    shell::status(Command::new("cargo").args([
-        "install",
-        "cargo-deb",
-        "--locked",
-        "--version",
-        CARGO_DEB_VERSION,
-    ]))
+    shell::ensure_cargo_tool("package", "deb", "cargo-deb", CARGO_DEB_VERSION)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the machine, build, run, test, and show the demo.
 
 mod demo;
+mod fuzz;
 mod install;
 mod lint;
 mod setup;
@@ -88,6 +89,18 @@ enum Task {
     /// daemon's CPU and poll time, and time to detect beside scanlogd;
     /// writes BENCHMARKS.md (needs root).
     Bench,
+    /// Coverage-guided fuzzing (cargo-fuzz, nightly) of the parsers that
+    /// read what others wrote: every target in scanner-userspace/fuzz, or
+    /// one; then the corpus is minimised and a table says what each run
+    /// did. `cargo test` replays the committed corpora.
+    Fuzz {
+        /// One target (control_request, config_file, lapi_answers,
+        /// proc_files, history_rows, packet); all when absent.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        time: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +120,7 @@ fn main() -> ExitCode {
             purge,
         } => install::uninstall(&prefix, destdir.as_deref(), purge),
         Task::Package => install::package().map(drop),
+        Task::Fuzz { target, time } => fuzz::fuzz(target.as_deref(), time),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

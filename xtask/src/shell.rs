@@ -33,6 +33,26 @@ pub(crate) fn status(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cargo subcommand from crates.io (`cargo SUB`, crate `name`) at
+/// `version`: installed (`cargo install --locked`) unless `cargo SUB
+/// --version` already says that version. `task` names who asks.
+pub(crate) fn ensure_cargo_tool(
+    task: &str,
+    sub: &str,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<()> {
+    let have = Command::new("cargo")
+        .args([sub, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version));
+    if have {
+        return Ok(());
+    }
+    println!("{task}: installing {name} {version}");
+    status(Command::new("cargo").args(["install", name, "--locked", "--version", version]))
+}
+
 /// Builds the scanner binary and returns its path.
 pub(crate) fn build_scanner(release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo();

@@ -44,7 +44,7 @@ impl Listener {
     }
 }
 
-const TCP_LISTEN: u8 = 0x0a;
+pub(crate) const TCP_LISTEN: u8 = 0x0a;
 const UDP_UNCONNECTED: u8 = 0x07;
 
 /// Every listener in this network namespace (/proc/net/{tcp,tcp6,udp,udp6}).
@@ -149,7 +149,7 @@ pub(crate) fn parse_sctp_eps(text: &str) -> Vec<Listener> {
         .collect()
 }
 
-const TCP_ESTABLISHED: u8 = 0x01;
+pub(crate) const TCP_ESTABLISHED: u8 = 0x01;
 
 /// The remote addresses of this namespace's established TCP connections
 /// (IPv4-mapped ones as IPv4).
@@ -176,7 +176,7 @@ pub(crate) fn established_with(peer: IpAddr) -> usize {
 }
 
 /// The remote addresses of the sockets in `state`.
-fn parse_peers(text: &str, state: u8) -> Vec<IpAddr> {
+pub(crate) fn parse_peers(text: &str, state: u8) -> Vec<IpAddr> {
     text.lines()
         .skip(1)
         .filter_map(|line| {

@@ -198,7 +198,7 @@ pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
 }
 
 /// One event as a table row.
-fn row(v: &Value) -> Vec<String> {
+pub(crate) fn row(v: &Value) -> Vec<String> {
     let event = text(&v["event"]);
     let (source, detail) = match event.as_str() {
         "port_opened" | "port_closed" => (

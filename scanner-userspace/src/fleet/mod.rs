@@ -14,7 +14,7 @@ pub(crate) mod alert;
 pub(crate) mod decision;
 pub(crate) mod lapi;
 pub(crate) mod outbox;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::{
     os::unix::fs::PermissionsExt as _,

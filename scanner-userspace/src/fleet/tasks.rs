@@ -320,7 +320,7 @@ impl Pusher {
 }
 
 /// The outbox ids an alert from the Local API carries in its events' meta.
-fn carried_ids(alert: &serde_json::Value) -> Vec<String> {
+pub(crate) fn carried_ids(alert: &serde_json::Value) -> Vec<String> {
     alert["events"]
         .as_array()
         .into_iter()

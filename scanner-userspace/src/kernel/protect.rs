@@ -205,7 +205,7 @@ pub(crate) fn resolvers() -> Vec<IpAddr> {
 
 /// IPv4 default routes' gateways: destination 0, a non-zero gateway (both
 /// printed as hex words in host byte order).
-fn parse_route(text: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_route(text: &str) -> Vec<IpAddr> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -219,7 +219,7 @@ fn parse_route(text: &str) -> Vec<IpAddr> {
 
 /// IPv6 default routes' next hops: destination ::/0, a non-zero next hop
 /// (32 hex digits in network order).
-fn parse_ipv6_route(text: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_ipv6_route(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -234,7 +234,7 @@ fn parse_ipv6_route(text: &str) -> Vec<IpAddr> {
 }
 
 /// `nameserver` lines; loopback stubs are left out (loopback is allowlisted).
-fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
+pub(crate) fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
     text.lines()
         .filter_map(|line| {
             let rest = line.trim().strip_prefix("nameserver")?;

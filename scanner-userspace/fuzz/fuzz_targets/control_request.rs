@@ -1,0 +1,6 @@
+//! libFuzzer target: see scanner_userspace::fuzzing::control_request.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    scanner_userspace::fuzzing::control_request(data);
+});

@@ -1,0 +1,6 @@
+//! libFuzzer target: see scanner_userspace::fuzzing::proc_files.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    scanner_userspace::fuzzing::proc_files(data);
+});
