@@ -9,9 +9,12 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use scanner_common::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
+/// A fuzz target: any bytes in, a panic for a bug.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, as `fuzz/fuzz_targets/NAME.rs` and
 /// `fuzz/corpus/NAME/` name them.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("control_request", control_request),
     ("config_file", config_file),
     ("lapi_answers", lapi_answers),
@@ -68,16 +71,21 @@ pub fn lapi_answers(data: &[u8]) {
 /// (listeners and established peers), /proc/net/sctp/eps, the routes
 /// (gateways) and resolv.conf (resolvers): the same text through each.
 pub fn proc_files(data: &[u8]) {
-    use crate::audit::listeners::{
-        TCP_ESTABLISHED, TCP_LISTEN, open_ports, parse_peers, parse_proc_net, parse_sctp_eps,
+    use crate::{
+        audit::listeners::{
+            TCP_ESTABLISHED, TCP_LISTEN, open_ports, parse_peers, parse_proc_net, parse_sctp_eps,
+        },
+        kernel::protect::{parse_ipv6_route, parse_resolv_conf, parse_route},
     };
-    use crate::kernel::protect::{parse_ipv6_route, parse_resolv_conf, parse_route};
     let text = String::from_utf8_lossy(data);
     let mut listeners = parse_proc_net(&text, IPPROTO_TCP, TCP_LISTEN);
     listeners.extend(parse_proc_net(&text, IPPROTO_UDP, 0x07));
     listeners.extend(parse_sctp_eps(&text));
     let open: BTreeSet<(u8, u16)> = open_ports(&listeners);
-    assert!(open.iter().all(|(p, _)| [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP].contains(p)));
+    assert!(
+        open.iter()
+            .all(|(p, _)| [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP].contains(p))
+    );
     for l in &listeners {
         let _ = (l.families(), l.is_exposed());
     }
@@ -151,11 +159,19 @@ fn write_rows(path: &std::path::Path, data: &[u8]) -> rusqlite::Result<()> {
             .collect();
         let field = |i: usize| fields.get(i).cloned().unwrap_or_default();
         let sql = match table {
-            b'e' => "INSERT INTO events (ts_ms, event, source, kind, proto, port, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            b'h' => "INSERT OR REPLACE INTO port_hours (hour_s, proto, port, probes, sources) VALUES (?1, ?2, ?3, ?4, ?5)",
+            b'e' => {
+                "INSERT INTO events (ts_ms, event, source, kind, proto, port, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            }
+            b'h' => {
+                "INSERT OR REPLACE INTO port_hours (hour_s, proto, port, probes, sources) VALUES (?1, ?2, ?3, ?4, ?5)"
+            }
             b'p' => "INSERT INTO scan_ports (event_id, proto, first, last) VALUES (?1, ?2, ?3, ?4)",
-            b'l' => "INSERT OR REPLACE INTO listening (proto, port, address, json) VALUES (?1, ?2, ?3, ?4)",
-            b's' => "INSERT OR REPLACE INTO port_snapshots (taken_ms, counts, data) VALUES (?1, ?2, CAST(?3 AS BLOB))",
+            b'l' => {
+                "INSERT OR REPLACE INTO listening (proto, port, address, json) VALUES (?1, ?2, ?3, ?4)"
+            }
+            b's' => {
+                "INSERT OR REPLACE INTO port_snapshots (taken_ms, counts, data) VALUES (?1, ?2, CAST(?3 AS BLOB))"
+            }
             _ => continue,
         };
         let mut stmt = tx.prepare_cached(sql)?;
