@@ -134,10 +134,12 @@ impl Outbox {
         })
     }
 
-    fn sql(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> OutboxError + '_ {
+    /// The error of the statement `what` on this file.
+    fn sql(&self, what: &'static str) -> impl Fn(rusqlite::Error) -> OutboxError + use<> {
+        let path = self.path.display().to_string();
         move |source| OutboxError::Sql {
             what,
-            path: self.path.display().to_string(),
+            path: path.clone(),
             source,
         }
     }
@@ -215,38 +217,33 @@ impl Outbox {
     /// Marks `rows` as carried by a request whose answer has not come yet.
     pub(crate) fn attempting(&mut self, rows: &[i64]) -> Result<(), OutboxError> {
         self.each(rows, "UPDATE alerts SET attempted = 1 WHERE id = ?1")
+            .map(drop)
     }
 
     /// Deletes `rows`: accepted by the Local API (or never to be).
     pub(crate) fn remove(&mut self, rows: &[i64]) -> Result<(), OutboxError> {
-        self.each(rows, "DELETE FROM alerts WHERE id = ?1")?;
-        let len: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
-            .map_err(self.sql("counting"))?;
-        self.len = usize::try_from(len).unwrap_or(usize::MAX);
+        let deleted = self.each(rows, "DELETE FROM alerts WHERE id = ?1")?;
+        self.len = self.len.saturating_sub(deleted);
         Ok(())
     }
 
-    /// Runs `statement` for each row, in one transaction.
-    fn each(&mut self, rows: &[i64], statement: &str) -> Result<(), OutboxError> {
+    /// Runs `statement` for each row, in one transaction; the rows it
+    /// changed.
+    fn each(&mut self, rows: &[i64], statement: &str) -> Result<usize, OutboxError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let path = self.path.display().to_string();
-        let sql = |source| OutboxError::Sql {
-            what: "updating",
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let sql = self.sql("updating");
+        let tx = self.conn.transaction().map_err(&sql)?;
+        let mut changed = 0;
         {
-            let mut stmt = tx.prepare_cached(statement).map_err(sql)?;
+            let mut stmt = tx.prepare_cached(statement).map_err(&sql)?;
             for row in rows {
-                stmt.execute([row]).map_err(sql)?;
+                changed += stmt.execute([row]).map_err(&sql)?;
             }
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(&sql)?;
+        Ok(changed)
     }
 }
 
