@@ -249,6 +249,16 @@ impl Daemon {
         self.stderr[from..].join("\n")
     }
 
+    /// Takes every line that has arrived, without waiting; how many.
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok((stream, line)) = self.lines.try_recv() {
+            self.record(stream, line);
+            n += 1;
+        }
+        n
+    }
+
     /// Waits for a stdout line matching `pred`; earlier lines are kept.
     pub fn wait_for_line(
         &mut self,

@@ -17,6 +17,7 @@ pub mod packets;
 pub mod privilege;
 pub mod proxy;
 pub mod scenario;
+pub mod soak;
 pub mod sweep;
 pub mod traffic;
 

@@ -89,6 +89,17 @@ enum Task {
     /// daemon's CPU and poll time, and time to detect beside scanlogd;
     /// writes BENCHMARKS.md (needs root).
     Bench,
+    /// Everything at once for a while (bench tooling, not CI): benign
+    /// clients, scans of every family, spoofed floods, Local API restarts,
+    /// SIGHUPs, an interface that comes and goes, restarts and a kill -9;
+    /// checks that every scan is reported once, every block enforced and
+    /// lifted, counts agree, nothing panics and memory stays flat; writes
+    /// the soak's section of BENCHMARKS.md (needs root).
+    Soak {
+        /// How long, in minutes (at least 5).
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Coverage-guided fuzzing (cargo-fuzz, nightly) of the parsers that
     /// read what others wrote: every target in scanner-userspace/fuzz, or
     /// one; then the corpus is minimised and a table says what each run
@@ -113,6 +124,7 @@ fn main() -> ExitCode {
         Task::Lint => setup::setup(setup::Need::Build).and_then(|()| lint::lint()),
         Task::Demo => demo::demo(),
         Task::Bench => bench(),
+        Task::Soak { minutes } => soak(minutes),
         Task::Install { prefix, destdir } => install::install(&prefix, destdir.as_deref()),
         Task::Uninstall {
             prefix,
@@ -148,6 +160,23 @@ fn bench() -> anyhow::Result<()> {
     let mut cmd = shell::cargo();
     cmd.args(["bench", "--package", "scanner-tests", "--bench", "xdp_cost"])
         .env("BENCH_OUT", shell::workspace_root())
+        .env("SCANNER_BIN", bin);
+    shell::status(&mut cmd)
+}
+
+fn soak(minutes: u64) -> anyhow::Result<()> {
+    setup::setup(setup::Need::Everything)?;
+    if !scanner_tests::privilege::is_root() {
+        anyhow::bail!("the soak loads XDP programs: run `cargo xtask soak` as root");
+    }
+    if minutes < 5 {
+        anyhow::bail!("--minutes {minutes}: a soak needs at least 5 minutes");
+    }
+    let bin = shell::build_scanner(true)?;
+    let mut cmd = shell::cargo();
+    cmd.args(["bench", "--package", "scanner-tests", "--bench", "soak"])
+        .env("BENCH_OUT", shell::workspace_root())
+        .env("SOAK_MINUTES", minutes.to_string())
         .env("SCANNER_BIN", bin);
     shell::status(&mut cmd)
 }

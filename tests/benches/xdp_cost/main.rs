@@ -565,6 +565,11 @@ fn main() -> anyhow::Result<()> {
          beyond it. On veth the sender shares the two cores with the receiver, so \
          whole-path figures move with it from run to run.\n"
     )?;
+    // The soak's section is `cargo xtask soak`'s to write: kept as it was.
+    let previous = std::fs::read_to_string(out_dir.join("BENCHMARKS.md")).unwrap_or_default();
+    if let Some(soak) = scanner_tests::soak::section(&previous) {
+        md = scanner_tests::soak::splice(&md, soak);
+    }
     std::fs::write(out_dir.join("BENCHMARKS.md"), md)?;
     std::fs::write(out_dir.join("benchmarks.svg"), svg(&cases, &curve))?;
     eprintln!("wrote {}", out_dir.join("BENCHMARKS.md").display());
