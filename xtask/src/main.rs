@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the machine, build, run, test, and show the demo.
 
+mod baseline;
 mod demo;
 mod fuzz;
 mod install;
@@ -161,6 +162,15 @@ fn bench() -> anyhow::Result<()> {
     cmd.args(["bench", "--package", "scanner-tests", "--bench", "xdp_cost"])
         .env("BENCH_OUT", shell::workspace_root())
         .env("SCANNER_BIN", bin);
+    // The program before prefix slots, measured beside this one; the
+    // bench says so when it could not be built.
+    match baseline::elf() {
+        Ok(elf) => {
+            cmd.env("SCANNER_BASELINE_ELF", elf);
+        }
+        Err(e) => eprintln!("xtask: bench: no baseline program: {e:#}"),
+    }
+    cmd.env("SCANNER_BASELINE_COMMIT", &baseline::COMMIT[..7]);
     shell::status(&mut cmd)
 }
 

@@ -143,6 +143,19 @@ pub(crate) fn write(ledger: &Ledger, minutes: u64) -> anyhow::Result<()> {
             fds.max().unwrap_or(0)
         )?;
     }
+    if let Some(longest) = ledger.instances.iter().max_by_key(|i| i.samples.len()) {
+        let minutes: Vec<String> = longest
+            .samples
+            .iter()
+            .step_by(12)
+            .map(|(t, rss, fds)| format!("{:.0} min {rss} KiB {fds} fds", t / 60.0))
+            .collect();
+        writeln!(
+            md,
+            "\nThe longest instance, a sample a minute (minutes from the soak's start): {}.",
+            minutes.join("; ")
+        )?;
+    }
     let failures: Vec<&str> = ledger
         .scans
         .iter()

@@ -5,6 +5,7 @@
 //! packets; then with the tracked-sources map empty, half full and full; and
 //! the kernel memory of the maps. Writes BENCHMARKS.md and a plot (SVG).
 
+mod baseline;
 mod daemon_cost;
 mod detect_time;
 mod fleet;
@@ -322,6 +323,19 @@ fn main() -> anyhow::Result<()> {
         );
         first.push((s, p, f));
     }
+    // The program before prefix slots, beside this one.
+    let beside = match baseline::load() {
+        Ok(Some(mut base)) => {
+            let rows = baseline::measure(&mut ebpf, ours, &mut base, &cases, &fresh)?;
+            Ok((rows, base.commit))
+        }
+        Ok(None) => Err("`cargo xtask bench` did not build it (see its output)".to_owned()),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    match &beside {
+        Ok((rows, commit)) => baseline::markdown(&mut md, Ok(rows), commit)?,
+        Err(why) => baseline::markdown(&mut md, Err(why), "")?,
+    }
     // For working on the data path: one part alone, on stderr, BENCHMARKS.md
     // untouched (a partial run is no record).
     match std::env::var("SCANNER_BENCH_PART").as_deref() {
@@ -478,6 +492,20 @@ fn main() -> anyhow::Result<()> {
         fresh_syn / known.max(1.0),
         status(fresh_syn <= 1.5 * known)
     )?;
+    if let Some(r) = beside
+        .as_ref()
+        .ok()
+        .and_then(|(rows, _)| rows.iter().find(|r| r.name.contains("new source")))
+    {
+        writeln!(
+            md,
+            "| SYN from a new source no slower than before prefix slots (same rounds) | {:.0} ns against {:.0} ns, {:.2}x | {} |",
+            r.ours,
+            r.base,
+            r.ours / r.base.max(1.0),
+            status(r.ours <= r.base)
+        )?;
+    }
     for r in &veth {
         let ratio = r.pps[2] / r.pps[1].max(1.0);
         let bar = if r.traffic.contains("flood") {
