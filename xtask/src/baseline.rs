@@ -22,8 +22,7 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
     }
     let tree = dir.join(short);
     if !tree.join("Cargo.toml").exists() {
-        std::fs::create_dir_all(&tree)
-            .with_context(|| format!("creating {}", tree.display()))?;
+        std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
         let archive = Command::new("git")
             .arg("-C")
             .arg(shell::workspace_root())
@@ -38,7 +37,13 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
         }
         let tar = tree.join("baseline.tar");
         std::fs::write(&tar, &archive.stdout)?;
-        shell::status(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&tree))?;
+        shell::status(
+            Command::new("tar")
+                .arg("-xf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&tree),
+        )?;
         let _ = std::fs::remove_file(&tar);
     }
     println!("bench: building the baseline program ({short})");
@@ -46,14 +51,24 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
     shell::status(
         shell::cargo()
             .current_dir(&tree)
-            .args(["check", "--package", "scanner-userspace", "--bin", "scanner"])
+            .args([
+                "check",
+                "--package",
+                "scanner-userspace",
+                "--bin",
+                "scanner",
+            ])
             .env("CARGO_TARGET_DIR", &target),
     )?;
     // `check` runs the build script, which leaves the object in its
     // OUT_DIR (the newest one); nothing else needs building.
     let built = std::fs::read_dir(target.join("debug/build"))?
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("scanner-userspace-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("scanner-userspace-")
+        })
         .map(|e| e.path().join("out/scanner"))
         .filter(|p| p.exists())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
