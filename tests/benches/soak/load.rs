@@ -147,25 +147,30 @@ fn masscan(lab: &SoakLab, source: &str) -> anyhow::Result<()> {
     .map(drop)
 }
 
-/// One burst of `frames` spoofed SYNs, each from a random address of
-/// 198.19.0.0/18 to a random port above 1023 (a flood the stack drops:
-/// the frames' MAC is nobody's); how many were sent.
+/// One burst of `frames` (at most 65,536) spoofed SYNs, each from another
+/// address of 198.19.0.0/16 (a different order every `seed`) to a random
+/// port above 1023: a flood of one packet per source, which the stack drops
+/// (the frames' MAC is nobody's); how many were sent. Each /24 of it sends
+/// many closed ports from many addresses: a distributed scan of its own.
 pub(crate) fn flood(lab: &SoakLab, seed: u64, frames: usize) -> anyhow::Result<usize> {
     let mut x = seed;
-    let burst = std::iter::from_fn(move || {
+    let burst = (0..frames.min(1 << 16) as u32).map(move |i| {
         x = x
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
-        let v = (x >> 24) as u32;
-        let src = [198, 19, ((v >> 8) & 0x3f) as u8, v as u8];
+        // An odd multiplier: a bijection of the 65,536 host numbers.
+        let host = i
+            .wrapping_mul(40_503)
+            .wrapping_add((seed as u32).wrapping_mul(12_345))
+            & 0xffff;
+        let src = [198, 19, (host >> 8) as u8, host as u8];
         let port = 1024 + ((x >> 48) as u16 % 60_000);
-        Some(eth(
+        eth(
             0x0800,
             &[],
             &ipv4(src, IPPROTO_TCP, 5, 0, &tcp(port, SYN, 5)),
-        ))
-    })
-    .take(frames);
+        )
+    });
     traffic::send_frames(
         &lab.net.attacker,
         FleetLab::ATTACKER_IF,

@@ -79,8 +79,8 @@ pub(crate) fn write(ledger: &Ledger, minutes: u64) -> anyhow::Result<()> {
          (bouncer and machine, its outbox on disk). At once: a benign client (an HTTP and a UDP request \
          every 250 ms, a session held open and used every 5 s); {} real scans cycling through every \
          family (nmap -sS, -sT, -sF, -sN, -sX, -sM, -sA, -sW, -sU, -sY, -sO, -sS -f, -6 -sS, masscan; \
-         ports 1-200, each from an address and a /24 or /48 of its own); {} spoofed floods of 50,000 SYNs \
-         from 198.19.0.0/18 to random ports ({} frames); the Local API stopped for 30 s {} times; a SIGHUP \
+         ports 1-200, each from an address and a /24 or /48 of its own); {} spoofed floods of 50,000 SYNs, \
+         one from each of 50,000 addresses of 198.19.0.0/16, to random ports ({} frames); the Local API stopped for 30 s {} times; a SIGHUP \
          every minute ({}, each flipping the `[crowdsec]` pull interval, so the fleet tasks start again on \
          their outbox); a second watched interface removed and added again {} times; {} restarts by SIGTERM \
          and {} kill -9, each just after a detection. RSS and open descriptors sampled every 5 s; \
