@@ -109,6 +109,11 @@ pub struct ScanReport {
     pub alerts: usize,
 }
 
+/// How many of `events` are named `name`.
+fn named<'a>(events: impl IntoIterator<Item = &'a Value>, name: &str) -> usize {
+    events.into_iter().filter(|e| e["event"] == name).count()
+}
+
 fn ts(e: &Value) -> Option<SystemTime> {
     humantime::parse_rfc3339(e["ts"].as_str()?).ok()
 }
@@ -272,15 +277,8 @@ impl Ledger {
             once == scans.len() && !scans.is_empty(),
         );
         let events: Vec<&Value> = self.events().collect();
-        let detected = events
-            .iter()
-            .filter(|e| e["event"] == "scan_detected")
-            .count();
-        let stored = self
-            .history
-            .iter()
-            .filter(|e| e["event"] == "scan_detected")
-            .count();
+        let detected = named(events.iter().copied(), "scan_detected");
+        let stored = named(self.history.iter(), "scan_detected");
         let distributed = events
             .iter()
             .filter(|e| e["event"] == "scan_detected" && e["kind"] == "distributed")
@@ -295,23 +293,15 @@ impl Ledger {
             ),
             detected == stored && detected == self.alerts.len() && self.outbox_left == Some(0),
         );
-        let ended = events.iter().filter(|e| e["event"] == "scan_ended").count();
-        let ended_stored = self
-            .history
-            .iter()
-            .filter(|e| e["event"] == "scan_ended")
-            .count();
+        let ended = named(events.iter().copied(), "scan_ended");
+        let ended_stored = named(self.history.iter(), "scan_ended");
         check(
             "ended scans agree: events and history rows",
             format!("{ended} events, {ended_stored} rows"),
             ended == ended_stored,
         );
         let blocked: Vec<&&Value> = events.iter().filter(|e| e["event"] == "blocked").collect();
-        let stored_blocks = self
-            .history
-            .iter()
-            .filter(|e| e["event"] == "blocked")
-            .count();
+        let stored_blocks = named(self.history.iter(), "blocked");
         check(
             "blocks agree: events and history rows",
             format!("{} events, {stored_blocks} rows", blocked.len()),
@@ -381,14 +371,8 @@ impl Ledger {
             ),
             benign.is_empty() && self.benign_failed == 0 && self.benign_ok > 0,
         );
-        let reloaded = events
-            .iter()
-            .filter(|e| e["event"] == "config_reloaded")
-            .count();
-        let rejected = events
-            .iter()
-            .filter(|e| e["event"] == "config_rejected")
-            .count();
+        let reloaded = named(events.iter().copied(), "config_reloaded");
+        let rejected = named(events.iter().copied(), "config_rejected");
         check(
             "every SIGHUP reloaded",
             format!(

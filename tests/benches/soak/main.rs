@@ -379,7 +379,6 @@ fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let benign = Arc::new(load::Benign::default());
     let clients = load::benign(&soak.lab.net.b, Arc::clone(&stop), Arc::clone(&benign))?;
-    let wall_start = SystemTime::now();
     eprintln!("soak: {minutes} minutes from now");
 
     let (mut next_scan, mut next_hup, mut next_sample, mut next_status) = (20.0, 60.0, 0.0, 30.0);
@@ -503,6 +502,5 @@ fn main() -> anyhow::Result<()> {
         end: SystemTime::now(),
         warmup: WARMUP,
     };
-    let _ = wall_start;
     report::write(&ledger, minutes)
 }
