@@ -21,6 +21,7 @@ mod entry;
 mod fleet;
 mod history;
 mod kernel;
+mod memory;
 mod named;
 mod netlink;
 mod sinks;
@@ -44,6 +45,7 @@ pub mod testing {
             migrate::PREVIOUS_VERSION,
             policy::{AllowOrigin, Change, Policy, PolicyError},
         },
+        memory::testing::{LongMemory, Probed},
     };
 
     /// Loading the XDP program.

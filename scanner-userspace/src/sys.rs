@@ -1,8 +1,8 @@
 //! Every raw system call the daemon makes itself, in one place (aya keeps
 //! its own in `aya/src/sys/`): the bpf(2) commands aya 0.14 does not wrap,
 //! named rather than numbered; the shared mmap of a `BPF_F_MMAPABLE` map;
-//! a netlink socket with its send and receive; and the host's name as the
-//! kernel has it. Callers build and read
+//! a netlink socket with its send and receive; the host's name as the
+//! kernel has it; and the C allocator's free memory handed back. Callers build and read
 //! the attributes and messages; nothing here knows what they mean.
 
 use std::{
@@ -145,6 +145,22 @@ pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// Hands the C allocator's free memory back to the system. glibc keeps
+/// what a burst freed in the arena of the thread that freed it (the tokio
+/// workers, the history and memory threads each have one) and returns only
+/// the top of the main heap on its own: after five floods of 50,000
+/// spoofed sources the daemon held 12.5 MB of free heap, all returned by
+/// one `malloc_trim` (measured with gdb on a soak). It walks the arenas
+/// once: call it now and then, not per event.
+pub(crate) fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases memory the allocator holds free;
+    // it is thread-safe and takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,16 @@ pub(crate) fn status(args: &ClientArgs) -> anyhow::Result<()> {
         format!("blocks:            {} (cap {})", s.blocks, s.block_cap),
         format!("blocking:          {blocking}"),
         format!("crowdsec:          {crowdsec}"),
+        format!(
+            "long memory:       {}",
+            s.long_memory.as_ref().map_or_else(
+                || "off".to_owned(),
+                |m| format!(
+                    "{} window, {} rows, {} probes taken ({} dropped), {} slow scans",
+                    m.window, m.rows, m.probes, m.dropped, m.slow_scans
+                )
+            )
+        ),
     ];
     outln(&lines.join("\n"))
 }

@@ -46,7 +46,8 @@ impl HistoryFile {
 pub(crate) struct HistoryArgs {
     #[command(flatten)]
     pub file: HistoryFile,
-    /// Only events about this address or CIDR.
+    /// Only events about this address or CIDR, and its long record: every
+    /// port it probed in the period, day by day (the `[slow]` memory).
     #[arg(long, value_name = "ADDR|CIDR", value_parser = parse_net)]
     pub source: Option<IpNet>,
     /// Only events about this port (ended scans that probed it, every port
@@ -156,10 +157,18 @@ pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    // A source's long record: every port it probed over the period.
+    let record = match args.source {
+        Some(net) => crate::history::record::record_of(store.connection(), net, since)?,
+        None => Vec::new(),
+    };
     if args.json {
         let mut doc = serde_json::json!({ "events": events });
         if args.port.is_some() {
             doc["port_hours"] = Value::Array(hours);
+        }
+        if args.source.is_some() {
+            doc["record"] = serde_json::to_value(&record)?;
         }
         return outln(&serde_json::to_string_pretty(&doc)?);
     }
@@ -194,7 +203,76 @@ pub(crate) fn history(args: &HistoryArgs) -> anyhow::Result<()> {
             &rows,
         ))?;
     }
+    if let Some(net) = args.source {
+        outln("")?;
+        out(&timeline(&net, &record))?;
+    }
     Ok(())
+}
+
+/// A long record as a timeline: a line per day with the ports first
+/// probed that day, then every (source, port) by first probe.
+fn timeline(net: &IpNet, record: &[crate::history::record::RecordRow]) -> String {
+    if record.is_empty() {
+        return format!("no probes of {net} in the long memory in this period\n");
+    }
+    let closed = record.iter().filter(|r| r.state == "closed").count();
+    let sources: std::collections::BTreeSet<&str> =
+        record.iter().map(|r| r.source.as_str()).collect();
+    let mut text = format!(
+        "long record of {net}: {} ports probed ({closed} closed) from {} address{}\n",
+        record.len(),
+        sources.len(),
+        if sources.len() == 1 { "" } else { "es" }
+    );
+    let days: Vec<Vec<String>> = crate::history::record::by_day(record)
+        .into_iter()
+        .map(|d| {
+            vec![
+                d.day,
+                d.ports.len().to_string(),
+                d.addresses.to_string(),
+                d.ports.join(" "),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["day", "new ports", "addresses", "ports"],
+        &[1, 2],
+        &days,
+    ));
+    let ts = |ms: i64| {
+        crate::sinks::event::timestamp(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+        )
+    };
+    let rows: Vec<Vec<String>> = record
+        .iter()
+        .map(|r| {
+            vec![
+                ts(r.first_ms),
+                ts(r.last_ms),
+                r.source.clone(),
+                format!("{}/{}", r.proto, r.port),
+                r.state.to_owned(),
+                r.probes.to_string(),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&table(
+        &[
+            "first seen",
+            "last seen",
+            "source",
+            "port",
+            "state",
+            "probes",
+        ],
+        &[5],
+        &rows,
+    ));
+    text
 }
 
 /// One event as a table row.

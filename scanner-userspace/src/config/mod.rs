@@ -7,6 +7,7 @@ pub(crate) mod launch;
 pub(crate) mod reload;
 pub(crate) mod settings;
 pub(crate) mod signals;
+pub(crate) mod slow;
 
 use std::{
     path::{Path, PathBuf},
@@ -42,6 +43,7 @@ pub(crate) struct FileConfig {
     pub report: Report,
     pub crowdsec: crowdsec::CrowdSecConfig,
     pub signals: signals::SignalsConfig,
+    pub slow: slow::SlowConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -57,6 +59,8 @@ pub(crate) struct ResponseConfig {
     pub protect_gateways: bool,
     pub protect_resolvers: bool,
     pub protect_established: Established,
+    /// Block (and ban through CrowdSec) the sources of slow scans too.
+    pub block_slow: bool,
 }
 
 impl Default for ResponseConfig {
@@ -70,6 +74,7 @@ impl Default for ResponseConfig {
             protect_gateways: true,
             protect_resolvers: true,
             protect_established: Established::Flows,
+            block_slow: false,
         }
     }
 }
@@ -160,6 +165,8 @@ impl Default for Report {
 /// Limits on settings that would silently weaken detection.
 const MIN_CLOSED_TO_DECIDE: u32 = 3;
 const MIN_IDLE: Duration = Duration::from_secs(60);
+/// With the long memory on, a forgotten source's probes are still seen.
+const MIN_IDLE_REMEMBERED: Duration = Duration::from_secs(2);
 const MIN_QUIET: Duration = Duration::from_secs(1);
 /// The longest block: a year (`scanner block --ttl` has the same limit).
 pub(crate) const MAX_BLOCK_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -312,12 +319,18 @@ impl FileConfig {
         // Forgetting a source within a minute of quiet lets a scanner that
         // waits between probes go undecided; ending scans within a second
         // reports one scan as many.
-        if self.detection.idle_timeout < MIN_IDLE {
+        // Unless the long memory sees it across the pauses.
+        let min_idle = if self.slow.enabled {
+            MIN_IDLE_REMEMBERED
+        } else {
+            MIN_IDLE
+        };
+        if self.detection.idle_timeout < min_idle {
             return Err((
                 "idle_timeout",
                 format!(
                     "under {}: a scan with pauses longer than that is never decided",
-                    show(MIN_IDLE)
+                    show(min_idle)
                 ),
             ));
         }
@@ -404,7 +417,8 @@ impl FileConfig {
             ));
         }
         self.crowdsec.validate()?;
-        self.signals.validate()
+        self.signals.validate()?;
+        self.slow.validate(&self.probabilities())
     }
 }
 

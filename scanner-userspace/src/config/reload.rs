@@ -37,6 +37,11 @@ pub(crate) fn plan(old: &Settings, new: &Settings) -> Plan {
     if old.file.aggregation != new.file.aggregation {
         restart_needed.push("aggregation");
     }
+    // The memory thread is started (or not) with the daemon; its window
+    // and thresholds change in place.
+    if new.file.slow.enabled != old.file.slow.enabled {
+        restart_needed.push("slow.enabled");
+    }
     Plan {
         allow: after.difference(&before).copied().collect(),
         disallow: before.difference(&after).copied().collect(),

@@ -48,6 +48,22 @@ pub(crate) struct StatusReply {
     pub crowdsec: Option<FleetStatus>,
     /// The history file; null when no history is kept.
     pub history: Option<String>,
+    /// The long memory (`[slow]`); absent when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_memory: Option<MemoryStatus>,
+}
+
+/// The long memory in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemoryStatus {
+    /// How far back it remembers, e.g. `7d`.
+    pub window: String,
+    /// Rows held (one per source, protocol and port), as of its last prune.
+    pub rows: u64,
+    /// Probes it took, dropped, and slow scans it decided, since the start.
+    pub probes: u64,
+    pub dropped: u64,
+    pub slow_scans: u64,
 }
 
 /// An interface the daemon watches.

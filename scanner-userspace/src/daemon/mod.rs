@@ -13,6 +13,7 @@ pub(crate) mod respond;
 mod responder;
 mod serve;
 mod shutdown;
+mod slow;
 mod start;
 mod upkeep;
 
@@ -90,6 +91,8 @@ struct Daemon {
     /// What `scanner status` says of the daemon itself.
     facts: Facts,
     scans: FullScans,
+    /// When the allocator's free memory was last handed back.
+    heap_released: Instant,
 }
 
 /// The XDP program, its maps and the interfaces it is attached to.

@@ -8,6 +8,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use scanner_common::{
@@ -18,6 +19,7 @@ use crate::{
     config::signals::SignalsConfig,
     detect::{EntryId, kind_of},
     kernel::maps::{Maps, monotonic_ns},
+    memory,
     sinks::{
         metrics::Metrics,
         probes::{Offered, Probe, ProbeSignals, SignalName, record},
@@ -36,6 +38,9 @@ const MAX_ADMITTED: usize = 100_000;
 /// Probes of closed ports waiting for the next listeners' read at most;
 /// past it they are judged at once.
 const MAX_PENDING: usize = 100_000;
+/// Probes kept for the long memory between two polls at most; past it they
+/// are left out, and counted as the memory's drops.
+const MAX_REMEMBERED: usize = 200_000;
 
 /// An interface's addresses, one per family (the probed one, as far as the
 /// kernel's first probes tell).
@@ -45,10 +50,16 @@ struct Addresses {
     v6: Option<Ipv6Addr>,
 }
 
-/// Reads the kernel's probes and sends the signals.
+/// Reads the kernel's probes, sends the signals, and keeps what the long
+/// memory is handed at each poll.
 pub(crate) struct ProbeWatch {
-    signals: ProbeSignals,
-    queue: Queue,
+    /// The probe signals and their queue, when sent.
+    signals: Option<(ProbeSignals, Queue)>,
+    /// For the long memory, when kept: the prefix lengths, and the probes
+    /// judged since it was last handed them.
+    remember: Option<((u8, u8), Vec<memory::Probe>)>,
+    /// Probes left out of `remember` (full) since it was last taken.
+    left_out: u64,
     /// FIRST_PROBES has been read up to this CLOCK_MONOTONIC time.
     walked_ns: u64,
     /// Admitted sources: (the life's first_seen_ns, sample ports offered).
@@ -101,12 +112,26 @@ impl OpenPorts {
 }
 
 impl ProbeWatch {
-    /// The probe signals `config` asks for, into `queue`; None when off.
-    pub(crate) fn new(config: &SignalsConfig, queue: Option<Queue>) -> Option<Self> {
-        let queue = queue.filter(|_| config.probes)?;
+    /// The probe signals `config` asks for, into `queue`, and the long
+    /// memory's feed (`remember`: the prefix lengths); None when neither.
+    pub(crate) fn new(
+        config: &SignalsConfig,
+        queue: Option<Queue>,
+        remember: Option<(u8, u8)>,
+    ) -> Option<Self> {
+        let signals = queue.filter(|_| config.probes).map(|queue| {
+            (
+                ProbeSignals::new(config.probe_rate, config.probe_burst, config.probe_window),
+                queue,
+            )
+        });
+        if signals.is_none() && remember.is_none() {
+            return None;
+        }
         let mut watch = Self {
-            signals: ProbeSignals::new(config.probe_rate, config.probe_burst, config.probe_window),
-            queue,
+            signals,
+            remember: remember.map(|lengths| (lengths, Vec::new())),
+            left_out: 0,
             walked_ns: monotonic_ns(),
             admitted: HashMap::new(),
             addresses: HashMap::new(),
@@ -231,8 +256,46 @@ impl ProbeWatch {
         self.admitted = kept;
     }
 
-    /// One probe through the filter, and to the queue if it passes.
+    /// The probes judged since the last call, for the long memory, and
+    /// how many were left out.
+    pub(crate) fn remembered(&mut self) -> (Vec<memory::Probe>, u64) {
+        let probes = self
+            .remember
+            .as_mut()
+            .map(|(_, probes)| std::mem::take(probes))
+            .unwrap_or_default();
+        (probes, std::mem::take(&mut self.left_out))
+    }
+
+    /// One judged probe: kept for the long memory, and through the
+    /// signals' filter to the queue if it passes.
     fn offer(&mut self, p: &Probe, names: &HashMap<u32, String>, metrics: &Metrics, now: u64) {
+        if let Some((_, probes)) = &self.remember
+            && probes.len() >= MAX_REMEMBERED
+        {
+            self.left_out += 1;
+        } else if let Some(((v4, v6), probes)) = &mut self.remember {
+            let source = crate::sinks::event::ip_of(&p.source);
+            let len = if source.is_ipv4() { *v4 } else { *v6 };
+            if let Ok(net) = ipnet::IpNet::new(source, len) {
+                let ago = Duration::from_nanos(now.saturating_sub(p.seen_ns));
+                let at = SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH);
+                probes.push(memory::Probe {
+                    seen: memory::Seen {
+                        source,
+                        net: net.trunc(),
+                        proto: p.proto,
+                        port: p.port,
+                        open: p.open,
+                        ms: crate::history::unix_ms(at),
+                    },
+                    ifindex: p.ifindex,
+                });
+            }
+        }
+        let Some((signals, queue)) = &mut self.signals else {
+            return;
+        };
         let iface = names.get(&p.ifindex).map_or("", String::as_str);
         let addresses = self.addresses.get(iface).copied().unwrap_or_default();
         let destination: Option<IpAddr> = if p.source.is_v4() {
@@ -240,15 +303,14 @@ impl ProbeWatch {
         } else {
             addresses.v6.map(IpAddr::V6)
         };
-        let offered = self.signals.offer(p, destination, now);
+        let offered = signals.offer(p, destination, now);
         metrics.probe_signal(offered);
         if offered != Offered::Send {
             return;
         }
-        let r = record(p, self.queue.host(), iface, destination, now);
+        let r = record(p, queue.host(), iface, destination, now);
         if let Ok(json) = serde_json::to_string(&r) {
-            self.queue
-                .send(PRIORITY, &r.ts, SignalName::Probe.as_str(), &json);
+            queue.send(PRIORITY, &r.ts, SignalName::Probe.as_str(), &json);
         }
     }
 }

@@ -180,6 +180,17 @@ fn status(out: &Output, maps: &Maps, state: &State<'_>) -> anyhow::Result<Status
             .reporter
             .history()
             .map(|h| h.path().display().to_string()),
+        long_memory: out.memory.as_ref().map(|m| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = m.stats();
+            crate::control::reply::MemoryStatus {
+                window: crate::config::show(state.settings.file.slow.window),
+                rows: s.rows.load(Relaxed),
+                probes: s.probes.load(Relaxed),
+                dropped: s.dropped.load(Relaxed),
+                slow_scans: s.decided.load(Relaxed),
+            }
+        }),
     })
 }
 

@@ -55,6 +55,8 @@ pub(crate) struct Output {
     pub probes: Option<crate::daemon::probes::ProbeWatch>,
     /// The ports of the scans ending in this poll (see `probed_ports`).
     pub probed: HashMap<EntryId, Probed>,
+    /// The long memory, when it is kept (`[slow]`, with a history file).
+    pub memory: Option<crate::memory::Memory>,
 }
 
 /// Writes one event: stdout, and the journal when one is connected.
@@ -89,6 +91,7 @@ pub(crate) fn report(
     findings: &[Finding],
 ) -> anyhow::Result<()> {
     let now = monotonic_ns();
+    mark(out.memory.as_ref(), settings, findings);
     out.probed = probed_ports(out, maps, findings);
     for finding in findings {
         match finding {
@@ -107,6 +110,31 @@ pub(crate) fn report(
         }
     }
     release(out, maps, settings, false)
+}
+
+/// Marks the entries the kernel decided among `findings` in the long
+/// memory: it decides none of them again as a slow scan.
+fn mark(memory: Option<&crate::memory::Memory>, settings: &Settings, findings: &[Finding]) {
+    let Some(memory) = memory else { return };
+    let (v4, v6) = settings.prefix_lengths();
+    let decided: Vec<(ipnet::IpNet, bool)> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Detected { id, .. } => {
+                let ip = ip_of(&id.key);
+                let prefix = id.scope == scope::PREFIX;
+                let len = match (prefix, ip) {
+                    (false, std::net::IpAddr::V4(_)) => 32,
+                    (false, std::net::IpAddr::V6(_)) => 128,
+                    (true, std::net::IpAddr::V4(_)) => v4,
+                    (true, std::net::IpAddr::V6(_)) => v6,
+                };
+                ipnet::IpNet::new(ip, len).ok().map(|n| (n.trunc(), prefix))
+            }
+            Finding::Ended { .. } => None,
+        })
+        .collect();
+    memory.decided(decided);
 }
 
 /// The ports each scan that ended among `findings` probed, for the
@@ -356,6 +384,7 @@ fn scan_event(
         decoy_group: None,
         fragments: (stats.fragments > 0).then_some(stats.fragments),
         spared_flows: spared_flows(settings, event, id),
+        slow: None,
         probed: Vec::new(),
     }
 }

@@ -36,6 +36,9 @@ use crate::{
 const FULL_SCAN_MAX: Duration = Duration::from_secs(30);
 /// Even an empty map costs a walk of its buckets: not at every poll.
 const FULL_SCAN_MIN: Duration = Duration::from_secs(2);
+/// How often the allocator's free memory is handed back (see
+/// `sys::release_free_heap`).
+const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(30);
 
 fn interval(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval(period);
@@ -157,6 +160,11 @@ impl Daemon {
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
+        // Every decision the kernel made before this poll's probes were
+        // walked is marked in the long memory now (`report`): it takes the
+        // probes after, and decides nothing the kernel did.
+        crate::daemon::slow::hand_over(&mut self.out);
+        crate::daemon::slow::report_decided(&mut self.out, &mut self.kernel.maps, &self.settings)?;
         let lifted = self.out.respond_with(Responder::sweep)?;
         forget_lifted(&mut self.kernel.maps, &lifted);
         self.out.respond_with(|r| r.reinstate(&lifted))?;
@@ -173,6 +181,10 @@ impl Daemon {
         }
         if let Err(e) = self.kernel.reported.set(reported_ns) {
             tracing::warn!("{:#}", anyhow::Error::from(e));
+        }
+        if self.heap_released.elapsed() >= RELEASE_HEAP_EVERY {
+            crate::sys::release_free_heap();
+            self.heap_released = Instant::now();
         }
         if !watch_interfaces(
             &mut self.kernel.attached,
@@ -291,6 +303,11 @@ impl Daemon {
                 }
                 forget_allowlisted(&mut self.kernel.maps, &self.out.responder.policy);
                 self.detector.set_quiet_ns(new.quiet_ns());
+                if let (Some(memory), Some(settings)) =
+                    (&self.out.memory, crate::daemon::slow::settings(&new))
+                {
+                    memory.set(settings);
+                }
                 self.out.responder.protected.set_kinds(new.protection());
                 match log_protected(&mut self.out.responder.protected) {
                     Ok(protected) => {
@@ -487,6 +504,14 @@ fn update_metrics(
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let (errors, written) = (get(&s.errors), get(&s.written));
         out.metrics.history(errors, written);
+    }
+    if let Some(memory) = &out.memory {
+        let s = memory.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        out.metrics.memory(
+            get(&s.rows),
+            [get(&s.probes), get(&s.dropped), get(&s.capped)],
+        );
     }
     if let Some(figures) = out.fleet.as_ref().map(crate::fleet::Fleet::figures) {
         out.metrics.fleet(figures);

@@ -33,6 +33,18 @@ impl Daemon {
         findings.extend(self.detector.finish());
         self.report(&findings)?;
         release(&mut self.out, &mut self.kernel.maps, &self.settings, true)?;
+        // The long memory takes the last probes, and what it decides from
+        // them is reported before the alerts are flushed.
+        crate::daemon::slow::hand_over(&mut self.out);
+        if let Some(memory) = self.out.memory.take() {
+            let scans = memory.finish();
+            crate::daemon::slow::report_all(
+                &mut self.out,
+                &mut self.kernel.maps,
+                &self.settings,
+                scans,
+            )?;
+        }
         self.ports
             .port_hours
             .record(&self.kernel.maps, &self.out, true);

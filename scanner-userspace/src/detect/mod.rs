@@ -10,6 +10,7 @@
 
 pub(crate) mod decoy;
 pub(crate) mod hits;
+pub(crate) mod slow;
 pub(crate) mod trw;
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,8 @@ crate::named::named! {
         InvalidFlags = "invalid-flags",
         Mixed = "mixed",
         Distributed = "distributed",
+        /// Decided by the long memory over days (`memory`), not the kernel.
+        Slow = "slow",
     }
 }
 

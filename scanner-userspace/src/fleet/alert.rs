@@ -13,6 +13,9 @@ use crate::sinks::text::comma_list;
 pub(crate) const PORT_SCAN: &str = "scanner/port-scan";
 /// Scenario of a scan spread over a prefix.
 pub(crate) const DISTRIBUTED_SCAN: &str = "scanner/distributed-scan";
+/// Scenario of a slow scan (the long memory's decision), a source's or a
+/// prefix's.
+pub(crate) const SLOW_SCAN: &str = "scanner/slow-scan";
 /// The decisions' origin. `crowdsec` is what `cscli alerts list` and
 /// `cscli decisions list` show without `-a`.
 pub(crate) const ORIGIN: &str = "crowdsec";
@@ -108,10 +111,11 @@ impl Alert {
 
     pub(crate) fn of(d: &Detection) -> Self {
         let host = d.source.prefix_len() == d.source.max_prefix_len();
-        let (scenario, scope) = if host {
-            (PORT_SCAN, "Ip")
-        } else {
-            (DISTRIBUTED_SCAN, "Range")
+        let (scenario, scope) = match (host, d.kind == crate::detect::ScanKind::Slow.as_str()) {
+            (true, false) => (PORT_SCAN, "Ip"),
+            (false, false) => (DISTRIBUTED_SCAN, "Range"),
+            (true, true) => (SLOW_SCAN, "Ip"),
+            (false, true) => (SLOW_SCAN, "Range"),
         };
         let value = if host {
             d.source.addr().to_string()
@@ -242,6 +246,21 @@ mod tests {
             (a.source.scope, a.source.value.as_str()),
             ("Range", "2001:db8::/64")
         );
+        assert!(a.decisions.is_empty());
+    }
+
+    #[test]
+    fn a_slow_scan_has_its_own_scenario_for_an_address_or_a_prefix() {
+        let slow = |source: &str, ban| Detection {
+            kind: crate::detect::ScanKind::Slow.as_str(),
+            ..detection(source, ban)
+        };
+        let a = Alert::of(&slow("198.18.0.1/32", Some(Duration::from_secs(60))));
+        assert_eq!((a.scenario, a.source.scope), (SLOW_SCAN, "Ip"));
+        assert_eq!(a.decisions.len(), 1, "the ban of a blocked slow scan");
+        let a = Alert::of(&slow("198.18.77.0/24", None));
+        assert_eq!((a.scenario, a.source.scope), (SLOW_SCAN, "Range"));
+        assert!(a.message.contains("slow scan"), "{}", a.message);
         assert!(a.decisions.is_empty());
     }
 }

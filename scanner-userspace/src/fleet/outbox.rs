@@ -122,6 +122,8 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open)?;
         conn.busy_timeout(Duration::from_secs(2)).map_err(open)?;
+        // A small page cache: alerts pass through, the file stays small.
+        conn.pragma_update(None, "cache_size", -256).map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
         let len: i64 = conn
             .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))

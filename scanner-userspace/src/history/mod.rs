@@ -6,6 +6,7 @@
 //! (`writer`); `scanner history` and `scanner report` read it, with or
 //! without a daemon running.
 
+pub(crate) mod record;
 pub(crate) mod report;
 pub(crate) mod snapshots;
 pub(crate) mod store;

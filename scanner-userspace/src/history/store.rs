@@ -160,6 +160,12 @@ pub struct Store {
 }
 
 impl Store {
+    /// The connection, for the tables other components keep in the file
+    /// (the long memory's: `crate::memory::store`).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The snapshots of `counts` taken at or after `since_ms`, oldest first.
     pub fn snapshots(&self, counts: &str, since_ms: i64) -> rusqlite::Result<Vec<KeptSnapshot>> {
         snapshots::read(&self.conn, counts, since_ms)
@@ -186,6 +192,10 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(not_history)?;
         conn.busy_timeout(Duration::from_secs(5))
+            .map_err(not_history)?;
+        // A small page cache (SQLite's default is 2 MB a connection): the
+        // writer appends, and a daemon's memory should not grow with the file.
+        conn.pragma_update(None, "cache_size", -512)
             .map_err(not_history)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))

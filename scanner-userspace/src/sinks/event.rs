@@ -74,11 +74,32 @@ pub(crate) struct ScanEvent {
     /// connections and probes are dropped). Absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spared_flows: Option<u32>,
+    /// A slow scan's evidence (kind `slow`): the long record behind it.
+    /// Absent for the kernel's decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<Box<SlowEvidence>>,
     /// `scan_ended`: every port the scan probed, as (protocol, first, last)
     /// ranges. Kept in the history only (`scanner history --port`): too
     /// long for a log line.
     #[serde(skip)]
     pub probed: Vec<(u8, u16, u16)>,
+}
+
+/// What the long memory decided a slow scan on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SlowEvidence {
+    /// The first and latest probe of the record, RFC 3339.
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The window the record spans at most, e.g. `7d`.
+    pub window: String,
+    /// Distinct (protocol, port)s that were closed, and open.
+    pub closed_ports: u32,
+    pub open_ports: u32,
+    /// The (protocol, port)s probed, by first probe, as `tcp/23` (up to 64).
+    pub probed: Vec<String>,
+    /// The addresses behind it (up to 32): the source, or the prefix's.
+    pub addresses: Vec<String>,
 }
 
 /// The daemon itself: `daemon_started`, `daemon_stopped`, `config_reloaded`,

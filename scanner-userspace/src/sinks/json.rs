@@ -60,6 +60,7 @@ pub(crate) mod tests {
             decoy_group: None,
             fragments: None,
             spared_flows: None,
+            slow: None,
             probed: vec![(6, 1, 1000)],
         })
     }

@@ -93,6 +93,7 @@ pub(crate) struct Metrics {
     fleet: FleetMetrics,
     history_errors: Counter,
     history_written: Counter,
+    memory: MemoryMetrics,
     /// History totals already added: (errors, written).
     history_last: (u64, u64),
     syslog_sent: Counter,
@@ -106,6 +107,16 @@ pub(crate) struct Metrics {
     last: HashMap<String, Counters>,
     /// The global kernel counters already added.
     last_totals: Counters,
+}
+
+/// The long memory's figures, and its totals already added.
+#[derive(Debug, Clone, Default)]
+struct MemoryMetrics {
+    rows: Gauge,
+    probes: Counter,
+    dropped: Counter,
+    capped: Counter,
+    last: [u64; 3],
 }
 
 impl Metrics {
@@ -129,6 +140,7 @@ impl Metrics {
             fleet: FleetMetrics::default(),
             history_errors: Counter::default(),
             history_written: Counter::default(),
+            memory: MemoryMetrics::default(),
             history_last: (0, 0),
             syslog_sent: Counter::default(),
             syslog_dropped: Counter::default(),
@@ -296,6 +308,26 @@ impl Metrics {
             self.history_written.clone(),
         );
         r.register(
+            "memory_rows",
+            "Rows the long memory holds ([slow]: one per source, protocol and port within the window)",
+            self.memory.rows.clone(),
+        );
+        r.register(
+            "memory_probes",
+            "Probes added to the long memory",
+            self.memory.probes.clone(),
+        );
+        r.register(
+            "memory_dropped",
+            "Probes the long memory could not take (its queue full, or a write failed)",
+            self.memory.dropped.clone(),
+        );
+        r.register(
+            "memory_capped",
+            "Rows the long memory forgot before the window ended, past max_rows",
+            self.memory.capped.clone(),
+        );
+        r.register(
             "poll_duration_seconds",
             "Time to read the maps and run detection",
             self.poll.clone(),
@@ -398,6 +430,21 @@ impl Metrics {
         self.history_errors.inc_by(errors.saturating_sub(e));
         self.history_written.inc_by(written.saturating_sub(w));
         self.history_last = (errors, written);
+    }
+
+    /// The long memory's figures as it counts them: rows held, and its
+    /// totals of probes taken, dropped and rows capped.
+    pub(crate) fn memory(&mut self, rows: u64, totals: [u64; 3]) {
+        let m = &mut self.memory;
+        m.rows.set(i64::try_from(rows).unwrap_or(i64::MAX));
+        for ((counter, last), total) in [&m.probes, &m.dropped, &m.capped]
+            .into_iter()
+            .zip(&mut m.last)
+            .zip(totals)
+        {
+            counter.inc_by(total.saturating_sub(*last));
+            *last = total;
+        }
     }
 
     /// The syslog sender's totals (`[signals]`), as it counts them.

@@ -58,6 +58,8 @@ named! {
         Trw = "trw",
         /// Distinct ports within the window.
         Fanout = "fanout",
+        /// The long memory's walk over days (a slow scan).
+        LongMemory = "long_memory",
     }
 }
 

@@ -94,8 +94,14 @@ fn scan(e: &ScanEvent) -> String {
         .spared_flows
         .map(|n| format!(" spared_flows={n}"))
         .unwrap_or_default();
+    // A slow scan's span: its evidence may be days old.
+    let slow = e
+        .slow
+        .as_ref()
+        .map(|s| format!(" first_seen={} last_seen={}", s.first_seen, s.last_seen))
+        .unwrap_or_default();
     format!(
-        "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={open}{sources} iface={}{protected}{decoys}{spared}",
+        "{} {what} {} kind={}{decided} ports={} probes={} top_ports={} open={open}{sources} iface={}{protected}{decoys}{spared}{slow}",
         e.ts,
         e.source,
         e.kind,

@@ -75,7 +75,7 @@ pub(crate) fn write(ledger: &Ledger, minutes: u64) -> anyhow::Result<()> {
     writeln!(
         md,
         "`cargo xtask soak --minutes {minutes}`: the daemon (release build) on a server of a bridged lab, \
-         with `--block --block-ttl 90s` (`idle_timeout` 60 s: a source is forgotten before its block lapses, as at the defaults), history, JSON events and a real CrowdSec 1.4.6 Local API \
+         with `--block --block-ttl 90s` (`idle_timeout` 60 s: a source is forgotten before its block lapses, as at the defaults), history and the long memory in it (`[slow]`, its defaults: every flood's 50,000 sources remembered), JSON events and a real CrowdSec 1.4.6 Local API \
          (bouncer and machine, its outbox on disk). At once: a benign client (an HTTP and a UDP request \
          every 250 ms, a session held open and used every 5 s); {} real scans cycling through every \
          family (nmap -sS, -sT, -sF, -sN, -sX, -sM, -sA, -sW, -sU, -sY, -sO, -sS -f, -6 -sS, masscan; \

@@ -95,10 +95,10 @@ pub(crate) fn cost(dir: &Path) -> anyhow::Result<Cost> {
 }
 
 /// xorshift64*: reproducible, fast.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

@@ -11,6 +11,7 @@ mod detect_time;
 mod fleet;
 mod history_cost;
 mod learned;
+mod memory_cost;
 mod throughput;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command};
@@ -355,6 +356,17 @@ fn main() -> anyhow::Result<()> {
             eprintln!("{md}");
             return Ok(());
         }
+        Ok("memory") => {
+            let scratch =
+                std::env::temp_dir().join(format!("scanner-bench-memory-{}", std::process::id()));
+            std::fs::create_dir_all(&scratch)?;
+            let mut md = String::new();
+            let f = memory_cost::measure(&scratch);
+            let _ = std::fs::remove_dir_all(&scratch);
+            memory_cost::markdown(&mut md, &f?)?;
+            eprintln!("{md}");
+            return Ok(());
+        }
         Ok("throughput") => {
             let (ns, _) = xdp_filter;
             let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
@@ -448,6 +460,8 @@ fn main() -> anyhow::Result<()> {
     let history_cost = history_cost::cost(&scratch)?;
     let history_size = history_cost::size(&scratch)?;
     history_cost::markdown(&mut md, &history_cost, &history_size)?;
+    let memory = memory_cost::measure(&scratch)?;
+    memory_cost::markdown(&mut md, &memory)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let detect = detect_time::measure()?;
     detect_time::markdown(&mut md, &detect)?;

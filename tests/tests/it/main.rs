@@ -37,3 +37,4 @@ mod scan_families;
 mod scan_types;
 mod service;
 mod signals;
+mod slow_scans;

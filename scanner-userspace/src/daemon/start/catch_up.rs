@@ -98,6 +98,7 @@ pub(super) fn catch_up(settings: Settings, loaded: Loaded) -> anyhow::Result<Dae
             kernel_memory,
         },
         scans: FullScans::default(),
+        heap_released: std::time::Instant::now(),
     })
 }
 

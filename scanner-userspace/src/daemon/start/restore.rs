@@ -118,7 +118,12 @@ pub(super) async fn load_and_restore(
         .collector()
         .map(|c| Syslog::start(c, signals.queue, signals.host.as_deref()));
     let syslog_stats = syslog.as_ref().map(Syslog::stats);
-    let probes = ProbeWatch::new(signals, syslog.as_ref().map(Syslog::queue));
+    let memory = crate::daemon::slow::start(settings);
+    let probes = ProbeWatch::new(
+        signals,
+        syslog.as_ref().map(Syslog::queue),
+        memory.is_some().then(|| settings.prefix_lengths()),
+    );
     let out = Output {
         reporter: Reporter::new(opened.writer)
             .with(journal)
@@ -132,6 +137,7 @@ pub(super) async fn load_and_restore(
         responder: Responder::new(policy, protected),
         fleet,
         probed: HashMap::new(),
+        memory,
     };
     // The "last hour" of probes per port: an earlier daemon's snapshots,
     // and one before any probe this daemon's program sees.

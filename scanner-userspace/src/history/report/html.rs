@@ -96,6 +96,35 @@ pub(crate) fn render(r: &Report) -> String {
     h.push_str(
         "<p class=\"muted\">Blocked: <em>until</em> a time when a block holds as this report is made; <em>earlier</em> when its blocks have expired or were lifted.</p>\n",
     );
+    h.push_str("<h2>Slow scans</h2>\n");
+    if r.slow.is_empty() {
+        h.push_str("<p class=\"muted\">None decided in this period.</p>\n");
+    } else {
+        h.push_str("<p>Scans spread over hours or days, decided by the long memory: each source's (or network's) record, the ports first probed each day.</p>\n");
+        for s in &r.slow {
+            let _ = writeln!(
+                h,
+                "<h3>{} <span class=\"muted\">decided {}: {} ports from {} address(es)</span></h3>",
+                escape(&s.source),
+                escape(&s.decided),
+                s.ports,
+                s.sources
+            );
+            h.push_str(
+                "<table><tr><th>day</th><th>addresses</th><th>ports first probed</th></tr>\n",
+            );
+            for d in &s.days {
+                let _ = writeln!(
+                    h,
+                    "<tr>{}{}{}</tr>",
+                    cell(&d.day),
+                    num(u64::from(d.addresses)),
+                    cell(&d.ports.join(" "))
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
     h.push_str("<h2>Exposed listening ports</h2>\n");
     if r.exposed.is_empty() {
         h.push_str(

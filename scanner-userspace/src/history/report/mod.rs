@@ -34,6 +34,55 @@ pub(crate) struct Report {
     pub sources: Vec<SourceRow>,
     pub exposed: Vec<ExposedRow>,
     pub changes: Vec<Change>,
+    /// The slow scans decided in the period, each with its long record.
+    pub slow: Vec<SlowRow>,
+}
+
+/// A slow scan (kind `slow`) and why it was decided: its source's (or
+/// prefix's) long record, day by day.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SlowRow {
+    pub source: String,
+    pub decided: String,
+    pub ports: u64,
+    pub sources: u64,
+    pub days: Vec<crate::history::record::RecordDay>,
+}
+
+/// Slow scans shown with their record at most.
+const SLOW_SHOWN: usize = 20;
+
+/// The slow scans among `events`, latest first, with their long records.
+fn slow_rows(
+    store: &Store,
+    events: &[EventRow],
+    since_ms: i64,
+) -> Result<Vec<SlowRow>, HistoryError> {
+    let mut rows = Vec::new();
+    for e in events
+        .iter()
+        .rev()
+        .filter(|e| e.event == "scan_detected" && e.kind.as_deref() == Some("slow"))
+        .take(SLOW_SHOWN)
+    {
+        let v: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
+        let Some(net) = e
+            .source
+            .as_deref()
+            .and_then(|s| crate::kernel::policy::parse_net(s).ok())
+        else {
+            continue;
+        };
+        let record = crate::history::record::record_of(store.connection(), net, since_ms)?;
+        rows.push(SlowRow {
+            source: e.source.clone().unwrap_or_default(),
+            decided: ts_of(e.ts_ms),
+            ports: v["ports"].as_u64().unwrap_or(0),
+            sources: v["sources"].as_u64().unwrap_or(1),
+            days: crate::history::record::by_day(&record),
+        });
+    }
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -133,6 +182,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
     let (mut totals, sources, scans_per_day, changes) = tally.finish(now_ms);
     totals.probes = port_hours.iter().map(|p| p.probes).sum();
     let exposed = exposed_rows(store, &totals_by_port)?;
+    let slow = slow_rows(store, &events, since_ms)?;
     Ok(Report {
         host: crate::sys::hostname(),
         generated: ts_of(now_ms),
@@ -144,6 +194,7 @@ pub(crate) fn build(store: &Store, since_ms: i64, now_ms: i64) -> Result<Report,
         sources,
         exposed,
         changes,
+        slow,
     })
 }
 

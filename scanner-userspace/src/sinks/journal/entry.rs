@@ -69,11 +69,27 @@ fn scan(e: &ScanEvent, fields: &mut Fields) -> (u8, String) {
     if let Some(n) = e.spared_flows {
         fields.push(("SCANNER_SPARED_FLOWS", n.to_string()));
     }
+    // A slow scan's evidence: when it probed, and from where.
+    if let Some(slow) = &e.slow {
+        fields.extend([
+            ("SCANNER_FIRST_SEEN", slow.first_seen.clone()),
+            ("SCANNER_LAST_SEEN", slow.last_seen.clone()),
+            ("SCANNER_WINDOW", slow.window.clone()),
+            ("SCANNER_CLOSED_PORTS", slow.closed_ports.to_string()),
+            ("SCANNER_PROBED", slow.probed.join(",")),
+            ("SCANNER_ADDRESSES", slow.addresses.join(",")),
+        ]);
+    }
+    let span = e
+        .slow
+        .as_ref()
+        .map(|s| format!(", probed from {} to {}", s.first_seen, s.last_seen))
+        .unwrap_or_default();
     match e.event {
         ScanName::Detected => (
             priority::WARNING,
             format!(
-                "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}; action {}",
+                "port scan detected from {}: {} scan of {} ports ({} probes) on {}, top ports {}{span}; action {}",
                 e.source,
                 e.kind,
                 e.ports,
