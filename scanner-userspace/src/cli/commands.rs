@@ -488,6 +488,15 @@ pub(crate) fn config_command(args: &ConfigArgs) -> anyhow::Result<()> {
             nats(steps.open),
             nats(steps.lower),
         ))?;
+        if config.slow.enabled {
+            let slow = config.slow.rule(&config.probabilities())?;
+            outln(&format!(
+                "# The long memory decides a slow scan at {} closed ports net of open ones within {} (a source, or a prefix of {} addresses or more).",
+                slow.closed_ports_to_decide(),
+                crate::config::show(config.slow.window),
+                slow.min_addresses,
+            ))?;
+        }
         out(&toml::to_string(&config).context("printing the settings")?)?;
     }
     Ok(())

@@ -589,6 +589,13 @@ mod tests {
             ("[aggregation]\nmin_sources = 1\n", "min_sources"),
             ("[detection]\nstealth_probes = 0\n", "stealth_probes"),
             ("[response]\nblock_cap = 0\n", "block_cap"),
+            ("[slow]\nwindow = \"1s\"\n", "window"),
+            ("[slow]\nmin_addresses = 1\n", "min_addresses"),
+            ("[slow]\nmax_rows = 10\n", "max_rows"),
+            (
+                "[slow]\nfalse_positive_probability = 0.05\n",
+                "false_positive_probability",
+            ),
         ] {
             let e = FileConfig::parse(text, "f").unwrap_err();
             let msg = e.to_string();
@@ -597,6 +604,20 @@ mod tests {
                 "{text}: {msg}"
             );
         }
+    }
+
+    #[test]
+    fn a_short_idle_timeout_needs_the_long_memory() {
+        // Two seconds: the long memory sees a scan across the kernel's
+        // pauses. Without it, a minute at least.
+        assert!(FileConfig::parse("[detection]\nidle_timeout = \"2s\"\n", "f").is_ok());
+        let e = FileConfig::parse(
+            "[detection]\nidle_timeout = \"2s\"\n[slow]\nenabled = false\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("idle_timeout"), "{e}");
+        assert!(FileConfig::parse("[detection]\nidle_timeout = \"1s\"\n", "f").is_err());
     }
 
     #[test]

@@ -347,3 +347,103 @@ impl Worker {
 fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::slow::SlowConfig, detect::trw::Probabilities};
+
+    fn settings() -> Settings {
+        let c = SlowConfig::default();
+        Settings {
+            rule: c.rule(&Probabilities::default()).unwrap(),
+            window: c.window,
+            max_rows: c.max_rows,
+        }
+    }
+
+    fn probe(source: &str, port: u16, ms: i64) -> Probe {
+        let source: IpAddr = source.parse().unwrap();
+        Probe {
+            seen: Seen {
+                source,
+                net: IpNet::new(source, 24).unwrap().trunc(),
+                proto: 6,
+                port,
+                open: false,
+                ms,
+            },
+            ifindex: 3,
+        }
+    }
+
+    fn file(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("scanner-memory-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("history.db")
+    }
+
+    #[test]
+    fn ten_closed_ports_over_many_polls_are_one_slow_scan_and_a_restart_keeps_them() {
+        let path = file("restart");
+        let now = now_ms();
+        let m = Memory::start(&path, settings()).unwrap();
+        // Six polls of one probe each, hours apart (as the kernel forgot
+        // each): nothing yet.
+        for k in 0..6u16 {
+            let at = now - 3_600_000 * i64::from(10 - k);
+            m.observe((vec![probe("198.18.5.5", 100 + k, at)], 0));
+        }
+        assert!(m.finish().is_empty());
+        // A new daemon: the record is in the file.
+        let m = Memory::start(&path, settings()).unwrap();
+        for k in 6..12u16 {
+            m.observe((
+                vec![probe("198.18.5.5", 100 + k, now - 1000 + i64::from(k))],
+                0,
+            ));
+        }
+        let scans = m.finish();
+        assert_eq!(scans.len(), 1, "{scans:?}");
+        let s = &scans[0];
+        assert_eq!(
+            (s.prefix, s.evidence.decided_after, s.ifindex),
+            (false, 10, 3)
+        );
+        assert_eq!(s.net, "198.18.5.5/32".parse::<IpNet>().unwrap());
+        // Decided once a window: more closed ports decide nothing again.
+        let m = Memory::start(&path, settings()).unwrap();
+        m.observe((vec![probe("198.18.5.5", 200, now)], 0));
+        assert!(m.finish().is_empty());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn what_the_kernel_decided_is_never_a_slow_scan() {
+        let path = file("kernel");
+        let now = now_ms();
+        let m = Memory::start(&path, settings()).unwrap();
+        m.decided(vec![
+            ("198.18.6.6/32".parse().unwrap(), false),
+            ("198.18.7.0/24".parse().unwrap(), true),
+        ]);
+        let mut probes: Vec<Probe> = (0..12).map(|k| probe("198.18.6.6", 100 + k, now)).collect();
+        // A /24 the kernel decided as a distributed scan, four addresses.
+        probes.extend((0..12).map(|k| probe(&format!("198.18.7.{}", k % 4 + 1), 300 + k, now)));
+        m.observe((probes, 0));
+        assert!(m.finish().is_empty());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn probes_left_out_or_refused_are_counted() {
+        let path = file("dropped");
+        let m = Memory::start(&path, settings()).unwrap();
+        m.observe((Vec::new(), 7));
+        assert_eq!(m.stats().dropped.load(Ordering::Relaxed), 7);
+        let _ = m.finish();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
