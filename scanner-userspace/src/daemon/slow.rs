@@ -178,12 +178,12 @@ fn event(
         decided_after: ev.decided_after,
         sources: scan.address_count,
         latency_us: None,
-        action: match (scan.prefix, settings.dry_run(), blocks && settings.blocks()) {
-            (true, _, _) => Action::Report,
-            (false, true, _) | (false, false, true) if protected.is_some() => Action::Protected,
-            (false, true, _) if blocks => Action::DryRun,
-            (false, false, true) => Action::Block,
-            _ => Action::Report,
+        // A slow scan is acted on only with block_slow, never a prefix's.
+        action: match (blocks, settings.dry_run(), settings.blocks(), protected) {
+            (false, ..) | (true, false, false, _) => Action::Report,
+            (true, true, _, Some(_)) | (true, false, true, Some(_)) => Action::Protected,
+            (true, true, _, None) => Action::DryRun,
+            (true, false, true, None) => Action::Block,
         },
         protected,
         decoy_group: None,

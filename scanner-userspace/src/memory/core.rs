@@ -65,10 +65,12 @@ impl Core {
         now_ms: i64,
     ) -> (Vec<SlowScan>, Option<Duration>) {
         let since = since(s, now_ms);
-        let mut sources: Vec<(IpAddr, u32)> =
-            probes.iter().map(|p| (p.seen.source, p.ifindex)).collect();
-        sources.sort_by_key(|&(a, _)| a);
-        sources.dedup_by_key(|&mut (a, _)| a);
+        let mut sources: Vec<(IpAddr, IpNet, u32)> = probes
+            .iter()
+            .map(|p| (p.seen.source, p.seen.net, p.ifindex))
+            .collect();
+        sources.sort_by_key(|&(a, ..)| a);
+        sources.dedup_by_key(|&mut (a, ..)| a);
         let mut nets: Vec<(IpNet, u32)> = probes.iter().map(|p| (p.seen.net, p.ifindex)).collect();
         nets.sort_by_key(|&(n, _)| n);
         nets.dedup_by_key(|&mut (n, _)| n);
@@ -84,25 +86,37 @@ impl Core {
                 Err(e) => tracing::warn!("long memory: reading {what}'s record failed: {e}"),
             }
         };
-        for (source, ifindex) in sources {
-            keep(self.walk_source(source, ifindex, s, since, now_ms), &source);
-        }
+        // Prefixes first: an address whose network is decided (here, or by
+        // the kernel as a distributed scan) was reported with it, and is not
+        // reported again on its own.
         for (net, ifindex) in nets {
             keep(self.walk_prefix(net, ifindex, s, since, now_ms), &net);
+        }
+        for (source, net, ifindex) in sources {
+            keep(
+                self.walk_source(source, net, ifindex, s, (since, now_ms)),
+                &source,
+            );
         }
         (found, longest)
     }
 
-    /// One source's record walked (unless it was decided in the window).
+    /// One source's record walked, unless it, or its network `net`, was
+    /// decided in the window.
     pub(crate) fn walk_source(
         &self,
         source: IpAddr,
+        net: IpNet,
         ifindex: u32,
         s: &Settings,
-        since: i64,
-        now_ms: i64,
+        (since, now_ms): (i64, i64),
     ) -> rusqlite::Result<(Option<SlowScan>, Duration)> {
-        self.walk(IpNet::from(source), false, ifindex, s, (since, now_ms))
+        let began = Instant::now();
+        if store::decided(&self.conn, store::PREFIX, net.network(), since)? {
+            return Ok((None, began.elapsed()));
+        }
+        let (scan, _) = self.walk(IpNet::from(source), false, ifindex, s, (since, now_ms))?;
+        Ok((scan, began.elapsed()))
     }
 
     /// One prefix's record walked (unless it was decided in the window).

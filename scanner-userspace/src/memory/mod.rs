@@ -438,6 +438,29 @@ mod tests {
     }
 
     #[test]
+    fn an_address_of_a_decided_network_is_not_reported_again_alone() {
+        let path = file("network");
+        let now = now_ms();
+        let m = Memory::start(&path, settings()).unwrap();
+        // The kernel decided 198.18.8.0/24 as a distributed scan; one of
+        // its addresses goes on probing, slowly, on its own.
+        m.decided(vec![("198.18.8.0/24".parse().unwrap(), true)]);
+        m.observe((
+            (0..12).map(|k| probe("198.18.8.8", 100 + k, now)).collect(),
+            0,
+        ));
+        assert!(m.finish().is_empty());
+        // The same from a network nobody decided: a slow scan.
+        let m = Memory::start(&path, settings()).unwrap();
+        m.observe((
+            (0..12).map(|k| probe("198.18.9.9", 100 + k, now)).collect(),
+            0,
+        ));
+        assert_eq!(m.finish().len(), 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn probes_left_out_or_refused_are_counted() {
         let path = file("dropped");
         let m = Memory::start(&path, settings()).unwrap();

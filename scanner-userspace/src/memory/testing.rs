@@ -69,13 +69,13 @@ impl LongMemory {
     pub fn walk(&self, source: IpAddr, now_ms: i64) -> anyhow::Result<Duration> {
         let since = now_ms - i64::try_from(self.settings.window.as_millis())?;
         let len = if source.is_ipv4() { 24 } else { 64 };
+        let net = IpNet::new(source, len)?.trunc();
         let (_, a) = self
             .core
-            .walk_source(source, 1, &self.settings, since, now_ms)?;
-        let net = IpNet::new(source, len)?.trunc();
+            .walk_prefix(net, 1, &self.settings, since, now_ms)?;
         let (_, b) = self
             .core
-            .walk_prefix(net, 1, &self.settings, since, now_ms)?;
+            .walk_source(source, net, 1, &self.settings, (since, now_ms))?;
         Ok(a + b)
     }
 
