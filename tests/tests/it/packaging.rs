@@ -374,7 +374,7 @@ fn promtool_accepts_the_shipped_alert_rules() -> anyhow::Result<()> {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 8 rules found"), "{said}");
 
     // ScannerCrowdSecStale fires for a Local API that was never reached
     // (no pull ever, pulls failing), and for one that stopped answering.
