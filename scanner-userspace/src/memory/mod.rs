@@ -364,10 +364,11 @@ mod tests {
 
     fn probe(source: &str, port: u16, ms: i64) -> Probe {
         let source: IpAddr = source.parse().unwrap();
+        let len = if source.is_ipv4() { 24 } else { 64 };
         Probe {
             seen: Seen {
                 source,
-                net: IpNet::new(source, 24).unwrap().trunc(),
+                net: IpNet::new(source, len).unwrap().trunc(),
                 proto: 6,
                 port,
                 open: false,
@@ -457,6 +458,29 @@ mod tests {
             0,
         ));
         assert_eq!(m.finish().len(), 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_64_whose_addresses_take_turns_is_one_actor() {
+        let path = file("v6");
+        let now = now_ms();
+        let m = Memory::start(&path, settings()).unwrap();
+        // Twelve addresses of one /64, a closed port each, polls apart.
+        for k in 0..12u16 {
+            m.observe((
+                vec![probe(&format!("2001:db8:7::{:x}", k + 1), 400 + k, now)],
+                0,
+            ));
+        }
+        let scans = m.finish();
+        assert_eq!(scans.len(), 1, "{scans:?}");
+        let s = &scans[0];
+        assert!(s.prefix);
+        assert_eq!(s.net, "2001:db8:7::/64".parse::<IpNet>().unwrap());
+        // At its tenth address, or later when polls queued together.
+        assert!(s.address_count >= 10, "{s:?}");
+        assert_eq!(s.evidence.decided_after, 10);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
