@@ -148,6 +148,18 @@ impl Settings {
         (a.ipv4_prefix, a.ipv6_prefix)
     }
 
+    /// The network an entry stands for: a source's address (a /32 or
+    /// /128), or a prefix's network at the `[aggregation]` lengths.
+    pub(crate) fn net_of(&self, id: crate::detect::EntryId) -> ipnet::IpNet {
+        let ip = crate::sinks::event::ip_of(&id.key);
+        if id.scope != scanner_common::scope::PREFIX {
+            return ipnet::IpNet::from(ip);
+        }
+        let (v4, v6) = self.prefix_lengths();
+        let len = if ip.is_ipv4() { v4 } else { v6 };
+        ipnet::IpNet::new(ip, len).unwrap_or_else(|_| ipnet::IpNet::from(ip))
+    }
+
     /// The CONFIG map value for a host with this ephemeral port range.
     pub(crate) fn kernel(&self, ephemeral: (u16, u16)) -> anyhow::Result<Config> {
         let steps = self

@@ -8,7 +8,6 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use scanner_common::{
@@ -278,8 +277,6 @@ impl ProbeWatch {
             let source = crate::sinks::event::ip_of(&p.source);
             let len = if source.is_ipv4() { *v4 } else { *v6 };
             if let Ok(net) = ipnet::IpNet::new(source, len) {
-                let ago = Duration::from_nanos(now.saturating_sub(p.seen_ns));
-                let at = SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH);
                 probes.push(memory::Probe {
                     seen: memory::Seen {
                         source,
@@ -287,7 +284,7 @@ impl ProbeWatch {
                         proto: p.proto,
                         port: p.port,
                         open: p.open,
-                        ms: crate::history::unix_ms(at),
+                        ms: crate::history::unix_ms(p.seen_at(now)),
                     },
                     ifindex: p.ifindex,
                 });

@@ -314,13 +314,7 @@ fn prefix_rows(maps: &Maps, state: &State<'_>, now_mono: u64, rows: &mut Vec<(i6
         let Some(s) = maps.entry(id).filter(|s| s.decided_ns != 0) else {
             continue;
         };
-        let ip = ip_of(&id.key);
-        let len = if ip.is_ipv4() {
-            state.settings.prefix_lengths().0
-        } else {
-            state.settings.prefix_lengths().1
-        };
-        let net = ipnet::IpNet::new(ip, len).unwrap_or_else(|_| ipnet::IpNet::from(ip));
+        let net = state.settings.net_of(id);
         rows.push((
             i64::from(s.score),
             ListRow {

@@ -116,20 +116,11 @@ pub(crate) fn report(
 /// memory: it decides none of them again as a slow scan.
 fn mark(memory: Option<&crate::memory::Memory>, settings: &Settings, findings: &[Finding]) {
     let Some(memory) = memory else { return };
-    let (v4, v6) = settings.prefix_lengths();
     let decided: Vec<(ipnet::IpNet, bool)> = findings
         .iter()
         .filter_map(|f| match f {
             Finding::Detected { id, .. } => {
-                let ip = ip_of(&id.key);
-                let prefix = id.scope == scope::PREFIX;
-                let len = match (prefix, ip) {
-                    (false, std::net::IpAddr::V4(_)) => 32,
-                    (false, std::net::IpAddr::V6(_)) => 128,
-                    (true, std::net::IpAddr::V4(_)) => v4,
-                    (true, std::net::IpAddr::V6(_)) => v6,
-                };
-                ipnet::IpNet::new(ip, len).ok().map(|n| (n.trunc(), prefix))
+                Some((settings.net_of(*id).trunc(), id.scope == scope::PREFIX))
             }
             Finding::Ended { .. } => None,
         })
@@ -333,13 +324,11 @@ fn scan_event(
     since_ns: Option<u64>,
 ) -> ScanEvent {
     let prefix = id.scope == scope::PREFIX;
+    let net = settings.net_of(id);
     let source = if prefix {
-        let ip = ip_of(&id.key);
-        let (v4, v6) = settings.prefix_lengths();
-        let len = if ip.is_ipv4() { v4 } else { v6 };
-        format!("{ip}/{len}")
+        net.to_string()
     } else {
-        ip_of(&id.key).to_string()
+        net.addr().to_string()
     };
     let top = maps.top_ports(id, stats, TOP_PORTS);
     let open = (stats.open_ports as usize).min(stats.open_sample.len());
@@ -404,7 +393,7 @@ fn spared_flows(settings: &Settings, event: ScanName, id: EntryId) -> Option<u32
 }
 
 /// The ports of ranked pairs, in their order, each once.
-fn port_numbers(pairs: &[(u8, u16)]) -> Vec<u16> {
+pub(crate) fn port_numbers(pairs: &[(u8, u16)]) -> Vec<u16> {
     let mut ports: Vec<u16> = Vec::with_capacity(pairs.len());
     for &(_, port) in pairs {
         if !ports.contains(&port) {

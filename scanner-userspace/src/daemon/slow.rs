@@ -14,7 +14,7 @@ use scanner_common::scope;
 
 use crate::{
     config::{settings::Settings, show},
-    daemon::respond::{Output, write},
+    daemon::respond::{Output, port_numbers, write},
     detect::{EntryId, ScanKind},
     fleet::alert::{Alert, Detection},
     kernel::{maps::Maps, policy::net_name, protect},
@@ -148,12 +148,8 @@ fn event(
         .iter()
         .map(|&(proto, port)| format!("{}/{port}", crate::audit::proto_name(proto)))
         .collect();
-    let mut top_ports: Vec<u16> = Vec::new();
-    for &(_, port) in &ev.ports {
-        if top_ports.len() < TOP_PORTS && !top_ports.contains(&port) {
-            top_ports.push(port);
-        }
-    }
+    let mut top_ports = port_numbers(&ev.ports);
+    top_ports.truncate(TOP_PORTS);
     ScanEvent {
         ts: timestamp(SystemTime::now()),
         event: ScanName::Detected,

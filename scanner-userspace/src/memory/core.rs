@@ -3,10 +3,7 @@
 //! window and the cap kept. Time is a parameter, so a bench can run a week
 //! of probes through the same code in seconds.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use rusqlite::Connection;
@@ -38,13 +35,13 @@ impl Core {
     }
 
     /// Adds `probes` in one transaction, then walks every source and prefix
-    /// they touched: the slow scans decided, and the longest walk.
+    /// they touched: the slow scans decided.
     pub(crate) fn handle(
         &mut self,
         probes: &[Probe],
         s: &Settings,
         now_ms: i64,
-    ) -> rusqlite::Result<(Vec<SlowScan>, Option<Duration>)> {
+    ) -> rusqlite::Result<Vec<SlowScan>> {
         let tx = self.conn.transaction()?;
         for p in probes {
             store::add(&tx, &p.seen)?;
@@ -58,12 +55,7 @@ impl Core {
         store::prune(&self.conn, since(s, now_ms), s.max_rows).map(|(_, capped)| capped)
     }
 
-    fn evaluate(
-        &self,
-        probes: &[Probe],
-        s: &Settings,
-        now_ms: i64,
-    ) -> (Vec<SlowScan>, Option<Duration>) {
+    fn evaluate(&self, probes: &[Probe], s: &Settings, now_ms: i64) -> Vec<SlowScan> {
         let since = since(s, now_ms);
         let mut sources: Vec<(IpAddr, IpNet, u32)> = probes
             .iter()
@@ -75,16 +67,10 @@ impl Core {
         nets.sort_by_key(|&(n, _)| n);
         nets.dedup_by_key(|&mut (n, _)| n);
         let mut found = Vec::new();
-        let mut longest: Option<Duration> = None;
-        let mut keep = |walked: rusqlite::Result<(Option<SlowScan>, Duration)>,
-                        what: &dyn std::fmt::Display| {
-            match walked {
-                Ok((scan, took)) => {
-                    longest = Some(longest.map_or(took, |l| l.max(took)));
-                    found.extend(scan);
-                }
-                Err(e) => tracing::warn!("long memory: reading {what}'s record failed: {e}"),
-            }
+        let mut keep = |walked: rusqlite::Result<Option<SlowScan>>,
+                        what: &dyn std::fmt::Display| match walked {
+            Ok(scan) => found.extend(scan),
+            Err(e) => tracing::warn!("long memory: reading {what}'s record failed: {e}"),
         };
         // Prefixes first: an address whose network is decided (here, or by
         // the kernel as a distributed scan) was reported with it, and is not
@@ -98,7 +84,7 @@ impl Core {
                 &source,
             );
         }
-        (found, longest)
+        found
     }
 
     /// One source's record walked, unless it, or its network `net`, was
@@ -110,13 +96,11 @@ impl Core {
         ifindex: u32,
         s: &Settings,
         (since, now_ms): (i64, i64),
-    ) -> rusqlite::Result<(Option<SlowScan>, Duration)> {
-        let began = Instant::now();
+    ) -> rusqlite::Result<Option<SlowScan>> {
         if store::decided(&self.conn, store::PREFIX, net.network(), since)? {
-            return Ok((None, began.elapsed()));
+            return Ok(None);
         }
-        let (scan, _) = self.walk(IpNet::from(source), false, ifindex, s, (since, now_ms))?;
-        Ok((scan, began.elapsed()))
+        self.walk(IpNet::from(source), false, ifindex, s, (since, now_ms))
     }
 
     /// One prefix's record walked (unless it was decided in the window).
@@ -127,12 +111,12 @@ impl Core {
         s: &Settings,
         since: i64,
         now_ms: i64,
-    ) -> rusqlite::Result<(Option<SlowScan>, Duration)> {
+    ) -> rusqlite::Result<Option<SlowScan>> {
         self.walk(net, true, ifindex, s, (since, now_ms))
     }
 
     /// The walk over `net`'s record (an address's, or a prefix's whole),
-    /// from `since` as of `now_ms`; how long it took.
+    /// from `since` as of `now_ms`.
     fn walk(
         &self,
         net: IpNet,
@@ -140,15 +124,14 @@ impl Core {
         ifindex: u32,
         s: &Settings,
         (since, now_ms): (i64, i64),
-    ) -> rusqlite::Result<(Option<SlowScan>, Duration)> {
-        let began = Instant::now();
+    ) -> rusqlite::Result<Option<SlowScan>> {
         let (scope, entity) = if prefix {
             (store::PREFIX, net.network())
         } else {
             (store::SOURCE, net.addr())
         };
         if store::decided(&self.conn, scope, entity, since)? {
-            return Ok((None, began.elapsed()));
+            return Ok(None);
         }
         let (record, mut addresses) = if prefix {
             store::prefix_record(&self.conn, net, since)?
@@ -164,9 +147,8 @@ impl Core {
         } else {
             s.rule.decide(&record)
         };
-        let took = began.elapsed();
         let Some(evidence) = decided else {
-            return Ok((None, took));
+            return Ok(None);
         };
         store::mark(&self.conn, scope, entity, "slow", now_ms)?;
         addresses.sort_unstable();
@@ -178,8 +160,7 @@ impl Core {
             addresses,
             address_count: count,
             ifindex,
-            evaluation: took,
         };
-        Ok((Some(scan), took))
+        Ok(Some(scan))
     }
 }

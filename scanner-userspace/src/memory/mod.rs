@@ -61,8 +61,6 @@ pub(crate) struct SlowScan {
     pub address_count: u32,
     /// The interface the probe that decided it came in on.
     pub ifindex: u32,
-    /// How long the walk over its record took.
-    pub evaluation: Duration,
 }
 
 /// One probe, as the daemon hands it over.
@@ -99,8 +97,6 @@ pub(crate) struct MemoryStats {
     pub rows: AtomicU64,
     /// Slow scans decided.
     pub decided: AtomicU64,
-    /// The latest walk's duration, in microseconds.
-    pub evaluation_us: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,20 +226,22 @@ impl Memory {
     /// Stops the thread once it has written what it was given; the slow
     /// scans it decided meanwhile are returned.
     pub(crate) fn finish(mut self) -> Vec<SlowScan> {
+        self.stop();
+        self.take()
+    }
+
+    /// Closes the queue: the thread ends once it has taken what is in it.
+    fn stop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.take()
     }
 }
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
@@ -323,14 +321,8 @@ impl Worker {
         }
         let n = probes.len() as u64;
         match self.core.handle(&probes, &s, now) {
-            Ok((scans, walked)) => {
+            Ok(scans) => {
                 self.stats.probes.fetch_add(n, Ordering::Relaxed);
-                if let Some(took) = walked {
-                    self.stats.evaluation_us.store(
-                        u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
-                }
                 for scan in scans {
                     self.stats.decided.fetch_add(1, Ordering::Relaxed);
                     let _ = self.out.send(scan);

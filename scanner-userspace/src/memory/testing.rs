@@ -2,7 +2,11 @@
 //! outside this crate: the same store, the same walks, the default
 //! settings, and time as a parameter (a week of probes in seconds).
 
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    net::IpAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use ipnet::IpNet;
@@ -37,20 +41,15 @@ impl LongMemory {
 
     /// A poll's probes taken as the thread takes them (added, then every
     /// source and /24 or /64 they touched walked) at `now_ms`: the slow
-    /// scans decided, and the longest walk.
-    pub fn take(
-        &mut self,
-        probes: &[Probed],
-        now_ms: i64,
-    ) -> anyhow::Result<(usize, Option<Duration>)> {
+    /// scans decided.
+    pub fn take(&mut self, probes: &[Probed], now_ms: i64) -> anyhow::Result<usize> {
         let probes: Vec<Probe> = probes
             .iter()
             .map(|&(source, proto, port, open, ms)| {
-                let len = if source.is_ipv4() { 24 } else { 64 };
                 Ok(Probe {
                     seen: Seen {
                         source,
-                        net: IpNet::new(source, len)?.trunc(),
+                        net: net_of(source)?,
                         proto,
                         port,
                         open,
@@ -60,23 +59,20 @@ impl LongMemory {
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        let (scans, longest) = self.core.handle(&probes, &self.settings, now_ms)?;
-        Ok((scans.len(), longest))
+        Ok(self.core.handle(&probes, &self.settings, now_ms)?.len())
     }
 
     /// The walks a new probe from `source` costs at `now_ms` (its record
     /// and its prefix's), without adding anything.
     pub fn walk(&self, source: IpAddr, now_ms: i64) -> anyhow::Result<Duration> {
         let since = now_ms - i64::try_from(self.settings.window.as_millis())?;
-        let len = if source.is_ipv4() { 24 } else { 64 };
-        let net = IpNet::new(source, len)?.trunc();
-        let (_, a) = self
-            .core
+        let net = net_of(source)?;
+        let began = Instant::now();
+        self.core
             .walk_prefix(net, 1, &self.settings, since, now_ms)?;
-        let (_, b) = self
-            .core
+        self.core
             .walk_source(source, net, 1, &self.settings, (since, now_ms))?;
-        Ok(a + b)
+        Ok(began.elapsed())
     }
 
     /// Rows past the window and the cap forgotten as of `now_ms`.
@@ -87,4 +83,10 @@ impl LongMemory {
     pub fn rows(&self) -> anyhow::Result<u64> {
         Ok(super::store::rows(&self.core.conn)?)
     }
+}
+
+/// The daemon's default prefix of `source`: its /24 or /64.
+fn net_of(source: IpAddr) -> anyhow::Result<IpNet> {
+    let len = if source.is_ipv4() { 24 } else { 64 };
+    Ok(IpNet::new(source, len)?.trunc())
 }

@@ -115,6 +115,14 @@ impl Probe {
         }
     }
 
+    /// The wall-clock time of the probe, `now_ns` being CLOCK_MONOTONIC now.
+    pub(crate) fn seen_at(&self, now_ns: u64) -> SystemTime {
+        let ago = Duration::from_nanos(now_ns.saturating_sub(self.seen_ns));
+        SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+
     /// The probe with its port open, as the host's listeners read since
     /// it came say.
     pub(crate) fn opened(self) -> Self {
@@ -282,9 +290,8 @@ pub(crate) fn record(
     destination: Option<IpAddr>,
     now_ns: u64,
 ) -> ProbeRecord {
-    let ago = Duration::from_nanos(now_ns.saturating_sub(probe.seen_ns));
     ProbeRecord {
-        ts: timestamp(SystemTime::now() - ago),
+        ts: timestamp(probe.seen_at(now_ns)),
         event: SignalName::Probe,
         host: host.to_owned(),
         source: ip_of(&probe.source).to_string(),

@@ -88,8 +88,7 @@ pub(crate) fn measure(dir: &Path) -> anyhow::Result<Figures> {
             .iter()
             .position(|p| p.4 / 1000 != second)
             .map_or(week.len(), |n| i + n);
-        let (n, _) = memory.take(&week[i..j], (second + 1) * 1000)?;
-        decided += n;
+        decided += memory.take(&week[i..j], (second + 1) * 1000)?;
         i = j;
     }
     let end_ms = start_ms + DAYS * DAY_MS;
