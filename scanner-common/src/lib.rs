@@ -25,6 +25,7 @@ pub mod protect;
 pub mod reason;
 pub mod scope;
 pub mod source;
+pub mod step;
 
 pub use bits::port_bit;
 pub use classify::*;

@@ -20,10 +20,15 @@ mod frame;
 mod gather;
 mod maps;
 mod track;
+mod variant;
 mod verdict;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use scanner_common::{Parsed, counter, parse};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    macros::xdp,
+    programs::XdpContext,
+};
+use scanner_common::{Parsed, counter, parse, step};
 
 use crate::{
     frame::XdpFrame,
@@ -48,6 +53,7 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
     // the compiler copy the unset bytes of the smaller variants, which the
     // verifier rejects.
     match parse(&XdpFrame(ctx)) {
+        Ok(Parsed::Transport(_)) if variant::stops_after(step::PARSE) => verdict::pass(),
         Ok(Parsed::Transport(h)) => match verdict::rule(&h.source) {
             Rule::None => match track::track(&h, ifindex) {
                 Tracked::Counted => verdict::pass(),
@@ -141,10 +147,21 @@ pub(crate) fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 
+/// CLOCK_MONOTONIC, as the daemon reads it: every probe's time.
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper call with no arguments.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// CLOCK_MONOTONIC as of the last timer tick (up to 1/HZ behind
+/// [`now`]), for a block's expiry, which no one needs to the millisecond.
+/// It only reads a variable: `cargo xtask bench` prices it at under half
+/// of `now` (no clock source is read), on every packet of a blocked source.
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    // SAFETY: a helper call with no arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// The verdict of an allow or block rule (or of no rule).

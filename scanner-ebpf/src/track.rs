@@ -25,7 +25,7 @@
 use scanner_common::{
     Config, Headers, PREFIX_TRIALS_PER_SOURCE, SourceKey, SourceStats, bits, class_of, counter,
     earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
-    port_hits_index, scope,
+    port_hits_index, scope, step,
 };
 
 use crate::{
@@ -34,6 +34,7 @@ use crate::{
     first::{self, Admission},
     gather,
     maps::{CONFIG, PORT_BITS, PORT_HITS, PREFIXES, SOURCES},
+    variant,
 };
 
 /// What tracking made of a packet.
@@ -116,6 +117,9 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     let Some(pkt) = probe(h, ifindex, cfg) else {
         return Tracked::Counted;
     };
+    if variant::stops_after(step::CLASSIFY) {
+        return Tracked::Counted;
+    }
     let idle = idle_ns(cfg);
     let Some(slot) = first::slot(&h.source, cfg) else {
         return Tracked::Counted;
@@ -123,15 +127,23 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     // The slot first: a source it does not show as admitted has no entry,
     // and a never-seen source (most of a flood) costs no SOURCES lookup.
     // SAFETY: slot points at a live FIRST_PROBES value.
-    let known = if unsafe { (*slot).may_be_admitted(&h.source) } {
+    let may_be_admitted = unsafe { (*slot).may_be_admitted(&h.source) };
+    if variant::stops_after(step::SLOT) {
+        return Tracked::Counted;
+    }
+    let known = if may_be_admitted {
         live(&SOURCES, &h.source, pkt.now, idle)
     } else {
         None
     };
     let s = match known {
+        Some(_) if variant::stops_after(step::ADMISSION) => return Tracked::Counted,
         Some(s) => s,
         // SAFETY: as above.
         None => match unsafe { first::admit(slot, &h.source, &pkt, idle) } {
+            Admission::Held { .. } if variant::stops_after(step::ADMISSION) => {
+                return Tracked::Counted;
+            }
             Admission::Held {
                 new_port,
                 new_source,
@@ -271,6 +283,9 @@ unsafe fn record(
         let was_decided = (*s).decided_ns != 0;
         (was_decided, account(s, source, scope::SOURCE, pkt, cfg))
     };
+    if variant::stops_after(step::TRW) {
+        return;
+    }
     if count_hits {
         count_port(pkt, trial);
     }

@@ -43,7 +43,9 @@ pub(crate) fn rule(source: &SourceKey) -> Rule {
     }
     let key = Key::new(128, *source);
     match BLOCKLIST.get(&key) {
-        Some(e) if e.blocks(crate::now()) => {
+        // A block lasts up to a tick past its expiry: the coarse clock
+        // costs a blocked scanner's flood less.
+        Some(e) if e.blocks(crate::coarse_now()) => {
             if ALLOWLIST.get(&key).is_some() {
                 Rule::Allow
             } else if spares_protected(e) && PROTECTED.get_ptr(source).is_some() {

@@ -50,6 +50,8 @@ pub mod testing {
 
     /// Loading the XDP program.
     pub mod load {
-        pub use crate::kernel::load::{PROGRAM, load, load_with_cap, map_memory, write_config};
+        pub use crate::kernel::load::{
+            PROGRAM, load, load_variant, load_with_cap, map_memory, write_config,
+        };
     }
 }

@@ -34,7 +34,13 @@ pub struct Learned {
     pub answered: BTreeSet<u16>,
     /// Of those, the ports that answered SYN-ACK (open).
     pub open: BTreeSet<u16>,
+    /// Every SYN to the server, from any source (the first [`MAX_SYNS`]):
+    /// when it crossed the interface, its source, its destination port.
+    pub syns: Vec<(SystemTime, [u8; 4], u16)>,
 }
+
+/// The most SYNs [`Learned::syns`] keeps.
+pub const MAX_SYNS: usize = 100_000;
 
 /// A running capture; [`Capture::finish`] stops it and returns the result.
 pub struct Capture {
@@ -141,6 +147,12 @@ fn read(
         };
         let at = stamp(fd).unwrap_or_else(SystemTime::now);
         if let Some(seg) = tcp_of(&buf[..n]) {
+            if seg.dst == server
+                && seg.flags & (SYN | ACK | RST) == SYN
+                && learned.syns.len() < MAX_SYNS
+            {
+                learned.syns.push((at, seg.src, seg.dport));
+            }
             if seg.src == scanner && seg.dst == server && seg.flags & (SYN | ACK | RST) == SYN {
                 learned.first_probe.get_or_insert(at);
                 learned.probes += 1;
@@ -181,6 +193,7 @@ struct Segment {
     src: [u8; 4],
     dst: [u8; 4],
     sport: u16,
+    dport: u16,
     flags: u8,
 }
 
@@ -199,6 +212,7 @@ fn tcp_of(frame: &[u8]) -> Option<Segment> {
         src: ip[12..16].try_into().ok()?,
         dst: ip[16..20].try_into().ok()?,
         sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dport: u16::from_be_bytes([tcp[2], tcp[3]]),
         flags: tcp[13],
     })
 }
@@ -216,11 +230,12 @@ mod tests {
         f[14 + 12..14 + 16].copy_from_slice(&[198, 18, 0, 2]);
         f[14 + 16..14 + 20].copy_from_slice(&[198, 18, 0, 1]);
         f[34..36].copy_from_slice(&80u16.to_be_bytes());
+        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
         f[34 + 13] = SYN | ACK;
         let s = tcp_of(&f).expect("a segment");
         assert_eq!(
-            (s.src, s.dst, s.sport, s.flags),
-            ([198, 18, 0, 2], [198, 18, 0, 1], 80, SYN | ACK)
+            (s.src, s.dst, s.sport, s.dport, s.flags),
+            ([198, 18, 0, 2], [198, 18, 0, 1], 80, 40000, SYN | ACK)
         );
         assert!(tcp_of(&f[..30]).is_none());
     }

@@ -5,7 +5,7 @@ use std::{
     path::PathBuf,
     process::{Child, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, anyhow, bail};
@@ -23,8 +23,10 @@ pub enum Stream {
 /// A running `scanner run`. Killed (SIGKILL) on drop if still running.
 pub struct Daemon {
     child: Child,
-    lines: Receiver<(Stream, String)>,
+    lines: Receiver<(Stream, String, SystemTime)>,
     stdout: Vec<String>,
+    /// When each stdout line was read from the pipe.
+    stdout_at: Vec<SystemTime>,
     stderr: Vec<String>,
     echo: bool,
     socket: PathBuf,
@@ -101,10 +103,12 @@ pub fn cli_ok(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<String>
     Ok(stdout)
 }
 
-fn forward(stream: Stream, reader: impl Read, tx: Sender<(Stream, String)>) {
+/// Relays `reader`'s lines, each with the time it was read: a line is
+/// read as soon as the daemon's write reaches the pipe.
+fn forward(stream: Stream, reader: impl Read, tx: Sender<(Stream, String, SystemTime)>) {
     for line in BufReader::new(reader).lines() {
         let Ok(line) = line else { break };
-        if tx.send((stream, line)).is_err() {
+        if tx.send((stream, line, SystemTime::now())).is_err() {
             break;
         }
     }
@@ -196,6 +200,7 @@ impl Daemon {
             child,
             lines,
             stdout: Vec::new(),
+            stdout_at: Vec::new(),
             stderr: Vec::new(),
             echo: false,
             socket,
@@ -230,7 +235,17 @@ impl Daemon {
             .collect()
     }
 
-    fn record(&mut self, stream: Stream, line: String) {
+    /// Every stdout line so far that parses as JSON, with the time it
+    /// was read from the daemon's stdout.
+    pub fn timed_events(&self) -> Vec<(SystemTime, Value)> {
+        self.stdout_at
+            .iter()
+            .zip(&self.stdout)
+            .filter_map(|(at, l)| Some((*at, serde_json::from_str(l).ok()?)))
+            .collect()
+    }
+
+    fn record(&mut self, stream: Stream, line: String, at: SystemTime) {
         if self.echo {
             match stream {
                 Stream::Stdout => println!("[scanner] {line}"),
@@ -238,7 +253,10 @@ impl Daemon {
             }
         }
         match stream {
-            Stream::Stdout => self.stdout.push(line),
+            Stream::Stdout => {
+                self.stdout.push(line);
+                self.stdout_at.push(at);
+            }
             Stream::Stderr => self.stderr.push(line),
         }
     }
@@ -252,8 +270,8 @@ impl Daemon {
     /// Takes every line that has arrived, without waiting; how many.
     pub fn drain(&mut self) -> usize {
         let mut n = 0;
-        while let Ok((stream, line)) = self.lines.try_recv() {
-            self.record(stream, line);
+        while let Ok((stream, line, at)) = self.lines.try_recv() {
+            self.record(stream, line, at);
             n += 1;
         }
         n
@@ -292,9 +310,9 @@ impl Daemon {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok((from, line)) => {
+                Ok((from, line, at)) => {
                     let hit = from == stream && pred(&line);
-                    self.record(from, line.clone());
+                    self.record(from, line.clone(), at);
                     if hit {
                         return Ok(line);
                     }
@@ -351,8 +369,8 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                while let Ok((stream, line)) = self.lines.recv_timeout(Duration::from_secs(5)) {
-                    self.record(stream, line);
+                while let Ok((stream, line, at)) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    self.record(stream, line, at);
                 }
                 return Ok(status);
             }
@@ -368,7 +386,7 @@ impl Daemon {
                 .lines
                 .recv_timeout(left.min(Duration::from_millis(200)))
             {
-                Ok((stream, line)) => self.record(stream, line),
+                Ok((stream, line, at)) => self.record(stream, line, at),
                 Err(RecvTimeoutError::Timeout) => {}
                 // Every output closed: the process is on its way out.
                 Err(RecvTimeoutError::Disconnected) => {
@@ -395,8 +413,8 @@ impl Daemon {
 
     /// Reads the output to its end and reaps the daemon (after a signal).
     pub fn wait_exit(&mut self) -> anyhow::Result<()> {
-        while let Ok((stream, line)) = self.lines.recv_timeout(Duration::from_secs(30)) {
-            self.record(stream, line);
+        while let Ok((stream, line, at)) = self.lines.recv_timeout(Duration::from_secs(30)) {
+            self.record(stream, line, at);
         }
         self.child.wait().context("reaping the daemon")?;
         Ok(())
@@ -411,7 +429,7 @@ impl Daemon {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok((stream, line)) => self.record(stream, line),
+                Ok((stream, line, at)) => self.record(stream, line, at),
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();

@@ -7,6 +7,7 @@ mod install;
 mod lint;
 mod setup;
 mod shell;
+mod steps;
 
 use std::process::ExitCode;
 
@@ -171,6 +172,7 @@ fn bench() -> anyhow::Result<()> {
         Err(e) => eprintln!("xtask: bench: no baseline program: {e:#}"),
     }
     cmd.env("SCANNER_BASELINE_COMMIT", &baseline::COMMIT[..7]);
+    cmd.env("SCANNER_STEPS_ELF", steps::elf()?);
     shell::status(&mut cmd)
 }
 

@@ -16,6 +16,7 @@ use scanner_common::{
         SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes,
         suspects,
     },
+    step,
 };
 use thiserror::Error;
 
@@ -142,6 +143,16 @@ pub fn load_with_cap(config: &Config, block_cap: u32) -> Result<Ebpf, LoadError>
     Ok(ebpf)
 }
 
+/// [`load`] of `object`, an XDP object built with the timing variants
+/// (scanner-ebpf's `steps` feature; the bench's), set to pass every packet
+/// right after step `stop_after` (see `scanner_common::step`).
+pub fn load_variant(config: &Config, object: &[u8], stop_after: u32) -> Result<Ebpf, LoadError> {
+    let capacity = Capacity::with_blocks(BLOCK_CAPACITY);
+    let mut ebpf = load_object(object, config, &capacity, None, Some(stop_after))?;
+    arm_admission(&mut ebpf)?;
+    Ok(ebpf)
+}
+
 /// Map sizes chosen at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Capacity {
@@ -165,8 +176,23 @@ pub(crate) fn load_pinned(
     capacity: &Capacity,
     pins: Option<&std::path::Path>,
 ) -> Result<Ebpf, LoadError> {
+    load_object(OBJECT, config, capacity, pins, None)
+}
+
+/// Loads `object` (`stop_after`: a timing variant's step, see
+/// [`load_variant`]).
+fn load_object(
+    object: &[u8],
+    config: &Config,
+    capacity: &Capacity,
+    pins: Option<&std::path::Path>,
+    stop_after: Option<u32>,
+) -> Result<Ebpf, LoadError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
+    if let Some(stop_after) = &stop_after {
+        loader.override_global(step::STOP_AFTER, stop_after, true);
+    }
     loader.map_max_entries(BLOCKLIST_MAP, capacity.blocks);
     // One setting sizes every per-source map (see scanner_common::names).
     loader.map_max_entries(FIRST_PROBES_MAP, first_probe_slots(capacity.sources));
@@ -180,7 +206,7 @@ pub(crate) fn load_pinned(
         }
     }
     let mut ebpf = loader
-        .load(OBJECT)
+        .load(object)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
         ADMITTED_MAP,
@@ -579,5 +605,19 @@ mod tests {
     #[test]
     fn the_embedded_object_is_an_elf_file() {
         assert_eq!(&OBJECT[..4], b"\x7fELF");
+    }
+
+    /// The timing variants (scanner-ebpf's `steps` feature) are the bench's
+    /// own object: the daemon's has neither their global nor their
+    /// programs, so no packet pays for an early-stop check.
+    #[test]
+    fn the_embedded_object_has_no_timing_variant() {
+        for name in [step::STOP_AFTER.as_bytes(), b"cost_clock"] {
+            assert!(
+                !OBJECT.windows(name.len()).any(|w| w == name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
     }
 }

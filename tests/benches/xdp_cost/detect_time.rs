@@ -79,19 +79,23 @@ fn daemon(lab: &Lab, block: bool) -> anyhow::Result<Daemon> {
     if block {
         args.push("--block");
     }
-    let mut daemon = Daemon::start(&lab.server, &args)?;
+    // At the packaged unit's niceness (Nice=-10).
+    let mut daemon = Daemon::start_via(&lab.server, &crate::report_latency::NICE, &[], &args)?;
     daemon.wait_attached(Lab::SERVER_IF)?;
     Ok(daemon)
 }
 
-/// When `daemon` reported the attacker's scan.
+/// When `daemon` reported the attacker's scan: when its line came out of
+/// the daemon's stdout.
 fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
-    let event = daemon.wait_for_event(
-        |e| e["event"] == "scan_detected" && e["source"] == Lab::ATTACKER_V4,
-        Duration::from_secs(30),
-    )?;
-    let ts = event["ts"].as_str().context("event ts")?;
-    Ok(humantime::parse_rfc3339(ts)?)
+    let ours =
+        |e: &serde_json::Value| e["event"] == "scan_detected" && e["source"] == Lab::ATTACKER_V4;
+    daemon.wait_for_event(ours, Duration::from_secs(30))?;
+    daemon
+        .timed_events()
+        .into_iter()
+        .find_map(|(at, e)| ours(&e).then_some(at))
+        .context("the detection's line")
 }
 
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
@@ -226,10 +230,10 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     writeln!(
         md,
         "`nmap -n -Pn -sS -T4 --host-timeout 15s -p 1-1000` from the attacker's namespace, \
-         {RUNS} runs. Detection: a fresh daemon (report only) and scanlogd (Debian's package) \
+         {RUNS} runs. Detection: a fresh daemon (report only, at the packaged unit's niceness: `Nice=-10`) and scanlogd (Debian's package) \
          both watch the server's namespace, so both see the very same scan; times are from \
-         nmap's start to scanner's `scan_detected` event on stdout and to scanlogd's line in \
-         the journal. Blocking: a separate scan against a fresh daemon with `--block` (a \
+         nmap's start to scanner's `scan_detected` line read from its stdout and to \
+         scanlogd's line in the journal (journald's receive time). Blocking: a separate scan against a fresh daemon with `--block` (a \
          block starves scanlogd of the probes it counts); the time is from nmap's start to \
          the first packet the kernel dropped (the daemon's counters polled every \
          millisecond). scanlogd only logs; it cannot block.\n"
@@ -270,4 +274,12 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
 
 pub(crate) fn detect_median(runs: &[Run]) -> Option<f64> {
     median(runs.iter().map(|r| r.detect_ms).collect())
+}
+
+/// Medians from the scan's first probe: (scanner's report, scanlogd's line).
+pub(crate) fn first_probe_medians(runs: &[Run]) -> Option<(f64, f64)> {
+    Some((
+        median(runs.iter().filter_map(|r| r.detect_probe_ms).collect())?,
+        median(runs.iter().filter_map(|r| r.scanlogd_probe_ms).collect())?,
+    ))
 }

@@ -160,6 +160,12 @@ fn the_deb_runs_as_a_service_under_a_real_systemd() -> anyhow::Result<()> {
     ct.sh("systemctl start scanner")?;
     let pid = wait_active(&ct, None)?;
     assert!(!lab.xdp_programs()?.is_empty(), "not attached");
+    // Ahead of ordinary work for the CPU (Nice=-10): field 19 of stat.
+    assert_eq!(
+        ct.sh(&format!("cut -d' ' -f19 /proc/{pid}/stat"))?.trim(),
+        "-10",
+        "the daemon's niceness"
+    );
     assert_eq!(
         ct.sh("stat -c '%a %U %G' /run/scanner /run/scanner/scanner.sock")?,
         "750 root scanner\n660 root scanner\n"

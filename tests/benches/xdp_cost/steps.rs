@@ -1,0 +1,266 @@
+//! Where each nanosecond of the probe path goes: timing variants of the XDP
+//! program that pass the packet right after each step
+//! (`scanner_common::step`, an object built with scanner-ebpf's `steps`
+//! feature), measured on the probe frames in the same rounds as the
+//! daemon's program and XDP_PASS; and the size of each variant
+//! (xlated instructions, jited bytes) with the helper calls in it, which
+//! show a change even where times are noisy.
+
+use std::{collections::BTreeMap, fmt::Write as _, process::Command};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use scanner_common::{Config, step};
+use scanner_userspace::testing::load;
+
+use crate::{Case, costs, prepare, program_id, run_once, set_blocked};
+
+/// A program's size as the kernel holds it.
+pub(crate) struct Size {
+    /// BPF instructions after the verifier's rewrites (dead code removed,
+    /// map lookups inlined).
+    pub xlated: u64,
+    /// Bytes of machine code.
+    pub jited: u64,
+    /// Calls by name (helpers, and the map functions the verifier calls
+    /// directly), as `bpftool prog dump xlated` shows them.
+    pub calls: BTreeMap<String, usize>,
+}
+
+/// The steps object's programs that price one building block ten times.
+const BLOCKS: [(&str, &str); 3] = [
+    (
+        "cost_call",
+        "a helper call (`bpf_ktime_get_coarse_ns`, which reads a variable)",
+    ),
+    (
+        "cost_clock",
+        "the clock every probe reads (`bpf_ktime_get_ns`)",
+    ),
+    (
+        "cost_lookup",
+        "a hash-map lookup of a source key, empty bucket",
+    ),
+];
+
+pub(crate) struct Steps {
+    /// What one of each building block costs (ns).
+    pub blocks: Vec<(&'static str, f64)>,
+    /// The variants' names, then "whole program".
+    pub variants: Vec<&'static str>,
+    /// Per case: its name and ns for each variant, then XDP_PASS.
+    pub rows: Vec<(&'static str, Vec<f64>, f64)>,
+    pub sizes: Vec<Size>,
+    /// The whole build's programs: the attached one and the tail-called.
+    pub programs: Vec<(&'static str, Size)>,
+}
+
+/// The size of program `id`.
+pub(crate) fn size(id: u32) -> anyhow::Result<Size> {
+    let show = Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .context("running bpftool prog show")?;
+    let json: serde_json::Value = serde_json::from_slice(&show.stdout)?;
+    let dump = Command::new("bpftool")
+        .args(["prog", "dump", "xlated", "id", &id.to_string()])
+        .output()
+        .context("running bpftool prog dump xlated")?;
+    let mut calls = BTreeMap::new();
+    for line in String::from_utf8_lossy(&dump.stdout).lines() {
+        // "  12: (85) call bpf_ktime_get_ns#125"; "call pc+N" is a call
+        // within the program.
+        if let Some(rest) = line.split(") call ").nth(1)
+            && !rest.starts_with("pc")
+        {
+            let name = rest.split('#').next().unwrap_or(rest).trim().to_owned();
+            *calls.entry(name).or_insert(0) += 1;
+        }
+    }
+    Ok(Size {
+        xlated: json["bytes_xlated"].as_u64().unwrap_or(0) / 8,
+        jited: json["bytes_jited"].as_u64().unwrap_or(0),
+        calls,
+    })
+}
+
+/// Every variant and the whole program, loaded side by side; `pass` is
+/// XDP_PASS's program id.
+pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Result<Steps> {
+    let path = std::env::var_os("SCANNER_STEPS_ELF")
+        .context("SCANNER_STEPS_ELF: the steps object (run the bench with `cargo xtask bench`)")?;
+    let object = std::fs::read(&path).with_context(|| format!("reading {path:?}"))?;
+    let mut loaded: Vec<(Ebpf, u32)> = Vec::new();
+    for (stop, _) in step::STEPS {
+        let mut ebpf = load::load_variant(&Config::default(), &object, stop)?;
+        let id = program_id(&mut ebpf, load::PROGRAM)?;
+        prepare(&mut ebpf)?;
+        loaded.push((ebpf, id));
+    }
+    // Last, the daemon's own program (its object has no early stops).
+    let mut ebpf = load::load(&Config::default())?;
+    let id = program_id(&mut ebpf, load::PROGRAM)?;
+    prepare(&mut ebpf)?;
+    loaded.push((ebpf, id));
+    // The price of the building blocks, ten of each a run.
+    let mut blocks = Vec::new();
+    {
+        let (first, _) = loaded.first_mut().context("no variant")?;
+        let ids = BLOCKS
+            .iter()
+            .map(|(name, _)| program_id(first, name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut with_pass = ids.clone();
+        with_pass.push(pass);
+        let ns = costs(&with_pass, &cases[0].frame)?;
+        let (pass_ns, each) = ns.split_last().context("no rounds")?;
+        for ((_, what), ns) in BLOCKS.iter().zip(each) {
+            blocks.push((*what, (ns - pass_ns) / 10.0));
+        }
+    }
+    let defaults = Config::default();
+    let mut rows = Vec::new();
+    // The probe paths: the cases that reach tracking.
+    for case in cases.iter().filter(|c| c.prime.is_some() || c.fresh) {
+        for (ebpf, id) in &mut loaded {
+            set_blocked(ebpf, false)?;
+            load::write_config(ebpf, if case.fresh { fresh } else { &defaults })?;
+            if let Some(prime) = &case.prime {
+                run_once(*id, prime)?;
+                run_once(*id, &case.frame)?;
+            }
+        }
+        let mut ids: Vec<u32> = loaded.iter().map(|(_, id)| *id).collect();
+        ids.push(pass);
+        let ns = costs(&ids, &case.frame)?;
+        eprintln!("steps, {}: {ns:?}", case.name);
+        let (pass_ns, variants) = ns.split_last().context("no rounds")?;
+        rows.push((case.name, variants.to_vec(), *pass_ns));
+    }
+    let sizes = loaded
+        .iter()
+        .map(|(_, id)| size(*id))
+        .collect::<anyhow::Result<_>>()?;
+    // For working on the data path: the whole program as the kernel runs it.
+    if let Some(file) = std::env::var_os("SCANNER_BENCH_DUMP")
+        && let Some((_, id)) = loaded.last()
+    {
+        let dump = Command::new("bpftool")
+            .args(["prog", "dump", "xlated", "id", &id.to_string()])
+            .output()?;
+        std::fs::write(file, dump.stdout)?;
+    }
+    let (whole, _) = loaded.last_mut().context("no whole program")?;
+    let mut programs = Vec::new();
+    for name in [
+        load::PROGRAM,
+        "scanner_replay",
+        "scanner_admit",
+        "scanner_gather",
+    ] {
+        let id = program_id(whole, name)?;
+        programs.push((name, size(id)?));
+    }
+    let mut variants: Vec<&'static str> = step::STEPS.iter().map(|(_, n)| *n).collect();
+    variants.push("whole program");
+    Ok(Steps {
+        blocks,
+        variants,
+        rows,
+        sizes,
+        programs,
+    })
+}
+
+fn calls(size: &Size) -> String {
+    let total: usize = size.calls.values().sum();
+    let each: Vec<String> = size
+        .calls
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    format!("{total} ({})", each.join(", "))
+}
+
+pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
+    writeln!(md, "\n## Where the probe path's time goes\n")?;
+    writeln!(
+        md,
+        "Timing variants of the XDP program, each passing the packet right after one step \
+         (an object built with scanner-ebpf's `steps` feature, whose read-only global \
+         `STOP_AFTER` is set at load; the daemon's object has no early stop), measured on \
+         the same frames in the same rounds as the daemon's whole program and XDP_PASS. Each cell is the cost up to \
+         and including that step (ns); in parentheses what the step adds to the one \
+         before. The steps: the parse (the per-CPU packet counter and the headers); the \
+         rules and the probe's classification (the blocks-empty flag, CONFIG, the open \
+         and ignored port bitmaps, `bpf_ktime_get_ns`); the source's first-probe slot \
+         (keyed hash, FIRST_PROBES read); admission (a known source's entry in SOURCES; for \
+         a new source, its first probe held in the slot); the walk's update (the (source, \
+         port) pair in PORTS, the entry's counts, the trial, the thresholds); then the \
+         rest of the whole program (PORT_HITS, the prefix's share). A new source never \
+         reaches the walk: its last two columns are the rest of its path (PORT_HITS and its \
+         prefix's slot). The ring buffer is written once per decision, never on a probe of a \
+         decided or undecided source's later ports: it is not on these paths.\n"
+    )?;
+    writeln!(md, "| packet | XDP_PASS | {} |", s.variants.join(" | "))?;
+    writeln!(md, "| --- | ---: |{}", " ---: |".repeat(s.variants.len()))?;
+    for (name, ns, pass) in &s.rows {
+        let mut cells = Vec::new();
+        let mut before = *pass;
+        for n in ns {
+            cells.push(format!("{n:.0} ({:+.0})", n - before));
+            before = *n;
+        }
+        writeln!(md, "| {name} | {pass:.0} | {} |", cells.join(" | "))?;
+    }
+    writeln!(
+        md,
+        "\nThe building blocks, each priced by a program of the same object that does it ten \
+         times (its cost less XDP_PASS's, over ten), in the same rounds:\n"
+    )?;
+    writeln!(md, "| one | ns |\n| --- | ---: |")?;
+    for (what, ns) in &s.blocks {
+        writeln!(md, "| {what} | {ns:.1} |")?;
+    }
+    writeln!(
+        md,
+        "\nThe size of each variant as the kernel runs it (`bpftool prog show` and \
+         `bpftool prog dump xlated`): BPF instructions after the verifier's rewrites, \
+         bytes of machine code, and the calls in it (helpers, and the map functions the \
+         verifier calls directly in place of a lookup helper).\n"
+    )?;
+    sizes(md, "stops after", s.variants.iter().copied().zip(&s.sizes))?;
+    writeln!(
+        md,
+        "\nThe whole build's programs: `scanner` is attached; the others run by tail \
+         call, only for the probe that admits a source (`scanner_replay` then \
+         `scanner_admit`) and for a new source's probe that decides its prefix or belongs \
+         to an admitted one (`scanner_gather`).\n"
+    )?;
+    sizes(
+        md,
+        "program",
+        s.programs.iter().map(|(name, size)| (*name, size)),
+    )?;
+    Ok(())
+}
+
+/// A table of program sizes, a row per (name, size).
+fn sizes<'a>(
+    md: &mut String,
+    first: &str,
+    rows: impl Iterator<Item = (&'a str, &'a Size)>,
+) -> anyhow::Result<()> {
+    writeln!(md, "| {first} | xlated (insns) | jited (bytes) | calls |")?;
+    writeln!(md, "| --- | ---: | ---: | --- |")?;
+    for (name, size) in rows {
+        writeln!(
+            md,
+            "| {name} | {} | {} | {} |",
+            size.xlated,
+            size.jited,
+            calls(size)
+        )?;
+    }
+    Ok(())
+}
