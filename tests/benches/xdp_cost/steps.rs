@@ -121,7 +121,7 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
     let defaults = Config::default();
     let mut rows = Vec::new();
     // The probe paths: the cases that reach tracking.
-    for case in cases.iter().filter(|c| c.prime.is_some() || c.fresh) {
+    for case in cases.iter().filter(|c| c.is_probe()) {
         for (ebpf, id) in &mut loaded {
             set_blocked(ebpf, false)?;
             load::write_config(ebpf, if case.fresh { fresh } else { &defaults })?;
