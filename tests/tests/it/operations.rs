@@ -20,6 +20,10 @@ use scanner_tests::{
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The daemon counts tracked sources at its full scans, which come at
+/// most 30 s apart (more often when a scan is quick, but a debug build
+/// under a loaded suite is not): wait for two of them.
+const FULL_SCANS: Duration = Duration::from_secs(70);
 
 /// Polls `f` until it returns Some, or fails after `timeout`.
 fn until<T>(
@@ -59,13 +63,24 @@ fn metrics_are_served_in_prometheus_text() -> anyhow::Result<()> {
     let iface = format!("{{iface=\"{}\"}}", Lab::SERVER_IF);
     // Metrics follow the kernel at each poll: wait for the one after the scan.
     let seen = format!("scanner_packets_seen_total{iface}");
-    let m = until(WAIT, "metrics after the scan", || {
+    let mut last = HashMap::new();
+    let m = until(FULL_SCANS, "metrics after the scan", || {
         let m = scrape(&sc, 9464)?;
-        // Tracked sources are counted by full scans, every few seconds.
+        // Tracked sources are counted by full scans.
         let done = m.get("scanner_blocks_active").copied() == Some(1.0)
             && m.get(&seen).copied().unwrap_or(0.0) >= 200.0
             && m.get("scanner_sources_tracked").copied().unwrap_or(0.0) >= 1.0;
+        last.clone_from(&m);
         Ok(done.then_some(m))
+    })
+    .with_context(|| {
+        let show = |k: &str| format!("{k} = {:?}", last.get(k));
+        format!(
+            "the last scrape had {}, {}, {}",
+            show("scanner_blocks_active"),
+            show(&seen),
+            show("scanner_sources_tracked")
+        )
     })?;
     let get = |name: &str| m.get(name).copied().unwrap_or(-1.0);
     assert!(
