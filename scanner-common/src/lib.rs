@@ -35,7 +35,10 @@ pub use first::FirstProbe;
 pub use gather::PrefixSlot;
 pub use hits::{PortHits, port_hits_index, port_of_hits_index};
 pub use parse::*;
-pub use policy::{PolicyEntry, action, block_reason, policy_prefix_len};
+pub use policy::{
+    BLOCK_CACHE_BUDGET, BLOCK_CACHE_SLOTS, CachedBlock, PolicyEntry, action, block_cache_slot,
+    block_reason, policy_prefix_len,
+};
 pub use source::{
     PREFIX_TRIALS_PER_SOURCE, PortKey, PortSeen, SAMPLE_OPEN_PORTS, SAMPLE_PORTS, SourceKey,
     SourceStats,

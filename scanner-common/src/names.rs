@@ -40,6 +40,14 @@ pub const BLOCKLIST_MAP: &str = "BLOCKLIST";
 /// when a sweep finds no block; every insert, the kernel's or the daemon's,
 /// clears it outside a dry run. 0, the default, means "look it up".
 pub const BLOCKS_EMPTY_MAP: &str = "BLOCKS_EMPTY";
+/// A per-CPU array of [`crate::CachedBlock`] slots in front of BLOCKLIST
+/// (see [`crate::policy`]): a blocked source's packets skip the trie. Not
+/// pinned: a new program starts with it empty.
+pub const BLOCK_CACHE_MAP: &str = "BLOCK_CACHE";
+/// One u32 the daemon bumps after every change it makes to the rules
+/// (ALLOWLIST, BLOCKLIST, PROTECTED): a BLOCK_CACHE slot filled at another
+/// value is stale. The kernel's own blocks only add a rule: no bump.
+pub const RULES_GENERATION_MAP: &str = "RULES_GENERATION";
 /// Sources never blocked even when decided (the host's gateways and DNS
 /// resolvers): a hash of [`crate::SourceKey`] to a `protect::*` reason, read
 /// by the kernel only at a decision, never per packet. Detection and reports

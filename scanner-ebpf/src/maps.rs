@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use scanner_common::{
-    Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen, PrefixSlot, SourceKey,
-    SourceStats,
+    BLOCK_CACHE_SLOTS, CachedBlock, Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen,
+    PrefixSlot, SourceKey, SourceStats,
     names::{
         ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, FIRST_PROBES_CAPACITY,
         PORT_BITS_WORDS, PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIX_SLOTS_CAPACITY,
@@ -85,6 +85,16 @@ pub(crate) static BLOCKLIST: LpmTrie<SourceKey, PolicyEntry> =
 /// 1 while BLOCKLIST is known to be empty (see `BLOCKS_EMPTY_MAP`).
 #[map]
 pub(crate) static BLOCKS_EMPTY: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The last blocked sources per CPU, in front of BLOCKLIST (see
+/// `scanner_common::CachedBlock`).
+#[map]
+pub(crate) static BLOCK_CACHE: PerCpuArray<CachedBlock> =
+    PerCpuArray::with_max_entries(BLOCK_CACHE_SLOTS, 0);
+
+/// The rules' generation, bumped by the daemon after each change it makes.
+#[map]
+pub(crate) static RULES_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Sources a decision never blocks (gateways, resolvers), with why.
 #[map]

@@ -9,13 +9,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use scanner_common::{
-    Headers, IPPROTO_TCP, PolicyEntry, SourceKey, action, block_reason, counter, destination,
+    CachedBlock, Headers, IPPROTO_TCP, PolicyEntry, SourceKey, action, block_cache_slot,
+    block_reason, counter, destination,
 };
 
 use crate::{
     counters,
     frame::XdpFrame,
-    maps::{ALLOWLIST, BLOCKLIST, BLOCKS_EMPTY, CONFIG, PROTECTED},
+    maps::{ALLOWLIST, BLOCK_CACHE, BLOCKLIST, BLOCKS_EMPTY, CONFIG, PROTECTED, RULES_GENERATION},
 };
 
 /// TCP's SYN flag: a segment that opens a connection belongs to none.
@@ -35,12 +36,41 @@ pub(crate) enum Rule {
 /// The allowlist and protection matter only where something would happen
 /// to the source: here, when a block matches, and where tracking admits or
 /// decides it. So while nothing is blocked (the usual case) a packet costs
-/// one array read here and no trie lookup at all.
+/// one array read here and no trie lookup at all. A blocked source's
+/// packets are answered from BLOCK_CACHE, with no trie lookup and no clock,
+/// until the daemon changes the rules or the slot's budget is spent.
 #[inline(always)]
 pub(crate) fn rule(source: &SourceKey) -> Rule {
     if BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0) {
         return Rule::None;
     }
+    // Read before the trie: a rule the daemon changes after this read
+    // bumps the generation after its change, so a slot filled from the
+    // old rule is stale by then.
+    let generation = RULES_GENERATION.get(0).map_or(0, |g| *g);
+    let words = source.words();
+    let slot = BLOCK_CACHE.get_ptr_mut(block_cache_slot(words));
+    if let Some(slot) = slot {
+        // SAFETY: this CPU's copy of the slot; nothing else writes it
+        // while this program runs here.
+        unsafe {
+            if (*slot).holds(words, generation) {
+                (*slot).budget -= 1;
+                return Rule::Block;
+            }
+        }
+    }
+    let rule = lookup(source);
+    if let (Rule::Block, Some(slot)) = (&rule, slot) {
+        // SAFETY: as above.
+        unsafe { *slot = CachedBlock::new(words, generation) };
+    }
+    rule
+}
+
+/// [`rule`] from the tries themselves.
+#[inline(always)]
+fn lookup(source: &SourceKey) -> Rule {
     let key = Key::new(128, *source);
     match BLOCKLIST.get(&key) {
         // A block lasts up to a tick past its expiry: the coarse clock

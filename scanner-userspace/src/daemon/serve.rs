@@ -243,7 +243,8 @@ impl Daemon {
         self.ports
             .port_hours
             .record(&self.kernel.maps, &self.out, false);
-        let protected = log_protected(&mut self.out.responder.protected)?;
+        let r = &mut self.out.responder;
+        let protected = log_protected(&mut r.protected, &mut r.policy)?;
         let maps = &mut self.kernel.maps;
         self.out
             .respond_with(|r| r.spare_protected(maps, &protected))?;
@@ -309,7 +310,9 @@ impl Daemon {
                     memory.set(settings);
                 }
                 self.out.responder.protected.set_kinds(new.protection());
-                match log_protected(&mut self.out.responder.protected) {
+                let r = &mut self.out.responder;
+                let protected = log_protected(&mut r.protected, &mut r.policy);
+                match protected {
                     Ok(protected) => {
                         let maps = &mut self.kernel.maps;
                         if let Err(e) = self

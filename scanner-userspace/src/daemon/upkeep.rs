@@ -31,9 +31,16 @@ pub(super) fn forget_allowlisted(maps: &mut Maps, policy: &Policy) {
 }
 
 /// Re-reads the protected gateways and resolvers into the kernel; logs
-/// them when they changed.
-pub(super) fn log_protected(protected: &mut Protected) -> anyhow::Result<Vec<IpAddr>> {
+/// them when they changed (and tells the kernel its cached blocks may
+/// be stale: a protected address is spared by most blocks).
+pub(super) fn log_protected(
+    protected: &mut Protected,
+    policy: &mut Policy,
+) -> anyhow::Result<Vec<IpAddr>> {
     if let Some(now) = protected.refresh().context("writing the PROTECTED map")? {
+        policy
+            .rules_changed()
+            .context("writing the RULES_GENERATION map")?;
         let shown: Vec<String> = now
             .iter()
             .map(|(ip, why)| format!("{ip} ({})", ProtectedBy::of(*why)))

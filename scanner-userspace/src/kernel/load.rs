@@ -10,11 +10,11 @@ use aya::{
 use scanner_common::{
     Config,
     names::{
-        ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP,
-        COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP, PINNED_MAPS, PORT_BITS_MAP,
-        PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP, PROTECTED_MAP, REPLAYED_MAP,
-        SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes,
-        suspects,
+        ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP,
+        BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP,
+        PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP,
+        PROTECTED_MAP, REPLAYED_MAP, RULES_GENERATION_MAP, SOURCES_CAPACITY, SOURCES_MAP,
+        first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
     },
     step,
 };
@@ -225,6 +225,8 @@ fn load_object(
         ALLOWLIST_MAP,
         BLOCKLIST_MAP,
         BLOCKS_EMPTY_MAP,
+        BLOCK_CACHE_MAP,
+        RULES_GENERATION_MAP,
         PROTECTED_MAP,
     ] {
         if ebpf.map(name).is_none() {

@@ -141,11 +141,21 @@ pub struct Policy {
     empty_flag: Option<Array<MapData, u32>>,
     /// Whether blocks are enforced; a dry run keeps them, unenforced.
     enforce: bool,
+    /// RULES_GENERATION and its value: bumped after every change to the
+    /// rules, so the kernel's BLOCK_CACHE drops what it holds.
+    generation: (Array<MapData, u32>, u32),
 }
 
 impl Policy {
-    /// `allow_map` is ALLOWLIST, `block_map` BLOCKLIST (sized to `cap`).
-    pub fn new(allow_map: RuleMap, block_map: RuleMap, cap: u32) -> Self {
+    /// `allow_map` is ALLOWLIST, `block_map` BLOCKLIST (sized to `cap`),
+    /// `generation` RULES_GENERATION.
+    pub fn new(
+        allow_map: RuleMap,
+        block_map: RuleMap,
+        generation: Array<MapData, u32>,
+        cap: u32,
+    ) -> Self {
+        let now = generation.get(&0, 0).unwrap_or(0);
         Self {
             allow_map,
             map: block_map,
@@ -154,7 +164,30 @@ impl Policy {
             cap,
             empty_flag: None,
             enforce: true,
+            generation: (generation, now),
         }
+    }
+
+    /// Tells the kernel the rules changed: a blocked source's next packet
+    /// is judged by the tries again, not by BLOCK_CACHE. Called after every
+    /// change to ALLOWLIST, BLOCKLIST (here) and PROTECTED (by its owner).
+    pub fn rules_changed(&mut self) -> Result<(), MapError> {
+        let (map, now) = &mut self.generation;
+        *now = now.wrapping_add(1);
+        map.set(0, *now, 0)
+    }
+
+    /// Runs `change` on the rule maps, then [`Self::rules_changed`],
+    /// whether or not the change went through whole.
+    fn changing<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, PolicyError>,
+    ) -> Result<T, PolicyError> {
+        let result = change(self);
+        let bumped = self.rules_changed();
+        let value = result?;
+        bumped?;
+        Ok(value)
     }
 
     /// Enforces blocks, or (a dry run) keeps them in the map but has the
@@ -242,6 +275,16 @@ impl Policy {
         now_ns: u64,
         origin: AllowOrigin,
     ) -> Result<Vec<Change>, PolicyError> {
+        self.changing(|p| p.allow_and_lift(net, now_ns, origin))
+    }
+
+    /// [`Self::allow`], without telling the kernel.
+    fn allow_and_lift(
+        &mut self,
+        net: IpNet,
+        now_ns: u64,
+        origin: AllowOrigin,
+    ) -> Result<Vec<Change>, PolicyError> {
         let net = net.trunc();
         let entry = PolicyEntry {
             action: action::ALLOW,
@@ -284,7 +327,7 @@ impl Policy {
         if self.allow[i].1 == AllowOrigin::Host {
             return Err(PolicyError::AlwaysAllowed { net });
         }
-        self.allow_map.remove(&key_of(net))?;
+        self.changing(|p| Ok(p.allow_map.remove(&key_of(net))?))?;
         self.allow.remove(i);
         Ok(())
     }
@@ -328,7 +371,9 @@ impl Policy {
         };
         // Clear the flag first: the rule must be looked up once it exists.
         self.set_empty(false)?;
-        self.map.insert(&key_of(net), entry, 0)?;
+        // A block replaced (another reason, a shorter time) changes what
+        // the kernel may have cached.
+        self.changing(|p| Ok(p.map.insert(&key_of(net), entry, 0)?))?;
         self.blocks.insert(net, entry);
         Ok(Change::Blocked { net, reason, ttl })
     }
@@ -347,7 +392,7 @@ impl Policy {
             _ => return Ok(false),
         }
         let reported = self.blocks.remove(&net).is_some();
-        self.map.remove(&key)?;
+        self.changing(|p| Ok(p.map.remove(&key)?))?;
         Ok(reported)
     }
 
@@ -357,7 +402,7 @@ impl Policy {
         let Some(entry) = self.blocks.remove(&net) else {
             return Err(PolicyError::NotBlocked(net));
         };
-        self.map.remove(&key_of(net))?;
+        self.changing(|p| Ok(p.map.remove(&key_of(net))?))?;
         Ok(Change::Unblocked {
             net,
             expired: false,
@@ -368,12 +413,27 @@ impl Policy {
     /// Reads the map: blocks the kernel added since the last sweep, and
     /// blocks that expired (removed here).
     pub fn sweep(&mut self, now_ns: u64) -> Result<Vec<Change>, PolicyError> {
+        let mut lifted = false;
+        let result = self.sweep_expired(now_ns, &mut lifted);
+        if lifted {
+            self.rules_changed()?;
+        }
+        result
+    }
+
+    /// [`Self::sweep`]; `lifted` is set once an expired block is removed.
+    fn sweep_expired(
+        &mut self,
+        now_ns: u64,
+        lifted: &mut bool,
+    ) -> Result<Vec<Change>, PolicyError> {
         let mut changes = Vec::new();
         let entries: Vec<(Key<SourceKey>, PolicyEntry)> =
             self.map.iter().filter_map(Result::ok).collect();
         for (key, entry) in entries {
             let Some(net) = net_of(&key) else { continue };
             if !entry.blocks(now_ns) {
+                *lifted = true;
                 self.map.remove(&key)?;
                 self.blocks.remove(&net);
                 changes.push(Change::Unblocked {

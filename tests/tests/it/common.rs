@@ -31,3 +31,20 @@ macro_rules! root_only {
 }
 
 pub(crate) use root_only;
+
+/// Keeps the calling thread (the test's) on the CPU it runs on now, so
+/// every BPF_PROG_TEST_RUN it makes sees the same per-CPU map copies.
+pub(crate) fn stay_on_one_cpu() -> anyhow::Result<usize> {
+    // SAFETY: sched_getcpu takes nothing; the cpu_set_t is zeroed, then
+    // set with the libc macros, and handed by pointer with its own size.
+    unsafe {
+        let cpu =
+            usize::try_from(libc::sched_getcpu()).map_err(|_| std::io::Error::last_os_error())?;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(cpu)
+    }
+}

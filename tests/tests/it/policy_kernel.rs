@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::{Array, LpmTrie, MapData},
+    maps::{Array, LpmTrie, MapData, PerCpuArray},
 };
 use scanner_common::{
-    Config, SourceKey, block_reason,
-    names::{ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP},
+    BLOCK_CACHE_BUDGET, CachedBlock, Config, SourceKey, block_cache_slot, block_reason,
+    names::{
+        ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, RULES_GENERATION_MAP,
+    },
 };
 use scanner_tests::packets::{SYN, ipv4_tcp, v4};
 use scanner_userspace::testing::{
@@ -24,12 +26,16 @@ struct Kernel {
 }
 
 impl Kernel {
+    /// Loads the program and keeps the test on one CPU: BLOCK_CACHE is
+    /// per CPU, and a stale slot must show on the next packet.
     fn new(config: &Config, cap: u32) -> anyhow::Result<Self> {
+        crate::common::stay_on_one_cpu()?;
         let mut ebpf = load::load_with_cap(config, cap)?;
         let maps = Maps::take(&mut ebpf)?;
         let policy = Policy::new(
             take_map::<LpmTrie<_, _, _>>(&mut ebpf, ALLOWLIST_MAP)?,
             take_map::<LpmTrie<_, _, _>>(&mut ebpf, BLOCKLIST_MAP)?,
+            take_map::<Array<_, u32>>(&mut ebpf, RULES_GENERATION_MAP)?,
             cap,
         )
         .with_empty_flag(take_map::<Array<_, u32>>(&mut ebpf, BLOCKS_EMPTY_MAP)?);
@@ -128,6 +134,75 @@ fn blocked_addresses_and_prefixes_are_dropped_until_they_expire() -> anyhow::Res
     k.policy.unblock("198.18.0.7/32".parse()?)?;
     assert_eq!(k.send(&ipv4_tcp(7, 80, SYN))?, XDP_PASS);
     assert_eq!(k.maps.counters()?.dropped, 2);
+    Ok(())
+}
+
+/// A blocked source's packets are answered from BLOCK_CACHE (per CPU) with
+/// no trie lookup; every change the daemon makes to the rules still
+/// reaches the very next packet, and with no daemon to lift it a block
+/// lapses all the same, within the slot's budget of packets.
+#[test]
+fn cached_blocks_follow_every_rule_change() -> anyhow::Result<()> {
+    root_only!("cached_blocks_follow_every_rule_change");
+    let mut k = Kernel::new(&Config::default(), 16)?;
+    let now = monotonic_ns();
+    k.policy
+        .block("198.18.0.0/24".parse()?, None, now, block_reason::MANUAL)?;
+    for host in [10, 11, 12] {
+        for _ in 0..3 {
+            assert_eq!(k.send(&ipv4_tcp(host, 80, SYN))?, XDP_DROP, "{host}");
+        }
+    }
+    // The drops after the first came from the slot.
+    let cache: PerCpuArray<MapData, CachedBlock> = take_map(&mut k.ebpf, BLOCK_CACHE_MAP)?;
+    let cpu = crate::common::stay_on_one_cpu()?;
+    let words = SourceKey::from_v4(v4(12)).words();
+    let slot = cache.get(&block_cache_slot(words), 0)?[cpu];
+    assert_eq!(
+        (slot.words, slot.budget),
+        ([words.0, words.1], BLOCK_CACHE_BUDGET - 2),
+        "{slot:?}"
+    );
+
+    // An allow rule inside the block.
+    k.policy.allow(
+        "198.18.0.10/32".parse()?,
+        monotonic_ns(),
+        AllowOrigin::Runtime,
+    )?;
+    assert_eq!(k.send(&ipv4_tcp(10, 80, SYN))?, XDP_PASS, "allowlisted");
+    // A gateway found inside it, once its owner tells the policy.
+    let mut protected: aya::maps::HashMap<MapData, SourceKey, u32> =
+        take_map(&mut k.ebpf, scanner_common::names::PROTECTED_MAP)?;
+    protected.insert(
+        SourceKey::from_v4(v4(11)),
+        scanner_common::protect::GATEWAY,
+        0,
+    )?;
+    k.policy.rules_changed()?;
+    assert_eq!(k.send(&ipv4_tcp(11, 80, SYN))?, XDP_PASS, "protected");
+    // The block lifted.
+    k.policy.unblock("198.18.0.0/24".parse()?)?;
+    assert_eq!(k.send(&ipv4_tcp(12, 80, SYN))?, XDP_PASS, "unblocked");
+
+    // A block that expires with no daemon to sweep it.
+    let ttl = Duration::from_millis(30);
+    let made = monotonic_ns();
+    k.policy.block(
+        "198.18.0.20/32".parse()?,
+        Some(ttl),
+        made,
+        block_reason::MANUAL,
+    )?;
+    assert_eq!(k.send(&ipv4_tcp(20, 80, SYN))?, XDP_DROP);
+    // Past its expiry and a timer tick (the coarse clock's lag).
+    let lapsed = made + ttl.as_nanos() as u64 + 20_000_000;
+    std::thread::sleep(Duration::from_nanos(lapsed.saturating_sub(monotonic_ns())));
+    let mut dropped = 0;
+    while k.send(&ipv4_tcp(20, 80, SYN))? == XDP_DROP {
+        dropped += 1;
+        assert!(dropped <= BLOCK_CACHE_BUDGET, "the block never lapsed");
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
 use scanner_common::names::{
     ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP, PROTECTED_MAP,
+    RULES_GENERATION_MAP,
 };
 
 use crate::{
@@ -97,14 +98,14 @@ pub(super) async fn load_and_restore(
     // What an earlier daemon on these pins reported stays reported.
     let reported = Reported::open(&pins).context("opening the pinned state")?;
     let reported_ns = reported.get().context("opening the pinned state")?;
-    let (policy, restored) = rules(settings, &mut ebpf, &mut maps, reported_ns)?;
+    let (mut policy, restored) = rules(settings, &mut ebpf, &mut maps, reported_ns)?;
     // Gateways and resolvers are in the kernel's map before the first
     // packet is judged.
     let mut protected = Protected::new(
         take_map::<aya::maps::HashMap<_, _, _>>(&mut ebpf, PROTECTED_MAP)?,
         settings.protection(),
     );
-    let protected_now = log_protected(&mut protected)?;
+    let protected_now = log_protected(&mut protected, &mut policy)?;
     // A Local API that refuses the bouncer key or the machine's password
     // stops the start (exit 2); one that cannot be reached is retried.
     let fleet = crate::fleet::Fleet::start(&settings.file.crowdsec)
@@ -194,6 +195,7 @@ pub(super) fn rules(
     let mut policy = Policy::new(
         take_map::<LpmTrie<_, _, _>>(ebpf, ALLOWLIST_MAP)?,
         take_map::<LpmTrie<_, _, _>>(ebpf, BLOCKLIST_MAP)?,
+        take_map::<Array<_, u32>>(ebpf, RULES_GENERATION_MAP)?,
         response.block_cap,
     )
     .with_empty_flag(take_map::<Array<_, u32>>(ebpf, BLOCKS_EMPTY_MAP)?);
