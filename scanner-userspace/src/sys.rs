@@ -2,7 +2,8 @@
 //! its own in `aya/src/sys/`): the bpf(2) commands aya 0.14 does not wrap,
 //! named rather than numbered; the shared mmap of a `BPF_F_MMAPABLE` map;
 //! a netlink socket with its send and receive; the host's name as the
-//! kernel has it; and the C allocator's free memory handed back. Callers build and read
+//! kernel has it; the scheduler slice asked for; and the C allocator's
+//! free memory handed back. Callers build and read
 //! the attributes and messages; nothing here knows what they mean.
 
 use std::{
@@ -147,6 +148,66 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// `struct sched_attr` as sched_setattr(2) first had it (`SCHED_ATTR_SIZE_VER0`).
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<SchedAttr>() == 48);
+
+/// Asks the scheduler for a `slice` of CPU time per turn for the calling
+/// thread and the threads it starts from now on (sched_setattr(2) with
+/// `sched_runtime` under SCHED_OTHER, its niceness kept). From Linux 6.12
+/// (EEVDF's custom slices) a thread with a shorter slice than the one
+/// running gets the CPU when it wakes, where otherwise it may wait for
+/// the next timer tick; older kernels take the call and ignore it. Left as
+/// it is (Ok(false)) under another policy an operator chose.
+pub(crate) fn request_slice(slice: std::time::Duration) -> io::Result<bool> {
+    // SAFETY: no arguments but the calling thread (0).
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if policy != libc::SCHED_OTHER {
+        return Ok(false);
+    }
+    // SAFETY: errno is this thread's; getpriority reads the calling
+    // thread's niceness (-1 is a valid answer: errno tells the failure).
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        nice
+    };
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: the kernel reads `size` bytes of a fully initialised
+    // sched_attr; pid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// Hands the C allocator's free memory back to the system. glibc keeps
 /// what a burst freed in the arena of the thread that freed it (the tokio
 /// workers, the history and memory threads each have one) and returns only
@@ -166,6 +227,27 @@ pub(crate) fn release_free_heap() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_gets_the_slice_it_asks_for() {
+        let slice = std::time::Duration::from_micros(200);
+        let (asked, sched) = std::thread::spawn(move || {
+            let asked = request_slice(slice);
+            (asked, std::fs::read_to_string("/proc/thread-self/sched"))
+        })
+        .join()
+        .unwrap();
+        assert!(asked.unwrap(), "SCHED_OTHER: asked");
+        // Where the kernel shows it (CONFIG_SCHED_DEBUG) and has custom
+        // slices (6.12 and later: the line reads the base slice before).
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let custom = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12);
+        if let (Ok(sched), true) = (sched, custom) {
+            let line = sched.lines().find(|l| l.starts_with("se.slice")).unwrap();
+            assert!(line.trim_end().ends_with(" 200000"), "{line}");
+        }
+    }
 
     #[test]
     fn a_bad_descriptor_is_an_error_not_a_crash() {

@@ -41,10 +41,22 @@ pub(crate) async fn run(launch: Launch, to_journal: bool) -> anyhow::Result<()> 
     // Handlers first: a stop asked for while starting waits for the start,
     // then detaches cleanly, instead of killing the daemon half-attached.
     let mut signals = Signals::install()?;
+    // A decision waits in the ring buffer until this thread runs: ask to
+    // run as soon as it wakes (the threads started later inherit it).
+    match crate::sys::request_slice(SLICE) {
+        Ok(true) => tracing::debug!("scheduler slice {SLICE:?} asked for"),
+        Ok(false) => tracing::debug!("a scheduling policy other than SCHED_OTHER: left as it is"),
+        Err(e) => tracing::warn!("asking the scheduler for a {SLICE:?} slice: {e}"),
+    }
     let mut daemon = start::start(launch, to_journal).await?;
     let failure = daemon.serve(&mut signals).await?;
     daemon.shutdown(failure).await
 }
+
+/// The daemon's scheduler slice (see `sys::request_slice`): the shortest
+/// EEVDF's default base slice allows is 0.1 ms; a poll that runs longer
+/// (a full scan of a million sources) is only cut into more turns.
+const SLICE: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The signals the daemon handles.
 struct Signals {

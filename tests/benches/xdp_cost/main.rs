@@ -247,13 +247,13 @@ fn set_blocked(ebpf: &mut Ebpf, blocked: bool) -> anyhow::Result<()> {
     let mut empty: Array<&mut MapData, u32> =
         Array::try_from(ebpf.map_mut(BLOCKS_EMPTY_MAP).context("BLOCKS_EMPTY")?)?;
     empty.set(0, u32::from(!blocked), 0)?;
-    // The rules changed: the kernel's cached blocks are stale.
-    let mut generation: Array<&mut MapData, u32> = Array::try_from(
-        ebpf.map_mut(RULES_GENERATION_MAP)
-            .context("RULES_GENERATION")?,
-    )?;
-    let next = generation.get(&0, 0)?.wrapping_add(1);
-    generation.set(0, next, 0)?;
+    // The rules changed: the kernel's cached blocks are stale (a program
+    // from before BLOCK_CACHE, the baseline's, has no generation).
+    if let Some(map) = ebpf.map_mut(RULES_GENERATION_MAP) {
+        let mut generation: Array<&mut MapData, u32> = Array::try_from(map)?;
+        let next = generation.get(&0, 0)?.wrapping_add(1);
+        generation.set(0, next, 0)?;
+    }
     Ok(())
 }
 

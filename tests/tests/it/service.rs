@@ -166,6 +166,14 @@ fn the_deb_runs_as_a_service_under_a_real_systemd() -> anyhow::Result<()> {
         "-10",
         "the daemon's niceness"
     );
+    // And its short scheduler slice, which the unit's system call filter
+    // lets it ask for (EEVDF's custom slices: Linux 6.12 and later).
+    let sched = ct.sh(&format!("cat /proc/{pid}/sched"))?;
+    if let Some(slice) = sched.lines().find(|l| l.starts_with("se.slice"))
+        && scanner_tests::kernel_at_least(6, 12)
+    {
+        assert!(slice.trim_end().ends_with(" 300000"), "{slice}");
+    }
     assert_eq!(
         ct.sh("stat -c '%a %U %G' /run/scanner /run/scanner/scanner.sock")?,
         "750 root scanner\n660 root scanner\n"
