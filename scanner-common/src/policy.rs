@@ -59,8 +59,9 @@ const _: () = assert!(core::mem::size_of::<PolicyEntry>() == 24);
 pub const BLOCK_CACHE_SLOTS: u32 = 256;
 /// Packets a cached block drops before the rule is looked up again, its
 /// expiry with it. While the daemon runs, it lifts an expired block at its
-/// next sweep, which empties the cache; with no daemon, a block lapses at
-/// its expiry to within this many packets per CPU.
+/// next sweep (within a poll), which empties the cache; with no daemon (a
+/// crash, before systemd starts it again), a block outlives its expiry by
+/// at most this many of the source's packets per CPU.
 pub const BLOCK_CACHE_BUDGET: u32 = 32;
 
 /// A slot of BLOCK_CACHE, a per-CPU array in front of BLOCKLIST: the last
@@ -68,6 +69,14 @@ pub const BLOCK_CACHE_BUDGET: u32 = 32;
 /// scanner's flood costs an array read and no trie lookup or clock. The
 /// slot is good while the rules have not changed since it was filled
 /// (`generation` is RULES_GENERATION then) and `budget` is not spent.
+///
+/// The kernel reads the generation before the trie and the daemon bumps it
+/// after its change, so a packet judged after the bump never uses a slot
+/// filled from the old rule. What the budget still bounds: a packet being
+/// judged on another CPU during the change may fill its slot from the old
+/// rule at the new generation; so may a CPU that reorders the two reads
+/// (x86 does not); and during a restart, the program of the daemon before
+/// keeps its own (unbumped) cache until the new one is swapped in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedBlock {

@@ -51,11 +51,12 @@ pub(crate) fn rule(source: &SourceKey) -> Rule {
     let words = source.words();
     let slot = BLOCK_CACHE.get_ptr_mut(block_cache_slot(words));
     if let Some(slot) = slot {
-        // SAFETY: this CPU's copy of the slot; nothing else writes it
-        // while this program runs here.
+        // SAFETY: this CPU's copy of the slot. Should two runs ever
+        // interleave on one CPU (threaded NAPI under PREEMPT_RT), the
+        // budget saturates rather than wraps.
         unsafe {
             if (*slot).holds(words, generation) {
-                (*slot).budget -= 1;
+                (*slot).budget = (*slot).budget.saturating_sub(1);
                 return Rule::Block;
             }
         }
@@ -73,8 +74,9 @@ pub(crate) fn rule(source: &SourceKey) -> Rule {
 fn lookup(source: &SourceKey) -> Rule {
     let key = Key::new(128, *source);
     match BLOCKLIST.get(&key) {
-        // A block lasts up to a tick past its expiry: the coarse clock
-        // costs a blocked scanner's flood less.
+        // Read at each refill of a slot, not per packet: a block lasts up
+        // to a tick past its expiry here (the coarse clock costs less),
+        // and a slot's budget past that (see `scanner_common::policy`).
         Some(e) if e.blocks(crate::coarse_now()) => {
             if ALLOWLIST.get(&key).is_some() {
                 Rule::Allow

@@ -53,9 +53,9 @@ pub(crate) async fn run(launch: Launch, to_journal: bool) -> anyhow::Result<()> 
     daemon.shutdown(failure).await
 }
 
-/// The daemon's scheduler slice (see `sys::request_slice`): the shortest
-/// EEVDF's default base slice allows is 0.1 ms; a poll that runs longer
-/// (a full scan of a million sources) is only cut into more turns.
+/// The daemon's scheduler slice (see `sys::request_slice`; the kernel takes
+/// 0.1 to 100 ms). A poll that runs longer (a full scan of a million
+/// sources) is only cut into more turns.
 const SLICE: std::time::Duration = std::time::Duration::from_micros(300);
 
 /// The signals the daemon handles.

@@ -668,7 +668,8 @@ fn main() -> anyhow::Result<()> {
          with its own clock, such as the probe signals' reads, would have to allow for), or \
          the repeat probe of a port counted in the source's entry without the PORTS lookup \
          (its per-port count merged by the daemon). A blocked source's packets are dropped \
-         from its slot in BLOCK_CACHE (a per-CPU array read the verifier inlines: no call, \
+         from its slot in BLOCK_CACHE (a per-CPU array read the verifier inlines from \
+         Linux 6.10: no call, \
          no trie, no clock), 32 in every 33 of a flood; the 33rd looks the trie up and reads \
          the coarse clock (a block's expiry needs no better than a tick) to fill the slot \
          again. The benign packet: the parse and the per-CPU SEEN counter are its floor, some \

@@ -186,7 +186,7 @@ fn cached_blocks_follow_every_rule_change() -> anyhow::Result<()> {
     assert_eq!(k.send(&ipv4_tcp(12, 80, SYN))?, XDP_PASS, "unblocked");
 
     // A block that expires with no daemon to sweep it.
-    let ttl = Duration::from_millis(30);
+    let ttl = Duration::from_millis(300);
     let made = monotonic_ns();
     k.policy.block(
         "198.18.0.20/32".parse()?,
@@ -245,6 +245,15 @@ fn protected_addresses_are_dropped_only_by_a_forced_block() -> anyhow::Result<()
         k.send(&ipv4_tcp(3, 80, SYN))?,
         XDP_DROP,
         "--force did not block"
+    );
+    // Replaced by a ban (a block with another reason): the gateway's
+    // packets pass again at once, though its slot was just filled.
+    k.policy
+        .block("198.18.0.3/32".parse()?, None, now, block_reason::CROWDSEC)?;
+    assert_eq!(
+        k.send(&ipv4_tcp(3, 80, SYN))?,
+        XDP_PASS,
+        "the ban replacing --force cut the gateway off"
     );
     Ok(())
 }
