@@ -21,13 +21,16 @@ use crate::median;
 const RUNS: usize = 5;
 
 pub(crate) struct Run {
-    /// Milliseconds from nmap's start.
+    /// Milliseconds from nmap's start: scanner's `scan_detected` entry in
+    /// the journal (as scanlogd's line), and its line on stdout.
     pub detect_ms: f64,
+    pub stdout_ms: f64,
     pub drop_ms: f64,
     pub scanlogd_ms: Option<f64>,
     /// The same, from the scan's first probe reaching the server (a capture
     /// on the server's interface).
     pub detect_probe_ms: Option<f64>,
+    pub stdout_probe_ms: Option<f64>,
     pub drop_probe_ms: Option<f64>,
     pub scanlogd_probe_ms: Option<f64>,
 }
@@ -75,7 +78,16 @@ const NMAP: &[&str] = &[
 ];
 
 fn daemon(lab: &Lab, block: bool) -> anyhow::Result<Daemon> {
-    let mut args = vec!["run", "--iface", Lab::SERVER_IF, "--events", "json"];
+    // Events on stdout, and in the journal like scanlogd's lines.
+    let mut args = vec![
+        "run",
+        "--iface",
+        Lab::SERVER_IF,
+        "--events",
+        "json",
+        "--log",
+        "journal",
+    ];
     if block {
         args.push("--block");
     }
@@ -98,13 +110,35 @@ fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
         .context("the detection's line")
 }
 
+/// When journald received `daemon`'s `scan_detected` entry for the
+/// attacker: the clock scanlogd's line is timed by.
+fn journaled(daemon: &Daemon) -> anyhow::Result<SystemTime> {
+    let pid = format!("_PID={}", daemon.pid());
+    let ours = |e: &serde_json::Value| e["SCANNER_SOURCE"] == Lab::ATTACKER_V4;
+    let entries = journald::wait_entries(
+        &["-t", "scanner", "SCANNER_EVENT=scan_detected", &pid],
+        ours,
+        Duration::from_secs(10),
+    )?;
+    let us = entries
+        .iter()
+        .filter(|e| ours(e))
+        .map(realtime_us)
+        .reduce(f64::min)
+        .context("no scan_detected entry in the journal")?;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64))
+}
+
+/// One side-by-side run's times, from nmap's start and (Option) from the
+/// scan's first probe.
+struct SideBySide {
+    journal: (f64, Option<f64>),
+    stdout: (f64, Option<f64>),
+    scanlogd: (Option<f64>, Option<f64>),
+}
+
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
-/// (from nmap's start, from the first probe) for scanner and scanlogd.
-#[allow(
-    clippy::type_complexity,
-    reason = "two pairs of medians, each named where it is read"
-)]
-fn side_by_side() -> anyhow::Result<((f64, Option<f64>), (Option<f64>, Option<f64>))> {
+fn side_by_side() -> anyhow::Result<SideBySide> {
     let lab = Lab::new()?;
     let mut daemon = daemon(&lab, false)?;
     let out = lab
@@ -118,8 +152,8 @@ fn side_by_side() -> anyhow::Result<((f64, Option<f64>), (Option<f64>, Option<f6
     let probes = capture(&lab)?;
     let t0 = SystemTime::now();
     traffic::nmap(&lab.attacker, NMAP)?;
-    let detected_at = detected(&mut daemon)?;
-    let detect_ms = since_ms(t0, detected_at);
+    let printed_at = detected(&mut daemon)?;
+    let journaled_at = journaled(&daemon)?;
     let first = probes.finish()?.first_probe;
     let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
     let from_attacker = |e: &serde_json::Value| {
@@ -149,13 +183,12 @@ fn side_by_side() -> anyhow::Result<((f64, Option<f64>), (Option<f64>, Option<f6
         }
     }
     daemon.stop()?;
-    Ok((
-        (detect_ms, scanlogd_ms),
-        (
-            after_ms(first, detected_at),
-            scanlogd_at.and_then(|t| after_ms(first, t)),
-        ),
-    ))
+    let times = |t| (since_ms(t0, t), after_ms(first, t));
+    Ok(SideBySide {
+        journal: times(journaled_at),
+        stdout: times(printed_at),
+        scanlogd: (scanlogd_ms, scanlogd_at.and_then(|t| after_ms(first, t))),
+    })
 }
 
 /// Time to the first packet the kernel dropped, with `--block`: from
@@ -196,17 +229,24 @@ fn first_drop() -> anyhow::Result<(f64, Option<f64>)> {
 }
 
 fn one(run: usize) -> anyhow::Result<Run> {
-    let ((detect_ms, scanlogd_ms), (detect_probe_ms, scanlogd_probe_ms)) = side_by_side()?;
+    let SideBySide {
+        journal: (detect_ms, detect_probe_ms),
+        stdout: (stdout_ms, stdout_probe_ms),
+        scanlogd: (scanlogd_ms, scanlogd_probe_ms),
+    } = side_by_side()?;
     let (drop_ms, drop_probe_ms) = first_drop()?;
     eprintln!(
-        "detect run {run}: scanner {detect_ms:.1} ms ({detect_probe_ms:?} from the first probe), \
-         first drop {drop_ms:.1} ms ({drop_probe_ms:?}), scanlogd {scanlogd_ms:?} ms ({scanlogd_probe_ms:?})"
+        "detect run {run}: scanner {detect_ms:.1} ms ({detect_probe_ms:?} from the first probe) \
+         in the journal, {stdout_ms:.1} ms ({stdout_probe_ms:?}) on stdout, first drop \
+         {drop_ms:.1} ms ({drop_probe_ms:?}), scanlogd {scanlogd_ms:?} ms ({scanlogd_probe_ms:?})"
     );
     Ok(Run {
         detect_ms,
+        stdout_ms,
         drop_ms,
         scanlogd_ms,
         detect_probe_ms,
+        stdout_probe_ms,
         drop_probe_ms,
         scanlogd_probe_ms,
     })
@@ -232,8 +272,9 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
         "`nmap -n -Pn -sS -T4 --host-timeout 15s -p 1-1000` from the attacker's namespace, \
          {RUNS} runs. Detection: a fresh daemon (report only, at the packaged unit's niceness: `Nice=-10`) and scanlogd (Debian's package) \
          both watch the server's namespace, so both see the very same scan; times are from \
-         nmap's start to scanner's `scan_detected` line read from its stdout and to \
-         scanlogd's line in the journal (journald's receive time). Blocking: a separate scan against a fresh daemon with `--block` (a \
+         nmap's start to scanner's `scan_detected` entry and to scanlogd's line, both in the \
+         journal (journald's receive time: the same sink and the same clock for both), and \
+         to scanner's line read from its stdout by this bench. Blocking: a separate scan against a fresh daemon with `--block` (a \
          block starves scanlogd of the probes it counts); the time is from nmap's start to \
          the first packet the kernel dropped (the daemon's counters polled every \
          millisecond). scanlogd only logs; it cannot block.\n"
@@ -248,15 +289,16 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     let pair = |a: Option<f64>, b: Option<f64>| format!("{} ({})", cell(a), cell(b));
     writeln!(
         md,
-        "| | scanner: detected (ms) | scanner: first drop (ms) | scanlogd: logged (ms) |"
+        "| | scanner: detected, journal (ms) | scanner: detected, stdout (ms) | scanner: first drop (ms) | scanlogd: logged, journal (ms) |"
     )?;
-    writeln!(md, "| --- | ---: | ---: | ---: |")?;
+    writeln!(md, "| --- | ---: | ---: | ---: | ---: |")?;
     for (i, r) in runs.iter().enumerate() {
         writeln!(
             md,
-            "| run {} | {} | {} | {} |",
+            "| run {} | {} | {} | {} | {} |",
             i + 1,
             pair(Some(r.detect_ms), r.detect_probe_ms),
+            pair(Some(r.stdout_ms), r.stdout_probe_ms),
             pair(Some(r.drop_ms), r.drop_probe_ms),
             pair(r.scanlogd_ms, r.scanlogd_probe_ms)
         )?;
@@ -264,8 +306,9 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     let med = |f: &dyn Fn(&Run) -> Option<f64>| median(runs.iter().filter_map(f).collect());
     writeln!(
         md,
-        "| **median** | **{}** | **{}** | **{}** |\n",
+        "| **median** | **{}** | **{}** | **{}** | **{}** |\n",
         pair(med(&|r| Some(r.detect_ms)), med(&|r| r.detect_probe_ms)),
+        pair(med(&|r| Some(r.stdout_ms)), med(&|r| r.stdout_probe_ms)),
         pair(med(&|r| Some(r.drop_ms)), med(&|r| r.drop_probe_ms)),
         pair(med(&|r| r.scanlogd_ms), med(&|r| r.scanlogd_probe_ms)),
     )?;

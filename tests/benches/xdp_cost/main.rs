@@ -550,7 +550,7 @@ fn main() -> anyhow::Result<()> {
     if let Some((ours, theirs)) = detect_time::first_probe_medians(&detect) {
         writeln!(
             md,
-            "| from the scan's first probe, the report no later than scanlogd's line (nmap -sS, median of {}) | {ours:.1} ms against {theirs:.1} ms | {} |",
+            "| from the scan's first probe, the report no later than scanlogd's line (both in the journal; nmap -sS, median of {}) | {ours:.1} ms against {theirs:.1} ms | {} |",
             detect.len(),
             status(ours <= theirs)
         )?;
