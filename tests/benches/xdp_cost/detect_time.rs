@@ -77,24 +77,10 @@ const NMAP: &[&str] = &[
     Lab::SERVER_V4,
 ];
 
+/// Events on stdout, and in the journal like scanlogd's lines.
 fn daemon(lab: &Lab, block: bool) -> anyhow::Result<Daemon> {
-    // Events on stdout, and in the journal like scanlogd's lines.
-    let mut args = vec![
-        "run",
-        "--iface",
-        Lab::SERVER_IF,
-        "--events",
-        "json",
-        "--log",
-        "journal",
-    ];
-    if block {
-        args.push("--block");
-    }
-    // At the packaged unit's niceness (Nice=-10).
-    let mut daemon = Daemon::start_via(&lab.server, &crate::report_latency::NICE, &[], &args)?;
-    daemon.wait_attached(Lab::SERVER_IF)?;
-    Ok(daemon)
+    let extra: &[&str] = if block { &["--block"] } else { &[] };
+    crate::report_latency::reporting_daemon(lab, extra)
 }
 
 /// When `daemon` reported the attacker's scan: when its line came out of

@@ -41,6 +41,25 @@ const GAP: Duration = Duration::from_millis(20);
 /// it waiting for a CPU.
 pub(crate) const NICE: [&str; 3] = ["nice", "-n", "-10"];
 
+/// The release daemon on the lab's server as the packaged unit runs it
+/// (`NICE`), its events as JSON on stdout and in the journal, with `extra`
+/// arguments; attached.
+pub(crate) fn reporting_daemon(lab: &Lab, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let mut args = vec![
+        "run",
+        "--iface",
+        Lab::SERVER_IF,
+        "--events",
+        "json",
+        "--log",
+        "journal",
+    ];
+    args.extend_from_slice(extra);
+    let mut daemon = Daemon::start_via(&lab.server, &NICE, &[], &args)?;
+    daemon.wait_attached(Lab::SERVER_IF)?;
+    Ok(daemon)
+}
+
 /// Milliseconds from the decision to each report, one per scanner.
 pub(crate) struct Latency {
     pub stdout: Vec<f64>,
@@ -140,23 +159,7 @@ pub(crate) fn measure() -> anyhow::Result<Latency> {
         ),
     )?;
     let config = config.to_string_lossy().into_owned();
-    let mut daemon = Daemon::start_via(
-        &lab.server,
-        &NICE,
-        &[],
-        &[
-            "run",
-            "--iface",
-            Lab::SERVER_IF,
-            "--events",
-            "json",
-            "--log",
-            "journal",
-            "--config",
-            &config,
-        ],
-    )?;
-    daemon.wait_attached(Lab::SERVER_IF)?;
+    let mut daemon = reporting_daemon(&lab, &["--config", &config])?;
     let capture = Capture::start(
         &lab.server,
         Lab::SERVER_IF,
