@@ -181,10 +181,25 @@ fn program_id(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<u32> {
     Ok(program.info()?.id())
 }
 
-/// xdp-filter attached (skb mode) to a veth in a namespace of our own; its
-/// program id. The namespace goes away with the returned guard.
-fn xdp_filter() -> anyhow::Result<(Netns, u32)> {
-    let ns = Netns::new("bench")?;
+/// xdp-filter attached (skb mode) to a veth in a namespace of our own,
+/// unloaded on drop (it pins its state on whatever bpffs it finds, which
+/// outlives the namespace), also when a run fails.
+struct XdpFilter(Netns);
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .command("xdp-filter")
+            .args(["unload", "xf0"])
+            .output();
+    }
+}
+
+/// [`XdpFilter`] loaded; its program id.
+fn xdp_filter() -> anyhow::Result<(XdpFilter, u32)> {
+    let guard = XdpFilter(Netns::new("bench")?);
+    let ns = &guard.0;
     ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"])?;
     ns.ip(&["link", "set", "xf0", "up"])?;
     let out = ns
@@ -199,7 +214,7 @@ fn xdp_filter() -> anyhow::Result<(Netns, u32)> {
     let id = json[0]["xdp"]["prog"]["id"]
         .as_u64()
         .context("xdp-filter's program id")?;
-    Ok((ns, id as u32))
+    Ok((guard, id as u32))
 }
 
 /// Fills SOURCES with `n` synthetic sources (2001:db8::/32 keys).
@@ -370,9 +385,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("fleet") => {
-            let (ns, _) = xdp_filter;
-            let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
-            drop(ns);
+            drop(xdp_filter);
             drop(ebpf);
             let mut md = String::new();
             let f = fleet::measure()?;
@@ -400,9 +413,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("throughput") => {
-            let (ns, _) = xdp_filter;
-            let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
-            drop(ns);
+            drop(xdp_filter);
             drop(ebpf);
             let mut md = String::new();
             throughput::markdown(&mut md, &throughput::measure()?)?;
@@ -475,11 +486,8 @@ fn main() -> anyhow::Result<()> {
         bytes as f64 / (1024.0 * 1024.0)
     )?;
     writeln!(md, "![cost against tracked sources](benchmarks.svg)\n")?;
-    // xdp-filter keeps state pinned on whatever bpffs it finds: unload it
-    // before the runs that attach programs to interfaces.
-    let (ns, _) = xdp_filter;
-    let _ = ns.command("xdp-filter").args(["unload", "xf0"]).output();
-    drop(ns);
+    // Unloaded before the runs that attach programs to interfaces.
+    drop(xdp_filter);
     drop(ebpf);
 
     let veth = throughput::measure()?;
