@@ -4,7 +4,7 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
@@ -105,4 +105,24 @@ pub fn wait_entries(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// When journald received `entry` (its `__REALTIME_TIMESTAMP`).
+pub fn received_at(entry: &Value) -> Option<SystemTime> {
+    let us: u64 = entry["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_micros(us))
+}
+
+/// [`wait_entries`], then the earliest receive time of the entries `want`
+/// matches (None: none came within `timeout`).
+pub fn first_received(
+    filters: &[&str],
+    want: impl Fn(&Value) -> bool,
+    timeout: Duration,
+) -> anyhow::Result<Option<SystemTime>> {
+    Ok(wait_entries(filters, &want, timeout)?
+        .iter()
+        .filter(|e| want(e))
+        .filter_map(received_at)
+        .min())
 }

@@ -100,19 +100,12 @@ fn detected(daemon: &mut Daemon) -> anyhow::Result<SystemTime> {
 /// attacker: the clock scanlogd's line is timed by.
 fn journaled(daemon: &Daemon) -> anyhow::Result<SystemTime> {
     let pid = format!("_PID={}", daemon.pid());
-    let ours = |e: &serde_json::Value| e["SCANNER_SOURCE"] == Lab::ATTACKER_V4;
-    let entries = journald::wait_entries(
+    journald::first_received(
         &["-t", "scanner", "SCANNER_EVENT=scan_detected", &pid],
-        ours,
+        |e| e["SCANNER_SOURCE"] == Lab::ATTACKER_V4,
         Duration::from_secs(10),
-    )?;
-    let us = entries
-        .iter()
-        .filter(|e| ours(e))
-        .map(realtime_us)
-        .reduce(f64::min)
-        .context("no scan_detected entry in the journal")?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64))
+    )?
+    .context("no scan_detected entry in the journal")
 }
 
 /// One side-by-side run's times, from nmap's start and (Option) from the
@@ -141,21 +134,14 @@ fn side_by_side() -> anyhow::Result<SideBySide> {
     let printed_at = detected(&mut daemon)?;
     let journaled_at = journaled(&daemon)?;
     let first = probes.finish()?.first_probe;
-    let since = t0.duration_since(SystemTime::UNIX_EPOCH)?.as_micros() as f64;
     let from_attacker = |e: &serde_json::Value| {
         e["MESSAGE"]
             .as_str()
             .is_some_and(|m| m.starts_with(Lab::ATTACKER_V4))
-            && realtime_us(e) >= since
+            && journald::received_at(e) >= Some(t0)
     };
-    let entries =
-        journald::wait_entries(&["-t", "scanlogd"], from_attacker, Duration::from_secs(10))?;
-    let scanlogd_ms = entries
-        .iter()
-        .filter(|e| from_attacker(e))
-        .map(|e| (realtime_us(e) - since) / 1000.0)
-        .reduce(f64::min);
-    let scanlogd_at = scanlogd_ms.map(|ms| t0 + Duration::from_secs_f64(ms / 1000.0));
+    let scanlogd_at =
+        journald::first_received(&["-t", "scanlogd"], from_attacker, Duration::from_secs(10))?;
     // scanlogd daemonized: stop it through the namespace's process list.
     let pids = std::process::Command::new("ip")
         .args(["netns", "pids", lab.server.name()])
@@ -173,7 +159,10 @@ fn side_by_side() -> anyhow::Result<SideBySide> {
     Ok(SideBySide {
         journal: times(journaled_at),
         stdout: times(printed_at),
-        scanlogd: (scanlogd_ms, scanlogd_at.and_then(|t| after_ms(first, t))),
+        scanlogd: (
+            scanlogd_at.map(|t| since_ms(t0, t)),
+            scanlogd_at.and_then(|t| after_ms(first, t)),
+        ),
     })
 }
 
@@ -236,13 +225,6 @@ fn one(run: usize) -> anyhow::Result<Run> {
         drop_probe_ms,
         scanlogd_probe_ms,
     })
-}
-
-fn realtime_us(e: &serde_json::Value) -> f64 {
-    e["__REALTIME_TIMESTAMP"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0)
 }
 
 pub(crate) fn measure() -> anyhow::Result<Vec<Run>> {

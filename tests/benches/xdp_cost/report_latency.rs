@@ -199,10 +199,9 @@ pub(crate) fn measure() -> anyhow::Result<Latency> {
     let journal: HashMap<String, SystemTime> = entries
         .iter()
         .filter_map(|e| {
-            let us: u64 = e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
             Some((
                 e["SCANNER_SOURCE"].as_str()?.to_owned(),
-                SystemTime::UNIX_EPOCH + Duration::from_micros(us),
+                journald::received_at(e)?,
             ))
         })
         .collect();

@@ -23,13 +23,15 @@ struct Kernel {
     ebpf: Ebpf,
     maps: Maps,
     policy: Policy,
+    /// The CPU the test stays on (BLOCK_CACHE's copy it sees).
+    cpu: usize,
 }
 
 impl Kernel {
     /// Loads the program and keeps the test on one CPU: BLOCK_CACHE is
     /// per CPU, and a stale slot must show on the next packet.
     fn new(config: &Config, cap: u32) -> anyhow::Result<Self> {
-        crate::common::stay_on_one_cpu()?;
+        let cpu = crate::common::stay_on_one_cpu()?;
         let mut ebpf = load::load_with_cap(config, cap)?;
         let maps = Maps::take(&mut ebpf)?;
         let policy = Policy::new(
@@ -39,7 +41,12 @@ impl Kernel {
             cap,
         )
         .with_empty_flag(take_map::<Array<_, u32>>(&mut ebpf, BLOCKS_EMPTY_MAP)?);
-        Ok(Self { ebpf, maps, policy })
+        Ok(Self {
+            ebpf,
+            maps,
+            policy,
+            cpu,
+        })
     }
 
     /// BLOCKS_EMPTY, read through a second handle.
@@ -155,9 +162,8 @@ fn cached_blocks_follow_every_rule_change() -> anyhow::Result<()> {
     }
     // The drops after the first came from the slot.
     let cache: PerCpuArray<MapData, CachedBlock> = take_map(&mut k.ebpf, BLOCK_CACHE_MAP)?;
-    let cpu = crate::common::stay_on_one_cpu()?;
     let words = SourceKey::from_v4(v4(12)).words();
-    let slot = cache.get(&block_cache_slot(words), 0)?[cpu];
+    let slot = cache.get(&block_cache_slot(words), 0)?[k.cpu];
     assert_eq!(
         (slot.words, slot.budget),
         ([words.0, words.1], BLOCK_CACHE_BUDGET - 2),
