@@ -13,7 +13,9 @@ pub const DEFAULT_IDLE_NS: u64 = 3_600_000_000_000;
 pub struct Config {
     /// Fan-out window length; 0 means [`DEFAULT_WINDOW_NS`].
     pub window_ns: u64,
-    /// A source idle this long starts a new life; 0 means [`DEFAULT_IDLE_NS`].
+    /// A source idle this long starts a new life. 0: every probe starts one,
+    /// as a new source's (the daemon takes 2 s at least; the bench and the
+    /// tests use 0 for a new source on every run of one frame).
     pub idle_ns: u64,
     /// The host's ephemeral port range (`ip_local_port_range`): ACK and UDP
     /// packets to these ports are replies to the host's own connections.
@@ -51,6 +53,13 @@ pub struct Config {
     /// 1: a block spares the TCP connections the host has open with the
     /// blocked source (its segments pass; see `verdict::live_flow`).
     pub spare_flows: u32,
+    /// The timer tick's length, which the probe clock counts in (see
+    /// [`crate::clock`]): the loader writes
+    /// `clock_getres(CLOCK_MONOTONIC_COARSE)` here.
+    pub tick_ns: u64,
+    /// The probe clock's origin ([`crate::clock::origin`]), which the
+    /// loader measures.
+    pub clock_origin_ns: u64,
 }
 
 impl Default for Config {
@@ -77,6 +86,8 @@ impl Default for Config {
             hash_seed: 0,
             prefix_slots: crate::names::PREFIX_SLOTS_CAPACITY,
             spare_flows: 1,
+            tick_ns: 0,
+            clock_origin_ns: 0,
         }
     }
 }
@@ -85,4 +96,4 @@ impl Default for Config {
 // SAFETY: repr(C), Copy, no implicit padding (size asserted below).
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 96);

@@ -70,7 +70,8 @@ pub const MARKS: u32 = RETURNING | DISPLACED;
 pub struct FirstProbe {
     /// The probing source.
     pub source: SourceKey,
-    /// `bpf_ktime_get_ns()` of the probe; 0 marks a free slot.
+    /// The probe's time on the probe clock (`crate::clock`); 0 marks a
+    /// free slot.
     pub seen_ns: u64,
     pub port: u16,
     /// IP protocol number.
@@ -82,12 +83,12 @@ pub struct FirstProbe {
 }
 
 impl FirstProbe {
-    /// Whether the slot holds a probe of `source` seen at most `idle_ns`
+    /// Whether the slot holds a probe of `source` seen less than `idle_ns`
     /// before `now_ns`.
     #[inline(always)]
     pub fn holds(&self, source: &SourceKey, now_ns: u64, idle_ns: u64) -> bool {
         self.seen_ns != 0
-            && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+            && now_ns.saturating_sub(self.seen_ns) < idle_ns
             && self.source.same(source)
     }
 
@@ -110,11 +111,11 @@ impl FirstProbe {
     }
 
     /// Whether the slot holds a source waiting for its second probe, seen
-    /// at most `idle_ns` before `now_ns` (not one admitted since).
+    /// less than `idle_ns` before `now_ns` (not one admitted since).
     #[inline(always)]
     pub fn live(&self, now_ns: u64, idle_ns: u64) -> bool {
         self.seen_ns != 0
-            && now_ns.saturating_sub(self.seen_ns) <= idle_ns
+            && now_ns.saturating_sub(self.seen_ns) < idle_ns
             && self.ifindex & RETURNING == 0
     }
 }
@@ -189,16 +190,16 @@ mod tests {
             seen_ns: 1_000,
             ..FirstProbe::default()
         };
-        assert!(p.holds(&k, 1_500, 500));
-        assert!(!p.holds(&k, 1_501, 500), "idle too long");
-        assert!(!p.holds(&SourceKey::from_v4([198, 18, 0, 8]), 1_500, 500));
+        assert!(p.holds(&k, 1_499, 500));
+        assert!(!p.holds(&k, 1_500, 500), "idle for the timeout");
+        assert!(!p.holds(&SourceKey::from_v4([198, 18, 0, 8]), 1_499, 500));
         assert!(!FirstProbe::default().holds(&SourceKey::default(), 0, 500));
         assert!(p.live(1_200, 500) && !FirstProbe::default().live(0, 500));
         let admitted = FirstProbe {
             ifindex: 3 | RETURNING,
             ..p
         };
-        assert!(admitted.holds(&k, 1_500, 500), "still its slot");
+        assert!(admitted.holds(&k, 1_499, 500), "still its slot");
         assert!(!admitted.live(1_200, 500), "not waiting: admitted");
     }
 

@@ -72,12 +72,12 @@ pub struct PrefixSlot {
 }
 
 impl PrefixSlot {
-    /// Whether the slot holds `prefix` (its words), seen at most
+    /// Whether the slot holds `prefix` (its words), seen less than
     /// `idle_ns` ago.
     #[inline(always)]
     pub fn holds(&self, prefix: (u64, u64), now_ns: u64, idle_ns: u64) -> bool {
         self.first_ns != 0
-            && now_ns.saturating_sub(self.last_ns) <= idle_ns
+            && now_ns.saturating_sub(self.last_ns) < idle_ns
             && self.prefix[0] == prefix.0
             && self.prefix[1] == prefix.1
     }
@@ -88,10 +88,10 @@ impl PrefixSlot {
     }
 
     /// Whether another prefix must leave the slot alone: it has gathered
-    /// two sources or more and probed within `window_ns`.
+    /// two sources or more and probed less than `window_ns` ago.
     #[inline(always)]
     pub fn gathering(&self, now_ns: u64, window_ns: u64) -> bool {
-        self.first_ns != 0 && self.sources >= 2 && now_ns.saturating_sub(self.last_ns) <= window_ns
+        self.first_ns != 0 && self.sources >= 2 && now_ns.saturating_sub(self.last_ns) < window_ns
     }
 }
 
@@ -145,13 +145,13 @@ mod tests {
             sources: 1,
             ..PrefixSlot::default()
         };
-        assert!(s.holds(p, 1_500, 500));
-        assert!(!s.holds(p, 1_501, 500), "idle");
+        assert!(s.holds(p, 1_499, 500));
+        assert!(!s.holds(p, 1_500, 500), "idle for the timeout");
         assert!(!s.holds(SourceKey::from_v4([198, 18, 8, 0]).words(), 1_000, 500));
         assert_eq!(s.key(), SourceKey::from_v4([198, 18, 7, 0]));
         assert!(!s.gathering(1_000, 500), "one source: free to take");
         s.sources = 2;
-        assert!(s.gathering(1_500, 500) && !s.gathering(1_501, 500));
+        assert!(s.gathering(1_499, 500) && !s.gathering(1_500, 500));
         assert!(!PrefixSlot::default().gathering(0, 500));
     }
 }

@@ -12,6 +12,7 @@
 pub mod bits;
 pub mod class;
 pub mod classify;
+pub mod clock;
 pub mod config;
 pub mod counter;
 pub mod event;

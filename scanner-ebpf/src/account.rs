@@ -11,8 +11,8 @@ use aya_ebpf::{
     maps::LruHashMap,
 };
 use scanner_common::{
-    Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS, Decision, PortKey, PortSeen, SAMPLE_OPEN_PORTS,
-    SAMPLE_PORTS, SourceKey, SourceStats, class, counter, reason, scope,
+    Config, DEFAULT_WINDOW_NS, Decision, PortKey, PortSeen, SAMPLE_OPEN_PORTS, SAMPLE_PORTS,
+    SourceKey, SourceStats, class, counter, reason, scope,
 };
 
 use crate::{
@@ -21,14 +21,11 @@ use crate::{
     verdict,
 };
 
-/// The idle timeout: an entry seen longer ago starts a new life.
+/// The idle timeout: an entry unseen this long starts a new life (0: every
+/// probe starts one).
 #[inline(always)]
 pub(crate) fn idle_ns(cfg: &Config) -> u64 {
-    if cfg.idle_ns == 0 {
-        DEFAULT_IDLE_NS
-    } else {
-        cfg.idle_ns
-    }
+    cfg.idle_ns
 }
 
 /// Adds without fetching: the BPF target has atomic add, not fetch-add.
@@ -81,8 +78,8 @@ pub(crate) fn entry(
     live(map, key, pkt.now, idle_ns(cfg)).or_else(|| start(map, key, pkt))
 }
 
-/// The entry for `key`, unless it is missing or was last seen more than
-/// `idle_ns` before `now` (an idle entry starts a new life).
+/// The entry for `key`, unless it is missing or was last seen `idle_ns` or
+/// more before `now` (an idle entry starts a new life).
 #[inline(always)]
 pub(crate) fn live(
     map: &LruHashMap<SourceKey, SourceStats>,
@@ -92,7 +89,7 @@ pub(crate) fn live(
 ) -> Option<*mut SourceStats> {
     let s = map.get_ptr_mut(key)?;
     // SAFETY: a live map value.
-    (now.saturating_sub(unsafe { (*s).last_seen_ns }) <= idle_ns).then_some(s)
+    (now.saturating_sub(unsafe { (*s).last_seen_ns }) < idle_ns).then_some(s)
 }
 
 /// A new life for `key` in `map`, from `pkt` on.
@@ -139,7 +136,7 @@ pub(crate) unsafe fn account(
     };
     // SAFETY: the caller holds a live map value.
     unsafe {
-        if pkt.now.saturating_sub((*s).window_start_ns) > window_ns {
+        if pkt.now.saturating_sub((*s).window_start_ns) >= window_ns {
             (*s).window_start_ns = pkt.now;
             (*s).window_ports = 0;
         }
@@ -239,7 +236,10 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         if scope == scope::SOURCE && verdict::allowlisted(key) {
             return;
         }
-        (*s).decided_ns = pkt.now;
+        // The precise clock, not the probe's: the daemon measures the
+        // report's latency from it.
+        let decided_ns = crate::now();
+        (*s).decided_ns = decided_ns;
         (*s).reason = reason;
         (*s).decided_ports = (*s).ports;
         // Block at once, before the scanner learns more ports. Prefixes are
@@ -251,7 +251,7 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
         }
         let decision = Decision {
             key: *key,
-            ts_ns: pkt.now,
+            ts_ns: decided_ns,
             reason,
             ports: (*s).ports,
             scope,

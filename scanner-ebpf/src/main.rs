@@ -24,11 +24,11 @@ mod variant;
 mod verdict;
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::xdp,
     programs::XdpContext,
 };
-use scanner_common::{Parsed, counter, parse, step};
+use scanner_common::{Config, Parsed, clock, counter, parse, step};
 
 use crate::{
     frame::XdpFrame,
@@ -140,6 +140,26 @@ pub(crate) fn scanner_gather(ctx: XdpContext) -> u32 {
     verdict::pass()
 }
 
+/// The probe clock's calibration (see `scanner_common::clock`): the loader
+/// test-runs it on a blank frame and reads CLOCK_MONOTONIC_COARSE, then
+/// jiffies, from the frame's first 16 bytes. Never attached.
+#[xdp]
+pub(crate) fn scanner_clock(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 16 <= end {
+        // SAFETY: helper calls with no arguments, in this order (the
+        // coarse clock first); the 16 bytes written are inside the frame,
+        // checked just above.
+        unsafe {
+            let coarse = bpf_ktime_get_coarse_ns();
+            let jiffies = bpf_jiffies64();
+            core::ptr::write_unaligned(start as *mut u64, coarse);
+            core::ptr::write_unaligned((start + 8) as *mut u64, jiffies);
+        }
+    }
+    verdict::pass()
+}
+
 /// Benchmark baseline: the cheapest possible XDP program, measured beside
 /// `scanner` by `cargo xtask bench`. The daemon never loads it.
 #[xdp]
@@ -147,11 +167,21 @@ pub(crate) fn xdp_pass_baseline(_ctx: XdpContext) -> u32 {
     aya_ebpf::bindings::xdp_action::XDP_PASS
 }
 
-/// CLOCK_MONOTONIC, as the daemon reads it: every probe's time.
+/// CLOCK_MONOTONIC, as the daemon reads it: a decision's time, from which
+/// the daemon measures `latency_us`.
 #[inline(always)]
 pub fn now() -> u64 {
     // SAFETY: a helper call with no arguments.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// The probe clock (see `scanner_common::clock`): CLOCK_MONOTONIC to the
+/// timer tick, for a probe's bookkeeping. No helper call: the verifier
+/// makes `bpf_jiffies64` a load.
+#[inline(always)]
+pub fn probe_now(cfg: &Config) -> u64 {
+    // SAFETY: a helper call with no arguments.
+    clock::at(cfg.clock_origin_ns, unsafe { bpf_jiffies64() }, cfg.tick_ns)
 }
 
 /// CLOCK_MONOTONIC as of the last timer tick (up to 1/HZ behind

@@ -90,7 +90,7 @@ fn probe(h: &Headers, ifindex: u32, cfg: &Config) -> Option<Packet> {
     let class = class_of(t);
     let stack_syn = is_stack_syn(t);
     Some(Packet {
-        now: crate::now(),
+        now: crate::probe_now(cfg),
         ifindex,
         class,
         open,
@@ -175,9 +175,11 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     // The probe that decided and blocked the source is dropped with the
     // rest: the scanner learns nothing from the probe that gave it away.
     // (Read back from the entry rather than returned up from the decision:
-    // fewer paths for the verifier.)
+    // fewer paths for the verifier.) The decision is stamped by the precise
+    // clock, never behind the probe clock: a decision a tick or two older,
+    // made on another CPU, reads the same, and its block is just as live.
     // SAFETY: as above.
-    if unsafe { (*s).decided_ns == pkt.now } {
+    if unsafe { (*s).decided_ns >= pkt.now } {
         return Tracked::Blocked;
     }
     // A probe from a source this program blocked reaches tracking only once
@@ -207,7 +209,7 @@ pub(crate) fn replay(h: &Headers) -> Tracked {
     let Some(first) = (unsafe { first::replayed(slot, &h.source, cfg) }) else {
         return Tracked::Counted;
     };
-    let Some(s) = live(&SOURCES, &h.source, crate::now(), idle_ns(cfg))
+    let Some(s) = live(&SOURCES, &h.source, crate::probe_now(cfg), idle_ns(cfg))
         .or_else(|| start(&SOURCES, &h.source, &first))
     else {
         return Tracked::Counted;

@@ -43,13 +43,26 @@ pub(crate) fn cost_call(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
     pass_unless_zero(t)
 }
 
-/// Ten reads of the clock every probe takes (`bpf_ktime_get_ns`).
+/// Ten reads of the precise clock (`bpf_ktime_get_ns`), a decision's.
 #[cfg(feature = "steps")]
 #[aya_ebpf::macros::xdp]
 pub(crate) fn cost_clock(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
     let mut t = 0u64;
     for _ in 0..10 {
         t = t.wrapping_add(crate::now());
+    }
+    pass_unless_zero(t)
+}
+
+/// Ten reads of the timer tick (`bpf_jiffies64`, which the verifier
+/// replaces by a load on 64-bit machines).
+#[cfg(feature = "steps")]
+#[aya_ebpf::macros::xdp]
+pub(crate) fn cost_jiffies(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    let mut t = 0u64;
+    for _ in 0..10 {
+        // SAFETY: a helper call with no arguments.
+        t = t.wrapping_add(unsafe { aya_ebpf::helpers::bpf_jiffies64() });
     }
     pass_unless_zero(t)
 }

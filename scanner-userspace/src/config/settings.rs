@@ -192,6 +192,9 @@ impl Settings {
             hash_seed: 0,
             prefix_slots: scanner_common::names::prefix_slots(d.max_sources),
             spare_flows: u32::from(self.established() == Established::Flows),
+            // The loader measures this machine's probe clock.
+            tick_ns: 0,
+            clock_origin_ns: 0,
         })
     }
 }

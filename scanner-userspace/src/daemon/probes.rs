@@ -11,7 +11,8 @@ use std::{
 };
 
 use scanner_common::{
-    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SAMPLE_OPEN_PORTS, SourceKey, SourceStats, class, scope,
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, SAMPLE_OPEN_PORTS, SourceKey, SourceStats, class,
+    clock, scope,
 };
 
 use crate::{
@@ -29,9 +30,10 @@ use crate::{
 /// The syslog severity of a probe record: informational (6).
 const PRIORITY: u8 = 6;
 /// A slot whose write began just before a walk may land after the walk
-/// passed it: the walk reads up to this long before its start, the next
-/// one picks up the rest.
-const WRITE_SLACK_NS: u64 = 50_000_000;
+/// passed it, stamped up to the probe clock's lag before it
+/// (`scanner_common::clock`): the walk reads up to this long before its
+/// start, the next one picks up the rest.
+const WRITE_SLACK_NS: u64 = 50_000_000 + clock::MAX_LAG_NS;
 /// Admitted sources whose offered ports are remembered at most.
 const MAX_ADMITTED: usize = 100_000;
 /// Probes of closed ports waiting for the next listeners' read at most;
@@ -91,7 +93,10 @@ impl OpenPorts {
         } else {
             p
         };
-        if !p.open && p.seen_ns >= self.read_ns && self.pending.len() < MAX_PENDING {
+        // Stamped by the probe clock, which lags: a probe stamped within the
+        // lag before the read may have come after it, and waits too.
+        let after_read = p.seen_ns.saturating_add(clock::MAX_LAG_NS) >= self.read_ns;
+        if !p.open && after_read && self.pending.len() < MAX_PENDING {
             self.pending.push(p);
             return None;
         }
@@ -343,23 +348,28 @@ mod tests {
 
     #[test]
     fn a_closed_port_waits_for_the_next_read_of_the_listeners() {
+        const MS: u64 = 1_000_000;
         let mut ports = OpenPorts::default();
         // Before any read: every closed port waits; an open one goes.
-        assert!(ports.judge(syn(22, 10, false, true)).is_none());
-        assert!(ports.judge(syn(23, 20, false, false)).is_none());
-        assert!(ports.judge(syn(80, 30, true, true)).is_some());
+        assert!(ports.judge(syn(22, 100 * MS, false, true)).is_none());
+        assert!(ports.judge(syn(23, 200 * MS, false, false)).is_none());
+        assert!(ports.judge(syn(80, 300 * MS, true, true)).is_some());
         // Port 22 opened (a service started): its client's SYN is judged
         // open, so no evidence; port 23 stays closed.
-        let ready = ports.read(BTreeSet::from([(IPPROTO_TCP, 22)]), 25);
+        let ready = ports.read(BTreeSet::from([(IPPROTO_TCP, 22)]), 400 * MS);
         assert_eq!(ready.len(), 2);
         assert!(ready[0].open && ready[0].credit, "{:?}", ready[0]);
         assert!(!ready[1].open);
-        // Made after the read: waits for the next one.
-        assert!(ports.judge(syn(23, 40, false, false)).is_none());
-        let ready = ports.read(BTreeSet::new(), 50);
+        // Made after the read: waits for the next one. So does one stamped
+        // within the probe clock's lag before it: it may have come after.
+        assert!(ports.judge(syn(23, 500 * MS, false, false)).is_none());
+        let lagging = 1_000 * MS - clock::MAX_LAG_NS;
+        let ready = ports.read(BTreeSet::new(), 1_000 * MS);
         assert_eq!(ready.len(), 1);
-        // Made before the last read, closed as of it: judged at once.
-        assert!(ports.judge(syn(24, 45, false, false)).is_some());
+        assert!(ports.judge(syn(24, lagging, false, false)).is_none());
+        // Made before the last read by more than the lag, closed as of it:
+        // judged at once.
+        assert!(ports.judge(syn(25, lagging - 1, false, false)).is_some());
     }
 
     #[test]

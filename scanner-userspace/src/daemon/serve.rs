@@ -118,8 +118,13 @@ impl Daemon {
             || dropped != scans.events_dropped;
         let entries = if full {
             // The undecided admitted sources that probed since the last
-            // full scan, for the probe signals' later ports.
-            let since = scans.last_ns;
+            // full scan, for the probe signals' later ports. Probes are
+            // stamped by the probe clock, which lags: a source stamped
+            // within the lag before the last scan may be new since (one
+            // seen by both is offered once: `ProbeWatch::admitted`).
+            let since = scans
+                .last_ns
+                .saturating_sub(scanner_common::clock::MAX_LAG_NS);
             let mut undecided = Vec::new();
             let snapshot = if self.out.probes.is_some() {
                 self.kernel.maps.decided_seeing(|key, stats| {

@@ -20,6 +20,8 @@ use scanner_common::{
 };
 use thiserror::Error;
 
+use super::clock::{self, ClockError};
+
 /// The XDP object, built by build.rs (aya-build) for the BPF target.
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scanner"));
 
@@ -56,6 +58,8 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("program {0} is missing from the embedded XDP object (stale build?)")]
     MissingProgram(&'static str),
+    #[error("cannot set the probe clock")]
+    Clock(#[source] ClockError),
     #[error("cannot pin the XDP link of {iface} at {path}")]
     PinLink {
         iface: String,
@@ -244,7 +248,12 @@ fn load_object(
         other => classify(other, "loading the XDP program"),
     };
     program(&mut ebpf)?.load().map_err(verifier)?;
-    for name in [ADMIT_PROGRAM, GATHER_PROGRAM, REPLAY_PROGRAM] {
+    for name in [
+        ADMIT_PROGRAM,
+        GATHER_PROGRAM,
+        REPLAY_PROGRAM,
+        clock::CLOCK_PROGRAM,
+    ] {
         let second: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(LoadError::MissingProgram(name))?
@@ -307,6 +316,13 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
         }
         _ => return Err(LoadError::MissingMap(FIRST_PROBES_MAP)),
     };
+    let (tick_ns, clock_origin_ns) = clock::calibrate(ebpf).map_err(|e| match e {
+        ClockError::Run(e) => classify(
+            e,
+            "reading the kernel's clocks (a test run of scanner_clock)",
+        ),
+        other => LoadError::Clock(other),
+    })?;
     let map = ebpf
         .map_mut(CONFIG_MAP)
         .ok_or(LoadError::MissingMap(CONFIG_MAP))?;
@@ -320,6 +336,8 @@ pub fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<(), LoadError> {
         first_probe_slots: slots,
         prefix_slots,
         hash_seed: seed,
+        tick_ns,
+        clock_origin_ns,
         ..*config
     };
     array

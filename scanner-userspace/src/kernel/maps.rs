@@ -520,8 +520,8 @@ pub fn monotonic_ns() -> u64 {
 /// The idle timeout in `config` (the default when unset or unreadable).
 fn idle_of(config: Option<Config>) -> u64 {
     match config {
-        Some(c) if c.idle_ns != 0 => c.idle_ns,
-        _ => DEFAULT_IDLE_NS,
+        Some(c) => c.idle_ns,
+        None => DEFAULT_IDLE_NS,
     }
 }
 

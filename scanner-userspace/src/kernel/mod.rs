@@ -4,6 +4,7 @@
 //! interfaces it is attached to.
 
 pub(crate) mod batch;
+pub(crate) mod clock;
 pub(crate) mod decisions;
 pub(crate) mod first;
 pub(crate) mod iface;

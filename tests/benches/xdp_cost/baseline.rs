@@ -89,7 +89,7 @@ impl Baseline {
             ..*config
         };
         let mut bytes = [0u8; OLD_CONFIG];
-        // SAFETY: Config is repr(C) plain data of 80 bytes with no padding
+        // SAFETY: Config is repr(C) plain data of 96 bytes with no padding
         // (asserted in scanner-common); its first 72 are copied.
         let all: [u8; size_of::<Config>()] = unsafe { std::mem::transmute(config) };
         bytes.copy_from_slice(&all[..OLD_CONFIG]);

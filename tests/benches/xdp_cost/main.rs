@@ -300,8 +300,9 @@ fn main() -> anyhow::Result<()> {
 
     prepare(&mut ebpf)?;
     let cases = cases();
+    // Every run of the frame a new source's first probe.
     let fresh = Config {
-        idle_ns: 1,
+        idle_ns: 0,
         ..Config::default()
     };
     // (scanner, XDP_PASS, xdp-filter) on the case's frame, taking turns.

@@ -22,20 +22,27 @@ pub(crate) struct Size {
     pub xlated: u64,
     /// Bytes of machine code.
     pub jited: u64,
+    /// Instructions the verifier walked to accept it, over every path
+    /// (`verified_insns`; the kernel refuses a program past 1,000,000).
+    pub verified: u64,
     /// Calls by name (helpers, and the map functions the verifier calls
     /// directly), as `bpftool prog dump xlated` shows them.
     pub calls: BTreeMap<String, usize>,
 }
 
 /// The steps object's programs that price one building block ten times.
-const BLOCKS: [(&str, &str); 3] = [
+const BLOCKS: [(&str, &str); 4] = [
     (
         "cost_call",
         "a helper call (`bpf_ktime_get_coarse_ns`, which reads a variable)",
     ),
     (
         "cost_clock",
-        "the clock every probe reads (`bpf_ktime_get_ns`)",
+        "the precise clock (`bpf_ktime_get_ns`), which a decision reads (every probe did before the probe clock)",
+    ),
+    (
+        "cost_jiffies",
+        "the timer tick (`bpf_jiffies64`, a load once the verifier has rewritten it)",
     ),
     (
         "cost_lookup",
@@ -80,6 +87,7 @@ pub(crate) fn size(id: u32) -> anyhow::Result<Size> {
     Ok(Size {
         xlated: json["bytes_xlated"].as_u64().unwrap_or(0) / 8,
         jited: json["bytes_jited"].as_u64().unwrap_or(0),
+        verified: json["verified_insns"].as_u64().unwrap_or(0),
         calls,
     })
 }
@@ -193,7 +201,7 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
          and including that step (ns); in parentheses what the step adds to the one \
          before. The steps: the parse (the per-CPU packet counter and the headers); the \
          rules and the probe's classification (the blocks-empty flag, CONFIG, the open \
-         and ignored port bitmaps, `bpf_ktime_get_ns`); the source's first-probe slot \
+         and ignored port bitmaps, the probe clock, `bpf_jiffies64`); the source's first-probe slot \
          (keyed hash, FIRST_PROBES read); admission (a known source's entry in SOURCES; for \
          a new source, its first probe held in the slot); the walk's update (the (source, \
          port) pair in PORTS, the entry's counts, the trial, the thresholds); then the \
@@ -226,7 +234,9 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
         md,
         "\nThe size of each variant as the kernel runs it (`bpftool prog show` and \
          `bpftool prog dump xlated`): BPF instructions after the verifier's rewrites, \
-         bytes of machine code, and the calls in it (helpers, and the map functions the \
+         bytes of machine code, the instructions the verifier walked over every path to \
+         accept it (the kernel refuses a program past 1,000,000: the budget every change \
+         to the data path spends), and the calls in it (helpers, and the map functions the \
          verifier calls directly in place of a lookup helper).\n"
     )?;
     sizes(md, "stops after", s.variants.iter().copied().zip(&s.sizes))?;
@@ -251,14 +261,18 @@ fn sizes<'a>(
     first: &str,
     rows: impl Iterator<Item = (&'a str, &'a Size)>,
 ) -> anyhow::Result<()> {
-    writeln!(md, "| {first} | xlated (insns) | jited (bytes) | calls |")?;
-    writeln!(md, "| --- | ---: | ---: | --- |")?;
+    writeln!(
+        md,
+        "| {first} | xlated (insns) | jited (bytes) | verified (insns) | calls |"
+    )?;
+    writeln!(md, "| --- | ---: | ---: | ---: | --- |")?;
     for (name, size) in rows {
         writeln!(
             md,
-            "| {name} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} |",
             size.xlated,
             size.jited,
+            size.verified,
             calls(size)
         )?;
     }

@@ -48,3 +48,24 @@ pub(crate) fn stay_on_one_cpu() -> anyhow::Result<usize> {
         Ok(cpu)
     }
 }
+
+/// Returns once the timer has ticked: the XDP program's probe clock (see
+/// `scanner_common::clock`) shows a later time from now on. It counts
+/// jiffies, which the kernel advances before CLOCK_MONOTONIC_COARSE, so
+/// a coarse clock that moved on means a tick went by.
+pub(crate) fn next_tick() {
+    let coarse = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid pointer to a timespec the call fills.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        (ts.tv_sec, ts.tv_nsec)
+    };
+    let start = coarse();
+    while coarse() == start {
+        // A tick is 1 to 10 ms: poll well within one.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}

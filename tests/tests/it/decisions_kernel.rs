@@ -352,8 +352,9 @@ fn a_forgotten_source_is_still_one_source_of_its_prefix() -> anyhow::Result<()> 
 #[test]
 fn an_idle_source_starts_a_new_life() -> anyhow::Result<()> {
     root_only!("an_idle_source_starts_a_new_life");
+    // No idle time at all: every probe is a first probe again.
     let config = Config {
-        idle_ns: 1,
+        idle_ns: 0,
         ..Config::default()
     };
     let mut k = Kernel::new(&config)?;

@@ -115,13 +115,15 @@ fn a_new_window_starts_the_count_again() -> anyhow::Result<()> {
     if !scanner_tests::require_root("a_new_window_starts_the_count_again") {
         return Ok(());
     }
-    // A 1 ns window: every probe opens a new one.
+    // A 1 ns window: every probe a tick later opens a new one (probes are
+    // stamped by the timer tick).
     let config = Config {
         window_ns: 1,
         ..Config::default()
     };
     let mut ebpf = load::load(&config)?;
     for port in [22, 80, 443, 22] {
+        crate::common::next_tick();
         assert_eq!(run(&ebpf, &ipv4_tcp(1, port, SYN))?, XDP_PASS);
     }
     let maps = Maps::take(&mut ebpf)?;
