@@ -168,6 +168,8 @@ const MIN_IDLE: Duration = Duration::from_secs(60);
 /// With the long memory on, a forgotten source's probes are still seen.
 const MIN_IDLE_REMEMBERED: Duration = Duration::from_secs(2);
 const MIN_QUIET: Duration = Duration::from_secs(1);
+/// Ports are counted for fan-out within a window of at least this.
+pub(crate) const MIN_FANOUT_WINDOW: Duration = Duration::from_secs(1);
 /// The longest block: a year (`scanner block --ttl` has the same limit).
 pub(crate) const MAX_BLOCK_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -331,6 +333,15 @@ impl FileConfig {
                 format!(
                     "under {}: a scan with pauses longer than that is never decided",
                     show(min_idle)
+                ),
+            ));
+        }
+        if self.detection.fanout_window < MIN_FANOUT_WINDOW {
+            return Err((
+                "fanout_window",
+                format!(
+                    "under {}: no scan's ports would fall in one window",
+                    show(MIN_FANOUT_WINDOW)
                 ),
             ));
         }
@@ -582,6 +593,7 @@ mod tests {
                 "false_positive_probability",
             ),
             ("[detection]\nidle_timeout = \"1s\"\n", "idle_timeout"),
+            ("[detection]\nfanout_window = \"0s\"\n", "fanout_window"),
             ("[report]\nquiet_after = \"1ms\"\n", "quiet_after"),
             ("[response]\nallowlist = [\"0.0.0.0/0\"]\n", "allowlist"),
             ("[response]\nallowlist = [\"::/0\"]\n", "allowlist"),

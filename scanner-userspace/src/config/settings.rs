@@ -169,6 +169,13 @@ impl Settings {
             .context("detection probabilities")?;
         let d = &self.file.detection;
         let a = &self.file.aggregation;
+        // `--fanout-window` comes after the file's checks.
+        anyhow::ensure!(
+            d.fanout_window >= super::MIN_FANOUT_WINDOW,
+            "fanout_window {}: under {}, no scan's ports would fall in one window",
+            super::show(d.fanout_window),
+            super::show(super::MIN_FANOUT_WINDOW)
+        );
         Ok(Config {
             window_ns: nanos(d.fanout_window),
             idle_ns: nanos(d.idle_timeout),
@@ -261,6 +268,19 @@ mod tests {
             0,
             "a dry run blocks nothing"
         );
+    }
+
+    #[test]
+    fn a_fanout_window_under_a_second_from_the_flag_is_refused() {
+        let flags = Overrides {
+            fanout_window: Some(Duration::ZERO),
+            ..Overrides::default()
+        };
+        let s = Settings::new(FileConfig::default(), &flags);
+        let e = s
+            .kernel((1024, 2048))
+            .expect_err("a 0 s window counts no scan");
+        assert!(e.to_string().contains("fanout_window 0s"), "{e}");
     }
 
     #[test]

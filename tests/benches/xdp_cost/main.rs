@@ -665,18 +665,23 @@ fn main() -> anyhow::Result<()> {
          On this machine a BPF helper call costs some 18 ns even when it does next to nothing \
          (the kernel's return thunks against Spectre-type attacks: \
          `spec_rstack_overflow: Safe RET` here), `bpf_ktime_get_ns` some 40 ns and a hash-map \
-         lookup as much: a known source's probe makes three such calls (the clock, its entry \
-         in SOURCES, the (source, port) pair in PORTS), over 110 ns of its cost, and \
-         xdp-filter's whole allow-all program costs about the same as those three. The steps \
-         table shows the rest: the parse and the per-CPU counter (15-25 ns), the rules and \
-         classification without the clock (about 15 ns), the slot (under 10 ns), the \
-         entry's bookkeeping (about 15 ns). Getting the probe paths under xdp-filter here \
-         takes one call fewer per probe: a clock read once per tick for the probe's \
-         bookkeeping (the coarse clock: 18 ns, not 40; the per-probe times then move by up \
-         to a tick, 4 ms at HZ=250, which the daemon's comparisons of the kernel's times \
-         with its own clock, such as the probe signals' reads, would have to allow for), or \
-         the repeat probe of a port counted in the source's entry without the PORTS lookup \
-         (its per-port count merged by the daemon). A blocked source's packets are dropped \
+         lookup as much. A probe no longer reads that clock: it is stamped by the probe \
+         clock, the timer tick (`bpf_jiffies64`, which the verifier makes one load) scaled \
+         and set on CLOCK_MONOTONIC at load; a decision still reads the precise clock, \
+         once. A known source's probe still makes two calls, its entry in SOURCES and the \
+         (source, port) pair in PORTS, some 80 ns of its cost, where xdp-filter's whole \
+         allow-all program costs little more. The steps table shows the rest: the parse and \
+         the per-CPU counter (15-25 ns), the rules and classification (about 20 ns), the \
+         slot (under 10 ns), the entry's bookkeeping (about 15 ns). What would take the \
+         known-source paths under xdp-filter here is one lookup fewer: a repeat of the \
+         source's last port counted in its entry without the PORTS lookup (its per-port \
+         count merged by the daemon). Built and tested, it took the known-source rows to \
+         1.0x, but the verifier then walked 993,557 of the 1,000,000 instructions it \
+         allows `scanner` (see \"verified\" in the size table: 873,000 without it), a \
+         margin no kernel or compiler change would be sure to keep: it waits for the probe \
+         path to be split further across tail calls (the prefix's share of a source's \
+         first trials, a second copy of the accounting, is the largest part of that \
+         walk). A blocked source's packets are dropped \
          from its slot in BLOCK_CACHE (a per-CPU array read the verifier inlines from \
          Linux 6.10: no call, \
          no trie, no clock), 32 in every 33 of a flood; the 33rd looks the trie up and reads \
