@@ -21,13 +21,6 @@ use crate::{
     verdict,
 };
 
-/// The idle timeout: an entry unseen this long starts a new life (0: every
-/// probe starts one).
-#[inline(always)]
-pub(crate) fn idle_ns(cfg: &Config) -> u64 {
-    cfg.idle_ns
-}
-
 /// Adds without fetching: the BPF target has atomic add, not fetch-add.
 ///
 /// # Safety
@@ -75,7 +68,7 @@ pub(crate) fn entry(
     cfg: &Config,
     pkt: &Packet,
 ) -> Option<*mut SourceStats> {
-    live(map, key, pkt.now, idle_ns(cfg)).or_else(|| start(map, key, pkt))
+    live(map, key, pkt.now, cfg.idle_ns).or_else(|| start(map, key, pkt))
 }
 
 /// The entry for `key`, unless it is missing or was last seen `idle_ns` or

@@ -29,7 +29,7 @@ use scanner_common::{
 };
 
 use crate::{
-    account::{Packet, account, add, block_source, entry, idle_ns, live, new_member, start},
+    account::{Packet, account, add, block_source, entry, live, new_member, start},
     counters,
     first::{self, Admission},
     gather,
@@ -120,7 +120,7 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     if variant::stops_after(step::CLASSIFY) {
         return Tracked::Counted;
     }
-    let idle = idle_ns(cfg);
+    let idle = cfg.idle_ns;
     let Some(slot) = first::slot(&h.source, cfg) else {
         return Tracked::Counted;
     };
@@ -209,7 +209,7 @@ pub(crate) fn replay(h: &Headers) -> Tracked {
     let Some(first) = (unsafe { first::replayed(slot, &h.source, cfg) }) else {
         return Tracked::Counted;
     };
-    let Some(s) = live(&SOURCES, &h.source, crate::probe_now(cfg), idle_ns(cfg))
+    let Some(s) = live(&SOURCES, &h.source, crate::probe_now(cfg), cfg.idle_ns)
         .or_else(|| start(&SOURCES, &h.source, &first))
     else {
         return Tracked::Counted;
@@ -230,7 +230,7 @@ pub(crate) fn gathered(h: &Headers, ifindex: u32) {
         return;
     };
     if let Some(pkt) = probe(h, ifindex, cfg) {
-        gather::admitted_probe(&h.source, &pkt, cfg, idle_ns(cfg));
+        gather::admitted_probe(&h.source, &pkt, cfg, cfg.idle_ns);
     }
 }
 

@@ -169,7 +169,18 @@ const MIN_IDLE: Duration = Duration::from_secs(60);
 const MIN_IDLE_REMEMBERED: Duration = Duration::from_secs(2);
 const MIN_QUIET: Duration = Duration::from_secs(1);
 /// Ports are counted for fan-out within a window of at least this.
-pub(crate) const MIN_FANOUT_WINDOW: Duration = Duration::from_secs(1);
+const MIN_FANOUT_WINDOW: Duration = Duration::from_secs(1);
+
+/// Why a fan-out window is refused, if it is: the file's check and the
+/// one after `--fanout-window` (see `Settings::kernel`).
+pub(crate) fn fanout_window_refused(window: Duration) -> Option<String> {
+    (window < MIN_FANOUT_WINDOW).then(|| {
+        format!(
+            "under {}: no scan's ports would fall in one window",
+            show(MIN_FANOUT_WINDOW)
+        )
+    })
+}
 /// The longest block: a year (`scanner block --ttl` has the same limit).
 pub(crate) const MAX_BLOCK_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -336,14 +347,8 @@ impl FileConfig {
                 ),
             ));
         }
-        if self.detection.fanout_window < MIN_FANOUT_WINDOW {
-            return Err((
-                "fanout_window",
-                format!(
-                    "under {}: no scan's ports would fall in one window",
-                    show(MIN_FANOUT_WINDOW)
-                ),
-            ));
+        if let Some(why) = fanout_window_refused(self.detection.fanout_window) {
+            return Err(("fanout_window", why));
         }
         if self.report.quiet_after < MIN_QUIET {
             return Err((

@@ -170,12 +170,9 @@ impl Settings {
         let d = &self.file.detection;
         let a = &self.file.aggregation;
         // `--fanout-window` comes after the file's checks.
-        anyhow::ensure!(
-            d.fanout_window >= super::MIN_FANOUT_WINDOW,
-            "fanout_window {}: under {}, no scan's ports would fall in one window",
-            super::show(d.fanout_window),
-            super::show(super::MIN_FANOUT_WINDOW)
-        );
+        if let Some(why) = super::fanout_window_refused(d.fanout_window) {
+            anyhow::bail!("fanout_window {}: {why}", super::show(d.fanout_window));
+        }
         Ok(Config {
             window_ns: nanos(d.fanout_window),
             idle_ns: nanos(d.idle_timeout),

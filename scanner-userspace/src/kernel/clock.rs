@@ -76,10 +76,7 @@ fn tick_ns() -> Result<u64, ClockError> {
     if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } != 0 {
         return Err(ClockError::Resolution(std::io::Error::last_os_error()));
     }
-    let ns = (res.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(res.tv_nsec as u64);
-    in_range(ns)
+    in_range(super::maps::nanos(&res))
 }
 
 /// `ns` if it is a tick the probe clock takes (CONFIG_HZ 100 to 2000):

@@ -512,17 +512,19 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: a valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    nanos(&ts)
+}
+
+/// A timespec in nanoseconds (saturating).
+pub(crate) fn nanos(ts: &libc::timespec) -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// The idle timeout in `config` (the default when unset or unreadable).
+/// The idle timeout in `config` (the default when CONFIG is unreadable).
 fn idle_of(config: Option<Config>) -> u64 {
-    match config {
-        Some(c) => c.idle_ns,
-        None => DEFAULT_IDLE_NS,
-    }
+    config.map_or(DEFAULT_IDLE_NS, |c| c.idle_ns)
 }
 
 #[cfg(test)]
