@@ -51,19 +51,9 @@ fn metrics(lab: &Lab) -> anyhow::Result<std::collections::HashMap<String, f64>> 
 /// `extra` arguments; attached.
 pub(crate) fn start(lab: &Lab, port: u16, extra: &[&str]) -> anyhow::Result<Daemon> {
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "run",
-        "--iface",
-        Lab::SERVER_IF,
-        "--events",
-        "json",
-        "--metrics-listen",
-        &listen,
-    ];
+    let mut args = vec!["--metrics-listen", listen.as_str()];
     args.extend_from_slice(extra);
-    let mut daemon = Daemon::start(&lab.server, &args)?;
-    daemon.wait_attached(Lab::SERVER_IF)?;
-    Ok(daemon)
+    crate::report_latency::json_daemon(lab, &[], &args)
 }
 
 pub(crate) fn measure() -> anyhow::Result<Vec<Row>> {

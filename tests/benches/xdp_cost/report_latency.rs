@@ -45,17 +45,17 @@ pub(crate) const NICE: [&str; 3] = ["nice", "-n", "-10"];
 /// (`NICE`), its events as JSON on stdout and in the journal, with `extra`
 /// arguments; attached.
 pub(crate) fn reporting_daemon(lab: &Lab, extra: &[&str]) -> anyhow::Result<Daemon> {
-    let mut args = vec![
-        "run",
-        "--iface",
-        Lab::SERVER_IF,
-        "--events",
-        "json",
-        "--log",
-        "journal",
-    ];
+    let mut args = vec!["--log", "journal"];
     args.extend_from_slice(extra);
-    let mut daemon = Daemon::start_via(&lab.server, &NICE, &[], &args)?;
+    json_daemon(lab, &NICE, &args)
+}
+
+/// The daemon on the lab's server, run through `wrapper` (empty: directly),
+/// its events as JSON on stdout, with `extra` arguments; attached.
+pub(crate) fn json_daemon(lab: &Lab, wrapper: &[&str], extra: &[&str]) -> anyhow::Result<Daemon> {
+    let mut args = vec!["run", "--iface", Lab::SERVER_IF, "--events", "json"];
+    args.extend_from_slice(extra);
+    let mut daemon = Daemon::start_via(&lab.server, wrapper, &[], &args)?;
     daemon.wait_attached(Lab::SERVER_IF)?;
     Ok(daemon)
 }
