@@ -20,6 +20,7 @@ pub mod first;
 pub mod gather;
 pub mod hits;
 pub mod names;
+pub mod pair;
 pub mod parse;
 pub mod policy;
 pub mod protect;

@@ -64,6 +64,9 @@ pub const GATHERED_MAP: &str = "GATHERED";
 /// tail-calls to create an admitted source's entry and count its first
 /// probe there (then `scanner_admit` counts the probe that admitted it).
 pub const REPLAYED_MAP: &str = "REPLAYED";
+/// Likewise for the `scanner_prefix` program, which the XDP program
+/// tail-calls to count an admitted source's first trials into its prefix.
+pub const PREFIXED_MAP: &str = "PREFIXED";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.
@@ -83,10 +86,11 @@ pub const SCANS_ENDED_MAP: &str = "SCANS_ENDED";
 /// `kernel::migrate`).
 pub const STATE_VERSION: u32 = 4;
 /// Maps pinned under bpffs, so blocks and state outlive a daemon restart.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     ADMITTED_MAP,
     GATHERED_MAP,
     REPLAYED_MAP,
+    PREFIXED_MAP,
     ALLOWLIST_MAP,
     BLOCKLIST_MAP,
     FIRST_PROBES_MAP,

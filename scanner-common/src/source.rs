@@ -197,7 +197,9 @@ pub struct SourceStats {
     /// Fragments other than the first (no transport header) seen from an
     /// admitted source: fragmented probes' tails, or a fragment flood.
     pub fragments: u32,
-    pub _pad: u32,
+    /// The last (protocol, port) pair probed and its repeats not yet in
+    /// the pair's count (see [`crate::pair`]); sources only.
+    pub last_pair: u32,
     /// The first `SAMPLE_PORTS` distinct ports, in arrival order.
     pub sample_ports: [u16; SAMPLE_PORTS],
     /// The first `SAMPLE_OPEN_PORTS` distinct open ports probed.
@@ -226,7 +228,7 @@ impl SourceStats {
             ifindex,
             blocked: 0,
             fragments: 0,
-            _pad: 0,
+            last_pair: 0,
             sample_ports: [0; SAMPLE_PORTS],
             open_sample: [0; SAMPLE_OPEN_PORTS],
         }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use scanner_common::{
     Config, DEFAULT_WINDOW_NS, Decision, PortKey, PortSeen, SAMPLE_OPEN_PORTS, SAMPLE_PORTS,
-    SourceKey, SourceStats, class, counter, reason, scope,
+    SourceKey, SourceStats, class, counter, pair, reason, scope,
 };
 
 use crate::{
@@ -132,6 +132,8 @@ pub(crate) unsafe fn account(
         if pkt.now.saturating_sub((*s).window_start_ns) >= window_ns {
             (*s).window_start_ns = pkt.now;
             (*s).window_ports = 0;
+            // The last pair is new to this window (its repeats stay held).
+            (*s).last_pair &= !pair::VALID;
         }
         (*s).last_seen_ns = pkt.now;
         (*s).ifindex = pkt.ifindex;
@@ -257,6 +259,27 @@ unsafe fn decide(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet, 
     }
 }
 
+/// Adds the repeats `last` holds to its pair's count, in the source's life
+/// `life` (another pair came; see `scanner_common::pair`).
+#[inline(always)]
+fn add_pending(source: &SourceKey, last: u32, life: u64) {
+    let (proto, port) = pair::pair(last);
+    let key = PortKey {
+        source: *source,
+        port,
+        proto,
+        scope: scope::SOURCE,
+    };
+    if let Some(p) = PORTS.get_ptr_mut(&key) {
+        // SAFETY: p points at the pair's value in PORTS.
+        unsafe {
+            if (*p).life_ns == life {
+                (*p).probes = (*p).probes.wrapping_add(pair::pending(last));
+            }
+        }
+    }
+}
+
 /// Marks `source` as a member of its prefix's life `prefix_life`; returns
 /// whether it is new to it. A source's own entry can be forgotten (evicted,
 /// idle, or reset after its block is lifted) while its prefix lives on: the
@@ -293,20 +316,37 @@ pub(crate) fn new_member(source: &SourceKey, prefix_life: u64) -> bool {
 }
 
 /// Marks the (scope, address, protocol, port) pair as probed; returns whether
-/// it is new to the owner's life and to its current window.
+/// it is new to the owner's life and to its current window. A source's
+/// repeat of its last pair is counted in its entry, without a lookup (see
+/// `scanner_common::pair`).
 ///
 /// # Safety
 /// `s` points at a live value of SOURCES or PREFIXES.
 #[inline(always)]
 unsafe fn mark_port(s: *mut SourceStats, key: &SourceKey, scope: u8, pkt: &Packet) -> (bool, bool) {
+    // SAFETY: the caller holds a live map value.
+    let (life, window) = unsafe { ((*s).first_seen_ns, (*s).window_start_ns) };
+    if scope == scope::SOURCE {
+        let tag = pair::tag(pkt.proto, pkt.port);
+        // SAFETY: as above.
+        unsafe {
+            let last = (*s).last_pair;
+            if pair::repeats(last, tag) {
+                (*s).last_pair = pair::repeated(last);
+                return (false, false);
+            }
+            if pair::pending(last) != 0 {
+                add_pending(key, last, life);
+            }
+            (*s).last_pair = tag;
+        }
+    }
     let pair = PortKey {
         source: *key,
         port: pkt.port,
         proto: pkt.proto,
         scope,
     };
-    // SAFETY: the caller holds a live map value.
-    let (life, window) = unsafe { ((*s).first_seen_ns, (*s).window_start_ns) };
     match PORTS.get_ptr_mut(&pair) {
         // SAFETY: p points at the pair's value in PORTS.
         Some(p) => unsafe {

@@ -32,7 +32,7 @@ use scanner_common::{Config, Parsed, clock, counter, parse, step};
 
 use crate::{
     frame::XdpFrame,
-    maps::{ADMITTED, GATHERED, REPLAYED},
+    maps::{ADMITTED, GATHERED, PREFIXED, REPLAYED},
     track::Tracked,
     verdict::Rule,
 };
@@ -80,6 +80,7 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     unsafe { GATHERED.tail_call(ctx, 0) };
                     verdict::pass()
                 }
+                Tracked::Prefix { blocked } => prefix(ctx, ifindex, blocked),
             },
             // A block spares the connections open with the source.
             Rule::Block if verdict::live_flow(ctx, &h) => verdict::pass(),
@@ -106,9 +107,39 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
 pub(crate) fn scanner_admit(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     match parse(&XdpFrame(&ctx)) {
-        Ok(Parsed::Transport(h)) if track::track(&h, ifindex) == Tracked::Blocked => {
-            verdict::drop(ifindex)
-        }
+        Ok(Parsed::Transport(h)) => match track::track(&h, ifindex) {
+            Tracked::Blocked => verdict::drop(ifindex),
+            Tracked::Prefix { blocked } => prefix(&ctx, ifindex, blocked),
+            _ => verdict::pass(),
+        },
+        _ => verdict::pass(),
+    }
+}
+
+/// Hands a probe that owes its source's prefix a trial to `scanner_prefix`
+/// (a tail call, which does not return); `blocked`: this probe blocked
+/// its source, the verdict should the tail call fail.
+#[inline(always)]
+fn prefix(ctx: &XdpContext, ifindex: u32, blocked: bool) -> u32 {
+    // SAFETY: a tail call with this program's own context; on failure (no
+    // program in the slot) it returns and the prefix misses the trial.
+    unsafe { PREFIXED.tail_call(ctx, 0) };
+    if blocked {
+        verdict::drop(ifindex)
+    } else {
+        verdict::pass()
+    }
+}
+
+/// The second run for one of an admitted source's first trials
+/// (tail-called by `scanner` or `scanner_admit`, never attached): counted
+/// into its prefix's entry (see `track::prefixed`). Dropped when it blocked
+/// its source.
+#[xdp]
+pub(crate) fn scanner_prefix(ctx: XdpContext) -> u32 {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match parse(&XdpFrame(&ctx)) {
+        Ok(Parsed::Transport(h)) if track::prefixed(&h, ifindex) => verdict::drop(ifindex),
         _ => verdict::pass(),
     }
 }

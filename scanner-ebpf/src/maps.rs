@@ -118,6 +118,11 @@ pub(crate) static GATHERED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub(crate) static REPLAYED: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Holds `scanner_prefix`, tail-called for an admitted source's probe that
+/// owes its prefix a trial (its first few). Pinned, like ADMITTED.
+#[map]
+pub(crate) static PREFIXED: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 /// Decisions, for the daemon to report within milliseconds.
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

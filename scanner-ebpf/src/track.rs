@@ -56,6 +56,11 @@ pub(crate) enum Tracked {
     /// admitted: to be counted into PREFIXES by the `scanner_gather`
     /// program.
     Gather,
+    /// Counted into the source's entry, as one of its first trials, which
+    /// it owes its prefix: to be counted into PREFIXES by the
+    /// `scanner_prefix` program. `blocked`: the source was decided and
+    /// blocked by this probe (or by one on another CPU just now).
+    Prefix { blocked: bool },
 }
 
 /// The daemon's settings, read in place (the BPF stack is only 512 bytes).
@@ -167,9 +172,17 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
         },
     };
     // SAFETY: s points at this source's value in SOURCES.
-    unsafe { record(s, &h.source, &pkt, cfg, true) };
+    let owed = unsafe { record(s, &h.source, &pkt, cfg, true) };
     // SAFETY: as above.
-    if unsafe { (*s).blocked == 0 } {
+    let blocked = unsafe { (*s).blocked != 0 };
+    if owed {
+        // The prefix's share is the `scanner_prefix` program's (a tail
+        // call): a second copy of the accounting in this program is the
+        // largest part of the verifier's walk. The source was undecided
+        // before this probe, so a block now is live.
+        return Tracked::Prefix { blocked };
+    }
+    if !blocked {
         return Tracked::Counted;
     }
     // The probe that decided and blocked the source is dropped with the
@@ -214,9 +227,38 @@ pub(crate) fn replay(h: &Headers) -> Tracked {
     else {
         return Tracked::Counted;
     };
-    // SAFETY: s is this source's live value in SOURCES.
-    unsafe { record(s, &h.source, &first, cfg, false) };
+    // SAFETY: s is this source's live value in SOURCES. The prefix's
+    // share inline: this program's walk is short, and it goes on to
+    // `scanner_admit`.
+    unsafe {
+        if record(s, &h.source, &first, cfg, false) {
+            prefix_trial(s, &h.source, &first, cfg);
+        }
+    }
     Tracked::Admitted
+}
+
+/// The `scanner_prefix` program's part: the probe `track` counted into its
+/// source's entry, one of the source's first trials, counted into its
+/// prefix's. Whether the probe is to be dropped: the source is decided and
+/// blocked (it was undecided when `track` counted the probe, so the block
+/// is this probe's, or another CPU's just now, and live).
+#[inline(always)]
+pub(crate) fn prefixed(h: &Headers, ifindex: u32) -> bool {
+    let Some(cfg) = config() else {
+        return false;
+    };
+    let Some(pkt) = probe(h, ifindex, cfg) else {
+        return false;
+    };
+    let Some(s) = SOURCES.get_ptr_mut(&h.source) else {
+        return false;
+    };
+    // SAFETY: s points at this source's value in SOURCES.
+    unsafe {
+        prefix_trial(s, &h.source, &pkt, cfg);
+        (*s).blocked != 0 && (*s).decided_ns != 0
+    }
 }
 
 /// The `scanner_gather` program's part: a new source's first probe that
@@ -262,8 +304,8 @@ pub(crate) fn fragment(source: &SourceKey, ifindex: u32) {
     }
 }
 
-/// Counts one probe into an admitted source's entry and, for its first
-/// trials, into its prefix's.
+/// Counts one probe into an admitted source's entry; whether the probe
+/// owes the source's prefix a trial (see [`prefix_trial`]).
 ///
 /// It runs once per program run: an admitted source's first probe and the
 /// probe that admitted it are counted by two runs (a tail call between
@@ -279,14 +321,14 @@ unsafe fn record(
     pkt: &Packet,
     cfg: &Config,
     count_hits: bool,
-) {
+) -> bool {
     // SAFETY: s points at this source's value in SOURCES, valid until we return.
     let (was_decided, trial) = unsafe {
         let was_decided = (*s).decided_ns != 0;
         (was_decided, account(s, source, scope::SOURCE, pkt, cfg))
     };
     if variant::stops_after(step::TRW) {
-        return;
+        return false;
     }
     if count_hits {
         count_port(pkt, trial);
@@ -295,7 +337,20 @@ unsafe fn record(
     // decided source is reported on its own, and one loud scanner must not
     // make its neighbours look like a distributed scan.
     // SAFETY: as above.
-    if !trial || was_decided || unsafe { (*s).prefix_trials } >= PREFIX_TRIALS_PER_SOURCE {
+    trial && !was_decided && unsafe { (*s).prefix_trials } < PREFIX_TRIALS_PER_SOURCE
+}
+
+/// Counts a source's probe into its prefix's entry: one of the first
+/// trials (at most [`PREFIX_TRIALS_PER_SOURCE`]) of a source then
+/// undecided, which [`record`] found. The count is checked again: another
+/// CPU may have counted one since.
+///
+/// # Safety
+/// `s` points at a live value of SOURCES.
+#[inline(always)]
+unsafe fn prefix_trial(s: *mut SourceStats, source: &SourceKey, pkt: &Packet, cfg: &Config) {
+    // SAFETY: the caller holds a live map value.
+    if unsafe { (*s).prefix_trials } >= PREFIX_TRIALS_PER_SOURCE {
         return;
     }
     let prefix = source.prefix(cfg.prefix_v4, cfg.prefix_v6);

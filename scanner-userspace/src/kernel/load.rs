@@ -12,9 +12,9 @@ use scanner_common::{
     names::{
         ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP,
         BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP,
-        PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXES_MAP,
-        PROTECTED_MAP, REPLAYED_MAP, RULES_GENERATION_MAP, SOURCES_CAPACITY, SOURCES_MAP,
-        first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
+        PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXED_MAP,
+        PREFIXES_MAP, PROTECTED_MAP, REPLAYED_MAP, RULES_GENERATION_MAP, SOURCES_CAPACITY,
+        SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
     },
     step,
 };
@@ -36,6 +36,9 @@ pub(crate) const REPLAY_PROGRAM: &str = "scanner_replay";
 /// The program that counts a new source's first probe into an admitted
 /// prefix (see `scanner_common::gather`), tail-called through GATHERED.
 pub(crate) const GATHER_PROGRAM: &str = "scanner_gather";
+/// The program that counts an admitted source's first trials into its
+/// prefix, tail-called through PREFIXED.
+pub(crate) const PREFIX_PROGRAM: &str = "scanner_prefix";
 
 const PERMISSION_HINT: &str =
     "run as root, or grant CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (e.g. with AmbientCapabilities)";
@@ -216,6 +219,7 @@ fn load_object(
         ADMITTED_MAP,
         GATHERED_MAP,
         REPLAYED_MAP,
+        PREFIXED_MAP,
         FIRST_PROBES_MAP,
         SOURCES_MAP,
         PREFIXES_MAP,
@@ -252,6 +256,7 @@ fn load_object(
         ADMIT_PROGRAM,
         GATHER_PROGRAM,
         REPLAY_PROGRAM,
+        PREFIX_PROGRAM,
         clock::CLOCK_PROGRAM,
     ] {
         let second: &mut Xdp = ebpf
@@ -266,8 +271,9 @@ fn load_object(
 }
 
 /// Puts this load's `scanner_admit` into the ADMITTED program array,
-/// `scanner_gather` into GATHERED and `scanner_replay` into REPLAYED, where
-/// the attached `scanner` tail-calls them. The arrays are pinned and shared with a program still attached
+/// `scanner_gather` into GATHERED, `scanner_replay` into REPLAYED and
+/// `scanner_prefix` into PREFIXED, where the attached `scanner` tail-calls
+/// them. The arrays are pinned and shared with a program still attached
 /// from an earlier daemon, so the daemon does this only once the maps the
 /// new programs read (open ports, protected sources) are filled, just
 /// before it attaches.
@@ -276,6 +282,7 @@ pub(crate) fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         (ADMIT_PROGRAM, ADMITTED_MAP),
         (GATHER_PROGRAM, GATHERED_MAP),
         (REPLAY_PROGRAM, REPLAYED_MAP),
+        (PREFIX_PROGRAM, PREFIXED_MAP),
     ] {
         let second: &mut Xdp = ebpf
             .program_mut(program)
@@ -289,7 +296,12 @@ pub(crate) fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
         let slot = ebpf.map_mut(array).ok_or(LoadError::MissingMap(array))?;
         ProgramArray::try_from(slot)
             .and_then(|mut slot| slot.set(0, &fd, 0))
-            .map_err(|e| classify(e, "filling a program array (ADMITTED, GATHERED, REPLAYED)"))?;
+            .map_err(|e| {
+                classify(
+                    e,
+                    "filling a program array (ADMITTED, GATHERED, REPLAYED, PREFIXED)",
+                )
+            })?;
     }
     Ok(())
 }

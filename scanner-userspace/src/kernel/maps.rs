@@ -13,7 +13,7 @@ use scanner_common::{
         CONFIG_MAP, COUNTERS_ENTRIES, COUNTERS_MAP, FIRST_PROBES_MAP, PORT_HITS_ENTRIES,
         PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
     },
-    scope,
+    pair, scope,
 };
 use thiserror::Error;
 
@@ -430,16 +430,23 @@ impl Maps {
         self.ports.get(&key, 0).ok()
     }
 
-    /// One (source, protocol, port) pair, if remembered.
+    /// One (source, protocol, port) pair, if remembered, its probes all
+    /// counted: the pair's own and the repeats its source's entry holds
+    /// (see `scanner_common::pair`).
     pub fn port(&self, source: SourceKey, proto: u8, port: u16) -> Option<PortSeen> {
-        self.pair(
-            EntryId {
-                scope: scope::SOURCE,
-                key: source,
-            },
-            proto,
-            port,
-        )
+        let id = EntryId {
+            scope: scope::SOURCE,
+            key: source,
+        };
+        let mut seen = self.pair(id, proto, port)?;
+        if let Some(stats) = self.source(&source)
+            && stats.first_seen_ns == seen.life_ns
+        {
+            seen.probes =
+                seen.probes
+                    .saturating_add(pair::pending_for(stats.last_pair, proto, port));
+        }
+        Some(seen)
     }
 
     /// All packet counters, all interfaces together.
@@ -479,7 +486,16 @@ impl Maps {
                     .filter_map(move |proto| {
                         self.pair(id, proto, port)
                             .filter(|seen| seen.life_ns == stats.first_seen_ns)
-                            .map(|seen| ((proto, port), seen.probes))
+                            .map(|seen| {
+                                // A source's repeats of its last pair are
+                                // held in its entry.
+                                let held = if id.scope == scope::SOURCE {
+                                    pair::pending_for(stats.last_pair, proto, port)
+                                } else {
+                                    0
+                                };
+                                ((proto, port), seen.probes.saturating_add(held))
+                            })
                     })
             })
             // A port whose pairs are gone (evicted, or the entry itself

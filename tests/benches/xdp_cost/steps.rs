@@ -175,6 +175,7 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
         "scanner_replay",
         "scanner_admit",
         "scanner_gather",
+        "scanner_prefix",
     ] {
         let id = program_id(whole, name)?;
         programs.push((name, size(id)?));
@@ -254,8 +255,9 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
         md,
         "\nThe whole build's programs: `scanner` is attached; the others run by tail \
          call, only for the probe that admits a source (`scanner_replay` then \
-         `scanner_admit`) and for a new source's probe that decides its prefix or belongs \
-         to an admitted one (`scanner_gather`).\n"
+         `scanner_admit`), for a new source's probe that decides its prefix or belongs \
+         to an admitted one (`scanner_gather`), and for an admitted source's first two \
+         trials, counted into its prefix too (`scanner_prefix`).\n"
     )?;
     sizes(
         md,

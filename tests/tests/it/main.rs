@@ -26,6 +26,7 @@ mod memory;
 mod operations;
 mod operator_trust;
 mod packaging;
+mod pairs_kernel;
 mod parser_host;
 mod parser_kernel;
 mod policy_kernel;

@@ -11,10 +11,11 @@ use scanner_common::{
     names::{
         ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, RULES_GENERATION_MAP,
     },
+    scope,
 };
-use scanner_tests::packets::{SYN, ipv4_tcp, v4};
+use scanner_tests::packets::{SYN, XMAS, ipv4_tcp, v4};
 use scanner_userspace::testing::{
-    AllowOrigin, Change, Maps, Policy, PolicyError, load, monotonic_ns, take_map,
+    AllowOrigin, Change, EntryId, Maps, Policy, PolicyError, load, monotonic_ns, take_map,
 };
 
 use crate::common::{XDP_DROP, XDP_PASS, root_only};
@@ -308,6 +309,42 @@ fn the_kernel_blocks_at_the_deciding_probe() -> anyhow::Result<()> {
         matches!(&changes[..], [Change::Blocked { reason: 1, ttl: Some(t), .. }] if t.as_secs() == 3600),
         "{changes:?}"
     );
+    Ok(())
+}
+
+/// Two stealth probes decide a source at its admission: the second is one
+/// of the first trials its prefix is owed, counted there by another
+/// program (`scanner_prefix`, a tail call), which drops it like any probe
+/// that blocked its source.
+#[test]
+fn a_deciding_probe_counted_for_the_prefix_too_is_dropped() -> anyhow::Result<()> {
+    root_only!("a_deciding_probe_counted_for_the_prefix_too_is_dropped");
+    let config = Config {
+        block_on_decide: 1,
+        ..Config::default()
+    };
+    let k = Kernel::new(&config, 16)?;
+    assert_eq!(k.send(&ipv4_tcp(15, 21, XMAS))?, XDP_PASS);
+    assert_eq!(
+        k.send(&ipv4_tcp(15, 23, XMAS))?,
+        XDP_DROP,
+        "the deciding probe"
+    );
+    let s = k
+        .maps
+        .source(&SourceKey::from_v4(v4(15)))
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert!(s.decided_ns > 0 && s.blocked != 0, "{s:?}");
+    let prefix = EntryId {
+        scope: scope::PREFIX,
+        key: SourceKey::from_v4([198, 18, 0, 0]),
+    };
+    let p = k
+        .maps
+        .entry(prefix)
+        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    assert_eq!((p.sources, p.ports, s.prefix_trials), (1, 2, 2), "{p:?}");
+    assert_eq!(k.send(&ipv4_tcp(15, 25, XMAS))?, XDP_DROP);
     Ok(())
 }
 

@@ -1,0 +1,108 @@
+//! A source's repeats of its last (protocol, port) pair, held in its entry
+//! instead of looked up in PORTS (see `scanner_common::pair`), driven with
+//! BPF_PROG_TEST_RUN: the pair's count is the same as if every probe had
+//! looked it up, a new window counts the pair again, and repeats past the
+//! cap look the pair up.
+
+use scanner_common::{Config, IPPROTO_TCP, SourceKey, pair, scope};
+use scanner_tests::packets::{SYN, ipv4_tcp, v4};
+use scanner_userspace::testing::EntryId;
+
+use crate::{
+    common::{next_tick, root_only},
+    decisions_kernel::Kernel,
+};
+
+fn id(n: u8) -> EntryId {
+    EntryId {
+        scope: scope::SOURCE,
+        key: SourceKey::from_v4(v4(n)),
+    }
+}
+
+fn syn(k: &Kernel, n: u8, port: u16) -> anyhow::Result<()> {
+    k.send(&ipv4_tcp(n, port, SYN))
+}
+
+#[test]
+fn repeats_of_the_last_port_are_counted_without_a_lookup() -> anyhow::Result<()> {
+    root_only!("repeats_of_the_last_port_are_counted_without_a_lookup");
+    let k = Kernel::new(&Config::default())?;
+    let (n, key) = (9, id(9));
+    // Admitted at its second port, then port 2000 three times more.
+    for port in [1000, 2000, 2000, 2000, 2000] {
+        syn(&k, n, port)?;
+    }
+    let s = k
+        .maps
+        .entry(key)
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((s.probes, s.ports, s.window_ports), (5, 2, 2), "{s:?}");
+    assert_eq!(pair::pending(s.last_pair), 3, "held in the entry");
+    let raw = |port| k.maps.pair(key, IPPROTO_TCP, port).map(|p| p.probes);
+    assert_eq!(
+        raw(2000),
+        Some(1),
+        "PORTS was not looked up for the repeats"
+    );
+    // Read as the daemon reads it, the pair has all four.
+    let counted = |port| k.maps.port(key.key, IPPROTO_TCP, port).map(|p| p.probes);
+    assert_eq!((counted(1000), counted(2000)), (Some(1), Some(4)));
+    assert_eq!(k.maps.top_ports(key, &s, 1), vec![(IPPROTO_TCP, 2000)]);
+    // Another port: the repeats go into the pair's own count.
+    syn(&k, n, 3000)?;
+    let s = k
+        .maps
+        .entry(key)
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!((raw(2000), counted(2000)), (Some(4), Some(4)));
+    assert_eq!((s.probes, s.ports, pair::pending(s.last_pair)), (6, 3, 0));
+    Ok(())
+}
+
+#[test]
+fn a_repeat_in_a_new_window_is_new_to_it() -> anyhow::Result<()> {
+    root_only!("a_repeat_in_a_new_window_is_new_to_it");
+    // A 1 ns window: a probe a tick later opens a new one.
+    let k = Kernel::new(&Config {
+        window_ns: 1,
+        ..Config::default()
+    })?;
+    let (n, key) = (10, id(10));
+    syn(&k, n, 1000)?;
+    syn(&k, n, 2000)?;
+    next_tick();
+    syn(&k, n, 2000)?;
+    let s = k
+        .maps
+        .entry(key)
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(
+        (s.window_ports, s.ports, s.probes),
+        (1, 2, 3),
+        "the repeat opened a window and counts in it: {s:?}"
+    );
+    let counted = k.maps.port(key.key, IPPROTO_TCP, 2000).map(|p| p.probes);
+    assert_eq!(counted, Some(2));
+    Ok(())
+}
+
+#[test]
+fn repeats_past_the_cap_look_the_pair_up() -> anyhow::Result<()> {
+    root_only!("repeats_past_the_cap_look_the_pair_up");
+    let k = Kernel::new(&Config::default())?;
+    let (n, key) = (11, id(11));
+    syn(&k, n, 1000)?;
+    let repeats = pair::PENDING_MAX + 5;
+    for _ in 0..=repeats {
+        syn(&k, n, 2000)?;
+    }
+    let s = k
+        .maps
+        .entry(key)
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let counted = k.maps.port(key.key, IPPROTO_TCP, 2000).map(|p| p.probes);
+    assert_eq!(counted, Some(1 + repeats), "{s:?}");
+    assert_eq!(s.probes, 2 + repeats);
+    Ok(())
+}
