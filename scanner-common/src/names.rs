@@ -64,8 +64,9 @@ pub const GATHERED_MAP: &str = "GATHERED";
 /// tail-calls to create an admitted source's entry and count its first
 /// probe there (then `scanner_admit` counts the probe that admitted it).
 pub const REPLAYED_MAP: &str = "REPLAYED";
-/// Likewise for the `scanner_prefix` program, which the XDP program
-/// tail-calls to count an admitted source's first trials into its prefix.
+/// Likewise for the `scanner_prefix` program, which the XDP program (and
+/// `scanner_admit`) tail-calls to count an admitted source's first trials
+/// into its prefix.
 pub const PREFIXED_MAP: &str = "PREFIXED";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time

@@ -11,10 +11,18 @@
 //! `PortSeen::probes` ([`pending`]). Those are added when another pair
 //! comes (one lookup of the old pair, only when it has any), and the daemon
 //! adds them when it reads the pair ([`pending_for`]), so a pair's count is
-//! the same as if every probe had looked it up. A new window clears
+//! the same as if every probe had looked it up, but for evictions (repeats
+//! held for a pair PORTS evicted are lost) and races. A new window clears
 //! [`VALID`] (the pair is new to it); a new life starts from a blank entry.
-//! Written with plain stores: a repeat lost to a race between CPUs is one
-//! probe less in a count that only describes.
+//! Repeats do not refresh the pair's place in PORTS' LRU order; every
+//! 128th, and the first of each window, looks it up again.
+//!
+//! Written with plain stores, like the entry's other timestamps and
+//! resets: only when one source's probes of one pair reach two CPUs at
+//! once can held repeats be lost or added twice, and, at a window's start,
+//! the pair miss its count in that window's fan-out (one port, the next
+//! window counts it). Locked updates on every repeat would cost every
+//! repeat.
 
 /// The pair was counted in the entry's current window.
 pub const VALID: u32 = 1 << 31;

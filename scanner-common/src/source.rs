@@ -258,7 +258,9 @@ pub struct PortSeen {
     pub life_ns: u64,
     /// The owner's `window_start_ns` when this pair was last counted in a window.
     pub window_start_ns: u64,
-    /// Probes to this pair in this life.
+    /// Probes to this pair in this life, but for the source's repeats its
+    /// entry still holds (`SourceStats::last_pair`, see [`crate::pair`]),
+    /// which the daemon's reads add.
     pub probes: u32,
     pub _pad: u32,
 }

@@ -138,7 +138,8 @@ pub(crate) unsafe fn account(
         (*s).last_seen_ns = pkt.now;
         (*s).ifindex = pkt.ifindex;
         // Branch-free where it can be: every branch here is walked by the
-        // verifier for the source and again for its prefix.
+        // verifier in each program that counts (and again for the prefix
+        // in `scanner_replay` and `scanner_prefix`).
         let c = pkt.class & (class::COUNT - 1);
         (*s).classes[c] = (*s).classes[c].wrapping_add(1);
         (*s).stack_syns = (*s).stack_syns.wrapping_add(u32::from(pkt.stack_syn));

@@ -80,6 +80,10 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
                     unsafe { GATHERED.tail_call(ctx, 0) };
                     verdict::pass()
                 }
+                // Rare here: a source's first two trials are counted at its
+                // admission (`scanner_replay`, then `scanner_admit`, which
+                // calls `scanner_prefix` too). This is for one whose
+                // prefix's entry could not be made then.
                 Tracked::Prefix { blocked } => prefix(ctx, ifindex, blocked),
             },
             // A block spares the connections open with the source.

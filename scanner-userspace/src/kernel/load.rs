@@ -278,11 +278,14 @@ fn load_object(
 /// new programs read (open ports, protected sources) are filled, just
 /// before it attaches.
 pub(crate) fn arm_admission(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    // Each program before those that tail-call it (scanner_replay calls
+    // scanner_admit, which calls scanner_prefix): an older program still
+    // attached never reaches an empty slot through a new one.
     for (program, array) in [
-        (ADMIT_PROGRAM, ADMITTED_MAP),
-        (GATHER_PROGRAM, GATHERED_MAP),
-        (REPLAY_PROGRAM, REPLAYED_MAP),
         (PREFIX_PROGRAM, PREFIXED_MAP),
+        (ADMIT_PROGRAM, ADMITTED_MAP),
+        (REPLAY_PROGRAM, REPLAYED_MAP),
+        (GATHER_PROGRAM, GATHERED_MAP),
     ] {
         let second: &mut Xdp = ebpf
             .program_mut(program)

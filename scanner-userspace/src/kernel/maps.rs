@@ -387,7 +387,9 @@ impl Maps {
     /// source spared): it is not blocked again when it probes on, as a
     /// source whose block lapsed is. The entry is read and written back
     /// (BPF_EXIST): a probe the kernel counts in between loses its
-    /// increments, once per spared detection.
+    /// increments, and repeats of the last pair it added to the pair's
+    /// count meanwhile are held again (counted twice), once per spared
+    /// detection.
     pub fn unmark_blocked(&mut self, key: &SourceKey) {
         if let Ok(mut stats) = self.sources.get(key, 0)
             && stats.blocked != 0
@@ -478,6 +480,17 @@ impl Maps {
     /// first.
     pub fn top_ports(&self, id: EntryId, stats: &SourceStats, n: usize) -> Vec<(u8, u16)> {
         let sampled = (stats.ports as usize).min(SAMPLE_PORTS);
+        // A source's repeats of its last pair are held in its entry: the
+        // live entry's, while it is in the same life (`stats` may be an
+        // older copy, whose held repeats the kernel has since added to
+        // the pair); otherwise the copy's, which were never added.
+        let last_pair = match id.scope {
+            scope::SOURCE => self
+                .source(&id.key)
+                .filter(|live| live.first_seen_ns == stats.first_seen_ns)
+                .map_or(stats.last_pair, |live| live.last_pair),
+            _ => 0,
+        };
         let counted: Vec<((u8, u16), u32)> = stats.sample_ports[..sampled]
             .iter()
             .flat_map(|&port| {
@@ -487,13 +500,7 @@ impl Maps {
                         self.pair(id, proto, port)
                             .filter(|seen| seen.life_ns == stats.first_seen_ns)
                             .map(|seen| {
-                                // A source's repeats of its last pair are
-                                // held in its entry.
-                                let held = if id.scope == scope::SOURCE {
-                                    pair::pending_for(stats.last_pair, proto, port)
-                                } else {
-                                    0
-                                };
+                                let held = pair::pending_for(last_pair, proto, port);
                                 ((proto, port), seen.probes.saturating_add(held))
                             })
                     })

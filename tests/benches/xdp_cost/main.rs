@@ -668,20 +668,23 @@ fn main() -> anyhow::Result<()> {
          lookup as much. A probe no longer reads that clock: it is stamped by the probe \
          clock, the timer tick (`bpf_jiffies64`, which the verifier makes one load) scaled \
          and set on CLOCK_MONOTONIC at load; a decision still reads the precise clock, \
-         once. A known source's probe still makes two calls, its entry in SOURCES and the \
-         (source, port) pair in PORTS, some 80 ns of its cost, where xdp-filter's whole \
-         allow-all program costs little more. The steps table shows the rest: the parse and \
-         the per-CPU counter (15-25 ns), the rules and classification (about 20 ns), the \
-         slot (under 10 ns), the entry's bookkeeping (about 15 ns). What would take the \
-         known-source paths under xdp-filter here is one lookup fewer: a repeat of the \
-         source's last port counted in its entry without the PORTS lookup (its per-port \
-         count merged by the daemon). Built and tested, it took the known-source rows to \
-         1.0x, but the verifier then walked 993,557 of the 1,000,000 instructions it \
-         allows `scanner` (see \"verified\" in the size table: 873,000 without it), a \
-         margin no kernel or compiler change would be sure to keep: it waits for the probe \
-         path to be split further across tail calls (the prefix's share of a source's \
-         first trials, a second copy of the accounting, is the largest part of that \
-         walk). A blocked source's packets are dropped \
+         once. A known source's probe makes one hash lookup, its entry in SOURCES, when it \
+         repeats the source's last (protocol, port) pair, which is what the known-source \
+         rows measure (`bpftool prog run` runs one frame over and over): a retransmitted \
+         SYN, a client reconnecting to one service, a scanner's second probe of a port. \
+         Such a repeat is counted in the entry, up to 127 of them, and added to the \
+         pair's count when another pair comes or the daemon reads it, so per-port counts \
+         are as if every probe had looked its pair up (but for a pair evicted while its \
+         repeats are held). A probe of a port new to the source still looks its pair up in PORTS \
+         and inserts it: one lookup and one update more (the price of a lookup is in the \
+         building blocks). That repeat needed room in the verifier's budget: the prefix's \
+         share of an admitted source's first two trials, a second copy of the accounting \
+         and most of the walk, now runs in a program of its own (`scanner_prefix`, \
+         tail-called), which took the instructions the verifier walks for `scanner` from \
+         873,000 of the 1,000,000 it allows to 144,000 (see \"verified\" in the size \
+         table). The steps table shows the rest: the parse and the per-CPU counter \
+         (15-25 ns), the rules and classification (about 20 ns), the slot (under 10 ns), \
+         the entry's bookkeeping. A blocked source's packets are dropped \
          from its slot in BLOCK_CACHE (a per-CPU array read the verifier inlines from \
          Linux 6.10: no call, \
          no trie, no clock), 32 in every 33 of a flood; the 33rd looks the trie up and reads \

@@ -215,8 +215,10 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
          and ignored port bitmaps, the probe clock, `bpf_jiffies64`); the source's first-probe slot \
          (keyed hash, FIRST_PROBES read); admission (a known source's entry in SOURCES; for \
          a new source, its first probe held in the slot); the walk's update (the (source, \
-         port) pair in PORTS, the entry's counts, the trial, the thresholds); then the \
-         rest of the whole program (PORT_HITS, the prefix's share). A new source never \
+         port) pair, kept in the entry for a repeat of the source's last pair, as here, \
+         otherwise in PORTS; the entry's counts, the trial, the thresholds); then the \
+         rest of the whole program (PORT_HITS; the prefix's share of a source's first two \
+         trials is another program's, `scanner_prefix`). A new source never \
          reaches the walk: its last two columns are the rest of its path (PORT_HITS and its \
          prefix's slot). The ring buffer is written once per decision, never on a probe of a \
          decided or undecided source's later ports: it is not on these paths.\n"

@@ -106,3 +106,34 @@ fn repeats_past_the_cap_look_the_pair_up() -> anyhow::Result<()> {
     assert_eq!(s.probes, 2 + repeats);
     Ok(())
 }
+
+#[test]
+fn an_older_copy_of_the_entry_counts_its_held_repeats_once() -> anyhow::Result<()> {
+    root_only!("an_older_copy_of_the_entry_counts_its_held_repeats_once");
+    let k = Kernel::new(&Config::default())?;
+    let (n, key) = (12, id(12));
+    for port in [1000, 2000, 2000, 2000, 2000] {
+        syn(&k, n, port)?;
+    }
+    // A copy taken while three repeats of 2000 are held (a decision's, or
+    // an ended scan's, read later).
+    let copy = k
+        .maps
+        .entry(key)
+        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    assert_eq!(pair::pending(copy.last_pair), 3);
+    // Port 1000 again: the three go into 2000's own count; then five
+    // repeats of 1000 are held.
+    for _ in 0..6 {
+        syn(&k, n, 1000)?;
+    }
+    let counted = |port| k.maps.port(key.key, IPPROTO_TCP, port).map(|p| p.probes);
+    assert_eq!((counted(1000), counted(2000)), (Some(7), Some(4)));
+    // Read from the copy, the live entry's held repeats count, not the
+    // copy's (already added): 1000 is the most probed.
+    assert_eq!(
+        k.maps.top_ports(key, &copy, 2),
+        vec![(IPPROTO_TCP, 1000), (IPPROTO_TCP, 2000)]
+    );
+    Ok(())
+}
