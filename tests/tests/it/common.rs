@@ -3,7 +3,8 @@
 //! `cargo xtask setup` has installed the eBPF toolchain.)
 
 use aya::{Ebpf, TestRun as _, TestRunOptions, programs::Xdp};
-use scanner_userspace::testing::load;
+use scanner_common::{SourceKey, SourceStats, scope};
+use scanner_userspace::testing::{EntryId, Maps, load};
 
 pub(crate) const XDP_DROP: u32 = 1;
 pub(crate) const XDP_PASS: u32 = 2;
@@ -69,3 +70,16 @@ pub(crate) fn next_tick() {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
+
+/// The prefix entry of the lab's /24 (198.18.0.0/24: every `v4(n)`
+/// source's), which must exist.
+pub(crate) fn lab_prefix(maps: &Maps) -> anyhow::Result<SourceStats> {
+    maps.entry(LAB_PREFIX)
+        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))
+}
+
+/// The lab's /24 as a prefix entry's id.
+pub(crate) const LAB_PREFIX: EntryId = EntryId {
+    scope: scope::PREFIX,
+    key: SourceKey::from_v4([198, 18, 0, 0]),
+};

@@ -17,7 +17,7 @@ use scanner_tests::packets::{
 };
 use scanner_userspace::testing::{EntryId, Maps, decode, load, take_map};
 
-use crate::common::root_only;
+use crate::common::{LAB_PREFIX, lab_prefix, root_only};
 
 /// The XDP program loaded alone, driven with BPF_PROG_TEST_RUN.
 pub(crate) struct Kernel {
@@ -285,20 +285,13 @@ fn a_scan_spread_over_a_prefix_decides_the_prefix() -> anyhow::Result<()> {
         let s = k.source(n)?;
         assert_eq!(s.decided_ns, 0, "no single source is a scanner");
     }
-    let prefix = EntryId {
-        scope: scope::PREFIX,
-        key: SourceKey::from_v4([198, 18, 0, 0]),
-    };
-    let p = k
-        .maps
-        .entry(prefix)
-        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    let p = lab_prefix(&k.maps)?;
     assert!(p.decided_ns > 0);
     assert_eq!((p.sources, p.ports), (10, 20));
     assert!(p.sources >= u32::from(Config::default().min_sources));
     let d = k.decisions();
     assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!((d[0].scope, d[0].key), (scope::PREFIX, prefix.key));
+    assert_eq!((d[0].scope, d[0].key), (scope::PREFIX, LAB_PREFIX.key));
     Ok(())
 }
 
@@ -327,23 +320,13 @@ fn a_forgotten_source_is_still_one_source_of_its_prefix() -> anyhow::Result<()> 
         k.syns(40, [1000 + round * 2, 1001 + round * 2])?;
         k.maps.forget(&SourceKey::from_v4(v4(40)));
     }
-    let prefix = EntryId {
-        scope: scope::PREFIX,
-        key: SourceKey::from_v4([198, 18, 0, 0]),
-    };
-    let p = k
-        .maps
-        .entry(prefix)
-        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    let p = lab_prefix(&k.maps)?;
     assert_eq!(p.sources, 1, "one address is one source: {p:?}");
     assert_eq!(p.decided_ns, 0, "one host is no distributed scan");
     // A second and a third address do count.
     k.syns(41, [2000, 2001])?;
     k.syns(42, [2002, 2003])?;
-    let p = k
-        .maps
-        .entry(prefix)
-        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    let p = lab_prefix(&k.maps)?;
     assert_eq!(p.sources, 3, "{p:?}");
     assert!(k.decisions().iter().all(|d| d.scope == scope::PREFIX));
     Ok(())

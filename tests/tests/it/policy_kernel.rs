@@ -11,14 +11,13 @@ use scanner_common::{
     names::{
         ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, RULES_GENERATION_MAP,
     },
-    scope,
 };
 use scanner_tests::packets::{SYN, XMAS, ipv4_tcp, v4};
 use scanner_userspace::testing::{
-    AllowOrigin, Change, EntryId, Maps, Policy, PolicyError, load, monotonic_ns, take_map,
+    AllowOrigin, Change, Maps, Policy, PolicyError, load, monotonic_ns, take_map,
 };
 
-use crate::common::{XDP_DROP, XDP_PASS, root_only};
+use crate::common::{XDP_DROP, XDP_PASS, lab_prefix, root_only};
 
 struct Kernel {
     ebpf: Ebpf,
@@ -335,14 +334,7 @@ fn a_deciding_probe_counted_for_the_prefix_too_is_dropped() -> anyhow::Result<()
         .source(&SourceKey::from_v4(v4(15)))
         .ok_or_else(|| anyhow::anyhow!("untracked"))?;
     assert!(s.decided_ns > 0 && s.blocked != 0, "{s:?}");
-    let prefix = EntryId {
-        scope: scope::PREFIX,
-        key: SourceKey::from_v4([198, 18, 0, 0]),
-    };
-    let p = k
-        .maps
-        .entry(prefix)
-        .ok_or_else(|| anyhow::anyhow!("prefix untracked"))?;
+    let p = lab_prefix(&k.maps)?;
     assert_eq!((p.sources, p.ports, s.prefix_trials), (1, 2, 2), "{p:?}");
     assert_eq!(k.send(&ipv4_tcp(15, 25, XMAS))?, XDP_DROP);
     Ok(())
