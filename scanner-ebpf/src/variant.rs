@@ -35,23 +35,14 @@ pub(crate) fn stops_after(_s: u32) -> bool {
 #[cfg(feature = "steps")]
 #[aya_ebpf::macros::xdp]
 pub(crate) fn cost_call(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
-    let mut t = 0u64;
-    for _ in 0..10 {
-        // SAFETY: a helper call with no arguments.
-        t = t.wrapping_add(unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() });
-    }
-    pass_unless_zero(t)
+    ten_reads(crate::coarse_now)
 }
 
 /// Ten reads of the precise clock (`bpf_ktime_get_ns`), a decision's.
 #[cfg(feature = "steps")]
 #[aya_ebpf::macros::xdp]
 pub(crate) fn cost_clock(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
-    let mut t = 0u64;
-    for _ in 0..10 {
-        t = t.wrapping_add(crate::now());
-    }
-    pass_unless_zero(t)
+    ten_reads(crate::now)
 }
 
 /// Ten reads of the timer tick (`bpf_jiffies64`, which the verifier
@@ -59,12 +50,8 @@ pub(crate) fn cost_clock(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
 #[cfg(feature = "steps")]
 #[aya_ebpf::macros::xdp]
 pub(crate) fn cost_jiffies(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
-    let mut t = 0u64;
-    for _ in 0..10 {
-        // SAFETY: a helper call with no arguments.
-        t = t.wrapping_add(unsafe { aya_ebpf::helpers::bpf_jiffies64() });
-    }
-    pass_unless_zero(t)
+    // SAFETY: a helper call with no arguments.
+    ten_reads(|| unsafe { aya_ebpf::helpers::bpf_jiffies64() })
 }
 
 /// Ten hash-map lookups of a source key (PROTECTED, which the bench leaves
@@ -78,6 +65,17 @@ pub(crate) fn cost_lookup(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
         found += u64::from(crate::maps::PROTECTED.get_ptr(&key).is_some());
     }
     pass_unless_zero(found + 1)
+}
+
+/// Reads `read` ten times: what one read costs, for the building blocks.
+#[cfg(feature = "steps")]
+#[inline(always)]
+fn ten_reads(read: impl Fn() -> u64) -> u32 {
+    let mut t = 0u64;
+    for _ in 0..10 {
+        t = t.wrapping_add(read());
+    }
+    pass_unless_zero(t)
 }
 
 /// XDP_PASS, made to depend on `v` so the work before it is kept.

@@ -441,14 +441,22 @@ impl Maps {
             key: source,
         };
         let mut seen = self.pair(id, proto, port)?;
-        if let Some(stats) = self.source(&source)
-            && stats.first_seen_ns == seen.life_ns
-        {
-            seen.probes =
-                seen.probes
-                    .saturating_add(pair::pending_for(stats.last_pair, proto, port));
+        if let Some(last) = self.held(&source, seen.life_ns) {
+            seen.probes = seen
+                .probes
+                .saturating_add(pair::pending_for(last, proto, port));
         }
         Some(seen)
+    }
+
+    /// The `last_pair` word of `source`'s entry while it is in the life
+    /// that began at `life_ns`: the repeats of its last pair the kernel
+    /// holds there, not yet in the pair's count (see
+    /// `scanner_common::pair`).
+    fn held(&self, source: &SourceKey, life_ns: u64) -> Option<u32> {
+        self.source(source)
+            .filter(|live| live.first_seen_ns == life_ns)
+            .map(|live| live.last_pair)
     }
 
     /// All packet counters, all interfaces together.
@@ -486,9 +494,8 @@ impl Maps {
         // the pair); otherwise the copy's, which were never added.
         let last_pair = match id.scope {
             scope::SOURCE => self
-                .source(&id.key)
-                .filter(|live| live.first_seen_ns == stats.first_seen_ns)
-                .map_or(stats.last_pair, |live| live.last_pair),
+                .held(&id.key, stats.first_seen_ns)
+                .unwrap_or(stats.last_pair),
             _ => 0,
         };
         let counted: Vec<((u8, u16), u32)> = stats.sample_ports[..sampled]

@@ -66,14 +66,14 @@ impl Kernel {
         Ok(())
     }
 
-    fn syns(&self, src: u8, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
+    pub(crate) fn syns(&self, src: u8, ports: impl IntoIterator<Item = u16>) -> anyhow::Result<()> {
         ports
             .into_iter()
             .try_for_each(|p| self.send(&ipv4_tcp(src, p, SYN)))
     }
 
     /// Source `n`'s entry (198.18.0.n), which must be tracked.
-    fn source(&self, n: u8) -> anyhow::Result<scanner_common::SourceStats> {
+    pub(crate) fn source(&self, n: u8) -> anyhow::Result<scanner_common::SourceStats> {
         self.maps
             .entry(source(n))
             .ok_or_else(|| anyhow::anyhow!("198.18.0.{n} untracked"))
@@ -102,7 +102,7 @@ impl Kernel {
     }
 }
 
-fn source(n: u8) -> EntryId {
+pub(crate) fn source(n: u8) -> EntryId {
     EntryId {
         scope: scope::SOURCE,
         key: SourceKey::from_v4(v4(n)),

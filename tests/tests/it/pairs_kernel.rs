@@ -4,39 +4,21 @@
 //! looked it up, a new window counts the pair again, and repeats past the
 //! cap look the pair up.
 
-use scanner_common::{Config, IPPROTO_TCP, SourceKey, pair, scope};
-use scanner_tests::packets::{SYN, ipv4_tcp, v4};
-use scanner_userspace::testing::EntryId;
+use scanner_common::{Config, IPPROTO_TCP, pair};
 
 use crate::{
     common::{next_tick, root_only},
-    decisions_kernel::Kernel,
+    decisions_kernel::{Kernel, source},
 };
-
-fn id(n: u8) -> EntryId {
-    EntryId {
-        scope: scope::SOURCE,
-        key: SourceKey::from_v4(v4(n)),
-    }
-}
-
-fn syn(k: &Kernel, n: u8, port: u16) -> anyhow::Result<()> {
-    k.send(&ipv4_tcp(n, port, SYN))
-}
 
 #[test]
 fn repeats_of_the_last_port_are_counted_without_a_lookup() -> anyhow::Result<()> {
     root_only!("repeats_of_the_last_port_are_counted_without_a_lookup");
     let k = Kernel::new(&Config::default())?;
-    let (n, key) = (9, id(9));
+    let (n, key) = (9, source(9));
     // Admitted at its second port, then port 2000 three times more.
-    for port in [1000, 2000, 2000, 2000, 2000] {
-        syn(&k, n, port)?;
-    }
-    let s = k
-        .maps
-        .entry(key)
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    k.syns(n, [1000, 2000, 2000, 2000, 2000])?;
+    let s = k.source(n)?;
     assert_eq!((s.probes, s.ports, s.window_ports), (5, 2, 2), "{s:?}");
     assert_eq!(pair::pending(s.last_pair), 3, "held in the entry");
     let raw = |port| k.maps.pair(key, IPPROTO_TCP, port).map(|p| p.probes);
@@ -50,11 +32,8 @@ fn repeats_of_the_last_port_are_counted_without_a_lookup() -> anyhow::Result<()>
     assert_eq!((counted(1000), counted(2000)), (Some(1), Some(4)));
     assert_eq!(k.maps.top_ports(key, &s, 1), vec![(IPPROTO_TCP, 2000)]);
     // Another port: the repeats go into the pair's own count.
-    syn(&k, n, 3000)?;
-    let s = k
-        .maps
-        .entry(key)
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    k.syns(n, [3000])?;
+    let s = k.source(n)?;
     assert_eq!((raw(2000), counted(2000)), (Some(4), Some(4)));
     assert_eq!((s.probes, s.ports, pair::pending(s.last_pair)), (6, 3, 0));
     Ok(())
@@ -68,15 +47,11 @@ fn a_repeat_in_a_new_window_is_new_to_it() -> anyhow::Result<()> {
         window_ns: 1,
         ..Config::default()
     })?;
-    let (n, key) = (10, id(10));
-    syn(&k, n, 1000)?;
-    syn(&k, n, 2000)?;
+    let (n, key) = (10, source(10));
+    k.syns(n, [1000, 2000])?;
     next_tick();
-    syn(&k, n, 2000)?;
-    let s = k
-        .maps
-        .entry(key)
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    k.syns(n, [2000])?;
+    let s = k.source(n)?;
     assert_eq!(
         (s.window_ports, s.ports, s.probes),
         (1, 2, 3),
@@ -91,16 +66,11 @@ fn a_repeat_in_a_new_window_is_new_to_it() -> anyhow::Result<()> {
 fn repeats_past_the_cap_look_the_pair_up() -> anyhow::Result<()> {
     root_only!("repeats_past_the_cap_look_the_pair_up");
     let k = Kernel::new(&Config::default())?;
-    let (n, key) = (11, id(11));
-    syn(&k, n, 1000)?;
+    let (n, key) = (11, source(11));
+    k.syns(n, [1000])?;
     let repeats = pair::PENDING_MAX + 5;
-    for _ in 0..=repeats {
-        syn(&k, n, 2000)?;
-    }
-    let s = k
-        .maps
-        .entry(key)
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    k.syns(n, std::iter::repeat_n(2000, repeats as usize + 1))?;
+    let s = k.source(n)?;
     let counted = k.maps.port(key.key, IPPROTO_TCP, 2000).map(|p| p.probes);
     assert_eq!(counted, Some(1 + repeats), "{s:?}");
     assert_eq!(s.probes, 2 + repeats);
@@ -111,22 +81,15 @@ fn repeats_past_the_cap_look_the_pair_up() -> anyhow::Result<()> {
 fn an_older_copy_of_the_entry_counts_its_held_repeats_once() -> anyhow::Result<()> {
     root_only!("an_older_copy_of_the_entry_counts_its_held_repeats_once");
     let k = Kernel::new(&Config::default())?;
-    let (n, key) = (12, id(12));
-    for port in [1000, 2000, 2000, 2000, 2000] {
-        syn(&k, n, port)?;
-    }
+    let (n, key) = (12, source(12));
+    k.syns(n, [1000, 2000, 2000, 2000, 2000])?;
     // A copy taken while three repeats of 2000 are held (a decision's, or
     // an ended scan's, read later).
-    let copy = k
-        .maps
-        .entry(key)
-        .ok_or_else(|| anyhow::anyhow!("untracked"))?;
+    let copy = k.source(n)?;
     assert_eq!(pair::pending(copy.last_pair), 3);
     // Port 1000 again: the three go into 2000's own count; then five
     // repeats of 1000 are held.
-    for _ in 0..6 {
-        syn(&k, n, 1000)?;
-    }
+    k.syns(n, [1000; 6])?;
     let counted = |port| k.maps.port(key.key, IPPROTO_TCP, port).map(|p| p.probes);
     assert_eq!((counted(1000), counted(2000)), (Some(7), Some(4)));
     // Read from the copy, the live entry's held repeats count, not the
