@@ -8,6 +8,7 @@
 //! module (`counter::SEEN`, `class::SYN`, `bits::TCP_OPEN`, `reason::TRW`,
 //! `scope::PREFIX`, `action::BLOCK`, `block_reason::SCAN`).
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod bits;
 pub mod class;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod counter;
 pub mod event;
 pub mod first;
+pub mod frame;
 pub mod gather;
 pub mod hits;
 pub mod names;
@@ -34,6 +36,7 @@ pub use classify::*;
 pub use config::{Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS};
 pub use event::Decision;
 pub use first::FirstProbe;
+pub use frame::{Frame, Header};
 pub use gather::PrefixSlot;
 pub use hits::{PortHits, port_hits_index, port_of_hits_index};
 pub use parse::*;

@@ -6,7 +6,10 @@
 //! IPv6 extension lengths are small fields, and loops have fixed bounds), so
 //! the verifier can prove each access in range.
 
-use crate::SourceKey;
+use crate::{
+    SourceKey,
+    frame::{Frame, Header},
+};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -32,23 +35,6 @@ pub const SCTP_COOKIE_ECHO: u8 = 10;
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers skipped before giving up on finding TCP/UDP.
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
-
-/// Bounds-checked reads from a frame.
-pub trait Frame {
-    /// The `N` bytes at `offset`, or `None` unless all of them are inside the frame.
-    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
-}
-
-impl Frame for [u8] {
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-        let end = offset.checked_add(N)?;
-        let slice = self.get(offset..end)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(slice);
-        Some(out)
-    }
-}
 
 /// The transport header fields the tracker needs. A plain struct, every
 /// field always set: an enum whose variants leave bytes undefined lets the
@@ -168,60 +154,106 @@ pub enum ParseError {
 
 type Result<T> = core::result::Result<T, ParseError>;
 
-#[inline(always)]
-fn read<const N: usize, F: Frame + ?Sized>(f: &F, off: usize) -> Result<[u8; N]> {
-    f.bytes::<N>(off).ok_or(ParseError::Truncated)
+/// Where an IP packet's source address lies in its frame: read by
+/// [`source`] only for the packets that need it (most of a server's
+/// traffic asks about no port and, while nothing is blocked, needs none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceAt {
+    offset: usize,
+    v6: bool,
+}
+
+impl SourceAt {
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+}
+
+/// [`Parsed`] with the source address left in the frame (see [`source`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    NotIp,
+    Untracked(SourceAt),
+    Fragment(SourceAt),
+    Transport(SourceAt, Transport),
 }
 
 #[inline(always)]
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+fn read<const N: usize, F: Frame + ?Sized>(f: &F, off: usize) -> Result<Header<'_, N>> {
+    f.header::<N>(off).ok_or(ParseError::Truncated)
 }
 
-// Each header's fixed part is read with one bounds check and its fields taken
-// from the copy: separate checks per field let the compiler merge them in ways
-// the verifier cannot follow.
+// Each header's fixed part is checked once, then its fields read in place
+// (see `crate::frame`): separate checks per field let the compiler merge
+// them in ways the verifier cannot follow.
 
 /// The ethertype after Ethernet and up to two VLAN tags, and where the
 /// network header starts.
 #[inline(always)]
 fn link<F: Frame + ?Sized>(f: &F) -> Result<(u16, usize)> {
-    let eth = read::<ETH_HLEN, F>(f, 0)?;
-    let mut ethertype = be16(&eth, 12);
+    let mut ethertype = read::<ETH_HLEN, F>(f, 0)?.be16::<12>();
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let tag = read::<4, F>(f, off)?;
-        ethertype = be16(&tag, 2);
+        ethertype = read::<4, F>(f, off)?.be16::<2>();
         off += 4;
     }
     Ok((ethertype, off))
 }
 
-/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, then TCP or UDP.
+/// Parses Ethernet (with up to two VLAN tags), IPv4 or IPv6, then TCP or UDP:
+/// [`shape`], then the source address. The host's parse (tests and
+/// fuzzing); the XDP programs match the shape in place and read the source
+/// where they need it: a `Parsed` built in them and then
+/// matched copies the unset bytes of its smaller variants, which the
+/// verifier rejects.
+#[inline(always)]
+pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
+    Ok(match shape(f)? {
+        Shape::NotIp => Parsed::NotIp,
+        Shape::Untracked(at) => Parsed::Untracked(source(f, at)?),
+        Shape::Fragment(at) => Parsed::Fragment(source(f, at)?),
+        Shape::Transport(at, transport) => Parsed::Transport(Headers {
+            source: source(f, at)?,
+            transport,
+        }),
+    })
+}
+
+/// [`parse`], but for the source address, which stays in the frame: the
+/// XDP program reads it only when the packet needs it.
 /// (The link layer is walked here in line, not through [`link`]: returning
 /// the offset through a `Result` costs the verifier more states on every
 /// path of the program.)
 #[inline(always)]
-pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
-    let eth = read::<ETH_HLEN, F>(f, 0)?;
-    let mut ethertype = be16(&eth, 12);
+pub fn shape<F: Frame + ?Sized>(f: &F) -> Result<Shape> {
+    let mut ethertype = read::<ETH_HLEN, F>(f, 0)?.be16::<12>();
     let mut off = ETH_HLEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
-        let tag = read::<4, F>(f, off)?;
-        ethertype = be16(&tag, 2);
+        ethertype = read::<4, F>(f, off)?.be16::<2>();
         off += 4;
     }
     match ethertype {
         ETH_P_IPV4 => parse_ipv4(f, off),
         ETH_P_IPV6 => parse_ipv6(f, off),
-        _ => Ok(Parsed::NotIp),
+        _ => Ok(Shape::NotIp),
     }
+}
+
+/// The source address [`shape`] found at `at` (IPv4 mapped).
+#[inline(always)]
+pub fn source<F: Frame + ?Sized>(f: &F, at: SourceAt) -> Result<SourceKey> {
+    Ok(if at.v6 {
+        SourceKey::from_v6(read::<16, F>(f, at.offset)?.bytes16::<0>())
+    } else {
+        SourceKey::from_v4(read::<4, F>(f, at.offset)?.bytes4::<0>())
+    })
 }
 
 /// The destination address of an IP frame, keyed as a source is (IPv4
@@ -234,62 +266,66 @@ pub fn destination<F: Frame + ?Sized>(f: &F) -> Option<SourceKey> {
     match ethertype {
         ETH_P_IPV4 => {
             let ip = read::<20, F>(f, off).ok()?;
-            Some(SourceKey::from_v4([ip[16], ip[17], ip[18], ip[19]]))
+            Some(SourceKey::from_v4(ip.bytes4::<16>()))
         }
         ETH_P_IPV6 => {
             let ip = read::<40, F>(f, off).ok()?;
-            let mut dst = [0u8; 16];
-            dst.copy_from_slice(&ip[24..40]);
-            Some(SourceKey::from_v6(dst))
+            Some(SourceKey::from_v6(ip.bytes16::<24>()))
         }
         _ => None,
     }
 }
 
 #[inline(always)]
-fn parse_ipv4<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
+fn parse_ipv4<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Shape> {
     let ip = read::<20, F>(f, off)?;
-    if ip[0] >> 4 != 4 {
+    let version_ihl = ip.u8::<0>();
+    if version_ihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
     if ihl < 20 {
         return Err(ParseError::Malformed);
     }
     // The options, if any, must be in the frame too.
     read::<1, F>(f, off + ihl - 1)?;
-    let source = SourceKey::from_v4([ip[12], ip[13], ip[14], ip[15]]);
-    let fragment = be16(&ip, 6);
+    let source = SourceAt {
+        offset: off + 12,
+        v6: false,
+    };
+    let fragment = ip.be16::<6>();
     if fragment & 0x1fff != 0 {
         // Only the first fragment carries the transport header.
-        return Ok(Parsed::Fragment(source));
+        return Ok(Shape::Fragment(source));
     }
     // A first fragment (more-fragments set) carries the transport bytes up
     // to its IP length; Ethernet padding past it must not be read as header.
     let room = if fragment & 0x2000 != 0 {
-        usize::from(be16(&ip, 2)).saturating_sub(ihl)
+        usize::from(ip.be16::<2>()).saturating_sub(ihl)
     } else {
         UNFRAGMENTED
     };
     // Multicast (224/4) and the broadcast address.
-    let unicast = ip[16] < 224;
-    parse_transport(f, off + ihl, ip[9], source, room, unicast)
+    let unicast = ip.u8::<16>() < 224;
+    parse_transport(f, off + ihl, ip.u8::<9>(), source, room, unicast)
 }
 
 /// `room` of a packet that is not a first fragment: the header is whole.
 const UNFRAGMENTED: usize = usize::MAX;
 
 #[inline(always)]
-fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
+fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Shape> {
     let ip = read::<40, F>(f, off)?;
-    if ip[0] >> 4 != 6 {
+    if ip.u8::<0>() >> 4 != 6 {
         return Err(ParseError::Malformed);
     }
-    let mut next = ip[6];
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&ip[8..24]);
-    let end = off + 40 + usize::from(be16(&ip, 4));
-    let unicast = ip[24] != 0xff;
+    let mut next = ip.u8::<6>();
+    let source = SourceAt {
+        offset: off + 8,
+        v6: true,
+    };
+    let end = off + 40 + usize::from(ip.be16::<4>());
+    let unicast = ip.u8::<24>() != 0xff;
     let mut first_fragment = false;
     let mut off = off + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -297,23 +333,24 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
             // Hop-by-hop, routing, destination options: length in 8-octet units.
             0 | 43 | 60 => {
                 let ext = read::<2, F>(f, off)?;
-                next = ext[0];
-                off += (usize::from(ext[1]) + 1) * 8;
+                next = ext.u8::<0>();
+                off += (usize::from(ext.u8::<1>()) + 1) * 8;
             }
             // Authentication header: length in 4-octet units, minus 2.
             51 => {
                 let ext = read::<2, F>(f, off)?;
-                next = ext[0];
-                off += (usize::from(ext[1]) + 2) * 4;
+                next = ext.u8::<0>();
+                off += (usize::from(ext.u8::<1>()) + 2) * 4;
             }
             // Fragment header: only the first fragment has the transport header.
             44 => {
                 let ext = read::<4, F>(f, off)?;
-                if be16(&ext, 2) & 0xfff8 != 0 {
-                    return Ok(Parsed::Fragment(SourceKey::from_v6(src)));
+                let offset_flags = ext.be16::<2>();
+                if offset_flags & 0xfff8 != 0 {
+                    return Ok(Shape::Fragment(source));
                 }
-                first_fragment = ext[3] & 1 != 0;
-                next = ext[0];
+                first_fragment = offset_flags & 1 != 0;
+                next = ext.u8::<0>();
                 off += 8;
             }
             _ => break,
@@ -324,7 +361,7 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize) -> Result<Parsed> {
     } else {
         UNFRAGMENTED
     };
-    parse_transport(f, off, next, SourceKey::from_v6(src), room, unicast)
+    parse_transport(f, off, next, source, room, unicast)
 }
 
 /// The transport header at `off`. `room`: the bytes of it a first fragment
@@ -335,10 +372,10 @@ fn parse_transport<F: Frame + ?Sized>(
     f: &F,
     off: usize,
     proto: u8,
-    source: SourceKey,
+    source: SourceAt,
     room: usize,
     unicast: bool,
-) -> Result<Parsed> {
+) -> Result<Shape> {
     let whole = match proto {
         IPPROTO_TCP => 20,
         IPPROTO_UDP => 8,
@@ -350,39 +387,44 @@ fn parse_transport<F: Frame + ?Sized>(
         // A first fragment that splits its transport header: no stack
         // sends one. Its ports come first; without them it is nothing.
         if room < 4 {
-            return Ok(Parsed::Untracked(source));
+            return Ok(Shape::Untracked(source));
         }
         let ports = read::<4, F>(f, off)?;
-        let transport = Transport::cut(proto, be16(&ports, 0), be16(&ports, 2));
-        return Ok(Parsed::Transport(Headers { source, transport }));
+        let transport = Transport::cut(proto, ports.be16::<0>(), ports.be16::<2>());
+        return Ok(Shape::Transport(source, transport));
     }
     let transport = match proto {
         IPPROTO_TCP => {
             let tcp = read::<20, F>(f, off)?;
-            let data_offset = usize::from(tcp[12] >> 4) * 4;
+            let data_offset = usize::from(tcp.u8::<12>() >> 4) * 4;
             if data_offset < 20 {
                 return Err(ParseError::Malformed);
             }
             read::<1, F>(f, off + data_offset - 1)?;
-            Transport::tcp(be16(&tcp, 0), be16(&tcp, 2), tcp[13], data_offset as u8)
+            Transport::tcp(
+                tcp.be16::<0>(),
+                tcp.be16::<2>(),
+                tcp.u8::<13>(),
+                data_offset as u8,
+            )
         }
         IPPROTO_UDP => {
             let udp = read::<8, F>(f, off)?;
-            Transport::udp(be16(&udp, 0), be16(&udp, 2))
+            Transport::udp(udp.be16::<0>(), udp.be16::<2>())
         }
         IPPROTO_SCTP => {
             let sctp = read::<13, F>(f, off)?;
-            Transport::sctp(be16(&sctp, 0), be16(&sctp, 2), sctp[12])
+            Transport::sctp(sctp.be16::<0>(), sctp.be16::<2>(), sctp.u8::<12>())
         }
         // Ping, errors and group membership ask about no port or protocol;
         // an IPv6 extension header here is one past the bound we skip.
         IPPROTO_ICMP | IPPROTO_IGMP | IPPROTO_ICMPV6 | 0 | 43 | 44 | 51 | 60 => {
-            return Ok(Parsed::Untracked(source));
+            return Ok(Shape::Untracked(source));
         }
         // Any other protocol aimed at this host's address: one probe of
         // that protocol (ESP, GRE, ... and nmap -sO's empty packets).
         _ if unicast => Transport::protocol(proto),
-        _ => return Ok(Parsed::Untracked(source)),
+        _ => return Ok(Shape::Untracked(source)),
     };
-    Ok(Parsed::Transport(Headers { source, transport }))
+    Ok(Shape::Transport(source, transport))
 }

@@ -28,7 +28,9 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use scanner_common::{Config, Parsed, clock, counter, parse, step};
+use scanner_common::{
+    Config, Headers, Shape, SourceAt, Transport, clock, counter, shape, source, step,
+};
 
 use crate::{
     frame::XdpFrame,
@@ -42,65 +44,103 @@ pub(crate) fn scanner(ctx: XdpContext) -> u32 {
     try_scanner(&ctx)
 }
 
-/// parse -> verdict -> track. A packet that asks about no port (an accepted
-/// connection's ACK or data, a reply) carries no evidence: while nothing is
-/// blocked it costs the parse, a few array reads and one counter.
+/// parse -> verdict -> track. The source address is read from the frame
+/// only where something needs it: a rule when anything is blocked, and
+/// tracking for a probe. So a packet that asks about no port (an accepted
+/// connection's ACK or data, a reply) costs, while nothing is blocked, the
+/// headers' walk, a few array reads and one counter.
 #[inline(always)]
 fn try_scanner(ctx: &XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     counters::bump(ifindex, counter::SEEN);
-    // Match the parse result in place: binding the whole enum first makes
-    // the compiler copy the unset bytes of the smaller variants, which the
+    let frame = XdpFrame(ctx);
+    // Match the shape in place: binding the whole enum first makes the
+    // compiler copy the unset bytes of the smaller variants, which the
     // verifier rejects.
-    match parse(&XdpFrame(ctx)) {
-        Ok(Parsed::Transport(_)) if variant::stops_after(step::PARSE) => verdict::pass(),
-        Ok(Parsed::Transport(h)) => match verdict::rule(&h.source) {
-            Rule::None => match track::track(&h, ifindex) {
-                Tracked::Counted => verdict::pass(),
-                Tracked::Allowlisted => {
-                    counters::bump(ifindex, counter::ALLOWED);
-                    verdict::pass()
-                }
-                Tracked::Replay => {
-                    // SAFETY: a tail call with this program's own context;
-                    // on failure (no program in the slot) it returns and
-                    // the packet passes with its probe uncounted (the next
-                    // probe makes the entry).
-                    unsafe { REPLAYED.tail_call(ctx, 0) };
-                    verdict::pass()
-                }
-                Tracked::Admitted => {
-                    // SAFETY: as above (ADMITTED holds `scanner_admit`).
-                    unsafe { ADMITTED.tail_call(ctx, 0) };
-                    verdict::pass()
-                }
-                Tracked::Blocked => verdict::drop(ifindex),
-                Tracked::Gather => {
-                    // SAFETY: as above (GATHERED holds `scanner_gather`).
-                    unsafe { GATHERED.tail_call(ctx, 0) };
-                    verdict::pass()
-                }
-                // Rare here: a source's first two trials are counted at its
-                // admission (`scanner_replay`, then `scanner_admit`, which
-                // calls `scanner_prefix` too). This is for one whose
-                // prefix's entry could not be made then.
-                Tracked::Prefix { blocked } => prefix(ctx, ifindex, blocked),
-            },
-            // A block spares the connections open with the source.
-            Rule::Block if verdict::live_flow(ctx, &h) => verdict::pass(),
-            rule => apply(rule, ifindex),
+    match shape(&frame) {
+        Ok(Shape::Transport(..)) if variant::stops_after(step::PARSE) => verdict::pass(),
+        Ok(Shape::Transport(at, t)) => transport(ctx, at, &t, ifindex),
+        Ok(Shape::Untracked(at)) => match source(&frame, at) {
+            Ok(source) => apply(verdict::rule(&source), ifindex),
+            Err(_) => unparsed(ifindex),
         },
-        Ok(Parsed::Untracked(source)) => apply(verdict::rule(&source), ifindex),
-        Ok(Parsed::Fragment(source)) => {
-            track::fragment(&source, ifindex);
-            apply(verdict::rule(&source), ifindex)
-        }
-        Ok(Parsed::NotIp) => verdict::pass(),
-        Err(_) => {
-            counters::bump(ifindex, counter::PARSE_FAILURES);
-            verdict::pass()
+        Ok(Shape::Fragment(at)) => match source(&frame, at) {
+            Ok(source) => {
+                track::fragment(&source, ifindex);
+                apply(verdict::rule(&source), ifindex)
+            }
+            Err(_) => unparsed(ifindex),
+        },
+        Ok(Shape::NotIp) => verdict::pass(),
+        Err(_) => unparsed(ifindex),
+    }
+}
+
+/// A packet with a transport header (at `at` its source): its source's
+/// rule when anything is blocked, then tracking when it is a probe.
+#[inline(always)]
+fn transport(ctx: &XdpContext, at: SourceAt, t: &Transport, ifindex: u32) -> u32 {
+    let frame = XdpFrame(ctx);
+    if !verdict::nothing_blocked() {
+        let Ok(source) = source(&frame, at) else {
+            return unparsed(ifindex);
+        };
+        match verdict::rule_of(&source) {
+            Rule::None => {}
+            // A block spares the connections open with the source.
+            Rule::Block if verdict::live_flow(ctx, &source, t) => return verdict::pass(),
+            rule => return apply(rule, ifindex),
         }
     }
+    // Most packets end here, their source never read.
+    let Some(probe) = track::classify(t, at.is_v6(), ifindex) else {
+        return verdict::pass();
+    };
+    let Ok(source) = source(&frame, at) else {
+        return unparsed(ifindex);
+    };
+    let h = Headers {
+        source,
+        transport: *t,
+    };
+    match track::track(&h, &probe) {
+        Tracked::Counted => verdict::pass(),
+        Tracked::Allowlisted => {
+            counters::bump(ifindex, counter::ALLOWED);
+            verdict::pass()
+        }
+        Tracked::Replay => {
+            // SAFETY: a tail call with this program's own context; on
+            // failure (no program in the slot) it returns and the packet
+            // passes with its probe uncounted (the next probe makes the
+            // entry).
+            unsafe { REPLAYED.tail_call(ctx, 0) };
+            verdict::pass()
+        }
+        Tracked::Admitted => {
+            // SAFETY: as above (ADMITTED holds `scanner_admit`).
+            unsafe { ADMITTED.tail_call(ctx, 0) };
+            verdict::pass()
+        }
+        Tracked::Blocked => verdict::drop(ifindex),
+        Tracked::Gather => {
+            // SAFETY: as above (GATHERED holds `scanner_gather`).
+            unsafe { GATHERED.tail_call(ctx, 0) };
+            verdict::pass()
+        }
+        // Rare here: a source's first two trials are counted at its
+        // admission (`scanner_replay`, then `scanner_admit`, which calls
+        // `scanner_prefix` too). This is for one whose prefix's entry
+        // could not be made then.
+        Tracked::Prefix { blocked } => prefix(ctx, ifindex, blocked),
+    }
+}
+
+/// A frame the parser refused: passed (fail open), and counted.
+#[inline(always)]
+fn unparsed(ifindex: u32) -> u32 {
+    counters::bump(ifindex, counter::PARSE_FAILURES);
+    verdict::pass()
 }
 
 /// The third run for the probe that admitted a source (tail-called by
@@ -110,14 +150,29 @@ fn try_scanner(ctx: &XdpContext) -> u32 {
 #[xdp]
 pub(crate) fn scanner_admit(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    match parse(&XdpFrame(&ctx)) {
-        Ok(Parsed::Transport(h)) => match track::track(&h, ifindex) {
-            Tracked::Blocked => verdict::drop(ifindex),
-            Tracked::Prefix { blocked } => prefix(&ctx, ifindex, blocked),
-            _ => verdict::pass(),
-        },
+    with_headers(&ctx, |h, v6| match track::track_packet(h, v6, ifindex) {
+        Tracked::Blocked => verdict::drop(ifindex),
+        Tracked::Prefix { blocked } => prefix(&ctx, ifindex, blocked),
         _ => verdict::pass(),
+    })
+}
+
+/// `run` on the headers of a frame with a transport header, its source
+/// read, and whether it is IPv6; XDP_PASS for any other frame. For the
+/// tail-called programs: the first run has applied the rules and counted
+/// the frame.
+#[inline(always)]
+fn with_headers(ctx: &XdpContext, run: impl FnOnce(&Headers, bool) -> u32) -> u32 {
+    let frame = XdpFrame(ctx);
+    // Matched in place, the source read in place: a `Parsed` built from
+    // the shape and then matched copies the unset bytes of its smaller
+    // variants, which the verifier rejects.
+    if let Ok(Shape::Transport(at, transport)) = shape(&frame)
+        && let Ok(source) = source(&frame, at)
+    {
+        return run(&Headers { source, transport }, at.is_v6());
     }
+    verdict::pass()
 }
 
 /// Hands a probe that owes its source's prefix a trial to `scanner_prefix`
@@ -142,10 +197,13 @@ fn prefix(ctx: &XdpContext, ifindex: u32, blocked: bool) -> u32 {
 #[xdp]
 pub(crate) fn scanner_prefix(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
-    match parse(&XdpFrame(&ctx)) {
-        Ok(Parsed::Transport(h)) if track::prefixed(&h, ifindex) => verdict::drop(ifindex),
-        _ => verdict::pass(),
-    }
+    with_headers(&ctx, |h, v6| {
+        if track::prefixed(h, v6, ifindex) {
+            verdict::drop(ifindex)
+        } else {
+            verdict::pass()
+        }
+    })
 }
 
 /// The second run for the probe that admitted a source (tail-called by
@@ -154,13 +212,13 @@ pub(crate) fn scanner_prefix(ctx: XdpContext) -> u32 {
 /// probe.
 #[xdp]
 pub(crate) fn scanner_replay(ctx: XdpContext) -> u32 {
-    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx))
-        && track::replay(&h) == Tracked::Admitted
-    {
-        // SAFETY: as in `scanner` (ADMITTED holds `scanner_admit`).
-        unsafe { ADMITTED.tail_call(&ctx, 0) };
-    }
-    verdict::pass()
+    with_headers(&ctx, |h, _| {
+        if track::replay(h) == Tracked::Admitted {
+            // SAFETY: as in `scanner` (ADMITTED holds `scanner_admit`).
+            unsafe { ADMITTED.tail_call(&ctx, 0) };
+        }
+        verdict::pass()
+    })
 }
 
 /// The second run for a new source's first probe that decides its prefix
@@ -169,10 +227,10 @@ pub(crate) fn scanner_replay(ctx: XdpContext) -> u32 {
 /// blocked.
 #[xdp]
 pub(crate) fn scanner_gather(ctx: XdpContext) -> u32 {
-    if let Ok(Parsed::Transport(h)) = parse(&XdpFrame(&ctx)) {
-        track::gathered(&h, ctx.ingress_ifindex() as u32);
-    }
-    verdict::pass()
+    with_headers(&ctx, |h, v6| {
+        track::gathered(h, v6, ctx.ingress_ifindex() as u32);
+        verdict::pass()
+    })
 }
 
 /// The probe clock's calibration (see `scanner_common::clock`): the loader

@@ -23,9 +23,9 @@
 //! saturate at zero, so that never reads as a long idle gap.
 
 use scanner_common::{
-    Config, Headers, PREFIX_TRIALS_PER_SOURCE, SourceKey, SourceStats, bits, class_of, counter,
-    earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, port_bit,
-    port_hits_index, scope, step,
+    Config, Headers, PREFIX_TRIALS_PER_SOURCE, SourceKey, SourceStats, Transport, bits, class_of,
+    counter, earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn, is_stealth,
+    port_bit, port_hits_index, scope, step,
 };
 
 use crate::{
@@ -75,19 +75,35 @@ fn port_flag(region: u32, port: u16) -> bool {
     PORT_BITS.get(index).is_some_and(|w| *w & mask != 0)
 }
 
-/// The probe `h` is, with what tracking needs of it; None for a packet that
-/// asks about no port (a reply, an accepted connection's traffic) or about
-/// an ignored one. Only such packets read the port bitmaps.
+/// A probe, with the settings it was classified by: what tracking takes.
+pub(crate) struct Probe {
+    pkt: Packet,
+    cfg: &'static Config,
+}
+
+/// The probe a packet with transport header `t` is (`v6`: an IPv6
+/// packet); None for one that asks about no port (a reply, an accepted
+/// connection's traffic) or about an ignored one, which carries no
+/// evidence. Nothing of the source is needed for this: the XDP program
+/// reads the source address only for a probe.
 #[inline(always)]
-fn probe(h: &Headers, ifindex: u32, cfg: &Config) -> Option<Packet> {
-    let t = &h.transport;
+pub(crate) fn classify(t: &Transport, v6: bool, ifindex: u32) -> Option<Probe> {
+    let cfg = config()?;
+    let pkt = probe(t, v6, ifindex, cfg)?;
+    Some(Probe { pkt, cfg })
+}
+
+/// The probe `t` is, with what tracking needs of it; see [`classify`].
+/// Only probes read the port bitmaps.
+#[inline(always)]
+fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config) -> Option<Packet> {
     let port = t.dport;
     if !is_probe(t, cfg) {
         return None;
     }
     // Protocols without ports read past the bitmap: never open or ignored.
     // A port is open to the family its listener takes.
-    let (open_bits, ignored_bits) = bits::regions(t.proto, !h.source.is_v4());
+    let (open_bits, ignored_bits) = bits::regions(t.proto, v6);
     let open = port_flag(open_bits, port);
     if is_accepted_traffic(t, open) || port_flag(ignored_bits, port) {
         return None;
@@ -111,17 +127,22 @@ fn probe(h: &Headers, ifindex: u32, cfg: &Config) -> Option<Packet> {
     })
 }
 
-/// Counts a packet. Only probes carry evidence: anything else returns after
-/// the port-bitmap reads. A probe from an admitted source is counted into
-/// its entry; any other waits in FIRST_PROBES (see [`crate::first`]).
+/// Counts a packet (`v6`: an IPv6 one): [`classify`], then [`track`] for
+/// a probe.
 #[inline(always)]
-pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
-    let Some(cfg) = config() else {
-        return Tracked::Counted;
-    };
-    let Some(pkt) = probe(h, ifindex, cfg) else {
-        return Tracked::Counted;
-    };
+pub(crate) fn track_packet(h: &Headers, v6: bool, ifindex: u32) -> Tracked {
+    match classify(&h.transport, v6, ifindex) {
+        Some(probe) => track(h, &probe),
+        None => Tracked::Counted,
+    }
+}
+
+/// Counts probe `probe` of headers `h`. A probe from an admitted source is
+/// counted into its entry; any other waits in FIRST_PROBES (see
+/// [`crate::first`]).
+#[inline(always)]
+pub(crate) fn track(h: &Headers, probe: &Probe) -> Tracked {
+    let (pkt, cfg) = (&probe.pkt, probe.cfg);
     if variant::stops_after(step::CLASSIFY) {
         return Tracked::Counted;
     }
@@ -145,7 +166,7 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
         Some(_) if variant::stops_after(step::ADMISSION) => return Tracked::Counted,
         Some(s) => s,
         // SAFETY: as above.
-        None => match unsafe { first::admit(slot, &h.source, &pkt, idle) } {
+        None => match unsafe { first::admit(slot, &h.source, pkt, idle) } {
             Admission::Held { .. } if variant::stops_after(step::ADMISSION) => {
                 return Tracked::Counted;
             }
@@ -153,12 +174,12 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
                 new_port,
                 new_source,
             } => {
-                count_port(&pkt, new_port);
+                count_port(pkt, new_port);
                 // A new source's first probe counts for its prefix too: a
                 // scan may send every probe from a fresh address. Where it
                 // would decide the prefix, or its prefix is admitted, the
                 // second program counts it (see `gathered`).
-                if new_source && gather::first_probe(&h.source, &pkt, cfg, idle) {
+                if new_source && gather::first_probe(&h.source, pkt, cfg, idle) {
                     return Tracked::Gather;
                 }
                 return Tracked::Counted;
@@ -172,7 +193,7 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
         },
     };
     // SAFETY: s points at this source's value in SOURCES.
-    let owed = unsafe { record(s, &h.source, &pkt, cfg, true) };
+    let owed = unsafe { record(s, &h.source, pkt, cfg, true) };
     // SAFETY: as above.
     let blocked = unsafe { (*s).blocked != 0 };
     if owed {
@@ -200,7 +221,7 @@ pub(crate) fn track(h: &Headers, ifindex: u32) -> Tracked {
     // scanner carries on, so it is blocked again from this probe on, the
     // same scan (the daemon reports the new block, not a new detection).
     // SAFETY: as above.
-    unsafe { reblock(s, &h.source, &pkt, cfg) }
+    unsafe { reblock(s, &h.source, pkt, cfg) }
 }
 
 /// The `scanner_replay` program's part: the entry of a source `track` has
@@ -248,12 +269,12 @@ pub(crate) fn replay(h: &Headers) -> Tracked {
 /// in between; were it gone, the probe passes (looking the block up here
 /// would quadruple the verifier's walk of this program for that).
 #[inline(always)]
-pub(crate) fn prefixed(h: &Headers, ifindex: u32) -> bool {
+pub(crate) fn prefixed(h: &Headers, v6: bool, ifindex: u32) -> bool {
     let Some(s) = SOURCES.get_ptr_mut(&h.source) else {
         return false;
     };
     if let Some(cfg) = config()
-        && let Some(pkt) = probe(h, ifindex, cfg)
+        && let Some(pkt) = probe(&h.transport, v6, ifindex, cfg)
     {
         // SAFETY: s points at this source's value in SOURCES.
         unsafe { prefix_trial(s, &h.source, &pkt, cfg) };
@@ -268,11 +289,11 @@ pub(crate) fn prefixed(h: &Headers, ifindex: u32) -> bool {
 /// more copy of the prefix accounting in `scanner` is more paths than the
 /// verifier walks.
 #[inline(always)]
-pub(crate) fn gathered(h: &Headers, ifindex: u32) {
+pub(crate) fn gathered(h: &Headers, v6: bool, ifindex: u32) {
     let Some(cfg) = config() else {
         return;
     };
-    if let Some(pkt) = probe(h, ifindex, cfg) {
+    if let Some(pkt) = probe(&h.transport, v6, ifindex, cfg) {
         gather::admitted_probe(&h.source, &pkt, cfg, cfg.idle_ns);
     }
 }

@@ -67,6 +67,15 @@ pub(crate) fn cost_lookup(_ctx: aya_ebpf::programs::XdpContext) -> u32 {
     pass_unless_zero(found + 1)
 }
 
+/// The CoNEXT 2018 XDP paper's floor: one per-CPU counter bumped, then
+/// XDP_PASS (the counter is `scanner`'s own SEEN slot for the interface).
+#[cfg(feature = "steps")]
+#[aya_ebpf::macros::xdp]
+pub(crate) fn count_and_pass(ctx: aya_ebpf::programs::XdpContext) -> u32 {
+    crate::counters::bump(ctx.ingress_ifindex() as u32, scanner_common::counter::SEEN);
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
 /// Reads `read` ten times: what one read costs, for the building blocks.
 #[cfg(feature = "steps")]
 #[inline(always)]

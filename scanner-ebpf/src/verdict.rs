@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use scanner_common::{
-    CachedBlock, Headers, IPPROTO_TCP, PolicyEntry, SourceKey, action, block_cache_slot,
+    CachedBlock, IPPROTO_TCP, PolicyEntry, SourceKey, Transport, action, block_cache_slot,
     block_reason, counter, destination,
 };
 
@@ -41,9 +41,22 @@ pub(crate) enum Rule {
 /// until the daemon changes the rules or the slot's budget is spent.
 #[inline(always)]
 pub(crate) fn rule(source: &SourceKey) -> Rule {
-    if BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0) {
+    if nothing_blocked() {
         return Rule::None;
     }
+    rule_of(source)
+}
+
+/// Whether no block is in force (BLOCKS_EMPTY, which the daemon keeps and
+/// a scan's block clears): then no packet needs its source for a rule.
+#[inline(always)]
+pub(crate) fn nothing_blocked() -> bool {
+    BLOCKS_EMPTY.get(0).is_some_and(|empty| *empty != 0)
+}
+
+/// [`rule`] when something is blocked.
+#[inline(always)]
+pub(crate) fn rule_of(source: &SourceKey) -> Rule {
     // Read before the trie: a rule the daemon changes after this read
     // bumps the generation after its change, so a slot filled from the
     // old rule is stale by then.
@@ -98,8 +111,7 @@ fn lookup(source: &SourceKey) -> Rule {
 /// SYNs pay the lookup: a blocked scanner's SYNs, and every packet of a
 /// source nobody blocked, cost nothing more.
 #[inline(always)]
-pub(crate) fn live_flow(ctx: &XdpContext, h: &Headers) -> bool {
-    let t = &h.transport;
+pub(crate) fn live_flow(ctx: &XdpContext, source: &SourceKey, t: &Transport) -> bool {
     if t.proto != IPPROTO_TCP || t.flags & TCP_SYN != 0 {
         return false;
     }
@@ -116,9 +128,9 @@ pub(crate) fn live_flow(ctx: &XdpContext, h: &Headers) -> bool {
     };
     let (sport, dport) = (t.sport.to_be_bytes(), t.dport.to_be_bytes());
     let ports = u32::from_ne_bytes([sport[0], sport[1], dport[0], dport[1]]);
-    let (src, dst) = (&h.source.addr, &dst.addr);
+    let (src, dst) = (&source.addr, &dst.addr);
     let mut tuple = [0u32; 9];
-    let size = if h.source.is_v4() {
+    let size = if source.is_v4() {
         tuple[0] = word(src, 3);
         tuple[1] = word(dst, 3);
         tuple[2] = ports;
