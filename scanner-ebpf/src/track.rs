@@ -273,11 +273,9 @@ pub(crate) fn prefixed(h: &Headers, v6: bool, ifindex: u32) -> bool {
     let Some(s) = SOURCES.get_ptr_mut(&h.source) else {
         return false;
     };
-    if let Some(cfg) = config()
-        && let Some(pkt) = probe(&h.transport, v6, ifindex, cfg)
-    {
+    if let Some(p) = classify(&h.transport, v6, ifindex) {
         // SAFETY: s points at this source's value in SOURCES.
-        unsafe { prefix_trial(s, &h.source, &pkt, cfg) };
+        unsafe { prefix_trial(s, &h.source, &p.pkt, p.cfg) };
     }
     // SAFETY: as above.
     unsafe { (*s).blocked != 0 && (*s).decided_ns != 0 }
@@ -290,11 +288,8 @@ pub(crate) fn prefixed(h: &Headers, v6: bool, ifindex: u32) -> bool {
 /// verifier walks.
 #[inline(always)]
 pub(crate) fn gathered(h: &Headers, v6: bool, ifindex: u32) {
-    let Some(cfg) = config() else {
-        return;
-    };
-    if let Some(pkt) = probe(&h.transport, v6, ifindex, cfg) {
-        gather::admitted_probe(&h.source, &pkt, cfg, cfg.idle_ns);
+    if let Some(p) = classify(&h.transport, v6, ifindex) {
+        gather::admitted_probe(&h.source, &p.pkt, p.cfg, p.cfg.idle_ns);
     }
 }
 

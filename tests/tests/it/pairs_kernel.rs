@@ -4,23 +4,29 @@
 //! looked it up, a new window counts the pair again, and repeats past the
 //! cap look the pair up.
 
-use scanner_common::{Config, IPPROTO_TCP, pair};
+use scanner_common::{Config, IPPROTO_TCP, SourceStats, pair};
 
 use crate::{
     common::{next_tick, root_only},
     decisions_kernel::{Kernel, source},
 };
 
+/// Source `n` admitted at its second port, 2000, then three repeats of
+/// 2000 held in its entry: the kernel, `n` and the entry then.
+fn three_held(n: u8) -> anyhow::Result<(Kernel, u8, SourceStats)> {
+    let k = Kernel::new(&Config::default())?;
+    k.syns(n, [1000, 2000, 2000, 2000, 2000])?;
+    let s = k.source(n)?;
+    assert_eq!(pair::pending(s.last_pair), 3, "held in the entry: {s:?}");
+    Ok((k, n, s))
+}
+
 #[test]
 fn repeats_of_the_last_port_are_counted_without_a_lookup() -> anyhow::Result<()> {
     root_only!("repeats_of_the_last_port_are_counted_without_a_lookup");
-    let k = Kernel::new(&Config::default())?;
-    let (n, key) = (9, source(9));
-    // Admitted at its second port, then port 2000 three times more.
-    k.syns(n, [1000, 2000, 2000, 2000, 2000])?;
-    let s = k.source(n)?;
+    let (k, n, s) = three_held(9)?;
+    let key = source(n);
     assert_eq!((s.probes, s.ports, s.window_ports), (5, 2, 2), "{s:?}");
-    assert_eq!(pair::pending(s.last_pair), 3, "held in the entry");
     let raw = |port| k.maps.pair(key, IPPROTO_TCP, port).map(|p| p.probes);
     assert_eq!(
         raw(2000),
@@ -80,13 +86,10 @@ fn repeats_past_the_cap_look_the_pair_up() -> anyhow::Result<()> {
 #[test]
 fn an_older_copy_of_the_entry_counts_its_held_repeats_once() -> anyhow::Result<()> {
     root_only!("an_older_copy_of_the_entry_counts_its_held_repeats_once");
-    let k = Kernel::new(&Config::default())?;
-    let (n, key) = (12, source(12));
-    k.syns(n, [1000, 2000, 2000, 2000, 2000])?;
     // A copy taken while three repeats of 2000 are held (a decision's, or
     // an ended scan's, read later).
-    let copy = k.source(n)?;
-    assert_eq!(pair::pending(copy.last_pair), 3);
+    let (k, n, copy) = three_held(12)?;
+    let key = source(n);
     // Port 1000 again: the three go into 2000's own count; then five
     // repeats of 1000 are held.
     k.syns(n, [1000; 6])?;
