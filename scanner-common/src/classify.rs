@@ -97,7 +97,14 @@ pub fn is_ephemeral(port: u16, cfg: &Config) -> bool {
 /// traffic of a server skips the fan-out bookkeeping.
 #[inline(always)]
 pub fn is_accepted_traffic(t: &Transport, open: bool) -> bool {
-    open && t.is_tcp() && t.flags & TCP_ACK != 0 && t.flags & TCP_SYN == 0
+    open && is_segment(t)
+}
+
+/// A TCP segment with ACK and no SYN: what a connection carries once it is
+/// open. To an open port it is accepted traffic ([`is_accepted_traffic`]).
+#[inline(always)]
+pub fn is_segment(t: &Transport) -> bool {
+    t.is_tcp() && t.flags & TCP_ACK != 0 && t.flags & TCP_SYN == 0
 }
 
 /// Whether a first probe of an open port is evidence of a benign client

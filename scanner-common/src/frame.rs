@@ -82,7 +82,14 @@ impl<const N: usize> Header<'_, N> {
     pub fn bytes16<const AT: usize>(&self) -> [u8; 16] {
         const { assert!(AT + 16 <= N) };
         // SAFETY: as in `u8`.
-        let (high, low) = unsafe { (load::<u64, AT>(self.start), load8_at(self.start, AT + 8)) };
+        // (The second half from 8 bytes on: AT + 8 cannot be a const
+        // generic argument.)
+        let (high, low) = unsafe {
+            (
+                load::<u64, AT>(self.start),
+                load::<u64, AT>(self.start.wrapping_add(8)),
+            )
+        };
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&high.to_ne_bytes());
         out[8..].copy_from_slice(&low.to_ne_bytes());
@@ -92,11 +99,11 @@ impl<const N: usize> Header<'_, N> {
 
 /// A field's load: one instruction of its width, whatever the alignment.
 pub trait Field: Copy {
-    /// The field at `at` bytes past `start`.
+    /// The field at `AT` bytes past `start`.
     ///
     /// # Safety
-    /// `start + at` must be readable for the field's size.
-    unsafe fn load(start: *const u8, at: usize) -> Self;
+    /// `start + AT` must be readable for the field's size.
+    unsafe fn load<const AT: usize>(start: *const u8) -> Self;
 }
 
 /// On the host, and the reference for the BPF loads: an unaligned read.
@@ -105,10 +112,10 @@ macro_rules! field {
     ($($t:ty => $_insn:literal),*) => {$(
         impl Field for $t {
             #[inline(always)]
-            unsafe fn load(start: *const u8, at: usize) -> Self {
+            unsafe fn load<const AT: usize>(start: *const u8) -> Self {
                 // SAFETY: the caller's contract; read_unaligned needs no
                 // alignment.
-                unsafe { start.add(at).cast::<Self>().read_unaligned() }
+                unsafe { start.add(AT).cast::<Self>().read_unaligned() }
             }
         }
     )*};
@@ -124,17 +131,23 @@ macro_rules! field {
     ($($t:ty => $insn:literal),*) => {$(
         impl Field for $t {
             #[inline(always)]
-            unsafe fn load(start: *const u8, at: usize) -> Self {
+            unsafe fn load<const AT: usize>(start: *const u8) -> Self {
                 let value: u64;
                 // SAFETY: the caller's contract for the bytes; the asm
-                // only reads them (pure, readonly, no stack).
+                // only reads them (pure, readonly, no stack), and a BPF
+                // load zero-extends what it reads.
                 unsafe {
                     core::arch::asm!(
                         $insn,
                         out = lateout(reg) value,
-                        p = in(reg) start.add(at),
+                        p = in(reg) start,
+                        at = const AT,
                         options(pure, readonly, nostack, preserves_flags),
                     );
+                    // A load of fewer than 8 bytes clears the register's
+                    // upper bits: told so, the compiler masks no field
+                    // again before comparing it.
+                    core::hint::assert_unchecked(value <= Self::MAX as u64);
                 }
                 value as Self
             }
@@ -143,10 +156,10 @@ macro_rules! field {
 }
 
 field!(
-    u8 => "{out} = *(u8 *)({p} + 0)",
-    u16 => "{out} = *(u16 *)({p} + 0)",
-    u32 => "{out} = *(u32 *)({p} + 0)",
-    u64 => "{out} = *(u64 *)({p} + 0)"
+    u8 => "{out} = *(u8 *)({p} + {at})",
+    u16 => "{out} = *(u16 *)({p} + {at})",
+    u32 => "{out} = *(u32 *)({p} + {at})",
+    u64 => "{out} = *(u64 *)({p} + {at})"
 );
 
 /// The `T` at `start + AT`, which need not be aligned.
@@ -156,18 +169,7 @@ field!(
 #[inline(always)]
 unsafe fn load<T: Field, const AT: usize>(start: *const u8) -> T {
     // SAFETY: the caller's contract.
-    unsafe { T::load(start, AT) }
-}
-
-/// [`load`] of a u64 at a run-time offset (the second half of an IPv6
-/// address: the offset is AT + 8, which a const generic cannot add).
-///
-/// # Safety
-/// As [`load`]'s.
-#[inline(always)]
-unsafe fn load8_at(start: *const u8, at: usize) -> u64 {
-    // SAFETY: the caller's contract.
-    unsafe { u64::load(start, at) }
+    unsafe { T::load::<AT>(start) }
 }
 
 #[cfg(test)]

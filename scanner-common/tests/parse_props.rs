@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use scanner_common::{
     Config, ParseError, Parsed, Transport, class, earns_benign_credit, is_accepted_traffic,
-    is_probe, is_stack_syn, is_stealth, parse, tcp_class,
+    is_probe, is_stack_syn, is_stealth, parse, shape, tcp_class, walk,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -27,8 +27,53 @@ fn frame(ihl: u8, proto: u8, doff: u8, dport: u16, flags: u8, extra: &[u8]) -> V
     f
 }
 
+/// A frame at or near the plain one (see `shape`): random bytes, then
+/// each field its fast read tests set to the plain value (most often) or
+/// to a value beside it, so that every test of the fast read is met and
+/// missed, and frames of every length up to and past [`PLAIN_TCP4`].
+fn near_plain() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::collection::vec(any::<u8>(), 0..120),
+        prop_oneof![6 => Just(0x0800u16), 1 => Just(0x8100), 1 => Just(0x86dd), 1 => any::<u16>()],
+        prop_oneof![6 => Just(0x45u8), 1 => Just(0x46), 1 => Just(0x44), 1 => Just(0x55), 1 => any::<u8>()],
+        prop_oneof![
+            6 => Just(0u16),
+            3 => Just(0x4000),
+            1 => Just(0x2000),
+            1 => Just(1),
+            1 => Just(0x8000),
+            1 => any::<u16>(),
+        ],
+        prop_oneof![6 => Just(6u8), 1 => Just(17), 1 => Just(1), 1 => any::<u8>()],
+        prop_oneof![Just(0x50u8), Just(0x80), Just(0x40), Just(0xf0), any::<u8>()],
+        // The IP length: a first fragment's transport ends there.
+        prop_oneof![any::<u16>(), 0u16..64],
+    )
+        .prop_map(|(mut f, ethertype, version_ihl, fragment, proto, doff, length)| {
+            let mut set = |at: usize, bytes: &[u8]| {
+                if f.len() >= at + bytes.len() {
+                    f[at..at + bytes.len()].copy_from_slice(bytes);
+                }
+            };
+            set(12, &ethertype.to_be_bytes());
+            set(14, &[version_ihl]);
+            set(16, &length.to_be_bytes());
+            set(20, &fragment.to_be_bytes());
+            set(23, &[proto]);
+            set(46, &[doff]);
+            f
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// The plain frame's one-check read and the general walk reach the
+    /// same shape (or the same error) on every frame.
+    #[test]
+    fn the_plain_frames_read_agrees_with_the_walk(f in near_plain()) {
+        prop_assert_eq!(shape(&f[..]), walk(&f[..]));
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

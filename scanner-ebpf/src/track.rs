@@ -24,8 +24,8 @@
 
 use scanner_common::{
     Config, Headers, PREFIX_TRIALS_PER_SOURCE, SourceKey, SourceStats, Transport, bits, class_of,
-    counter, earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn, is_stealth,
-    port_bit, port_hits_index, scope, step,
+    counter, earns_benign_credit, is_accepted_traffic, is_probe, is_segment, is_stack_syn,
+    is_stealth, port_bit, port_hits_index, scope, step,
 };
 
 use crate::{
@@ -86,17 +86,25 @@ pub(crate) struct Probe {
 /// connection's traffic) or about an ignored one, which carries no
 /// evidence. Nothing of the source is needed for this: the XDP program
 /// reads the source address only for a probe.
+///
+/// An accepted connection's segments, the busiest traffic of a server, are
+/// told first, by one bitmap read: no settings, no probe test.
 #[inline(always)]
 pub(crate) fn classify(t: &Transport, v6: bool, ifindex: u32) -> Option<Probe> {
+    let segment = is_segment(t);
+    if segment && is_accepted_traffic(t, port_flag(bits::regions(t.proto, v6).0, t.dport)) {
+        return None;
+    }
     let cfg = config()?;
-    let pkt = probe(t, v6, ifindex, cfg)?;
+    let pkt = probe(t, v6, ifindex, cfg, segment)?;
     Some(Probe { pkt, cfg })
 }
 
-/// The probe `t` is, with what tracking needs of it; see [`classify`].
-/// Only probes read the port bitmaps.
+/// The probe `t` is, with what tracking needs of it; see [`classify`],
+/// which has told a `segment` (`is_segment`) to an open port already. Only
+/// probes read the port bitmaps.
 #[inline(always)]
-fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config) -> Option<Packet> {
+fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config, segment: bool) -> Option<Packet> {
     let port = t.dport;
     if !is_probe(t, cfg) {
         return None;
@@ -104,8 +112,9 @@ fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config) -> Option<Packet> 
     // Protocols without ports read past the bitmap: never open or ignored.
     // A port is open to the family its listener takes.
     let (open_bits, ignored_bits) = bits::regions(t.proto, v6);
-    let open = port_flag(open_bits, port);
-    if is_accepted_traffic(t, open) || port_flag(ignored_bits, port) {
+    // A segment that reaches this is to a closed port (see `classify`).
+    let open = !segment && port_flag(open_bits, port);
+    if port_flag(ignored_bits, port) {
         return None;
     }
     let class = class_of(t);

@@ -185,8 +185,14 @@ fn write_rows(path: &std::path::Path, data: &[u8]) -> rusqlite::Result<()> {
 }
 
 /// A frame, through the parser the XDP program runs (built for the host).
+/// The plain frame's fast read and the general walk must agree on it.
 pub fn packet(data: &[u8]) {
     let _ = scanner_common::parse::parse(data);
+    assert_eq!(
+        scanner_common::parse::shape(data),
+        scanner_common::parse::walk(data),
+        "the plain frame's read and the general walk disagree"
+    );
     let _ = scanner_common::parse::destination(data);
 }
 

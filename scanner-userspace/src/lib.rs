@@ -51,7 +51,7 @@ pub mod testing {
     /// Loading the XDP program.
     pub mod load {
         pub use crate::kernel::load::{
-            PROGRAM, load, load_variant, load_with_cap, map_memory, write_config,
+            PROGRAM, load, load_build, load_variant, load_with_cap, map_memory, write_config,
         };
     }
 }

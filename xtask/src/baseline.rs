@@ -1,6 +1,8 @@
-//! The XDP program as it was before single-probe sources were gathered by
-//! prefix (issue 22's "today"), built from that commit for `cargo xtask
-//! bench`, which measures it beside this build's in the same rounds.
+//! Earlier builds of the XDP program, each built from its commit for
+//! `cargo xtask bench`, which measures them beside this build's in the same
+//! rounds: the program as it was before single-probe sources were gathered
+//! by prefix (issue 22's "today"), and the last commit's (what a change to
+//! the data path is measured against, see [`previous`]).
 
 use std::{path::PathBuf, process::Command};
 
@@ -11,11 +13,46 @@ use crate::shell;
 /// The last commit before prefix slots (173e372 and the work before it).
 pub(crate) const COMMIT: &str = "5460a810eddcdc054c6d6f6e2a283f7a417b03e2";
 
-/// The baseline's object file, built once (the old tree's own build script
-/// makes it, in target/baseline) and kept.
-pub(crate) fn elf() -> anyhow::Result<PathBuf> {
+/// The commit this build is measured against, with its full hash: HEAD
+/// when the working tree changes the kernel's sources (the change under
+/// way), else HEAD's parent (the last commit's change).
+pub(crate) fn previous() -> anyhow::Result<String> {
+    let root = shell::workspace_root();
+    let unchanged = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args([
+            "diff",
+            "--quiet",
+            "HEAD",
+            "--",
+            "scanner-ebpf",
+            "scanner-common",
+        ])
+        .status()
+        .context("running git diff")?
+        .success();
+    let rev = if unchanged { "HEAD~1" } else { "HEAD" };
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
+        .output()
+        .context("running git rev-parse")?;
+    if !out.status.success() {
+        bail!(
+            "git rev-parse {rev}: {} (a shallow clone has no parent commit)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The object file of `commit`'s XDP program, built once (the old tree's
+/// own build script makes it, in target/baseline) and kept.
+pub(crate) fn elf(commit: &str) -> anyhow::Result<PathBuf> {
     let dir = shell::workspace_root().join("target/baseline");
-    let short = &COMMIT[..7];
+    let short = &commit[..7];
     let elf = dir.join(format!("scanner-{short}.o"));
     if elf.exists() {
         return Ok(elf);
@@ -26,12 +63,12 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
         let archive = Command::new("git")
             .arg("-C")
             .arg(shell::workspace_root())
-            .args(["archive", "--format=tar", COMMIT])
+            .args(["archive", "--format=tar", commit])
             .output()
             .context("running git archive")?;
         if !archive.status.success() {
             bail!(
-                "git archive {short}: {} (a shallow clone lacks the baseline commit)",
+                "git archive {short}: {} (a shallow clone lacks the commit)",
                 String::from_utf8_lossy(&archive.stderr).trim()
             );
         }
@@ -46,7 +83,7 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
         )?;
         let _ = std::fs::remove_file(&tar);
     }
-    println!("bench: building the baseline program ({short})");
+    println!("bench: building the XDP program of {short}");
     let target = dir.join("target");
     shell::status(
         shell::cargo()
@@ -72,7 +109,7 @@ pub(crate) fn elf() -> anyhow::Result<PathBuf> {
         .map(|e| e.path().join("out/scanner"))
         .filter(|p| p.exists())
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .context("the baseline build left no XDP object")?;
+        .with_context(|| format!("the build of {short} left no XDP object"))?;
     std::fs::copy(&built, &elf).with_context(|| format!("copying {}", built.display()))?;
     Ok(elf)
 }

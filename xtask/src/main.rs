@@ -165,13 +165,23 @@ fn bench() -> anyhow::Result<()> {
         .env("SCANNER_BIN", bin);
     // The program before prefix slots, measured beside this one; the
     // bench says so when it could not be built.
-    match baseline::elf() {
+    match baseline::elf(baseline::COMMIT) {
         Ok(elf) => {
             cmd.env("SCANNER_BASELINE_ELF", elf);
         }
         Err(e) => eprintln!("xtask: bench: no baseline program: {e:#}"),
     }
     cmd.env("SCANNER_BASELINE_COMMIT", &baseline::COMMIT[..7]);
+    // The last commit's program, beside this one in the steps table: a
+    // change to the data path shows against it in the same rounds, even
+    // where the machine's noise moves every figure.
+    match baseline::previous().and_then(|c| Ok((baseline::elf(&c)?, c))) {
+        Ok((elf, commit)) => {
+            cmd.env("SCANNER_PREVIOUS_ELF", elf);
+            cmd.env("SCANNER_PREVIOUS_COMMIT", &commit[..7]);
+        }
+        Err(e) => eprintln!("xtask: bench: no previous commit's program: {e:#}"),
+    }
     cmd.env("SCANNER_STEPS_ELF", steps::elf()?);
     shell::status(&mut cmd)
 }

@@ -160,6 +160,15 @@ pub fn load_variant(config: &Config, object: &[u8], stop_after: u32) -> Result<E
     Ok(ebpf)
 }
 
+/// [`load`] of `object`, another build of this program whose maps are laid
+/// out as this one's (the bench measures the last commit's beside this).
+pub fn load_build(config: &Config, object: &[u8]) -> Result<Ebpf, LoadError> {
+    let capacity = Capacity::with_blocks(BLOCK_CAPACITY);
+    let mut ebpf = load_object(object, config, &capacity, None, None)?;
+    arm_admission(&mut ebpf)?;
+    Ok(ebpf)
+}
+
 /// Map sizes chosen at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Capacity {

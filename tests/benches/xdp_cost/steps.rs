@@ -63,6 +63,42 @@ pub(crate) struct Steps {
     pub sizes: Vec<Size>,
     /// The whole build's programs: the attached one and the tail-called.
     pub programs: Vec<(&'static str, Size)>,
+    /// The last commit's whole program, measured in the same rounds.
+    pub previous: Option<Previous>,
+}
+
+/// The last commit's daemon program (`$SCANNER_PREVIOUS_ELF`, built by
+/// `cargo xtask bench` from `$SCANNER_PREVIOUS_COMMIT`), measured beside
+/// this build's: a change to the data path shows against it even when the
+/// machine's noise moves every figure of a run.
+pub(crate) struct Previous {
+    pub commit: String,
+    /// Per row of [`Steps::rows`]: ns.
+    pub ns: Vec<f64>,
+    pub size: Size,
+}
+
+/// The last commit's program, loaded by this build's loader; None (and
+/// why, on stderr) when there is none, or when its maps differ from this
+/// build's (a change of layout: nothing to compare in place).
+fn load_previous() -> Option<(Ebpf, u32, String)> {
+    let path = std::env::var_os("SCANNER_PREVIOUS_ELF")?;
+    let commit = std::env::var("SCANNER_PREVIOUS_COMMIT").unwrap_or_else(|_| "?".to_owned());
+    let loaded = std::fs::read(&path)
+        .with_context(|| format!("reading {path:?}"))
+        .and_then(|object| Ok(load::load_build(&Config::default(), &object)?))
+        .and_then(|mut ebpf| {
+            let id = program_id(&mut ebpf, load::PROGRAM)?;
+            prepare(&mut ebpf)?;
+            Ok((ebpf, id))
+        });
+    match loaded {
+        Ok((ebpf, id)) => Some((ebpf, id, commit)),
+        Err(e) => {
+            eprintln!("bench: the previous commit's program ({commit}) is left out: {e:#}");
+            None
+        }
+    }
 }
 
 /// The instructions the verifier walked to accept program `id` (Debian's
@@ -143,8 +179,10 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
             blocks.push((*what, (ns - pass_ns) / 10.0));
         }
     }
+    let mut previous = load_previous();
     let defaults = Config::default();
     let mut rows = Vec::new();
+    let mut previous_ns = Vec::new();
     // The benign packet, then the probe paths (the cases that reach
     // tracking).
     let rows_of = cases
@@ -152,20 +190,25 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
         .enumerate()
         .filter(|(i, c)| *i == BENIGN || c.is_probe());
     for (_, case) in rows_of {
-        for (ebpf, id) in &mut loaded {
+        let others = previous.iter_mut().map(|(ebpf, id, _)| (ebpf, *id));
+        for (ebpf, id) in loaded.iter_mut().map(|(e, id)| (e, *id)).chain(others) {
             set_blocked(ebpf, false)?;
             load::write_config(ebpf, if case.fresh { fresh } else { &defaults })?;
             if let Some(prime) = &case.prime {
-                run_once(*id, prime)?;
-                run_once(*id, &case.frame)?;
+                run_once(id, prime)?;
+                run_once(id, &case.frame)?;
             }
         }
         let mut ids: Vec<u32> = loaded.iter().map(|(_, id)| *id).collect();
+        ids.extend(previous.iter().map(|(_, id, _)| *id));
         ids.push(pass);
-        let ns = costs(&ids, &case.frame)?;
+        let mut ns = costs(&ids, &case.frame)?;
         eprintln!("steps, {}: {ns:?}", case.name);
-        let (pass_ns, variants) = ns.split_last().context("no rounds")?;
-        rows.push((case.name, variants.to_vec(), *pass_ns));
+        let pass_ns = ns.pop().context("no rounds")?;
+        if previous.is_some() {
+            previous_ns.push(ns.pop().context("no rounds")?);
+        }
+        rows.push((case.name, ns, pass_ns));
     }
     let sizes = loaded
         .iter()
@@ -194,6 +237,14 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
     }
     let mut variants: Vec<&'static str> = step::STEPS.iter().map(|(_, n)| *n).collect();
     variants.push("whole program");
+    let previous = match previous {
+        Some((_, id, commit)) => Some(Previous {
+            commit,
+            ns: previous_ns,
+            size: size(id)?,
+        }),
+        None => None,
+    };
     Ok(Steps {
         blocks,
         count_and_pass,
@@ -201,6 +252,7 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
         rows,
         sizes,
         programs,
+        previous,
     })
 }
 
@@ -249,6 +301,9 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
             before = *n;
         }
         writeln!(md, "| {name} | {pass:.0} | {} |", cells.join(" | "))?;
+    }
+    if let Some(p) = &s.previous {
+        previous(md, s, p)?;
     }
     writeln!(
         md,
@@ -312,6 +367,37 @@ fn sizes<'a>(
             size.jited,
             size.verified,
             calls(size)
+        )?;
+    }
+    Ok(())
+}
+
+/// This build's whole program beside the last commit's, in the same rounds.
+fn previous(md: &mut String, s: &Steps, p: &Previous) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "\nThis build's whole program beside the last commit's ({}, its object built \
+         from that commit's tree by `cargo xtask bench`; the commit before it when the \
+         working tree has no change to the kernel's sources), in the same rounds: where \
+         a run is noisy, a change to the data path still shows here.\n",
+        p.commit
+    )?;
+    writeln!(md, "| packet | this build | {} | change |", p.commit)?;
+    writeln!(md, "| --- | ---: | ---: | ---: |")?;
+    for ((name, ns, _), before) in s.rows.iter().zip(&p.ns) {
+        let now = ns.last().copied().unwrap_or(0.0);
+        writeln!(
+            md,
+            "| {name} | {now:.0} | {before:.0} | {:+.0} |",
+            now - before
+        )?;
+    }
+    if let Some(whole) = s.sizes.last() {
+        writeln!(md)?;
+        sizes(
+            md,
+            "program",
+            [("this build", whole), (p.commit.as_str(), &p.size)].into_iter(),
         )?;
     }
     Ok(())
