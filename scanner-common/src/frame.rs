@@ -81,9 +81,10 @@ impl<const N: usize> Header<'_, N> {
     #[inline(always)]
     pub fn bytes16<const AT: usize>(&self) -> [u8; 16] {
         const { assert!(AT + 16 <= N) };
-        // SAFETY: as in `u8`.
-        // (The second half from 8 bytes on: AT + 8 cannot be a const
-        // generic argument.)
+        // SAFETY: bytes AT..AT + 16 are inside the header (AT + 16 <= N,
+        // checked at compile time): the first half at AT, the second 8
+        // bytes on (AT + 8 cannot be a const generic argument); `new`'s
+        // contract.
         let (high, low) = unsafe {
             (
                 load::<u64, AT>(self.start),
@@ -132,6 +133,9 @@ macro_rules! field {
         impl Field for $t {
             #[inline(always)]
             unsafe fn load<const AT: usize>(start: *const u8) -> Self {
+                // A load's offset is a signed 16-bit field of the
+                // instruction.
+                const { assert!(AT <= i16::MAX as usize) };
                 let value: u64;
                 // SAFETY: the caller's contract for the bytes; the asm
                 // only reads them (pure, readonly, no stack), and a BPF

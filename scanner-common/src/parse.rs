@@ -228,9 +228,10 @@ pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Parsed> {
 ///
 /// Most of a server's traffic is one frame: untagged IPv4 with no options,
 /// not fragmented, carrying TCP. That frame is read with one bounds check
-/// over its first [`PLAIN_TCP4`] bytes (and one more for TCP options); any
-/// other takes the general [`walk`], which reaches the same shape on the
-/// plain frame too (a property test holds the two to that).
+/// over its first [`PLAIN_TCP4`] bytes (the TCP header's own check lies
+/// inside it, and the compiler drops it), and one more for TCP options;
+/// any other takes the general [`walk`], which reaches the same shape on
+/// the plain frame too (a property test holds the two to that).
 #[inline(always)]
 pub fn shape<F: Frame + ?Sized>(f: &F) -> Result<Shape> {
     if let Some(frame) = f.header::<PLAIN_TCP4>(0)
@@ -253,8 +254,9 @@ pub fn shape<F: Frame + ?Sized>(f: &F) -> Result<Shape> {
 pub const PLAIN_TCP4: usize = ETH_HLEN + 20 + 20;
 /// Version 4, a 20-byte header: an IPv4 header without options.
 const PLAIN_VERSION_IHL: u8 = 0x45;
-/// IPv4's more-fragments flag and fragment offset.
+/// IPv4's more-fragments flag: a first fragment, when the offset is 0.
 const IP_MF: u16 = 0x2000;
+/// IPv4's fragment offset: not 0 in every fragment but the first.
 const IP_OFFSET: u16 = 0x1fff;
 
 /// [`shape`] of any frame, by walking its headers one by one: what

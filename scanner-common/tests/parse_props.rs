@@ -2,10 +2,13 @@
 //! frame's classification depends only on the bytes the parser was allowed
 //! to read.
 
+use std::cell::RefCell;
+
 use proptest::prelude::*;
 use scanner_common::{
-    Config, ParseError, Parsed, Transport, class, earns_benign_credit, is_accepted_traffic,
-    is_probe, is_stack_syn, is_stealth, parse, shape, tcp_class, walk,
+    Config, Frame, Header, PLAIN_TCP4, ParseError, Parsed, Shape, Transport, class,
+    earns_benign_credit, is_accepted_traffic, is_probe, is_stack_syn, is_stealth, parse, shape,
+    tcp_class, walk,
 };
 
 /// An Ethernet + IPv4 + TCP frame with the given fields.
@@ -25,6 +28,59 @@ fn frame(ihl: u8, proto: u8, doff: u8, dport: u16, flags: u8, extra: &[u8]) -> V
     f.extend_from_slice(&tcp);
     f.extend_from_slice(extra);
     f
+}
+
+/// A frame that records the headers the parser asks it for: (offset, bytes).
+struct Recorded<'a> {
+    bytes: &'a [u8],
+    asked: RefCell<Vec<(usize, usize)>>,
+}
+
+impl Frame for Recorded<'_> {
+    fn header<const N: usize>(&self, offset: usize) -> Option<Header<'_, N>> {
+        self.asked.borrow_mut().push((offset, N));
+        self.bytes.header::<N>(offset)
+    }
+}
+
+/// The plain frame takes the one-check read, and its TCP options one more
+/// check; a frame off the plain form by one field falls back to the walk
+/// (which starts with the Ethernet header alone).
+#[test]
+fn the_plain_frame_is_read_with_one_check() {
+    let shape_of = |f: &[u8]| {
+        let recorded = Recorded {
+            bytes: f,
+            asked: RefCell::new(Vec::new()),
+        };
+        let shape = shape(&recorded);
+        (shape, recorded.asked.into_inner())
+    };
+    // An ACK with 12 bytes of options (timestamps), as most segments are.
+    let plain = frame(5, 6, 8, 80, 0x10, &[0u8; 12]);
+    let (got, asked) = shape_of(&plain);
+    assert!(matches!(got, Ok(Shape::Transport(..))), "{got:?}");
+    assert_eq!(asked, [(0, PLAIN_TCP4), (34, 20), (34 + 32 - 1, 1)]);
+    let mut off_plain = Vec::new();
+    // IP options; a first fragment; UDP; a VLAN tag.
+    off_plain.push(frame(6, 6, 5, 80, 0x10, &[]));
+    let mut first_fragment = plain.clone();
+    first_fragment[20] = 0x20;
+    off_plain.push(first_fragment);
+    off_plain.push(frame(5, 17, 5, 53, 0, &[]));
+    let mut tagged = plain[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x01]);
+    tagged.extend_from_slice(&plain[12..]);
+    off_plain.push(tagged);
+    for f in off_plain {
+        let (got, asked) = shape_of(&f);
+        assert_eq!(got, walk(&f[..]));
+        assert_eq!(
+            asked[1],
+            (0, 14),
+            "walked from the Ethernet header: {asked:?}"
+        );
+    }
 }
 
 /// A frame at or near the plain one (see `shape`): random bytes, then

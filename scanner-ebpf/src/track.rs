@@ -24,8 +24,8 @@
 
 use scanner_common::{
     Config, Headers, PREFIX_TRIALS_PER_SOURCE, SourceKey, SourceStats, Transport, bits, class_of,
-    counter, earns_benign_credit, is_accepted_traffic, is_probe, is_segment, is_stack_syn,
-    is_stealth, port_bit, port_hits_index, scope, step,
+    counter, earns_benign_credit, is_probe, is_segment, is_stack_syn, is_stealth, port_bit,
+    port_hits_index, scope, step,
 };
 
 use crate::{
@@ -92,7 +92,8 @@ pub(crate) struct Probe {
 #[inline(always)]
 pub(crate) fn classify(t: &Transport, v6: bool, ifindex: u32) -> Option<Probe> {
     let segment = is_segment(t);
-    if segment && is_accepted_traffic(t, port_flag(bits::regions(t.proto, v6).0, t.dport)) {
+    // `is_accepted_traffic`, the bitmap read only for a segment.
+    if segment && port_flag(bits::regions(t.proto, v6).0, t.dport) {
         return None;
     }
     let cfg = config()?;

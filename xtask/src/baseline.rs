@@ -1,7 +1,7 @@
 //! Earlier builds of the XDP program, each built from its commit for
 //! `cargo xtask bench`, which measures them beside this build's in the same
 //! rounds: the program as it was before single-probe sources were gathered
-//! by prefix (issue 22's "today"), and the last commit's (what a change to
+//! by prefix (issue 22's "today"), and the previous commit's (what a change to
 //! the data path is measured against, see [`previous`]).
 
 use std::{path::PathBuf, process::Command};
@@ -13,26 +13,33 @@ use crate::shell;
 /// The last commit before prefix slots (173e372 and the work before it).
 pub(crate) const COMMIT: &str = "5460a810eddcdc054c6d6f6e2a283f7a417b03e2";
 
+/// What the XDP object is built from: a change to any of these is a change
+/// to the program.
+const PROGRAM_SOURCES: [&str; 4] = ["scanner-ebpf", "scanner-common", "Cargo.toml", "Cargo.lock"];
+
 /// The commit this build is measured against, with its full hash: HEAD
-/// when the working tree changes the kernel's sources (the change under
-/// way), else HEAD's parent (the last commit's change).
+/// when the working tree changes the program's sources (the change under
+/// way, new files too), else HEAD's parent (the last commit's change).
 pub(crate) fn previous() -> anyhow::Result<String> {
     let root = shell::workspace_root();
-    let unchanged = Command::new("git")
+    let status = Command::new("git")
         .arg("-C")
         .arg(&root)
-        .args([
-            "diff",
-            "--quiet",
-            "HEAD",
-            "--",
-            "scanner-ebpf",
-            "scanner-common",
-        ])
-        .status()
-        .context("running git diff")?
-        .success();
-    let rev = if unchanged { "HEAD~1" } else { "HEAD" };
+        .args(["status", "--porcelain", "--"])
+        .args(PROGRAM_SOURCES)
+        .output()
+        .context("running git status")?;
+    if !status.status.success() {
+        bail!(
+            "git status: {}",
+            String::from_utf8_lossy(&status.stderr).trim()
+        );
+    }
+    let (rev, why) = if status.stdout.is_empty() {
+        ("HEAD~1", " (a shallow clone has no parent commit)")
+    } else {
+        ("HEAD", "")
+    };
     let out = Command::new("git")
         .arg("-C")
         .arg(&root)
@@ -41,7 +48,7 @@ pub(crate) fn previous() -> anyhow::Result<String> {
         .context("running git rev-parse")?;
     if !out.status.success() {
         bail!(
-            "git rev-parse {rev}: {} (a shallow clone has no parent commit)",
+            "git rev-parse {rev}: {}{why}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -52,7 +59,7 @@ pub(crate) fn previous() -> anyhow::Result<String> {
 /// own build script makes it, in target/baseline) and kept.
 pub(crate) fn elf(commit: &str) -> anyhow::Result<PathBuf> {
     let dir = shell::workspace_root().join("target/baseline");
-    let short = &commit[..7];
+    let short = commit.get(..7).unwrap_or(commit);
     let elf = dir.join(format!("scanner-{short}.o"));
     if elf.exists() {
         return Ok(elf);

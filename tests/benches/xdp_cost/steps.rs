@@ -4,7 +4,8 @@
 //! feature), measured on the probe frames in the same rounds as the
 //! daemon's program and XDP_PASS; and the size of each variant
 //! (xlated instructions, jited bytes) with the helper calls in it, which
-//! show a change even where times are noisy.
+//! show a change even where times are noisy; and the whole program beside
+//! the previous commit's, in the same rounds.
 
 use std::{collections::BTreeMap, fmt::Write as _, process::Command};
 
@@ -63,11 +64,11 @@ pub(crate) struct Steps {
     pub sizes: Vec<Size>,
     /// The whole build's programs: the attached one and the tail-called.
     pub programs: Vec<(&'static str, Size)>,
-    /// The last commit's whole program, measured in the same rounds.
+    /// The previous commit's whole program, measured in the same rounds.
     pub previous: Option<Previous>,
 }
 
-/// The last commit's daemon program (`$SCANNER_PREVIOUS_ELF`, built by
+/// The previous commit's daemon program (`$SCANNER_PREVIOUS_ELF`, built by
 /// `cargo xtask bench` from `$SCANNER_PREVIOUS_COMMIT`), measured beside
 /// this build's: a change to the data path shows against it even when the
 /// machine's noise moves every figure of a run.
@@ -78,7 +79,7 @@ pub(crate) struct Previous {
     pub size: Size,
 }
 
-/// The last commit's program, loaded by this build's loader; None (and
+/// The previous commit's program, loaded by this build's loader; None (and
 /// why, on stderr) when there is none, or when its maps differ from this
 /// build's (a change of layout: nothing to compare in place).
 fn load_previous() -> Option<(Ebpf, u32, String)> {
@@ -179,7 +180,7 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
             blocks.push((*what, (ns - pass_ns) / 10.0));
         }
     }
-    let mut previous = load_previous();
+    let mut beside = load_previous();
     let defaults = Config::default();
     let mut rows = Vec::new();
     let mut previous_ns = Vec::new();
@@ -190,22 +191,26 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
         .enumerate()
         .filter(|(i, c)| *i == BENIGN || c.is_probe());
     for (_, case) in rows_of {
-        let others = previous.iter_mut().map(|(ebpf, id, _)| (ebpf, *id));
-        for (ebpf, id) in loaded.iter_mut().map(|(e, id)| (e, *id)).chain(others) {
-            set_blocked(ebpf, false)?;
-            load::write_config(ebpf, if case.fresh { fresh } else { &defaults })?;
-            if let Some(prime) = &case.prime {
-                run_once(id, prime)?;
-                run_once(id, &case.frame)?;
-            }
+        let config = if case.fresh { fresh } else { &defaults };
+        for (ebpf, id) in &mut loaded {
+            set_up(ebpf, *id, case, config)?;
+        }
+        // The previous commit's program: one that cannot take this case's set-up
+        // (its maps differ after all) is left out, and says why.
+        if let Some((ebpf, id, commit)) = &mut beside
+            && let Err(e) = set_up(ebpf, *id, case, config)
+        {
+            eprintln!("bench: the previous commit's program ({commit}) is left out: {e:#}");
+            beside = None;
+            previous_ns.clear();
         }
         let mut ids: Vec<u32> = loaded.iter().map(|(_, id)| *id).collect();
-        ids.extend(previous.iter().map(|(_, id, _)| *id));
+        ids.extend(beside.iter().map(|(_, id, _)| *id));
         ids.push(pass);
         let mut ns = costs(&ids, &case.frame)?;
         eprintln!("steps, {}: {ns:?}", case.name);
         let pass_ns = ns.pop().context("no rounds")?;
-        if previous.is_some() {
+        if beside.is_some() {
             previous_ns.push(ns.pop().context("no rounds")?);
         }
         rows.push((case.name, ns, pass_ns));
@@ -237,7 +242,7 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
     }
     let mut variants: Vec<&'static str> = step::STEPS.iter().map(|(_, n)| *n).collect();
     variants.push("whole program");
-    let previous = match previous {
+    let previous = match beside {
         Some((_, id, commit)) => Some(Previous {
             commit,
             ns: previous_ns,
@@ -254,6 +259,18 @@ pub(crate) fn measure(pass: u32, cases: &[Case], fresh: &Config) -> anyhow::Resu
         programs,
         previous,
     })
+}
+
+/// Program `id` of `ebpf` made ready for `case`: nothing blocked, `config`
+/// written, and the source made known when the case needs it.
+fn set_up(ebpf: &mut Ebpf, id: u32, case: &Case, config: &Config) -> anyhow::Result<()> {
+    set_blocked(ebpf, false)?;
+    load::write_config(ebpf, config)?;
+    if let Some(prime) = &case.prime {
+        run_once(id, prime)?;
+        run_once(id, &case.frame)?;
+    }
+    Ok(())
 }
 
 fn calls(size: &Size) -> String {
@@ -303,7 +320,7 @@ pub(crate) fn markdown(md: &mut String, s: &Steps) -> anyhow::Result<()> {
         writeln!(md, "| {name} | {pass:.0} | {} |", cells.join(" | "))?;
     }
     if let Some(p) = &s.previous {
-        previous(md, s, p)?;
+        beside_previous(md, s, p)?;
     }
     writeln!(
         md,
@@ -372,14 +389,15 @@ fn sizes<'a>(
     Ok(())
 }
 
-/// This build's whole program beside the last commit's, in the same rounds.
-fn previous(md: &mut String, s: &Steps, p: &Previous) -> anyhow::Result<()> {
+/// This build's whole program beside the previous commit's, in the same
+/// rounds.
+fn beside_previous(md: &mut String, s: &Steps, p: &Previous) -> anyhow::Result<()> {
     writeln!(
         md,
-        "\nThis build's whole program beside the last commit's ({}, its object built \
-         from that commit's tree by `cargo xtask bench`; the commit before it when the \
-         working tree has no change to the kernel's sources), in the same rounds: where \
-         a run is noisy, a change to the data path still shows here.\n",
+        "\nThis build's whole program beside the previous commit's ({}: HEAD when the \
+         working tree changes the program's sources, else HEAD's parent; its object \
+         built from that commit's tree by `cargo xtask bench`), in the same rounds: \
+         where a run is noisy, a change to the data path still shows here.\n",
         p.commit
     )?;
     writeln!(md, "| packet | this build | {} | change |", p.commit)?;
