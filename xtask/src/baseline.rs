@@ -21,38 +21,37 @@ const PROGRAM_SOURCES: [&str; 4] = ["scanner-ebpf", "scanner-common", "Cargo.tom
 /// when the working tree changes the program's sources (the change under
 /// way, new files too), else HEAD's parent (the last commit's change).
 pub(crate) fn previous() -> anyhow::Result<String> {
-    let root = shell::workspace_root();
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(&root)
-        .args(["status", "--porcelain", "--"])
-        .args(PROGRAM_SOURCES)
-        .output()
-        .context("running git status")?;
-    if !status.status.success() {
-        bail!(
-            "git status: {}",
-            String::from_utf8_lossy(&status.stderr).trim()
-        );
-    }
-    let (rev, why) = if status.stdout.is_empty() {
-        ("HEAD~1", " (a shallow clone has no parent commit)")
-    } else {
+    let mut status = vec!["status", "--porcelain", "--"];
+    status.extend(PROGRAM_SOURCES);
+    let changed = !git(&status, "")?.is_empty();
+    let (rev, why) = if changed {
         ("HEAD", "")
+    } else {
+        ("HEAD~1", " (a shallow clone has no parent commit)")
     };
+    let hash = git(
+        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
+        why,
+    )?;
+    Ok(String::from_utf8_lossy(&hash).trim().to_owned())
+}
+
+/// What `git args` printed, run in the workspace; `why` follows its error.
+fn git(args: &[&str], why: &str) -> anyhow::Result<Vec<u8>> {
     let out = Command::new("git")
         .arg("-C")
-        .arg(&root)
-        .args(["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
+        .arg(shell::workspace_root())
+        .args(args)
         .output()
-        .context("running git rev-parse")?;
+        .with_context(|| format!("running git {}", args.join(" ")))?;
     if !out.status.success() {
         bail!(
-            "git rev-parse {rev}: {}{why}",
+            "git {}: {}{why}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(out.stdout)
 }
 
 /// The object file of `commit`'s XDP program, built once (the old tree's
@@ -67,20 +66,12 @@ pub(crate) fn elf(commit: &str) -> anyhow::Result<PathBuf> {
     let tree = dir.join(short);
     if !tree.join("Cargo.toml").exists() {
         std::fs::create_dir_all(&tree).with_context(|| format!("creating {}", tree.display()))?;
-        let archive = Command::new("git")
-            .arg("-C")
-            .arg(shell::workspace_root())
-            .args(["archive", "--format=tar", commit])
-            .output()
-            .context("running git archive")?;
-        if !archive.status.success() {
-            bail!(
-                "git archive {short}: {} (a shallow clone lacks the commit)",
-                String::from_utf8_lossy(&archive.stderr).trim()
-            );
-        }
+        let archive = git(
+            &["archive", "--format=tar", commit],
+            " (a shallow clone lacks the commit)",
+        )?;
         let tar = tree.join("baseline.tar");
-        std::fs::write(&tar, &archive.stdout)?;
+        std::fs::write(&tar, &archive)?;
         shell::status(
             Command::new("tar")
                 .arg("-xf")
