@@ -91,21 +91,20 @@ pub(crate) struct Probe {
 /// told first, by one bitmap read: no settings, no probe test.
 #[inline(always)]
 pub(crate) fn classify(t: &Transport, v6: bool, ifindex: u32) -> Option<Probe> {
-    let segment = is_segment(t);
     // `is_accepted_traffic`, the bitmap read only for a segment.
-    if segment && port_flag(bits::regions(t.proto, v6).0, t.dport) {
+    if is_segment(t) && port_flag(bits::regions(t.proto, v6).0, t.dport) {
         return None;
     }
     let cfg = config()?;
-    let pkt = probe(t, v6, ifindex, cfg, segment)?;
+    let pkt = probe(t, v6, ifindex, cfg)?;
     Some(Probe { pkt, cfg })
 }
 
 /// The probe `t` is, with what tracking needs of it; see [`classify`],
-/// which has told a `segment` (`is_segment`) to an open port already. Only
+/// which has told a segment (`is_segment`) to an open port already. Only
 /// probes read the port bitmaps.
 #[inline(always)]
-fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config, segment: bool) -> Option<Packet> {
+fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config) -> Option<Packet> {
     let port = t.dport;
     if !is_probe(t, cfg) {
         return None;
@@ -114,7 +113,7 @@ fn probe(t: &Transport, v6: bool, ifindex: u32, cfg: &Config, segment: bool) -> 
     // A port is open to the family its listener takes.
     let (open_bits, ignored_bits) = bits::regions(t.proto, v6);
     // A segment that reaches this is to a closed port (see `classify`).
-    let open = !segment && port_flag(open_bits, port);
+    let open = !is_segment(t) && port_flag(open_bits, port);
     if port_flag(ignored_bits, port) {
         return None;
     }
