@@ -36,6 +36,11 @@ pub(crate) fn previous() -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&hash).trim().to_owned())
 }
 
+/// A commit's abbreviated hash, as the bench names it.
+pub(crate) fn short(commit: &str) -> &str {
+    commit.get(..7).unwrap_or(commit)
+}
+
 /// What `git args` printed, run in the workspace; `why` follows its error.
 fn git(args: &[&str], why: &str) -> anyhow::Result<Vec<u8>> {
     let out = Command::new("git")
@@ -58,7 +63,7 @@ fn git(args: &[&str], why: &str) -> anyhow::Result<Vec<u8>> {
 /// own build script makes it, in target/baseline) and kept.
 pub(crate) fn elf(commit: &str) -> anyhow::Result<PathBuf> {
     let dir = shell::workspace_root().join("target/baseline");
-    let short = commit.get(..7).unwrap_or(commit);
+    let short = short(commit);
     let elf = dir.join(format!("scanner-{short}.o"));
     if elf.exists() {
         return Ok(elf);

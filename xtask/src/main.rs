@@ -171,17 +171,14 @@ fn bench() -> anyhow::Result<()> {
         }
         Err(e) => eprintln!("xtask: bench: no baseline program: {e:#}"),
     }
-    cmd.env("SCANNER_BASELINE_COMMIT", &baseline::COMMIT[..7]);
+    cmd.env("SCANNER_BASELINE_COMMIT", baseline::short(baseline::COMMIT));
     // The previous commit's program, beside this one in the steps table: a
     // change to the data path shows against it in the same rounds, even
     // where the machine's noise moves every figure.
     match baseline::previous().and_then(|c| Ok((baseline::elf(&c)?, c))) {
         Ok((elf, commit)) => {
             cmd.env("SCANNER_PREVIOUS_ELF", elf);
-            cmd.env(
-                "SCANNER_PREVIOUS_COMMIT",
-                commit.get(..7).unwrap_or(&commit),
-            );
+            cmd.env("SCANNER_PREVIOUS_COMMIT", baseline::short(&commit));
         }
         Err(e) => eprintln!("xtask: bench: no previous commit's program: {e:#}"),
     }
