@@ -10,6 +10,7 @@
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+pub mod admissions;
 pub mod bits;
 pub mod class;
 pub mod classify;
@@ -31,6 +32,7 @@ pub mod scope;
 pub mod source;
 pub mod step;
 
+pub use admissions::{ADMISSION_SLOTS, Admission, Admissions};
 pub use bits::port_bit;
 pub use classify::*;
 pub use config::{Config, DEFAULT_IDLE_NS, DEFAULT_WINDOW_NS};

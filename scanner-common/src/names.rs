@@ -68,6 +68,10 @@ pub const REPLAYED_MAP: &str = "REPLAYED";
 /// `scanner_admit`) tail-calls to count an admitted source's first trials
 /// into its prefix.
 pub const PREFIXED_MAP: &str = "PREFIXED";
+/// The latest admissions to SOURCES, per CPU (see `admissions`). Not
+/// pinned: the daemon reads it only for the admissions since its program
+/// was attached.
+pub const ADMISSIONS_MAP: &str = "ADMISSIONS";
 /// One u64 the daemon creates and pins itself (the XDP program never sees
 /// it): decisions and blocks made at or before this CLOCK_MONOTONIC time
 /// have been reported, so a restarted daemon does not report them again.

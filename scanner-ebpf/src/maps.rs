@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use scanner_common::{
-    BLOCK_CACHE_SLOTS, CachedBlock, Config, FirstProbe, PolicyEntry, PortHits, PortKey, PortSeen,
-    PrefixSlot, SourceKey, SourceStats,
+    Admissions, BLOCK_CACHE_SLOTS, CachedBlock, Config, FirstProbe, PolicyEntry, PortHits, PortKey,
+    PortSeen, PrefixSlot, SourceKey, SourceStats,
     names::{
         ALLOW_CAPACITY, BLOCK_CAPACITY, COUNTERS_ENTRIES, EVENTS_BYTES, FIRST_PROBES_CAPACITY,
         PORT_BITS_WORDS, PORT_HITS_ENTRIES, PORTS_CAPACITY, PREFIX_SLOTS_CAPACITY,
@@ -30,6 +30,11 @@ pub(crate) static FIRST_PROBES: Array<FirstProbe> =
 #[map]
 pub(crate) static SOURCES: LruHashMap<SourceKey, SourceStats> =
     LruHashMap::with_max_entries(SUSPECTS_CAPACITY, 0);
+
+/// The latest admissions to SOURCES, a ring per CPU (see
+/// `scanner_common::admissions`): written at an admission only.
+#[map]
+pub(crate) static ADMISSIONS: PerCpuArray<Admissions> = PerCpuArray::with_max_entries(1, 0);
 
 /// Single-probe sources gathered by prefix (see `scanner_common::gather`).
 /// Sized by the loader; the daemon writes the size into CONFIG.

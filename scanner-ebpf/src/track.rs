@@ -33,7 +33,7 @@ use crate::{
     counters,
     first::{self, Admission},
     gather,
-    maps::{CONFIG, PORT_BITS, PORT_HITS, PREFIXES, SOURCES},
+    maps::{ADMISSIONS, CONFIG, PORT_BITS, PORT_HITS, PREFIXES, SOURCES},
     variant,
 };
 
@@ -252,9 +252,17 @@ pub(crate) fn replay(h: &Headers) -> Tracked {
     let Some(first) = (unsafe { first::replayed(slot, &h.source, cfg) }) else {
         return Tracked::Counted;
     };
-    let Some(s) = live(&SOURCES, &h.source, crate::probe_now(cfg), cfg.idle_ns)
-        .or_else(|| start(&SOURCES, &h.source, &first))
-    else {
+    let now = crate::probe_now(cfg);
+    let Some(s) = live(&SOURCES, &h.source, now, cfg.idle_ns).or_else(|| {
+        let s = start(&SOURCES, &h.source, &first)?;
+        // A new life: the daemon finds it there (see `ADMISSIONS`).
+        if let Some(ring) = ADMISSIONS.get_ptr_mut(0) {
+            // SAFETY: this CPU's value of a live per-CPU map; no other
+            // program run writes it meanwhile.
+            unsafe { (*ring).record(&h.source, now) };
+        }
+        Some(s)
+    }) else {
         return Tracked::Counted;
     };
     // SAFETY: s is this source's live value in SOURCES. The prefix's

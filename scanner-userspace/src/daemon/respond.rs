@@ -165,30 +165,8 @@ pub(crate) fn release(
         out.responder.undecided = None;
         return Ok(());
     }
-    let stale = out
-        .responder
-        .undecided
-        .as_ref()
-        .is_none_or(|(at, took, _)| at.elapsed() >= (*took * 100).max(UNDECIDED_READ_EVERY));
-    if stale && !force {
-        // Only what could be a held detection's member is copied: an
-        // undecided source of two ports or more that started near one.
-        let starts = out.responder.decoys.held_starts();
-        let began = Instant::now();
-        let undecided = maps
-            .sources_where(|s| {
-                s.decided_ns == 0
-                    && s.ports >= crate::detect::decoy::MIN_SHARED_PORTS as u32
-                    && starts
-                        .iter()
-                        .any(|t| t.abs_diff(s.first_seen_ns) <= crate::detect::decoy::WINDOW_NS)
-            })
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
-        // Reads are spaced by what they cost (1% of a core at most), like
-        // full scans.
-        out.responder.undecided = Some((Instant::now(), began.elapsed(), undecided));
+    if !force {
+        read_undecided(out, maps);
     }
     let undecided = out
         .responder
@@ -221,6 +199,44 @@ pub(crate) fn release(
         )?;
     }
     Ok(())
+}
+
+/// Reads the undecided sources that could join a held detection's group:
+/// admitted, of two ports or more, started near one. Found from the rings
+/// of the latest admissions, so at every call, before the held detections
+/// are judged; where the rings cannot tell, SOURCES is walked, at most as
+/// often as its walk allows (1% of a core, every [`UNDECIDED_READ_EVERY`]
+/// at most), and that read serves until then.
+fn read_undecided(out: &mut Output, maps: &Maps) {
+    use crate::detect::decoy::{MIN_SHARED_PORTS, WINDOW_NS};
+    let decoys = &out.responder.decoys;
+    let starts = decoys.held_starts();
+    let Some(earliest) = starts.iter().min() else {
+        return;
+    };
+    let near = |s: &SourceStats| {
+        s.decided_ns == 0
+            && s.ports >= MIN_SHARED_PORTS as u32
+            && starts
+                .iter()
+                .any(|t| t.abs_diff(s.first_seen_ns) <= WINDOW_NS)
+    };
+    let from_ns = earliest.saturating_sub(WINDOW_NS);
+    let stale = out
+        .responder
+        .undecided
+        .as_ref()
+        .is_none_or(|(at, took, _)| at.elapsed() >= (*took * 100).max(UNDECIDED_READ_EVERY));
+    let began = Instant::now();
+    let found = match maps.admitted_since(from_ns, |key, at| decoys.decided_since(key, at), near) {
+        Some(found) => found,
+        None if stale => maps.sources_where(near),
+        None => return,
+    };
+    let undecided = found.into_iter().map(|(_, s)| s).collect();
+    // A walk is spaced by what it cost; the rings' answer is for now only.
+    let took = began.elapsed();
+    out.responder.undecided = Some((Instant::now(), took, undecided));
 }
 
 /// Reports one finding: its event, and for a source's detection the

@@ -67,6 +67,8 @@ pub(crate) struct Decoys {
     held: Vec<Held>,
     /// Sources reported lately, oldest first: later members join them.
     reported: Vec<(SourceKey, SourceStats)>,
+    /// When each of `reported` was decided, by source.
+    reported_ns: HashMap<SourceKey, u64>,
     groups: HashMap<SourceKey, Vec<SourceKey>>,
 }
 
@@ -155,13 +157,28 @@ impl Decoys {
             });
         }
         for h in ready {
-            if self.reported.len() >= REMEMBERED {
-                self.reported.remove(0);
-            }
             self.reported.retain(|(k, _)| *k != h.id.key);
+            if self.reported.len() >= REMEMBERED {
+                let (oldest, _) = self.reported.remove(0);
+                self.reported_ns.remove(&oldest);
+            }
             self.reported.push((h.id.key, h.stats));
+            self.reported_ns.insert(h.id.key, h.stats.decided_ns);
         }
         out
+    }
+
+    /// Whether `key`, admitted at `admitted_ns`, is known decided in that
+    /// life: its detection is held, or was reported lately, and was
+    /// decided since (a later life is admitted again, after the decision).
+    pub(crate) fn decided_since(&self, key: &SourceKey, admitted_ns: u64) -> bool {
+        let decided = self
+            .held
+            .iter()
+            .find(|h| h.id.key == *key)
+            .map(|h| h.stats.decided_ns)
+            .or_else(|| self.reported_ns.get(key).copied());
+        decided.is_some_and(|d| d >= admitted_ns)
     }
 
     /// The decoy group `key` was last reported in.

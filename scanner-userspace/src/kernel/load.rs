@@ -10,11 +10,12 @@ use aya::{
 use scanner_common::{
     Config,
     names::{
-        ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCK_CAPACITY, BLOCKLIST_MAP,
-        BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP, GATHERED_MAP,
-        PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP, PREFIXED_MAP,
-        PREFIXES_MAP, PROTECTED_MAP, REPLAYED_MAP, RULES_GENERATION_MAP, SOURCES_CAPACITY,
-        SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes, suspects,
+        ADMISSIONS_MAP, ADMITTED_MAP, ALLOWLIST_MAP, BLOCK_CACHE_MAP, BLOCK_CAPACITY,
+        BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, CONFIG_MAP, COUNTERS_MAP, EVENTS_MAP, FIRST_PROBES_MAP,
+        GATHERED_MAP, PINNED_MAPS, PORT_BITS_MAP, PORT_HITS_MAP, PORTS_MAP, PREFIX_SLOTS_MAP,
+        PREFIXED_MAP, PREFIXES_MAP, PROTECTED_MAP, REPLAYED_MAP, RULES_GENERATION_MAP,
+        SOURCES_CAPACITY, SOURCES_MAP, first_probe_slots, port_pairs, prefix_slots, prefixes,
+        suspects,
     },
     step,
 };
@@ -225,6 +226,7 @@ fn load_object(
         .load(object)
         .map_err(|e| classify(e, "creating the BPF maps"))?;
     for name in [
+        ADMISSIONS_MAP,
         ADMITTED_MAP,
         GATHERED_MAP,
         REPLAYED_MAP,

@@ -10,8 +10,8 @@ use scanner_common::{
     Config, DEFAULT_IDLE_NS, IPPROTO_ANY, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PortHits,
     PortKey, PortSeen, SAMPLE_PORTS, SourceKey, SourceStats, counter,
     names::{
-        CONFIG_MAP, COUNTERS_ENTRIES, COUNTERS_MAP, FIRST_PROBES_MAP, PORT_HITS_ENTRIES,
-        PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
+        ADMISSIONS_MAP, CONFIG_MAP, COUNTERS_ENTRIES, COUNTERS_MAP, FIRST_PROBES_MAP,
+        PORT_HITS_ENTRIES, PORT_HITS_MAP, PORTS_MAP, PREFIXES_MAP, SOURCES_MAP,
     },
     pair, scope,
 };
@@ -22,6 +22,7 @@ use crate::{
     kernel::{batch, first::FirstProbes},
 };
 
+mod admitted;
 pub(crate) mod probed;
 
 #[derive(Debug, Error)]
@@ -156,6 +157,8 @@ pub struct Maps {
     /// CONFIG, read for the idle timeout (it stays in the object: the
     /// daemon rewrites it on reload).
     config: Array<MapData, Config>,
+    /// The latest admissions, per CPU.
+    admitted: admitted::Admitted,
     fds: Fds,
     cpus: usize,
 }
@@ -183,6 +186,7 @@ impl Maps {
             ports: take_map(ebpf, PORTS_MAP)?,
             first,
             config,
+            admitted: admitted::Admitted::new(take_map(ebpf, ADMISSIONS_MAP)?),
             fds,
             cpus: batch::possible_cpus().map_err(batch_err(COUNTERS_MAP))?,
         })

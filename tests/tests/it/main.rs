@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admissions_kernel;
 mod benign_traffic;
 mod blocking;
 mod cli_errors;

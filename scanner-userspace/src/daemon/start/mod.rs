@@ -25,5 +25,9 @@ pub(super) async fn start(launch: Launch, to_journal: bool) -> anyhow::Result<Da
     let mut loaded = load_and_restore(&settings, claimed).await?;
     let kernel = &mut loaded.kernel;
     kernel.attached = attach(&settings, &kernel.pins, &mut kernel.ebpf, &mut loaded.out)?;
+    // Every admission from here on is this program's, in its rings.
+    kernel
+        .maps
+        .admissions_from(crate::kernel::maps::monotonic_ns());
     catch_up(settings, loaded)
 }
