@@ -21,7 +21,7 @@ use crate::{
     kernel::{
         decisions,
         load::{self, Attached},
-        maps::{CounterTable, Maps, PollError, monotonic_ns},
+        maps::{CounterTable, FirstSweep, Maps, PollError, monotonic_ns},
         policy::{self, AllowOrigin, Origin},
     },
     sinks::{
@@ -36,6 +36,9 @@ use crate::{
 const FULL_SCAN_MAX: Duration = Duration::from_secs(30);
 /// Even an empty map costs a walk of its buckets: not at every poll.
 const FULL_SCAN_MIN: Duration = Duration::from_secs(2);
+/// First-probe slots swept between two looks at the ring buffer: 2 MiB
+/// of the mapping, a fraction of a millisecond.
+const SWEEP_STEP: usize = 1 << 16;
 /// How often the allocator's free memory is handed back (see
 /// `sys::release_free_heap`).
 const RELEASE_HEAP_EVERY: Duration = Duration::from_secs(30);
@@ -116,7 +119,7 @@ impl Daemon {
             .last
             .is_none_or(|t: Instant| t.elapsed() >= scans.every)
             || dropped != scans.events_dropped;
-        let entries = if full {
+        let (entries, sweep) = if full {
             // The undecided admitted sources that probed since the last
             // full scan, for the probe signals' later ports. Probes are
             // stamped by the probe clock, which lags: a source stamped
@@ -126,15 +129,16 @@ impl Daemon {
                 .last_ns
                 .saturating_sub(scanner_common::clock::MAX_LAG_NS);
             let mut undecided = Vec::new();
-            let snapshot = if self.out.probes.is_some() {
-                self.kernel.maps.decided_seeing(|key, stats| {
-                    if stats.decided_ns == 0 && stats.ports > 1 && stats.last_probe_ns > since {
-                        undecided.push((*key, *stats));
-                    }
-                })
-            } else {
-                self.kernel.maps.decided()
-            };
+            let watching = self.out.probes.is_some();
+            let (snapshot, sweep) = self.kernel.maps.decided_then_sweep(|key, stats| {
+                if watching
+                    && stats.decided_ns == 0
+                    && stats.ports > 1
+                    && stats.last_probe_ns > since
+                {
+                    undecided.push((*key, *stats));
+                }
+            });
             scans.last_ns = began_ns;
             if let Some(probes) = &mut self.out.probes {
                 probes.admitted(
@@ -144,16 +148,12 @@ impl Daemon {
                     &self.out.metrics,
                 );
             }
-            let took = began.elapsed();
-            self.out.metrics.full_scan_took(took);
-            // At most 1% of a core on full scans: a small map is read every
-            // 2 s, a million sources every 30 s.
-            scans.every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
+            // The first probes are swept later, a step at a time.
             (scans.tracked, scans.last, scans.events_dropped) =
                 (snapshot.sources, Some(Instant::now()), dropped);
-            snapshot.entries
+            (snapshot.entries, Some((sweep, began.elapsed())))
         } else {
-            self.kernel.maps.decided_among(&self.detector.ids())
+            (self.kernel.maps.decided_among(&self.detector.ids()), None)
         };
         if let Some(probes) = &mut self.out.probes {
             probes.walk(&self.kernel.maps, &self.out.names, &self.out.metrics);
@@ -165,6 +165,9 @@ impl Daemon {
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
+        if let Some((sweep, took)) = sweep {
+            self.sweep_first_probes(sweep, took)?;
+        }
         // Every decision the kernel made before this poll's probes were
         // walked is marked in the long memory now (`report`): it takes the
         // probes after, and decides nothing the kernel did.
@@ -211,6 +214,32 @@ impl Daemon {
             )));
         }
         Ok(None)
+    }
+
+    /// The rest of a full scan: the first-probe slots swept a step at a
+    /// time (a million of them take milliseconds), the decisions made
+    /// meanwhile reported between steps, not after the whole sweep. Then
+    /// the scan's figures: the sources tracked, what the scan cost (`took`
+    /// so far), and so when the next is due.
+    fn sweep_first_probes(
+        &mut self,
+        mut sweep: FirstSweep,
+        mut took: Duration,
+    ) -> anyhow::Result<()> {
+        loop {
+            let step = Instant::now();
+            let Some(live) = self.kernel.maps.sweep_step(&mut sweep, SWEEP_STEP) else {
+                break;
+            };
+            took += step.elapsed();
+            self.scans.tracked += live;
+            self.drain_ring()?;
+        }
+        self.out.metrics.full_scan_took(took);
+        // At most 1% of a core on full scans: a small map is read every
+        // 2 s, a million sources every 30 s.
+        self.scans.every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
+        Ok(())
     }
 
     /// Reports findings: events, and the response to detections.

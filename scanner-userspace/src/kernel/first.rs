@@ -60,7 +60,7 @@ impl FirstProbes {
     /// Sources whose first probe is remembered: slots written within
     /// `idle_ns` before `now_ns`.
     pub(crate) fn live(&self, now_ns: u64, idle_ns: u64) -> usize {
-        self.sweep(now_ns, idle_ns, |_| true)
+        self.sweep(0..self.slots, now_ns, idle_ns, |_| true)
     }
 
     /// Every slot written after `after_ns` and at or before `upto_ns` (a
@@ -84,14 +84,20 @@ impl FirstProbes {
         }
     }
 
-    /// [`Self::live`], clearing on the way the displaced mark of each slot
-    /// `owned` says no admitted source hashes to. A source admitted and
-    /// displaced since `owned` was read loses its mark too: it is found
-    /// all the same when it next probes two ports (see
-    /// `scanner_common::first`).
-    pub(crate) fn sweep(&self, now_ns: u64, idle_ns: u64, owned: impl Fn(usize) -> bool) -> usize {
+    /// [`Self::live`] among the slots `range`, clearing on the way the
+    /// displaced mark of each slot `owned` says no admitted source hashes
+    /// to. A source admitted and displaced since `owned` was read loses its
+    /// mark too: it is found all the same when it next probes two ports
+    /// (see `scanner_common::first`).
+    pub(crate) fn sweep(
+        &self,
+        range: std::ops::Range<usize>,
+        now_ns: u64,
+        idle_ns: u64,
+        owned: impl Fn(usize) -> bool,
+    ) -> usize {
         let mut live = 0;
-        for i in 0..self.slots {
+        for i in range {
             let Some(p) = self.get(i) else { break };
             live += usize::from(p.live(now_ns, idle_ns));
             if p.ifindex & DISPLACED != 0 && !owned(i) {

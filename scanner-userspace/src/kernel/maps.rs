@@ -139,6 +139,20 @@ pub struct Snapshot {
     pub entries: Vec<(EntryId, SourceStats)>,
 }
 
+/// The first-probe slots a full read has still to sweep (counting the live
+/// ones, clearing stale displaced marks): see [`Maps::decided_then_sweep`].
+#[derive(Debug)]
+pub struct FirstSweep {
+    /// The slots admitted sources hash to, a bit each (`None`: unknown,
+    /// every mark kept).
+    owned: Option<Vec<u64>>,
+    idle_ns: u64,
+    /// The time the slots are judged live at: when the entries were read.
+    now_ns: u64,
+    /// The next slot to sweep.
+    next: usize,
+}
+
 /// Descriptors for whole-map batch reads.
 struct Fds {
     sources: OwnedFd,
@@ -224,11 +238,26 @@ impl Maps {
 
     /// [`Self::decided`], handing every admitted source on the way to
     /// `source` (the probe signals read the undecided ones' later ports).
-    pub fn decided_seeing(&self, mut source: impl FnMut(&SourceKey, &SourceStats)) -> Snapshot {
+    pub fn decided_seeing(&self, source: impl FnMut(&SourceKey, &SourceStats)) -> Snapshot {
+        let (mut snapshot, mut sweep) = self.decided_then_sweep(source);
+        while let Some(live) = self.sweep_step(&mut sweep, usize::MAX) {
+            snapshot.sources += live;
+        }
+        snapshot
+    }
+
+    /// [`Self::decided_seeing`] in steps: SOURCES and PREFIXES read now
+    /// (the snapshot counts the admitted sources only), the first probes
+    /// left for [`Self::sweep_step`], so that the daemon can report the
+    /// decisions made meanwhile between steps.
+    pub fn decided_then_sweep(
+        &self,
+        mut source: impl FnMut(&SourceKey, &SourceStats),
+    ) -> (Snapshot, FirstSweep) {
         let mut entries = Vec::new();
         let mut sources = 0;
         // The slots admitted sources hash to: displaced marks elsewhere are
-        // cleared by the walk over FIRST_PROBES below.
+        // cleared by the walk over FIRST_PROBES (the sweep).
         let config = self.config.get(&0, 0).ok();
         let mut owned = vec![0u64; self.first.slots().div_ceil(64)];
         for scope in [scope::SOURCE, scope::PREFIX] {
@@ -253,12 +282,32 @@ impl Maps {
                     .map(|(key, stats)| (EntryId { scope, key }, stats)),
             );
         }
-        // Without the settings no slot is known: every mark is kept.
-        let owned = |i: usize| {
-            config.is_none() || owned.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        let sweep = FirstSweep {
+            // Without the settings no slot is known: every mark is kept.
+            owned: config.is_some().then_some(owned),
+            idle_ns: idle_of(config),
+            now_ns: monotonic_ns(),
+            next: 0,
         };
-        sources += self.first.sweep(monotonic_ns(), idle_of(config), owned);
-        Snapshot { sources, entries }
+        (Snapshot { sources, entries }, sweep)
+    }
+
+    /// Sweeps up to `slots` more first-probe slots of `sweep`: how many of
+    /// them hold a live first probe; `None` once every slot is swept.
+    pub fn sweep_step(&self, sweep: &mut FirstSweep, slots: usize) -> Option<usize> {
+        let total = self.first.slots();
+        if sweep.next >= total {
+            return None;
+        }
+        let range = sweep.next..sweep.next.saturating_add(slots).min(total);
+        sweep.next = range.end;
+        let owned = |i: usize| {
+            sweep
+                .owned
+                .as_ref()
+                .is_none_or(|o| o.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0))
+        };
+        Some(self.first.sweep(range, sweep.now_ns, sweep.idle_ns, owned))
     }
 
     /// The decided entries among `ids`, looked up one by one: a poll that

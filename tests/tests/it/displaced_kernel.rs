@@ -75,10 +75,24 @@ fn an_admitted_source_displaced_from_its_slot_is_still_counted() -> anyhow::Resu
     // The daemon's walk keeps the mark while a's entry lives...
     k.maps.decided();
     assert_ne!(held(&k)?.ifindex & DISPLACED, 0);
-    // ... and clears it once no admitted source hashes there.
+    // ... and clears it once no admitted source hashes there, also when
+    // it sweeps the slots a step at a time (as the daemon does, reporting
+    // the decisions made meanwhile between steps).
     k.maps.forget(&key_a);
-    k.maps.decided();
+    let (snapshot, mut sweep) = k.maps.decided_then_sweep(|_, _| {});
+    let (mut tracked, mut steps) = (snapshot.sources, 0);
+    while let Some(live) = k.maps.sweep_step(&mut sweep, 4096) {
+        tracked += live;
+        steps += 1;
+    }
+    assert!(steps > 1, "{steps} steps");
     assert_eq!(held(&k)?.ifindex & DISPLACED, 0, "{:?}", held(&k)?);
+    assert_eq!(
+        tracked,
+        k.maps.decided().sources,
+        "the steps count what one sweep counts"
+    );
+    assert_eq!(tracked, 1, "b's first probe, waiting in its slot");
     // b was never looked up in SOURCES: still held, admitted at its second
     // port with both counted.
     assert_eq!(ports(&k, b), None);
