@@ -1,4 +1,5 @@
-//! The host's listening sockets, read from /proc/net: the ports it exposes.
+//! The host's listening sockets, read from sock_diag and /proc/net: the
+//! ports it exposes.
 
 use std::{
     collections::BTreeSet,
@@ -47,16 +48,35 @@ impl Listener {
 pub(crate) const TCP_LISTEN: u8 = 0x0a;
 const UDP_UNCONNECTED: u8 = 0x07;
 
-/// Every listener in this network namespace (/proc/net/{tcp,tcp6,udp,udp6}).
+/// Every listener in this network namespace (TCP from sock_diag, UDP
+/// from /proc/net/{udp,udp6}, SCTP from /proc/net/sctp/eps).
 /// A file that cannot be read (e.g. IPv6 disabled) contributes nothing.
 pub(crate) fn listeners() -> Vec<Listener> {
     let mut out = Vec::new();
-    for (file, proto, state) in [
-        ("/proc/net/tcp", IPPROTO_TCP, TCP_LISTEN),
-        ("/proc/net/tcp6", IPPROTO_TCP, TCP_LISTEN),
+    // TCP through sock_diag, which reads the listeners alone (see
+    // `sock_diag`); /proc/net/tcp where it cannot be asked.
+    let tcp: &[&str] = match super::sock_diag::tcp_listeners() {
+        Ok(tcp) => {
+            out.extend(tcp.into_iter().map(|l| Listener {
+                proto: IPPROTO_TCP,
+                addr: l.addr,
+                port: l.port,
+                inode: l.inode,
+                v6only: l.v6only,
+            }));
+            &[]
+        }
+        Err(e) => {
+            tracing::debug!("sock_diag: {e}; TCP listeners read from /proc/net");
+            &["/proc/net/tcp", "/proc/net/tcp6"]
+        }
+    };
+    let tcp = tcp.iter().map(|f| (*f, IPPROTO_TCP, TCP_LISTEN));
+    let udp = [
         ("/proc/net/udp", IPPROTO_UDP, UDP_UNCONNECTED),
         ("/proc/net/udp6", IPPROTO_UDP, UDP_UNCONNECTED),
-    ] {
+    ];
+    for (file, proto, state) in tcp.chain(udp) {
         if let Ok(text) = std::fs::read_to_string(file) {
             out.extend(parse_proc_net(&text, proto, state));
         }
@@ -290,5 +310,42 @@ garbage
             open_ports(&listeners).into_iter().collect::<Vec<_>>(),
             [(IPPROTO_TCP, 22)]
         );
+    }
+
+    fn tcp_from_proc() -> Vec<Listener> {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| parse_proc_net(&t, IPPROTO_TCP, TCP_LISTEN))
+            .collect()
+    }
+
+    #[test]
+    fn tcp_listeners_from_sock_diag_are_those_proc_net_lists() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        // Other tests open and close listeners meanwhile: those there
+        // before and after are listed, nothing else is.
+        let before = tcp_from_proc();
+        let mut from_diag: Vec<Listener> = listeners()
+            .into_iter()
+            .filter(|l| l.proto == IPPROTO_TCP)
+            .collect();
+        let after = tcp_from_proc();
+        // /proc does not show the IPv6-only flag.
+        from_diag.iter_mut().for_each(|l| l.v6only = false);
+        for l in before.iter().filter(|l| after.contains(l)) {
+            assert!(from_diag.contains(l), "{l:?} missing from {from_diag:?}");
+        }
+        for l in &from_diag {
+            assert!(
+                before.contains(l) || after.contains(l),
+                "{l:?} is no listener"
+            );
+        }
+        for bound in [&v4, &v6] {
+            let port = bound.local_addr().unwrap().port();
+            assert!(from_diag.iter().any(|l| l.port == port), "{port} missing");
+        }
     }
 }

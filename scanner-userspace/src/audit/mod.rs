@@ -3,6 +3,7 @@
 
 pub(crate) mod listeners;
 pub(crate) mod services;
+mod sock_diag;
 mod v6only;
 
 use std::{collections::HashMap, net::IpAddr};

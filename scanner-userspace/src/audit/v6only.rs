@@ -6,15 +6,8 @@
 
 use std::{collections::BTreeSet, io};
 
-use crate::netlink;
+use crate::audit::sock_diag::{self, TCP_LISTEN_STATE};
 
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const INET_DIAG_SKV6ONLY: u16 = 11;
-/// struct inet_diag_msg, before its attributes.
-const DIAG_MSG: usize = 72;
-/// Where struct inet_diag_msg has the socket's inode.
-const INODE_AT: usize = 68;
-const TCP_LISTEN_STATE: u32 = 1 << 10;
 const ALL_STATES: u32 = u32::MAX;
 
 /// The inodes of this namespace's IPv6 TCP listeners and UDP sockets that
@@ -25,19 +18,8 @@ pub(crate) fn v6only_inodes() -> io::Result<BTreeSet<u64>> {
         (libc::IPPROTO_TCP, TCP_LISTEN_STATE),
         (libc::IPPROTO_UDP, ALL_STATES),
     ] {
-        let fd = netlink::socket(libc::NETLINK_SOCK_DIAG)?;
-        // struct inet_diag_req_v2: family, protocol, no extensions, pad,
-        // the states wanted, and an all-zero socket id (every socket).
-        let mut req = Vec::with_capacity(56);
-        req.extend_from_slice(&[libc::AF_INET6 as u8, proto as u8, 0, 0]);
-        req.extend_from_slice(&states.to_ne_bytes());
-        req.extend_from_slice(&[0; 48]);
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        netlink::send(&fd, &netlink::message(SOCK_DIAG_BY_FAMILY, flags, &req))?;
-        for (kind, msg) in netlink::dump(&fd)? {
-            if kind == SOCK_DIAG_BY_FAMILY
-                && let Some(inode) = v6only(&msg)
-            {
+        for msg in sock_diag::dump(libc::AF_INET6, proto, states)? {
+            if let Some(inode) = v6only(&msg) {
                 out.insert(inode);
             }
         }
@@ -48,15 +30,14 @@ pub(crate) fn v6only_inodes() -> io::Result<BTreeSet<u64>> {
 /// The inode of the socket an inet_diag_msg describes, if it takes IPv6
 /// only.
 fn v6only(msg: &[u8]) -> Option<u64> {
-    let inode = u32::from_ne_bytes(msg.get(INODE_AT..INODE_AT + 4)?.try_into().ok()?);
-    let only = netlink::attributes(msg.get(DIAG_MSG..)?)
-        .any(|(kind, value)| kind == INET_DIAG_SKV6ONLY && value.first() == Some(&1));
-    only.then_some(u64::from(inode))
+    let inode = sock_diag::inode(msg)?;
+    sock_diag::v6only(msg).then_some(inode)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::sock_diag::{DIAG_MSG, INET_DIAG_SKV6ONLY, INODE_AT};
 
     fn diag_msg(inode: u32, v6only: u8) -> Vec<u8> {
         let mut m = vec![0u8; DIAG_MSG];

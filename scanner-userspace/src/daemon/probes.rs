@@ -51,6 +51,18 @@ struct Addresses {
     v6: Option<Ipv6Addr>,
 }
 
+/// A walk of the first probes written in a span of time, a range of slots
+/// at a time (see [`ProbeWatch::walk_step`]).
+#[derive(Debug)]
+pub(crate) struct ProbeWalk {
+    after_ns: u64,
+    upto_ns: u64,
+    /// When the walk began: the time the probes are judged at.
+    now_ns: u64,
+    /// The next slot to read.
+    next: usize,
+}
+
 /// Reads the kernel's probes, sends the signals, and keeps what the long
 /// memory is handed at each poll.
 pub(crate) struct ProbeWatch {
@@ -191,21 +203,45 @@ impl ProbeWatch {
         self.addresses = addresses;
     }
 
-    /// The first probes written since the last walk, offered and sent.
-    pub(crate) fn walk(&mut self, maps: &Maps, names: &HashMap<u32, String>, metrics: &Metrics) {
-        let now = monotonic_ns();
-        let upto = now.saturating_sub(WRITE_SLACK_NS);
-        if upto <= self.walked_ns {
-            return;
+    /// The walk of the first probes written since the last one, or `None`
+    /// when none can be new yet (see [`Self::walk_step`]).
+    pub(crate) fn begin_walk(&self) -> Option<ProbeWalk> {
+        let now_ns = monotonic_ns();
+        let upto_ns = now_ns.saturating_sub(WRITE_SLACK_NS);
+        (upto_ns > self.walked_ns).then_some(ProbeWalk {
+            after_ns: self.walked_ns,
+            upto_ns,
+            now_ns,
+            next: 0,
+        })
+    }
+
+    /// Up to `slots` more slots of `walk`: the first probes written there,
+    /// offered and sent. False once every slot is walked: the next walk
+    /// starts where this one ends.
+    pub(crate) fn walk_step(
+        &mut self,
+        walk: &mut ProbeWalk,
+        maps: &Maps,
+        slots: usize,
+        names: &HashMap<u32, String>,
+        metrics: &Metrics,
+    ) -> bool {
+        let total = maps.first_probe_slots();
+        if walk.next >= total {
+            self.walked_ns = walk.upto_ns;
+            return false;
         }
+        let range = walk.next..walk.next.saturating_add(slots).min(total);
+        walk.next = range.end;
         let mut probes = Vec::new();
-        maps.first_probes_written(self.walked_ns, upto, |slot| {
+        maps.first_probes_written(range, walk.after_ns, walk.upto_ns, |slot| {
             probes.push(Probe::of_slot(&slot));
         });
-        self.walked_ns = upto;
         for p in probes {
-            self.consider(p, names, metrics, now);
+            self.consider(p, names, metrics, walk.now_ns);
         }
+        true
     }
 
     /// The later ports of the undecided admitted sources of a full scan

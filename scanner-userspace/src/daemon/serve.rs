@@ -12,6 +12,7 @@ use crate::{
     daemon::{
         Daemon, Signals,
         interfaces::watch_interfaces,
+        probes::ProbeWatch,
         requests::{State, handle},
         respond::{Output, report, write},
         responder::{Responder, forget_lifted},
@@ -155,19 +156,18 @@ impl Daemon {
         } else {
             (self.kernel.maps.decided_among(&self.detector.ids()), None)
         };
-        if let Some(probes) = &mut self.out.probes {
-            probes.walk(&self.kernel.maps, &self.out.names, &self.out.metrics);
-        }
         let findings = self.detector.poll(monotonic_ns(), &entries);
-        self.out.metrics.poll_took(began.elapsed());
+        let mut polled = began.elapsed();
         self.report(&findings)?;
         // Decisions made while this poll ran go first: a block the kernel
         // made at a deciding probe is reported after its detection, which
         // may find the source protected and lift it.
         self.drain_ring()?;
+        polled += self.walk_probes()?;
         if let Some((sweep, took)) = sweep {
-            self.sweep_first_probes(sweep, took)?;
+            polled += self.sweep_first_probes(sweep, took)?;
         }
+        self.out.metrics.poll_took(polled);
         // Every decision the kernel made before this poll's probes were
         // walked is marked in the long memory now (`report`): it takes the
         // probes after, and decides nothing the kernel did.
@@ -216,30 +216,66 @@ impl Daemon {
         Ok(None)
     }
 
+    /// The first probes written since the last poll, for the probe signals
+    /// and the long memory: walked a step at a time (a pass over a million
+    /// slots takes milliseconds), the decisions made meanwhile reported
+    /// between steps. After the detector's read of the entries: a decision
+    /// it reports before that read would be missing from it, and taken for
+    /// an evicted scan. Returns the time the steps took (the reports
+    /// between them left out).
+    fn walk_probes(&mut self) -> anyhow::Result<Duration> {
+        let mut took = Duration::ZERO;
+        let Some(mut walk) = self.out.probes.as_ref().and_then(ProbeWatch::begin_walk) else {
+            return Ok(took);
+        };
+        loop {
+            let step = Instant::now();
+            let Some(probes) = &mut self.out.probes else {
+                break;
+            };
+            let more = probes.walk_step(
+                &mut walk,
+                &self.kernel.maps,
+                SWEEP_STEP,
+                &self.out.names,
+                &self.out.metrics,
+            );
+            took += step.elapsed();
+            if !more {
+                break;
+            }
+            self.drain_ring()?;
+        }
+        Ok(took)
+    }
+
     /// The rest of a full scan: the first-probe slots swept a step at a
     /// time (a million of them take milliseconds), the decisions made
     /// meanwhile reported between steps, not after the whole sweep. Then
     /// the scan's figures: the sources tracked, what the scan cost (`took`
-    /// so far), and so when the next is due.
+    /// so far), and so when the next is due. Returns the time the steps
+    /// took (the reports between them left out).
     fn sweep_first_probes(
         &mut self,
         mut sweep: FirstSweep,
         mut took: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Duration> {
+        let mut steps = Duration::ZERO;
         loop {
             let step = Instant::now();
             let Some(live) = self.kernel.maps.sweep_step(&mut sweep, SWEEP_STEP) else {
                 break;
             };
-            took += step.elapsed();
+            steps += step.elapsed();
             self.scans.tracked += live;
             self.drain_ring()?;
         }
+        took += steps;
         self.out.metrics.full_scan_took(took);
         // At most 1% of a core on full scans: a small map is read every
         // 2 s, a million sources every 30 s.
         self.scans.every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
-        Ok(())
+        Ok(steps)
     }
 
     /// Reports findings: events, and the response to detections.

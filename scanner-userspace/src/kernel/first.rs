@@ -63,13 +63,19 @@ impl FirstProbes {
         self.sweep(0..self.slots, now_ns, idle_ns, |_| true)
     }
 
-    /// Every slot written after `after_ns` and at or before `upto_ns` (a
+    /// Every slot of `range` written after `after_ns` and at or before `upto_ns` (a
     /// probe not yet seen by an earlier call with the same bounds moved
     /// on), to `f`: the first probes of sources new since then, whether
     /// still waiting or admitted since. Reads only each slot's time unless
     /// it is in range, so a walk costs a pass over the table's memory.
-    pub(crate) fn written(&self, after_ns: u64, upto_ns: u64, mut f: impl FnMut(FirstProbe)) {
-        for i in 0..self.slots {
+    pub(crate) fn written(
+        &self,
+        range: std::ops::Range<usize>,
+        after_ns: u64,
+        upto_ns: u64,
+        mut f: impl FnMut(FirstProbe),
+    ) {
+        for i in range.start..range.end.min(self.slots) {
             // SAFETY: i is within the mapping; `seen_ns` is a naturally
             // aligned u64 (32-byte slots in a page-aligned mapping), read
             // volatile because the kernel writes it concurrently.

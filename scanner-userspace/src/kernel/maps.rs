@@ -371,15 +371,23 @@ impl Maps {
             .live(monotonic_ns(), idle_of(self.config.get(&0, 0).ok()))
     }
 
-    /// The first probes written after `after_ns`, up to `upto_ns`, to `f`
-    /// (see `FirstProbes::written`): one per source new in that time.
+    /// The first probes in the slots `range` written after `after_ns`, up
+    /// to `upto_ns`, to `f` (see `FirstProbes::written`): one per source
+    /// new in that time. A walk of every slot goes a range at a time, so
+    /// that the daemon reads the ring buffer between ranges.
     pub fn first_probes_written(
         &self,
+        range: std::ops::Range<usize>,
         after_ns: u64,
         upto_ns: u64,
         f: impl FnMut(scanner_common::FirstProbe),
     ) {
-        self.first.written(after_ns, upto_ns, f);
+        self.first.written(range, after_ns, upto_ns, f);
+    }
+
+    /// How many first-probe slots there are.
+    pub fn first_probe_slots(&self) -> usize {
+        self.first.slots()
     }
 
     /// The first probe of `key` waiting in its slot (live or idle), if the

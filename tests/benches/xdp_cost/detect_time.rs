@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail};
 use scanner_tests::{Daemon, Lab, capture::Capture, journald, traffic};
 use scanner_userspace::testing::{Request, call};
 
-use crate::median;
+use crate::{median, report_latency::History};
 
 const RUNS: usize = 5;
 
@@ -78,9 +78,9 @@ const NMAP: &[&str] = &[
 ];
 
 /// Events on stdout, and in the journal like scanlogd's lines.
-fn daemon(lab: &Lab, block: bool) -> anyhow::Result<Daemon> {
+fn daemon(lab: &Lab, history: &History, block: bool) -> anyhow::Result<Daemon> {
     let extra: &[&str] = if block { &["--block"] } else { &[] };
-    crate::report_latency::reporting_daemon(lab, extra)
+    crate::report_latency::reporting_daemon(lab, history, extra)
 }
 
 /// When `daemon` reported the attacker's scan: when its line came out of
@@ -119,7 +119,8 @@ struct SideBySide {
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
 fn side_by_side() -> anyhow::Result<SideBySide> {
     let lab = Lab::new()?;
-    let mut daemon = daemon(&lab, false)?;
+    let history = History::new("detect")?;
+    let mut daemon = daemon(&lab, &history, false)?;
     let out = lab
         .server
         .command("scanlogd")
@@ -170,7 +171,8 @@ fn side_by_side() -> anyhow::Result<SideBySide> {
 /// nmap's start, and from the first probe.
 fn first_drop() -> anyhow::Result<(f64, Option<f64>)> {
     let lab = Lab::new()?;
-    let mut daemon = daemon(&lab, true)?;
+    let history = History::new("block")?;
+    let mut daemon = daemon(&lab, &history, true)?;
     // Seen by polling the kernel's counters through the control socket.
     let socket = daemon.socket().to_path_buf();
     let done = Arc::new(AtomicBool::new(false));
@@ -238,7 +240,7 @@ pub(crate) fn markdown(md: &mut String, runs: &[Run]) -> anyhow::Result<()> {
     writeln!(
         md,
         "`nmap -n -Pn -sS -T4 --host-timeout 15s -p 1-1000` from the attacker's namespace, \
-         {RUNS} runs. Detection: a fresh daemon (report only, at the packaged unit's niceness: `Nice=-10`) and scanlogd (Debian's package) \
+         {RUNS} runs. Detection: a fresh daemon (report only, as the packaged unit runs it: `Nice=-10`, a history file) and scanlogd (Debian's package) \
          both watch the server's namespace, so both see the very same scan; times are from \
          nmap's start to scanner's `scan_detected` entry and to scanlogd's line, both in the \
          journal (journald's receive time: the same sink and the same clock for both), and \

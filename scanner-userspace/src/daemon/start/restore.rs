@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, LpmTrie, RingBuf};
 use scanner_common::names::{
     ALLOWLIST_MAP, BLOCKLIST_MAP, BLOCKS_EMPTY_MAP, EVENTS_MAP, PORT_BITS_MAP, PROTECTED_MAP,
-    RULES_GENERATION_MAP,
+    RULES_GENERATION_MAP, SOURCES_MAP,
 };
 
 use crate::{
@@ -83,6 +83,9 @@ pub(super) async fn load_and_restore(
         blocks: response.block_cap,
         sources: settings.file.detection.max_sources,
     };
+    // A SOURCES made by this load holds only what this object's programs
+    // admit, each admission in their rings (see `Maps::admissions_from`).
+    let fresh_sources = !pins.path().join(SOURCES_MAP).exists();
     let mut ebpf = load::load_pinned(&config, &capacity, Some(pins.path()))?;
     crate::kernel::migrate::migrate(&pins, &mut ebpf);
     // Claim the control socket before attaching: a second daemon stops
@@ -90,6 +93,9 @@ pub(super) async fn load_and_restore(
     let control = control::server::bind(&launch.socket, launch.socket_group.as_deref())
         .context("opening the control socket")?;
     let mut maps = Maps::take(&mut ebpf).context("opening the maps")?;
+    if fresh_sources {
+        maps.admissions_from(0);
+    }
     let mut port_bits = PortBits::new(take_map::<Array<_, u64>>(&mut ebpf, PORT_BITS_MAP)?);
     // Know the open ports before the first packet is judged.
     let listeners = refresh_open_ports(&mut port_bits, &settings.file.detection.ignore_ports)?;

@@ -3,9 +3,11 @@
 //! SOURCES: what the daemon reads between a decision and its report, to
 //! know whether an undecided source may be one scan with it.
 //!
-//! The rings answer for the admissions made by the program this daemon
-//! attached, so from the moment it was attached on ([`Maps::admissions_from`]):
-//! a program an earlier daemon left running wrote rings of its own. Where
+//! The rings answer for the admissions made by this daemon's programs: for
+//! every admission to a SOURCES this load made, and from the moment they
+//! were attached to a SOURCES pinned by an earlier daemon, whose program
+//! may still have been admitting into it, writing rings of its own
+//! ([`Maps::admissions_from`]). Where
 //! they cannot answer (earlier than that, a ring overrun or read while
 //! written, too many sources to look up one by one) SOURCES is walked, so
 //! the answer is the walk's either way.
@@ -25,8 +27,8 @@ const MOST_LOOKUPS: usize = 128;
 /// The per-CPU rings, and since when they hold every admission.
 pub(crate) struct Admitted {
     rings: PerCpuArray<MapData, Admissions>,
-    /// CLOCK_MONOTONIC when this daemon's program was attached everywhere
-    /// (`u64::MAX` until then: the rings answer nothing).
+    /// CLOCK_MONOTONIC from which every admission is in the rings
+    /// (`u64::MAX` until the daemon says: the rings answer nothing).
     from_ns: u64,
 }
 
@@ -68,10 +70,13 @@ impl Admitted {
 }
 
 impl Maps {
-    /// Every admission from now on is in the rings (the daemon calls it
-    /// once its program is attached to every interface).
-    pub fn admissions_from(&mut self, now_ns: u64) {
-        self.admitted.from_ns = now_ns;
+    /// Every admission to SOURCES from `ns` on is in the rings: from 0
+    /// when this load made SOURCES, else from the moment this daemon's
+    /// program is attached to every interface (a program an earlier daemon
+    /// left attached admits into SOURCES until then). The earliest time
+    /// said stands.
+    pub fn admissions_from(&mut self, ns: u64) {
+        self.admitted.from_ns = self.admitted.from_ns.min(ns);
     }
 
     /// The admitted sources `keep` selects among those that started at or
