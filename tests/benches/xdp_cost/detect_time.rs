@@ -13,10 +13,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use scanner_tests::{Daemon, Lab, capture::Capture, journald, traffic};
+use scanner_tests::{Daemon, Lab, TempDir, capture::Capture, journald, traffic};
 use scanner_userspace::testing::{Request, call};
 
-use crate::{median, report_latency::History};
+use crate::median;
 
 const RUNS: usize = 5;
 
@@ -78,7 +78,7 @@ const NMAP: &[&str] = &[
 ];
 
 /// Events on stdout, and in the journal like scanlogd's lines.
-fn daemon(lab: &Lab, history: &History, block: bool) -> anyhow::Result<Daemon> {
+fn daemon(lab: &Lab, history: &TempDir, block: bool) -> anyhow::Result<Daemon> {
     let extra: &[&str] = if block { &["--block"] } else { &[] };
     crate::report_latency::reporting_daemon(lab, history, extra)
 }
@@ -119,7 +119,7 @@ struct SideBySide {
 /// Detection beside scanlogd: no blocking, so both see the whole scan.
 fn side_by_side() -> anyhow::Result<SideBySide> {
     let lab = Lab::new()?;
-    let history = History::new("detect")?;
+    let history = TempDir::new("bench-history")?;
     let mut daemon = daemon(&lab, &history, false)?;
     let out = lab
         .server
@@ -171,7 +171,7 @@ fn side_by_side() -> anyhow::Result<SideBySide> {
 /// nmap's start, and from the first probe.
 fn first_drop() -> anyhow::Result<(f64, Option<f64>)> {
     let lab = Lab::new()?;
-    let history = History::new("block")?;
+    let history = TempDir::new("bench-history")?;
     let mut daemon = daemon(&lab, &history, true)?;
     // Seen by polling the kernel's counters through the control socket.
     let socket = daemon.socket().to_path_buf();

@@ -21,7 +21,7 @@ use std::{
 use anyhow::Context as _;
 use scanner_common::IPPROTO_TCP;
 use scanner_tests::{
-    Daemon, Lab,
+    Daemon, Lab, TempDir,
     capture::Capture,
     journald,
     packets::{SYN, eth, ipv4, tcp},
@@ -44,11 +44,11 @@ pub(crate) const NICE: [&str; 3] = ["nice", "-n", "-10"];
 /// The release daemon on the lab's server as the packaged unit runs it
 /// (`NICE`, a history file and so the long memory, which walks the first
 /// probes at every poll), its events as JSON on stdout and in the
-/// journal, with `extra` arguments; attached. The history file is
-/// `history`'s (removed with it).
+/// journal, with `extra` arguments; attached. The history file is in
+/// `history` (removed with it).
 pub(crate) fn reporting_daemon(
     lab: &Lab,
-    history: &History,
+    history: &TempDir,
     extra: &[&str],
 ) -> anyhow::Result<Daemon> {
     let file = history.0.join("history.db");
@@ -56,27 +56,6 @@ pub(crate) fn reporting_daemon(
     let mut args = vec!["--log", "journal", "--history", &file];
     args.extend_from_slice(extra);
     json_daemon(lab, &NICE, &args)
-}
-
-/// A directory of its own for a daemon's history file, removed on drop.
-pub(crate) struct History(std::path::PathBuf);
-
-impl History {
-    pub(crate) fn new(name: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "scanner-bench-history-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for History {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The daemon on the lab's server, run through `wrapper` (empty: directly),
@@ -188,7 +167,7 @@ pub(crate) fn measure() -> anyhow::Result<Latency> {
         ),
     )?;
     let config = config.to_string_lossy().into_owned();
-    let history = History::new("latency")?;
+    let history = TempDir::new("bench-history")?;
     let mut daemon = reporting_daemon(&lab, &history, &["--config", &config])?;
     let capture = Capture::start(
         &lab.server,
