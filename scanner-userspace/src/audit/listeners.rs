@@ -52,35 +52,29 @@ const UDP_UNCONNECTED: u8 = 0x07;
 /// from /proc/net/{udp,udp6}, SCTP from /proc/net/sctp/eps).
 /// A file that cannot be read (e.g. IPv6 disabled) contributes nothing.
 pub(crate) fn listeners() -> Vec<Listener> {
-    let mut out = Vec::new();
     // TCP through sock_diag, which reads the listeners alone (see
     // `sock_diag`); /proc/net/tcp where it cannot be asked.
-    let tcp: &[&str] = match super::sock_diag::tcp_listeners() {
-        Ok(tcp) => {
-            out.extend(tcp.into_iter().map(|l| Listener {
+    let mut out = match super::sock_diag::tcp_listeners() {
+        Ok(tcp) => tcp
+            .into_iter()
+            .map(|l| Listener {
                 proto: IPPROTO_TCP,
                 addr: l.addr,
                 port: l.port,
                 inode: l.inode,
                 v6only: l.v6only,
-            }));
-            &[]
-        }
+            })
+            .collect(),
         Err(e) => {
             tracing::debug!("sock_diag: {e}; TCP listeners read from /proc/net");
-            &["/proc/net/tcp", "/proc/net/tcp6"]
+            read_proc_net(&TCP_FILES, IPPROTO_TCP, TCP_LISTEN)
         }
     };
-    let tcp = tcp.iter().map(|f| (*f, IPPROTO_TCP, TCP_LISTEN));
-    let udp = [
-        ("/proc/net/udp", IPPROTO_UDP, UDP_UNCONNECTED),
-        ("/proc/net/udp6", IPPROTO_UDP, UDP_UNCONNECTED),
-    ];
-    for (file, proto, state) in tcp.chain(udp) {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            out.extend(parse_proc_net(&text, proto, state));
-        }
-    }
+    out.extend(read_proc_net(
+        &["/proc/net/udp", "/proc/net/udp6"],
+        IPPROTO_UDP,
+        UDP_UNCONNECTED,
+    ));
     // Present only while the sctp module is loaded.
     if let Ok(text) = std::fs::read_to_string("/proc/net/sctp/eps") {
         out.extend(parse_sctp_eps(&text));
@@ -109,6 +103,19 @@ fn mark_v6only(listeners: &mut [Listener]) {
             }
         }
     }
+}
+
+/// /proc/net's TCP tables.
+const TCP_FILES: [&str; 2] = ["/proc/net/tcp", "/proc/net/tcp6"];
+
+/// The sockets in `state` that the /proc/net `files` list (a file that
+/// cannot be read lists none).
+fn read_proc_net(files: &[&str], proto: u8, state: u8) -> Vec<Listener> {
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| parse_proc_net(&text, proto, state))
+        .collect()
 }
 
 /// Parses /proc/net/{tcp,udp}[6] text, keeping sockets in `state`.
@@ -180,7 +187,7 @@ pub(crate) fn established_peers() -> BTreeSet<IpAddr> {
 /// The remote address of each established TCP connection, once per
 /// connection.
 fn established_remotes() -> impl Iterator<Item = IpAddr> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
+    TCP_FILES
         .into_iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|text| parse_peers(&text, TCP_ESTABLISHED))
@@ -313,11 +320,7 @@ garbage
     }
 
     fn tcp_from_proc() -> Vec<Listener> {
-        ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .flat_map(|t| parse_proc_net(&t, IPPROTO_TCP, TCP_LISTEN))
-            .collect()
+        read_proc_net(&TCP_FILES, IPPROTO_TCP, TCP_LISTEN)
     }
 
     #[test]

@@ -227,13 +227,10 @@ impl ProbeWatch {
         names: &HashMap<u32, String>,
         metrics: &Metrics,
     ) -> bool {
-        let total = maps.first_probe_slots();
-        if walk.next >= total {
+        let Some(range) = maps.first_probe_range(&mut walk.next, slots) else {
             self.walked_ns = walk.upto_ns;
             return false;
-        }
-        let range = walk.next..walk.next.saturating_add(slots).min(total);
-        walk.next = range.end;
+        };
         let mut probes = Vec::new();
         maps.first_probes_written(range, walk.after_ns, walk.upto_ns, |slot| {
             probes.push(Probe::of_slot(&slot));

@@ -224,29 +224,20 @@ impl Daemon {
     /// an evicted scan. Returns the time the steps took (the reports
     /// between them left out).
     fn walk_probes(&mut self) -> anyhow::Result<Duration> {
-        let mut took = Duration::ZERO;
         let Some(mut walk) = self.out.probes.as_ref().and_then(ProbeWatch::begin_walk) else {
-            return Ok(took);
+            return Ok(Duration::ZERO);
         };
-        loop {
-            let step = Instant::now();
-            let Some(probes) = &mut self.out.probes else {
-                break;
-            };
-            let more = probes.walk_step(
-                &mut walk,
-                &self.kernel.maps,
-                SWEEP_STEP,
-                &self.out.names,
-                &self.out.metrics,
-            );
-            took += step.elapsed();
-            if !more {
-                break;
-            }
-            self.drain_ring()?;
-        }
-        Ok(took)
+        self.in_steps(|d| {
+            d.out.probes.as_mut().is_some_and(|probes| {
+                probes.walk_step(
+                    &mut walk,
+                    &d.kernel.maps,
+                    SWEEP_STEP,
+                    &d.out.names,
+                    &d.out.metrics,
+                )
+            })
+        })
     }
 
     /// The rest of a full scan: the first-probe slots swept a step at a
@@ -258,24 +249,35 @@ impl Daemon {
     fn sweep_first_probes(
         &mut self,
         mut sweep: FirstSweep,
-        mut took: Duration,
+        took: Duration,
     ) -> anyhow::Result<Duration> {
-        let mut steps = Duration::ZERO;
-        loop {
-            let step = Instant::now();
-            let Some(live) = self.kernel.maps.sweep_step(&mut sweep, SWEEP_STEP) else {
-                break;
-            };
-            steps += step.elapsed();
-            self.scans.tracked += live;
-            self.drain_ring()?;
-        }
-        took += steps;
+        let steps = self.in_steps(|d| {
+            let live = d.kernel.maps.sweep_step(&mut sweep, SWEEP_STEP);
+            d.scans.tracked += live.unwrap_or(0);
+            live.is_some()
+        })?;
+        let took = took + steps;
         self.out.metrics.full_scan_took(took);
         // At most 1% of a core on full scans: a small map is read every
         // 2 s, a million sources every 30 s.
         self.scans.every = (took * 100).clamp(FULL_SCAN_MIN, FULL_SCAN_MAX);
         Ok(steps)
+    }
+
+    /// Runs `step` until it says it is done, reading the ring buffer after
+    /// each step that did something; returns the time the steps took (the
+    /// reports between them left out).
+    fn in_steps(&mut self, mut step: impl FnMut(&mut Self) -> bool) -> anyhow::Result<Duration> {
+        let mut took = Duration::ZERO;
+        loop {
+            let began = Instant::now();
+            let more = step(self);
+            took += began.elapsed();
+            if !more {
+                return Ok(took);
+            }
+            self.drain_ring()?;
+        }
     }
 
     /// Reports findings: events, and the response to detections.

@@ -50,6 +50,18 @@ impl FirstProbes {
         self.slots
     }
 
+    /// The next `slots` slots from `next` on, moving `next` past them;
+    /// `None` once past the last slot: a walk taken a step at a time.
+    pub(crate) fn next_range(
+        &self,
+        next: &mut usize,
+        slots: usize,
+    ) -> Option<std::ops::Range<usize>> {
+        let range = *next..next.saturating_add(slots).min(self.slots);
+        *next = range.end;
+        (!range.is_empty()).then_some(range)
+    }
+
     /// Slot `i`, as it is at this moment.
     pub(crate) fn get(&self, i: usize) -> Option<FirstProbe> {
         // SAFETY: i is within the mapping, which lives as long as self;

@@ -233,23 +233,19 @@ impl Maps {
     /// undecided sources are counted, not copied). Entries the kernel evicts
     /// while we read are skipped.
     pub fn decided(&self) -> Snapshot {
-        self.decided_seeing(|_, _| {})
-    }
-
-    /// [`Self::decided`], handing every admitted source on the way to
-    /// `source` (the probe signals read the undecided ones' later ports).
-    pub fn decided_seeing(&self, source: impl FnMut(&SourceKey, &SourceStats)) -> Snapshot {
-        let (mut snapshot, mut sweep) = self.decided_then_sweep(source);
+        let (mut snapshot, mut sweep) = self.decided_then_sweep(|_, _| {});
         while let Some(live) = self.sweep_step(&mut sweep, usize::MAX) {
             snapshot.sources += live;
         }
         snapshot
     }
 
-    /// [`Self::decided_seeing`] in steps: SOURCES and PREFIXES read now
-    /// (the snapshot counts the admitted sources only), the first probes
-    /// left for [`Self::sweep_step`], so that the daemon can report the
-    /// decisions made meanwhile between steps.
+    /// [`Self::decided`] in steps, handing every admitted source on the
+    /// way to `source` (the probe signals read the undecided ones' later
+    /// ports): SOURCES and PREFIXES read now (the snapshot counts the
+    /// admitted sources only), the first probes left for
+    /// [`Self::sweep_step`], so that the daemon can report the decisions
+    /// made meanwhile between steps.
     pub fn decided_then_sweep(
         &self,
         mut source: impl FnMut(&SourceKey, &SourceStats),
@@ -295,12 +291,7 @@ impl Maps {
     /// Sweeps up to `slots` more first-probe slots of `sweep`: how many of
     /// them hold a live first probe; `None` once every slot is swept.
     pub fn sweep_step(&self, sweep: &mut FirstSweep, slots: usize) -> Option<usize> {
-        let total = self.first.slots();
-        if sweep.next >= total {
-            return None;
-        }
-        let range = sweep.next..sweep.next.saturating_add(slots).min(total);
-        sweep.next = range.end;
+        let range = self.first.next_range(&mut sweep.next, slots)?;
         let owned = |i: usize| {
             sweep
                 .owned
@@ -385,9 +376,14 @@ impl Maps {
         self.first.written(range, after_ns, upto_ns, f);
     }
 
-    /// How many first-probe slots there are.
-    pub fn first_probe_slots(&self) -> usize {
-        self.first.slots()
+    /// The next `slots` first-probe slots from `next` on (moved past
+    /// them), `None` once past the last: a walk's steps.
+    pub fn first_probe_range(
+        &self,
+        next: &mut usize,
+        slots: usize,
+    ) -> Option<std::ops::Range<usize>> {
+        self.first.next_range(next, slots)
     }
 
     /// The first probe of `key` waiting in its slot (live or idle), if the
