@@ -17,7 +17,12 @@
 //!   The kernel advances jiffies before the coarse clock, so the pair never
 //!   has jiffies behind the clock; one tick less allows for the timer
 //!   interrupt's lateness. So the probe clock is never ahead of
-//!   CLOCK_MONOTONIC and at most [`MAX_LAG_NS`] behind it.
+//!   CLOCK_MONOTONIC and at most [`MAX_LAG_NS`] behind it, while the
+//!   kernel keeps jiffies current: on a virtual machine whose CPU that
+//!   keeps them is descheduled, jiffies stall for a few ticks (until
+//!   another CPU takes the duty over) and the lag grows meanwhile: what
+//!   allows for the lag (the decoy window, the daemon's walks of recent
+//!   probes) may then miss a source or probe stamped in that moment.
 //! - **Resolution.** Probes within one tick share a time. Lives and windows
 //!   last seconds (`idle_timeout` is 2 s at least), so two lives of a
 //!   source never start in one tick; the tests that need every probe to
