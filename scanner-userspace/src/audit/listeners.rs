@@ -181,11 +181,17 @@ pub(crate) const TCP_ESTABLISHED: u8 = 0x01;
 /// The remote addresses of this namespace's established TCP connections
 /// (IPv4-mapped ones as IPv4).
 pub(crate) fn established_peers() -> BTreeSet<IpAddr> {
-    established_remotes().collect()
+    match super::sock_diag::established(None) {
+        Ok(peers) => peers.into_iter().collect(),
+        Err(e) => {
+            tracing::debug!("sock_diag: {e}; established peers read from /proc/net");
+            established_remotes().collect()
+        }
+    }
 }
 
-/// The remote address of each established TCP connection, once per
-/// connection.
+/// The remote address of each established TCP connection in /proc/net,
+/// once per connection.
 fn established_remotes() -> impl Iterator<Item = IpAddr> {
     TCP_FILES
         .into_iter()
@@ -194,12 +200,20 @@ fn established_remotes() -> impl Iterator<Item = IpAddr> {
 }
 
 /// How many established TCP connections this namespace has with `peer`.
+/// Asked at a detection, before its report: sock_diag picks them in the
+/// kernel (see `sock_diag`), /proc/net only where it cannot be asked.
 pub(crate) fn established_with(peer: IpAddr) -> usize {
     let peer = match peer {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
         v4 => v4,
     };
-    established_remotes().filter(|ip| *ip == peer).count()
+    match super::sock_diag::established(Some(peer)) {
+        Ok(found) => found.len(),
+        Err(e) => {
+            tracing::debug!("sock_diag: {e}; connections with {peer} read from /proc/net");
+            established_remotes().filter(|ip| *ip == peer).count()
+        }
+    }
 }
 
 /// The remote addresses of the sockets in `state`.
@@ -316,6 +330,33 @@ garbage
         assert_eq!(
             open_ports(&listeners).into_iter().collect::<Vec<_>>(),
             [(IPPROTO_TCP, 22)]
+        );
+    }
+
+    #[test]
+    fn connections_with_a_peer_from_sock_diag_are_those_proc_net_lists() {
+        // A loopback address of this test's own (other tests connect
+        // meanwhile).
+        let peer = Ipv4Addr::new(127, 83, 41, 7);
+        let _open = crate::audit::sock_diag::tests::connected_to(peer, 2, 1);
+        let proc_net = established_remotes()
+            .filter(|ip| *ip == IpAddr::V4(peer))
+            .count();
+        assert_eq!(proc_net, 3, "the connecting ends");
+        assert_eq!(established_with(IpAddr::V4(peer)), 3);
+        assert_eq!(
+            established_with(IpAddr::V6(peer.to_ipv6_mapped())),
+            3,
+            "an IPv4-mapped peer is the IPv4 one"
+        );
+        let mut all = crate::audit::sock_diag::established(None).unwrap();
+        all.retain(|ip| *ip == IpAddr::V4(peer));
+        assert_eq!(all.len(), 3);
+        assert!(established_peers().contains(&IpAddr::V4(peer)));
+        assert_eq!(established_with("2001:db8::7".parse().unwrap()), 0);
+        assert_eq!(
+            established_with(IpAddr::V4(Ipv4Addr::new(127, 83, 41, 8))),
+            0
         );
     }
 

@@ -154,7 +154,9 @@ impl Protected {
         if let Some(reason) = self.current.get(&ip) {
             return Some(*reason);
         }
-        self.peers().contains(&ip).then_some(protect::ESTABLISHED)
+        // The connections with this one address, picked in the kernel.
+        (self.kinds.established && listeners::established_with(ip) > 0)
+            .then_some(protect::ESTABLISHED)
     }
 
     /// [`Self::reason`] with the established peers already read.
