@@ -203,10 +203,7 @@ fn established_remotes() -> impl Iterator<Item = IpAddr> {
 /// Asked at a detection, before its report: sock_diag picks them in the
 /// kernel (see `sock_diag`), /proc/net only where it cannot be asked.
 pub(crate) fn established_with(peer: IpAddr) -> usize {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
+    let peer = peer.to_canonical();
     match super::sock_diag::established(Some(peer)) {
         Ok(found) => found.len(),
         Err(e) => {
@@ -227,11 +224,7 @@ pub(crate) fn parse_peers(text: &str, state: u8) -> Vec<IpAddr> {
             if st != state {
                 return None;
             }
-            let ip = parse_hex_addr(remote.split_once(':')?.0)?;
-            Some(match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-                v4 => v4,
-            })
+            Some(parse_hex_addr(remote.split_once(':')?.0)?.to_canonical())
         })
         .collect()
 }

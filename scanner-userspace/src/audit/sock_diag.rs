@@ -147,7 +147,7 @@ fn established_by(walks: Walks, peer: Option<IpAddr>) -> io::Result<Vec<IpAddr>>
     let asks: &[Ask] = match walks {
         Walks::Once => &[Ask::TcpBothFamilies],
         // An IPv6 peer has no connection among the IPv4 sockets.
-        Walks::PerFamily if peer.is_some_and(|p| remote_is_v6(&p)) => &[v6],
+        Walks::PerFamily if peer.is_some_and(|p| p.to_canonical().is_ipv6()) => &[v6],
         Walks::PerFamily => &[v4, v6],
     };
     let mut out = Vec::new();
@@ -158,23 +158,15 @@ fn established_by(walks: Walks, peer: Option<IpAddr>) -> io::Result<Vec<IpAddr>>
     Ok(out)
 }
 
-/// An IPv6 address that is not IPv4-mapped.
-fn remote_is_v6(ip: &IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(a) if a.to_ipv4_mapped().is_none())
-}
-
 /// An inet_diag filter that accepts the sockets whose remote address is
 /// `peer` (an IPv4 one matches the IPv4-mapped address of an IPv6 socket
 /// too): one struct inet_diag_bc_op, its struct inet_diag_hostcond (any
 /// port) and the address. The op jumps to the end when the test holds,
 /// past it (a reject) when not.
 fn remote_is(peer: IpAddr) -> Vec<u8> {
-    let (family, bits, addr) = match peer {
+    let (family, bits, addr) = match peer.to_canonical() {
         IpAddr::V4(a) => (libc::AF_INET, 32, a.octets().to_vec()),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => (libc::AF_INET, 32, v4.octets().to_vec()),
-            None => (libc::AF_INET6, 128, a.octets().to_vec()),
-        },
+        IpAddr::V6(a) => (libc::AF_INET6, 128, a.octets().to_vec()),
     };
     let len = 4 + 8 + addr.len() as u16;
     let mut bc = Vec::with_capacity(usize::from(len));
@@ -188,42 +180,34 @@ fn remote_is(peer: IpAddr) -> Vec<u8> {
 
 /// The remote address an inet_diag_msg gives (IPv4-mapped as IPv4).
 fn remote(msg: &[u8]) -> Option<IpAddr> {
-    let ip = match i32::from(*msg.first()?) {
-        libc::AF_INET => {
-            let a: [u8; 4] = msg.get(DST_AT..DST_AT + 4)?.try_into().ok()?;
-            IpAddr::V4(Ipv4Addr::from(a))
-        }
-        libc::AF_INET6 => {
-            let a: [u8; 16] = msg.get(DST_AT..DST_AT + 16)?.try_into().ok()?;
-            let a = Ipv6Addr::from(a);
-            a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(ip)
+    address_at(msg, DST_AT).map(|ip| ip.to_canonical())
 }
 
 /// The listener an inet_diag_msg describes.
 fn listener(msg: &[u8]) -> Option<TcpListener> {
-    let family = *msg.first()?;
     let port = u16::from_be_bytes(msg.get(SPORT_AT..SPORT_AT + 2)?.try_into().ok()?);
-    let addr = match i32::from(family) {
-        libc::AF_INET => {
-            let a: [u8; 4] = msg.get(SRC_AT..SRC_AT + 4)?.try_into().ok()?;
-            IpAddr::V4(Ipv4Addr::from(a))
-        }
-        libc::AF_INET6 => {
-            let a: [u8; 16] = msg.get(SRC_AT..SRC_AT + 16)?.try_into().ok()?;
-            IpAddr::V6(Ipv6Addr::from(a))
-        }
-        _ => return None,
-    };
     Some(TcpListener {
-        addr,
+        addr: address_at(msg, SRC_AT)?,
         port,
         inode: inode(msg)?,
         v6only: v6only(msg),
     })
+}
+
+/// The address of the message's family at `at` in an inet_diag_msg (its
+/// source or destination: 16 bytes, of which IPv4 uses 4).
+fn address_at(msg: &[u8], at: usize) -> Option<IpAddr> {
+    match i32::from(*msg.first()?) {
+        libc::AF_INET => {
+            let a: [u8; 4] = msg.get(at..at + 4)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(a)))
+        }
+        libc::AF_INET6 => {
+            let a: [u8; 16] = msg.get(at..at + 16)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(a)))
+        }
+        _ => None,
+    }
 }
 
 /// The socket's inode.
@@ -273,8 +257,11 @@ pub(crate) mod tests {
         );
         assert_eq!(listener(&[0; 10]), None, "a short message is no answer");
         assert_eq!(remote(&[0; 10]), None);
-        assert!(remote_is_v6(&"2001:db8::1".parse().unwrap()));
-        assert!(!remote_is_v6(&"::ffff:198.18.0.1".parse().unwrap()));
+        assert_eq!(
+            remote_is("::ffff:198.18.0.1".parse().unwrap()),
+            remote_is("198.18.0.1".parse().unwrap()),
+            "an IPv4-mapped peer is filtered as the IPv4 one"
+        );
         assert_eq!(
             listener(&diag_msg(99, 1, &[], 1)),
             None,

@@ -54,12 +54,9 @@ impl ProtectedBy {
 
 /// The key of an address in the kernel's maps.
 pub(crate) fn key_of(ip: IpAddr) -> SourceKey {
-    match ip {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => SourceKey::from_v4(v4.octets()),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SourceKey::from_v4(v4.octets()),
-            None => SourceKey::from_v6(v6.octets()),
-        },
+        IpAddr::V6(v6) => SourceKey::from_v6(v6.octets()),
     }
 }
 
@@ -150,7 +147,7 @@ impl Protected {
     /// map, or (reading the socket table) a peer of an established TCP
     /// connection.
     pub(crate) fn reason(&self, ip: IpAddr) -> Option<u32> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         if let Some(reason) = self.current.get(&ip) {
             return Some(*reason);
         }
@@ -161,19 +158,11 @@ impl Protected {
 
     /// [`Self::reason`] with the established peers already read.
     fn reason_among(&self, ip: IpAddr, peers: &BTreeSet<IpAddr>) -> Option<u32> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         if let Some(reason) = self.current.get(&ip) {
             return Some(*reason);
         }
         peers.contains(&ip).then_some(protect::ESTABLISHED)
-    }
-}
-
-/// IPv4-mapped IPv6 addresses as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -282,7 +271,10 @@ eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
     #[test]
     fn mapped_addresses_are_ipv4() {
         let mapped: IpAddr = "::ffff:198.18.0.9".parse().unwrap();
-        assert_eq!(canonical(mapped), "198.18.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mapped.to_canonical(),
+            "198.18.0.9".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(key_of(mapped), SourceKey::from_v4([198, 18, 0, 9]));
         assert_eq!(ProtectedBy::of(protect::GATEWAY).as_str(), "gateway");
         assert_eq!(
